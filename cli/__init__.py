@@ -1,0 +1,1 @@
+"""freebind's command-line interface (installed as the package ``freebind_cli``)."""

@@ -1,0 +1,49 @@
+"""The ``freebind`` command: one module per verb under ``cli/``, each with ``register(app)``.
+
+Nothing heavy is imported here: verbs import torch and encoders inside their functions, so
+``freebind --help`` stays instant."""
+
+from __future__ import annotations
+
+import importlib
+
+import typer
+
+from freebind_cli.common import FreebindGroup
+
+#: Verb modules, in the order ``freebind --help`` lists them.
+VERBS = ["plan", "spaces", "info"]
+
+app = typer.Typer(
+    cls=FreebindGroup,
+    name="freebind",
+    help="Bind pretrained multimodal embedding spaces with space bonds (FreeBind).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", help="Print the version and exit.",
+                                 is_eager=True),
+) -> None:
+    if version:
+        from freebind import __version__
+
+        typer.echo(f"freebind {__version__}")
+        raise typer.Exit()
+
+
+for _verb in VERBS:
+    importlib.import_module(f"freebind_cli.{_verb}").register(app)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

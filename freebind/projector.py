@@ -1,0 +1,148 @@
+"""Projector groups: a mixture of K projectors evaluated as one batched computation.
+
+Each projector k is Linear(in, H) - BatchNorm(H) - ReLU - Linear(H, out) - BatchNorm(out),
+followed by L2 normalisation. The K projectors of a group are stored stacked, so a group is
+one set of tensors (the bundle's layout, per job ``<job>``)::
+
+    <job>.w1 [K, in, H]   <job>.b1 [K, H]
+    <job>.bn1.weight/.bias/.running_mean/.running_var [K, H]
+    <job>.w2 [K, H, out]  <job>.b2 [K, out]
+    <job>.bn2.weight/.bias/.running_mean/.running_var [K, out]
+
+The mixture is m(x) = mean_k n(P_k(x)); the group's projection is P(x) = n(m(x)).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+BN_EPS = 1e-5
+PARAM_NAMES = ("w1", "b1", "bn1.weight", "bn1.bias", "bn1.running_mean", "bn1.running_var",
+               "w2", "b2", "bn2.weight", "bn2.bias", "bn2.running_mean", "bn2.running_var")
+
+
+def param_shapes(k: int, d_in: int, hidden: int, d_out: int) -> dict[str, tuple[int, ...]]:
+    """Shape of every tensor of a group, by name (without the job prefix)."""
+    shapes = {"w1": (k, d_in, hidden), "b1": (k, hidden), "w2": (k, hidden, d_out),
+              "b2": (k, d_out)}
+    for bn, width in (("bn1", hidden), ("bn2", d_out)):
+        for stat in ("weight", "bias", "running_mean", "running_var"):
+            shapes[f"{bn}.{stat}"] = (k, width)
+    return shapes
+
+
+def _batch_norm(x, mean, var, weight, bias, training, momentum, eps=BN_EPS):
+    """Batched BatchNorm over x [K, N, C] with per-projector statistics [K, C].
+
+    In training mode the batch statistics are used and the running ones updated in place
+    (PyTorch's convention: the running variance is unbiased)."""
+    if training:
+        batch_mean = x.mean(dim=1)
+        batch_var = x.var(dim=1, unbiased=False)
+        n = x.shape[1]
+        with torch.no_grad():
+            mean.mul_(1 - momentum).add_(momentum * batch_mean)
+            var.mul_(1 - momentum).add_(momentum * batch_var * n / max(n - 1, 1))
+        m, v = batch_mean, batch_var
+    else:
+        m, v = mean, var
+    return (x - m[:, None, :]) * torch.rsqrt(v[:, None, :] + eps) * weight[:, None, :] \
+        + bias[:, None, :]
+
+
+class ProjectorGroup(nn.Module):
+    """K projectors ``in -> out`` trained and evaluated together.
+
+    ``forward(x)`` maps ``x [N, in]`` (or ``[K, N, in]``, one input per projector) to
+    ``[K, N, out]``, each row L2-normalised. ``mixture(x)`` is the unnormalised mean over K;
+    ``project(x)`` is its normalisation, P(x)."""
+
+    def __init__(self, k: int, d_in: int, d_out: int, hidden: int = 2048,
+                 momentum: float = 0.1, generator: torch.Generator | None = None):
+        super().__init__()
+        self.k, self.d_in, self.d_out, self.hidden = k, d_in, d_out, hidden
+        self.momentum = momentum
+        self.w1 = nn.Parameter(torch.empty(k, d_in, hidden))
+        self.b1 = nn.Parameter(torch.empty(k, hidden))
+        self.w2 = nn.Parameter(torch.empty(k, hidden, d_out))
+        self.b2 = nn.Parameter(torch.empty(k, d_out))
+        self.bn1 = _BatchNormParams(k, hidden)
+        self.bn2 = _BatchNormParams(k, d_out)
+        self.reset_parameters(generator)
+
+    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
+        """nn.Linear's default initialisation, per projector, from ``generator``."""
+        with torch.no_grad():
+            for w, b, fan_in in ((self.w1, self.b1, self.d_in), (self.w2, self.b2, self.hidden)):
+                bound = 1.0 / math.sqrt(fan_in)
+                w.uniform_(-bound, bound, generator=generator)
+                b.uniform_(-bound, bound, generator=generator)
+            self.bn1.reset()
+            self.bn2.reset()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 2:
+            h = torch.einsum("ni,kih->knh", x, self.w1)
+        else:
+            h = torch.bmm(x, self.w1)
+        h = h + self.b1[:, None, :]
+        h = self.bn1(h, self.training, self.momentum)
+        h = F.relu(h)
+        y = torch.bmm(h, self.w2) + self.b2[:, None, :]
+        y = self.bn2(y, self.training, self.momentum)
+        return F.normalize(y, dim=-1)
+
+    def mixture(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward(x).mean(dim=0)
+
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.mixture(x), dim=-1)
+
+    # --- the bundle's flat layout ------------------------------------------------------
+    def tensors(self, prefix: str) -> dict[str, torch.Tensor]:
+        """Every tensor of the group under ``prefix.<name>`` (contiguous, detached)."""
+        out = {}
+        for name in PARAM_NAMES:
+            out[f"{prefix}.{name}"] = self._get(name).detach().contiguous().clone()
+        return out
+
+    @classmethod
+    def from_tensors(cls, tensors: dict[str, torch.Tensor], prefix: str) -> "ProjectorGroup":
+        w1 = tensors[f"{prefix}.w1"]
+        k, d_in, hidden = w1.shape
+        d_out = tensors[f"{prefix}.w2"].shape[-1]
+        group = cls(k, d_in, d_out, hidden)
+        with torch.no_grad():
+            for name in PARAM_NAMES:
+                group._get(name).copy_(torch.as_tensor(tensors[f"{prefix}.{name}"]))
+        return group.eval()
+
+    def _get(self, name: str) -> torch.Tensor:
+        obj = self
+        for part in name.split("."):
+            obj = getattr(obj, part)
+        return obj
+
+
+class _BatchNormParams(nn.Module):
+    def __init__(self, k: int, width: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(k, width))
+        self.bias = nn.Parameter(torch.zeros(k, width))
+        self.register_buffer("running_mean", torch.zeros(k, width))
+        self.register_buffer("running_var", torch.ones(k, width))
+
+    def reset(self) -> None:
+        with torch.no_grad():
+            self.weight.fill_(1.0)
+            self.bias.zero_()
+            self.running_mean.zero_()
+            self.running_var.fill_(1.0)
+
+    def forward(self, x, training: bool, momentum: float):
+        return _batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
+                           training, momentum)

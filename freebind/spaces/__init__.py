@@ -1,0 +1,99 @@
+"""The space registry: ``get(ref)`` loads a space, ``info(ref)`` describes one without loading,
+``list()`` enumerates what is registered, ``register(...)`` adds a space or a family.
+
+References are aliases (``IB``, ``CLAP``, ``mini:bind``) or prefixed specs handled by a family
+resolver (``open_clip:ViT-B-32/laion2b_s34b_b79k``, ``clap:/path/to/ckpt.pt``). Heavy encoder
+libraries are imported only when a space is loaded.
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Callable
+
+from freebind.errors import SpaceError
+from freebind.spaces.base import ALL_MODALITIES, POOL_MODALITIES, Space, SpaceInfo
+
+__all__ = ["Space", "SpaceInfo", "get", "info", "list", "names", "register",
+           "register_family", "suggest", "is_known", "ALL_MODALITIES", "POOL_MODALITIES"]
+
+_SPACES: dict[str, SpaceInfo] = {}
+_ALIASES: dict[str, str] = {}
+#: prefix -> resolver(spec_after_prefix, full_ref) -> SpaceInfo (raises SpaceError)
+_FAMILIES: dict[str, tuple[Callable[[str, str], SpaceInfo], str]] = {}
+_LOADED: dict[tuple, Space] = {}
+_catalog_loaded = False
+
+
+def register(space: SpaceInfo, *, replace: bool = False) -> SpaceInfo:
+    """Register a space under its name and aliases."""
+    for key in (space.name, *space.aliases):
+        if not replace and key in _ALIASES and _ALIASES[key] != space.name:
+            raise ValueError(f"space name {key!r} is already registered")
+        _ALIASES[key] = space.name
+    _SPACES[space.name] = space
+    return space
+
+
+def register_family(prefix: str, resolver: Callable[[str, str], SpaceInfo],
+                    example: str = "") -> None:
+    """Register a resolver for references ``prefix:spec`` not registered by name."""
+    _FAMILIES[prefix] = (resolver, example)
+
+
+def _ensure_catalog() -> None:
+    global _catalog_loaded
+    if not _catalog_loaded:
+        _catalog_loaded = True
+        from freebind.spaces import catalog  # noqa: F401  (registers the built-in spaces)
+
+
+def is_known(ref: str) -> bool:
+    """Whether ``ref`` is a registered name or uses a registered family prefix."""
+    _ensure_catalog()
+    if ref in _ALIASES:
+        return True
+    prefix, sep, _ = ref.partition(":")
+    return bool(sep) and prefix in _FAMILIES
+
+
+def info(ref: str) -> SpaceInfo:
+    """Static description of ``ref``; raises :class:`SpaceError` with suggestions."""
+    _ensure_catalog()
+    if ref in _ALIASES:
+        return _SPACES[_ALIASES[ref]]
+    prefix, sep, rest = ref.partition(":")
+    if sep and prefix in _FAMILIES:
+        return _FAMILIES[prefix][0](rest, ref)
+    hint = suggest(ref)
+    raise SpaceError(f"unknown space {ref!r}" + (f"; did you mean {', '.join(hint)}?" if hint
+                                                   else "; see `freebind spaces`"))
+
+
+def get(ref: str, **options) -> Space:
+    """Load (once per process and options) the space named by ``ref``."""
+    meta = info(ref)
+    key = (meta.name, tuple(sorted((k, repr(v)) for k, v in options.items())))
+    if key not in _LOADED:
+        _LOADED[key] = meta.load(**options)
+    return _LOADED[key]
+
+
+def list() -> list[SpaceInfo]:  # noqa: A001  (mirrors open_clip.list_models)
+    """Every registered space, in registration order."""
+    _ensure_catalog()
+    return [*_SPACES.values()]
+
+
+def names() -> list[str]:
+    """Every registered name and alias, plus family prefixes as ``prefix:``."""
+    _ensure_catalog()
+    return [*_ALIASES, *(f"{p}:" for p in _FAMILIES)]
+
+
+def suggest(ref: str, n: int = 3) -> list[str]:
+    """The registered names closest to ``ref`` (case-insensitive)."""
+    pool = names()
+    lowered = {name.lower(): name for name in pool}
+    close = difflib.get_close_matches(ref.lower(), [*lowered], n=n, cutoff=0.5)
+    return [lowered[c] for c in close]

@@ -1,0 +1,82 @@
+"""The Space protocol (DESIGN §4) and the static description of a space.
+
+A :class:`SpaceInfo` is cheap: it names a space, its family, modalities and dimension, and
+knows how to load the encoder. Nothing heavy is imported until :meth:`SpaceInfo.load`.
+A loaded :class:`Space` encodes items into L2-normalised float32 tensors.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol, Sequence, runtime_checkable
+
+#: Modalities that unpaired pools (and the mini world) provide.
+POOL_MODALITIES = ("audio", "image", "text")
+#: Every modality name freebind knows, in canonical order.
+ALL_MODALITIES = ("audio", "image", "text", "video", "depth", "thermal", "imu")
+
+
+@runtime_checkable
+class Space(Protocol):
+    """A loaded embedding space.
+
+    ``encode(modality, items)`` takes file paths (audio, image, …) or strings (text) and
+    returns a float32 ``torch.Tensor`` of shape ``[len(items), dim]`` with unit rows.
+    ``fingerprint`` identifies weights and preprocessing; it keys the embedding cache.
+    """
+
+    name: str
+    modalities: tuple[str, ...]
+    dim: int
+    fingerprint: str
+
+    def encode(self, modality: str, items: Sequence[Any], batch_size: int = 32): ...
+
+
+@dataclass(frozen=True)
+class SpaceInfo:
+    """Static metadata of a space: enough to plan with, before any encoder is installed.
+
+    ``loader(info, **options)`` returns a :class:`Space`; ``checker(info)`` returns
+    ``(ok, detail)`` telling whether the encoder package and weights are present here,
+    without loading anything heavy.
+    """
+
+    name: str
+    family: str
+    modalities: tuple[str, ...]
+    dim: int
+    description: str = ""
+    aliases: tuple[str, ...] = ()
+    #: ``loader(**options) -> Space``, or ``"module:function"`` imported on first use.
+    loader: Callable[..., Space] | str | None = field(default=None, compare=False, repr=False)
+    #: ``checker() -> (ok, detail)``, or ``"module:function"``; must not import heavy code.
+    checker: Callable[[], tuple[bool, str]] | str | None = field(default=None, compare=False,
+                                                                 repr=False)
+    #: Options passed to the loader (for instance a checkpoint name).
+    options: tuple[tuple[str, Any], ...] = ()
+
+    def check(self) -> tuple[bool, str]:
+        if self.checker is None:
+            return (self.loader is not None, "" if self.loader else "no encoder registered")
+        return _resolve(self.checker)(self)
+
+    def load(self, **options) -> Space:
+        from freebind.errors import SpaceError
+
+        if self.loader is None:
+            raise SpaceError(f"space {self.name!r} has no encoder here "
+                             f"({self.family}); only its metadata is known")
+        merged = dict(self.options)
+        merged.update(options)
+        return _resolve(self.loader)(self, **merged)
+
+
+def _resolve(target):
+    """A callable, or ``"package.module:function"`` imported now."""
+    if callable(target):
+        return target
+    import importlib
+
+    module, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module), attr)

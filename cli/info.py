@@ -1,0 +1,59 @@
+"""``freebind info BUNDLE``: what a bundle holds, read from its header only."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from freebind_cli.common import console, print_json
+
+
+def info(
+    bundle: Path = typer.Argument(..., help="A bundle (.safetensors) written by freebind."),
+    as_json: bool = typer.Option(False, "--json", help="Print the metadata as JSON."),
+) -> None:
+    """Show a bundle's expression, spaces, jobs, presets, training and evaluation."""
+    from freebind.bundle import read_metadata
+
+    meta = read_metadata(bundle)
+    if as_json:
+        print_json(meta)
+        return
+    from rich.table import Table
+
+    out = console()
+    plan = meta.get("plan", {})
+    graph = plan.get("graph", {})
+    out.print(f"[bold]{meta.get('expression', '?')}[/]")
+    out.print(f"  {graph.get('dim', '?')}-d, modalities: {', '.join(graph.get('modalities', []))}"
+              f"; format v{meta.get('format_version')}, written by freebind "
+              f"{meta.get('freebind_version', '?')}")
+    spaces = Table(title="spaces")
+    for col in ("space", "family", "dim", "modalities", "fingerprint"):
+        spaces.add_column(col)
+    for ref, s in sorted(meta.get("spaces", plan.get("spaces", {})).items()):
+        spaces.add_row(ref, s.get("family", ""), str(s.get("dim", "")),
+                       ",".join(s.get("modalities", [])), str(s.get("fingerprint", "-")))
+    out.print(spaces)
+    jobs = Table(title="projector groups")
+    for col in ("job", "bond", "source → target", "dims", "projectors", "hidden"):
+        jobs.add_column(col)
+    for j in plan.get("jobs", []):
+        jobs.add_row(j["id"], f"{j['bond']} {j['kind']}", f"{j['source']} → {j['target']}",
+                     f"{j['source_dim']}→{j['target_dim']}", str(len(j["data_modes"])),
+                     str(j["hyper"].get("hidden")))
+    out.print(jobs)
+    presets = Table(title="presets")
+    presets.add_column("name")
+    presets.add_column("factors")
+    for name, specs in meta.get("presets", {}).items():
+        presets.add_row(name, " ".join(specs) or "(the expression's factors)")
+    out.print(presets)
+    for key in ("training", "data", "evaluation"):
+        if meta.get(key):
+            out.print(f"[bold]{key}[/]: ", meta[key])
+
+
+def register(app: typer.Typer) -> None:
+    app.command("info")(info)

@@ -1,0 +1,35 @@
+"""Keyword arguments of bonds: per-modality factors and bond options, with their checks."""
+
+from __future__ import annotations
+
+#: Factor keywords (short and long forms) -> canonical modality.
+FACTOR_KEYWORDS = {
+    "a": "audio", "audio": "audio",
+    "v": "image", "i": "image", "image": "image", "vision": "image",
+    "t": "text", "text": "text",
+    "video": "video", "depth": "depth", "thermal": "thermal", "imu": "imu",
+}
+#: The short form printed in canonical text, per modality (others print long).
+FACTOR_SHORT = {"audio": "a", "image": "v", "text": "t"}
+
+#: Bond options: name -> (kind, lower bound, bound inclusive, description).
+OPTIONS = {
+    "hidden": ("int", 1, True, "hidden width of each projector (2048 in the paper)"),
+    "temp": ("float", 0.0, False, "InfoNCE temperature"),
+    "epochs": ("int", 1, True, "maximum training epochs"),
+    "patience": ("int", 0, True, "early-stopping patience in epochs"),
+    "lr": ("float", 0.0, False, "Adam learning rate"),
+    "batch": ("int", 2, True, "training batch size"),
+    "topk": ("int", 1, True, "neighbours aggregated per pseudo-tuple slot"),
+    "tau": ("float", 0.0, False, "softmax temperature of pseudo-tuple aggregation"),
+    "seed": ("int", 0, True, "random seed of this bond's training"),
+    "w": ("weights", 0.0, True, "weights of parallel experts, e.g. w=(0.6, 0.4)"),
+}
+
+
+def valid_keywords() -> list[str]:
+    return [*FACTOR_KEYWORDS, *OPTIONS]
+
+
+def factor_keyword(modality: str) -> str:
+    return FACTOR_SHORT.get(modality, modality)

@@ -1,0 +1,230 @@
+"""The inference graph: a pure function from base-space embeddings to fused embeddings.
+
+DESIGN §1's table, for a bond with base embedding u, expert embedding e, projector group P
+and factor σ (combination) or λ (displacement), n(·) the L2 normalisation:
+
+=====================  ==========================  ==========  ===========================
+bond                   modality in both            only base   only expert
+=====================  ==========================  ==========  ===========================
+c(E, m=σ)              n((1−σ)·u + σ·P(e))         u           P(e)
+d(E, m=λ)              n(λ·e + (1−λ)·P(u))         P(u)        e
+=====================  ==========================  ==========  ===========================
+
+P(x) = n(m(x)), m(x) = mean_k n(P_k(x)). Parallel experts: P(e1, e2, …) = n(Σ_i w_i m_i(e_i))
+over the experts that have the modality. A bond switched off uses none of its expert: a
+combination yields u (the expert's own modalities disappear), a displacement P(u).
+
+Every modality is computed independently, so only the inputs that a requested modality
+needs are read (see :func:`inputs_needed`).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Mapping
+
+import torch
+from torch.nn import functional as F
+
+from freebind.errors import FreebindError, UsageError
+from freebind.factors import BondFactors, resolve
+
+Fetch = Callable[[str, str], "torch.Tensor | None"]
+
+
+def _n(x):
+    return None if x is None else F.normalize(x, dim=-1)
+
+
+class _Evaluator:
+    def __init__(self, projectors: Mapping, fetch: Fetch, table: Mapping[str, BondFactors],
+                 dry: bool):
+        self.projectors = projectors
+        self.fetch = fetch
+        self.table = table
+        self.dry = dry
+
+    def has(self, node: dict, modality: str) -> bool:
+        """Whether ``node`` yields ``modality`` under the current switches."""
+        if node["op"] == "space":
+            return modality in node["modalities"]
+        mods_ok = self.has(node["base"], modality)
+        for bond in node["bonds"]:
+            mods_ok = self.bond_has(bond, modality, mods_ok)
+        return mods_ok
+
+    def bond_has(self, bond: dict, modality: str, base_has: bool) -> bool:
+        if not self.table[bond["id"]].on:
+            return base_has
+        return base_has or any(self.has(e, modality) for e in bond["experts"])
+
+    def value(self, node: dict, modality: str):
+        if node["op"] == "space":
+            return self.fetch(node["ref"], modality)
+        return self.chain(node["base"], node["bonds"], modality)
+
+    def chain(self, base: dict, bonds: list[dict], modality: str):
+        if not bonds:
+            return self.value(base, modality)
+        *earlier, bond = bonds
+        base_has = self.has(base, modality)
+        for b in earlier:
+            base_has = self.bond_has(b, modality, base_has)
+
+        def u():
+            return self.chain(base, earlier, modality)
+
+        entry = self.table[bond["id"]]
+        if bond["kind"] == "c":
+            return self.combination(bond, entry, modality, base_has, u)
+        return self.displacement(bond, entry, modality, base_has, u)
+
+    def project(self, job_id: str, x):
+        if self.dry or x is None:
+            return None
+        group = self.projectors.get(job_id)
+        if group is None:
+            raise FreebindError(f"projector {job_id} is missing")
+        return group.mixture(x)
+
+    def expert_projection(self, bond: dict, modality: str):
+        total = None
+        for expert, job_id, w in zip(bond["experts"], bond["jobs"], bond["weights"]):
+            if not self.has(expert, modality) or w == 0:
+                continue
+            m = self.project(job_id, self.value(expert, modality))
+            if not self.dry:
+                total = w * m if total is None else total + w * m
+        return _n(total)
+
+    def combination(self, bond, entry: BondFactors, modality, base_has, u):
+        expert_has = any(self.has(e, modality) for e in bond["experts"])
+        if not entry.on or not expert_has:
+            return u()
+        if not base_has:
+            return self.expert_projection(bond, modality)
+        sigma = entry.factors.get(modality, 0.0)
+        if sigma == 0.0:
+            return u()
+        if sigma == 1.0:
+            return self.expert_projection(bond, modality)
+        base, proj = u(), self.expert_projection(bond, modality)
+        if self.dry:
+            return None
+        return _n((1.0 - sigma) * base + sigma * proj)
+
+    def displacement(self, bond, entry: BondFactors, modality, base_has, u):
+        expert = bond["experts"][0]
+        job_id = bond["jobs"][0]
+        expert_has = self.has(expert, modality)
+
+        def pu():
+            return _n(self.project(job_id, u()))
+
+        if not entry.on or not expert_has:
+            return pu()
+        if not base_has:
+            return self.value(expert, modality)
+        lam = entry.factors.get(modality, 0.0)
+        if lam == 1.0:
+            return self.value(expert, modality)
+        if lam == 0.0:
+            return pu()
+        e, p = self.value(expert, modality), pu()
+        if self.dry:
+            return None
+        return _n(lam * e + (1.0 - lam) * p)
+
+
+def output_modalities(graph: dict, table: Mapping[str, BondFactors] | None = None
+                      ) -> list[str]:
+    """The modalities a graph yields under ``table``'s switches."""
+    table = table if table is not None else resolve(graph)
+    ev = _Evaluator({}, lambda r, m: None, table, dry=True)
+    return [m for m in graph["modalities"] if ev.has(graph, m)]
+
+
+def inputs_needed(graph: dict, modality: str, table: Mapping[str, BondFactors] | None = None
+                  ) -> dict[str, set[str]]:
+    """``{space_ref: {modality, …}}`` that fusing ``modality`` reads (factors of 0 or 1 and
+    switched-off bonds skip inputs they do not use)."""
+    table = table if table is not None else resolve(graph)
+    _check_modality(graph, modality, table)
+    needed: dict[str, set[str]] = {}
+
+    def fetch(ref, m):
+        needed.setdefault(ref, set()).add(m)
+        return None
+
+    _Evaluator({}, fetch, table, dry=True).value(graph, modality)
+    return needed
+
+
+def _check_modality(graph, modality, table):
+    mods = output_modalities(graph, table)
+    if modality not in mods:
+        raise UsageError(f"{graph['text']} has no {modality} modality here "
+                         f"(it yields {', '.join(mods) or 'nothing'})")
+
+
+def fuse(graph: dict, projectors: Mapping, embeddings: Mapping[str, Mapping[str, object]],
+         factors=None, presets: Mapping | None = None, preset: str | None = None,
+         modalities: list[str] | None = None,
+         table: Mapping[str, BondFactors] | None = None) -> dict[str, torch.Tensor]:
+    """Fuse precomputed embeddings ``{space_ref: {modality: [N, dim]}}`` (tensors or arrays).
+
+    Returns ``{modality: Tensor [N, dim]}`` for every requested modality (default: every
+    output modality whose inputs are all present). ``factors`` are override strings (see
+    :mod:`freebind.factors`); ``preset`` selects one of ``presets``."""
+    if table is None:
+        table = resolve(graph, factors, presets, preset)
+    as_tensor = {ref: {m: torch.as_tensor(v, dtype=torch.float32) for m, v in mods.items()}
+                 for ref, mods in embeddings.items()}
+    if modalities is None:
+        modalities = []
+        for m in output_modalities(graph, table):
+            need = inputs_needed(graph, m, table)
+            if all(ref in as_tensor and ms <= set(as_tensor[ref]) for ref, ms in need.items()):
+                modalities.append(m)
+    out = {}
+    for m in modalities:
+        need = inputs_needed(graph, m, table)
+        missing = [f"{ref} {mm}" for ref, ms in need.items() for mm in sorted(ms)
+                   if mm not in as_tensor.get(ref, {})]
+        if missing:
+            raise UsageError(f"fusing {m} needs embeddings of: {', '.join(missing)}")
+        sizes = {as_tensor[ref][mm].shape[0] for ref, ms in need.items() for mm in ms}
+        if len(sizes) > 1:
+            raise UsageError(f"fusing {m}: input embeddings have different row counts "
+                             f"{sorted(sizes)}")
+
+        def fetch(ref, mm):
+            return as_tensor[ref][mm]
+
+        with torch.no_grad():
+            out[m] = _Evaluator(projectors, fetch, table, dry=False).value(graph, m)
+    return out
+
+
+def find_node(graph: dict, text: str) -> dict:
+    """The sub-graph whose canonical text is ``text`` (a space, an expert, or the chain up
+    to some bond): the space a job trains on."""
+    found = _find(graph, text)
+    if found is None:
+        raise KeyError(text)
+    return found
+
+
+def _find(node: dict, text: str):
+    if node["text"] == text:
+        return node
+    if node["op"] == "space":
+        return None
+    for i, bond in enumerate(node["bonds"]):
+        if bond["text"] == text:
+            return {"op": "chain", "base": node["base"], "bonds": node["bonds"][:i + 1],
+                    "dim": bond["dim"], "modalities": bond["modalities"], "text": text}
+        for expert in bond["experts"]:
+            hit = _find(expert, text)
+            if hit is not None:
+                return hit
+    return _find(node["base"], text)

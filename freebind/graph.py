@@ -177,7 +177,10 @@ def fuse(graph: dict, projectors: Mapping, embeddings: Mapping[str, Mapping[str,
     :mod:`freebind.factors`); ``preset`` selects one of ``presets``."""
     if table is None:
         table = resolve(graph, factors, presets, preset)
-    as_tensor = {ref: {m: torch.as_tensor(v, dtype=torch.float32) for m, v in mods.items()}
+    # Spaces give unit rows; normalising again is a no-op for them and keeps the output on
+    # the unit sphere for inputs that are not (e.g. embeddings saved at reduced precision).
+    as_tensor = {ref: {m: F.normalize(torch.as_tensor(v, dtype=torch.float32), dim=-1)
+                       for m, v in mods.items()}
                  for ref, mods in embeddings.items()}
     if modalities is None:
         modalities = []

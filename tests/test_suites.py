@@ -288,11 +288,25 @@ def test_imagenet_synset_folders_shipped_classes(tmp_path):
         load_suite("imagenet", tmp_path)
 
 
-def test_imagenet_local_class_file(tmp_path):
-    (tmp_path / "classnames.tsv").write_text("n00000001\tbell\nn00000002\tdrum\n")
-    png(tmp_path / "val" / "n00000002" / "a.png")
+def test_imagenet_local_class_files(tmp_path):
+    # the Kaggle/devkit mapping plus a names file, one name per line in class-index order
+    (tmp_path / "LOC_synset_mapping.txt").write_text(
+        "n90000000 bell, tinkler\nn90000001 car horn\nn90000002 drum\n")
+    png(tmp_path / "val" / "n90000001" / "a.png")
+    png(tmp_path / "val" / "n90000002" / "b.png")
     es = load_suite("imagenet", tmp_path)
-    assert es.tasks[0].classnames == ["bell", "drum"] and es.tasks[0].labels.tolist() == [1]
+    assert es.tasks[0].classnames == ["bell", "car horn", "drum"]
+    assert es.tasks[0].labels.tolist() == [1, 2]
+    (tmp_path / "classnames.txt").write_text("church bell\ncar horn\nsnare drum\n")
+    assert load_suite("imagenet", tmp_path).tasks[0].classnames[::2] == ["church bell",
+                                                                      "snare drum"]
+    (tmp_path / "classnames.txt").write_text("only one\n")
+    with pytest.raises(SuiteError, match="1 names for 3 classes"):
+        load_suite("imagenet", tmp_path)
+    (tmp_path / "classnames.txt").unlink()
+    (tmp_path / "c.tsv").write_text("n90000001\thorn\nn90000002\tdrum\n")
+    es = load_suite("imagenet", tmp_path, classes="c.tsv")
+    assert es.tasks[0].classnames == ["horn", "drum"] and es.tasks[0].labels.tolist() == [0, 1]
 
 
 # --- pairs -------------------------------------------------------------------------------------

@@ -161,7 +161,8 @@ _TIMBRES: dict[str, dict] = {
     "siren": dict(kind="harmonic", f0=880, partials=[1, .15], noise=0.0, env=None,
                   sweep_rate=1.6, sweep_depth=.3),
     "car_horn": dict(kind="dyad", f0=400, interval=1.26, env=None),
-    "engine": dict(kind="engine", f0=55, rate=22.0, noise=.5, env=None),
+    "engine": dict(kind="engine", f0=65, rate=22.0, noise=.5, env=None, noise_mult=8.0,
+                   noise_offset=150.0),
     "train": dict(kind="band", f0=500, width=.8, rate=3.0, env=None),
     "clock": dict(kind="click", f0=3200, env=.008),
     "phone": dict(kind="dyad", f0=1150, interval=1.25, tremolo=20.0, env=None, sine=True),
@@ -245,7 +246,8 @@ def _source(t: dict, f0: float, g: np.random.Generator, n: int) -> np.ndarray:
         raise ValueError(kind)
     noise = t.get("noise", 0.0)
     if noise and kind not in ("band", "click"):
-        out = out / (np.abs(out).max() + 1e-9) + noise * _bandpass_noise(g, n, 3 * f0 + 800, 1.5, rate)
+        centre = t.get("noise_mult", 3.0) * f0 + t.get("noise_offset", 800.0)
+        out = out / (np.abs(out).max() + 1e-9) + noise * _bandpass_noise(g, n, centre, 1.5, rate)
     return out
 
 
@@ -268,19 +270,27 @@ def _notes(event: Event, percussive: bool, g: np.random.Generator) -> list[tuple
     return [(g.uniform(0.0, 0.03), 1.0)]
 
 
-def _envelope(n: int, notes, decay: float | None, attack: float, g) -> np.ndarray:
-    tt = np.arange(n) / SAMPLE_RATE
+def _note_window(onset: float, dur: float, decay: float | None, n: int) -> tuple[int, int]:
+    tail = 0.0 if decay is None else 3 * decay
+    lo = max(0, int(math.floor(onset * SAMPLE_RATE)))
+    hi = min(n, int(math.ceil((onset + dur + tail) * SAMPLE_RATE)))
+    return lo, max(lo, hi)
+
+
+def _note_envelope(lo: int, hi: int, onset: float, dur: float, decay: float | None,
+                   attack: float) -> np.ndarray:
+    x = np.arange(lo, hi) / SAMPLE_RATE - onset
+    a = np.clip(x / attack, 0, 1)
+    if decay is None:
+        return a * np.clip((dur - x) / 0.03, 0, 1)
+    return a * np.exp(-np.maximum(x, 0) / decay)
+
+
+def _envelope(n: int, notes, decay: float | None, attack: float) -> np.ndarray:
     env = np.zeros(n)
     for onset, dur in notes:
-        x = tt - onset
-        on = (x >= 0) & (x < dur + (0 if decay is None else 3 * decay))
-        a = np.clip(x / attack, 0, 1)
-        if decay is None:
-            release = np.clip((dur - x) / 0.03, 0, 1)
-            e = a * release
-        else:
-            e = a * np.exp(-np.maximum(x, 0) / decay)
-        env = np.maximum(env, np.where(on, e, 0.0))
+        lo, hi = _note_window(onset, dur, decay, n)
+        env[lo:hi] = np.maximum(env[lo:hi], _note_envelope(lo, hi, onset, dur, decay, attack))
     return env
 
 
@@ -298,19 +308,22 @@ def render_audio(event: Event, g: np.random.Generator) -> np.ndarray:
     if t["kind"] in ("chirp", "membrane"):
         fg = np.zeros(n)
         for onset, dur in notes:
-            x = np.clip(tt - onset, 0, None)
+            lo, hi = _note_window(onset, dur, decay, n)
+            if hi - lo < 2:
+                continue
+            x = np.clip(np.arange(lo, hi) / SAMPLE_RATE - onset, 0, None)
             if t["kind"] == "chirp":
                 inst = f0 * (1 + t["sweep"] * np.clip(x / max(dur, 0.04), 0, 1))
             else:
                 inst = f0 * (1 + 1.2 * np.exp(-x / 0.03))
-            ph = 2 * np.pi * np.cumsum(inst) / SAMPLE_RATE
-            one = np.sin(ph)
+            one = np.sin(2 * np.pi * np.cumsum(inst) / SAMPLE_RATE)
             if t["kind"] == "membrane":
-                one = one + t["noise"] * _bandpass_noise(g, n, 1800, 1.6, SAMPLE_RATE) \
+                one = one + t["noise"] * _bandpass_noise(g, hi - lo, 1800, 1.6, SAMPLE_RATE) \
                     * np.exp(-x / 0.015)
-            fg += one * _envelope(n, [(onset, dur)], decay, attack, g)
+            env = _note_envelope(lo, hi, onset, dur, decay, attack)
+            fg[lo:hi] += one * env
     else:
-        fg = _source(t, f0, g, n) * _envelope(n, notes, decay, attack, g)
+        fg = _source(t, f0, g, n) * _envelope(n, notes, decay, attack)
     fg = fg / (np.abs(fg).max() + 1e-9)
     level_db = g.uniform(-27, -20) if event.loudness == "quiet" else g.uniform(-8, -2)
     fg *= 10 ** (level_db / 20)

@@ -1,0 +1,354 @@
+"""Writing the mini world to disk: unpaired pools (the input of ``freebind build``) and
+evaluation sets in the real datasets' on-disk layouts (the input of ``freebind eval``).
+
+Every file is written atomically (temporary file, then ``os.replace``), so an interrupted
+run never leaves a truncated WAV or PNG behind; re-running with the same seed rewrites
+identical bytes.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from freebind.errors import UsageError
+from freebind.mini.captions import caption
+from freebind.mini.render import SAMPLE_RATE, render_audio, render_image
+from freebind.mini.world import CLASSES, GENERATOR_VERSION, balanced_events, rng, sample_event
+
+#: Text pool mix: which attributes a pool caption talks about.
+TEXT_FOCUS_MIX = (("audio", 0.4), ("image", 0.4), ("both", 0.2))
+
+#: The evaluation sets ``write_evalsets`` writes: suite name -> (sub-folder, items, kind).
+EVALSETS: dict[str, dict] = {
+    "audiocaps": {"path": "audiocaps", "items": 250, "task": "audio-text retrieval",
+                  "layout": "test.csv (audiocap_id,youtube_id,start_time,caption; 5 rows per "
+                            "clip) + audio/<youtube_id>.wav"},
+    "clotho": {"path": "clotho", "items": 250, "task": "audio-text retrieval",
+               "layout": "clotho_captions_evaluation.csv (file_name,caption_1..caption_5) + "
+                         "evaluation/<file_name>"},
+    "esc50": {"path": "esc50", "items": 400, "task": "audio classification",
+              "layout": "meta/esc50.csv (filename,fold,target,category,esc10,src_file,take) + "
+                        "audio/<filename>"},
+    "coco": {"path": "coco", "items": 250, "task": "image-text retrieval",
+             "layout": "dataset_coco.json (Karpathy; test split + a val split) + "
+                       "val2014/<filename>"},
+    "flickr30k": {"path": "flickr30k", "items": 250, "task": "image-text retrieval",
+                  "layout": "dataset_flickr30k.json (Karpathy; test split + a val split) + "
+                            "flickr30k-images/<filename>"},
+    "imagenet": {"path": "imagenet", "items": 240, "task": "image classification",
+                 "layout": "val/<synset>/<file>.png + classnames.txt + LOC_synset_mapping.txt"},
+    "vggss": {"path": "vggss", "items": 250, "task": "audio-image retrieval",
+              "layout": "vggss.json ([{file, class}]) + audio/<file>.wav + frames/<file>.png; "
+                        "manifest.csv (audio,image,label)"},
+}
+#: Extra Karpathy "val" items written next to the test split (loaders must filter splits).
+KARPATHY_VAL_ITEMS = 50
+CAPTIONS_PER_ITEM = 5
+ESC10 = ("dog", "rooster", "bird", "bell", "siren", "car_horn", "engine", "train", "clock",
+         "hammer")
+
+
+# -------------------------------------------------------------------------------- file I/O
+
+def _atomic_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
+def _atomic_text(path: Path, text: str) -> None:
+    _atomic_bytes(path, text.encode("utf-8"))
+
+
+def wav_bytes(samples: np.ndarray) -> bytes:
+    import soundfile as sf
+
+    buf = io.BytesIO()
+    sf.write(buf, samples, SAMPLE_RATE, subtype="PCM_16", format="WAV")
+    return buf.getvalue()
+
+
+def png_bytes(pixels: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(pixels, "RGB").save(buf, format="PNG", optimize=False, compress_level=6)
+    return buf.getvalue()
+
+
+def _csv_text(header, rows) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(header)
+    w.writerows(rows)
+    return buf.getvalue()
+
+
+def _prepare_dir(root) -> Path:
+    root = Path(root)
+    if root.exists() and not root.is_dir():
+        raise UsageError(f"{root}: exists and is not a folder")
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def _bar(total: int, desc: str, progress: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="file", disable=not progress, leave=False)
+
+
+def _check_count(name: str, n: int, minimum: int = 0) -> int:
+    if not isinstance(n, (int, np.integer)) or n < minimum:
+        raise UsageError(f"{name} must be an integer >= {minimum}, got {n!r}")
+    return int(n)
+
+
+def _check_seed(seed: int) -> int:
+    if not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise UsageError(f"seed must be a non-negative integer, got {seed!r}")
+    return int(seed)
+
+
+# ----------------------------------------------------------------------------------- pools
+
+def pool_texts(n: int, seed: int) -> list[str]:
+    """The text pool: captions of independently drawn events, mixed focus."""
+    g = rng("pool", "text", seed)
+    foci = [f for f, _ in TEXT_FOCUS_MIX]
+    probs = [p for _, p in TEXT_FOCUS_MIX]
+    out = []
+    for _ in range(n):
+        e = sample_event(g)
+        out.append(caption(e, g, foci[int(g.choice(len(foci), p=probs))]))
+    return out
+
+
+def _pool_item(args) -> None:
+    """Render pool item ``i`` of a modality from its own stream (pool/modality/seed/i)."""
+    modality, seed, i, root = args
+    g = rng("pool", modality, seed, i)
+    e = sample_event(g)
+    if modality == "audio":
+        _atomic_bytes(Path(root) / "audio" / f"audio_{i:05d}.wav", wav_bytes(render_audio(e, g)))
+    else:
+        _atomic_bytes(Path(root) / "image" / f"image_{i:05d}.png", png_bytes(render_image(e, g)))
+
+
+def _render_chunk(fn, chunk) -> int:
+    for args in chunk:
+        fn(args)
+    return len(chunk)
+
+
+def _parallel(fn, tasks: list, desc: str, progress: bool, workers: int | None = None) -> None:
+    """Run ``fn`` over ``tasks`` in worker processes (in-process when small or single-core);
+    each task seeds its own stream, so the files do not depend on the worker count."""
+    workers = workers or min(4, os.cpu_count() or 1)
+    with _bar(len(tasks), desc, progress) as bar:
+        if workers <= 1 or len(tasks) < 64:
+            for t in tasks:
+                fn(t)
+                bar.update()
+            return
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        size = max(16, len(tasks) // (workers * 8))
+        chunks = [tasks[i:i + size] for i in range(0, len(tasks), size)]
+        ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else None
+        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as ex:
+            for done in ex.map(_render_chunk, [fn] * len(chunks), chunks):
+                bar.update(done)
+
+
+def write_pools(root, n_audio: int = 3000, n_image: int = 3000, n_text: int = 3000,
+                seed: int = 0, progress: bool = False) -> dict:
+    """Write unpaired pools: ``audio/*.wav``, ``image/*.png``, ``texts.txt``, ``pools.json``.
+
+    Each modality is drawn from its own random stream (``pool``/modality/seed): no item of
+    one modality is paired with an item of another. Returns the summary written to
+    ``pools.json``."""
+    n_audio = _check_count("n_audio", n_audio)
+    n_image = _check_count("n_image", n_image)
+    n_text = _check_count("n_text", n_text)
+    seed = _check_seed(seed)
+    root = _prepare_dir(root)
+
+    _parallel(_pool_item, [("audio", seed, i, str(root)) for i in range(n_audio)],
+              "audio pool", progress)
+    _parallel(_pool_item, [("image", seed, i, str(root)) for i in range(n_image)],
+              "image pool", progress)
+    _atomic_text(root / "texts.txt", "".join(t + "\n" for t in pool_texts(n_text, seed)))
+    summary = {"generator": GENERATOR_VERSION, "seed": seed,
+               "audio": "audio", "image": "image", "text": "texts.txt",
+               "counts": {"audio": n_audio, "image": n_image, "text": n_text}}
+    _atomic_text(root / "pools.json", json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+# ------------------------------------------------------------------------------- evalsets
+
+def _youtube_id(g: np.random.Generator) -> str:
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-"
+    return "".join(alphabet[i] for i in g.integers(0, 64, size=11))
+
+
+def _audiocaps(root: Path, seed: int, n: int, bar) -> None:
+    g = rng("evalset", "audiocaps", seed)
+    rows, used, cap_id = [], set(), 90000 + int(g.integers(0, 9000))
+    for _ in range(n):
+        e = sample_event(g)
+        yid = _youtube_id(g)
+        while yid in used:
+            yid = _youtube_id(g)
+        used.add(yid)
+        start = int(g.integers(0, 30)) * 10
+        _atomic_bytes(root / "audio" / f"{yid}.wav", wav_bytes(render_audio(e, g)))
+        for _ in range(CAPTIONS_PER_ITEM):
+            cap_id += 1
+            rows.append((cap_id, yid, start, caption(e, g, "audio")))
+        bar.update()
+    _atomic_text(root / "test.csv",
+                 _csv_text(("audiocap_id", "youtube_id", "start_time", "caption"), rows))
+
+
+def _clotho(root: Path, seed: int, n: int, bar) -> None:
+    g = rng("evalset", "clotho", seed)
+    rows = []
+    for i in range(n):
+        e = sample_event(g)
+        name = f"mini_clip_{i:04d}.wav"
+        _atomic_bytes(root / "evaluation" / name, wav_bytes(render_audio(e, g)))
+        rows.append((name, *(caption(e, g, "audio") for _ in range(CAPTIONS_PER_ITEM))))
+        bar.update()
+    header = ("file_name", *(f"caption_{k}" for k in range(1, CAPTIONS_PER_ITEM + 1)))
+    _atomic_text(root / "clotho_captions_evaluation.csv", _csv_text(header, rows))
+
+
+def _esc50(root: Path, seed: int, n: int, bar) -> None:
+    g = rng("evalset", "esc50", seed)
+    per_class = max(1, n // len(CLASSES))
+    events = balanced_events(g, per_class)
+    order = g.permutation(len(events))
+    rows = []
+    for k, idx in enumerate(order):
+        e = events[idx]
+        fold = k % 5 + 1
+        src = int(g.integers(100000, 999999))
+        name = f"{fold}-{src}-A-{e.label}.wav"
+        _atomic_bytes(root / "audio" / name, wav_bytes(render_audio(e, g)))
+        rows.append((name, fold, e.label, e.cls, e.cls in ESC10, src, "A"))
+        bar.update()
+    rows.sort(key=lambda r: (r[1], r[0]))
+    _atomic_text(root / "meta" / "esc50.csv",
+                 _csv_text(("filename", "fold", "target", "category", "esc10", "src_file",
+                            "take"), rows))
+
+
+def _karpathy(root: Path, seed: int, n: int, bar, dataset: str) -> None:
+    g = rng("evalset", dataset, seed)
+    images, sentid = [], 0
+    folder = "val2014" if dataset == "coco" else "flickr30k-images"
+    for i in range(n + KARPATHY_VAL_ITEMS):
+        e = sample_event(g)
+        split = "test" if i < n else "val"
+        if dataset == "coco":
+            cocoid = 100000 + i * 7 + int(g.integers(0, 7))
+            filename = f"COCO_val2014_{cocoid:012d}.png"
+        else:
+            cocoid = None
+            filename = f"{1000000 + i * 13 + int(g.integers(0, 13))}.png"
+        _atomic_bytes(root / folder / filename, png_bytes(render_image(e, g)))
+        sentences = []
+        for _ in range(CAPTIONS_PER_ITEM):
+            raw = caption(e, g, "image")
+            sentences.append({"tokens": raw.lower().replace(",", " ").split(), "raw": raw,
+                              "imgid": i, "sentid": sentid})
+            sentid += 1
+        entry = {"filename": filename, "imgid": i, "split": split, "sentences": sentences,
+                 "sentids": [s["sentid"] for s in sentences]}
+        if dataset == "coco":
+            entry.update({"filepath": folder, "cocoid": cocoid})
+        images.append(entry)
+        bar.update()
+    _atomic_text(root / f"dataset_{dataset}.json",
+                 json.dumps({"images": images, "dataset": dataset}) + "\n")
+
+
+def synset_id(label: int) -> str:
+    return f"n{90000000 + label:08d}"
+
+
+def _imagenet(root: Path, seed: int, n: int, bar) -> None:
+    g = rng("evalset", "imagenet", seed)
+    per_class = max(1, n // len(CLASSES))
+    for k, e in enumerate(balanced_events(g, per_class)):
+        syn = synset_id(e.label)
+        _atomic_bytes(root / "val" / syn / f"ILSVRC2012_val_{k + 1:08d}.png",
+                      png_bytes(render_image(e, g)))
+        bar.update()
+    names = [c.replace("_", " ") for c in CLASSES]
+    _atomic_text(root / "classnames.txt", "".join(n_ + "\n" for n_ in names))
+    _atomic_text(root / "LOC_synset_mapping.txt",
+                 "".join(f"{synset_id(i)} {n_}\n" for i, n_ in enumerate(names)))
+
+
+def _vggss(root: Path, seed: int, n: int, bar) -> None:
+    g = rng("evalset", "vggss", seed)
+    entries, rows = [], []
+    for i in range(n):
+        e = sample_event(g)
+        fid = f"{_youtube_id(g)}_{int(g.integers(0, 30)) * 10:06d}"
+        _atomic_bytes(root / "audio" / f"{fid}.wav", wav_bytes(render_audio(e, g)))
+        _atomic_bytes(root / "frames" / f"{fid}.png", png_bytes(render_image(e, g)))
+        entries.append({"file": fid, "class": e.cls.replace("_", " ")})
+        rows.append((f"audio/{fid}.wav", f"frames/{fid}.png", e.cls.replace("_", " ")))
+        bar.update()
+    _atomic_text(root / "vggss.json", json.dumps(entries, indent=1) + "\n")
+    _atomic_text(root / "manifest.csv", _csv_text(("audio", "image", "label"), rows))
+
+
+_WRITERS: dict[str, Callable] = {
+    "audiocaps": _audiocaps, "clotho": _clotho, "esc50": _esc50,
+    "coco": lambda r, s, n, b: _karpathy(r, s, n, b, "coco"),
+    "flickr30k": lambda r, s, n, b: _karpathy(r, s, n, b, "flickr30k"),
+    "imagenet": _imagenet, "vggss": _vggss,
+}
+
+
+def write_evalsets(root, seed: int = 0, suites: list[str] | None = None,
+                   progress: bool = False, items: int | None = None) -> dict:
+    """Write the evaluation sets under ``root/<suite>/`` in the real datasets' layouts and
+    an index ``root/evalsets.json``. Random streams are keyed ``evalset``/suite/seed, a
+    purpose that training never draws from. ``items`` overrides every suite's size (tests)."""
+    seed = _check_seed(seed)
+    suites = list(EVALSETS) if suites is None else list(suites)
+    unknown = [s for s in suites if s not in EVALSETS]
+    if unknown:
+        raise UsageError(f"unknown mini evaluation set(s): {', '.join(unknown)} "
+                         f"(known: {', '.join(EVALSETS)})")
+    if items is not None:
+        _check_count("items", items, minimum=len(CLASSES))
+    root = _prepare_dir(root)
+    index = {"generator": GENERATOR_VERSION, "seed": seed, "suites": {}}
+    for name in suites:
+        spec = EVALSETS[name]
+        n = spec["items"] if items is None else items
+        with _bar(n + (KARPATHY_VAL_ITEMS if name in ("coco", "flickr30k") else 0),
+                  name, progress) as bar:
+            _WRITERS[name](root / spec["path"], seed, n, bar)
+        if name in ("esc50", "imagenet"):
+            n = (n // len(CLASSES)) * len(CLASSES)
+        index["suites"][name] = {**spec, "items": n}
+    _atomic_text(root / "evalsets.json", json.dumps(index, indent=2) + "\n")
+    return index

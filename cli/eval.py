@@ -1,0 +1,155 @@
+"""``freebind eval TARGET... --suite NAME --data DIR``: score spaces and bundles side by side."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from freebind_cli.common import console, print_json
+
+DEFAULT_OUTPUT = "results/{model}/{dataset}.json"
+
+
+def parse_options(specs: List[str]) -> dict:
+    """``--option key=value`` pairs for the suite loaders."""
+    from freebind.errors import UsageError
+
+    out = {}
+    for s in specs or []:
+        key, eq, value = s.partition("=")
+        if not eq or not key.strip():
+            raise UsageError(f"--option {s!r}: expected KEY=VALUE (e.g. split=val)")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def pair_data(suites: List[str], data: List[Path]) -> list[tuple[str, Path]]:
+    """One folder per suite, or one root holding a folder per suite (the mini layout)."""
+    from freebind.errors import UsageError
+
+    if not suites:
+        raise UsageError("give at least one --suite")
+    if not data:
+        raise UsageError("give --data DIR (the dataset folder)")
+    if len(data) == len(suites):
+        return list(zip(suites, data))
+    if len(data) == 1:
+        root = data[0]
+        return [(s, root / s if (root / s).is_dir() else root) for s in suites]
+    raise UsageError(f"{len(suites)} suites but {len(data)} --data folders: give one folder "
+                     "per suite, or one root with a folder per suite")
+
+
+def eval_command(
+    targets: List[str] = typer.Argument(..., help="Space references (mini:bind, IB, …) or "
+                                        "bundles (fused.safetensors, fused.safetensors@preset)."),
+    suite: List[str] = typer.Option(..., "--suite", "-s", help="Suite name (repeatable): "
+                                    "audiocaps, clotho, esc50, audioset, vggss, flickrnet, coco, "
+                                    "flickr30k, imagenet, pairs."),
+    data: List[Path] = typer.Option(..., "--data", "-d", help="Dataset folder (one per suite, "
+                                    "or one root with a folder per suite)."),
+    factor: List[str] = typer.Option([], "--factor", "-f", help="Factor override for bundles "
+                                     "(a=0.8, b2.t=0.5, CLAP_g.a=0.8, b2=off); repeatable."),
+    preset: Optional[str] = typer.Option(None, "--preset", "-p", help="A preset stored in the "
+                                         "bundles (versatile, at-expertise, tuned-…)."),
+    option: List[str] = typer.Option([], "--option", "-o", help="Suite loader option KEY=VALUE "
+                                     "(split=val, templates=FILE, manifest=FILE, …)."),
+    output: str = typer.Option(DEFAULT_OUTPUT, "--output", help="Result file template; fields "
+                               "{dataset} {model} {task} {preset}. '' writes no files."),
+    cache: Optional[Path] = typer.Option(None, "--cache", help="Embedding cache folder "
+                                         "(default $FREEBIND_HOME/cache)."),
+    batch_size: int = typer.Option(64, "--batch-size", min=1),
+    as_json: bool = typer.Option(False, "--json", help="Print the result records as JSON."),
+) -> None:
+    """Evaluate spaces and bundles on the paper's suites; one JSON per (target, suite).
+
+    Embeddings are cached (for a bundle: its base spaces' embeddings), so evaluating other
+    factors or presets re-encodes nothing."""
+    from freebind.evaluate.runner import (
+        embed_suite, headline, load_target, output_path, result_record, target_embeddings,
+        write_json,
+    )
+    from freebind.evaluate.suites import load_suite
+    from freebind.store import EmbeddingStore
+
+    options = parse_options(option)
+    pairs = pair_data(suite, data)
+    store = EmbeddingStore(cache)
+    err = console(stderr=True)
+    loaded = [load_target(t, factor, preset) for t in targets]
+    records = []
+    for name, folder in pairs:
+        opts = {k: v for k, v in options.items() if k in _accepted(name)}
+        evalset = load_suite(name, folder, **opts)
+        if evalset.missing:
+            err.print(f"[yellow]{name}: {len(evalset.missing)} of {evalset.listed} listed "
+                      f"files missing[/] (e.g. {evalset.missing[0]})")
+        for target in loaded:
+            import time
+
+            t0 = time.perf_counter()
+            emb = embed_suite(target, evalset, store=store, batch_size=batch_size,
+                              progress=not as_json)
+            metrics = emb.evalset.score(target_embeddings(target, emb))
+            rec = result_record(target, emb.evalset, metrics, seconds=time.perf_counter() - t0)
+            rec["encoded"] = emb.encoded
+            if output:
+                rec["path"] = str(write_json(output_path(output, rec), rec))
+            records.append(rec)
+    unused = [k for k in options if not any(k in _accepted(s) for s, _ in pairs)]
+    if unused:
+        from freebind.errors import UsageError
+
+        raise UsageError(f"--option {unused[0]}: no chosen suite takes it")
+    if as_json:
+        print_json(records)
+        return
+    _table(records, [s for s, _ in pairs])
+
+
+def _accepted(suite: str) -> tuple[str, ...]:
+    from freebind.evaluate.suites import info
+
+    return info(suite).options
+
+
+def _table(records: list[dict], suites: list[str]) -> None:
+    from rich.table import Table
+
+    from freebind.evaluate.runner import headline
+
+    columns: list[tuple[str, str]] = []
+    for s in suites:
+        recs = [r for r in records if r["dataset"] == s]
+        names = list(recs[0]["metrics"]) if len(suites) == 1 else headline(s, recs[0]["metrics"])
+        if len(suites) == 1:
+            names = [n for n in names if n != "mean_per_class_recall"]
+        columns += [(s, n) for n in names]
+    table = Table(title="freebind eval (%)")
+    table.add_column("target")
+    for s, n in columns:
+        table.add_column(f"{s}\n{n}", justify="right")
+    labels = list(dict.fromkeys(r["model"] for r in records))
+    best = {c: max(r["metrics"][c[1]] for r in records if r["dataset"] == c[0]) for c in columns}
+    for label in labels:
+        row = [label]
+        for s, n in columns:
+            rec = next(r for r in records if r["model"] == label and r["dataset"] == s)
+            v = rec["metrics"][n]
+            cell = f"{100 * v:.1f}"
+            row.append(f"[bold]{cell}[/]" if v == best[(s, n)] and len(labels) > 1 else cell)
+        table.add_row(*row)
+    out = console()
+    out.print(table)
+    for r in records:
+        note = f"{r['dataset']}: {r['protocol']['missing']} missing" if r["protocol"]["missing"] \
+            else ""
+        tail = f"  → {r['path']}" if r.get("path") else ""
+        out.print(f"[dim]{r['model']} · {r['dataset']}: encoded {r['encoded']} new items in "
+                  f"{r['seconds']:.1f}s{tail}{'  ' + note if note else ''}[/]")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("eval")(eval_command)

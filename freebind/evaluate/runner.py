@@ -1,0 +1,246 @@
+"""Evaluate spaces and bundles on suites: embed (through the embedding cache), fuse, score.
+
+A *target* is a space reference (``mini:bind``, ``IB``, ``open_clip:…``) or a bundle file
+(``fused.safetensors``, optionally ``fused.safetensors@preset``). For a bundle the cache holds
+the *base* spaces' embeddings and the fused ones are computed from them with the factors of
+the call (:meth:`FusedSpace.fuse`): evaluating other factors re-encodes nothing.
+
+Results follow CLIP_benchmark's flat JSON (``dataset``, ``model``, ``task``, ``metrics``),
+plus freebind's ``protocol``, ``factors``, ``preset`` and ``missing`` counts.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from freebind.errors import UsageError
+from freebind.evaluate.suites import EvalSet, info as suite_info, load_suite
+
+
+@dataclass
+class Target:
+    """What ``eval``/``tune`` evaluate: a plain space or a fused bundle (with its view)."""
+
+    ref: str
+    label: str
+    space: Any = None                    # a loaded Space (plain targets)
+    fused: Any = None                    # a FusedSpace (bundles)
+    preset: str | None = None
+    factors: list[str] = field(default_factory=list)
+
+    @property
+    def is_bundle(self) -> bool:
+        return self.fused is not None
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        if self.is_bundle:
+            return tuple(self.fused.modalities)
+        return tuple(self.space.modalities)
+
+    def leaf_refs(self, modality: str) -> list[str]:
+        """Base spaces whose ``modality`` embeddings fusing may read (any factors)."""
+        return [ref for ref, meta in self.fused.plan.spaces.items()
+                if modality in meta["modalities"]]
+
+    @property
+    def base_ref(self) -> str:
+        """The unified space a bundle starts from (the paper's "base space")."""
+        node = self.fused.graph
+        while node["op"] != "space":
+            node = node["base"]
+        return node["ref"]
+
+    def describe_factors(self, factors: Sequence[str] = (), preset: str | None = None) -> dict:
+        if not self.is_bundle:
+            return {}
+        view = self.fused.with_factors(*factors, preset=preset) if (factors or preset) \
+            else self.fused
+        return view.factors
+
+
+def is_bundle_ref(ref: str) -> bool:
+    return ref.split("@", 1)[0].endswith(".safetensors") or Path(ref.split("@", 1)[0]).is_file()
+
+
+def load_target(ref: str, factors: Sequence[str] = (), preset: str | None = None) -> Target:
+    """Resolve ``ref``; a bundle may carry a preset as ``path@preset``."""
+    if is_bundle_ref(ref):
+        from freebind.fused import load
+
+        path, _, inline = ref.partition("@")
+        if not Path(path).is_file():
+            raise UsageError(f"{path}: no such bundle file")
+        chosen = inline or preset
+        fused = load(path, factors=list(factors), preset=chosen)
+        label = Path(path).stem + (f"@{chosen}" if chosen else "")
+        if factors:
+            label += "[" + ",".join(factors) + "]"
+        return Target(ref, label, fused=fused, preset=chosen, factors=list(factors))
+    if factors or preset:
+        raise UsageError(f"{ref}: --factor/--preset apply to bundles; {ref} is a plain space")
+    from freebind import spaces
+
+    return Target(ref, ref, space=spaces.get(ref))
+
+
+def _store(store):
+    if store is not None and not isinstance(store, (str, Path)):
+        return store
+    from freebind.store import EmbeddingStore
+
+    return EmbeddingStore(store)
+
+
+@dataclass
+class Embedded:
+    """A suite's inputs embedded by a target's spaces: ``rows[ref][modality] = array``
+    aligned with ``items[modality]`` (only items every space could decode)."""
+
+    evalset: EvalSet
+    items: dict[str, list[Any]]
+    rows: dict[str, dict[str, np.ndarray]]
+    encoded: int = 0
+
+
+def embed_suite(target: Target, evalset: EvalSet, store=None, batch_size: int = 64,
+                progress: bool = True) -> Embedded:
+    """Embed every input of ``evalset`` with the target's (base) spaces, through the cache.
+    Undecodable items are dropped from the set and reported in its ``missing`` list."""
+    from freebind import spaces
+
+    store = _store(store)
+    before = getattr(store, "encoded", 0)
+    needed = evalset.inputs()
+    lacking = [m for m in needed if m not in target.modalities]
+    if lacking:
+        raise UsageError(f"{target.label} has no {', '.join(lacking)} modality; suite "
+                         f"{evalset.suite} needs {', '.join(needed)}")
+    per_space: dict[str, dict[str, tuple[list, np.ndarray]]] = {}
+    failed: dict[str, set] = {}
+    for m, items in needed.items():
+        refs = target.leaf_refs(m) if target.is_bundle else [target.ref]
+        for ref in refs:
+            space = spaces.get(ref) if target.is_bundle else target.space
+            arr, kept, failures = store.embed(space, m, items, batch_size=batch_size,
+                                              progress=progress, on_error="skip")
+            per_space.setdefault(ref, {})[m] = ([items[i] for i in kept], arr)
+            failed.setdefault(m, set()).update(items[f.index] for f in failures)
+    for m, bad in failed.items():
+        evalset = evalset.drop_failed(m, bad)
+    items = evalset.inputs()
+    rows: dict[str, dict[str, np.ndarray]] = {}
+    for ref, mods in per_space.items():
+        for m, (kept_items, arr) in mods.items():
+            pos = {x: i for i, x in enumerate(kept_items)}
+            rows.setdefault(ref, {})[m] = arr[[pos[x] for x in items[m]]]
+    return Embedded(evalset, items, rows, getattr(store, "encoded", 0) - before)
+
+
+def target_embeddings(target: Target, emb: Embedded, factors: Sequence[str] = (),
+                      preset: str | None = None) -> dict[str, tuple[list, np.ndarray]]:
+    """``{modality: (items, array)}`` in the target's space with these factors."""
+    if not target.is_bundle:
+        return {m: (emb.items[m], emb.rows[target.ref][m]) for m in emb.items}
+    fused = target.fused.fuse(emb.rows, factors=list(factors) or None, preset=preset,
+                              modalities=list(emb.items))
+    return {m: (emb.items[m], fused[m].detach().cpu().numpy()) for m in emb.items}
+
+
+def base_embeddings(target: Target, emb: Embedded) -> dict[str, tuple[list, np.ndarray]]:
+    """The bundle's base space alone (the reference of the paper's factor analysis)."""
+    ref = target.base_ref
+    return {m: (emb.items[m], emb.rows[ref][m]) for m in emb.items}
+
+
+def result_record(target: Target, evalset: EvalSet, metrics: Mapping[str, float],
+                  factors: Sequence[str] = (), preset: str | None = None,
+                  seconds: float | None = None) -> dict[str, Any]:
+    from freebind import __version__
+
+    tasks = sorted({t.kind for t in evalset.tasks})
+    rec: dict[str, Any] = {
+        "dataset": evalset.suite,
+        "model": target.label,
+        "pretrained": str(Path(target.ref.split("@", 1)[0]).resolve()) if target.is_bundle
+        else target.ref,
+        "task": tasks[0] if len(tasks) == 1 else tasks,
+        "metrics": dict(metrics),
+        "language": "en",
+        "target": target.ref,
+        "expression": target.fused.name if target.is_bundle else target.ref,
+        "preset": preset if preset is not None else target.preset,
+        "factor_overrides": list(target.factors) + list(factors),
+        "factors": target.describe_factors(factors, preset),
+        "protocol": evalset.protocol(),
+        "data": str(evalset.root),
+        "freebind_version": __version__,
+    }
+    if seconds is not None:
+        rec["seconds"] = round(seconds, 3)
+    return rec
+
+
+def evaluate(target: Target | str, suite: str, data: str | Path, *, factors: Sequence[str] = (),
+             preset: str | None = None, store=None, suite_options: Mapping | None = None,
+             batch_size: int = 64, progress: bool = True) -> dict[str, Any]:
+    """Evaluate one target on one suite; returns the result record."""
+    t0 = time.perf_counter()
+    if isinstance(target, str):
+        target = load_target(target)
+    evalset = load_suite(suite, data, **dict(suite_options or {}))
+    emb = embed_suite(target, evalset, store=store, batch_size=batch_size, progress=progress)
+    metrics = emb.evalset.score(target_embeddings(target, emb, factors, preset))
+    rec = result_record(target, emb.evalset, metrics, factors, preset,
+                        time.perf_counter() - t0)
+    rec["encoded"] = emb.encoded
+    return rec
+
+
+def headline(suite: str, metrics: Mapping[str, float]) -> list[str]:
+    """The metrics a summary shows for ``suite`` (all R@1 / acc1 / mAP when not declared)."""
+    declared = [m for m in suite_info(suite).headline if m in metrics]
+    if declared:
+        return declared
+    return [k for k in metrics if k.endswith("_R@1") or k in ("acc1", "mAP")]
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._=,+@-]+", "_", text).strip("_") or "target"
+
+
+def output_path(template: str, record: Mapping[str, Any]) -> Path:
+    """Fill ``{dataset}``, ``{model}``, ``{task}``, ``{preset}``, ``{tag}`` in ``template``."""
+    task = record["task"] if isinstance(record["task"], str) else "+".join(record["task"])
+    fields = {"dataset": record["dataset"], "model": slug(record["model"]), "task": task,
+              "preset": record.get("preset") or "default",
+              "tag": slug(record["model"]) + "__" + record["dataset"]}
+    try:
+        return Path(template.format(**fields))
+    except (KeyError, IndexError, ValueError) as exc:
+        raise UsageError(f"--output {template!r}: unknown field {exc}; use {{dataset}}, "
+                         "{model}, {task}, {preset}") from None
+
+
+def write_json(path: Path, data: Any) -> Path:
+    import json
+    import os
+    import tempfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(data, fh, indent=2, default=lambda o: o.tolist())
+            fh.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

@@ -239,8 +239,76 @@ def write_json(path: Path, data: Any) -> Path:
         with os.fdopen(fd, "w") as fh:
             json.dump(data, fh, indent=2, default=lambda o: o.tolist())
             fh.write("\n")
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+# --- tuning ---------------------------------------------------------------------------------
+
+def tune_target(target: Target, suites: Sequence[tuple[str, Path, Mapping]],
+                grids: Sequence[tuple[str, list[float]]], store=None, prefix: str = "tuned",
+                batch_size: int = 64, progress: bool = True):
+    """Coarse-to-fine customised inference of a bundle on cached embeddings (see
+    :mod:`freebind.evaluate.tuning`). Returns ``(TuneResult, {suite: Embedded})``."""
+    from freebind.evaluate.tuning import MemoProjectors, tune
+    from freebind.factors import resolve
+    from freebind.graph import fuse as graph_fuse
+
+    if not target.is_bundle:
+        raise UsageError(f"{target.ref}: tune needs a bundle (.safetensors), not a plain space")
+    store = _store(store)
+    embedded: dict[str, Embedded] = {}
+    for name, folder, options in suites:
+        evalset = load_suite(name, folder, **dict(options))
+        embedded[name] = embed_suite(target, evalset, store=store, batch_size=batch_size,
+                                     progress=progress)
+    fused = target.fused
+    projectors = MemoProjectors(fused.projectors)
+
+    def fuse(overrides: list[str]) -> dict:
+        table = resolve(fused.graph, [*fused.overrides, *overrides], fused.presets,
+                        fused.preset)
+        out = {}
+        for name, emb in embedded.items():
+            res = graph_fuse(fused.graph, projectors, emb.rows, table=table,
+                             modalities=list(emb.items))
+            out[name] = {m: (emb.items[m], res[m].numpy()) for m in emb.items}
+        return out
+
+    result = tune(
+        fused, [(s, embedded[s]) for s, _, _ in suites], grids,
+        tasks_of=headline,
+        score_base=lambda s: embedded[s].evalset.score(base_embeddings(target, embedded[s])),
+        score=lambda s, f: embedded[s].evalset.score(f[s]),
+        fuse=fuse, prefix=prefix, progress=progress)
+    return result, embedded
+
+
+def store_presets(path: str | Path, presets: Mapping[str, list[str]],
+                  tuning: Mapping | None = None) -> Path:
+    """Add (or replace) named presets in a bundle file, atomically; ``tuning`` is kept in
+    the metadata under ``"tuning"`` (what was swept, on which data, with which results)."""
+    from freebind import bundle as bundle_io
+    from freebind.factors import resolve
+
+    tensors, meta = bundle_io.load(path)
+    merged = {**meta.get("presets", {}), **{k: list(v) for k, v in presets.items()}}
+    graph = meta["plan"]["graph"]
+    for name in presets:                     # every preset must resolve on this bundle
+        resolve(graph, (), merged, name)
+    meta["presets"] = merged
+    if tuning is not None:
+        meta["tuning"] = dict(tuning)
+    return bundle_io.save(path, tensors, meta)
+
+
+def _umask() -> int:
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

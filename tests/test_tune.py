@@ -1,0 +1,89 @@
+"""`freebind tune`: grids, coarse/fine stages on cached embeddings, heatmaps, stored presets."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from freebind.errors import UsageError
+from freebind.evaluate.tuning import Point, balanced_scores, parse_grid, task_preset_name
+from tests.test_eval import TEST_SPACES, home, make_audiocaps, make_bundle, make_esc50, run  # noqa: F401
+
+
+def test_parse_grid():
+    key, values = parse_grid("a=0:1:0.1")
+    assert key == "a" and len(values) == 11 and values[0] == 0.0 and values[-1] == 1.0
+    assert values[3] == 0.3
+    assert parse_grid("b2.t=0,0.5,1") == ("b2.t", [0.0, 0.5, 1.0])
+    for bad in ("a=1:0:0.1", "a=0:1:0", "a", "a=x", "b2=0:1:0.5", "a=0:2:1"):
+        with pytest.raises(UsageError):
+            parse_grid(bad)
+
+
+def test_balanced_scores_weigh_tasks_equally():
+    pts = [Point([], {}, {"x": 0.9, "y": 0.10}),    # best on x, worst on y
+           Point([], {}, {"x": 0.8, "y": 0.30}),    # good on both
+           Point([], {}, {"x": 0.7, "y": 0.31})]
+    s = balanced_scores(pts, ["x", "y"])
+    assert np.argmax(s) == 1
+    assert s[0] == pytest.approx(0.5) and s[1] == pytest.approx((0.5 + 20 / 21) / 2)
+    assert task_preset_name("tuned", "audiocaps:t2a_R@1") == "tuned-audiocaps-t2a"
+    assert task_preset_name("tuned", "esc50:acc1") == "tuned-esc50"
+
+
+def test_tune_end_to_end(home):
+    make_audiocaps(home / "sets" / "audiocaps")
+    make_esc50(home / "sets" / "esc50")
+    bundle = make_bundle(home / "b.safetensors")
+    expert = TEST_SPACES["test:expert"]
+    r = run("tune", bundle, "-s", "audiocaps", "-s", "esc50", "-d", home / "sets",
+            "--grid", "a=0:1:0.25", "--grid", "t=0:1:0.5", "--out", home / "tuneout", "--json")
+    assert r.exit_code == 0, r.output
+    res = json.loads(r.stdout)
+    tasks = ["audiocaps:t2a_R@1", "audiocaps:a2t_R@1", "esc50:acc1"]
+    assert res["tasks"] == tasks
+    assert len(res["coarse"]) == 2 and len(res["fine"]) == 5 * 3
+    # the base space (test:tone) is perfect on these sets
+    assert all(res["base"][t] == 1.0 for t in tasks)
+    # a=0, t=0: the combination keeps the base embeddings for audio and text -> perfect
+    zero = next(p for p in res["fine"] if p["values"] == {"a": 0.0, "t": 0.0})
+    assert all(zero["metrics"][t] == 1.0 for t in tasks)
+    assert zero["overrides"] == res["coarse_choice"] + ["a=0", "t=0"]
+    # the switched-off coarse point equals the base space
+    off = next(p for p in res["coarse"] if p["overrides"] == ["b1=off"])
+    assert off["metrics"] == res["base"]
+    assert Path(res["figure"]).is_file() and Path(res["figure"]).stat().st_size > 10_000
+    assert (home / "tuneout" / "tune.json").is_file()
+    # presets stored in the bundle; eval accepts them; nothing is encoded again
+    import freebind
+
+    fused = freebind.load(bundle)
+    for name in ("tuned-versatile", "tuned-audiocaps-t2a", "tuned-audiocaps-a2t", "tuned-esc50"):
+        assert name in fused.presets, name
+    assert fused.presets["tuned-versatile"] == res["versatile"]["overrides"]
+    assert fused.metadata["tuning"]["suites"] == ["audiocaps", "esc50"]
+    calls = expert.calls
+    r2 = run("eval", bundle, "--preset", "tuned-versatile", "-s", "audiocaps", "-s", "esc50",
+             "-d", home / "sets", "--json", "--output", "")
+    assert r2.exit_code == 0, r2.output
+    recs = {x["dataset"]: x for x in json.loads(r2.stdout)}
+    assert recs["audiocaps"]["metrics"]["t2a_R@1"] == res["versatile"]["metrics"][tasks[0]]
+    assert recs["esc50"]["metrics"]["acc1"] == res["versatile"]["metrics"][tasks[2]]
+    assert expert.calls == calls
+
+
+def test_tune_table_output_and_errors(home):
+    make_audiocaps(home / "ac")
+    bundle = make_bundle(home / "b.safetensors")
+    r = run("tune", bundle, "-s", "audiocaps", "-d", home / "ac", "--grid", "a=0,1",
+            "--no-save", "--out", home / "o")
+    assert r.exit_code == 0, r.output
+    assert "coarse" in r.stdout and "tuned-versatile" in r.stdout
+    import freebind
+
+    assert "tuned-versatile" not in freebind.load(bundle).presets
+    r = run("tune", "test:tone", "-s", "audiocaps", "-d", home / "ac")
+    assert r.exit_code == 2 and "needs a bundle" in r.output
+    r = run("tune", bundle, "-s", "audiocaps", "-d", home / "ac", "--grid", "zz=0:1:0.5")
+    assert r.exit_code == 2 and "zz" in r.output

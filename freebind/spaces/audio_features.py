@@ -1,0 +1,225 @@
+"""Audio front ends of the real encoders, written on numpy/torch alone (no torchaudio).
+
+* :func:`kaldi_fbank` — Kaldi-compatible log mel filterbank (the computation ImageBind runs
+  through ``torchaudio.compliance.kaldi.fbank``: 25 ms Hann ("hanning") frames every 10 ms,
+  per-frame DC removal, pre-emphasis 0.97, FFT size rounded up to a power of two, power
+  spectrum, Kaldi mel banks from 20 Hz to Nyquist, natural log floored at float32 eps,
+  ``snip_edges`` framing, no dither).
+* :func:`imagebind_audio` — ImageBind's clip pipeline: 16 kHz mono; three 2-second clips
+  whose starts are spaced by (duration − 2)/3 seconds (pytorchvideo's constant-clips sampler);
+  per-clip mean removal applied in place on the shared signal, exactly as the reference
+  loader does (overlapping clips see the earlier clips' shifts); 128-bin fbank padded or cut to
+  204 frames; normalised with mean −4.268 and std 9.138. Clips shorter than 2 s (short files)
+  are zero-padded in the mel domain, as upstream.
+* :func:`htk_mel_db` — the log mel spectrogram LAION-CLAP's fusion models take
+  (torchaudio ``MelSpectrogram``: centred reflect-padded STFT, periodic Hann window, power 2,
+  HTK mel scale without norm, then ``AmplitudeToDB`` = 10·log10(max(x, 1e-10))).
+* :func:`clap_inputs` — LAION-CLAP's 10 s policy at 48 kHz with int16 quantisation: short
+  clips are repeated then zero-padded ("repeatpad"); long clips are cropped deterministically
+  at their centre (non-fusion) or, for fusion models, represented by the whole clip squeezed
+  to 10 s plus three 10 s chunks taken at the *middle* of the front, middle and back thirds
+  of the possible starts (the reference picks them at random; freebind never does, so
+  embeddings are reproducible).
+"""
+
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+# --- ImageBind ------------------------------------------------------------------------------
+IB_RATE = 16000
+IB_CLIP_SECONDS = 2
+IB_CLIPS = 3
+IB_MEL_BINS = 128
+IB_TARGET_FRAMES = 204
+IB_MEAN = -4.268
+IB_STD = 9.138
+
+# --- LAION-CLAP (HTSAT configs) ---------------------------------------------------------------
+CLAP_RATE = 48000
+CLAP_MAX_SAMPLES = 480000
+CLAP_AUDIO_CFG = {"sample_rate": 48000, "window_size": 1024, "hop_size": 480, "mel_bins": 64,
+                  "fmin": 50, "fmax": 14000}
+
+
+def _kaldi_mel(freq: float) -> np.ndarray:
+    return 1127.0 * np.log(1.0 + np.asarray(freq, dtype=np.float64) / 700.0)
+
+
+def kaldi_mel_banks(num_bins: int, padded_window: int, rate: float, low_freq: float = 20.0,
+                    high_freq: float = 0.0) -> np.ndarray:
+    """Kaldi's triangular mel filters, ``[num_bins, padded_window // 2 + 1]`` (last column 0)."""
+    num_fft_bins = padded_window // 2
+    nyquist = 0.5 * rate
+    if high_freq <= 0.0:
+        high_freq += nyquist
+    fft_bin_width = rate / padded_window
+    mel_low, mel_high = _kaldi_mel(low_freq), _kaldi_mel(high_freq)
+    delta = (mel_high - mel_low) / (num_bins + 1)
+    b = np.arange(num_bins, dtype=np.float64)[:, None]
+    left, center, right = mel_low + b * delta, mel_low + (b + 1) * delta, mel_low + (b + 2) * delta
+    mel = _kaldi_mel(fft_bin_width * np.arange(num_fft_bins, dtype=np.float64))[None, :]
+    up = (mel - left) / (center - left)
+    down = (right - mel) / (right - center)
+    banks = np.maximum(0.0, np.minimum(up, down))
+    return np.pad(banks, ((0, 0), (0, 1))).astype(np.float32)
+
+
+def kaldi_fbank(wave: torch.Tensor, rate: int = IB_RATE, num_mel_bins: int = IB_MEL_BINS,
+                frame_length_ms: float = 25.0, frame_shift_ms: float = 10.0,
+                preemphasis: float = 0.97, low_freq: float = 20.0) -> torch.Tensor:
+    """Log mel filterbank ``[frames, num_mel_bins]`` of a 1-D float32 signal (Kaldi rules).
+
+    A signal shorter than one frame gives zero frames."""
+    wave = wave.to(torch.float32)
+    win = int(rate * frame_length_ms * 0.001)
+    shift = int(rate * frame_shift_ms * 0.001)
+    padded = 1 << (win - 1).bit_length()
+    n = wave.shape[0]
+    if n < win:
+        return torch.zeros(0, num_mel_bins)
+    frames_n = 1 + (n - win) // shift
+    frames = wave.as_strided((frames_n, win), (shift, 1)).clone()
+    frames = frames - frames.mean(dim=1, keepdim=True)
+    prev = torch.cat([frames[:, :1], frames[:, :-1]], dim=1)
+    frames = frames - preemphasis * prev
+    frames = frames * torch.hann_window(win, periodic=False, dtype=torch.float32)
+    frames = F.pad(frames, (0, padded - win))
+    power = torch.fft.rfft(frames).abs().pow(2.0)
+    banks = torch.from_numpy(kaldi_mel_banks(num_mel_bins, padded, rate, low_freq))
+    energies = power @ banks.T
+    eps = torch.finfo(torch.float32).eps
+    return torch.clamp(energies, min=eps).log()
+
+
+def imagebind_clip_bounds(n_samples: int, rate: int = IB_RATE, clip_seconds: int = IB_CLIP_SECONDS,
+                          clips: int = IB_CLIPS) -> list[tuple[int, int]]:
+    """Sample ranges of the clips (pytorchvideo's ConstantClipsPerVideoSampler, exactly)."""
+    duration = n_samples / rate
+    max_start = Fraction(max(duration - clip_seconds, 0))
+    step = max_start / clips
+    bounds = []
+    for i in range(clips):
+        start = step * i
+        end = start + clip_seconds
+        bounds.append((int(start * rate), int(end * rate)))
+        if step * (i + 1) > max_start:
+            break
+    return bounds
+
+
+def imagebind_audio(wave: np.ndarray) -> torch.Tensor:
+    """ImageBind's audio input ``[3, 1, 128, 204]`` from a 16 kHz mono float signal."""
+    signal = torch.as_tensor(np.asarray(wave, dtype=np.float32)).clone()
+    out = []
+    for a, b in imagebind_clip_bounds(signal.shape[0]):
+        clip = signal[a:b]  # a view: the in-place shift below reaches the shared signal
+        if clip.numel():
+            clip -= clip.mean()
+        fbank = kaldi_fbank(clip).T  # [mel, frames]
+        frames = fbank.shape[1]
+        if frames < IB_TARGET_FRAMES:
+            fbank = F.pad(fbank, (0, IB_TARGET_FRAMES - frames))
+        else:
+            fbank = fbank[:, :IB_TARGET_FRAMES]
+        out.append(((fbank - IB_MEAN) / IB_STD)[None])
+    return torch.stack(out, dim=0)
+
+
+# --- torchaudio-style mel for CLAP ---------------------------------------------------------------
+def _htk_mel(f):
+    return 2595.0 * np.log10(1.0 + np.asarray(f, dtype=np.float64) / 700.0)
+
+
+def _htk_hz(m):
+    return 700.0 * (10.0 ** (np.asarray(m, dtype=np.float64) / 2595.0) - 1.0)
+
+
+def htk_mel_banks(n_freqs: int, f_min: float, f_max: float, n_mels: int, rate: int) -> np.ndarray:
+    """Triangular HTK mel filters without normalisation, ``[n_freqs, n_mels]``."""
+    all_freqs = np.linspace(0, rate // 2, n_freqs)
+    m_pts = np.linspace(_htk_mel(f_min), _htk_mel(f_max), n_mels + 2)
+    f_pts = _htk_hz(m_pts)
+    f_diff = f_pts[1:] - f_pts[:-1]
+    slopes = f_pts[None, :] - all_freqs[:, None]
+    down = -slopes[:, :-2] / f_diff[:-1]
+    up = slopes[:, 2:] / f_diff[1:]
+    return np.maximum(0.0, np.minimum(down, up)).astype(np.float32)
+
+
+def htk_mel_db(wave: torch.Tensor, cfg: dict = CLAP_AUDIO_CFG) -> torch.Tensor:
+    """CLAP's log mel spectrogram ``[frames, mel_bins]`` of a 1-D signal (dB, no top_db)."""
+    n_fft, hop = cfg["window_size"], cfg["hop_size"]
+    wave = wave.to(torch.float32)
+    spec = torch.stft(wave, n_fft=n_fft, hop_length=hop, win_length=n_fft,
+                      window=torch.hann_window(n_fft, dtype=torch.float32), center=True,
+                      pad_mode="reflect", normalized=False, onesided=True, return_complex=True)
+    power = spec.abs().pow(2.0)  # [freqs, frames]
+    banks = torch.from_numpy(htk_mel_banks(n_fft // 2 + 1, cfg["fmin"], cfg["fmax"],
+                                           cfg["mel_bins"], cfg["sample_rate"]))
+    mel = (power.T @ banks)  # [frames, mels]
+    return 10.0 * torch.log10(torch.clamp(mel, min=1e-10))
+
+
+def quantise_int16(wave: np.ndarray) -> np.ndarray:
+    """CLAP's int16 round trip: clip to [-1, 1], scale by 32767, truncate, scale back."""
+    return (np.clip(wave, -1.0, 1.0) * 32767.0).astype(np.int16).astype(np.float32) / 32767.0
+
+
+def _repeat_pad(wave: torch.Tensor, length: int) -> torch.Tensor:
+    n = wave.shape[0]
+    if n == 0:
+        return torch.zeros(length)
+    repeats = length // n
+    wave = wave.repeat(repeats)
+    return F.pad(wave, (0, length - wave.shape[0]))
+
+
+def _middle(values: list[int]) -> int:
+    return values[(len(values) - 1) // 2]
+
+
+def clap_inputs(wave: np.ndarray, fusion: bool, cfg: dict = CLAP_AUDIO_CFG,
+                max_len: int = CLAP_MAX_SAMPLES) -> dict:
+    """One item's inputs for ``CLAP.get_audio_embedding``: ``waveform``, ``longer`` and, for
+    fusion models, ``mel_fusion [4, frames, mel_bins]``. Deterministic (see module doc)."""
+    audio = torch.from_numpy(quantise_int16(np.asarray(wave, dtype=np.float32)))
+    sample: dict = {}
+    if audio.shape[0] > max_len:
+        longer = False
+        if fusion:
+            mel = htk_mel_db(audio, cfg)
+            chunk = max_len // cfg["hop_size"] + 1
+            total = mel.shape[0]
+            if chunk == total:
+                sample["mel_fusion"] = torch.stack([mel] * 4, dim=0)
+            else:
+                ranges = np.array_split(np.arange(0, total - chunk + 1), 3)
+                starts = [_middle(list(r)) if len(r) else 0 for r in ranges]
+                chunks = [mel[s:s + chunk] for s in starts]
+                shrink = F.interpolate(mel[None, None], size=(chunk, cfg["mel_bins"]),
+                                       mode="bilinear", align_corners=False,
+                                       antialias=True)[0, 0]
+                sample["mel_fusion"] = torch.stack([shrink, *chunks], dim=0)
+                longer = True
+        start = (audio.shape[0] - max_len) // 2
+        audio = audio[start:start + max_len]
+    else:
+        longer = False
+        if audio.shape[0] < max_len:
+            audio = _repeat_pad(audio, max_len)
+        if fusion:
+            mel = htk_mel_db(audio, cfg)
+            sample["mel_fusion"] = torch.stack([mel] * 4, dim=0)
+    sample["longer"] = torch.tensor([longer])
+    sample["waveform"] = audio
+    return sample
+
+
+def seconds(n_samples: int, rate: int) -> float:
+    return n_samples / rate if rate else math.nan

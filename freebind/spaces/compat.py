@@ -1,0 +1,187 @@
+"""Small shared pieces of the real adapters: precision/device handling, batching, and
+imports that need care.
+
+* ``import_torchvision()``: PyPI's torchvision wheel is a CUDA build; beside a CPU-only torch
+  its native library fails to load and ``import torchvision`` then dies registering fake
+  kernels for operators that were never defined. Only its pure-Python transforms are used
+  here, so the two operator schemas are declared (no kernels) before importing it again.
+* ``import_imagebind_model()``: the ``imagebind`` package's ``__init__`` imports its data
+  module (pkg_resources, torchaudio, pytorchvideo, decord) which freebind never uses; the
+  model module is imported without running that ``__init__``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+import types
+
+from freebind.errors import SpaceError
+
+PRECISIONS = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+_TV_OPS = ("nms", "qnms")
+
+
+def import_torchvision():
+    """``import torchvision``, working around a torchvision whose native ops cannot load."""
+    if "torchvision" in sys.modules and hasattr(sys.modules["torchvision"], "transforms"):
+        return sys.modules["torchvision"]
+    try:
+        return importlib.import_module("torchvision")
+    except RuntimeError as exc:
+        if "torchvision::" not in str(exc):
+            raise
+    import torch
+
+    for name in [k for k in sys.modules if k == "torchvision" or k.startswith("torchvision.")]:
+        del sys.modules[name]
+    lib = torch.library.Library("torchvision", "FRAGMENT")
+    for op in _TV_OPS:
+        try:
+            lib.define(f"{op}(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+        except RuntimeError:
+            pass  # already defined
+    _KEEP.append(lib)
+    return importlib.import_module("torchvision")
+
+
+_KEEP: list = []  # the Library object must outlive the import
+
+
+def require(module: str, extra: str, pip_name: str | None = None):
+    """Import ``module`` or raise a SpaceError telling which extra installs it."""
+    try:
+        if importlib.util.find_spec("torchvision") is not None:
+            import_torchvision()  # open_clip, timm and laion_clap import it
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise SpaceError(f"{module} is not installed ({exc.name or module} missing); install it "
+                         f"with `pip install 'freebind[{extra}]'`"
+                         + (f" (package {pip_name})" if pip_name else "")) from None
+
+
+def import_bare(package: str, module: str, extra: str, pip_name: str):
+    """Import ``module`` (inside ``package``) without executing ``package/__init__.py``.
+
+    ``imagebind/__init__`` imports its data module (pkg_resources, torchaudio, pytorchvideo,
+    decord) and ``laion_clap/__init__`` its hook (librosa loading, wandb, webdataset, ...);
+    freebind uses neither, only the model code below them."""
+    if module in sys.modules:
+        return sys.modules[module]
+    if package not in sys.modules:
+        spec = importlib.util.find_spec(package)
+        if spec is None or not spec.submodule_search_locations:
+            raise SpaceError(f"{package} is not installed; install it with "
+                             f"`pip install 'freebind[{extra}]'` (package {pip_name})")
+        pkg = types.ModuleType(package)
+        pkg.__path__ = list(spec.submodule_search_locations)
+        pkg.__file__ = spec.origin
+        pkg.__spec__ = spec
+        sys.modules[package] = pkg
+    if importlib.util.find_spec("torchvision") is not None:
+        import_torchvision()  # timm and laion_clap import it
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise SpaceError(f"{module} cannot be imported ({exc.name} missing); install it with "
+                         f"`pip install 'freebind[{extra}]'`") from None
+
+
+def import_imagebind_model():
+    """``imagebind.models.imagebind_model`` (see :func:`import_bare`)."""
+    return import_bare("imagebind", "imagebind.models.imagebind_model", "imagebind",
+                       "imagebind-unofficial")
+
+
+def torch_dtype(precision: str):
+    import torch
+
+    if precision not in PRECISIONS:
+        raise SpaceError(f"unknown precision {precision!r}; use one of "
+                         f"{', '.join(PRECISIONS)}")
+    return getattr(torch, PRECISIONS[precision])
+
+
+def torch_device(device: str | None):
+    import torch
+
+    if device in (None, "", "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise SpaceError(f"unknown device {device!r}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise SpaceError(f"device {device!r} requested but CUDA is not available here")
+    return dev
+
+
+def check_precision(precision: str, device) -> None:
+    if precision == "fp16" and device.type == "cpu":
+        raise SpaceError("precision fp16 is not supported on CPU; use fp32 or bf16")
+
+
+def batches(items, size: int):
+    if size < 1:
+        raise SpaceError(f"batch size must be at least 1, got {size}")
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+def check_modality(space, modality: str) -> None:
+    if modality not in space.modalities:
+        raise SpaceError(f"space {space.name} does not encode {modality!r}; it encodes "
+                         f"{', '.join(space.modalities)}")
+
+
+def run_batched(items, prepare, forward, batch_size: int, workers: int = 2, timings=None):
+    """Encode ``items`` in batches: ``prepare(batch_items) -> inputs`` runs in a background
+    thread one batch ahead of ``forward(inputs) -> Tensor[n, dim]`` (decoding overlaps the
+    encoder). Returns the rows concatenated in item order, float32 and L2-normalised.
+
+    ``timings`` (a dict) receives ``prepare_s``/``forward_s``/``wait_s`` totals when given."""
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    import torch
+    from torch.nn import functional as F
+
+    chunks = list(batches(list(items), batch_size))
+    outs = []
+    t = timings if timings is not None else {}
+    for key in ("prepare_s", "forward_s", "wait_s"):
+        t.setdefault(key, 0.0)
+
+    def timed_prepare(chunk):
+        start = time.perf_counter()
+        out = prepare(chunk)
+        t["prepare_s"] += time.perf_counter() - start
+        return out
+
+    if not chunks:
+        return None
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        pending = pool.submit(timed_prepare, chunks[0])
+        for i in range(len(chunks)):
+            start = time.perf_counter()
+            inputs = pending.result()
+            t["wait_s"] += time.perf_counter() - start
+            if i + 1 < len(chunks):
+                pending = pool.submit(timed_prepare, chunks[i + 1])
+            start = time.perf_counter()
+            with torch.inference_mode():
+                out = forward(inputs)
+            t["forward_s"] += time.perf_counter() - start
+            outs.append(F.normalize(out.detach().float().cpu(), dim=-1))
+    return torch.cat(outs, dim=0).contiguous()
+
+
+def prefetch_map(fn, items, workers: int):
+    """``map(fn, items)`` in item order, overlapping decoding with the caller's compute."""
+    if workers <= 1 or len(items) <= 1:
+        return [fn(x) for x in items]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(fn, items))

@@ -1,0 +1,174 @@
+"""ImageBind (``IB``): the unified space of the paper, ImageBind-huge, 1024-d.
+
+Package: ``imagebind-unofficial`` (``pip install 'freebind[imagebind]'``); only its model code
+is used. Preprocessing is ImageBind's own, re-implemented without torchaudio/pytorchvideo:
+
+* image: resize the short side to 224 (bicubic), centre crop 224, CLIP mean/std;
+* text: ImageBind's CLIP BPE tokenizer, 77 tokens;
+* audio: 16 kHz mono, three 2 s clips, 128-bin Kaldi fbank, 204 frames, mean −4.268 /
+  std 9.138 (see :mod:`freebind.spaces.audio_features`); the clip embeddings are averaged.
+
+Weights: ``imagebind_huge.pth`` resolved by :mod:`freebind.spaces.weights` (explicit
+``checkpoint=`` path → ``$FREEBIND_HOME/weights/imagebind/`` → ImageBind's own
+``.checkpoints/`` folder in the current directory, read but never written → download from
+dl.fbaipublicfiles.com). Other modalities of ImageBind (video, depth, thermal, IMU) are not
+wired yet: their preprocessing needs decoders freebind does not depend on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Sequence
+
+from freebind.errors import SpaceError
+from freebind.spaces import compat, weights
+
+CHECKPOINT = "imagebind_huge.pth"
+URL = "https://dl.fbaipublicfiles.com/imagebind/imagebind_huge.pth"
+ORIGIN = "Meta's ImageBind release (dl.fbaipublicfiles.com/imagebind/imagebind_huge.pth)"
+#: ImageBindModel arguments of ImageBind-huge (the released checkpoint).
+HUGE = dict(vision_embed_dim=1280, vision_num_blocks=32, vision_num_heads=16,
+            text_embed_dim=1024, text_num_blocks=24, text_num_heads=16, out_embed_dim=1024,
+            audio_drop_path=0.1, imu_drop_path=0.7)
+MODALITIES = ("audio", "image", "text")
+IMAGE_MEAN = (0.48145466, 0.4578275, 0.40821073)
+IMAGE_STD = (0.26862954, 0.26130258, 0.27577711)
+PREPROCESS_VERSION = "ib-pre-1"
+
+
+def weight_file() -> weights.WeightFile:
+    return weights.WeightFile(
+        filename=CHECKPOINT, family="imagebind", origin=ORIGIN,
+        library_paths=lambda: [Path(".checkpoints") / CHECKPOINT],
+        fetch=weights.url_fetch(URL, CHECKPOINT))
+
+
+def check(info=None) -> tuple[bool, str]:
+    ok, missing = weights.package_available("imagebind", "timm", "ftfy", "regex", "iopath",
+                                            "einops")
+    if not ok:
+        return False, f"not installed ({missing}): pip install 'freebind[imagebind]'"
+    found = weight_file().find_local()
+    if found is None:
+        return False, f"weights missing: {weight_file().home_path}"
+    return True, str(found)
+
+
+def load(info=None, checkpoint: str | None = None, device: str | None = "cpu",
+         precision: str = "fp32", batch_size: int = 32, arch: dict | None = None,
+         download: bool = True, workers: int = 2, **unused) -> "ImageBindSpace":
+    """Build ImageBind and load its weights (see module doc for the resolution order).
+
+    ``arch`` overrides ImageBindModel's arguments (tests build a tiny ImageBind with it)."""
+    _reject_unknown(unused)
+    name = getattr(info, "name", "IB")
+    path = weights.resolve(weight_file(), checkpoint, download=download)
+    return ImageBindSpace(path, name=name, device=device, precision=precision,
+                          batch_size=batch_size, arch=arch, workers=workers)
+
+
+class ImageBindSpace:
+    """A loaded ImageBind model implementing the Space protocol."""
+
+    family = "imagebind"
+
+    def __init__(self, checkpoint, name: str = "IB", device: str | None = "cpu",
+                 precision: str = "fp32", batch_size: int = 32, arch: dict | None = None,
+                 workers: int = 2):
+        ib = compat.import_imagebind_model()
+        self.name = name
+        self.modalities = MODALITIES
+        self.device = compat.torch_device(device)
+        self.precision = precision
+        self.dtype = compat.torch_dtype(precision)
+        compat.check_precision(precision, self.device)
+        self.batch_size = batch_size
+        self.workers = workers
+        self.arch = dict(HUGE if arch is None else arch)
+        self.checkpoint = Path(checkpoint)
+        self.model = ib.ImageBindModel(**self.arch)
+        state = weights.strip_prefix(weights.load_state_dict(self.checkpoint, "ImageBind weights"))
+        weights.load_into(self.model, state, self.checkpoint)
+        self.model.eval().to(device=self.device, dtype=self.dtype)
+        self.dim = int(self.arch.get("out_embed_dim", 768))
+        self._ib = ib
+        self._tokenizer = None
+        self._image_tf = None
+        digest = weights.file_digest(self.checkpoint)
+        self.fingerprint = hashlib.sha256(json.dumps(
+            ["imagebind", self.arch, digest, PREPROCESS_VERSION], sort_keys=True
+        ).encode()).hexdigest()[:16]
+        self.last_timings: dict = {}
+
+    # --- preprocessing ------------------------------------------------------------------------
+    def tokenizer(self):
+        if self._tokenizer is None:
+            mp = __import__("imagebind.models.multimodal_preprocessors",
+                            fromlist=["SimpleTokenizer"])
+            bpe = Path(mp.__file__).resolve().parent.parent / "bpe" / "bpe_simple_vocab_16e6.txt.gz"
+            if not bpe.exists():
+                raise SpaceError(f"ImageBind's BPE vocabulary is missing at {bpe}; reinstall "
+                                 "imagebind-unofficial")
+            self._tokenizer = mp.SimpleTokenizer(bpe_path=str(bpe))
+        return self._tokenizer
+
+    def image_transform(self):
+        if self._image_tf is None:
+            tv = compat.import_torchvision()
+            T = tv.transforms
+            self._image_tf = T.Compose([
+                T.Resize(224, interpolation=T.InterpolationMode.BICUBIC),
+                T.CenterCrop(224),
+                T.ToTensor(),
+                T.Normalize(mean=IMAGE_MEAN, std=IMAGE_STD),
+            ])
+        return self._image_tf
+
+    def prepare(self, modality: str, items: Sequence) -> "torch.Tensor":  # noqa: F821
+        import torch
+
+        from freebind import media
+        from freebind.spaces import audio_features as af
+
+        if modality == "text":
+            tokens = self.tokenizer()([str(t) for t in items])
+            return tokens.reshape(len(items), -1)
+        if modality == "image":
+            tf = self.image_transform()
+            return torch.stack([tf(media.load_image(p)) for p in items])
+        if modality == "audio":
+            return torch.stack([af.imagebind_audio(media.load_audio(p, af.IB_RATE))
+                                for p in items])
+        raise SpaceError(f"space {self.name} does not encode {modality!r}")
+
+    def forward(self, modality: str, inputs):
+        key = {"image": "vision"}.get(modality, modality)
+        if inputs.is_floating_point():
+            inputs = inputs.to(self.dtype)
+        out = self.model({key: inputs.to(self.device)})[key]
+        return out.float()
+
+    def encode(self, modality: str, items: Sequence, batch_size: int | None = None):
+        import torch
+
+        compat.check_modality(self, modality)
+        items = list(items)
+        if not items:
+            return torch.zeros(0, self.dim)
+        timings: dict = {}
+        out = compat.run_batched(items, lambda chunk: self.prepare(modality, chunk),
+                                 lambda x: self.forward(modality, x),
+                                 batch_size or self.batch_size, self.workers, timings)
+        self.last_timings = timings
+        return out
+
+    def __repr__(self) -> str:
+        return (f"ImageBindSpace(name={self.name!r}, dim={self.dim}, device={self.device}, "
+                f"precision={self.precision}, checkpoint={str(self.checkpoint)!r})")
+
+
+def _reject_unknown(unused: dict) -> None:
+    if unused:
+        raise SpaceError(f"unknown option(s) for ImageBind: {', '.join(sorted(unused))}")

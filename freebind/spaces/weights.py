@@ -1,0 +1,307 @@
+"""Where real encoders' weights come from, and how they are loaded safely.
+
+Resolution order for every weight file (DESIGN §5, issue 6):
+
+1. an explicit path given by the user (``checkpoint=...``); it must exist;
+2. ``$FREEBIND_HOME/weights/<family>/<file>`` (FREEBIND_HOME defaults to ``~/.cache/freebind``);
+3. the encoder library's own cache (the Hugging Face cache, open_clip's cache, ...);
+4. a download into ``$FREEBIND_HOME/weights/<family>/`` when downloads are allowed and the
+   machine is online. Nothing is ever written into the current directory or site-packages.
+
+When every step fails the user gets one :class:`SpaceError` line naming the file, where it
+comes from and where to put it. Checkpoints are read with ``torch.load(weights_only=True)``
+(or safetensors), never by unpickling arbitrary objects.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable
+
+from freebind.errors import SpaceError
+
+#: Environment variables that forbid network access for weights.
+OFFLINE_VARS = ("FREEBIND_OFFLINE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+
+
+def freebind_home() -> Path:
+    """``$FREEBIND_HOME`` or ``~/.cache/freebind``."""
+    env = os.environ.get("FREEBIND_HOME")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "freebind"
+
+
+def weights_dir(family: str) -> Path:
+    """The folder freebind keeps (and downloads) ``family``'s weights in."""
+    return freebind_home() / "weights" / family
+
+
+def offline() -> bool:
+    """True when an environment variable forbids downloads."""
+    return any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on")
+               for v in OFFLINE_VARS)
+
+
+@dataclass
+class WeightFile:
+    """One file a space needs: its name, family folder, origin, and how to fetch it.
+
+    ``library_paths`` are candidate paths in the encoder library's own cache (checked, never
+    written); ``fetch(dest_dir) -> Path`` downloads into ``dest_dir`` (None: no download)."""
+
+    filename: str
+    family: str
+    origin: str
+    library_paths: Callable[[], Iterable[Path]] | None = None
+    fetch: Callable[[Path], Path] | None = None
+    what: str = "checkpoint"
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def home_path(self) -> Path:
+        return weights_dir(self.family) / self.filename
+
+    def candidates(self) -> list[Path]:
+        """Local places the file may already be, in resolution order (no network)."""
+        paths = [self.home_path]
+        if self.library_paths is not None:
+            try:
+                paths.extend(Path(p) for p in self.library_paths() if p)
+            except Exception:  # a library cache probe must never break resolution
+                pass
+        return paths
+
+    def find_local(self) -> Path | None:
+        for path in self.candidates():
+            if path.exists():
+                return path
+        return None
+
+    def missing_message(self, reason: str = "") -> str:
+        why = f" ({reason})" if reason else ""
+        return (f"{self.what} {self.filename} not found{why}; it comes from {self.origin}; "
+                f"put it at {self.home_path} (or set FREEBIND_HOME, or pass its path with "
+                f"checkpoint=...), or run `freebind download` on a machine that is online")
+
+
+def resolve(weight: WeightFile, explicit: str | os.PathLike | None = None,
+            download: bool = True) -> Path:
+    """The local path of ``weight``: explicit → FREEBIND_HOME → library cache → download."""
+    if explicit is not None and str(explicit) != "":
+        path = Path(explicit).expanduser()
+        if path.exists():
+            return path
+        # a bare file name is looked up like the default one
+        if path.name == str(explicit):
+            named = WeightFile(path.name, weight.family, weight.origin, weight.library_paths,
+                               weight.fetch, weight.what)
+            found = named.find_local()
+            if found is not None:
+                return found
+            weight = named
+        else:
+            raise SpaceError(f"{weight.what} {path} does not exist (given explicitly); "
+                             f"it comes from {weight.origin}")
+    found = weight.find_local()
+    if found is not None:
+        return found
+    if not download or weight.fetch is None:
+        raise SpaceError(weight.missing_message("downloads disabled" if not download else ""))
+    if offline():
+        raise SpaceError(weight.missing_message(
+            "offline: " + "/".join(v for v in OFFLINE_VARS if os.environ.get(v)) + " is set"))
+    dest = weight.home_path.parent
+    dest.mkdir(parents=True, exist_ok=True)
+    try:
+        return weight.fetch(dest)
+    except SpaceError:
+        raise
+    except Exception as exc:  # network errors of every library
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise SpaceError(weight.missing_message(f"download failed: {reason[:160]}")) from None
+
+
+def download_url(url: str, dest: Path, progress: bool = True, timeout: float = 30.0) -> Path:
+    """Stream ``url`` to ``dest`` atomically (``.part`` file, then ``os.replace``)."""
+    import urllib.request
+
+    from tqdm import tqdm
+
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=dest.name + ".", suffix=".part", dir=dest.parent)
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response, \
+                os.fdopen(fd, "wb") as out:
+            total = int(response.headers.get("Content-Length") or 0) or None
+            with tqdm(total=total, unit="B", unit_scale=True, desc=dest.name,
+                      disable=not progress, leave=False) as bar:
+                while True:
+                    chunk = response.read(1 << 20)
+                    if not chunk:
+                        break
+                    out.write(chunk)
+                    bar.update(len(chunk))
+        os.replace(tmp, dest)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return dest
+
+
+def hf_cached(repo_ids: Iterable[str], filename: str) -> list[Path]:
+    """Paths of ``filename`` in the Hugging Face cache for any of ``repo_ids`` (no network)."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:
+        return []
+    found = []
+    for repo in repo_ids:
+        try:
+            hit = try_to_load_from_cache(repo_id=repo, filename=filename)
+        except Exception:
+            continue
+        if isinstance(hit, str):
+            found.append(Path(hit))
+    return found
+
+
+def hf_fetch(repo_id: str, filename: str) -> Callable[[Path], Path]:
+    """A fetcher downloading ``filename`` of ``repo_id`` into freebind's folder."""
+
+    def fetch(dest: Path) -> Path:
+        from huggingface_hub import hf_hub_download
+
+        return Path(hf_hub_download(repo_id=repo_id, filename=filename, local_dir=str(dest)))
+
+    return fetch
+
+
+def url_fetch(url: str, filename: str) -> Callable[[Path], Path]:
+    def fetch(dest: Path) -> Path:
+        return download_url(url, dest / filename)
+
+    return fetch
+
+
+def load_state_dict(path: str | os.PathLike, what: str = "checkpoint") -> dict:
+    """Read a checkpoint's tensors safely: safetensors, or ``torch.load(weights_only=True)``.
+
+    A ``state_dict``/``model``/``module`` wrapper is unwrapped; numpy scalars that training
+    scripts leave in checkpoints are allowed (they carry no code)."""
+    import torch
+
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path))
+        except Exception as exc:
+            raise SpaceError(f"{path}: cannot read {what} ({_short(exc)})") from None
+    try:
+        with torch.serialization.safe_globals(_numpy_safe_globals()):
+            obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise SpaceError(f"{path}: cannot read {what} with weights_only=True "
+                         f"({_short(exc)})") from None
+    for key in ("state_dict", "model", "module"):
+        if isinstance(obj, dict) and key in obj and isinstance(obj[key], dict):
+            obj = obj[key]
+            break
+    if not isinstance(obj, dict):
+        raise SpaceError(f"{path}: {what} holds a {type(obj).__name__}, not a state dict")
+    return obj
+
+
+def strip_prefix(state: dict, prefix: str = "module.") -> dict:
+    """Remove a DataParallel-style prefix from every key that has it."""
+    if state and all(k.startswith(prefix) for k in state):
+        return {k[len(prefix):]: v for k, v in state.items()}
+    return state
+
+
+def load_into(module, state: dict, path, ignore: Iterable[str] = ()) -> None:
+    """``module.load_state_dict(state, strict=True)`` with one clear error line on mismatch.
+
+    Keys listed in ``ignore`` (buffers some library versions have and others lack) are
+    dropped from both sides' comparison."""
+    ignore = set(ignore)
+    own = module.state_dict()
+    state = {k: v for k, v in state.items() if not (k in ignore and k not in own)}
+    missing = [k for k in own if k not in state and k not in ignore]
+    unexpected = [k for k in state if k not in own]
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing (e.g. {missing[0]})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
+        raise SpaceError(f"{path}: checkpoint does not match the architecture: "
+                         + ", ".join(parts))
+    bad = [k for k, v in state.items() if k in own and tuple(v.shape) != tuple(own[k].shape)]
+    if bad:
+        k = bad[0]
+        raise SpaceError(f"{path}: checkpoint does not match the architecture: {k} has shape "
+                         f"{tuple(state[k].shape)}, expected {tuple(own[k].shape)}")
+    module.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
+
+
+def file_digest(path: str | os.PathLike, head: int = 1 << 20) -> str:
+    """A cheap identity of a weight file: size plus a hash of its first and last MiB."""
+    import hashlib
+
+    path = Path(path)
+    h = hashlib.sha256()
+    size = path.stat().st_size
+    h.update(str(size).encode())
+    with open(path, "rb") as f:
+        h.update(f.read(head))
+        if size > 2 * head:
+            f.seek(size - head)
+            h.update(f.read(head))
+    return h.hexdigest()[:16]
+
+
+def package_available(*names: str) -> tuple[bool, str]:
+    """Whether every module in ``names`` is importable (``find_spec``; nothing is imported)."""
+    import importlib.util
+
+    missing = []
+    for name in names:
+        try:
+            if importlib.util.find_spec(name) is None:
+                missing.append(name)
+        except (ImportError, ValueError):
+            missing.append(name)
+    return (not missing, ", ".join(missing))
+
+
+def _numpy_safe_globals() -> list:
+    try:
+        import numpy as np
+
+        out = [np.dtype, np.ndarray]
+        try:
+            from numpy.core.multiarray import scalar  # numpy < 2 layout, still importable
+        except Exception:
+            scalar = None
+        try:
+            from numpy._core.multiarray import scalar as scalar2
+        except Exception:
+            scalar2 = None
+        for s in (scalar, scalar2):
+            if s is not None:
+                out.append(s)
+        out.extend(type(np.dtype(t)) for t in ("float32", "float64", "int64", "int32", "bool"))
+        return out
+    except Exception:
+        return []
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:200]

@@ -1,0 +1,84 @@
+"""Helpers shared by the real-space tests: tiny architectures, toy media, a toy tokenizer."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+#: A tiny ImageBindModel (same code, small widths) for fast round trips.
+TINY_IB = dict(vision_embed_dim=32, vision_num_blocks=1, vision_num_heads=2,
+               text_embed_dim=32, text_num_blocks=1, text_num_heads=2,
+               audio_embed_dim=32, audio_num_blocks=1, audio_num_heads=2,
+               depth_embed_dim=32, depth_num_blocks=1, depth_num_heads=2,
+               thermal_embed_dim=32, thermal_num_blocks=1, thermal_num_heads=2,
+               imu_embed_dim=32, imu_num_blocks=1, imu_num_heads=2, out_embed_dim=16)
+
+BPE_MERGES = ("Ġ d", "o g", "Ġd og", "a r", "Ġ b", "Ġ c", "Ġc ar", "Ġ r", "a i", "Ġr ai")
+
+
+def bytes_to_unicode() -> list[str]:
+    """GPT-2's byte → printable-character table (the byte-level BPE alphabet)."""
+    bs = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1),
+          *range(ord("®"), ord("ÿ") + 1)]
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return [chr(c) for c in cs]
+
+
+def write_bpe_tokenizer(folder, merges=BPE_MERGES, degenerate: bool = False) -> int:
+    """A RoBERTa-style tokenizer folder (vocab.json + merges.txt); returns its size."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3}
+    if not degenerate:
+        for ch in bytes_to_unicode():
+            vocab.setdefault(ch, len(vocab))
+        for m in merges:
+            vocab.setdefault(m.replace(" ", ""), len(vocab))
+    vocab["<mask>"] = len(vocab)
+    (folder / "vocab.json").write_text(json.dumps(vocab), encoding="utf-8")
+    body = "" if degenerate else "\n".join(merges) + "\n"
+    (folder / "merges.txt").write_text("#version: 0.2\n" + body, encoding="utf-8")
+    return len(vocab)
+
+
+def write_wav(path, seconds: float, rate: int, seed: int = 0, channels: int = 1) -> Path:
+    import soundfile as sf
+
+    rng = np.random.default_rng(seed)
+    n = int(seconds * rate)
+    t = np.arange(n) / rate
+    tone = 0.3 * np.sin(2 * np.pi * (220 + 110 * seed) * t)
+    wave = (tone + 0.05 * rng.standard_normal(n)).astype(np.float32)
+    if channels > 1:
+        wave = np.stack([wave, 0.5 * wave], axis=1)
+    sf.write(str(path), wave, rate)
+    return Path(path)
+
+
+def write_png(path, seed: int = 0, size=(180, 240)) -> Path:
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    arr = (rng.random((*size, 3)) * 255).astype(np.uint8)
+    Image.fromarray(arr).save(path)
+    return Path(path)
+
+
+def require_packages(*names: str) -> None:
+    """Skip the calling test module unless every package is installed (found, not imported:
+    some packages' ``__init__`` imports things freebind deliberately avoids)."""
+    import importlib.util
+
+    import pytest
+
+    missing = [n for n in names if importlib.util.find_spec(n) is None]
+    if missing:
+        pytest.skip(f"not installed: {', '.join(missing)}", allow_module_level=True)

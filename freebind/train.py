@@ -1,0 +1,345 @@
+"""Training a bond's projector group on pseudo tuples (DESIGN §2, steps 3–5).
+
+A group holds one projector per data mode (``mix``, ``A``, ``T``, ``V``, ``AT``, ``AV``,
+``TV`` for three query modalities): projector k sees only tuples whose query modality is in
+mode k. All K projectors train as ONE batched computation: each step draws a batch of B
+tuples per projector, stacks them to ``[K, B, d_in]`` and runs the group's batched forward
+(``torch.bmm``); the losses of the K projectors are summed, so their gradients stay
+independent.
+
+Loss: symmetric InfoNCE between projected source embeddings and target embeddings, dense
+over every (source modality, target modality) pair present in the tuples (both spaces'
+modalities). Adam. A held-out split of the tuples (per query modality) gives each
+projector a validation loss every epoch; each projector keeps its best weights, and training
+stops when no projector has improved for ``patience`` epochs.
+
+Deterministic: the seed drives initialisation, the split and the batch order, so the same
+seed gives bitwise-identical weights on CPU.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from freebind.errors import FreebindError
+from freebind.pseudo import PseudoTuples, mode_modalities
+
+#: Sensible for real spaces (the paper: hidden 2048).
+DEFAULTS = {
+    "hidden": 2048,
+    "temp": 0.05,
+    "lr": 1e-3,
+    "weight_decay": 0.0,
+    "batch": 1024,
+    "epochs": 20,
+    "patience": 3,
+    "val_frac": 0.1,
+    "min_delta": 1e-4,
+    "seed": 0,
+    "max_steps_per_epoch": 0,   # 0: one pass over the largest data mode
+    "threads": 0,               # torch CPU threads while training; 0: leave as set
+}
+#: Mini spaces (tens of dimensions, a few thousand pool items): small and fast.
+MINI_DEFAULTS = {**DEFAULTS, "hidden": 256, "batch": 256, "epochs": 12, "patience": 3,
+                 "threads": 1}
+#: Tuples materialised in memory up to this many bytes; beyond, batches are gathered lazily.
+MATERIALISE_BYTES = 2 << 30
+
+
+class TrainingError(FreebindError):
+    """A projector group cannot be trained (no tuples for a data mode, no modality pair, …)."""
+
+
+def defaults_for(families: Sequence[str]) -> dict:
+    """Mini defaults when every space involved is a mini space, else the paper's."""
+    fams = set(families)
+    return dict(MINI_DEFAULTS if fams and fams <= {"mini"} else DEFAULTS)
+
+
+@dataclass
+class TrainResult:
+    group: object                       # ProjectorGroup, eval mode, best weights per projector
+    modes: list[str]
+    tuples: int
+    train_tuples: int
+    val_tuples: int
+    epochs: int                         # epochs run
+    best_epoch: list[int]               # per projector, 1-based
+    val_loss: list[float]               # best validation loss per projector
+    history: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+    pairs: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def final_val_loss(self) -> float:
+        return float(np.mean(self.val_loss))
+
+    def summary(self) -> dict:
+        return {"tuples": self.tuples, "train_tuples": self.train_tuples,
+                "val_tuples": self.val_tuples, "epochs": self.epochs,
+                "best_epoch": self.best_epoch, "val_loss": [round(v, 6) for v in self.val_loss],
+                "final_val_loss": round(self.final_val_loss, 6), "modes": self.modes,
+                "pairs": [f"{a}->{b}" for a, b in self.pairs]}
+
+
+class _Tuples:
+    """Every tuple of every query modality, concatenated, as tensors per space and modality.
+
+    Global tuple id t runs over query modalities in order; ``ids_of(q)`` gives q's range."""
+
+    def __init__(self, tuples: PseudoTuples, source, target, src_mods, tgt_mods, lazy: bool):
+        import torch
+
+        self.tuples, self.source, self.target = tuples, source, target
+        self.src_mods, self.tgt_mods = list(src_mods), list(tgt_mods)
+        self.offsets, start = {}, 0
+        for q in tuples.modalities:
+            self.offsets[q] = (start, start + tuples.size(q))
+            start += tuples.size(q)
+        self.n = start
+        self.lazy = lazy
+        if not lazy:
+            self.src = {m: torch.cat([tuples.gather(source, q, modalities=[m])[m]
+                                      for q in tuples.modalities]) for m in self.src_mods}
+            self.tgt = {m: torch.cat([tuples.gather(target, q, modalities=[m])[m]
+                                      for q in tuples.modalities]) for m in self.tgt_mods}
+
+    def ids_of(self, q: str) -> np.ndarray:
+        a, b = self.offsets[q]
+        return np.arange(a, b)
+
+    def batch(self, ids: np.ndarray):
+        """``ids [K, B]`` -> (src {m: [K, B, d_in]}, tgt {m: [K, B, d_out]})."""
+        import torch
+
+        if not self.lazy:
+            flat = torch.from_numpy(ids.reshape(-1))
+            shape = ids.shape
+            src = {m: t[flat].reshape(*shape, -1) for m, t in self.src.items()}
+            tgt = {m: t[flat].reshape(*shape, -1) for m, t in self.tgt.items()}
+            return src, tgt
+        flat = ids.reshape(-1)
+        src = {m: [] for m in self.src_mods}
+        tgt = {m: [] for m in self.tgt_mods}
+        order = []
+        for q in self.tuples.modalities:
+            a, b = self.offsets[q]
+            sel = np.nonzero((flat >= a) & (flat < b))[0]
+            if sel.size == 0:
+                continue
+            order.append(sel)
+            gs = self.tuples.gather(self.source, q, flat[sel] - a, modalities=self.src_mods)
+            gt = self.tuples.gather(self.target, q, flat[sel] - a, modalities=self.tgt_mods)
+            for m in self.src_mods:
+                src[m].append(gs[m])
+            for m in self.tgt_mods:
+                tgt[m].append(gt[m])
+        inverse = torch.from_numpy(np.argsort(np.concatenate(order), kind="stable"))
+        src = {m: torch.cat(v)[inverse].reshape(*ids.shape, -1) for m, v in src.items()}
+        tgt = {m: torch.cat(v)[inverse].reshape(*ids.shape, -1) for m, v in tgt.items()}
+        return src, tgt
+
+
+def _infonce(group, src, tgt, pairs, temp):
+    """Per-projector symmetric InfoNCE [K], averaged over modality pairs."""
+    import torch
+    from torch.nn import functional as F
+
+    mods = sorted({a for a, _ in pairs})
+    k, b = next(iter(src.values())).shape[:2]
+    x = torch.cat([src[m] for m in mods], dim=1)          # one batched forward for all
+    y = group(x)                                           # [K, |mods|·B, out]
+    proj = {m: y[:, i * b:(i + 1) * b] for i, m in enumerate(mods)}
+    labels = torch.arange(b).repeat(k)
+    total = 0.0
+    for a, t in pairs:
+        logits = torch.bmm(proj[a], tgt[t].transpose(1, 2)) / temp   # [K, B, B]
+        flat = logits.reshape(k * b, b)
+        l1 = F.cross_entropy(flat, labels, reduction="none").reshape(k, b).mean(1)
+        l2 = F.cross_entropy(logits.transpose(1, 2).reshape(k * b, b), labels,
+                             reduction="none").reshape(k, b).mean(1)
+        total = total + 0.5 * (l1 + l2)
+    return total / len(pairs)
+
+
+def train_group(tuples: PseudoTuples, source: Mapping[str, object],
+                target: Mapping[str, object], modes: Sequence[str], hyper: Mapping | None = None,
+                progress: bool = False, desc: str = "train") -> TrainResult:
+    """Train one projector group ``source → target`` on ``tuples``.
+
+    ``source`` / ``target`` map modalities to pool embeddings ``[N_modality, dim]`` of the
+    source and the target space (the tuples index into them); ``modes`` are the data modes,
+    one projector each."""
+    import torch
+
+    h = dict(DEFAULTS)
+    h.update({k: v for k, v in (hyper or {}).items() if v is not None})
+    threads = int(h.get("threads") or 0)
+    previous = torch.get_num_threads()
+    if threads > 0:  # small groups run faster on one thread (and never oversubscribe)
+        torch.set_num_threads(threads)
+    try:
+        return _train_group(tuples, source, target, modes, h, progress, desc)
+    finally:
+        if threads > 0:
+            torch.set_num_threads(previous)
+
+
+def _train_group(tuples, source, target, modes, h, progress, desc) -> TrainResult:
+    import torch
+
+    from freebind.projector import ProjectorGroup
+
+    t0 = time.perf_counter()
+    modes = list(modes)
+    if not modes:
+        raise TrainingError("a projector group needs at least one data mode")
+    src_mods = [m for m in tuples.modalities if m in source]
+    tgt_mods = [m for m in tuples.modalities if m in target]
+    pairs = [(a, b) for a in src_mods for b in tgt_mods]
+    if not pairs:
+        raise TrainingError(f"no modality pair to train on: source has {list(source)}, "
+                            f"target has {list(target)}, tuples have {list(tuples.modalities)}")
+    d_in = int(next(iter(source.values())).shape[1])
+    d_out = int(next(iter(target.values())).shape[1])
+
+    per_tuple = 4 * (len(src_mods) * d_in + len(tgt_mods) * d_out)
+    data = _Tuples(tuples, source, target, src_mods, tgt_mods,
+                   lazy=len(tuples) * per_tuple > MATERIALISE_BYTES)
+
+    # held-out split per query modality
+    rng = np.random.default_rng(int(h["seed"]))
+    train_ids, val_ids = {}, {}
+    for q in tuples.modalities:
+        ids = data.ids_of(q)
+        perm = rng.permutation(ids)
+        n_val = int(math.ceil(len(ids) * float(h["val_frac"]))) if len(ids) >= 4 else 0
+        val_ids[q], train_ids[q] = np.sort(perm[:n_val]), np.sort(perm[n_val:])
+    mode_train, mode_val = [], []
+    for mode in modes:
+        qs = mode_modalities(mode, tuples.modalities)
+        mode_train.append(np.concatenate([train_ids[q] for q in qs]))
+        mode_val.append(np.concatenate([val_ids[q] for q in qs]))
+    if min(len(t) for t in mode_train) < 2:
+        raise TrainingError(f"too few tuples to train (data modes {modes}: "
+                            f"{[len(t) for t in mode_train]} training tuples)")
+    batch = int(min(int(h["batch"]), min(len(t) for t in mode_train)))
+    has_val = min(len(v) for v in mode_val) >= 2
+    vbatch = int(min(int(h["batch"]), min(len(v) for v in mode_val))) if has_val else 0
+    steps = int(math.ceil(max(len(t) for t in mode_train) / batch))
+    if int(h.get("max_steps_per_epoch") or 0) > 0:
+        steps = min(steps, int(h["max_steps_per_epoch"]))
+
+    gen = torch.Generator().manual_seed(int(h["seed"]))
+    group = ProjectorGroup(len(modes), d_in, d_out, hidden=int(h["hidden"]), generator=gen)
+    opt = torch.optim.Adam(group.parameters(), lr=float(h["lr"]),
+                           weight_decay=float(h["weight_decay"]))
+    temp = float(h["temp"])
+    samplers = [_Sampler(ids, batch, rng) for ids in mode_train]
+    val_batches = _val_batches(mode_val, vbatch) if has_val else []
+
+    best = [math.inf] * len(modes)
+    best_epoch = [0] * len(modes)
+    best_state = {n: t.detach().clone() for n, t in _state(group).items()}
+    history, stale, epochs_run = [], 0, 0
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=int(h["epochs"]) * steps, unit="step", desc=desc, leave=False)
+    try:
+        for epoch in range(1, int(h["epochs"]) + 1):
+            group.train()
+            running = 0.0
+            for _ in range(steps):
+                ids = np.stack([s.next() for s in samplers])        # [K, B]
+                src, tgt = data.batch(ids)
+                loss = _infonce(group, src, tgt, pairs, temp)
+                opt.zero_grad(set_to_none=True)
+                loss.sum().backward()
+                opt.step()
+                running += float(loss.detach().mean())
+                if bar is not None:
+                    bar.update(1)
+            epochs_run = epoch
+            train_loss = running / steps
+            if has_val:
+                val = _validate(group, data, val_batches, pairs, temp)
+            else:  # no held-out data: fall back to the training loss
+                val = [train_loss] * len(modes)
+            improved = False
+            with torch.no_grad():
+                for k, v in enumerate(val):
+                    if v < best[k] - float(h["min_delta"]) * max(1.0, abs(best[k])) \
+                            or not math.isfinite(best[k]):
+                        best[k], best_epoch[k], improved = v, epoch, True
+                        for n, t in _state(group).items():
+                            best_state[n][k].copy_(t[k])
+            history.append({"epoch": epoch, "train_loss": round(train_loss, 6),
+                            "val_loss": round(float(np.mean(val)), 6)})
+            if bar is not None:
+                bar.set_postfix(val=f"{np.mean(val):.4f}")
+            stale = 0 if improved else stale + 1
+            if stale >= int(h["patience"]):
+                break
+    finally:
+        if bar is not None:
+            bar.close()
+    with torch.no_grad():
+        for n, t in _state(group).items():
+            t.copy_(best_state[n])
+    group.eval()
+    n_train = int(sum(len(v) for v in train_ids.values()))
+    n_val = int(sum(len(v) for v in val_ids.values()))
+    return TrainResult(group=group, modes=modes, tuples=len(tuples), train_tuples=n_train,
+                       val_tuples=n_val, epochs=epochs_run, best_epoch=best_epoch,
+                       val_loss=[float(v) for v in best], history=history,
+                       seconds=time.perf_counter() - t0, pairs=pairs)
+
+
+def _state(group) -> dict:
+    """Every parameter and BatchNorm buffer of the group (all have K as first dim)."""
+    from freebind.projector import PARAM_NAMES
+
+    return {n: group._get(n) for n in PARAM_NAMES}
+
+
+class _Sampler:
+    """Epoch-less stream of batches: a fresh permutation each time one is used up."""
+
+    def __init__(self, ids: np.ndarray, batch: int, rng: np.random.Generator):
+        self.ids, self.batch, self.rng = ids, batch, rng
+        self.perm, self.pos = rng.permutation(ids), 0
+
+    def next(self) -> np.ndarray:
+        if self.pos + self.batch > len(self.perm):
+            self.perm, self.pos = self.rng.permutation(self.ids), 0
+        out = self.perm[self.pos:self.pos + self.batch]
+        self.pos += self.batch
+        return out
+
+
+def _val_batches(mode_val: list[np.ndarray], vbatch: int) -> list[np.ndarray]:
+    """Fixed validation batches [K, vbatch]: each projector's held-out tuples in order,
+    cycled so every projector gets the same number of batches (no duplicate in a batch)."""
+    n_batches = max(int(math.ceil(len(v) / vbatch)) for v in mode_val)
+    cols = [np.resize(v, n_batches * vbatch) for v in mode_val]
+    return [np.stack([c[i * vbatch:(i + 1) * vbatch] for c in cols]) for i in range(n_batches)]
+
+
+def _validate(group, data, batches, pairs, temp) -> list[float]:
+    import torch
+
+    group.eval()
+    total = None
+    with torch.no_grad():
+        for ids in batches:
+            src, tgt = data.batch(ids)
+            loss = _infonce(group, src, tgt, pairs, temp)
+            total = loss if total is None else total + loss
+    return [float(v) for v in (total / len(batches))]

@@ -87,3 +87,48 @@ def test_tune_table_output_and_errors(home):
     assert r.exit_code == 2 and "needs a bundle" in r.output
     r = run("tune", bundle, "-s", "audiocaps", "-d", home / "ac", "--grid", "zz=0:1:0.5")
     assert r.exit_code == 2 and "zz" in r.output
+
+
+def test_fast_path_equals_generic_fusion(home):
+    from freebind.evaluate.runner import load_target, tune_target
+    from freebind.evaluate.tuning import LastBondMixer
+
+    make_audiocaps(home / "sets" / "audiocaps")
+    make_esc50(home / "sets" / "esc50")
+    bundle = make_bundle(home / "b.safetensors", seed=3)
+    target = load_target(str(bundle))
+    suites = [("audiocaps", home / "sets" / "audiocaps", {}), ("esc50", home / "sets" / "esc50", {})]
+    grids = [("a", [0.0, 0.3, 0.7, 1.0]), ("t", [0.0, 0.45, 1.0])]
+    built = []
+    orig = LastBondMixer.build.__func__
+
+    def spy(cls, *a, **k):
+        m = orig(cls, *a, **k)
+        built.append(m)
+        return m
+
+    LastBondMixer.build = classmethod(spy)
+    try:
+        fast, _ = tune_target(target, suites, grids, progress=False)
+    finally:
+        LastBondMixer.build = classmethod(orig)
+    slow, _ = tune_target(target, suites, grids, progress=False, use_fast=False)
+    assert built and built[0] is not None
+    for pf, ps in zip(fast.fine, slow.fine):
+        assert pf.overrides == ps.overrides
+        assert pf.metrics == pytest.approx(ps.metrics, abs=1e-9), pf.overrides
+
+
+def test_fast_path_declines_other_grids(home):
+    from freebind.evaluate.runner import load_target, tune_target
+
+    make_audiocaps(home / "ac")
+    bundle = make_bundle(home / "d.safetensors", expression="test:tone + d(test:expert)")
+    target = load_target(str(bundle))
+    # the last bond is a displacement: the fast path declines, the generic fusion answers
+    res, _ = tune_target(target, [("audiocaps", home / "ac", {})], [("a", [0.0, 1.0])],
+                         progress=False)
+    assert len(res.fine) == 2
+    slow, _ = tune_target(target, [("audiocaps", home / "ac", {})], [("a", [0.0, 1.0])],
+                          progress=False, use_fast=False)
+    assert [p.metrics for p in res.fine] == [p.metrics for p in slow.fine]

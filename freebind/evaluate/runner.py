@@ -251,10 +251,10 @@ def write_json(path: Path, data: Any) -> Path:
 
 def tune_target(target: Target, suites: Sequence[tuple[str, Path, Mapping]],
                 grids: Sequence[tuple[str, list[float]]], store=None, prefix: str = "tuned",
-                batch_size: int = 64, progress: bool = True):
+                batch_size: int = 64, progress: bool = True, use_fast: bool = True):
     """Coarse-to-fine customised inference of a bundle on cached embeddings (see
     :mod:`freebind.evaluate.tuning`). Returns ``(TuneResult, {suite: Embedded})``."""
-    from freebind.evaluate.tuning import MemoProjectors, tune
+    from freebind.evaluate.tuning import LastBondMixer, MemoProjectors, tune
     from freebind.factors import resolve
     from freebind.graph import fuse as graph_fuse
 
@@ -269,22 +269,33 @@ def tune_target(target: Target, suites: Sequence[tuple[str, Path, Mapping]],
     fused = target.fused
     projectors = MemoProjectors(fused.projectors)
 
-    def fuse(overrides: list[str]) -> dict:
-        table = resolve(fused.graph, [*fused.overrides, *overrides], fused.presets,
-                        fused.preset)
+    def table_of(overrides: list[str]):
+        return resolve(fused.graph, [*fused.overrides, *overrides], fused.presets, fused.preset)
+
+    def fuse_rows(overrides: list[str], modalities: list[str] | None = None) -> dict:
+        table = table_of(overrides)
         out = {}
         for name, emb in embedded.items():
-            res = graph_fuse(fused.graph, projectors, emb.rows, table=table,
-                             modalities=list(emb.items))
-            out[name] = {m: (emb.items[m], res[m].numpy()) for m in emb.items}
+            mods = [m for m in (modalities or list(emb.items)) if m in emb.items]
+            res = graph_fuse(fused.graph, projectors, emb.rows, table=table, modalities=mods)
+            out[name] = {m: res[m].numpy() for m in mods}
         return out
+
+    def fuse(overrides: list[str]) -> dict:
+        return {name: {m: (embedded[name].items[m], rows) for m, rows in mods.items()}
+                for name, mods in fuse_rows(overrides).items()}
+
+    def fast(points: list[list[str]]):
+        if not use_fast:
+            return None
+        return LastBondMixer.build(fused.graph, table_of, fuse_rows, embedded, points)
 
     result = tune(
         fused, [(s, embedded[s]) for s, _, _ in suites], grids,
         tasks_of=headline,
         score_base=lambda s: embedded[s].evalset.score(base_embeddings(target, embedded[s])),
         score=lambda s, f: embedded[s].evalset.score(f[s]),
-        fuse=fuse, prefix=prefix, progress=progress)
+        fuse=fuse, prefix=prefix, progress=progress, fast=fast)
     return result, embedded
 
 

@@ -133,10 +133,13 @@ def task_preset_name(prefix: str, task: str) -> str:
 def tune(fused, suites: Sequence[tuple[str, Any]], grids: Sequence[tuple[str, list[float]]],
          tasks_of: Callable[[str, dict], list[str]], score_base: Callable[[str], dict],
          score: Callable[[str, dict], dict], fuse: Callable[[list[str]], dict],
-         prefix: str = "tuned", progress: bool = True) -> TuneResult:
+         prefix: str = "tuned", progress: bool = True,
+         fast: Callable[[list[list[str]]], Any] | None = None) -> TuneResult:
     """Run coarse and fine stages. The callables keep this module free of I/O:
     ``fuse(overrides) -> per-suite fused embeddings``, ``score(suite, fused) -> metrics``,
-    ``score_base(suite) -> metrics`` of the base space, ``tasks_of(suite, metrics)``."""
+    ``score_base(suite) -> metrics`` of the base space, ``tasks_of(suite, metrics)``;
+    ``fast(point_overrides)`` may return an object whose ``score(overrides)`` gives
+    ``{suite: metrics}`` for those points more cheaply (:class:`LastBondMixer`)."""
     from freebind.factors import bond_nodes
 
     n_points = int(np.prod([len(v) for _, v in grids])) if grids else 0
@@ -149,11 +152,15 @@ def tune(fused, suites: Sequence[tuple[str, Any]], grids: Sequence[tuple[str, li
         raise UsageError("the chosen suites report no headline metric to tune for")
     base = {t: base_metrics[t.split(":", 1)[0]][t.split(":", 1)[1]] for t in tasks}
 
-    def evaluate(overrides: list[str], values: dict) -> Point:
-        fused_emb = fuse(overrides)
+    def evaluate(overrides: list[str], values: dict, scorer=None) -> Point:
+        if scorer is not None:
+            per_suite = scorer.score(overrides)
+        else:
+            fused_emb = fuse(overrides)
+            per_suite = {s: score(s, fused_emb) for s in names}
         metrics = {}
         for s in names:
-            got = score(s, fused_emb)
+            got = per_suite[s]
             for t in tasks:
                 if t.startswith(s + ":"):
                     metrics[t] = got[t.split(":", 1)[1]]
@@ -175,9 +182,12 @@ def tune(fused, suites: Sequence[tuple[str, Any]], grids: Sequence[tuple[str, li
 
     fine = []
     keys = [k for k, _ in grids]
-    for combo in itertools.product(*[v for _, v in grids]):
-        values = dict(zip(keys, combo))
-        fine.append(evaluate(switches + [f"{k}={_fmt(v)}" for k, v in values.items()], values))
+    combos_fine = [dict(zip(keys, c)) for c in itertools.product(*[v for _, v in grids])] \
+        if grids else []
+    specs = [switches + [f"{k}={_fmt(v)}" for k, v in values.items()] for values in combos_fine]
+    scorer = fast(specs) if (fast is not None and specs) else None
+    for values, spec in zip(combos_fine, specs):
+        fine.append(evaluate(spec, values, scorer))
         bar.update()
     bar.close()
     candidates = fine or coarse
@@ -198,3 +208,143 @@ def _bar(total: int, progress: bool):
     from tqdm import tqdm
 
     return tqdm(total=total, desc="tune", unit="pt", disable=not progress, leave=False)
+
+
+# --- the exact fast path for the usual grid: factors of the last combination bond --------
+
+#: Largest similarity matrix (cells) for which the four Gram matrices are precomputed.
+MAX_GRAM_CELLS = 30_000_000
+
+
+class LastBondMixer:
+    """Scores grid points that change only the factors of the chain's last combination bond.
+
+    There the fused embedding of modality m is n((1−σ_m)·u + σ_m·p) with u (the space before
+    the bond) and p (the experts' projection) fixed across the grid, and, for unit rows,
+    ‖(1−σ)u + σp‖² = (1−σ)² + σ² + 2σ(1−σ)⟨u, p⟩. A retrieval similarity is therefore a
+    combination of four Gram matrices (uuᵀ, upᵀ, puᵀ, ppᵀ) scaled by row norms — computed once —
+    and a point costs a few element-wise passes instead of fusing and multiplying again.
+    Classification tasks get their fused rows from u and p directly. The result equals the
+    generic path up to float rounding."""
+
+    def __init__(self, bond_id, base_has, expert_has, rows_u, rows_p, embedded, table_of):
+        self.bond_id = bond_id
+        self.base_has, self.expert_has = base_has, expert_has
+        self.u, self.p = rows_u, rows_p
+        self.embedded = embedded
+        self.table_of = table_of
+        self.dot = {s: {m: np.einsum("ij,ij->i", rows_u[s][m], rows_p[s][m])
+                        for m in rows_u[s] if m in rows_p[s]} for s in rows_u}
+        self.grams: dict[tuple[str, int], dict] = {}
+        for s, emb in embedded.items():
+            for k, task in enumerate(emb.evalset.tasks):
+                if getattr(task, "kind", "") != "retrieval":
+                    continue
+                if len(task.captions) * len(task.items) > MAX_GRAM_CELLS:
+                    continue
+                self.grams[(s, k)] = self._grams(s, task)
+
+    @classmethod
+    def build(cls, graph, table_of, fuse_rows, embedded, points: Sequence[list[str]]):
+        """The mixer, or None when the grid changes more than the last combination bond.
+        ``table_of(overrides)`` resolves factors; ``fuse_rows(overrides, modalities)`` gives
+        ``{suite: {modality: rows}}`` through the generic graph."""
+        from freebind.graph import output_modalities
+
+        if graph.get("op") != "chain" or not points:
+            return None
+        last = graph["bonds"][-1]
+        if last["kind"] != "c":
+            return None
+        lid = last["id"]
+        tables = [table_of(o) for o in points]
+        ref = {b: (e.on, e.factors) for b, e in tables[0].items() if b != lid}
+        for t in tables:
+            if not t[lid].on or {b: (e.on, e.factors) for b, e in t.items() if b != lid} != ref:
+                return None
+        switches = [o for o in points[0] if o.endswith("=off") or o.endswith("=on")]
+        off = switches + [f"{lid}=off"]
+        wanted = sorted({m for emb in embedded.values() for m in emb.items})
+        base_mods = set(output_modalities(graph, table_of(off)))
+        expert_has = {m: any(m in e["modalities"] for e in last["experts"]) for m in wanted}
+        base_has = {m: m in base_mods for m in wanted}
+        rows_u = fuse_rows(off, [m for m in wanted if base_has[m]])
+        rows_p: dict[str, dict] = {s: {} for s in embedded}
+        for m in wanted:
+            if not expert_has[m]:
+                continue
+            spec = switches + ([f"{lid}.{m}=1"] if base_has[m] else [])
+            for s, mods in fuse_rows(spec, [m]).items():
+                rows_p[s][m] = mods[m]
+        return cls(lid, base_has, expert_has, rows_u, rows_p, embedded, table_of)
+
+    def _index(self, s, m, wanted):
+        from freebind.evaluate.suites.base import rows_of
+
+        return rows_of(self.embedded[s].items[m], wanted)
+
+    def _grams(self, s, task) -> dict:
+        q, g = task.caption_modality, task.item_modality
+        qi, gi = self._index(s, q, task.captions), self._index(s, g, task.items)
+        out = {"qi": qi, "gi": gi}
+        for a_name, a_rows in (("u", self.u[s].get(q)), ("p", self.p[s].get(q))):
+            for b_name, b_rows in (("u", self.u[s].get(g)), ("p", self.p[s].get(g))):
+                if a_rows is not None and b_rows is not None:
+                    out[a_name + b_name] = a_rows[qi] @ b_rows[gi].T
+        return out
+
+    def coefficients(self, table, m):
+        """(a, b) of n(a·u + b·p) for modality m under ``table``."""
+        if not self.expert_has[m]:
+            return 1.0, 0.0
+        if not self.base_has[m]:
+            return 0.0, 1.0
+        sigma = float(table[self.bond_id].factors.get(m, 0.0))
+        return 1.0 - sigma, sigma
+
+    def _norm(self, s, m, a, b):
+        if b == 0.0 or a == 0.0:
+            return None
+        return np.sqrt(np.maximum(a * a + b * b + 2 * a * b * self.dot[s][m], 1e-12))
+
+    def rows(self, s, m, a, b):
+        u, p = self.u[s].get(m), self.p[s].get(m)
+        if b == 0.0:
+            return u
+        if a == 0.0:
+            return p
+        return (a * u + b * p) / self._norm(s, m, a, b)[:, None]
+
+    def similarity(self, s, k, table) -> np.ndarray:
+        task = self.embedded[s].evalset.tasks[k]
+        q, g = task.caption_modality, task.item_modality
+        G = self.grams[(s, k)]
+        (aq, bq), (ag, bg) = self.coefficients(table, q), self.coefficients(table, g)
+        sim = None
+        for name, coef in (("uu", aq * ag), ("up", aq * bg), ("pu", bq * ag), ("pp", bq * bg)):
+            if coef != 0.0:
+                sim = coef * G[name] if sim is None else sim + coef * G[name]
+        nq, ng = self._norm(s, q, aq, bq), self._norm(s, g, ag, bg)
+        if nq is not None:
+            sim /= nq[G["qi"]][:, None]
+        if ng is not None:
+            sim /= ng[G["gi"]][None, :]
+        return sim
+
+    def score(self, overrides: list[str]) -> dict[str, dict[str, float]]:
+        """``{suite: metrics}`` at one grid point."""
+        table = self.table_of(overrides)
+        out: dict[str, dict[str, float]] = {}
+        for s, emb in self.embedded.items():
+            metrics: dict[str, float] = {}
+            for k, task in enumerate(emb.evalset.tasks):
+                if (s, k) in self.grams:
+                    metrics.update(task.score_similarity(self.similarity(s, k, table)))
+                    continue
+                fused = {}
+                for m, wanted in task.inputs().items():
+                    a, b = self.coefficients(table, m)
+                    fused[m] = self.rows(s, m, a, b)[self._index(s, m, wanted)]
+                metrics.update(task.score(fused))
+            out[s] = metrics
+        return out

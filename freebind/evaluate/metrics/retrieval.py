@@ -69,16 +69,14 @@ def relevant_positions(sim, relevant) -> np.ndarray:
         block = s[lo:hi]
         rows = np.arange(hi - lo)
         rb, vb = rel[lo:hi], valid[lo:hi]
-        mask = np.zeros(block.shape, dtype=bool)
-        rr, cc = np.nonzero(vb)
-        mask[rr, rb[rr, cc]] = True
-        scores = block[rows[:, None], np.where(vb, rb, 0)]  # [q, R]
+        scores = block[rows[:, None], np.where(vb, rb, 0)]  # [q, R] scores of the relevant
         for j in range(r_count):
             sj = scores[:, j][:, None]
-            ge_irrelevant = ((block >= sj) & ~mask).sum(axis=1)
-            gt_relevant = ((block > sj) & mask).sum(axis=1)
+            ge_all = (block >= sj).sum(axis=1)
+            ge_relevant = ((scores >= sj) & vb).sum(axis=1)
+            gt_relevant = ((scores > sj) & vb).sum(axis=1)
             tied_before = ((scores[:, :j] == sj) & vb[:, :j]).sum(axis=1)
-            pos = (ge_irrelevant + gt_relevant + tied_before).astype(float)
+            pos = (ge_all - ge_relevant + gt_relevant + tied_before).astype(float)
             out[lo:hi, j] = np.where(vb[:, j], pos, np.inf)
     return out
 

@@ -32,7 +32,7 @@ class SuiteError(UsageError):
 
 
 def _normalise(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float64)
+    x = np.asarray(x, dtype=np.float32)
     n = np.linalg.norm(x, axis=-1, keepdims=True)
     return x / np.where(n == 0, 1.0, n)
 
@@ -57,9 +57,13 @@ class RetrievalTask:
         return {self.item_modality: list(self.items), self.caption_modality: list(self.captions)}
 
     def score(self, emb: dict[str, np.ndarray]) -> dict[str, float]:
+        sim = _normalise(emb[self.caption_modality]) @ _normalise(emb[self.item_modality]).T
+        return self.score_similarity(sim)
+
+    def score_similarity(self, sim: np.ndarray) -> dict[str, float]:
+        """Metrics from the ``[n_captions, n_items]`` cosine similarity matrix."""
         from freebind.evaluate.metrics import paired_retrieval_metrics
 
-        sim = _normalise(emb[self.caption_modality]) @ _normalise(emb[self.item_modality]).T
         return paired_retrieval_metrics(sim, self.caption_item, caption=self.caption_modality,
                                         item=self.item_modality, ks=RETRIEVAL_KS, map_k=MAP_K)
 
@@ -199,8 +203,7 @@ class EvalSet:
             emb = {}
             for m, wanted in task.inputs().items():
                 items, array = embeddings[m]
-                row = {x: i for i, x in enumerate(items)}
-                emb[m] = np.asarray(array)[[row[x] for x in wanted]]
+                emb[m] = np.asarray(array)[rows_of(items, wanted)]
             for k, v in task.score(emb).items():
                 if k in metrics:
                     raise SuiteError(f"{self.suite}: two tasks report {k}")
@@ -232,6 +235,12 @@ class EvalSet:
             "missing_examples": self.missing[:10],
             "notes": list(self.notes),
         }
+
+
+def rows_of(items: Sequence[Any], wanted: Sequence[Any]) -> np.ndarray:
+    """Row indices in ``items`` of each of ``wanted``."""
+    row = {x: i for i, x in enumerate(items)}
+    return np.fromiter((row[x] for x in wanted), dtype=np.int64, count=len(wanted))
 
 
 # --- helpers for loaders ------------------------------------------------------------------

@@ -67,10 +67,7 @@ def eval_command(
 
     Embeddings are cached (for a bundle: its base spaces' embeddings), so evaluating other
     factors or presets re-encodes nothing."""
-    from freebind.evaluate.runner import (
-        embed_suite, headline, load_target, output_path, result_record, target_embeddings,
-        write_json,
-    )
+    from freebind.evaluate.runner import evaluate, load_target, output_path, write_json
     from freebind.evaluate.suites import load_suite
     from freebind.store import EmbeddingStore
 
@@ -87,14 +84,8 @@ def eval_command(
             err.print(f"[yellow]{name}: {len(evalset.missing)} of {evalset.listed} listed "
                       f"files missing[/] (e.g. {evalset.missing[0]})")
         for target in loaded:
-            import time
-
-            t0 = time.perf_counter()
-            emb = embed_suite(target, evalset, store=store, batch_size=batch_size,
-                              progress=not as_json)
-            metrics = emb.evalset.score(target_embeddings(target, emb))
-            rec = result_record(target, emb.evalset, metrics, seconds=time.perf_counter() - t0)
-            rec["encoded"] = emb.encoded
+            rec = evaluate(target, evalset, store=store, batch_size=batch_size,
+                           progress=not as_json)
             if output:
                 rec["path"] = str(write_json(output_path(output, rec), rec))
             records.append(rec)

@@ -187,14 +187,17 @@ def result_record(target: Target, evalset: EvalSet, metrics: Mapping[str, float]
     return rec
 
 
-def evaluate(target: Target | str, suite: str, data: str | Path, *, factors: Sequence[str] = (),
-             preset: str | None = None, store=None, suite_options: Mapping | None = None,
-             batch_size: int = 64, progress: bool = True) -> dict[str, Any]:
-    """Evaluate one target on one suite; returns the result record."""
+def evaluate(target: Target | str, suite: str | EvalSet, data: str | Path | None = None, *,
+             factors: Sequence[str] = (), preset: str | None = None, store=None,
+             suite_options: Mapping | None = None, batch_size: int = 64,
+             progress: bool = True) -> dict[str, Any]:
+    """Evaluate one target on one suite (a name with its ``data`` folder, or a loaded
+    :class:`EvalSet`); returns the result record."""
     t0 = time.perf_counter()
     if isinstance(target, str):
         target = load_target(target)
-    evalset = load_suite(suite, data, **dict(suite_options or {}))
+    evalset = suite if isinstance(suite, EvalSet) else \
+        load_suite(suite, data, **dict(suite_options or {}))
     emb = embed_suite(target, evalset, store=store, batch_size=batch_size, progress=progress)
     metrics = emb.evalset.score(target_embeddings(target, emb, factors, preset))
     rec = result_record(target, emb.evalset, metrics, factors, preset,

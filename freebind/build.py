@@ -1,0 +1,335 @@
+"""Building a fused space: Plan → embed pools with every space → pseudo tuples → train jobs in
+dependency order → a :class:`~freebind.fused.FusedSpace` bundle (DESIGN §2).
+
+    fused = freebind.build("mini:bind + d(mini:vl) + c(mini:clap)")      # default mini pools
+    fused = freebind.build("IB + d(InternVL)", audio="pools/audio", image="pools/image",
+                           text="pools/texts.txt", output="ib_vl.safetensors")
+
+Pool items are embedded once per space through the content-addressed
+:class:`~freebind.store.EmbeddingStore`, so rebuilding, or building another expression over
+the same spaces and pools, re-encodes nothing. Jobs run in the plan's dependency order: a
+sequential bond trains on the embeddings of the space built so far (the plan's sub-graph
+evaluated with the projectors trained before it); parallel experts train one group each.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+
+from freebind.errors import FreebindError, UsageError
+
+POOL_MODALITIES = ("audio", "image", "text")
+#: Items per modality of the default mini pools (the quick start).
+MINI_POOL_SIZE = 2000
+MINI_POOL_SEED = 0
+
+
+class PoolError(UsageError):
+    """Pools are missing, empty or malformed."""
+
+
+# ------------------------------------------------------------------------------ pools
+
+@dataclass
+class Pools:
+    """Unpaired unimodal pools: audio and image file paths, text strings."""
+
+    items: dict[str, list]
+    origin: dict[str, str] = field(default_factory=dict)
+
+    def modalities(self) -> tuple[str, ...]:
+        return tuple(m for m in POOL_MODALITIES if self.items.get(m))
+
+    def counts(self) -> dict[str, int]:
+        return {m: len(self.items.get(m, [])) for m in POOL_MODALITIES if self.items.get(m)}
+
+
+def _files_of(modality: str, spec) -> tuple[list[Path], str]:
+    from freebind.media import discover
+
+    if isinstance(spec, (str, os.PathLike)):
+        path = Path(spec)
+        if not path.exists():
+            raise PoolError(f"{path}: no such {modality} folder or file")
+        found = discover([path])[modality]
+        if not found:
+            raise PoolError(f"{path}: no {modality} files found (by extension)")
+        return found, str(path)
+    paths = [Path(p) for p in spec]
+    return paths, f"{len(paths)} {modality} paths"
+
+
+def _texts_of(spec) -> tuple[list[str], str]:
+    from freebind.media import read_texts
+
+    if isinstance(spec, (str, os.PathLike)):
+        path = Path(spec)
+        if not path.is_file():
+            raise PoolError(f"{path}: no such text file (one text per line)")
+        texts = read_texts(path)
+        if not texts:
+            raise PoolError(f"{path}: the text pool is empty")
+        return texts, str(path)
+    texts = [str(t) for t in spec]
+    return texts, f"{len(texts)} texts"
+
+
+def read_pools_file(path: str | os.PathLike) -> dict[str, str]:
+    """A pools file is JSON ``{"audio": DIR, "image": DIR, "text": FILE}`` (paths relative
+    to the file), as ``freebind mini pools`` writes; a folder holding ``pools.json`` works."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "pools.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise PoolError(f"{path}: no such pools file") from None
+    except (OSError, ValueError) as exc:
+        raise PoolError(f"{path}: not a JSON pools file ({exc})") from None
+    if not isinstance(data, dict) or not any(m in data for m in POOL_MODALITIES):
+        raise PoolError(f"{path}: a pools file maps audio/image/text to paths")
+    return {m: str(path.parent / data[m]) for m in POOL_MODALITIES if data.get(m)}
+
+
+def resolve_pools(audio=None, image=None, text=None, pools=None) -> Pools:
+    """Pools from flags (folders, a text file, or lists) and/or a pools file."""
+    spec: dict[str, object] = {}
+    if pools is not None:
+        spec.update(read_pools_file(pools))
+    for m, v in (("audio", audio), ("image", image), ("text", text)):
+        if v is not None:
+            spec[m] = v
+    items, origin = {}, {}
+    for m, v in spec.items():
+        if m == "text":
+            items[m], origin[m] = _texts_of(v)
+        else:
+            items[m], origin[m] = _files_of(m, v)
+    return Pools(items, origin)
+
+
+def default_mini_pools(root: Path, n: int = MINI_POOL_SIZE, seed: int = MINI_POOL_SEED,
+                       progress: bool = True) -> Path:
+    """Write (once) the default mini pools under ``root``; returns the pools file."""
+    from freebind.mini import GENERATOR_VERSION, write_pools
+
+    folder = root / f"mini-pools-g{GENERATOR_VERSION}-s{seed}-n{n}"
+    marker = folder / "pools.json"
+    if marker.is_file():
+        try:
+            data = json.loads(marker.read_text())
+            if data.get("counts") == {"audio": n, "image": n, "text": n}:
+                return marker
+        except ValueError:
+            pass
+    write_pools(folder, n_audio=n, n_image=n, n_text=n, seed=seed, progress=progress)
+    return marker
+
+
+# ------------------------------------------------------------------------------ report
+
+@dataclass
+class JobReport:
+    id: str
+    bond: str
+    kind: str
+    source: str
+    target: str
+    modes: list[str]
+    tuples: int
+    epochs: int
+    val_loss: float
+    seconds: float
+    routes: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class BuildReport:
+    expression: str
+    output: str | None
+    pools: dict[str, int]
+    pool_origin: dict[str, str]
+    cache_dir: str
+    encoded: int = 0
+    reused: int = 0
+    skipped: list[dict] = field(default_factory=list)
+    jobs: list[JobReport] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# ------------------------------------------------------------------------------ build
+
+def _slug(expression: str) -> str:
+    s = re.sub(r"[^A-Za-z0-9]+", "-", expression).strip("-").lower()
+    return (s[:80] or "fused") + ".safetensors"
+
+
+def default_output(expression: str) -> Path:
+    return Path(_slug(expression))
+
+
+def _sub_embeddings(plan, text: str, projectors, leaf: Mapping) -> dict:
+    """Pool embeddings of a (sub-)space of the plan: a leaf space, or a chain evaluated
+    with the projectors trained so far and the expression's own factors."""
+    if text in leaf:
+        return dict(leaf[text])
+    from freebind.graph import find_node, fuse
+
+    node = find_node(plan.graph, text)
+    if node["op"] == "space":
+        return dict(leaf[node["ref"]])
+    return fuse(node, projectors, leaf)
+
+
+def _pool_fingerprint(store, modality: str, items: Sequence) -> str:
+    h = hashlib.sha256(modality.encode())
+    for item in items:
+        h.update(store.key(modality, item).encode())
+    return h.hexdigest()[:16]
+
+
+def build(expression, audio=None, image=None, text=None, pools=None, output=None,
+          cache_dir=None, seed: int | None = None, hyper: Mapping | None = None,
+          batch_size: int = 64, mini_pool_size: int = MINI_POOL_SIZE, progress: bool = True,
+          log: Callable[[str], None] | None = None, save: bool = True):
+    """Build the fused space of ``expression`` and save it as a bundle.
+
+    Pools: ``audio``/``image`` folders (or lists of paths), ``text`` a file with one text
+    per line (or a list of strings), and/or ``pools`` a pools file. When every space is a
+    mini space and no pool is given, the default mini pools are generated (once) in the
+    cache. ``hyper`` overrides training defaults for every job (bond options still win);
+    ``seed`` is the training seed. Returns the :class:`~freebind.fused.FusedSpace`, with the
+    :class:`BuildReport` as ``.build_report``."""
+    import torch
+
+    from freebind import algebra, spaces
+    from freebind.fused import FusedSpace
+    from freebind.pseudo import build as build_tuples
+    from freebind.pseudo import data_modes as modes_of
+    from freebind.store import EmbeddingStore
+    from freebind.train import defaults_for, train_group
+
+    say = log or (lambda msg: None)
+    t_start = time.perf_counter()
+    overrides = dict(hyper or {})
+    if seed is not None:
+        overrides["seed"] = int(seed)
+    plan = algebra.plan(expression, hyper=overrides) if isinstance(expression, str) \
+        else expression
+    families = [s["family"] for s in plan.spaces.values()]
+    store = EmbeddingStore(cache_dir)
+
+    no_pools = all(v is None for v in (audio, image, text, pools))
+    if no_pools:
+        if not families or set(families) != {"mini"}:
+            raise PoolError("no pools given: pass --audio DIR, --image DIR, --text FILE or "
+                            "--pools FILE (default pools exist only when every space is a "
+                            "mini space)")
+        say("generating the default mini pools (once; cached)")
+        pools = default_mini_pools(store.root, mini_pool_size, progress=progress)
+    pool = resolve_pools(audio, image, text, pools)
+    if not pool.modalities():
+        raise PoolError("every pool is empty")
+
+    report = BuildReport(plan.expression, None, pool.counts(), pool.origin, str(store.root))
+
+    # 1. embed every pool item with every leaf space (cached)
+    t = time.perf_counter()
+    leaf_raw: dict[str, dict[str, np.ndarray]] = {}
+    kept: dict[str, np.ndarray] = {}
+    for ref in plan.spaces:
+        space = spaces.get(ref)
+        for m in pool.modalities():
+            if m not in space.modalities:
+                continue
+            before = store.encoded
+            arr, idx, failures = store.embed(space, m, pool.items[m], batch_size=batch_size,
+                                             progress=progress, on_error="skip")
+            encoded = store.encoded - before
+            report.encoded += encoded
+            report.reused += len(idx) - encoded
+            for f in failures:
+                entry = {"path": f.item, "reason": f.reason, "modality": m}
+                if entry not in report.skipped:
+                    report.skipped.append(entry)
+            leaf_raw.setdefault(ref, {})[m] = (arr, idx)
+            kept[m] = idx if m not in kept else np.intersect1d(kept[m], idx)
+    leaf: dict[str, dict[str, np.ndarray]] = {}
+    for ref, mods in leaf_raw.items():
+        for m, (arr, idx) in mods.items():
+            rows = np.searchsorted(idx, kept[m])
+            leaf.setdefault(ref, {})[m] = arr if len(rows) == len(idx) else arr[rows]
+    for m, idx in kept.items():
+        if len(idx) == 0:
+            raise PoolError(f"no {m} pool item could be decoded")
+    report.seconds["embed"] = round(time.perf_counter() - t, 2)
+    available = tuple(m for m in POOL_MODALITIES if m in kept)
+    if report.skipped:
+        say(f"skipped {len(report.skipped)} unreadable pool item(s)")
+
+    # 2-3. jobs in dependency order
+    projectors: dict[str, torch.nn.Module] = {}
+    training = {}
+    for job in plan.jobs:
+        t_job = time.perf_counter()
+        source = _sub_embeddings(plan, job.source, projectors, leaf)
+        target = _sub_embeddings(plan, job.target, projectors, leaf)
+        mods = tuple(m for m in job.modalities if m in available
+                     and (m in source or m in target))
+        shared = [m for m in mods if m in source and m in target]
+        if not shared:
+            raise PoolError(f"job {job.id} ({job.source} → {job.target}) needs a pool of a "
+                            f"modality both spaces have ({', '.join(job.modalities)}); "
+                            f"pools given: {', '.join(available)}")
+        if tuple(job.modalities) != mods:
+            job.modalities = mods
+            job.data_modes = modes_of(mods)
+        h = {**defaults_for(families), **job.hyper}
+        expert, base = (job.source, job.target) if job.kind == "c" else (job.target, job.source)
+        tuples = build_tuples({job.source: source, job.target: target}, expert=expert,
+                              base=base, modalities=mods, topk=int(h["topk"]),
+                              tau=float(h["tau"]), seed=int(h["seed"]),
+                              max_queries=h.get("max_queries"), progress=progress,
+                              desc=f"{job.id} pseudo tuples")
+        result = train_group(tuples, source, target, job.data_modes, h, progress=progress,
+                             desc=f"{job.id} train {job.kind}({job.source if job.kind == 'c' else job.target})")
+        projectors[job.id] = result.group
+        training[job.id] = {**result.summary(), "hyper": h, "routes": tuples.routes()}
+        seconds = time.perf_counter() - t_job
+        report.jobs.append(JobReport(job.id, job.bond, job.kind, job.source, job.target,
+                                     list(job.data_modes), len(tuples), result.epochs,
+                                     round(result.final_val_loss, 4), round(seconds, 2),
+                                     tuples.routes()))
+        say(f"{job.id}: {len(tuples)} tuples, {result.epochs} epochs, "
+            f"val loss {result.final_val_loss:.4f}, {seconds:.1f} s")
+
+    # 4. the bundle (deterministic content: no times, no absolute paths)
+    space_meta = {}
+    for ref in plan.spaces:
+        sp = spaces.get(ref)
+        space_meta[ref] = {**plan.spaces[ref], "fingerprint": str(sp.fingerprint)}
+    data_fp = {m: {"items": int(len(kept[m])),
+                   "fingerprint": _pool_fingerprint(store, m,
+                                                    [pool.items[m][i] for i in kept[m]])}
+               for m in available}
+    fused = FusedSpace.from_plan(plan, projectors, spaces=space_meta, training=training,
+                                 data=data_fp)
+    if save:
+        out = Path(output) if output is not None else default_output(plan.expression)
+        fused.save(out)
+        report.output = str(out)
+    report.seconds["total"] = round(time.perf_counter() - t_start, 2)
+    fused.build_report = report
+    return fused

@@ -132,3 +132,37 @@ def test_fast_path_declines_other_grids(home):
     slow, _ = tune_target(target, [("audiocaps", home / "ac", {})], [("a", [0.0, 1.0])],
                           progress=False, use_fast=False)
     assert [p.metrics for p in res.fine] == [p.metrics for p in slow.fine]
+
+
+def test_tune_coarse_only_and_one_key_figures(home):
+    make_audiocaps(home / "ac")
+    bundle = make_bundle(home / "b.safetensors")
+    r = run("tune", bundle, "-s", "audiocaps", "-d", home / "ac", "--out", home / "c",
+            "--json", "--no-save")
+    assert r.exit_code == 0, r.output
+    res = json.loads(r.stdout)
+    assert res["fine"] == [] and len(res["coarse"]) == 2
+    # without a grid the presets come from the coarse combinations
+    assert res["presets"]["tuned-versatile"] in ([], ["b1=off"])
+    r = run("tune", bundle, "-s", "audiocaps", "-d", home / "ac", "--out", home / "l",
+            "--json", "--no-save", "--grid", "b1.a=0:1:0.5")
+    res = json.loads(r.stdout)
+    assert [p["values"] for p in res["fine"]] == [{"b1.a": 0.0}, {"b1.a": 0.5}, {"b1.a": 1.0}]
+    for d in ("c", "l"):
+        assert (home / d / "factor_analysis.png").stat().st_size > 5_000
+
+
+def test_store_presets_is_atomic_and_checked(home):
+    from freebind.evaluate.runner import store_presets
+    import freebind
+
+    bundle = make_bundle(home / "b.safetensors")
+    before = bundle.read_bytes()
+    with pytest.raises(UsageError):
+        store_presets(bundle, {"bad": ["zz.a=0.5"]})
+    assert bundle.read_bytes() == before
+    store_presets(bundle, {"mine": ["a=0.2"]}, {"note": 1})
+    fused = freebind.load(bundle, preset="mine")
+    assert fused.factors["b1"]["factors"]["audio"] == 0.2
+    assert fused.metadata["tuning"] == {"note": 1}
+    assert set(fused.presets) >= {"default", "versatile", "at-expertise", "mine"}

@@ -1,0 +1,115 @@
+"""``freebind build EXPR``: train a fused space's projectors on unpaired pools; write a bundle."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from freebind_cli.common import console, print_json
+
+
+def _parse_hyper(specs: list[str]) -> dict:
+    from freebind.errors import UsageError
+
+    out = {}
+    for spec in specs or []:
+        key, sep, value = spec.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"--hyper {spec!r}: expected KEY=VALUE, e.g. epochs=10")
+        value = value.strip()
+        try:
+            parsed = int(value)
+        except ValueError:
+            try:
+                parsed = float(value)
+            except ValueError:
+                parsed = value
+        out[key.strip()] = parsed
+    return out
+
+
+def build(
+    expression: str = typer.Argument(..., help='Space expression, e.g. '
+                                               '"mini:bind + d(mini:vl) + c(mini:clap)".'),
+    audio: Optional[Path] = typer.Option(None, "--audio", help="Folder of audio files."),
+    image: Optional[Path] = typer.Option(None, "--image", help="Folder of images."),
+    text: Optional[Path] = typer.Option(None, "--text", help="Text file, one text per line."),
+    pools: Optional[Path] = typer.Option(None, "--pools",
+                                         help="Pools file (JSON: audio/image/text paths) or "
+                                              "a folder holding pools.json."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o",
+                                          help="Bundle to write (.safetensors); default: "
+                                               "named after the expression."),
+    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir",
+                                             help="Embedding cache (default "
+                                                  "$FREEBIND_HOME/cache)."),
+    seed: int = typer.Option(0, "--seed", help="Training seed (same seed: same bundle)."),
+    hyper: List[str] = typer.Option([], "--hyper",
+                                    help="Training option KEY=VALUE for every job "
+                                         "(hidden, epochs, batch, lr, temp, topk, tau, "
+                                         "patience, …); repeatable."),
+    mini_pool_size: int = typer.Option(2000, "--mini-pool-size",
+                                       help="Items per modality of the default mini pools."),
+    batch_size: int = typer.Option(64, "--batch-size", help="Encoder batch size."),
+    as_json: bool = typer.Option(False, "--json", help="Print the build report as JSON."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+) -> None:
+    """Build a fused space: embed pools with every space (cached), build pseudo tuples, train
+    each bond's projector group, and save one .safetensors bundle.
+
+    With only mini spaces and no pools, the default mini pools are generated once."""
+    from freebind.build import build as run_build
+
+    err = console(stderr=True)
+    log = None if as_json or quiet else (lambda msg: err.print(f"[dim]{msg}[/]"))
+    fused = run_build(expression, audio=audio, image=image, text=text, pools=pools,
+                      output=output, cache_dir=cache_dir, seed=seed,
+                      hyper=_parse_hyper(hyper), batch_size=batch_size,
+                      mini_pool_size=mini_pool_size, progress=not (as_json or quiet), log=log)
+    report = fused.build_report
+    if as_json:
+        print_json(report.to_dict())
+        return
+    render(report, console())
+
+
+def render(report, out) -> None:
+    from rich.table import Table
+
+    pools = ", ".join(f"{n} {m}" for m, n in report.pools.items())
+    out.print(f"[bold]{report.expression}[/]  pools: {pools}")
+    out.print(f"embeddings: {report.encoded} encoded, {report.reused} reused from the cache "
+              f"({report.cache_dir})")
+    if report.skipped:
+        out.print(f"[yellow]skipped {len(report.skipped)} unreadable pool item(s):[/]")
+        for s in report.skipped[:10]:
+            out.print(f"  {s['path']}: {s['reason']}")
+        if len(report.skipped) > 10:
+            out.print(f"  … and {len(report.skipped) - 10} more (see --json)")
+    table = Table(title="training jobs")
+    for col, just in (("job", "left"), ("bond", "left"), ("source → target", "left"),
+                      ("projectors", "right"), ("tuples", "right"), ("epochs", "right"),
+                      ("final val loss", "right"), ("seconds", "right")):
+        table.add_column(col, justify=just)
+    for j in report.jobs:
+        table.add_row(j.id, f"{j.bond} {j.kind}", f"{j.source} → {j.target}",
+                      str(len(j.modes)), str(j.tuples), str(j.epochs), f"{j.val_loss:.4f}",
+                      f"{j.seconds:.1f}")
+    out.print(table)
+    out.print(f"total {report.seconds.get('total', 0):.1f} s "
+              f"(embedding {report.seconds.get('embed', 0):.1f} s)")
+    if report.output:
+        path = report.output
+        out.print(f"\n[bold green]bundle written:[/] {path}")
+        out.print("use it:")
+        out.print(f"  freebind info {path}")
+        out.print(f"  freebind embed {path} FILES_OR_FOLDERS... -o embeddings/")
+        out.print(f"  freebind eval {path}")
+        out.print(f"  python -c \"import freebind; s = freebind.load('{path}'); "
+                  f"print(s.encode('text', ['a dog barks']).shape)\"")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("build")(build)

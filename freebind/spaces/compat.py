@@ -49,6 +49,13 @@ def import_torchvision():
 _KEEP: list = []  # the Library object must outlive the import
 
 
+def torchvision_if_present() -> None:
+    """Import torchvision through :func:`import_torchvision` when it is installed, so that
+    libraries importing it later (transformers, timm, open_clip) find it working."""
+    if importlib.util.find_spec("torchvision") is not None:
+        import_torchvision()
+
+
 def require(module: str, extra: str, pip_name: str | None = None):
     """Import ``module`` or raise a SpaceError telling which extra installs it."""
     try:

@@ -112,6 +112,9 @@ def resolve(weight: WeightFile, explicit: str | os.PathLike | None = None,
     if offline():
         raise SpaceError(weight.missing_message(
             "offline: " + "/".join(v for v in OFFLINE_VARS if os.environ.get(v)) + " is set"))
+    host = getattr(weight.fetch, "host", None)
+    if host and not reachable(host):
+        raise SpaceError(weight.missing_message(f"offline: cannot reach {host}"))
     dest = weight.home_path.parent
     dest.mkdir(parents=True, exist_ok=True)
     try:
@@ -121,6 +124,18 @@ def resolve(weight: WeightFile, explicit: str | os.PathLike | None = None,
     except Exception as exc:  # network errors of every library
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise SpaceError(weight.missing_message(f"download failed: {reason[:160]}")) from None
+
+
+def reachable(host: str, port: int = 443, timeout: float = 3.0) -> bool:
+    """Whether ``host`` resolves and accepts a TCP connection (a quick offline probe, so an
+    offline machine fails in seconds instead of after a library's retry loop)."""
+    import socket
+
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
 
 
 def download_url(url: str, dest: Path, progress: bool = True, timeout: float = 30.0) -> Path:
@@ -177,6 +192,7 @@ def hf_fetch(repo_id: str, filename: str) -> Callable[[Path], Path]:
 
         return Path(hf_hub_download(repo_id=repo_id, filename=filename, local_dir=str(dest)))
 
+    fetch.host = "huggingface.co"
     return fetch
 
 
@@ -184,6 +200,9 @@ def url_fetch(url: str, filename: str) -> Callable[[Path], Path]:
     def fetch(dest: Path) -> Path:
         return download_url(url, dest / filename)
 
+    from urllib.parse import urlparse
+
+    fetch.host = urlparse(url).hostname
     return fetch
 
 

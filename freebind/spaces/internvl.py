@@ -1,0 +1,185 @@
+"""InternVL-C (``InternVL``): the image-text expert of the paper, 768-d.
+
+InternVL-14B-224px is published as a Hugging Face repository whose model class is *remote
+code* (``modeling_internvl.py`` inside the repository). freebind runs it only when the user
+allows that explicitly: ``trust_remote_code=True`` (CLI: ``--option trust_remote_code=true``)
+or ``FREEBIND_TRUST_REMOTE_CODE=1``. Package: ``transformers`` (``pip install
+'freebind[internvl]'``); a GPU with bf16 is expected (the model has 14 B parameters).
+
+Pipeline (the model card's InternVL-C recipe): images through the repository's
+``CLIPImageProcessor`` (224 px); texts prefixed with ``summarize:``, tokenized by the
+repository's LLaMA tokenizer (slow tokenizer, EOS appended, pad id 0, 80 tokens);
+``encode_image(pixel_values, mode="InternVL-C")`` and ``encode_text(input_ids)``; rows
+L2-normalised. Weights: explicit ``checkpoint=DIR`` → ``$FREEBIND_HOME/weights/internvl/
+InternVL-14B-224px/`` → the Hugging Face cache → ``snapshot_download`` into freebind's folder
+when online. Not verified here with real weights (no GPU, no network on the build machines).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Sequence
+
+from freebind.errors import SpaceError
+from freebind.spaces import compat, weights
+
+REPO = "OpenGVLab/InternVL-14B-224px"
+TEXT_PREFIX = "summarize:"
+MAX_TEXT_TOKENS = 80
+PREPROCESS_VERSION = "internvl-c-1"
+
+
+def home_dir() -> Path:
+    return weights.weights_dir("internvl") / REPO.split("/")[-1]
+
+
+def _cached_snapshot() -> Path | None:
+    for hit in weights.hf_cached([REPO], "config.json"):
+        return hit.parent
+    return None
+
+
+def local_dir() -> Path | None:
+    if (home_dir() / "config.json").exists():
+        return home_dir()
+    return _cached_snapshot()
+
+
+def remote_code_allowed(option) -> bool:
+    if option is not None:
+        return _truthy(option)
+    return _truthy(os.environ.get("FREEBIND_TRUST_REMOTE_CODE", ""))
+
+
+def _truthy(value) -> bool:
+    return str(value).strip().lower() in ("1", "true", "yes", "on")
+
+
+def check(info=None) -> tuple[bool, str]:
+    ok, missing = weights.package_available("transformers", "sentencepiece")
+    if not ok:
+        return False, f"not installed ({missing}): pip install 'freebind[internvl]'"
+    found = local_dir()
+    if found is None:
+        return False, f"weights missing: {home_dir()} (repository {REPO})"
+    note = "" if remote_code_allowed(None) else " (needs trust_remote_code=True)"
+    return True, f"{found}{note}"
+
+
+def load(info=None, checkpoint: str | None = None, trust_remote_code=None,
+         device: str | None = None, precision: str = "bf16", batch_size: int = 16,
+         download: bool = True, workers: int = 2, **unused) -> "InternVLSpace":
+    if unused:
+        raise SpaceError(f"unknown option(s) for InternVL: {', '.join(sorted(unused))}")
+    if not remote_code_allowed(trust_remote_code):
+        raise SpaceError(f"InternVL-C runs model code from the repository {REPO}; allow it "
+                         "explicitly with trust_remote_code=True (CLI: --option "
+                         "trust_remote_code=true) or FREEBIND_TRUST_REMOTE_CODE=1")
+    folder = _resolve_folder(checkpoint, download)
+    return InternVLSpace(folder, name=getattr(info, "name", "InternVL"), device=device,
+                         precision=precision, batch_size=batch_size, workers=workers)
+
+
+def _resolve_folder(checkpoint: str | None, download: bool) -> Path:
+    if checkpoint:
+        folder = Path(checkpoint).expanduser()
+        if not (folder / "config.json").exists():
+            raise SpaceError(f"{folder}: not an InternVL model folder (no config.json)")
+        return folder
+    found = local_dir()
+    if found is not None:
+        return found
+    wf = weights.WeightFile(filename=REPO.split("/")[-1], family="internvl",
+                            origin=f"huggingface.co/{REPO}", what="model folder")
+    if not download:
+        raise SpaceError(wf.missing_message("downloads disabled"))
+    if weights.offline():
+        raise SpaceError(wf.missing_message("offline"))
+    if not weights.reachable("huggingface.co"):
+        raise SpaceError(wf.missing_message("offline: cannot reach huggingface.co"))
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(repo_id=REPO, local_dir=str(home_dir())))
+    except Exception as exc:
+        raise SpaceError(wf.missing_message(f"download failed: {str(exc)[:160]}")) from None
+
+
+class InternVLSpace:
+    family = "internvl"
+
+    def __init__(self, folder, name: str = "InternVL", device: str | None = None,
+                 precision: str = "bf16", batch_size: int = 16, workers: int = 2):
+        compat.torchvision_if_present()
+        try:
+            from transformers import AutoModel, AutoTokenizer, CLIPImageProcessor
+        except ImportError:
+            raise SpaceError("InternVL needs transformers: pip install 'freebind[internvl]'") \
+                from None
+        self.folder = Path(folder)
+        self.name = name
+        self.modalities = ("image", "text")
+        self.device = compat.torch_device(device)
+        self.precision = precision
+        self.dtype = compat.torch_dtype(precision)
+        compat.check_precision(precision, self.device)
+        self.batch_size = batch_size
+        self.workers = workers
+        try:
+            self.model = AutoModel.from_pretrained(
+                str(self.folder), torch_dtype=self.dtype, low_cpu_mem_usage=True,
+                trust_remote_code=True, local_files_only=True).eval().to(self.device)
+            self.processor = CLIPImageProcessor.from_pretrained(str(self.folder),
+                                                                local_files_only=True)
+            self.tokenizer = AutoTokenizer.from_pretrained(
+                str(self.folder), use_fast=False, add_eos_token=True, trust_remote_code=True,
+                local_files_only=True)
+        except SpaceError:
+            raise
+        except Exception as exc:
+            reason = str(exc).strip().splitlines()
+            raise SpaceError(f"{self.folder}: cannot load InternVL-C "
+                             f"({(reason[0] if reason else type(exc).__name__)[:200]})") from None
+        self.tokenizer.pad_token_id = 0
+        self.dim = 768
+        cfg = self.folder / "config.json"
+        digest = hashlib.sha256(cfg.read_bytes()).hexdigest()[:16]
+        shards = sorted(self.folder.glob("*.safetensors")) or sorted(self.folder.glob("*.bin"))
+        if shards:
+            digest += weights.file_digest(shards[0])
+        self.fingerprint = hashlib.sha256(json.dumps(
+            ["internvl-c", digest, PREPROCESS_VERSION]).encode()).hexdigest()[:16]
+        self.last_timings: dict = {}
+
+    def prepare(self, modality: str, items: Sequence):
+        from freebind import media
+
+        if modality == "image":
+            images = [media.load_image(p) for p in items]
+            return self.processor(images=images, return_tensors="pt").pixel_values
+        texts = [TEXT_PREFIX + str(t) for t in items]
+        return self.tokenizer(texts, return_tensors="pt", max_length=MAX_TEXT_TOKENS,
+                              truncation=True, padding="max_length").input_ids
+
+    def forward(self, modality: str, inputs):
+        inputs = inputs.to(self.device)
+        if modality == "image":
+            return self.model.encode_image(inputs.to(self.dtype), mode="InternVL-C").float()
+        return self.model.encode_text(inputs).float()
+
+    def encode(self, modality: str, items: Sequence, batch_size: int | None = None):
+        import torch
+
+        compat.check_modality(self, modality)
+        items = list(items)
+        if not items:
+            return torch.zeros(0, self.dim)
+        timings: dict = {}
+        out = compat.run_batched(items, lambda chunk: self.prepare(modality, chunk),
+                                 lambda x: self.forward(modality, x),
+                                 batch_size or self.batch_size, self.workers, timings)
+        self.last_timings = timings
+        return out

@@ -1,0 +1,155 @@
+"""``freebind embed``: partitions + metadata in row order, fp16, skipping bad files, strict,
+resume, bundles with factors and presets."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+sys.path.insert(0, str(Path(__file__).parent))
+from build_world import N, register_world, write_world  # noqa: E402
+
+from freebind_cli.main import app  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    register_world()
+    root = tmp_path_factory.mktemp("world")
+    write_world(root, n=40)
+    return root
+
+
+def run(*args):
+    return CliRunner().invoke(app, ["embed", *map(str, args)])
+
+
+def read_meta(path):
+    import pyarrow.parquet as pq
+
+    return pq.read_table(path).to_pylist()
+
+
+def test_space_target_writes_partitions_in_row_order(world, tmp_path):
+    out = tmp_path / "out"
+    r = run("test:base", world / "audio", world / "image", "--texts", world / "texts.txt",
+            "-o", out, "--cache-dir", tmp_path / "c", "--partition-size", 25, "--json")
+    assert r.exit_code == 0, r.output
+    rep = json.loads(r.stdout)
+    assert rep["partitions"] == 6 and rep["written"] == 6 and rep["skipped"] == []
+    # numbering runs across modalities: audio 0-1, image 2-3, text 4-5
+    assert sorted(p.name for p in (out / "audio_emb").iterdir()) == ["audio_emb_0.npy",
+                                                                     "audio_emb_1.npy"]
+    assert (out / "text_emb" / "text_emb_5.npy").is_file()
+    a0, a1 = np.load(out / "audio_emb" / "audio_emb_0.npy"), np.load(
+        out / "audio_emb" / "audio_emb_1.npy")
+    assert a0.dtype == np.float32 and a0.shape == (25, 24) and a1.shape == (15, 24)
+    meta = read_meta(out / "metadata" / "metadata_0.parquet")
+    paths = sorted((world / "audio").glob("*.wav"))
+    assert [m["path"] for m in meta] == [str(p) for p in paths[:25]]
+    assert [m["row"] for m in meta] == list(range(25))
+    # rows are the space's embeddings of exactly those files, in that order
+    from freebind import spaces
+
+    want = spaces.get("test:base").encode("audio", paths[:25]).numpy()
+    np.testing.assert_allclose(a0, want, rtol=1e-6, atol=1e-7)
+    tmeta = read_meta(out / "metadata" / "metadata_4.parquet")
+    assert tmeta[0]["path"] == f"{world / 'texts.txt'}:1"
+
+
+def test_fp16_jsonl_and_txt_files(world, tmp_path):
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "b.txt").write_text("caption 7\n")
+    (docs / "a.txt").write_text("caption 3")
+    out = tmp_path / "o"
+    r = run("test:base", docs, "-o", out, "--fp16", "--metadata-format", "jsonl",
+            "--cache-dir", tmp_path / "c", "-q")
+    assert r.exit_code == 0, r.output
+    arr = np.load(out / "text_emb" / "text_emb_0.npy")
+    assert arr.dtype == np.float16 and arr.shape == (2, 24)
+    rows = [json.loads(x) for x in (out / "metadata" / "metadata_0.jsonl").read_text().split("\n")
+            if x]
+    assert [Path(r_["path"]).name for r_ in rows] == ["a.txt", "b.txt"]
+
+
+def test_bad_files_are_reported_and_skipped_strict_fails(world, tmp_path):
+    src = tmp_path / "media"
+    shutil.copytree(world / "image", src)
+    good = sorted(src.glob("*.png"))
+    data = good[5].read_bytes()
+    (src / "zz_truncated.png").write_bytes(data[: len(data) // 2])
+    shutil.copy(world / "audio" / "a0001.wav", src / "zz_mislabelled.png")
+    (src / "zz_empty.wav").write_bytes(b"")
+    out = tmp_path / "o"
+    r = run("test:base", src, "-o", out, "--cache-dir", tmp_path / "c", "--json")
+    assert r.exit_code == 0, r.output
+    rep = json.loads(r.stdout)
+    reasons = {Path(s["path"]).name: s["reason"] for s in rep["skipped"]}
+    assert set(reasons) == {"zz_truncated.png", "zz_mislabelled.png", "zz_empty.wav"}
+    assert all(reasons.values())
+    assert "image" in reasons["zz_mislabelled.png"]
+    meta = read_meta(out / "metadata" / "metadata_1.parquet")  # images (audio is k=0)
+    assert [Path(m["path"]).name for m in meta] == [p.name for p in good]
+    assert np.load(out / "image_emb" / "image_emb_1.npy").shape[0] == len(good)
+    # strict: same report, exit 1; the human output names path and reason
+    r = run("test:base", src, "-o", tmp_path / "o2", "--cache-dir", tmp_path / "c", "--strict",
+            "-q")
+    assert r.exit_code == 1
+    assert "zz_truncated.png" in r.output
+
+
+def test_rerun_resumes_from_finished_partitions(world, tmp_path):
+    out = tmp_path / "out"
+    args = ("test:base", world / "image", "-o", out, "--cache-dir", tmp_path / "c",
+            "--partition-size", 10, "--json")
+    first = json.loads(run(*args).stdout)
+    assert first["written"] == 4
+    before = {p.name: p.read_bytes() for p in (out / "image_emb").iterdir()}
+    (out / "image_emb" / "image_emb_2.npy").unlink()   # as if killed while writing it
+    second = json.loads(run(*args).stdout)
+    assert (second["written"], second["reused"]) == (1, 3)
+    after = {p.name: p.read_bytes() for p in (out / "image_emb").iterdir()}
+    assert after == before
+    # another target into the same folder is refused
+    r = run("test:vl", world / "image", "-o", out, "--cache-dir", tmp_path / "c")
+    assert r.exit_code == 2 and "another run" in r.output
+
+
+def test_bundle_target_with_factors_and_preset(world, tmp_path):
+    from freebind.build import build
+
+    bundle = tmp_path / "f.safetensors"
+    fused = build("test:base + c(test:at)", pools=world, output=bundle,
+                  cache_dir=tmp_path / "c",
+                  hyper={"hidden": 32, "epochs": 2, "batch": 32, "threads": 1}, progress=False)
+    out1, out2 = tmp_path / "e1", tmp_path / "e2"
+    r = run(bundle, "--texts", world / "texts.txt", "-o", out1, "--cache-dir", tmp_path / "c",
+            "--factor", "t=0.9", "-q")
+    assert r.exit_code == 0, r.output
+    r = run(bundle, "--texts", world / "texts.txt", "-o", out2, "--cache-dir", tmp_path / "c",
+            "--preset", "at-expertise", "-q")
+    assert r.exit_code == 0, r.output
+    texts = (world / "texts.txt").read_text().split("\n")[:-1]
+    want1 = fused.with_factors("t=0.9").encode("text", texts).numpy()
+    want2 = fused.with_factors(preset="at-expertise").encode("text", texts).numpy()
+    got1 = np.load(out1 / "text_emb" / "text_emb_0.npy")
+    got2 = np.load(out2 / "text_emb" / "text_emb_0.npy")
+    np.testing.assert_allclose(got1, want1, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(got2, want2, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(got1, got2)
+    r = run("test:base", "--texts", world / "texts.txt", "-o", tmp_path / "e3", "--factor",
+            "t=0.5")
+    assert r.exit_code == 2 and "apply to fused bundles" in r.output
+
+
+def test_nothing_to_embed(tmp_path):
+    (tmp_path / "x.csv").write_text("a,b")
+    r = run("test:base", tmp_path / "x.csv", "-o", tmp_path / "o")
+    assert r.exit_code == 2 and "nothing to embed" in r.output

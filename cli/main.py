@@ -12,7 +12,7 @@ import typer
 from freebind_cli.common import FreebindGroup
 
 #: Verb modules, in the order ``freebind --help`` lists them.
-VERBS = ["plan", "spaces", "info", "build", "embed", "eval", "tune"]
+VERBS = ["plan", "spaces", "info", "build", "embed", "eval", "tune", "download", "convert"]
 
 app = typer.Typer(
     cls=FreebindGroup,

@@ -45,7 +45,10 @@ for _name, _mods, _dim, _desc in (
 from freebind.spaces import register_family as _register_family  # noqa: E402
 from freebind.spaces.clap import resolve_family as _resolve_clap  # noqa: E402
 
+from freebind.spaces.imagebind import resolve_family as _resolve_imagebind  # noqa: E402
+
 _register_family("clap", _resolve_clap, "clap:630k-audioset-best.pt")
+_register_family("imagebind", _resolve_imagebind, "imagebind:/data/imagebind_huge.pth")
 from freebind.spaces.openclip import ALIASES as _OC_ALIASES  # noqa: E402
 from freebind.spaces.openclip import resolve_family as _resolve_open_clip  # noqa: E402
 

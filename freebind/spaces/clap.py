@@ -111,8 +111,8 @@ def resolve_family(spec: str, ref: str):
                      loader="freebind.spaces.clap:load", checker="freebind.spaces.clap:check")
 
 
-def load(info=None, checkpoint: str = "630k-audioset-fusion-best.pt", device: str | None = "cpu",
-         precision: str = "fp32", batch_size: int = 16, tokenizer: str | None = None,
+def load(info=None, checkpoint: str = "630k-audioset-fusion-best.pt", device: str | None = None,
+         precision: str | None = None, batch_size: int = 16, tokenizer: str | None = None,
          amodel: str | None = None, fusion: bool | None = None, fusion_type: str = "aff_2d",
          text_config: dict | None = None, htsat: dict | None = None, download: bool = True,
          workers: int = 2, **unused) -> "ClapSpace":
@@ -240,15 +240,15 @@ class ClapSpace:
 
     family = "clap"
 
-    def __init__(self, checkpoint, name: str = "CLAP", device: str | None = "cpu",
-                 precision: str = "fp32", batch_size: int = 16, tokenizer_dir=None,
+    def __init__(self, checkpoint, name: str = "CLAP", device: str | None = None,
+                 precision: str | None = None, batch_size: int = 16, tokenizer_dir=None,
                  amodel: str | None = None, fusion: bool | None = None,
                  fusion_type: str = "aff_2d", text_config: dict | None = None,
                  htsat: dict | None = None, workers: int = 2):
         self.name = name
         self.modalities = ("audio", "text")
         self.device = compat.torch_device(device)
-        self.precision = precision
+        self.precision = precision = compat.default_precision(precision, "fp32")
         self.dtype = compat.torch_dtype(precision)
         compat.check_precision(precision, self.device)
         self.batch_size = batch_size

@@ -110,9 +110,20 @@ def torch_dtype(precision: str):
     return getattr(torch, PRECISIONS[precision])
 
 
+def default_precision(precision: str | None, family_default: str) -> str:
+    """``precision``, else ``$FREEBIND_PRECISION``, else the family's default."""
+    import os
+
+    return precision or os.environ.get("FREEBIND_PRECISION") or family_default
+
+
 def torch_device(device: str | None):
+    """``device``, else ``$FREEBIND_DEVICE``, else CUDA when available, else CPU."""
+    import os
+
     import torch
 
+    device = device or os.environ.get("FREEBIND_DEVICE")
     if device in (None, "", "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:

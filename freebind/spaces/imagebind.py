@@ -50,14 +50,18 @@ def check(info=None) -> tuple[bool, str]:
                                             "einops")
     if not ok:
         return False, f"not installed ({missing}): pip install 'freebind[imagebind]'"
+    explicit = dict(getattr(info, "options", ()) or ()).get("checkpoint")
+    if explicit:
+        path = Path(explicit).expanduser()
+        return (path.exists(), str(path) if path.exists() else f"weights missing: {path}")
     found = weight_file().find_local()
     if found is None:
         return False, f"weights missing: {weight_file().home_path}"
     return True, str(found)
 
 
-def load(info=None, checkpoint: str | None = None, device: str | None = "cpu",
-         precision: str = "fp32", batch_size: int = 32, arch: dict | None = None,
+def load(info=None, checkpoint: str | None = None, device: str | None = None,
+         precision: str | None = None, batch_size: int = 32, arch: dict | None = None,
          download: bool = True, workers: int = 2, **unused) -> "ImageBindSpace":
     """Build ImageBind and load its weights (see module doc for the resolution order).
 
@@ -74,14 +78,14 @@ class ImageBindSpace:
 
     family = "imagebind"
 
-    def __init__(self, checkpoint, name: str = "IB", device: str | None = "cpu",
-                 precision: str = "fp32", batch_size: int = 32, arch: dict | None = None,
+    def __init__(self, checkpoint, name: str = "IB", device: str | None = None,
+                 precision: str | None = None, batch_size: int = 32, arch: dict | None = None,
                  workers: int = 2):
         ib = compat.import_imagebind_model()
         self.name = name
         self.modalities = MODALITIES
         self.device = compat.torch_device(device)
-        self.precision = precision
+        self.precision = precision = compat.default_precision(precision, "fp32")
         self.dtype = compat.torch_dtype(precision)
         compat.check_precision(precision, self.device)
         self.batch_size = batch_size
@@ -172,3 +176,16 @@ class ImageBindSpace:
 def _reject_unknown(unused: dict) -> None:
     if unused:
         raise SpaceError(f"unknown option(s) for ImageBind: {', '.join(sorted(unused))}")
+
+
+def resolve_family(spec: str, ref: str):
+    """``imagebind:PATH`` → ImageBind-huge loaded from a local checkpoint file."""
+    from freebind.spaces.base import SpaceInfo
+
+    if not spec:
+        raise SpaceError(f"{ref}: give a checkpoint path, e.g. imagebind:/data/imagebind_huge.pth")
+    return SpaceInfo(name=ref, family="imagebind", modalities=MODALITIES, dim=1024,
+                     description=f"ImageBind-huge from {spec}",
+                     options=(("checkpoint", spec),),
+                     loader="freebind.spaces.imagebind:load",
+                     checker="freebind.spaces.imagebind:check")

@@ -70,7 +70,7 @@ def check(info=None) -> tuple[bool, str]:
 
 
 def load(info=None, checkpoint: str | None = None, trust_remote_code=None,
-         device: str | None = None, precision: str = "bf16", batch_size: int = 16,
+         device: str | None = None, precision: str | None = None, batch_size: int = 16,
          download: bool = True, workers: int = 2, **unused) -> "InternVLSpace":
     if unused:
         raise SpaceError(f"unknown option(s) for InternVL: {', '.join(sorted(unused))}")
@@ -112,7 +112,7 @@ class InternVLSpace:
     family = "internvl"
 
     def __init__(self, folder, name: str = "InternVL", device: str | None = None,
-                 precision: str = "bf16", batch_size: int = 16, workers: int = 2):
+                 precision: str | None = None, batch_size: int = 16, workers: int = 2):
         compat.torchvision_if_present()
         try:
             from transformers import AutoModel, AutoTokenizer, CLIPImageProcessor
@@ -123,7 +123,7 @@ class InternVLSpace:
         self.name = name
         self.modalities = ("image", "text")
         self.device = compat.torch_device(device)
-        self.precision = precision
+        self.precision = precision = compat.default_precision(precision, "bf16")
         self.dtype = compat.torch_dtype(precision)
         compat.check_precision(precision, self.device)
         self.batch_size = batch_size

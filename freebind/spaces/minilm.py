@@ -43,8 +43,8 @@ def check(info=None) -> tuple[bool, str]:
     return True, str(folder)
 
 
-def load(info=None, model_dir: str | None = None, device: str | None = "cpu",  # noqa: F811
-         precision: str = "fp32", batch_size: int = 64, max_seq_length: int | None = None,
+def load(info=None, model_dir: str | None = None, device: str | None = None,  # noqa: F811
+         precision: str | None = None, batch_size: int = 64, max_seq_length: int | None = None,
          workers: int = 2, **unused) -> "MiniLMSpace":
     if unused:
         raise SpaceError(f"unknown option(s) for minilm: {', '.join(sorted(unused))}")
@@ -62,8 +62,8 @@ def load(info=None, model_dir: str | None = None, device: str | None = "cpu",  #
 class MiniLMSpace:
     family = "minilm"
 
-    def __init__(self, folder, name: str = "minilm", device: str | None = "cpu",
-                 precision: str = "fp32", batch_size: int = 64,
+    def __init__(self, folder, name: str = "minilm", device: str | None = None,
+                 precision: str | None = None, batch_size: int = 64,
                  max_seq_length: int | None = None, workers: int = 2):
         compat.torchvision_if_present()  # transformers' model modules may import it
         try:
@@ -74,7 +74,7 @@ class MiniLMSpace:
         self.name = name
         self.modalities = ("text",)
         self.device = compat.torch_device(device)
-        self.precision = precision
+        self.precision = precision = compat.default_precision(precision, "fp32")
         self.dtype = compat.torch_dtype(precision)
         compat.check_precision(precision, self.device)
         self.batch_size = batch_size

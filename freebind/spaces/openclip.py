@@ -157,7 +157,7 @@ def weight_file(arch: str, tag: str, pretrained_cfg: dict) -> weights.WeightFile
 
 
 def load(info=None, arch: str | None = None, tag: str | None = None,
-         checkpoint: str | None = None, device: str | None = "cpu", precision: str = "fp32",
+         checkpoint: str | None = None, device: str | None = None, precision: str | None = None,
          batch_size: int = 64, download: bool = True, workers: int = 2,
          **unused) -> "OpenClipSpace":
     if unused:
@@ -195,14 +195,14 @@ class OpenClipSpace:
 
     def __init__(self, checkpoint, arch: str, tag: str | None = None,
                  pretrained_cfg: dict | None = None, name: str = "open_clip",
-                 device: str | None = "cpu", precision: str = "fp32", batch_size: int = 64,
+                 device: str | None = None, precision: str | None = None, batch_size: int = 64,
                  workers: int = 2):
         open_clip = compat.require("open_clip", "open_clip", "open_clip_torch")
         self.name = name
         self.modalities = ("image", "text")
         self.arch, self.tag = arch, tag
         self.device = compat.torch_device(device)
-        self.precision = precision
+        self.precision = precision = compat.default_precision(precision, "fp32")
         self.dtype = compat.torch_dtype(precision)
         compat.check_precision(precision, self.device)
         self.batch_size = batch_size

@@ -1,0 +1,44 @@
+"""``freebind download SPACE...``: fetch real spaces' weights ahead of time (online machines)."""
+
+from __future__ import annotations
+
+import typer
+
+from freebind_cli.common import console, print_json
+
+
+def download(
+    spaces: list[str] = typer.Argument(..., help="Spaces to prefetch: IB, CLAP_g, CLAP_m, "
+                                       "InternVL, CLIP-L14, open_clip:ARCH/TAG, clap:NAME."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Download weights (and tokenizer files) into FREEBIND_HOME; report where each is."""
+    from freebind.errors import FreebindError
+    from freebind.spaces.weights import prefetch
+
+    rows, failed = [], 0
+    for ref in spaces:
+        try:
+            files = prefetch(ref)
+            rows.append({"space": ref, "ok": True, "files": [str(f) for f in files]})
+        except FreebindError as exc:
+            failed += 1
+            rows.append({"space": ref, "ok": False, "error": str(exc)})
+    if as_json:
+        print_json(rows)
+    else:
+        from rich.table import Table
+
+        table = Table(title="weights")
+        for col in ("space", "status", "where"):
+            table.add_column(col, overflow="fold")
+        for r in rows:
+            table.add_row(r["space"], "ready" if r["ok"] else "failed",
+                          "\n".join(r["files"]) if r["ok"] else r["error"])
+        console().print(table)
+    if failed:
+        raise typer.Exit(code=1)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("download")(download)

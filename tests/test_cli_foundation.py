@@ -50,7 +50,7 @@ def test_spaces_lists_paper_spaces():
     result = runner.invoke(app, ["spaces", "--json"])
     assert result.exit_code == 0
     rows = {r["name"]: r for r in json.loads(result.stdout)}
-    assert rows["IB"]["dim"] == 1024 and "imu" in rows["IB"]["modalities"]
+    assert rows["IB"]["dim"] == 1024 and {"audio", "image", "text"} <= set(rows["IB"]["modalities"])
     assert rows["InternVL"]["modalities"] == ["image", "text"] and rows["InternVL"]["dim"] == 768
     assert rows["CLAP_g"]["dim"] == 512 and "CLAP" in rows["CLAP_g"]["aliases"]
     assert rows["CLAP_m"]["modalities"] == ["audio", "text"]

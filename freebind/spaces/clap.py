@@ -115,7 +115,7 @@ def load(info=None, checkpoint: str = "630k-audioset-fusion-best.pt", device: st
          precision: str | None = None, batch_size: int = 16, tokenizer: str | None = None,
          amodel: str | None = None, fusion: bool | None = None, fusion_type: str = "aff_2d",
          text_config: dict | None = None, htsat: dict | None = None, download: bool = True,
-         workers: int = 2, **unused) -> "ClapSpace":
+         workers: int | None = None, **unused) -> "ClapSpace":
     """Build LAION-CLAP and load ``checkpoint`` (name or path; see module doc).
 
     ``text_config`` overrides the RoBERTa configuration (tests build a small text tower)."""
@@ -244,7 +244,7 @@ class ClapSpace:
                  precision: str | None = None, batch_size: int = 16, tokenizer_dir=None,
                  amodel: str | None = None, fusion: bool | None = None,
                  fusion_type: str = "aff_2d", text_config: dict | None = None,
-                 htsat: dict | None = None, workers: int = 2):
+                 htsat: dict | None = None, workers: int | None = None):
         self.name = name
         self.modalities = ("audio", "text")
         self.device = compat.torch_device(device)
@@ -252,7 +252,7 @@ class ClapSpace:
         self.dtype = compat.torch_dtype(precision)
         compat.check_precision(precision, self.device)
         self.batch_size = batch_size
-        self.workers = workers
+        self.workers = compat.default_workers(workers)
         self.checkpoint = Path(checkpoint)
         state = weights.strip_prefix(weights.load_state_dict(self.checkpoint,
                                                              "LAION-CLAP weights"))
@@ -303,15 +303,22 @@ class ClapSpace:
         return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
 
     # --- audio --------------------------------------------------------------------------------
-    def audio_inputs(self, paths: Sequence) -> dict:
-        import torch
-
+    def audio_item(self, path) -> dict:
+        """One file's inputs (decoded at 48 kHz, quantised, 10 s policy, fusion mels)."""
         from freebind import media
         from freebind.spaces import audio_features as af
 
-        items = [af.clap_inputs(media.load_audio(p, self.audio_cfg["sample_rate"]),
-                                self.fusion, self.audio_cfg, self.max_len) for p in paths]
+        return af.clap_inputs(media.load_audio(path, self.audio_cfg["sample_rate"]),
+                              self.fusion, self.audio_cfg, self.max_len)
+
+    @staticmethod
+    def collate(items: list) -> dict:
+        import torch
+
         return {k: torch.stack([d[k] for d in items], dim=0) for k in items[0]}
+
+    def audio_inputs(self, paths: Sequence) -> dict:
+        return self.collate([self.audio_item(p) for p in paths])
 
     def prepare(self, modality: str, items: Sequence):
         if modality == "text":
@@ -342,9 +349,11 @@ class ClapSpace:
         if modality == "text":
             self.tokenizer()  # fail before any work when the tokenizer is unusable
         timings: dict = {}
+        per_item = self.audio_item if modality == "audio" else None
         out = compat.run_batched(items, lambda chunk: self.prepare(modality, chunk),
                                  lambda x: self.forward(modality, x),
-                                 batch_size or self.batch_size, self.workers, timings)
+                                 batch_size or self.batch_size, self.workers, timings,
+                                 per_item=per_item, collate=self.collate)
         self.last_timings = timings
         return out
 

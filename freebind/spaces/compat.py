@@ -110,6 +110,18 @@ def torch_dtype(precision: str):
     return getattr(torch, PRECISIONS[precision])
 
 
+def default_workers(workers: int | None) -> int:
+    """Decoding threads: ``workers``, else ``$FREEBIND_WORKERS``, else min(8, CPUs), ≥ 2."""
+    import os
+
+    if workers:
+        return int(workers)
+    env = os.environ.get("FREEBIND_WORKERS")
+    if env:
+        return max(1, int(env))
+    return max(2, min(8, os.cpu_count() or 2))
+
+
 def default_precision(precision: str | None, family_default: str) -> str:
     """``precision``, else ``$FREEBIND_PRECISION``, else the family's default."""
     import os
@@ -153,40 +165,56 @@ def check_modality(space, modality: str) -> None:
                          f"{', '.join(space.modalities)}")
 
 
-def run_batched(items, prepare, forward, batch_size: int, workers: int = 2, timings=None):
-    """Encode ``items`` in batches: ``prepare(batch_items) -> inputs`` runs in a background
-    thread one batch ahead of ``forward(inputs) -> Tensor[n, dim]`` (decoding overlaps the
-    encoder). Returns the rows concatenated in item order, float32 and L2-normalised.
+def run_batched(items, prepare, forward, batch_size: int, workers: int = 2, timings=None,
+                per_item=None, collate=None, lookahead: int = 2):
+    """Encode ``items`` in batches, decoding ahead of the encoder in background threads.
 
-    ``timings`` (a dict) receives ``prepare_s``/``forward_s``/``wait_s`` totals when given."""
+    Either ``prepare(batch_items) -> inputs`` (one call per batch: tokenisation), or
+    ``per_item(item) -> input`` with ``collate(list_of_inputs) -> inputs`` (files: each item
+    decoded by a pool of ``workers`` threads, ``lookahead`` batches ahead of the encoder, so
+    even the first batch is decoded in parallel). ``forward(inputs) -> Tensor[n, dim]`` runs
+    in the calling thread. Returns the rows in item order, float32 and L2-normalised.
+    ``timings`` (a dict) receives ``prepare_s`` (decoding time summed over threads),
+    ``forward_s`` and ``wait_s`` (time the encoder waited for data)."""
     import time
+    from collections import deque
     from concurrent.futures import ThreadPoolExecutor
 
     import torch
     from torch.nn import functional as F
 
-    chunks = list(batches(list(items), batch_size))
-    outs = []
+    items = list(items)
+    chunks = list(batches(items, batch_size))
     t = timings if timings is not None else {}
     for key in ("prepare_s", "forward_s", "wait_s"):
         t.setdefault(key, 0.0)
+    lock = __import__("threading").Lock()
 
-    def timed_prepare(chunk):
+    def timed(fn, arg):
         start = time.perf_counter()
-        out = prepare(chunk)
-        t["prepare_s"] += time.perf_counter() - start
+        out = fn(arg)
+        with lock:
+            t["prepare_s"] += time.perf_counter() - start
         return out
 
     if not chunks:
         return None
+    outs = []
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        pending = pool.submit(timed_prepare, chunks[0])
+        def submit(chunk):
+            if per_item is not None:
+                return [pool.submit(timed, per_item, x) for x in chunk]
+            return [pool.submit(timed, prepare, chunk)]
+
+        pending = deque(submit(c) for c in chunks[:lookahead])
         for i in range(len(chunks)):
             start = time.perf_counter()
-            inputs = pending.result()
+            futures = pending.popleft()
+            results = [f.result() for f in futures]
             t["wait_s"] += time.perf_counter() - start
-            if i + 1 < len(chunks):
-                pending = pool.submit(timed_prepare, chunks[i + 1])
+            if i + lookahead < len(chunks):
+                pending.append(submit(chunks[i + lookahead]))
+            inputs = collate(results) if per_item is not None else results[0]
             start = time.perf_counter()
             with torch.inference_mode():
                 out = forward(inputs)

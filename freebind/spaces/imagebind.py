@@ -62,7 +62,7 @@ def check(info=None) -> tuple[bool, str]:
 
 def load(info=None, checkpoint: str | None = None, device: str | None = None,
          precision: str | None = None, batch_size: int = 32, arch: dict | None = None,
-         download: bool = True, workers: int = 2, **unused) -> "ImageBindSpace":
+         download: bool = True, workers: int | None = None, **unused) -> "ImageBindSpace":
     """Build ImageBind and load its weights (see module doc for the resolution order).
 
     ``arch`` overrides ImageBindModel's arguments (tests build a tiny ImageBind with it)."""
@@ -80,7 +80,7 @@ class ImageBindSpace:
 
     def __init__(self, checkpoint, name: str = "IB", device: str | None = None,
                  precision: str | None = None, batch_size: int = 32, arch: dict | None = None,
-                 workers: int = 2):
+                 workers: int | None = None):
         ib = compat.import_imagebind_model()
         self.name = name
         self.modalities = MODALITIES
@@ -89,7 +89,7 @@ class ImageBindSpace:
         self.dtype = compat.torch_dtype(precision)
         compat.check_precision(precision, self.device)
         self.batch_size = batch_size
-        self.workers = workers
+        self.workers = compat.default_workers(workers)
         self.arch = dict(HUGE if arch is None else arch)
         self.checkpoint = Path(checkpoint)
         self.model = ib.ImageBindModel(**self.arch)
@@ -130,21 +130,27 @@ class ImageBindSpace:
             ])
         return self._image_tf
 
-    def prepare(self, modality: str, items: Sequence) -> "torch.Tensor":  # noqa: F821
-        import torch
-
+    def prepare_item(self, modality: str, item):
+        """One file's model input (decoded, resampled, transformed)."""
         from freebind import media
         from freebind.spaces import audio_features as af
+
+        if modality == "image":
+            return self.image_transform()(media.load_image(item))
+        if modality == "audio":
+            return af.imagebind_audio(media.load_audio(item, af.IB_RATE))
+        raise SpaceError(f"space {self.name} does not encode {modality!r} files")
+
+    def prepare(self, modality: str, items: Sequence) -> "torch.Tensor":  # noqa: F821
+        """A batch's model input: token ids ``[N, 77]``, images ``[N, 3, 224, 224]``, or
+        audio ``[N, 3, 1, 128, 204]``."""
+        import torch
 
         if modality == "text":
             tokens = self.tokenizer()([str(t) for t in items])
             return tokens.reshape(len(items), -1)
-        if modality == "image":
-            tf = self.image_transform()
-            return torch.stack([tf(media.load_image(p)) for p in items])
-        if modality == "audio":
-            return torch.stack([af.imagebind_audio(media.load_audio(p, af.IB_RATE))
-                                for p in items])
+        if modality in ("image", "audio"):
+            return torch.stack([self.prepare_item(modality, p) for p in items])
         raise SpaceError(f"space {self.name} does not encode {modality!r}")
 
     def forward(self, modality: str, inputs):
@@ -162,9 +168,13 @@ class ImageBindSpace:
         if not items:
             return torch.zeros(0, self.dim)
         timings: dict = {}
+        import torch
+
+        per_item = None if modality == "text" else (lambda x: self.prepare_item(modality, x))
         out = compat.run_batched(items, lambda chunk: self.prepare(modality, chunk),
                                  lambda x: self.forward(modality, x),
-                                 batch_size or self.batch_size, self.workers, timings)
+                                 batch_size or self.batch_size, self.workers, timings,
+                                 per_item=per_item, collate=torch.stack)
         self.last_timings = timings
         return out
 

@@ -71,7 +71,7 @@ def check(info=None) -> tuple[bool, str]:
 
 def load(info=None, checkpoint: str | None = None, trust_remote_code=None,
          device: str | None = None, precision: str | None = None, batch_size: int = 16,
-         download: bool = True, workers: int = 2, **unused) -> "InternVLSpace":
+         download: bool = True, workers: int | None = None, **unused) -> "InternVLSpace":
     if unused:
         raise SpaceError(f"unknown option(s) for InternVL: {', '.join(sorted(unused))}")
     if not remote_code_allowed(trust_remote_code):
@@ -112,7 +112,7 @@ class InternVLSpace:
     family = "internvl"
 
     def __init__(self, folder, name: str = "InternVL", device: str | None = None,
-                 precision: str | None = None, batch_size: int = 16, workers: int = 2):
+                 precision: str | None = None, batch_size: int = 16, workers: int | None = None):
         compat.torchvision_if_present()
         try:
             from transformers import AutoModel, AutoTokenizer, CLIPImageProcessor
@@ -127,7 +127,7 @@ class InternVLSpace:
         self.dtype = compat.torch_dtype(precision)
         compat.check_precision(precision, self.device)
         self.batch_size = batch_size
-        self.workers = workers
+        self.workers = compat.default_workers(workers)
         try:
             self.model = AutoModel.from_pretrained(
                 str(self.folder), torch_dtype=self.dtype, low_cpu_mem_usage=True,
@@ -178,8 +178,14 @@ class InternVLSpace:
         if not items:
             return torch.zeros(0, self.dim)
         timings: dict = {}
+        from freebind import media
+
+        per_item = None if modality == "text" else (
+            lambda p: self.processor(images=[media.load_image(p)],
+                                     return_tensors="pt").pixel_values[0])
         out = compat.run_batched(items, lambda chunk: self.prepare(modality, chunk),
                                  lambda x: self.forward(modality, x),
-                                 batch_size or self.batch_size, self.workers, timings)
+                                 batch_size or self.batch_size, self.workers, timings,
+                                 per_item=per_item, collate=torch.stack)
         self.last_timings = timings
         return out

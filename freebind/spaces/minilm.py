@@ -45,7 +45,7 @@ def check(info=None) -> tuple[bool, str]:
 
 def load(info=None, model_dir: str | None = None, device: str | None = None,  # noqa: F811
          precision: str | None = None, batch_size: int = 64, max_seq_length: int | None = None,
-         workers: int = 2, **unused) -> "MiniLMSpace":
+         workers: int | None = None, **unused) -> "MiniLMSpace":
     if unused:
         raise SpaceError(f"unknown option(s) for minilm: {', '.join(sorted(unused))}")
     folder = Path(model_dir) if model_dir else globals()["model_dir"]()
@@ -64,7 +64,7 @@ class MiniLMSpace:
 
     def __init__(self, folder, name: str = "minilm", device: str | None = None,
                  precision: str | None = None, batch_size: int = 64,
-                 max_seq_length: int | None = None, workers: int = 2):
+                 max_seq_length: int | None = None, workers: int | None = None):
         compat.torchvision_if_present()  # transformers' model modules may import it
         try:
             from transformers import AutoModel, AutoTokenizer
@@ -78,7 +78,7 @@ class MiniLMSpace:
         self.dtype = compat.torch_dtype(precision)
         compat.check_precision(precision, self.device)
         self.batch_size = batch_size
-        self.workers = workers
+        self.workers = compat.default_workers(workers)
         st_cfg = self.folder / "sentence_bert_config.json"
         cfg = json.loads(st_cfg.read_text()) if st_cfg.exists() else {}
         self.max_seq_length = int(max_seq_length or cfg.get("max_seq_length", 256))

@@ -158,7 +158,7 @@ def weight_file(arch: str, tag: str, pretrained_cfg: dict) -> weights.WeightFile
 
 def load(info=None, arch: str | None = None, tag: str | None = None,
          checkpoint: str | None = None, device: str | None = None, precision: str | None = None,
-         batch_size: int = 64, download: bool = True, workers: int = 2,
+         batch_size: int = 64, download: bool = True, workers: int | None = None,
          **unused) -> "OpenClipSpace":
     if unused:
         raise SpaceError(f"unknown option(s) for open_clip: {', '.join(sorted(unused))}")
@@ -196,7 +196,7 @@ class OpenClipSpace:
     def __init__(self, checkpoint, arch: str, tag: str | None = None,
                  pretrained_cfg: dict | None = None, name: str = "open_clip",
                  device: str | None = None, precision: str | None = None, batch_size: int = 64,
-                 workers: int = 2):
+                 workers: int | None = None):
         open_clip = compat.require("open_clip", "open_clip", "open_clip_torch")
         self.name = name
         self.modalities = ("image", "text")
@@ -206,7 +206,7 @@ class OpenClipSpace:
         self.dtype = compat.torch_dtype(precision)
         compat.check_precision(precision, self.device)
         self.batch_size = batch_size
-        self.workers = workers
+        self.workers = compat.default_workers(workers)
         self.checkpoint = Path(checkpoint)
         pcfg = dict(pretrained_cfg or {})
         force = {k: pcfg[k] for k in ("mean", "std", "interpolation", "resize_mode")
@@ -288,9 +288,16 @@ class OpenClipSpace:
         if modality == "text":
             self.tokenizer()
         timings: dict = {}
+        import torch
+
+        from freebind import media
+
+        per_item = None if modality == "text" else (
+            lambda p: self.transform(media.load_image(p)))
         out = compat.run_batched(items, lambda chunk: self.prepare(modality, chunk),
                                  lambda x: self.forward(modality, x),
-                                 batch_size or self.batch_size, self.workers, timings)
+                                 batch_size or self.batch_size, self.workers, timings,
+                                 per_item=per_item, collate=torch.stack)
         self.last_timings = timings
         return out
 

@@ -71,6 +71,14 @@ def test_tune_end_to_end(home):
     assert recs["audiocaps"]["metrics"]["t2a_R@1"] == res["versatile"]["metrics"][tasks[0]]
     assert recs["esc50"]["metrics"]["acc1"] == res["versatile"]["metrics"][tasks[2]]
     assert expert.calls == calls
+    # `freebind embed` accepts the tuned preset too
+    r3 = run("embed", bundle, home / "sets" / "audiocaps" / "audio", "-o", home / "emb",
+             "--preset", "tuned-audiocaps-t2a", "--metadata-format", "jsonl", "-q")
+    assert r3.exit_code == 0, r3.output
+    got = np.load(sorted((home / "emb").rglob("audio_emb_*.npy"))[0])
+    items = sorted(str(p) for p in (home / "sets" / "audiocaps" / "audio").glob("*.wav"))
+    want = freebind.load(bundle, preset="tuned-audiocaps-t2a").encode("audio", items).numpy()
+    assert got.shape == want.shape and np.allclose(np.sort(got, 0), np.sort(want, 0), atol=1e-5)
 
 
 def test_tune_table_output_and_errors(home):

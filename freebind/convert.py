@@ -72,8 +72,8 @@ class ConvertError(FreebindError):
 
 def variant(name: str) -> Variant:
     key = name.strip().lower().replace("-", "_")
-    key = {"ib++": "imagebind++", "imagebind_pp": "imagebind++", "internvl_ib_pp": "internvl_ib++"
-           }.get(key, key)
+    key = {"ib++": "imagebind++", "imagebind_pp": "imagebind++",
+           "internvl_ib_pp": "internvl_ib++"}.get(key, key)
     if key not in VARIANTS:
         raise UsageError(f"unknown variant {name!r}; choose one of {', '.join(VARIANTS)}")
     return VARIANTS[key]

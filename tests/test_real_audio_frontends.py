@@ -84,7 +84,8 @@ def test_clap_long_clip_centre_crop_and_fusion_are_deterministic():
     assert a["mel_fusion"].shape == (4, 1001, 64)
     assert torch.equal(a["mel_fusion"], b["mel_fusion"])
     start = (wave.shape[0] - 480000) // 2
-    np.testing.assert_array_equal(a["waveform"].numpy(), af.quantise_int16(wave)[start:start + 480000])
+    np.testing.assert_array_equal(a["waveform"].numpy(),
+                                  af.quantise_int16(wave)[start:start + 480000])
     # the three chunks come from the middle of the front/middle/back thirds of the starts
     mel = af.htk_mel_db(torch.from_numpy(af.quantise_int16(wave)))
     total = mel.shape[0]

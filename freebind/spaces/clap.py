@@ -278,7 +278,8 @@ class ClapSpace:
         self.text_vocab = int(self.model.text_branch.embeddings.word_embeddings.weight.shape[0])
         digest = weights.file_digest(self.checkpoint)
         self.fingerprint = hashlib.sha256(json.dumps(
-            ["clap", self.amodel, self.fusion, fusion_type, htsat, digest, PREPROCESS_VERSION],
+            ["clap", self.amodel, self.fusion, fusion_type, htsat, digest, PREPROCESS_VERSION,
+             self.precision],
             sort_keys=True).encode()).hexdigest()[:16]
         self.last_timings: dict = {}
 

@@ -102,7 +102,7 @@ class ImageBindSpace:
         self._image_tf = None
         digest = weights.file_digest(self.checkpoint)
         self.fingerprint = hashlib.sha256(json.dumps(
-            ["imagebind", self.arch, digest, PREPROCESS_VERSION], sort_keys=True
+            ["imagebind", self.arch, digest, PREPROCESS_VERSION, self.precision], sort_keys=True
         ).encode()).hexdigest()[:16]
         self.last_timings: dict = {}
 
@@ -141,7 +141,7 @@ class ImageBindSpace:
             return af.imagebind_audio(media.load_audio(item, af.IB_RATE))
         raise SpaceError(f"space {self.name} does not encode {modality!r} files")
 
-    def prepare(self, modality: str, items: Sequence) -> "torch.Tensor":  # noqa: F821
+    def prepare(self, modality: str, items: Sequence):
         """A batch's model input: token ids ``[N, 77]``, images ``[N, 3, 224, 224]``, or
         audio ``[N, 3, 1, 128, 204]``."""
         import torch

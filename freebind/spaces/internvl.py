@@ -151,7 +151,7 @@ class InternVLSpace:
         if shards:
             digest += weights.file_digest(shards[0])
         self.fingerprint = hashlib.sha256(json.dumps(
-            ["internvl-c", digest, PREPROCESS_VERSION]).encode()).hexdigest()[:16]
+            ["internvl-c", digest, PREPROCESS_VERSION, self.precision]).encode()).hexdigest()[:16]
         self.last_timings: dict = {}
 
     def prepare(self, modality: str, items: Sequence):

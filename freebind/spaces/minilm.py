@@ -95,7 +95,8 @@ class MiniLMSpace:
             or next(iter(sorted(self.folder.glob("*.bin"))), None)
         digest = weights.file_digest(weight) if weight else "none"
         self.fingerprint = hashlib.sha256(json.dumps(
-            ["minilm", digest, self.max_seq_length, "mean-pool-1"]).encode()).hexdigest()[:16]
+            ["minilm", digest, self.max_seq_length, "mean-pool-1", self.precision]
+        ).encode()).hexdigest()[:16]
         self.last_timings: dict = {}
 
     def prepare(self, modality: str, items: Sequence):

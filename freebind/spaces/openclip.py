@@ -38,7 +38,8 @@ ALIASES = {
 def split_spec(spec: str) -> tuple[str, str | None]:
     arch, _, tag = spec.partition("/")
     if not arch:
-        raise SpaceError(f"open_clip:{spec}: give ARCH/TAG, e.g. open_clip:ViT-B-32/laion2b_s34b_b79k")
+        raise SpaceError(f"open_clip:{spec}: give ARCH/TAG, e.g. "
+                         "open_clip:ViT-B-32/laion2b_s34b_b79k")
     return arch, (tag or None)
 
 
@@ -240,7 +241,8 @@ class OpenClipSpace:
         self.dim = int(_embed_dim(model))
         digest = weights.file_digest(self.checkpoint)
         self.fingerprint = hashlib.sha256(json.dumps(
-            ["open_clip", arch, tag, digest, self.preprocess_cfg, PREPROCESS_VERSION],
+            ["open_clip", arch, tag, digest, self.preprocess_cfg, PREPROCESS_VERSION,
+             self.precision],
             sort_keys=True, default=str).encode()).hexdigest()[:16]
         self.last_timings: dict = {}
 

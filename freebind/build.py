@@ -31,6 +31,10 @@ POOL_MODALITIES = ("audio", "image", "text")
 #: Items per modality of the default mini pools (the quick start).
 MINI_POOL_SIZE = 2000
 MINI_POOL_SEED = 0
+#: Training defaults when every space is a mini space: the quick start must finish in
+#: minutes on a laptop CPU. They sit under ``hyper=`` (and ``--hyper``) and under bond
+#: options written in the expression.
+MINI_BUILD_HYPER = {"hidden": 256, "epochs": 10, "batch": 256, "patience": 3}
 
 
 class PoolError(UsageError):
@@ -226,8 +230,12 @@ def build(expression, audio=None, image=None, text=None, pools=None, output=None
     overrides = dict(hyper or {})
     if seed is not None:
         overrides["seed"] = int(seed)
-    plan = algebra.plan(expression, hyper=overrides) if isinstance(expression, str) \
-        else expression
+    if isinstance(expression, str):
+        plan = algebra.plan(expression, hyper=overrides)
+        if all(s["family"] == "mini" for s in plan.spaces.values()):
+            plan = algebra.plan(expression, hyper={**MINI_BUILD_HYPER, **overrides})
+    else:
+        plan = expression
     families = [s["family"] for s in plan.spaces.values()]
     store = EmbeddingStore(cache_dir)
 
@@ -333,3 +341,19 @@ def build(expression, audio=None, image=None, text=None, pools=None, output=None
     report.seconds["total"] = round(time.perf_counter() - t_start, 2)
     fused.build_report = report
     return fused
+
+
+# ``freebind.build`` names both this module and its main function: once the module is
+# imported, Python binds the package attribute ``freebind.build`` to the module, which would
+# shadow the lazily exported function. Making the module callable keeps
+# ``freebind.build(expr, ...)`` working either way.
+import sys as _sys  # noqa: E402
+import types as _types  # noqa: E402
+
+
+class _CallableModule(_types.ModuleType):
+    def __call__(self, *args, **kwargs):
+        return build(*args, **kwargs)
+
+
+_sys.modules[__name__].__class__ = _CallableModule

@@ -137,3 +137,12 @@ def test_unreadable_pool_items_are_skipped_and_reported(world, tmp_path):
     assert rep.pools["audio"] == 61
     assert [s["path"].endswith("broken.wav") for s in rep.skipped] == [True]
     assert fused.metadata["data"]["audio"]["items"] == 60
+
+
+def test_freebind_build_is_callable_after_the_module_is_imported(world, tmp_path):
+    import freebind.build as module  # binds the package attribute to the module
+
+    assert callable(freebind.build)
+    fused = freebind.build("test:base + c(test:at)", pools=world[1], save=False,
+                           cache_dir=tmp_path, hyper=FAST, progress=False)
+    assert fused.build_report.output is None and module.Pools

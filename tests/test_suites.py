@@ -348,3 +348,18 @@ def test_drop_failed_items_are_reported(tmp_path):
 def test_unknown_option_is_rejected(tmp_path):
     with pytest.raises(SuiteError, match="unknown option"):
         load_suite("clotho", tmp_path, folds="1")
+
+
+def test_the_mini_world_evaluation_sets_load_unchanged(tmp_path):
+    """`freebind mini evalsets` writes the real layouts: every loader reads them as they are."""
+    from freebind.mini import CLASSES, write_evalsets
+
+    index = write_evalsets(tmp_path, seed=0, items=len(CLASSES))
+    assert set(index["suites"]) <= set(names())
+    for name, spec in index["suites"].items():
+        es = load_suite(name, tmp_path / spec["path"])
+        assert es.missing == [], name
+        main = es.tasks[0]
+        assert len(main.items) == spec["items"], name
+        if main.kind == "retrieval" and main.caption_modality == "text":
+            assert len(main.captions) == 5 * spec["items"], name

@@ -1,0 +1,56 @@
+"""The mini quick start: default mini pools generated when every space is a mini space.
+
+Needs the shipped mini weights (freebind/mini/weights); skipped, with the reason, where they
+are absent."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from freebind import spaces
+
+MINI_OK = all(spaces.info(n).check()[0] for n in ("mini:bind", "mini:vl", "mini:clap"))
+needs_mini = pytest.mark.skipif(not MINI_OK, reason="mini weights not present "
+                                                    "(scripts/train_mini.py)")
+
+
+@needs_mini
+def test_default_mini_pools_are_generated_once_and_reused(tmp_path):
+    import freebind
+
+    kw = dict(cache_dir=tmp_path / "cache", mini_pool_size=60, progress=False,
+              hyper={"epochs": 1, "hidden": 32, "batch": 32})
+    first = freebind.build("mini:bind + c(mini:clap)", output=tmp_path / "a.safetensors", **kw)
+    rep = first.build_report
+    assert rep.pools == {"audio": 60, "image": 60, "text": 60}
+    pools_file = Path(rep.pool_origin["audio"]).parent / "pools.json"
+    assert json.loads(pools_file.read_text())["counts"] == {"audio": 60, "image": 60,
+                                                            "text": 60}
+    second = freebind.build("mini:bind + d(mini:vl)", output=tmp_path / "b.safetensors", **kw)
+    assert second.build_report.pool_origin == rep.pool_origin
+    # mini:bind's pool embeddings come from the cache; only mini:vl is new
+    assert second.build_report.encoded == 120
+    loaded = freebind.load(tmp_path / "b.safetensors")
+    assert loaded.encode("text", ["a dog barks"]).shape == (1, 48)
+
+
+@needs_mini
+@pytest.mark.slow
+def test_quick_start_command_under_three_minutes(tmp_path):
+    env = {**os.environ, "FREEBIND_HOME": str(tmp_path / "home")}
+    t = time.perf_counter()
+    r = subprocess.run([sys.executable, "-m", "freebind_cli.main", "build",
+                        "mini:bind + d(mini:vl) + c(mini:clap)", "-q"], cwd=tmp_path, env=env,
+                       capture_output=True, text=True)
+    seconds = time.perf_counter() - t
+    assert r.returncode == 0, r.stderr
+    bundle = tmp_path / "mini-bind-d-mini-vl-c-mini-clap.safetensors"
+    assert bundle.is_file() and "bundle written" in r.stdout
+    assert seconds < 180, seconds

@@ -175,7 +175,8 @@ def run_batched(items, prepare, forward, batch_size: int, workers: int = 2, timi
     even the first batch is decoded in parallel). ``forward(inputs) -> Tensor[n, dim]`` runs
     in the calling thread. Returns the rows in item order, float32 and L2-normalised.
     ``timings`` (a dict) receives ``prepare_s`` (decoding time summed over threads),
-    ``forward_s`` and ``wait_s`` (time the encoder waited for data)."""
+    ``forward_s``, ``wait_s`` (time the encoder waited for data) and ``first_wait_s`` (the
+    part of it spent on the first batch, which nothing can overlap)."""
     import time
     from collections import deque
     from concurrent.futures import ThreadPoolExecutor
@@ -211,7 +212,10 @@ def run_batched(items, prepare, forward, batch_size: int, workers: int = 2, timi
             start = time.perf_counter()
             futures = pending.popleft()
             results = [f.result() for f in futures]
-            t["wait_s"] += time.perf_counter() - start
+            waited = time.perf_counter() - start
+            t["wait_s"] += waited
+            if i == 0:
+                t["first_wait_s"] = waited
             if i + lookahead < len(chunks):
                 pending.append(submit(chunks[i + lookahead]))
             inputs = collate(results) if per_item is not None else results[0]

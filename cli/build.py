@@ -96,7 +96,7 @@ def render(report, out) -> None:
     for j in report.jobs:
         table.add_row(j.id, f"{j.bond} {j.kind}", f"{j.source} → {j.target}",
                       str(len(j.modes)), str(j.tuples), str(j.epochs), f"{j.val_loss:.4f}",
-                      f"{j.seconds:.1f}")
+                      f"{j.seconds:.1f}" + (" (reused)" if j.cached else ""))
     out.print(table)
     out.print(f"total {report.seconds.get('total', 0):.1f} s "
               f"(embedding {report.seconds.get('embed', 0):.1f} s)")

@@ -154,6 +154,7 @@ class JobReport:
     val_loss: float
     seconds: float
     routes: dict[str, str] = field(default_factory=dict)
+    cached: bool = False
 
 
 @dataclass
@@ -195,6 +196,61 @@ def _sub_embeddings(plan, text: str, projectors, leaf: Mapping) -> dict:
     if node["op"] == "space":
         return dict(leaf[node["ref"]])
     return fuse(node, projectors, leaf)
+
+
+def _job_key(job, hyper: Mapping, source: Mapping, target: Mapping) -> str:
+    """Identity of a training job: its spec, hyper-parameters and the exact embeddings it
+    trains on (which carry every earlier job's weights). Training is deterministic, so a
+    job with the same key gives the same weights: a rebuild (or a build resumed after a
+    kill) reuses finished jobs."""
+    import torch
+
+    h = hashlib.sha256()
+    spec = {"kind": job.kind, "source": job.source, "target": job.target,
+            "modalities": list(job.modalities), "data_modes": list(job.data_modes),
+            "hyper": {k: hyper[k] for k in sorted(hyper) if k != "threads"},
+            "format": 1}
+    h.update(json.dumps(spec, sort_keys=True, default=str).encode())
+    for side in (source, target):
+        for m in sorted(side):
+            arr = side[m]
+            arr = arr.detach().cpu().numpy() if isinstance(arr, torch.Tensor) else arr
+            arr = np.ascontiguousarray(arr, dtype=np.float32)
+            h.update(f"{m}:{arr.shape}".encode())
+            h.update(arr.tobytes())
+    return h.hexdigest()[:32]
+
+
+def _job_path(root: Path, key: str) -> Path:
+    return Path(root) / "jobs" / f"{key}.safetensors"
+
+
+def _save_job(root: Path, key: str, group, summary: dict) -> None:
+    from freebind import bundle as bundle_io
+
+    try:
+        bundle_io.save(_job_path(root, key), group.tensors("group"),
+                       {"kind": "freebind-job", "summary": summary})
+    except OSError:  # a read-only cache only loses the reuse
+        pass
+
+
+def _load_job(root: Path, key: str):
+    from freebind import bundle as bundle_io
+    from freebind.errors import BundleError
+    from freebind.projector import ProjectorGroup
+
+    path = _job_path(root, key)
+    if not path.is_file():
+        return None
+    try:
+        import torch
+
+        arrays, meta = bundle_io.load(path)
+        tensors = {k: torch.from_numpy(v.copy()) for k, v in arrays.items()}
+        return ProjectorGroup.from_tensors(tensors, "group"), meta["summary"]
+    except (BundleError, KeyError, OSError, ValueError):
+        return None
 
 
 def _pool_fingerprint(store, modality: str, items: Sequence) -> str:
@@ -306,22 +362,34 @@ def build(expression, audio=None, image=None, text=None, pools=None, output=None
             job.data_modes = modes_of(mods)
         h = {**defaults_for(families), **job.hyper}
         expert, base = (job.source, job.target) if job.kind == "c" else (job.target, job.source)
-        tuples = build_tuples({job.source: source, job.target: target}, expert=expert,
-                              base=base, modalities=mods, topk=int(h["topk"]),
-                              tau=float(h["tau"]), seed=int(h["seed"]),
-                              max_queries=h.get("max_queries"), progress=progress,
-                              desc=f"{job.id} pseudo tuples")
-        result = train_group(tuples, source, target, job.data_modes, h, progress=progress,
-                             desc=f"{job.id} train {job.kind}({job.source if job.kind == 'c' else job.target})")
-        projectors[job.id] = result.group
-        training[job.id] = {**result.summary(), "hyper": h, "routes": tuples.routes()}
+        key = _job_key(job, h, source, target)
+        cached = _load_job(store.root, key)
+        if cached is not None:
+            group, summary = cached
+            n_tuples, routes = summary["tuples"], summary["routes"]
+        else:
+            tuples = build_tuples({job.source: source, job.target: target}, expert=expert,
+                                  base=base, modalities=mods, topk=int(h["topk"]),
+                                  tau=float(h["tau"]), seed=int(h["seed"]),
+                                  max_queries=h.get("max_queries"), progress=progress,
+                                  desc=f"{job.id} pseudo tuples")
+            expert_name = job.source if job.kind == "c" else job.target
+            result = train_group(tuples, source, target, job.data_modes, h,
+                                 progress=progress,
+                                 desc=f"{job.id} train {job.kind}({expert_name})")
+            group, n_tuples, routes = result.group, len(tuples), tuples.routes()
+            summary = {**result.summary(), "hyper": h, "routes": routes}
+            _save_job(store.root, key, group, summary)
+        projectors[job.id] = group
+        training[job.id] = summary
         seconds = time.perf_counter() - t_job
         report.jobs.append(JobReport(job.id, job.bond, job.kind, job.source, job.target,
-                                     list(job.data_modes), len(tuples), result.epochs,
-                                     round(result.final_val_loss, 4), round(seconds, 2),
-                                     tuples.routes()))
-        say(f"{job.id}: {len(tuples)} tuples, {result.epochs} epochs, "
-            f"val loss {result.final_val_loss:.4f}, {seconds:.1f} s")
+                                     list(job.data_modes), n_tuples, summary["epochs"],
+                                     round(summary["final_val_loss"], 4), round(seconds, 2),
+                                     routes, cached=cached is not None))
+        say(f"{job.id}: {n_tuples} tuples, {summary['epochs']} epochs, "
+            f"val loss {summary['final_val_loss']:.4f}, {seconds:.1f} s"
+            + (" (trained before: reused)" if cached is not None else ""))
 
     # 4. the bundle (deterministic content: no times, no absolute paths)
     space_meta = {}

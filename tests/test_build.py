@@ -72,18 +72,38 @@ def test_build_sequential_bonds_saves_a_loadable_bundle(world, tmp_path):
 
 def test_same_seed_identical_bundle_and_nothing_reencoded(world, tmp_path):
     paths, root = world
-    cache = tmp_path / "cache"
-    kw = dict(audio=paths["audio"], text=paths["text"], cache_dir=cache, hyper=FAST,
-              progress=False)
-    a = build("test:base + c(test:at)", output=tmp_path / "a.safetensors", seed=3, **kw)
-    b = build("test:base + c(test:at)", output=tmp_path / "b.safetensors", seed=3, **kw)
-    c = build("test:base + c(test:at)", output=tmp_path / "c.safetensors", seed=4, **kw)
-    assert a.build_report.encoded == 4 * N
-    assert b.build_report.encoded == 0 and b.build_report.reused == 4 * N
+    kw = dict(audio=paths["audio"], text=paths["text"], hyper=FAST, progress=False)
+    expr = "test:base + c(test:at)"
+    # two independent caches: training itself is deterministic
+    a = build(expr, output=tmp_path / "a.safetensors", seed=3, cache_dir=tmp_path / "c1", **kw)
+    b = build(expr, output=tmp_path / "b.safetensors", seed=3, cache_dir=tmp_path / "c2", **kw)
+    c = build(expr, output=tmp_path / "c.safetensors", seed=4, cache_dir=tmp_path / "c1", **kw)
+    assert a.build_report.encoded == 4 * N and not a.build_report.jobs[0].cached
+    assert not b.build_report.jobs[0].cached
     assert (tmp_path / "a.safetensors").read_bytes() == (tmp_path / "b.safetensors").read_bytes()
     assert (tmp_path / "a.safetensors").read_bytes() != (tmp_path / "c.safetensors").read_bytes()
+    # a rebuild over the same cache re-encodes nothing and reuses the trained job
+    d = build(expr, output=tmp_path / "d.safetensors", seed=3, cache_dir=tmp_path / "c1", **kw)
+    assert d.build_report.encoded == 0 and d.build_report.reused == 4 * N
+    assert d.build_report.jobs[0].cached and not c.build_report.jobs[0].cached
+    assert (tmp_path / "d.safetensors").read_bytes() == (tmp_path / "a.safetensors").read_bytes()
     # no image pool: the group has the modes of audio and text only
     assert a.build_report.jobs[0].modes == ["mix", "A", "T"]
+
+
+def test_sequential_rebuild_retrains_only_jobs_whose_inputs_changed(world, tmp_path):
+    paths, root = world
+    kw = dict(pools=root, hyper=FAST, progress=False, cache_dir=tmp_path / "c")
+    first = build("test:base + d(test:vl) + c(test:at)", output=tmp_path / "a.safetensors",
+                  **kw)
+    assert [j.cached for j in first.build_report.jobs] == [False, False]
+    # same first bond, other option on the second: j1 reused, j2 trained
+    second = build("test:base + d(test:vl) + c(test:at, temp=0.1)",
+                   output=tmp_path / "b.safetensors", **kw)
+    assert [j.cached for j in second.build_report.jobs] == [True, False]
+    t1 = first.projectors["j1"].tensors("j1")
+    t2 = second.projectors["j1"].tensors("j1")
+    assert all(torch.equal(t1[k], t2[k]) for k in t1)
 
 
 def test_combination_improves_audio_text_alignment(world, tmp_path):

@@ -154,7 +154,7 @@ def collect(paths: list[Path], texts: Optional[Path]) -> dict[str, list[tuple[st
 def embed_files(target: str, paths: list[Path], output: Path, texts: Optional[Path] = None,
                 factors=(), preset: Optional[str] = None, fp16: bool = False,
                 partition_size: int = 100_000, batch_size: int = 64, cache_dir=None,
-                fmt: str = "parquet", progress: bool = True) -> dict:
+                fmt: str = "parquet", progress: bool = True, shard_size: int = 2048) -> dict:
     """Embed ``paths`` (and ``texts``) with ``target``; write partitions under ``output``.
     Returns the run report (partitions written or reused, files skipped with reasons)."""
     import numpy as np
@@ -168,7 +168,7 @@ def embed_files(target: str, paths: list[Path], output: Path, texts: Optional[Pa
     if not items:
         raise UsageError("nothing to embed: no audio, image or text files found "
                          "(by extension), and no --texts")
-    store = EmbeddingStore(cache_dir)
+    store = EmbeddingStore(cache_dir, shard_size=shard_size)
     tgt = Target(target, store, factors, preset)
     skipped: list[dict] = []
     plan = []
@@ -269,6 +269,9 @@ def embed(
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir",
                                              help="Embedding cache (default "
                                                   "$FREEBIND_HOME/cache)."),
+    shard_size: int = typer.Option(2048, "--shard-size",
+                                   help="Items per cache shard: the most a killed run "
+                                        "recomputes."),
     metadata_format: str = typer.Option("parquet", "--metadata-format",
                                         help="parquet or jsonl."),
     strict: bool = typer.Option(False, "--strict", help="Exit 1 if any file was skipped."),
@@ -293,7 +296,7 @@ def embed(
     report = embed_files(target, list(paths or []), output, texts=texts, factors=factor,
                          preset=preset, fp16=fp16, partition_size=partition_size,
                          batch_size=batch_size, cache_dir=cache_dir, fmt=fmt,
-                         progress=not (quiet or as_json))
+                         progress=not (quiet or as_json), shard_size=shard_size)
     if as_json:
         print_json(report)
     else:

@@ -49,9 +49,18 @@ class WorldSpace:
         return int(data[0])
 
     def encode(self, modality, items, batch_size=32):
+        import os
+        import time
+
         import torch
 
         self.calls += 1
+        if os.environ.get("FREEBIND_TEST_DELAY"):  # slow encoder for kill-and-resume tests
+            time.sleep(float(os.environ["FREEBIND_TEST_DELAY"]))
+            log = os.environ.get("FREEBIND_TEST_LOG")
+            if log:
+                with open(log, "a") as fh:
+                    fh.write(f"{len(items)}\n")
         z = _latents(modality)[[self.item_id(modality, it) for it in items]]
         e = z @ (self.maps["shared"] + self.noise[modality])
         e = e / np.linalg.norm(e, axis=1, keepdims=True)

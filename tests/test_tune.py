@@ -8,7 +8,8 @@ import pytest
 
 from freebind.errors import UsageError
 from freebind.evaluate.tuning import Point, balanced_scores, parse_grid, task_preset_name
-from tests.test_eval import TEST_SPACES, home, make_audiocaps, make_bundle, make_esc50, run  # noqa: F401
+from tests.test_eval import (TEST_SPACES, home, make_audiocaps, make_bundle,  # noqa: F401
+                             make_esc50, make_vggss, run)
 
 
 def test_parse_grid():
@@ -103,9 +104,10 @@ def test_fast_path_equals_generic_fusion(home):
 
     make_audiocaps(home / "sets" / "audiocaps")
     make_esc50(home / "sets" / "esc50")
+    make_vggss(home / "sets" / "vggss")         # image: a modality only the base space has
     bundle = make_bundle(home / "b.safetensors", seed=3)
     target = load_target(str(bundle))
-    suites = [("audiocaps", home / "sets" / "audiocaps", {}), ("esc50", home / "sets" / "esc50", {})]
+    suites = [(s, home / "sets" / s, {}) for s in ("audiocaps", "esc50", "vggss")]
     grids = [("a", [0.0, 0.3, 0.7, 1.0]), ("t", [0.0, 0.45, 1.0])]
     built = []
     orig = LastBondMixer.build.__func__

@@ -49,7 +49,8 @@ def draw(result, path: str | Path, title: str = "") -> Path:
             ax.set_ylabel(keys[0])
             if d.size <= 144:
                 for (i, j), v in np.ndenumerate(d):
-                    ax.text(j, i, f"{v:.0f}", ha="center", va="center", fontsize=5.5,
+                    label = f"{v:.0f}".replace("-0", "0") if abs(v) < 0.5 else f"{v:.0f}"
+                    ax.text(j, i, label, ha="center", va="center", fontsize=5.5,
                             color="white" if abs(v) > 0.6 * lim else "black")
             i, j = np.unravel_index(int(np.argmax(d)), d.shape)
             ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, lw=1.6,

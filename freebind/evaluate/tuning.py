@@ -275,7 +275,8 @@ class LastBondMixer:
                 continue
             spec = switches + ([f"{lid}.{m}=1"] if base_has[m] else [])
             for s, mods in fuse_rows(spec, [m]).items():
-                rows_p[s][m] = mods[m]
+                if m in mods:
+                    rows_p[s][m] = mods[m]
         return cls(lid, base_has, expert_has, rows_u, rows_p, embedded, table_of)
 
     def _index(self, s, m, wanted):

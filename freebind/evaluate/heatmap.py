@@ -20,9 +20,6 @@ def delta_grid(result, task: str) -> np.ndarray:
 def draw(result, path: str | Path, title: str = "") -> Path:
     """Write the figure to ``path`` (atomically) and return it. Two grid keys: heatmaps;
     one key: curves; no grid: bars of the coarse combinations."""
-    import os
-    import tempfile
-
     import matplotlib
 
     matplotlib.use("Agg", force=True)
@@ -74,17 +71,9 @@ def draw(result, path: str | Path, title: str = "") -> Path:
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=130)
-        from freebind.evaluate.runner import _umask
+    from freebind.atomic import atomic_write
 
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
+    try:
+        return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=130, format="png"))
     finally:
         plt.close(fig)
-        Path(tmp).unlink(missing_ok=True)
-    return path

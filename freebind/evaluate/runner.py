@@ -232,22 +232,13 @@ def output_path(template: str, record: Mapping[str, Any]) -> Path:
 
 
 def write_json(path: Path, data: Any) -> Path:
+    """Write ``data`` as indented JSON, atomically."""
     import json
-    import os
-    import tempfile
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh, indent=2, default=lambda o: o.tolist())
-            fh.write("\n")
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    from freebind.atomic import atomic_write_text
+
+    text = json.dumps(data, indent=2, default=lambda o: o.tolist()) + "\n"
+    return atomic_write_text(path, text)
 
 
 # --- tuning ---------------------------------------------------------------------------------
@@ -318,11 +309,3 @@ def store_presets(path: str | Path, presets: Mapping[str, list[str]],
     if tuning is not None:
         meta["tuning"] = dict(tuning)
     return bundle_io.save(path, tensors, meta)
-
-
-def _umask() -> int:
-    import os
-
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask

@@ -136,3 +136,37 @@ def test_full_size_clap_m_architecture_round_trip(tmp_path):
     space = clap.load(None, checkpoint=str(ckpt), tokenizer=None)
     assert space.amodel == "HTSAT-base" and not space.fusion
     assert sum(p.numel() for p in space.model.parameters()) > 150_000_000
+
+
+def _hf_cache_file(cache, repo, filename, data: bytes, rev="0" * 40):
+    folder = cache / f"models--{repo.replace('/', '--')}"
+    (folder / "refs").mkdir(parents=True, exist_ok=True)
+    (folder / "refs" / "main").write_text(rev)
+    snap = folder / "snapshots" / rev
+    snap.mkdir(parents=True, exist_ok=True)
+    (snap / filename).write_bytes(data)
+    return snap / filename
+
+
+def test_weights_come_from_the_hf_cache_after_freebind_home(world, tmp_path, monkeypatch):
+    """Resolution order: FREEBIND_HOME first, then the library's cache (read, not written)."""
+    import huggingface_hub.constants as hf_constants
+
+    cache = tmp_path / "hub"
+    monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("FREEBIND_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    cached = _hf_cache_file(cache, "lukewys/laion_clap", "630k-best.pt",
+                            world["ckpts"]["plain"].read_bytes())
+    root = world["root"] / "tok"
+    for name in ("vocab.json", "merges.txt"):
+        _hf_cache_file(cache, "FacebookAI/roberta-base", name, (root / name).read_bytes())
+    space = clap.load(None, checkpoint="630k-best.pt", text_config=world["text"], htsat=SMALL)
+    assert space.checkpoint == cached
+    assert space.encode("text", ["a dog"]).shape == (1, 512)  # tokenizer from the HF cache
+    # a file in FREEBIND_HOME wins over the library cache
+    home = tmp_path / "home" / "weights" / "clap" / "630k-best.pt"
+    home.parent.mkdir(parents=True)
+    home.write_bytes(world["ckpts"]["plain"].read_bytes())
+    again = clap.load(None, checkpoint="630k-best.pt", text_config=world["text"], htsat=SMALL)
+    assert again.checkpoint == home

@@ -113,7 +113,7 @@ def resolve(weight: WeightFile, explicit: str | os.PathLike | None = None,
         raise SpaceError(weight.missing_message(
             "offline: " + "/".join(v for v in OFFLINE_VARS if os.environ.get(v)) + " is set"))
     host = getattr(weight.fetch, "host", None)
-    if host and not reachable(host):
+    if host and not reachable(host, getattr(weight.fetch, "port", 443)):
         raise SpaceError(weight.missing_message(f"offline: cannot reach {host}"))
     dest = weight.home_path.parent
     dest.mkdir(parents=True, exist_ok=True)
@@ -202,7 +202,9 @@ def url_fetch(url: str, filename: str) -> Callable[[Path], Path]:
 
     from urllib.parse import urlparse
 
-    fetch.host = urlparse(url).hostname
+    parsed = urlparse(url)
+    fetch.host = parsed.hostname
+    fetch.port = parsed.port or (80 if parsed.scheme == "http" else 443)
     return fetch
 
 

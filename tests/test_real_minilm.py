@@ -53,3 +53,34 @@ def test_minilm_as_a_text_expert_plans_with_a_mini_space():
     assert p.spaces["minilm"]["dim"] == 384
     job = p.jobs[0]
     assert job.source == "minilm" and job.source_dim == 384 and job.target_dim == 64
+
+
+def test_minilm_binds_into_a_base_space_through_build(tmp_path):
+    """A real pretrained expert in a bond: `test:base + c(minilm)` built from real files
+    (the build tests' synthetic base space, MiniLM encoding the real caption texts)."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from build_world import register_world, write_world
+
+    import freebind
+    from freebind.build import build
+
+    register_world()
+    write_world(tmp_path / "world", n=96)
+    out = tmp_path / "fused.safetensors"
+    fused = build("test:base + c(minilm)", pools=tmp_path / "world" / "pools.json",
+                  cache_dir=tmp_path / "cache", output=out, progress=False,
+                  hyper={"hidden": 32, "batch": 64, "epochs": 2, "patience": 1, "threads": 1})
+    job = fused.plan.jobs[0]
+    assert (job.source, job.source_dim, job.target_dim) == ("minilm", 384, fused.dim)
+    loaded = freebind.load(out)
+    texts = ["caption 1", "caption 2"]
+    e = spaces.get("minilm").encode("text", texts)
+    base = spaces.get("test:base").encode("text", texts)
+    with torch.no_grad():
+        fused_text = loaded.fuse({"minilm": {"text": e}, "test:base": {"text": base}})["text"]
+    assert fused_text.shape == (2, fused.dim)
+    assert torch.allclose(fused_text.norm(dim=1), torch.ones(2), atol=1e-5)
+    assert not torch.allclose(fused_text, torch.nn.functional.normalize(base, dim=-1))

@@ -1,0 +1,286 @@
+"""Training the mini spaces on generated *paired* data (used by ``scripts/train_mini.py``).
+
+Each space is a recipe: which towers (and widths), which paired data, which caption policy,
+how long. The roles come from the data each space sees, as in the paper's models:
+
+* ``bind`` (like ImageBind): image and text towers trained on image–caption pairs whose
+  captions mostly name the class (web-style, few attributes), plus paraphrase pairs of
+  captions so that its text tower — like CLIP's, which knows sound words from language
+  alone — separates captions that differ only in acoustic words. Then the image tower is
+  frozen and the audio tower is trained against images only: audio–text alignment emerges
+  through images and cannot carry loudness, pitch or rhythm.
+* ``vl`` (like InternVL-C): wider image/text towers, more image–caption pairs, captions that
+  name the visual attributes (mixed with class-only captions), and visual paraphrase pairs
+  (its text side, like InternVL's language model, knows synonyms of visual words).
+* ``clap`` / ``clap2`` (like CLAP_g / CLAP_m): audio–caption pairs whose captions name the
+  acoustic attributes, plus acoustic paraphrase pairs; ``clap2`` has another seed, another
+  slice of data and another emphasis (rhythm and loudness named more often than pitch).
+
+Every text tower learns from paraphrase pairs (:func:`acoustic_groups`): two wordings of the
+same caption, with hard negatives that differ only in the attributes of one kind. Without
+them, noun and attribute synonyms are learnt from co-occurrence alone and training is slow.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from freebind.mini.captions import caption, caption_spec, paraphrase_pair, render_caption
+from freebind.mini.render import audio_to_float, render_audio, render_image
+from freebind.mini.world import (ACOUSTIC_ATTRIBUTES, ATTRIBUTE_VALUES, GENERATOR_VERSION,
+                                 VISUAL_ATTRIBUTES, rng, sample_event)
+
+#: Probability that a training caption names each attribute.
+POLICIES = {
+    "web": {"colour": .5, "size": .25, "texture": .25, "loudness": .3, "pitch": .3, "rhythm": .3},
+    "visual": {"colour": .8, "size": .8, "texture": .8, "loudness": .2, "pitch": .2, "rhythm": .2},
+    "acoustic": {"colour": .15, "size": .15, "texture": .15, "loudness": .8, "pitch": .8,
+                 "rhythm": .8},
+    "acoustic-rhythm": {"colour": .15, "size": .15, "texture": .15, "loudness": .85,
+                        "pitch": .45, "rhythm": .85},
+    "class": {"colour": .1, "size": .1, "texture": .1, "loudness": .1, "pitch": .1,
+              "rhythm": .1},
+}
+#: Mixtures: a caption follows one of several policies (diverse caption sources).
+MIXTURES = {
+    "visual-mix": ((0.4, "class"), (0.6, "visual")),
+}
+
+CORPUS_SIZE = 12000
+
+RECIPES: dict[str, dict] = {
+    "bind": {"dim": 64, "modalities": ("audio", "image", "text"),
+             "towers": {"image": 16, "text": 64, "audio": 48},
+             "pairs": ("image", "text"), "corpus": (0, 8000), "policy": "web",
+             "epochs": 12, "paraphrase": "acoustic", "audio_epochs": 12, "seed": 101,
+             "lr": 3e-3},
+    "vl": {"dim": 48, "modalities": ("image", "text"), "towers": {"image": 24, "text": 96},
+           "pairs": ("image", "text"), "corpus": (0, CORPUS_SIZE), "policy": "visual-mix",
+           "paraphrase": "visual", "epochs": 12, "seed": 202, "lr": 3e-3},
+    "clap": {"dim": 32, "modalities": ("audio", "text"), "towers": {"audio": 64, "text": 64},
+             "pairs": ("audio", "text"), "corpus": (0, CORPUS_SIZE), "policy": "acoustic",
+             "paraphrase": "acoustic", "epochs": 14, "seed": 303, "lr": 3e-3},
+    "clap2": {"dim": 40, "modalities": ("audio", "text"), "towers": {"audio": 48, "text": 48},
+              "pairs": ("audio", "text"), "corpus": (3000, CORPUS_SIZE),
+              "policy": "acoustic-rhythm", "paraphrase": "acoustic", "epochs": 14, "seed": 404,
+              "lr": 3e-3},
+}
+BATCH = 128
+
+
+# ----------------------------------------------------------------------------------- data
+
+def _corpus_item(args):
+    seed, i = args
+    g = rng("train", "corpus", seed, i)
+    e = sample_event(g)
+    return e, render_audio(e, g), render_image(e, g)
+
+
+def render_corpus(n: int = CORPUS_SIZE, seed: int = 0, workers: int = 2) -> dict:
+    """``n`` paired events (audio int16 [n, 16000], pixels uint8 [n, 40, 40, 3]) from the
+    ``train`` stream; item i depends only on (seed, i)."""
+    tasks = [(seed, i) for i in range(n)]
+    if workers > 1 and n >= 256:
+        import multiprocessing as mp
+
+        ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else None
+        with ctx.Pool(workers) if ctx else mp.Pool(workers) as pool:
+            items = pool.map(_corpus_item, tasks, chunksize=256)
+    else:
+        items = [_corpus_item(t) for t in tasks]
+    events = [it[0] for it in items]
+    return {"events": events,
+            "audio": np.stack([it[1] for it in items]),
+            "pixels": np.stack([it[2] for it in items])}
+
+
+def policy_caption(event, g, policy: str) -> str:
+    if policy in MIXTURES:
+        weights = np.array([w for w, _ in MIXTURES[policy]])
+        policy = MIXTURES[policy][int(g.choice(len(weights), p=weights / weights.sum()))][1]
+    probs = POLICIES[policy]
+    mention = [a for a in (*VISUAL_ATTRIBUTES, *ACOUSTIC_ATTRIBUTES) if g.random() < probs[a]]
+    return caption(event, g, mention=mention)
+
+
+def acoustic_groups(g, n_groups: int, group_size: int = 8, vary: str = "acoustic"):
+    """Paraphrase groups: per group one event and mention set (>= 1 attribute of the
+    ``vary`` kind), up to ``group_size`` variants differing only in the mentioned values of
+    that kind, and two wordings (specs). Returns (texts_a, texts_b, group_ids)."""
+    varied_kind = ACOUSTIC_ATTRIBUTES if vary == "acoustic" else VISUAL_ATTRIBUTES
+    fixed_kind = VISUAL_ATTRIBUTES if vary == "acoustic" else ACOUSTIC_ATTRIBUTES
+    a_texts, b_texts, groups = [], [], []
+    for k in range(n_groups):
+        e = sample_event(g)
+        fixed = [a for a in fixed_kind if g.random() < 0.5]
+        varied = [a for a in varied_kind if g.random() < 0.7]
+        if not varied:
+            varied = [varied_kind[int(g.integers(3))]]
+        combos = list(itertools.product(*(ATTRIBUTE_VALUES[a] for a in varied)))
+        order = g.permutation(len(combos))[:group_size]
+        spec_a, spec_b = paraphrase_pair(e, g, fixed + varied)
+        for j in order:
+            v = e.with_values(**dict(zip(varied, combos[j])))
+            a_texts.append(render_caption(v, spec_a))
+            b_texts.append(render_caption(v, spec_b))
+            groups.append(k)
+    return a_texts, b_texts, np.asarray(groups)
+
+
+# ------------------------------------------------------------------------------- training
+
+def _info_nce(a, b, scale):
+    import torch
+    import torch.nn.functional as F
+
+    logits = scale * a @ b.T
+    target = torch.arange(a.shape[0])
+    return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
+
+
+def _norm(x):
+    import torch.nn.functional as F
+
+    return F.normalize(x, dim=-1)
+
+
+class _Trainer:
+    """Adam with cosine decay over a known number of steps, and a learnable logit scale."""
+
+    def __init__(self, params, lr: float, steps: int):
+        import torch
+
+        self.log_scale = torch.nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+        self.opt = torch.optim.Adam([*params, self.log_scale], lr=lr)
+        self.sched = torch.optim.lr_scheduler.LambdaLR(
+            self.opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
+
+    @property
+    def scale(self):
+        return self.log_scale.clamp(max=math.log(100.0)).exp()
+
+    def step(self, loss):
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        self.sched.step()
+
+
+def _batches(n: int, g, batch: int = BATCH):
+    order = g.permutation(n)
+    for i in range(0, n - batch + 1, batch):  # drop the ragged tail (stable BatchNorm)
+        yield order[i:i + batch]
+
+
+def train_space(which: str, corpus: dict, seed: int = 0, log=print,
+                overrides: dict | None = None) -> tuple[dict, dict]:
+    """Train one space from a rendered corpus. Returns (tensors, metadata).
+    ``overrides`` replaces recipe entries (tests train tiny variants)."""
+    import torch
+
+    from freebind.mini.captions import vocabulary
+    from freebind.mini.encoders import build_towers
+    from freebind.mini.features import PREPROCESS_VERSION, Tokenizer, image_tensor, log_mel
+
+    recipe = {**RECIPES[which], **(overrides or {})}
+    torch.manual_seed(recipe["seed"] + 1000 * seed)
+    torch.use_deterministic_algorithms(True)
+    g = rng("train", which, seed)
+    vocab = vocabulary()
+    tok = Tokenizer(vocab)
+    config = {"dim": recipe["dim"], "vocab_size": len(tok), **recipe["towers"]}
+    towers = build_towers(config)
+    lo, hi = recipe["corpus"]
+    events = corpus["events"][lo:hi]
+    n = len(events)
+    t0 = time.time()
+
+    mels = None
+    if "audio" in recipe["towers"]:
+        waves = audio_to_float(corpus["audio"][lo:hi])
+        mels = torch.cat([log_mel(waves[i:i + 1024]) for i in range(0, n, 1024)])
+    pixels = corpus["pixels"][lo:hi] if "image" in recipe["towers"] else None
+
+    def encode(modality, idx, texts=None):
+        if modality == "audio":
+            return _norm(towers["audio"](mels[idx]))
+        if modality == "image":
+            return _norm(towers["image"](image_tensor(pixels[idx])))
+        return _norm(towers["text"](tok(texts)))
+
+    first, second = recipe["pairs"]
+    trained = [m for m in (first, second)]
+    params = [p for m in trained for p in towers[m].parameters()]
+    steps = recipe["epochs"] * (n // BATCH)
+    tr = _Trainer(params, recipe["lr"], steps)
+    towers.train()
+    for epoch in range(recipe["epochs"]):
+        total, count = 0.0, 0
+        for idx in _batches(n, g):
+            policy = recipe["policy"]
+            if recipe.get("schedule"):  # [(until_epoch, policy), ...]: a caption curriculum
+                policy = next(p for until, p in recipe["schedule"] if epoch < until)
+            texts = [policy_caption(events[i], g, policy) for i in idx]
+            a = encode(first, idx)
+            b = encode(second, idx, texts)
+            loss = _info_nce(a, b, tr.scale)
+            if recipe.get("paraphrase"):
+                ta, tb, _ = acoustic_groups(g, 12, vary=recipe["paraphrase"])
+                loss = loss + _info_nce(_norm(towers["text"](tok(ta))),
+                                        _norm(towers["text"](tok(tb))), tr.scale)
+            tr.step(loss)
+            total, count = total + float(loss.detach()), count + 1
+        log(f"[{which}] {first}-{second} epoch {epoch + 1}/{recipe['epochs']} "
+            f"loss {total / count:.3f} ({time.time() - t0:.0f}s)")
+
+    if recipe.get("audio_epochs"):
+        # ImageBind-style: freeze the image tower, align audio to images only.
+        towers["image"].eval()
+        for p in towers["image"].parameters():
+            p.requires_grad_(False)
+        with torch.no_grad():
+            targets = torch.cat([_norm(towers["image"](image_tensor(pixels[i:i + 512])))
+                                 for i in range(0, n, 512)])
+        steps = recipe["audio_epochs"] * (n // BATCH)
+        tr = _Trainer(towers["audio"].parameters(), recipe["lr"], steps)
+        for epoch in range(recipe["audio_epochs"]):
+            total, count = 0.0, 0
+            for idx in _batches(n, g):
+                loss = _info_nce(encode("audio", idx), targets[idx], tr.scale)
+                tr.step(loss)
+                total, count = total + float(loss.detach()), count + 1
+            log(f"[{which}] audio-image epoch {epoch + 1}/{recipe['audio_epochs']} "
+                f"loss {total / count:.3f} ({time.time() - t0:.0f}s)")
+
+    towers.eval()
+    tensors = {f"{name}": t.detach().clone().contiguous()
+               for name, t in towers.state_dict().items()}
+    metadata = {
+        "format": "freebind-mini-1", "which": which, "dim": str(recipe["dim"]),
+        "modalities": json.dumps(list(recipe["modalities"])), "config": json.dumps(config),
+        "vocab": json.dumps(list(vocab)), "preprocess": PREPROCESS_VERSION,
+        "generator": GENERATOR_VERSION, "seed": str(seed),
+        "recipe": json.dumps({k: v for k, v in recipe.items() if k != "modalities"}),
+        "train_seconds": f"{time.time() - t0:.1f}",
+    }
+    return tensors, metadata
+
+
+def save_weights(path, tensors: dict, metadata: dict) -> None:
+    """Atomic safetensors write (temporary file, then ``os.replace``)."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    save_file(dict(sorted(tensors.items())), str(tmp), metadata=metadata)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)

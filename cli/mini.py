@@ -69,11 +69,12 @@ def evalsets(
 
     table = Table(title=f"mini evaluation sets in {directory} (seed {seed}, "
                         f"{index['seconds']} s)")
-    for col in ("suite", "items", "task", "--data", "layout"):
-        table.add_column(col, justify="right" if col == "items" else "left")
+    for col in ("suite", "items", "task", "--data"):
+        table.add_column(col, justify="right" if col == "items" else "left",
+                         overflow="fold")
     for name, spec in index["suites"].items():
         table.add_row(name, str(spec["items"]), spec["task"],
-                      str(Path(directory) / spec["path"]), spec["layout"])
+                      str(Path(directory) / spec["path"]))
     console().print(table)
 
 

@@ -59,6 +59,7 @@ def test_mini_roles_json_and_markdown():
     assert set(data["spaces"]["mini:bind"]) >= {"a2t", "t2a", "i2t", "t2i", "a2i", "i2a",
                                                 "paraphrase"}
     assert len(data["conditions"]) == 4
+    assert set(data["probes"]["mini:clap"]) == {"a:class", "a:loudness", "a:pitch", "a:rhythm"}
     r = runner.invoke(app, ["mini", "roles", "--items", "100", "--markdown"])
     assert "| `mini:bind` |" in r.stdout and "| condition |" in r.stdout
 

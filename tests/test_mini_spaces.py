@@ -174,3 +174,31 @@ def test_shipped_spaces_play_their_roles():
     spaces = report["spaces"]
     assert spaces["mini:clap"]["audio-text"] > 2 * spaces["mini:bind"]["audio-text"]
     assert spaces["mini:clap2"]["audio-text"] > 2 * spaces["mini:bind"]["audio-text"]
+    # complementary knowledge: mini:bind's audio knows the class but not loudness, pitch or
+    # rhythm (near chance); the CLAP-like experts know them; mini:vl knows texture
+    probes = report["probes"]
+    assert probes["mini:bind"]["a:class"] > 0.6
+    for a, chance in (("a:loudness", 0.5), ("a:pitch", 0.5), ("a:rhythm", 1 / 3)):
+        assert probes["mini:bind"][a] < chance + 0.15, a
+        assert probes["mini:clap"][a] > 0.9, a
+    assert probes["mini:vl"]["i:texture"] > probes["mini:bind"]["i:texture"] + 0.3
+
+
+@pytest.mark.slow
+def test_training_script_reproduces_shipped_weights(tmp_path):
+    """scripts/train_mini.py rebuilds a shipped space bit for bit from the seed."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from safetensors.torch import load_file as load_tensors
+
+    root = Path(__file__).resolve().parent.parent
+    r = subprocess.run([sys.executable, str(root / "scripts/train_mini.py"), "--spaces",
+                        "clap2", "--out", str(tmp_path), "--jobs", "1", "--json"],
+                       capture_output=True, text=True, timeout=1800)
+    assert r.returncode in (0, 1), r.stderr[-2000:]
+    new = load_tensors(str(tmp_path / "clap2.safetensors"))
+    shipped = load_tensors(str(WEIGHTS_DIR / "clap2.safetensors"))
+    assert new.keys() == shipped.keys()
+    assert all(torch.equal(new[k], shipped[k]) for k in new)

@@ -7,6 +7,15 @@ HEADERS = {"a2t": "a→t", "t2a": "t→a", "i2t": "i→t", "t2i": "t→i", "a2i"
            "i2a": "i→a", "paraphrase": "para (acoustic)"}
 
 
+PROBES = ("a:class", "a:loudness", "a:pitch", "a:rhythm", "i:class", "i:colour", "i:size",
+          "i:texture")
+PROBE_HEADERS = {"a:class": "a:cls", "a:loudness": "a:loud", "a:pitch": "a:pitch",
+                 "a:rhythm": "a:rhy", "i:class": "i:cls", "i:colour": "i:col", "i:size": "i:size",
+                 "i:texture": "i:tex"}
+PROBE_CHANCE = {"a:class": 1 / 20, "a:loudness": 1 / 2, "a:pitch": 1 / 2, "a:rhythm": 1 / 3,
+                "i:class": 1 / 20, "i:colour": 1 / 6, "i:size": 1 / 2, "i:texture": 1 / 3}
+
+
 def _cell(values: dict, col: str) -> str:
     return f"{values[col]:.3f}" if col in values else "–"
 
@@ -18,12 +27,21 @@ def render_report(report: dict, console=None) -> None:
     console = console or Console(highlight=False)
     t = Table(title=f"mini world roles: held-out R@1 ({report['items']} items, "
                     f"chance {report['chance']:.3f})")
-    t.add_column("space")
+    t.add_column("space", no_wrap=True)
     for c in COLUMNS:
         t.add_column(HEADERS[c], justify="right")
     for name, values in report["spaces"].items():
         t.add_row(name, *(_cell(values, c) for c in COLUMNS))
     console.print(t)
+    if report.get("probes"):
+        p = Table(title="zero-shot probes through each space's text tower (accuracy)")
+        p.add_column("space", no_wrap=True)
+        for c in PROBES:
+            p.add_column(PROBE_HEADERS[c], justify="right")
+        p.add_row("chance", *(f"{PROBE_CHANCE[c]:.2f}" for c in PROBES))
+        for name, values in report["probes"].items():
+            p.add_row(name, *(f"{values[c]:.2f}" if c in values else "–" for c in PROBES))
+        console.print(p)
     if "conditions" in report:
         c = Table(title="role conditions")
         c.add_column("condition")
@@ -42,6 +60,12 @@ def markdown(report: dict) -> str:
              "|---|" + "---:|" * len(COLUMNS)]
     for name, values in report["spaces"].items():
         lines.append(f"| `{name}` | " + " | ".join(_cell(values, c) for c in COLUMNS) + " |")
+    if report.get("probes"):
+        lines += ["", "| space | " + " | ".join(PROBES) + " |", "|---|" + "---:|" * len(PROBES),
+                  "| chance | " + " | ".join(f"{PROBE_CHANCE[c]:.2f}" for c in PROBES) + " |"]
+        for name, values in report["probes"].items():
+            lines.append(f"| `{name}` | " + " | ".join(
+                f"{values[c]:.2f}" if c in values else "–" for c in PROBES) + " |")
     if "conditions" in report:
         lines += ["", "| condition | measured | ok |", "|---|---|---|"]
         lines += [f"| {r['condition']} | {r['measured']} | {'yes' if r['ok'] else 'NO'} |"

@@ -20,6 +20,7 @@ CHANCE_FACTOR = 5.0
 
 @dataclass
 class HeldOut:
+    events: list               # the held-out events (class and attributes)
     waves: np.ndarray          # float32 [n, 16000]
     pixels: np.ndarray         # uint8 [n, 40, 40, 3]
     audio_captions: list       # one caption naming class + acoustic attributes
@@ -41,7 +42,7 @@ def heldout(n: int = 500, n_groups: int = 60, seed: int = 0) -> HeldOut:
     acap = [caption(e, g, "audio") for e in events]
     icap = [caption(e, g, "image") for e in events]
     ta, tb, groups = acoustic_groups(rng("heldout", "paraphrase", seed), n_groups)
-    return HeldOut(waves, pixels, acap, icap, ta, tb, groups)
+    return HeldOut(events, waves, pixels, acap, icap, ta, tb, groups)
 
 
 def recall_at_1(sim: np.ndarray) -> float:
@@ -93,6 +94,45 @@ def measure_space(space, data: HeldOut) -> dict:
     return out
 
 
+def _prompt(modality: str, cls: str, attribute: str | None = None, value: str | None = None):
+    from freebind.mini.captions import ACOUSTIC_ADVERBS, NOUNS, VISUAL_WORDS
+
+    noun = NOUNS[cls][0]
+    if modality == "audio":
+        tail = f" {ACOUSTIC_ADVERBS[attribute][value][0]}" if attribute else ""
+        return f"a {noun} is heard{tail}"
+    adj = f"{VISUAL_WORDS[attribute][value][0]} " if attribute else ""
+    return f"a photo of a {adj}{noun}"
+
+
+def probe_space(space, data: "HeldOut") -> dict:
+    """Zero-shot probes through the space's own text tower: class accuracy (20 prompts)
+    and, for each attribute, accuracy of choosing the right value among prompts naming
+    the item's true class with each value. Chance: 1/#classes, 1/#values."""
+    from freebind.mini.world import ACOUSTIC_ATTRIBUTES, ATTRIBUTE_VALUES, CLASSES
+    from freebind.mini.world import VISUAL_ATTRIBUTES
+
+    out = {}
+    if "text" not in space.modalities:
+        return out
+    labels = np.array([CLASSES.index(e.cls) for e in data.events])
+    for modality, attrs in (("audio", ACOUSTIC_ATTRIBUTES), ("image", VISUAL_ATTRIBUTES)):
+        if modality not in space.modalities:
+            continue
+        emb = (space.embed_waves(data.waves) if modality == "audio"
+               else space.embed_pixels(data.pixels)).numpy()
+        cls_t = space.embed_texts([_prompt(modality, c) for c in CLASSES]).numpy()
+        out[f"{SHORT[modality]}:class"] = float(((emb @ cls_t.T).argmax(1) == labels).mean())
+        for a in attrs:
+            values = ATTRIBUTE_VALUES[a]
+            prompts = [_prompt(modality, c, a, v) for c in CLASSES for v in values]
+            t = space.embed_texts(prompts).numpy().reshape(len(CLASSES), len(values), -1)
+            scores = np.einsum("nd,nvd->nv", emb, t[labels])
+            truth = np.array([values.index(getattr(e, a)) for e in data.events])
+            out[f"{SHORT[modality]}:{a}"] = float((scores.argmax(1) == truth).mean())
+    return out
+
+
 def conditions(results: dict, n: int) -> list[dict]:
     """The four role conditions of issue 3, each with its measured values and verdict."""
     b, vl, clap = results["mini:bind"], results["mini:vl"], results["mini:clap"]
@@ -121,7 +161,9 @@ def measure(spaces: dict | None = None, n: int = 500, seed: int = 0) -> dict:
         spaces = {f"mini:{w}": load(None, which=w) for w in WHICH}
     data = heldout(n=n, seed=seed)
     results = {name: measure_space(sp, data) for name, sp in spaces.items()}
-    report = {"items": n, "seed": seed, "chance": 1.0 / n, "spaces": results}
+    probes = {name: probe_space(sp, data) for name, sp in spaces.items()}
+    report = {"items": n, "seed": seed, "chance": 1.0 / n, "spaces": results,
+              "probes": probes}
     if {"mini:bind", "mini:vl", "mini:clap"} <= set(results):
         report["conditions"] = conditions(results, n)
         report["ok"] = all(c["ok"] for c in report["conditions"])

@@ -2,7 +2,7 @@
 """Reproduce the mini world's shipped weights from the seed, then report held-out R@1 for
 every modality pair of every space and the four role conditions.
 
-    .venv/bin/python scripts/train_mini.py                     # all four spaces -> freebind/mini/weights
+    .venv/bin/python scripts/train_mini.py          # all four spaces -> freebind/mini/weights
     .venv/bin/python scripts/train_mini.py --out /tmp/w --spaces clap,clap2 --json
 
 Spaces train in parallel worker processes (``--jobs``, one torch thread each); the paired

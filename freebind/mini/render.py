@@ -86,8 +86,8 @@ def _glyph_mask(cls: str, size: int, cx: float, cy: float, r: float, rot: float,
             draw.polygon([tf(x, y) for x, y in geom], fill=255)
         else:  # ellipse or hole, approximated by a 48-gon so that rotation applies
             ex, ey, rx, ry = geom
-            pts = [tf(ex + rx * math.cos(2 * math.pi * i / 48), ey + ry * math.sin(2 * math.pi * i / 48))
-                   for i in range(48)]
+            angles = [2 * math.pi * i / 48 for i in range(48)]
+            pts = [tf(ex + rx * math.cos(a), ey + ry * math.sin(a)) for a in angles]
             draw.polygon(pts, fill=0 if kind == "hole" else 255)
     arr = np.asarray(img, dtype=np.float32).reshape(size, scale, size, scale).mean(axis=(1, 3))
     return arr / 255.0

@@ -33,7 +33,7 @@ class HeldOut:
 def heldout(n: int = 500, n_groups: int = 60, seed: int = 0) -> HeldOut:
     from freebind.mini.captions import caption
     from freebind.mini.render import audio_to_float, render_audio, render_image
-    from freebind.mini.training import acoustic_groups
+    from freebind.mini.training import paraphrase_groups
 
     g = rng("heldout", "items", seed)
     events = [sample_event(g) for _ in range(n)]
@@ -41,7 +41,7 @@ def heldout(n: int = 500, n_groups: int = 60, seed: int = 0) -> HeldOut:
     pixels = np.stack([render_image(e, g) for e in events])
     acap = [caption(e, g, "audio") for e in events]
     icap = [caption(e, g, "image") for e in events]
-    ta, tb, groups = acoustic_groups(rng("heldout", "paraphrase", seed), n_groups)
+    ta, tb, groups = paraphrase_groups(rng("heldout", "paraphrase", seed), n_groups)
     return HeldOut(events, waves, pixels, acap, icap, ta, tb, groups)
 
 

@@ -16,7 +16,7 @@ how long. The roles come from the data each space sees, as in the paper's models
   acoustic attributes, plus acoustic paraphrase pairs; ``clap2`` has another seed, another
   slice of data and another emphasis (rhythm and loudness named more often than pitch).
 
-Every text tower learns from paraphrase pairs (:func:`acoustic_groups`): two wordings of the
+Every text tower learns from paraphrase pairs (:func:`paraphrase_groups`): two wordings of the
 same caption, with hard negatives that differ only in the attributes of one kind. Without
 them, noun and attribute synonyms are learnt from co-occurrence alone and training is slow.
 """
@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from freebind.mini.captions import caption, caption_spec, paraphrase_pair, render_caption
+from freebind.mini.captions import caption, paraphrase_pair, render_caption
 from freebind.mini.render import audio_to_float, render_audio, render_image
 from freebind.mini.world import (ACOUSTIC_ATTRIBUTES, ATTRIBUTE_VALUES, GENERATOR_VERSION,
                                  VISUAL_ATTRIBUTES, rng, sample_event)
@@ -111,7 +111,7 @@ def policy_caption(event, g, policy: str) -> str:
     return caption(event, g, mention=mention)
 
 
-def acoustic_groups(g, n_groups: int, group_size: int = 8, vary: str = "acoustic"):
+def paraphrase_groups(g, n_groups: int, group_size: int = 8, vary: str = "acoustic"):
     """Paraphrase groups: per group one event and mention set (>= 1 attribute of the
     ``vary`` kind), up to ``group_size`` variants differing only in the mentioned values of
     that kind, and two wordings (specs). Returns (texts_a, texts_b, group_ids)."""
@@ -233,7 +233,7 @@ def train_space(which: str, corpus: dict, seed: int = 0, log=print,
             b = encode(second, idx, texts)
             loss = _info_nce(a, b, tr.scale)
             if recipe.get("paraphrase"):
-                ta, tb, _ = acoustic_groups(g, 12, vary=recipe["paraphrase"])
+                ta, tb, _ = paraphrase_groups(g, 12, vary=recipe["paraphrase"])
                 loss = loss + _info_nce(_norm(towers["text"](tok(ta))),
                                         _norm(towers["text"](tok(tb))), tr.scale)
             tr.step(loss)

@@ -129,9 +129,14 @@ class InternVLSpace:
         self.batch_size = batch_size
         self.workers = compat.default_workers(workers)
         try:
+            import transformers
+
+            # transformers 5 renamed torch_dtype to dtype
+            dtype_kw = "dtype" if int(transformers.__version__.split(".")[0]) >= 5 \
+                else "torch_dtype"
             self.model = AutoModel.from_pretrained(
-                str(self.folder), torch_dtype=self.dtype, low_cpu_mem_usage=True,
-                trust_remote_code=True, local_files_only=True).eval().to(self.device)
+                str(self.folder), low_cpu_mem_usage=True, trust_remote_code=True,
+                local_files_only=True, **{dtype_kw: self.dtype}).eval().to(self.device)
             self.processor = CLIPImageProcessor.from_pretrained(str(self.folder),
                                                                 local_files_only=True)
             self.tokenizer = AutoTokenizer.from_pretrained(

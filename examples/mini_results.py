@@ -1,6 +1,6 @@
 """The README's mini results table, in the shape of the FreeBind paper's main table.
 
-    python examples/mini_results.py                 # writes mini_results/{table.md,results.json}
+    python examples/mini_results.py       # writes runs/mini_results/{table.md,results.json}
 
 Rows: ``mini:bind`` (the unified space, ImageBind's role), the experts (``mini:vl`` like
 InternVL-C, ``mini:clap``/``mini:clap2`` like CLAP_g/CLAP_m) and the fused spaces named after
@@ -62,11 +62,14 @@ def freebind_cli(*args: str) -> None:
 
 
 def ensure_evalsets(root: Path, items: int | None) -> Path:
-    if not (root / "evalsets.json").is_file():
-        args = ["mini", "evalsets", str(root)]
-        if items:
-            args += ["--items", str(items)]
-        freebind_cli(*args)
+    if (root / "evalsets.json").is_file():
+        return root
+    if items:                        # smaller sets, for a quick look (not the README's table)
+        from freebind.mini import write_evalsets
+
+        write_evalsets(root, seed=0, items=items, progress=True)
+    else:
+        freebind_cli("mini", "evalsets", str(root))
     return root
 
 
@@ -125,7 +128,7 @@ def table(records: list[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--work", type=Path, default=Path("mini_results"),
+    ap.add_argument("--work", type=Path, default=Path("runs/mini_results"),
                     help="working folder (evaluation sets, bundles, cache, outputs)")
     ap.add_argument("--evalsets", type=Path, default=None,
                     help="existing `freebind mini evalsets` folder (default WORK/evalsets)")

@@ -98,8 +98,9 @@ def _report(result, summary: dict, saved: bool) -> None:
             cells.append(f"{pct(p.metrics[t])} ({d:+.1f})")
         best.add_row(preset, " ".join(p.overrides) or "(defaults)", *cells)
     out.print(best)
+    where = f"stored in {summary['bundle']}" if saved else "not stored (--no-save)"
     out.print(f"[dim]{summary['points']} points in {summary['seconds']:.1f}s; figure "
-              f"{summary['figure']}; presets {'stored in ' + summary['bundle'] if saved else 'not stored (--no-save)'}[/]")
+              f"{summary['figure']}; presets {where}[/]")
 
 
 def register(app: typer.Typer) -> None:

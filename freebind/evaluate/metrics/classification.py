@@ -45,7 +45,7 @@ def true_class_rank(logits, labels) -> np.ndarray:
 
 
 def topk_accuracy(logits, labels, ks: Sequence[int] = (1, 5)) -> dict[str, float]:
-    """``{"acc1": …, "acc5": …}`` for every k in ``ks`` not larger than the number of classes."""
+    """``{"acc1": …, "acc5": …}`` for each k in ``ks`` up to the number of classes."""
     rank = true_class_rank(logits, labels)
     if len(rank) == 0:
         raise MetricInputError("logits: no items")

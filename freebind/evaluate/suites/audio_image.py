@@ -102,8 +102,9 @@ def load_pairs(suite: str, root: Path, manifest: str | None = None) -> EvalSet:
         images.append(str(pi))
     require_some(suite, root, len(audios), len(entries), "pairs")
     task = RetrievalTask("audio", "image", audios, images, np.arange(len(audios)))
+    shown = path.relative_to(root) if path.is_relative_to(root) else path
     return EvalSet(suite, root, [task], listed=len(entries), missing=missing,
-                   notes=[f"pairs from {path.relative_to(root) if path.is_relative_to(root) else path}"])
+                   notes=[f"pairs from {shown}"])
 
 
 def load_vggss(root: Path, manifest: str | None = None) -> EvalSet:

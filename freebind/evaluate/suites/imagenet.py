@@ -7,8 +7,9 @@ class-index order) are ``classes=FILE`` (``wnid<TAB>name`` lines) when given, el
 shipped with freebind. Their prompt names are, first found: ``classnames.tsv`` /
 ``classnames.txt`` in DIR (one name per line in class-index order, or ``wnid<TAB>name``);
 ``names=open_clip`` (open_clip's curated names); CLIP's curated names shipped with freebind
-for the ImageNet-1k synsets; the first synonym of ``LOC_synset_mapping.txt`` otherwise. Prompts: CLIP's 80 templates (``templates=openai``, default), its 7-template
-subset (``templates=simple``) or a file of templates. Every class of the list is a candidate,
+for the ImageNet-1k synsets; the first synonym of ``LOC_synset_mapping.txt`` otherwise.
+Prompts: CLIP's 80 templates (``templates=openai``, default), its 7-template subset
+(``templates=simple``) or a file of templates. Every class of the list is a candidate,
 also when the folder holds images of only some of them.
 """
 

@@ -14,7 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from freebind.evaluate.suites.base import EvalSet, RetrievalTask, SuiteError, find_file, require_some
+from freebind.evaluate.suites.base import (
+    EvalSet, RetrievalTask, SuiteError, find_file, require_some,
+)
 
 CAPTIONS_PER_IMAGE = 5
 

@@ -27,24 +27,24 @@ TEXT_FOCUS_MIX = (("audio", 0.4), ("image", 0.4), ("both", 0.2))
 
 #: The evaluation sets ``write_evalsets`` writes: suite name -> (sub-folder, items, kind).
 EVALSETS: dict[str, dict] = {
-    "audiocaps": {"path": "audiocaps", "items": 250, "task": "audio-text retrieval",
+    "audiocaps": {"path": "audiocaps", "items": 500, "task": "audio-text retrieval",
                   "layout": "test.csv (audiocap_id,youtube_id,start_time,caption; 5 rows per "
                             "clip) + audio/<youtube_id>.wav"},
-    "clotho": {"path": "clotho", "items": 250, "task": "audio-text retrieval",
+    "clotho": {"path": "clotho", "items": 500, "task": "audio-text retrieval",
                "layout": "clotho_captions_evaluation.csv (file_name,caption_1..caption_5) + "
                          "evaluation/<file_name>"},
     "esc50": {"path": "esc50", "items": 400, "task": "audio classification",
               "layout": "meta/esc50.csv (filename,fold,target,category,esc10,src_file,take) + "
                         "audio/<filename>"},
-    "coco": {"path": "coco", "items": 250, "task": "image-text retrieval",
+    "coco": {"path": "coco", "items": 1000, "task": "image-text retrieval",
              "layout": "dataset_coco.json (Karpathy; test split + a val split) + "
                        "val2014/<filename>"},
-    "flickr30k": {"path": "flickr30k", "items": 250, "task": "image-text retrieval",
+    "flickr30k": {"path": "flickr30k", "items": 1000, "task": "image-text retrieval",
                   "layout": "dataset_flickr30k.json (Karpathy; test split + a val split) + "
                             "flickr30k-images/<filename>"},
-    "imagenet": {"path": "imagenet", "items": 240, "task": "image classification",
+    "imagenet": {"path": "imagenet", "items": 600, "task": "image classification",
                  "layout": "val/<synset>/<file>.png + classnames.txt + LOC_synset_mapping.txt"},
-    "vggss": {"path": "vggss", "items": 250, "task": "audio-image retrieval",
+    "vggss": {"path": "vggss", "items": 500, "task": "audio-image retrieval",
               "layout": "vggss.json ([{file, class}]) + audio/<file>.wav + frames/<file>.png; "
                         "manifest.csv (audio,image,label)"},
 }
@@ -326,6 +326,13 @@ _WRITERS: dict[str, Callable] = {
 }
 
 
+def _write_suite(job) -> None:
+    name, path, seed, n, progress = job
+    extra = KARPATHY_VAL_ITEMS if name in ("coco", "flickr30k") else 0
+    with _bar(n + extra, name, progress) as bar:
+        _WRITERS[name](Path(path), seed, n, bar)
+
+
 def write_evalsets(root, seed: int = 0, suites: list[str] | None = None,
                    progress: bool = False, items: int | None = None) -> dict:
     """Write the evaluation sets under ``root/<suite>/`` in the real datasets' layouts and
@@ -341,14 +348,26 @@ def write_evalsets(root, seed: int = 0, suites: list[str] | None = None,
         _check_count("items", items, minimum=len(CLASSES))
     root = _prepare_dir(root)
     index = {"generator": GENERATOR_VERSION, "seed": seed, "suites": {}}
+    jobs = []
     for name in suites:
         spec = EVALSETS[name]
         n = spec["items"] if items is None else items
-        with _bar(n + (KARPATHY_VAL_ITEMS if name in ("coco", "flickr30k") else 0),
-                  name, progress) as bar:
-            _WRITERS[name](root / spec["path"], seed, n, bar)
+        jobs.append((name, str(root / spec["path"]), seed, n, progress))
         if name in ("esc50", "imagenet"):
             n = (n // len(CLASSES)) * len(CLASSES)
         index["suites"][name] = {**spec, "items": n}
+    workers = min(len(jobs), os.cpu_count() or 1, 4)
+    if workers > 1 and sum(j[3] for j in jobs) >= 400:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else None
+        # largest first, so that the workers finish together
+        jobs.sort(key=lambda j: -j[3] * (2 if j[0] == "vggss" else 1))
+        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as ex:
+            list(ex.map(_write_suite, jobs))
+    else:
+        for job in jobs:
+            _write_suite(job)
     _atomic_text(root / "evalsets.json", json.dumps(index, indent=2) + "\n")
     return index

@@ -73,6 +73,11 @@ def eval_command(
 
     options = parse_options(option)
     pairs = pair_data(suite, data)
+    unused = [k for k in options if not any(k in _accepted(s) for s, _ in pairs)]
+    if unused:
+        from freebind.errors import UsageError
+
+        raise UsageError(f"--option {unused[0]}: no chosen suite takes it")
     store = EmbeddingStore(cache)
     err = console(stderr=True)
     loaded = [load_target(t, factor, preset) for t in targets]
@@ -89,11 +94,6 @@ def eval_command(
             if output:
                 rec["path"] = str(write_json(output_path(output, rec), rec))
             records.append(rec)
-    unused = [k for k in options if not any(k in _accepted(s) for s, _ in pairs)]
-    if unused:
-        from freebind.errors import UsageError
-
-        raise UsageError(f"--option {unused[0]}: no chosen suite takes it")
     if as_json:
         print_json(records)
         return

@@ -46,6 +46,9 @@ def tune_command(
     options = parse_options(option)
     suites = [(s, folder, {k: v for k, v in options.items() if k in info(s).options})
               for s, folder in pair_data(suite, data)]
+    unused = [k for k in options if not any(k in info(s).options for s, _, _ in suites)]
+    if unused:
+        raise UsageError(f"--option {unused[0]}: no chosen suite takes it")
     target = load_target(str(bundle))
     t0 = time.perf_counter()
     result, embedded = tune_target(target, suites, grids, store=EmbeddingStore(cache),

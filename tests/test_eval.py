@@ -233,6 +233,8 @@ def test_eval_errors_are_one_line(home):
     assert r.exit_code == 2 and "no image modality" in r.output
     r = run("eval", "test:tone", "-s", "audiocaps", "-d", data, "-o", "split")
     assert r.exit_code == 2 and "KEY=VALUE" in r.output
+    r = run("eval", "test:tone", "-s", "audiocaps", "-d", data, "-o", "folds=1")
+    assert r.exit_code == 2 and "no chosen suite takes it" in r.output
 
 
 def test_eval_reports_missing_and_unreadable(home):

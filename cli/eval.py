@@ -61,13 +61,17 @@ def eval_command(
     cache: Optional[Path] = typer.Option(None, "--cache", help="Embedding cache folder "
                                          "(default $FREEBIND_HOME/cache)."),
     batch_size: int = typer.Option(64, "--batch-size", min=1),
+    record: bool = typer.Option(False, "--record", help="Also keep each bundle's results in "
+                                "its metadata (shown by `freebind info`)."),
     as_json: bool = typer.Option(False, "--json", help="Print the result records as JSON."),
 ) -> None:
     """Evaluate spaces and bundles on the paper's suites; one JSON per (target, suite).
 
     Embeddings are cached (for a bundle: its base spaces' embeddings), so evaluating other
     factors or presets re-encodes nothing."""
-    from freebind.evaluate.runner import evaluate, load_target, output_path, write_json
+    from freebind.evaluate.runner import (
+        evaluate, load_target, output_path, record_evaluation, write_json,
+    )
     from freebind.evaluate.suites import load_suite
     from freebind.store import EmbeddingStore
 
@@ -93,6 +97,8 @@ def eval_command(
                            progress=not as_json)
             if output:
                 rec["path"] = str(write_json(output_path(output, rec), rec))
+            if record and target.is_bundle:
+                record_evaluation(target.ref.split("@", 1)[0], rec)
             records.append(rec)
     if as_json:
         print_json(records)

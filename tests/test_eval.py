@@ -248,3 +248,20 @@ def test_eval_reports_missing_and_unreadable(home):
     assert rec["protocol"]["tasks"][0]["n_items"] == N_TONES - 2
     assert any("unreadable" in m for m in rec["protocol"]["missing_examples"])
     assert rec["metrics"]["t2a_R@1"] == 1.0
+
+
+def test_eval_record_keeps_results_in_the_bundle(home):
+    import freebind
+
+    data = make_audiocaps(home / "ac")
+    bundle = make_bundle(home / "b.safetensors")
+    for extra in ([], ["--preset", "at-expertise"], ["-f", "a=0.2"]):
+        r = run("eval", bundle, "-s", "audiocaps", "-d", data, "--record", "--output", "",
+                "--json", *extra)
+        assert r.exit_code == 0, r.output
+    ev = freebind.load(bundle).metadata["evaluation"]["audiocaps"]
+    assert set(ev) == {"default", "at-expertise", "default[a=0.2]"}
+    last = json.loads(r.stdout)[0]["metrics"]
+    assert ev["default[a=0.2]"]["metrics"] == last
+    r = run("info", bundle)
+    assert r.exit_code == 0 and "audiocaps" in r.stdout

@@ -309,3 +309,21 @@ def store_presets(path: str | Path, presets: Mapping[str, list[str]],
     if tuning is not None:
         meta["tuning"] = dict(tuning)
     return bundle_io.save(path, tensors, meta)
+
+
+def record_evaluation(path: str | Path, record: Mapping[str, Any]) -> Path:
+    """Keep a result in the bundle's metadata (``"evaluation"``, keyed by dataset and by the
+    preset/factors it was measured with), rewriting the bundle atomically."""
+    from freebind import bundle as bundle_io
+
+    tensors, meta = bundle_io.load(path)
+    setting = record.get("preset") or "default"
+    if record.get("factor_overrides"):
+        setting += "[" + ",".join(record["factor_overrides"]) + "]"
+    entry = {"metrics": dict(record["metrics"]), "task": record["task"],
+             "data": record.get("data"), "missing": record["protocol"]["missing"],
+             "freebind_version": record.get("freebind_version")}
+    evaluation = dict(meta.get("evaluation") or {})
+    evaluation.setdefault(record["dataset"], {})[setting] = entry
+    meta["evaluation"] = evaluation
+    return bundle_io.save(path, tensors, meta)

@@ -53,6 +53,9 @@ def build(
     mini_pool_size: int = typer.Option(2000, "--mini-pool-size",
                                        help="Items per modality of the default mini pools."),
     batch_size: int = typer.Option(64, "--batch-size", help="Encoder batch size."),
+    threads: Optional[int] = typer.Option(None, "--threads",
+                                          help="torch CPU threads (default: 1 for mini "
+                                               "spaces, else torch's default)."),
     as_json: bool = typer.Option(False, "--json", help="Print the build report as JSON."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
@@ -67,7 +70,8 @@ def build(
     fused = run_build(expression, audio=audio, image=image, text=text, pools=pools,
                       output=output, cache_dir=cache_dir, seed=seed,
                       hyper=_parse_hyper(hyper), batch_size=batch_size,
-                      mini_pool_size=mini_pool_size, progress=not (as_json or quiet), log=log)
+                      mini_pool_size=mini_pool_size, progress=not (as_json or quiet), log=log,
+                      threads=threads)
     report = fused.build_report
     if as_json:
         print_json(report.to_dict())

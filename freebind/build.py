@@ -34,7 +34,7 @@ MINI_POOL_SEED = 0
 #: Training defaults when every space is a mini space: the quick start must finish in
 #: minutes on a laptop CPU. They sit under ``hyper=`` (and ``--hyper``) and under bond
 #: options written in the expression.
-MINI_BUILD_HYPER = {"hidden": 256, "epochs": 12, "batch": 256, "patience": 3, "temp": 0.02}
+MINI_BUILD_HYPER = {"hidden": 256, "epochs": 10, "batch": 256, "patience": 3, "temp": 0.02}
 
 
 class PoolError(UsageError):
@@ -263,7 +263,8 @@ def _pool_fingerprint(store, modality: str, items: Sequence) -> str:
 def build(expression, audio=None, image=None, text=None, pools=None, output=None,
           cache_dir=None, seed: int | None = None, hyper: Mapping | None = None,
           batch_size: int = 64, mini_pool_size: int = MINI_POOL_SIZE, progress: bool = True,
-          log: Callable[[str], None] | None = None, save: bool = True):
+          log: Callable[[str], None] | None = None, save: bool = True,
+          threads: int | None = None):
     """Build the fused space of ``expression`` and save it as a bundle.
 
     Pools: ``audio``/``image`` folders (or lists of paths), ``text`` a file with one text
@@ -271,7 +272,32 @@ def build(expression, audio=None, image=None, text=None, pools=None, output=None
     mini space and no pool is given, the default mini pools are generated (once) in the
     cache. ``hyper`` overrides training defaults for every job (bond options still win);
     ``seed`` is the training seed. Returns the :class:`~freebind.fused.FusedSpace`, with the
-    :class:`BuildReport` as ``.build_report``."""
+    :class:`BuildReport` as ``.build_report``. ``threads`` sets torch's CPU threads for the
+    build (default: 1 when every space is a mini space — small models run fastest on one
+    thread and never oversubscribe a shared machine — else torch's setting)."""
+    import torch
+
+    from freebind import algebra
+
+    if isinstance(expression, str):
+        mini = all(s["family"] == "mini" for s in algebra.plan(expression).spaces.values())
+    else:
+        mini = all(s["family"] == "mini" for s in expression.spaces.values())
+    if threads is None and mini:
+        threads = 1
+    previous = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(int(threads))
+    try:
+        return _build(expression, audio, image, text, pools, output, cache_dir, seed, hyper,
+                      batch_size, mini_pool_size, progress, log, save)
+    finally:
+        if threads:
+            torch.set_num_threads(previous)
+
+
+def _build(expression, audio, image, text, pools, output, cache_dir, seed, hyper, batch_size,
+           mini_pool_size, progress, log, save):
     import torch
 
     from freebind import algebra, spaces

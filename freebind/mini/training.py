@@ -183,7 +183,20 @@ def _batches(n: int, g, batch: int = BATCH):
 def train_space(which: str, corpus: dict, seed: int = 0, log=print,
                 overrides: dict | None = None) -> tuple[dict, dict]:
     """Train one space from a rendered corpus. Returns (tensors, metadata).
-    ``overrides`` replaces recipe entries (tests train tiny variants)."""
+    ``overrides`` replaces recipe entries (tests train tiny variants). The caller's torch
+    random state and deterministic-algorithms flag are left as they were."""
+    import torch
+
+    was_deterministic = torch.are_deterministic_algorithms_enabled()
+    try:
+        with torch.random.fork_rng():
+            torch.use_deterministic_algorithms(True)
+            return _train_space(which, corpus, seed, log, overrides)
+    finally:
+        torch.use_deterministic_algorithms(was_deterministic)
+
+
+def _train_space(which, corpus, seed, log, overrides):
     import torch
 
     from freebind.mini.captions import vocabulary
@@ -192,7 +205,6 @@ def train_space(which: str, corpus: dict, seed: int = 0, log=print,
 
     recipe = {**RECIPES[which], **(overrides or {})}
     torch.manual_seed(recipe["seed"] + 1000 * seed)
-    torch.use_deterministic_algorithms(True)
     g = rng("train", which, seed)
     vocab = vocabulary()
     tok = Tokenizer(vocab)

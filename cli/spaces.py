@@ -25,6 +25,7 @@ def spaces(
     if as_json:
         print_json(rows)
         return
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(title="registered spaces")
@@ -32,8 +33,8 @@ def spaces(
         table.add_column(col)
     for r in rows:
         name = r["name"] + (f" ({', '.join(r['aliases'])})" if r["aliases"] else "")
-        table.add_row(name, r["family"], ",".join(r["modalities"]), str(r["dim"]),
-                      "yes" if r["available"] else "no", r["detail"])
+        table.add_row(escape(name), r["family"], ",".join(r["modalities"]), str(r["dim"]),
+                      "yes" if r["available"] else "no", escape(r["detail"]))
     console().print(table)
 
 

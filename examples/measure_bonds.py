@@ -62,8 +62,13 @@ def main(argv=None):
     ap.add_argument("--mini-weights", type=Path, default=None,
                     help="use mini weights from this folder (scripts/train_mini.py --out)")
     ap.add_argument("--only", choices=list(BONDS), action="append", default=None)
+    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (mini models "
+                                                           "run fastest on one)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(args.threads)
 
     if args.mini_weights is not None:
         import freebind.mini.spaces as mini_spaces

@@ -34,7 +34,7 @@ MINI_POOL_SEED = 0
 #: Training defaults when every space is a mini space: the quick start must finish in
 #: minutes on a laptop CPU. They sit under ``hyper=`` (and ``--hyper``) and under bond
 #: options written in the expression.
-MINI_BUILD_HYPER = {"hidden": 256, "epochs": 10, "batch": 256, "patience": 3, "temp": 0.02}
+MINI_BUILD_HYPER = {"hidden": 256, "epochs": 15, "batch": 256, "patience": 3, "temp": 0.02}
 
 
 class PoolError(UsageError):

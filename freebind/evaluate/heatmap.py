@@ -44,9 +44,12 @@ def draw(result, path: str | Path, title: str = "") -> Path:
             ax.set_yticks(range(len(ys)), [f"{v:g}" for v in ys], fontsize=7)
             ax.set_xlabel(keys[1])
             ax.set_ylabel(keys[0])
+            digits = 1 if lim < 5 else 0           # small changes: one decimal
             if d.size <= 144:
                 for (i, j), v in np.ndenumerate(d):
-                    label = f"{v:.0f}".replace("-0", "0") if abs(v) < 0.5 else f"{v:.0f}"
+                    label = f"{v:.{digits}f}"
+                    if float(label) == 0.0:
+                        label = label.lstrip("-")
                     ax.text(j, i, label, ha="center", va="center", fontsize=5.5,
                             color="white" if abs(v) > 0.6 * lim else "black")
             i, j = np.unravel_index(int(np.argmax(d)), d.shape)

@@ -25,7 +25,7 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-from freebind.errors import FreebindError, UsageError
+from freebind.errors import UsageError
 
 POOL_MODALITIES = ("audio", "image", "text")
 #: Items per modality of the default mini pools (the quick start).

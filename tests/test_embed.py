@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 sys.path.insert(0, str(Path(__file__).parent))
-from build_world import N, register_world, write_world  # noqa: E402
+from build_world import register_world, write_world  # noqa: E402
 
 from freebind_cli.main import app  # noqa: E402
 

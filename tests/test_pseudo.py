@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from freebind import pseudo
-from freebind.pseudo import PseudoTupleError, Route, choose_route, data_modes, topk_retrieve
+from freebind.pseudo import PseudoTupleError, choose_route, data_modes, topk_retrieve
 
 
 def unit(x):

@@ -113,3 +113,143 @@ def _short(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
 
+
+
+# --- ImageBind's extra modalities: video, single-channel maps (depth, thermal), IMU ----------
+
+def video_info(path: str | os.PathLike) -> tuple[int, float]:
+    """``(frame count, average frame rate)`` of a video file's first video stream (PyAV; no
+    system ffmpeg needed). The count comes from the container, else from its packets."""
+    container, stream = _open_video(path)
+    try:
+        fps = stream.average_rate or stream.guessed_rate
+        n = int(stream.frames or 0)
+        if n <= 0:
+            n = sum(1 for p in container.demux(stream) if p.size)
+    except MediaError:
+        raise
+    except Exception as exc:
+        raise MediaError(f"{path}: cannot decode video ({_short(exc)})") from None
+    finally:
+        container.close()
+    if not fps or float(fps) <= 0:
+        raise MediaError(f"{path}: video has no frame rate")
+    if n <= 0:
+        raise MediaError(f"{path}: video has no frames")
+    return n, float(fps)
+
+
+def load_video_frames(path: str | os.PathLike, indices) -> np.ndarray:
+    """The frames at ``indices`` (decode order) as uint8 RGB ``[len(indices), H, W, 3]``.
+
+    Frames are decoded once, in order, keeping only those asked for. An index past the last
+    frame that actually decodes (containers sometimes over-count) gets the last frame."""
+    wanted = sorted(set(int(i) for i in indices))
+    if not wanted or wanted[0] < 0:
+        raise MediaError(f"{path}: no valid frame indices requested")
+    want = set(wanted)
+    container, stream = _open_video(path)
+    kept: dict[int, np.ndarray] = {}
+    last = None
+    try:
+        for i, frame in enumerate(container.decode(stream)):
+            if i in want:
+                kept[i] = frame.to_ndarray(format="rgb24")
+            last = (i, frame)
+            if i >= wanted[-1]:
+                break
+        if last is not None and last[0] not in kept:
+            kept[last[0]] = last[1].to_ndarray(format="rgb24")
+    except Exception as exc:
+        raise MediaError(f"{path}: cannot decode video ({_short(exc)})") from None
+    finally:
+        container.close()
+    if last is None:
+        raise MediaError(f"{path}: video has no decodable frames")
+    final = last[0]
+    return np.stack([kept[min(int(i), final)] for i in indices])
+
+
+def _open_video(path):
+    try:
+        import av
+    except ImportError:
+        raise MediaError(f"{path}: cannot decode video: PyAV is not installed "
+                         "(pip install av, or 'freebind[imagebind]')") from None
+    try:
+        container = av.open(str(path))
+    except Exception as exc:
+        raise MediaError(f"{path}: cannot decode video ({_short(exc)})") from None
+    if not container.streams.video:
+        container.close()
+        raise MediaError(f"{path}: no video stream")
+    return container, container.streams.video[0]
+
+
+def load_single_channel(path: str | os.PathLike, normalise: bool = False) -> np.ndarray:
+    """A single-channel map (depth/disparity, thermal) as float32 ``[H, W]``.
+
+    Grey images (8/16/32-bit, float) and ``.npy`` arrays are read as they are; an RGB image
+    is accepted only when its three channels are equal (a colour-mapped visualisation is
+    refused). ``normalise`` divides integer images by their type's maximum (255, 65535)."""
+    if Path(path).suffix.lower() == ".npy":
+        arr = _load_npy(path)
+        arr = np.squeeze(arr)
+        if arr.ndim != 2:
+            raise MediaError(f"{path}: expected a 2-D map, got shape {tuple(arr.shape)}")
+        scale = 1.0
+    else:
+        try:
+            from PIL import Image
+
+            with Image.open(path) as img:
+                img.load()
+                mode = img.mode
+                if mode in ("P", "LA", "RGBA", "PA"):
+                    img = img.convert("RGB")
+                    mode = "RGB"
+                arr = np.asarray(img)
+        except Exception as exc:
+            raise MediaError(f"{path}: cannot decode image ({_short(exc)})") from None
+        if arr.ndim == 3:
+            if not (np.array_equal(arr[..., 0], arr[..., 1])
+                    and np.array_equal(arr[..., 0], arr[..., 2])):
+                raise MediaError(f"{path}: expected a single-channel image, got colour "
+                                 f"({mode}); save the raw map as a grey PNG or .npy")
+            arr = arr[..., 0]
+        scale = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}.get(arr.dtype, 1.0)
+        if mode.startswith("I;16"):
+            scale = 65535.0
+    out = arr.astype(np.float32)
+    if not np.isfinite(out).all():
+        raise MediaError(f"{path}: map contains NaN or infinite values")
+    if min(out.shape) == 0:
+        raise MediaError(f"{path}: map is empty")
+    return out / scale if normalise and scale != 1.0 else out
+
+
+def load_imu(path: str | os.PathLike, channels: int = 6) -> np.ndarray:
+    """An IMU recording from ``.npy`` as float32 ``[channels, T]`` (``[T, channels]`` is
+    transposed): accelerometer x, y, z then gyroscope x, y, z."""
+    arr = _load_npy(path)
+    if arr.ndim != 2 or channels not in arr.shape:
+        raise MediaError(f"{path}: expected an IMU array of shape ({channels}, T), got "
+                         f"{tuple(arr.shape)}")
+    if arr.shape[0] != channels:
+        arr = arr.T
+    if arr.shape[1] == 0:
+        raise MediaError(f"{path}: IMU array has no samples")
+    out = np.ascontiguousarray(arr, dtype=np.float32)
+    if not np.isfinite(out).all():
+        raise MediaError(f"{path}: IMU array contains NaN or infinite values")
+    return out
+
+
+def _load_npy(path) -> np.ndarray:
+    try:
+        arr = np.load(str(path), allow_pickle=False)
+    except Exception as exc:
+        raise MediaError(f"{path}: cannot read array ({_short(exc)})") from None
+    if not isinstance(arr, np.ndarray) or not np.issubdtype(arr.dtype, np.number):
+        raise MediaError(f"{path}: not a numeric array")
+    return arr

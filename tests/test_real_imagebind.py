@@ -70,8 +70,8 @@ def test_text_tokens_start_and_end_like_clip(tiny):
 
 def test_unsupported_modality_and_empty_input(tiny):
     _, space, _, _ = tiny
-    with pytest.raises(SpaceError, match="does not encode 'video'"):
-        space.encode("video", ["x.mp4"])
+    with pytest.raises(SpaceError, match="does not encode 'point'"):
+        space.encode("point", ["x.ply"])
     assert space.encode("text", []).shape == (0, 16)
 
 

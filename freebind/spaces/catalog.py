@@ -9,9 +9,9 @@ from freebind.spaces.base import SpaceInfo
 # --- the paper's spaces -----------------------------------------------------------------
 register(SpaceInfo(
     name="IB", family="imagebind", dim=1024,
-    modalities=("audio", "image", "text"),
-    description="ImageBind-huge: the unified space (audio, image, text; its video, depth, "
-                "thermal and IMU towers are not wired yet)",
+    modalities=("audio", "image", "text", "video", "depth", "thermal", "imu"),
+    description="ImageBind-huge: the unified space (audio, image, text, video, depth, "
+                "thermal, IMU)",
     aliases=("ImageBind", "imagebind_huge"),
     loader="freebind.spaces.imagebind:load", checker="freebind.spaces.imagebind:check"))
 register(SpaceInfo(

@@ -7,6 +7,19 @@ is used. Preprocessing is ImageBind's own, re-implemented without torchaudio/pyt
 * text: ImageBind's CLIP BPE tokenizer, 77 tokens;
 * audio: 16 kHz mono, three 2 s clips, 128-bin Kaldi fbank, 204 frames, mean −4.268 /
   std 9.138 (see :mod:`freebind.spaces.audio_features`); the clip embeddings are averaged.
+* video (ImageBind's ``load_and_transform_video_data``, decoded with PyAV instead of decord):
+  duration = frames / average fps; five 2 s clips placed by the constant-clips sampler (starts
+  0, (D−2)/5, …); a clip holds the frames ceil(fps·start) … ceil(fps·end)−1, of which the
+  first and last are kept (uniform temporal subsample of 2); /255; short side → 224
+  (bilinear, long side floored); CLIP mean/std; three 224 crops along the long side (start,
+  centre, end). Input ``[15, 3, 2, 224, 224]``; the model averages the 15 embeddings.
+* depth: a single-channel *disparity* map (baseline·focal/depth, pixel units; grey PNG/TIFF
+  or ``.npy``), as ImageBind (after Omnivore) was trained on: clamp to [0.01, 75], /75,
+  short side → 224 (bilinear, antialiased), centre crop, mean 0.0418 / std 0.0295.
+* thermal: a single-channel image scaled to [0, 1] (8-bit /255, 16-bit /65535), short side →
+  224 (bicubic, antialiased), centre crop 224, no mean/std (the release documents none).
+* imu: ``.npy`` ``[6, T]`` (accelerometer xyz, gyroscope xyz; ``[T, 6]`` is transposed),
+  centre-cropped or zero-padded to 2000 samples, raw values.
 
 Weights: ``imagebind_huge.pth`` resolved by :mod:`freebind.spaces.weights` (explicit
 ``checkpoint=`` path → ``$FREEBIND_HOME/weights/imagebind/`` → ImageBind's own
@@ -32,7 +45,10 @@ ORIGIN = "Meta's ImageBind release (dl.fbaipublicfiles.com/imagebind/imagebind_h
 HUGE = dict(vision_embed_dim=1280, vision_num_blocks=32, vision_num_heads=16,
             text_embed_dim=1024, text_num_blocks=24, text_num_heads=16, out_embed_dim=1024,
             audio_drop_path=0.1, imu_drop_path=0.7)
-MODALITIES = ("audio", "image", "text")
+MODALITIES = ("audio", "image", "text", "video", "depth", "thermal", "imu")
+VIDEO_CLIPS, VIDEO_CLIP_SECONDS, VIDEO_FRAMES, VIDEO_CROPS = 5, 2, 2, 3
+DEPTH_MIN, DEPTH_MAX, DEPTH_MEAN, DEPTH_STD = 0.01, 75.0, 0.0418, 0.0295
+IMU_CHANNELS, IMU_LENGTH = 6, 2000
 IMAGE_MEAN = (0.48145466, 0.4578275, 0.40821073)
 IMAGE_STD = (0.26862954, 0.26130258, 0.27577711)
 PREPROCESS_VERSION = "ib-pre-1"
@@ -139,22 +155,31 @@ class ImageBindSpace:
             return self.image_transform()(media.load_image(item))
         if modality == "audio":
             return af.imagebind_audio(media.load_audio(item, af.IB_RATE))
+        if modality == "video":
+            return imagebind_video(item)
+        if modality == "depth":
+            return imagebind_depth(media.load_single_channel(item))
+        if modality == "thermal":
+            return imagebind_thermal(media.load_single_channel(item, normalise=True))
+        if modality == "imu":
+            return imagebind_imu(media.load_imu(item, IMU_CHANNELS))
         raise SpaceError(f"space {self.name} does not encode {modality!r} files")
 
     def prepare(self, modality: str, items: Sequence):
-        """A batch's model input: token ids ``[N, 77]``, images ``[N, 3, 224, 224]``, or
-        audio ``[N, 3, 1, 128, 204]``."""
+        """A batch's model input: token ids ``[N, 77]``, images ``[N, 3, 224, 224]``, audio
+        ``[N, 3, 1, 128, 204]``, video ``[N, 15, 3, 2, 224, 224]``, depth/thermal
+        ``[N, 1, 224, 224]`` or IMU ``[N, 6, 2000]``."""
         import torch
 
         if modality == "text":
             tokens = self.tokenizer()([str(t) for t in items])
             return tokens.reshape(len(items), -1)
-        if modality in ("image", "audio"):
+        if modality in ("image", "audio", "video", "depth", "thermal", "imu"):
             return torch.stack([self.prepare_item(modality, p) for p in items])
         raise SpaceError(f"space {self.name} does not encode {modality!r}")
 
     def forward(self, modality: str, inputs):
-        key = {"image": "vision"}.get(modality, modality)
+        key = {"image": "vision", "video": "vision"}.get(modality, modality)
         if inputs.is_floating_point():
             inputs = inputs.to(self.dtype)
         out = self.model({key: inputs.to(self.device)})[key]
@@ -181,6 +206,123 @@ class ImageBindSpace:
     def __repr__(self) -> str:
         return (f"ImageBindSpace(name={self.name!r}, dim={self.dim}, device={self.device}, "
                 f"precision={self.precision}, checkpoint={str(self.checkpoint)!r})")
+
+
+def video_clip_frames(n_frames: int, fps: float) -> list[tuple[int, int]]:
+    """For each of ImageBind's video clips, the two frame indices it keeps.
+
+    pytorchvideo's constant-clips sampler over the duration ``n_frames / fps`` (as decord
+    reports it), decord's frame range for a clip ``[ceil(fps·start), ceil(fps·end))`` cut at
+    the last frame, then the uniform temporal subsample of 2 (first and last frame)."""
+    import math
+    from fractions import Fraction
+
+    duration = n_frames / fps
+    max_start = Fraction(max(duration - VIDEO_CLIP_SECONDS, 0))
+    step = max_start / VIDEO_CLIPS
+    out = []
+    for i in range(VIDEO_CLIPS):
+        start = step * i
+        end = start + VIDEO_CLIP_SECONDS
+        first = math.ceil(fps * start)
+        stop = min(math.ceil(fps * end), n_frames)
+        if stop <= first:
+            raise ValueError(f"clip {i} ({float(start):.2f}-{float(end):.2f} s) has no frames")
+        count = stop - first
+        picks = [first + int(k * (count - 1) / (VIDEO_FRAMES - 1)) for k in range(VIDEO_FRAMES)]
+        out.append(tuple(picks))
+    return out
+
+
+def _short_side_scale(x, size: int = 224, mode: str = "bilinear"):
+    """pytorchvideo's ShortSideScale on ``[C, T, H, W]``: short side → size, long side
+    floored, no antialiasing."""
+    import math
+
+    import torch.nn.functional as F
+
+    h, w = x.shape[-2:]
+    if w < h:
+        new_h, new_w = int(math.floor(h / w * size)), size
+    else:
+        new_h, new_w = size, int(math.floor(w / h * size))
+    return F.interpolate(x, size=(new_h, new_w), mode=mode, align_corners=False)
+
+
+def _spatial_crops(x, size: int = 224):
+    """ImageBind's SpatialCrop(224, 3): start, centre and end crops along the long side."""
+    import math
+
+    h, w = x.shape[-2:]
+    y0, x0 = int(math.ceil((h - size) / 2)), int(math.ceil((w - size) / 2))
+    crops = []
+    for idx in range(VIDEO_CROPS):
+        y, xx = y0, x0
+        if h > w:
+            y = {0: 0, 1: y0, 2: h - size}[idx]
+        else:
+            xx = {0: 0, 1: x0, 2: w - size}[idx]
+        crops.append(x[..., y:y + size, xx:xx + size])
+    return crops
+
+
+def imagebind_video(path):
+    """ImageBind's video input ``[15, 3, 2, 224, 224]`` for a video file (see module doc)."""
+    import torch
+
+    from freebind import media
+    from freebind.errors import MediaError
+
+    n, fps = media.video_info(path)
+    try:
+        clips = video_clip_frames(n, fps)
+    except ValueError as exc:
+        raise MediaError(f"{path}: {exc}") from None
+    indices = [i for clip in clips for i in clip]
+    frames = torch.from_numpy(media.load_video_frames(path, indices))  # [K, H, W, 3] uint8
+    mean = torch.tensor(IMAGE_MEAN).view(3, 1, 1, 1)
+    std = torch.tensor(IMAGE_STD).view(3, 1, 1, 1)
+    out = []
+    for c in range(len(clips)):
+        clip = frames[c * VIDEO_FRAMES:(c + 1) * VIDEO_FRAMES].permute(3, 0, 1, 2).float()
+        clip = _short_side_scale(clip / 255.0)
+        clip = (clip - mean) / std
+        out.extend(_spatial_crops(clip))
+    return torch.stack(out).contiguous()
+
+
+def _resize_crop(x, interpolation: str):
+    tv = compat.import_torchvision()
+    TF = tv.transforms.functional
+    mode = getattr(tv.transforms.InterpolationMode, interpolation.upper())
+    x = TF.resize(x, 224, interpolation=mode, antialias=True)
+    return TF.center_crop(x, 224)
+
+
+def imagebind_depth(disparity):
+    """Depth input ``[1, 224, 224]`` from a disparity map ``[H, W]`` (see module doc)."""
+    import torch
+
+    x = torch.as_tensor(disparity, dtype=torch.float32)[None]
+    x = x.clamp(min=DEPTH_MIN).clamp(max=DEPTH_MAX) / DEPTH_MAX
+    return (_resize_crop(x, "bilinear") - DEPTH_MEAN) / DEPTH_STD
+
+
+def imagebind_thermal(thermal):
+    """Thermal input ``[1, 224, 224]`` from a map ``[H, W]`` in [0, 1]."""
+    import torch
+
+    return _resize_crop(torch.as_tensor(thermal, dtype=torch.float32)[None], "bicubic")
+
+
+def imagebind_imu(imu):
+    """IMU input ``[6, 2000]``: each channel centre-cropped / zero-padded to 2000 samples."""
+    import numpy as np
+    import torch
+
+    from freebind.media import fit_length
+
+    return torch.from_numpy(np.stack([fit_length(ch, IMU_LENGTH) for ch in imu]))
 
 
 def _reject_unknown(unused: dict) -> None:

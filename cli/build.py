@@ -63,7 +63,7 @@ def build(
     each bond's projector group, and save one .safetensors bundle.
 
     With only mini spaces and no pools, the default mini pools are generated once."""
-    from freebind.build import build as run_build
+    from freebind.builder import build as run_build
 
     err = console(stderr=True)
     log = None if as_json or quiet else (lambda msg: err.print(f"[dim]{msg}[/]"))

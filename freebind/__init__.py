@@ -17,7 +17,7 @@ _LAZY = {
     "plan": ("freebind.algebra", "plan"),
     "load": ("freebind.fused", "load"),
     "FusedSpace": ("freebind.fused", "FusedSpace"),
-    "build": ("freebind.build", "build"),
+    "build": ("freebind.builder", "build"),
     "spaces": ("freebind.spaces", None),
     "FreebindError": ("freebind.errors", "FreebindError"),
 }

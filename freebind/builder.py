@@ -34,7 +34,6 @@ MINI_POOL_SEED = 0
 #: Training defaults when every space is a mini space: the quick start must finish in
 #: minutes on a laptop CPU. They sit under ``hyper=`` (and ``--hyper``) and under bond
 #: options written in the expression.
-MINI_BUILD_HYPER = {"hidden": 256, "epochs": 15, "batch": 256, "patience": 3, "temp": 0.02}
 
 
 class PoolError(UsageError):
@@ -303,7 +302,7 @@ def _build(expression, audio, image, text, pools, output, cache_dir, seed, hyper
     from freebind import algebra, spaces
     from freebind.fused import FusedSpace
     from freebind.pseudo import build as build_tuples
-    from freebind.pseudo import data_modes as modes_of
+    from freebind.algebra import data_modes as modes_of
     from freebind.store import EmbeddingStore
     from freebind.train import defaults_for, train_group
 
@@ -314,8 +313,6 @@ def _build(expression, audio, image, text, pools, output, cache_dir, seed, hyper
         overrides["seed"] = int(seed)
     if isinstance(expression, str):
         plan = algebra.plan(expression, hyper=overrides)
-        if all(s["family"] == "mini" for s in plan.spaces.values()):
-            plan = algebra.plan(expression, hyper={**MINI_BUILD_HYPER, **overrides})
     else:
         plan = expression
     families = [s["family"] for s in plan.spaces.values()]
@@ -435,19 +432,3 @@ def _build(expression, audio, image, text, pools, output, cache_dir, seed, hyper
     report.seconds["total"] = round(time.perf_counter() - t_start, 2)
     fused.build_report = report
     return fused
-
-
-# ``freebind.build`` names both this module and its main function: once the module is
-# imported, Python binds the package attribute ``freebind.build`` to the module, which would
-# shadow the lazily exported function. Making the module callable keeps
-# ``freebind.build(expr, ...)`` working either way.
-import sys as _sys  # noqa: E402
-import types as _types  # noqa: E402
-
-
-class _CallableModule(_types.ModuleType):
-    def __call__(self, *args, **kwargs):
-        return build(*args, **kwargs)
-
-
-_sys.modules[__name__].__class__ = _CallableModule

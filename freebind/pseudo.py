@@ -24,6 +24,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from freebind.algebra.compile import MODE_LETTERS
 from freebind.errors import FreebindError
 
 #: Defaults; bonds can override them (``topk=``, ``tau=``).
@@ -32,7 +33,6 @@ DEFAULT_TAU = 0.05
 #: Bytes of similarity scores one chunk may hold.
 DEFAULT_CHUNK_BYTES = 128 << 20
 
-MODE_LETTERS = {"audio": "A", "image": "V", "text": "T"}
 
 
 class PseudoTupleError(FreebindError):
@@ -285,20 +285,6 @@ def _second_hop(mid_pool, target_pool, idx, w, k, tau, chunk, tick):
 
 def _len(x) -> int:
     return int(x.shape[0])
-
-
-def data_modes(modalities: Sequence[str]) -> list[str]:
-    """One data mode per non-empty subset of query modalities, the full set named ``mix``
-    first, then singles and pairs in the paper's order: mix, A, T, V, AT, AV, TV."""
-    letters = [MODE_LETTERS[m] for m in modalities]
-    order = "ATV"
-    letters = sorted(letters, key=order.index)
-    modes = []
-    from itertools import combinations
-
-    for r in range(1, len(letters)):
-        modes.extend("".join(c) for c in combinations(letters, r))
-    return ["mix", *modes] if len(letters) > 1 else [letters[0]] if letters else []
 
 
 def mode_modalities(mode: str, modalities: Sequence[str]) -> tuple[str, ...]:

@@ -27,26 +27,20 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from freebind.errors import FreebindError
+from freebind.algebra.compile import DEFAULT_HYPER, MINI_HYPER
 from freebind.pseudo import PseudoTuples, mode_modalities
 
-#: Sensible for real spaces (the paper: hidden 2048).
+#: The plan's defaults (``freebind plan`` shows them per job) plus knobs of the loop itself.
 DEFAULTS = {
-    "hidden": 2048,
-    "temp": 0.05,
-    "lr": 1e-3,
+    **DEFAULT_HYPER,
     "weight_decay": 0.0,
-    "batch": 1024,
-    "epochs": 20,
-    "patience": 3,
     "val_frac": 0.1,
     "min_delta": 1e-4,
-    "seed": 0,
     "max_steps_per_epoch": 0,   # 0: one pass over the largest data mode
     "threads": 0,               # torch CPU threads while training; 0: leave as set
 }
-#: Mini spaces (tens of dimensions, a few thousand pool items): small and fast.
-MINI_DEFAULTS = {**DEFAULTS, "hidden": 256, "batch": 256, "epochs": 12, "patience": 3,
-                 "threads": 1}
+#: Mini spaces (tens of dimensions, a few thousand pool items): small, fast, one thread.
+MINI_DEFAULTS = {**DEFAULTS, **MINI_HYPER, "threads": 1}
 #: Tuples materialised in memory up to this many bytes; beyond, batches are gathered lazily.
 MATERIALISE_BYTES = 2 << 30
 

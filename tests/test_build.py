@@ -13,7 +13,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from build_world import N, register_world, write_world  # noqa: E402
 
 import freebind  # noqa: E402
-from freebind.build import PoolError, build, resolve_pools  # noqa: E402
+from freebind.builder import PoolError, build, resolve_pools  # noqa: E402
 
 FAST = {"hidden": 32, "batch": 64, "epochs": 3, "patience": 2, "threads": 1}
 
@@ -159,10 +159,10 @@ def test_unreadable_pool_items_are_skipped_and_reported(world, tmp_path):
     assert fused.metadata["data"]["audio"]["items"] == 60
 
 
-def test_freebind_build_is_callable_after_the_module_is_imported(world, tmp_path):
-    import freebind.build as module  # binds the package attribute to the module
+def test_freebind_build_is_the_function_after_the_builder_is_imported(world, tmp_path):
+    import freebind.builder as module
 
-    assert callable(freebind.build)
+    assert freebind.build is module.build
     fused = freebind.build("test:base + c(test:at)", pools=world[1], save=False,
                            cache_dir=tmp_path, hyper=FAST, progress=False)
     assert fused.build_report.output is None and module.Pools

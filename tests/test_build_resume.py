@@ -47,7 +47,7 @@ def test_killed_build_resumes_to_the_uninterrupted_bundle(tmp_path):
     assert not (tmp_path / "k.safetensors").exists()
     assert len(list((cache / "jobs").glob("*.safetensors"))) == 1
 
-    from freebind.build import build
+    from freebind.builder import build
 
     resumed = build(EXPR, pools=root, output=tmp_path / "r.safetensors", cache_dir=cache,
                     hyper=HYPER, progress=False)

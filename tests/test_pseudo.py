@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from freebind import pseudo
-from freebind.pseudo import PseudoTupleError, choose_route, data_modes, topk_retrieve
+from freebind.algebra import data_modes
+from freebind.pseudo import PseudoTupleError, choose_route, topk_retrieve
 
 
 def unit(x):

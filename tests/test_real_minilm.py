@@ -65,7 +65,7 @@ def test_minilm_binds_into_a_base_space_through_build(tmp_path):
     from build_world import register_world, write_world
 
     import freebind
-    from freebind.build import build
+    from freebind.builder import build
 
     register_world()
     write_world(tmp_path / "world", n=96)

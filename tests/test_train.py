@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from freebind import pseudo
+from freebind.algebra import data_modes
 from freebind.train import TrainingError, defaults_for, train_group
 
 
@@ -38,7 +39,7 @@ HYPER = {"hidden": 64, "batch": 64, "epochs": 8, "lr": 3e-3, "temp": 0.1, "seed"
 def test_training_learns_the_planted_map():
     src, tgt = linear_world()
     t = pseudo.build({"E": src, "B": tgt}, expert="E", base="B", topk=4)
-    modes = pseudo.data_modes(t.modalities)
+    modes = data_modes(t.modalities)
     assert modes == ["mix", "A", "T", "V", "AT", "AV", "TV"]
     res = train_group(t, src, tgt, modes, HYPER)
     assert res.group.k == 7 and not res.group.training

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from freebind.algebra.ast import Bond, Chain, Expr, SpaceRef
-from freebind.algebra.compile import Job, Plan, data_modes, mode_modalities
+from freebind.algebra.compile import MODE_LETTERS, Job, Plan, data_modes
 from freebind.algebra.compile import compile as compile_expr
 from freebind.algebra.formatter import format_expr as format
 from freebind.algebra.parser import parse
@@ -11,7 +11,7 @@ from freebind.algebra.parser import parse
 compile = compile_expr
 
 __all__ = ["parse", "format", "compile", "plan", "Plan", "Job", "SpaceRef", "Bond", "Chain",
-           "Expr", "data_modes", "mode_modalities"]
+           "Expr", "data_modes", "MODE_LETTERS"]
 
 
 def plan(text: str, hyper: dict | None = None) -> Plan:

@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
 # Create .venv and install freebind with everything its tests and the mini world need.
+#   bash scripts/setup.sh        everything (the real encoders' libraries too)
+#   bash scripts/setup.sh core   freebind alone: enough for the mini world
 # torch is pinned with torchvision in the same command so pip takes the CPU build that
 # this machine has on disk instead of a multi-GB CUDA build.
 set -euo pipefail
@@ -10,7 +12,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q torch==2.13.0 torchvision==0.28.0 -e ".[test,eval,parquet]"
-if [ "${FREEBIND_CORE_ONLY:-0}" != "1" ]; then
+if [ "${1:-all}" != "core" ]; then
   # The real encoders' libraries (the extras imagebind, open_clip, clap, internvl, minilm).
   .venv/bin/python -m pip install -q torch==2.13.0 torchvision==0.28.0 open_clip_torch \
       transformers ftfy regex timm iopath einops torchlibrosa librosa h5py sentencepiece av

@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable, Mapping
 
+from freebind.algebra.compile import bond_nodes
 from freebind.algebra.keywords import FACTOR_KEYWORDS
 from freebind.errors import UsageError
 
@@ -84,21 +85,6 @@ def as_overrides(specs) -> list[Override]:
 class BondFactors:
     factors: dict[str, float]
     on: bool = True
-
-
-def bond_nodes(graph: dict) -> list[dict]:
-    found: list[dict] = []
-
-    def walk(node):
-        if node["op"] == "chain":
-            walk(node["base"])
-            for bond in node["bonds"]:
-                found.append(bond)
-                for expert in bond["experts"]:
-                    walk(expert)
-
-    walk(graph)
-    return sorted(found, key=lambda b: int(b["id"][1:]))
 
 
 def resolve(graph: dict, overrides: Iterable = (), presets: Mapping | None = None,

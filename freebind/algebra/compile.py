@@ -42,6 +42,22 @@ def data_modes(modalities: tuple[str, ...]) -> list[str]:
     return modes
 
 
+def bond_nodes(graph: dict) -> list[dict]:
+    """Every bond node of a graph (or sub-graph), in textual order (b1, b2, …)."""
+    found: list[dict] = []
+
+    def walk(node):
+        if node["op"] == "chain":
+            walk(node["base"])
+            for bond in node["bonds"]:
+                found.append(bond)
+                for expert in bond["experts"]:
+                    walk(expert)
+
+    walk(graph)
+    return sorted(found, key=lambda b: int(b["id"][1:]))
+
+
 @dataclass
 class Job:
     id: str
@@ -90,18 +106,7 @@ class Plan:
 
     def bonds(self) -> list[dict]:
         """Every bond node of the graph, in textual order (b1, b2, …)."""
-        found: list[dict] = []
-
-        def walk(node):
-            if node["op"] == "chain":
-                walk(node["base"])
-                for bond in node["bonds"]:
-                    found.append(bond)
-                    for expert in bond["experts"]:
-                        walk(expert)
-
-        walk(self.graph)
-        return sorted(found, key=lambda b: int(b["id"][1:]))
+        return bond_nodes(self.graph)
 
     def job(self, job_id: str) -> Job:
         for job in self.jobs:

@@ -7,7 +7,10 @@ from typing import List, Optional
 
 import typer
 
-from freebind_cli.common import console, print_json
+from freebind_cli.common import (
+    console, device_option, parse_space_options, precision_option, print_json,
+    space_option_option,
+)
 
 
 def _parse_hyper(specs: list[str]) -> dict:
@@ -58,6 +61,9 @@ def build(
                                                "spaces, else torch's default)."),
     as_json: bool = typer.Option(False, "--json", help="Print the build report as JSON."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    device: Optional[str] = device_option(),
+    precision: Optional[str] = precision_option(),
+    space_option: List[str] = space_option_option(),
 ) -> None:
     """Build a fused space: embed pools with every space (cached), build pseudo tuples, train
     each bond's projector group, and save one .safetensors bundle.
@@ -65,13 +71,14 @@ def build(
     With only mini spaces and no pools, the default mini pools are generated once."""
     from freebind.builder import build as run_build
 
+    options = parse_space_options(device, precision, space_option)
     err = console(stderr=True)
     log = None if as_json or quiet else (lambda msg: err.print(f"[dim]{msg}[/]"))
     fused = run_build(expression, audio=audio, image=image, text=text, pools=pools,
                       output=output, cache_dir=cache_dir, seed=seed,
                       hyper=_parse_hyper(hyper), batch_size=batch_size,
                       mini_pool_size=mini_pool_size, progress=not (as_json or quiet), log=log,
-                      threads=threads)
+                      threads=threads, space_options=options)
     report = fused.build_report
     if as_json:
         print_json(report.to_dict())

@@ -25,9 +25,13 @@ from typing import List, Optional
 
 import typer
 
-from freebind_cli.common import console, print_json
+from freebind_cli.common import (
+    console, device_option, parse_space_options, precision_option, print_json,
+    space_option_option,
+)
 
-MODALITY_ORDER = ("audio", "image", "text")
+#: every modality a space may have (freebind.spaces.base.ALL_MODALITIES), in output order
+MODALITY_ORDER = ("audio", "image", "text", "video", "depth", "thermal", "imu")
 
 
 def _atomic_write(path: Path, write) -> None:
@@ -73,10 +77,11 @@ class Target:
     """A space or a fused bundle, with a uniform ``embed(modality, items)`` over the store
     that skips undecodable items: returns (array [kept, dim], kept indices, failures)."""
 
-    def __init__(self, ref: str, store, factors=(), preset=None):
+    def __init__(self, ref: str, store, factors=(), preset=None, space_options=None):
         from freebind.errors import UsageError
 
         self.store = store
+        self.space_options = dict(space_options or {})
         self.fused = None
         path = Path(ref)
         if ref.endswith(".safetensors") or path.is_file():
@@ -94,7 +99,7 @@ class Target:
                                  f"the plain space {ref!r}")
             from freebind import spaces
 
-            self.space = spaces.get(ref)
+            self.space = spaces.get(ref, **self.space_options)
             self.name, self.dim = self.space.name, int(self.space.dim)
             self.modalities = tuple(self.space.modalities)
             self.fingerprint = str(self.space.fingerprint)
@@ -110,7 +115,7 @@ class Target:
         inputs, kept, failures = {}, None, {}
         raw = {}
         for ref, mods in self.fused.inputs_needed(modality).items():
-            space = spaces.get(ref)
+            space = spaces.get(ref, **self.space_options)
             for m in sorted(mods):
                 arr, idx, fails = self.store.embed(space, m, items, batch_size=batch_size,
                                                    progress=progress, on_error="skip")
@@ -128,23 +133,27 @@ class Target:
         return out, kept, [failures[i] for i in sorted(failures)]
 
 
-def collect(paths: list[Path], texts: Optional[Path]) -> dict[str, list[tuple[str, object]]]:
-    """(source, item) per modality: files by extension; a ``.txt`` file is one text (its
-    content); ``--texts FILE`` gives one text per line, sourced ``FILE:LINE``."""
+def collect(paths: list[Path], texts: Optional[Path],
+            as_modality: Optional[str] = None) -> dict[str, list[tuple[str, object]]]:
+    """(source, item) per modality: files by extension (``as_modality``: every file given or
+    found in a folder given is of that modality); a text file is one text (its content);
+    ``--texts FILE`` gives one text per line, sourced ``FILE:LINE``."""
     from freebind.errors import MediaError
     from freebind.media import discover, read_texts
 
-    found = discover(paths) if paths else {m: [] for m in MODALITY_ORDER}
+    found = discover(paths, as_modality=as_modality) if paths else {}
     out: dict[str, list[tuple[str, object]]] = {m: [] for m in MODALITY_ORDER}
-    for m in ("audio", "image"):
-        out[m] = [(str(p), p) for p in found[m]]
-    for p in found["text"]:
-        try:
-            content = p.read_text(encoding="utf-8").strip()
-        except (OSError, UnicodeDecodeError) as exc:
-            out["text"].append((str(p), MediaError(f"{p}: cannot read text ({exc})")))
+    for m, files in found.items():
+        if m != "text":
+            out[m] = [(str(p), p) for p in files]
             continue
-        out["text"].append((str(p), content))
+        for p in files:
+            try:
+                content = p.read_text(encoding="utf-8").strip()
+            except (OSError, UnicodeDecodeError) as exc:
+                out["text"].append((str(p), MediaError(f"{p}: cannot read text ({exc})")))
+                continue
+            out["text"].append((str(p), content))
     if texts is not None:
         lines = read_texts(texts)
         out["text"] += [(f"{texts}:{i + 1}", t) for i, t in enumerate(lines)]
@@ -154,9 +163,15 @@ def collect(paths: list[Path], texts: Optional[Path]) -> dict[str, list[tuple[st
 def embed_files(target: str, paths: list[Path], output: Path, texts: Optional[Path] = None,
                 factors=(), preset: Optional[str] = None, fp16: bool = False,
                 partition_size: int = 100_000, batch_size: int = 64, cache_dir=None,
-                fmt: str = "parquet", progress: bool = True, shard_size: int = 2048) -> dict:
+                fmt: str = "parquet", progress: bool = True, shard_size: int = 2048,
+                space_options: Optional[dict] = None,
+                as_modality: Optional[str] = None) -> dict:
     """Embed ``paths`` (and ``texts``) with ``target``; write partitions under ``output``.
-    Returns the run report (partitions written or reused, files skipped with reasons)."""
+    Returns the run report (partitions written or reused, files skipped with reasons).
+
+    ``space_options`` go to every ``spaces.get`` (device, precision, checkpoint, …);
+    ``as_modality`` makes every file in ``paths`` of that modality (depth, thermal, imu, …)
+    instead of telling it by extension."""
     import numpy as np
 
     from freebind.errors import UsageError
@@ -164,12 +179,16 @@ def embed_files(target: str, paths: list[Path], output: Path, texts: Optional[Pa
 
     if partition_size < 1:
         raise UsageError("--partition-size must be at least 1")
-    items = collect(paths, texts)
+    if as_modality is not None and as_modality not in MODALITY_ORDER:
+        raise UsageError(f"--as {as_modality}: unknown modality; use one of "
+                         f"{', '.join(MODALITY_ORDER)}")
+    items = collect(paths, texts, as_modality)
     if not items:
-        raise UsageError("nothing to embed: no audio, image or text files found "
+        raise UsageError("nothing to embed: no files found" if as_modality else
+                         "nothing to embed: no audio, image, video or text files found "
                          "(by extension), and no --texts")
     store = EmbeddingStore(cache_dir, shard_size=shard_size)
-    tgt = Target(target, store, factors, preset)
+    tgt = Target(target, store, factors, preset, space_options)
     skipped: list[dict] = []
     plan = []
     k = 0
@@ -253,10 +272,17 @@ def embed(
                                            "bundle (.safetensors)."),
     paths: List[Path] = typer.Argument(None, help="Files or folders; modality by extension "
                                                   "(audio: wav flac mp3 ogg; image: png jpg "
-                                                  "jpeg webp bmp; text: .txt, one text per "
-                                                  "file)."),
+                                                  "jpeg webp bmp; video: mp4 avi mov mkv "
+                                                  "webm; text: .txt, one text per file) "
+                                                  "unless --as names it."),
     output: Path = typer.Option(..., "--output", "-o", help="Output folder."),
     texts: Optional[Path] = typer.Option(None, "--texts", help="Text file, one text per line."),
+    as_modality: Optional[str] = typer.Option(None, "--as", metavar="MODALITY",
+                                              help="Every file given (or in a folder given) "
+                                                   "is of this modality: depth, thermal, imu, "
+                                                   "video, audio, image or text (depth/thermal "
+                                                   "PNGs and .npy files cannot be told apart "
+                                                   "by extension)."),
     factor: List[str] = typer.Option([], "--factor", help="Factor override for a bundle "
                                                          "(a=0.8, b2.t=0.5, b2=off); "
                                                          "repeatable."),
@@ -277,6 +303,9 @@ def embed(
     strict: bool = typer.Option(False, "--strict", help="Exit 1 if any file was skipped."),
     as_json: bool = typer.Option(False, "--json", help="Print the run report as JSON."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    device: Optional[str] = device_option(),
+    precision: Optional[str] = precision_option(),
+    space_option: List[str] = space_option_option(),
 ) -> None:
     """Embed files with a space or a fused bundle into .npy partitions plus metadata.
 
@@ -284,6 +313,7 @@ def embed(
     reused. Unreadable files are reported and skipped (--strict: exit 1)."""
     from freebind.errors import UsageError
 
+    options = parse_space_options(device, precision, space_option)
     fmt = metadata_format.lower()
     if fmt not in ("parquet", "jsonl"):
         raise UsageError(f"--metadata-format {metadata_format!r}: use parquet or jsonl")
@@ -296,7 +326,9 @@ def embed(
     report = embed_files(target, list(paths or []), output, texts=texts, factors=factor,
                          preset=preset, fp16=fp16, partition_size=partition_size,
                          batch_size=batch_size, cache_dir=cache_dir, fmt=fmt,
-                         progress=not (quiet or as_json), shard_size=shard_size)
+                         progress=not (quiet or as_json), shard_size=shard_size,
+                         space_options=options,
+                         as_modality=as_modality.lower() if as_modality else None)
     if as_json:
         print_json(report)
     else:

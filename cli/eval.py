@@ -7,7 +7,10 @@ from typing import List, Optional
 
 import typer
 
-from freebind_cli.common import console, print_json
+from freebind_cli.common import (
+    console, device_option, parse_space_options, precision_option, print_json,
+    space_option_option,
+)
 
 DEFAULT_OUTPUT = "results/{model}/{dataset}.json"
 
@@ -64,6 +67,9 @@ def eval_command(
     record: bool = typer.Option(False, "--record", help="Also keep each bundle's results in "
                                 "its metadata (shown by `freebind info`)."),
     as_json: bool = typer.Option(False, "--json", help="Print the result records as JSON."),
+    device: Optional[str] = device_option(),
+    precision: Optional[str] = precision_option(),
+    space_option: List[str] = space_option_option(),
 ) -> None:
     """Evaluate spaces and bundles on the paper's suites; one JSON per (target, suite).
 
@@ -75,6 +81,7 @@ def eval_command(
     from freebind.evaluate.suites import load_suite
     from freebind.store import EmbeddingStore
 
+    space_opts = parse_space_options(device, precision, space_option)
     options = parse_options(option)
     pairs = pair_data(suite, data)
     unused = [k for k in options if not any(k in _accepted(s) for s, _ in pairs)]
@@ -84,7 +91,7 @@ def eval_command(
         raise UsageError(f"--option {unused[0]}: no chosen suite takes it")
     store = EmbeddingStore(cache)
     err = console(stderr=True)
-    loaded = [load_target(t, factor, preset) for t in targets]
+    loaded = [load_target(t, factor, preset, space_options=space_opts) for t in targets]
     records = []
     for name, folder in pairs:
         opts = {k: v for k, v in options.items() if k in _accepted(name)}

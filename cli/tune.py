@@ -8,7 +8,10 @@ from typing import List, Optional
 
 import typer
 
-from freebind_cli.common import console, print_json
+from freebind_cli.common import (
+    console, device_option, parse_space_options, precision_option, print_json,
+    space_option_option,
+)
 
 
 def tune_command(
@@ -27,6 +30,9 @@ def tune_command(
     cache: Optional[Path] = typer.Option(None, "--cache", help="Embedding cache folder."),
     batch_size: int = typer.Option(64, "--batch-size", min=1),
     as_json: bool = typer.Option(False, "--json", help="Print the tuning result as JSON."),
+    device: Optional[str] = device_option(),
+    precision: Optional[str] = precision_option(),
+    space_option: List[str] = space_option_option(),
 ) -> None:
     """Switch bonds on/off (coarse), sweep factors (fine), draw the change of every task
     versus the base space, and store per-task and versatile presets in the bundle."""
@@ -40,6 +46,7 @@ def tune_command(
     from freebind.store import EmbeddingStore
     from freebind_cli.eval import pair_data, parse_options
 
+    space_opts = parse_space_options(device, precision, space_option)
     grids = [parse_grid(g) for g in grid]
     if len({k for k, _ in grids}) != len(grids):
         raise UsageError("--grid: a key is given twice")
@@ -49,7 +56,7 @@ def tune_command(
     unused = [k for k in options if not any(k in info(s).options for s, _, _ in suites)]
     if unused:
         raise UsageError(f"--option {unused[0]}: no chosen suite takes it")
-    target = load_target(str(bundle))
+    target = load_target(str(bundle), space_options=space_opts)
     t0 = time.perf_counter()
     result, embedded = tune_target(target, suites, grids, store=EmbeddingStore(cache),
                                    prefix=name, batch_size=batch_size, progress=not as_json)

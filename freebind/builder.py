@@ -263,7 +263,7 @@ def build(expression, audio=None, image=None, text=None, pools=None, output=None
           cache_dir=None, seed: int | None = None, hyper: Mapping | None = None,
           batch_size: int = 64, mini_pool_size: int = MINI_POOL_SIZE, progress: bool = True,
           log: Callable[[str], None] | None = None, save: bool = True,
-          threads: int | None = None):
+          threads: int | None = None, space_options: Mapping | None = None):
     """Build the fused space of ``expression`` and save it as a bundle.
 
     Pools: ``audio``/``image`` folders (or lists of paths), ``text`` a file with one text
@@ -273,7 +273,9 @@ def build(expression, audio=None, image=None, text=None, pools=None, output=None
     ``seed`` is the training seed. Returns the :class:`~freebind.fused.FusedSpace`, with the
     :class:`BuildReport` as ``.build_report``. ``threads`` sets torch's CPU threads for the
     build (default: 1 when every space is a mini space — small models run fastest on one
-    thread and never oversubscribe a shared machine — else torch's setting)."""
+    thread and never oversubscribe a shared machine — else torch's setting).
+    ``space_options`` are passed to every ``spaces.get(ref, **space_options)`` (device,
+    precision, checkpoint, workers, …; what each space's loader accepts)."""
     import torch
 
     from freebind import algebra
@@ -289,14 +291,15 @@ def build(expression, audio=None, image=None, text=None, pools=None, output=None
         torch.set_num_threads(int(threads))
     try:
         return _build(expression, audio, image, text, pools, output, cache_dir, seed, hyper,
-                      batch_size, mini_pool_size, progress, log, save)
+                      batch_size, mini_pool_size, progress, log, save,
+                      dict(space_options or {}))
     finally:
         if threads:
             torch.set_num_threads(previous)
 
 
 def _build(expression, audio, image, text, pools, output, cache_dir, seed, hyper, batch_size,
-           mini_pool_size, progress, log, save):
+           mini_pool_size, progress, log, save, space_options):
     import torch
 
     from freebind import algebra, spaces
@@ -337,7 +340,7 @@ def _build(expression, audio, image, text, pools, output, cache_dir, seed, hyper
     leaf_raw: dict[str, dict[str, np.ndarray]] = {}
     kept: dict[str, np.ndarray] = {}
     for ref in plan.spaces:
-        space = spaces.get(ref)
+        space = spaces.get(ref, **space_options)
         for m in pool.modalities():
             if m not in space.modalities:
                 continue
@@ -417,7 +420,7 @@ def _build(expression, audio, image, text, pools, output, cache_dir, seed, hyper
     # 4. the bundle (deterministic content: no times, no absolute paths)
     space_meta = {}
     for ref in plan.spaces:
-        sp = spaces.get(ref)
+        sp = spaces.get(ref, **space_options)
         space_meta[ref] = {**plan.spaces[ref], "fingerprint": str(sp.fingerprint)}
     data_fp = {m: {"items": int(len(kept[m])),
                    "fingerprint": _pool_fingerprint(store, m,

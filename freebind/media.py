@@ -19,10 +19,14 @@ from freebind.errors import MediaError
 AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 TEXT_EXTENSIONS = (".txt",)
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm")
+#: the modalities an extension tells apart (depth/thermal maps and IMU arrays are PNG/.npy
+#: files that look like images or anything else: name them with ``discover(..., as_modality)``)
+EXTENSION_MODALITIES = ("audio", "image", "text", "video")
 
 
 def modality_of(path: str | os.PathLike) -> str | None:
-    """``audio``, ``image`` or ``text`` by file extension; None for anything else."""
+    """``audio``, ``image``, ``text`` or ``video`` by file extension; None for anything else."""
     ext = Path(path).suffix.lower()
     if ext in AUDIO_EXTENSIONS:
         return "audio"
@@ -30,22 +34,36 @@ def modality_of(path: str | os.PathLike) -> str | None:
         return "image"
     if ext in TEXT_EXTENSIONS:
         return "text"
+    if ext in VIDEO_EXTENSIONS:
+        return "video"
     return None
 
 
-def discover(paths: Iterable[str | os.PathLike]) -> dict[str, list[Path]]:
-    """Walk files and folders; group media files by modality, each list sorted."""
-    found: dict[str, list[Path]] = {"audio": [], "image": [], "text": []}
+def discover(paths: Iterable[str | os.PathLike],
+             as_modality: str | None = None) -> dict[str, list[Path]]:
+    """Walk files and folders; group media files by modality, each list sorted.
+
+    Without ``as_modality`` the modality comes from the extension (files with other
+    extensions are ignored) and the result has a (possibly empty) list for each of
+    :data:`EXTENSION_MODALITIES`. With it, every file given and every file under a folder
+    given (except hidden ones, ``.name``) is of that modality: ``{as_modality: [...]}``."""
+    if as_modality is not None:
+        found: dict[str, list[Path]] = {as_modality: []}
+    else:
+        found = {m: [] for m in EXTENSION_MODALITIES}
     for root in paths:
         root = Path(root)
         if root.is_file():
             candidates = [root]
         elif root.is_dir():
             candidates = [p for p in root.rglob("*") if p.is_file()]
+            if as_modality is not None:  # every file counts: leave out .DS_Store, .git/…
+                candidates = [p for p in candidates if not any(
+                    part.startswith(".") for part in p.relative_to(root).parts)]
         else:
             raise MediaError(f"{root}: no such file or folder")
         for p in candidates:
-            m = modality_of(p)
+            m = as_modality if as_modality is not None else modality_of(p)
             if m is not None:
                 found[m].append(p)
     return {m: sorted(set(v)) for m, v in found.items()}

@@ -33,6 +33,8 @@ class Target:
     fused: Any = None                    # a FusedSpace (bundles)
     preset: str | None = None
     factors: list[str] = field(default_factory=list)
+    #: loader options of every ``spaces.get`` for this target (device, precision, …)
+    space_options: dict[str, Any] = field(default_factory=dict)
 
     @property
     def is_bundle(self) -> bool:
@@ -69,8 +71,11 @@ def is_bundle_ref(ref: str) -> bool:
     return ref.split("@", 1)[0].endswith(".safetensors") or Path(ref.split("@", 1)[0]).is_file()
 
 
-def load_target(ref: str, factors: Sequence[str] = (), preset: str | None = None) -> Target:
-    """Resolve ``ref``; a bundle may carry a preset as ``path@preset``."""
+def load_target(ref: str, factors: Sequence[str] = (), preset: str | None = None, *,
+                space_options: Mapping[str, Any] | None = None) -> Target:
+    """Resolve ``ref``; a bundle may carry a preset as ``path@preset``. ``space_options``
+    go to every ``spaces.get`` of the target (its base spaces, for a bundle)."""
+    options = dict(space_options or {})
     if is_bundle_ref(ref):
         from freebind.fused import load
 
@@ -82,12 +87,13 @@ def load_target(ref: str, factors: Sequence[str] = (), preset: str | None = None
         label = Path(path).stem + (f"@{chosen}" if chosen else "")
         if factors:
             label += "[" + ",".join(factors) + "]"
-        return Target(ref, label, fused=fused, preset=chosen, factors=list(factors))
+        return Target(ref, label, fused=fused, preset=chosen, factors=list(factors),
+                      space_options=options)
     if factors or preset:
         raise UsageError(f"{ref}: --factor/--preset apply to bundles; {ref} is a plain space")
     from freebind import spaces
 
-    return Target(ref, ref, space=spaces.get(ref))
+    return Target(ref, ref, space=spaces.get(ref, **options), space_options=options)
 
 
 def _store(store):
@@ -127,7 +133,8 @@ def embed_suite(target: Target, evalset: EvalSet, store=None, batch_size: int = 
     for m, items in needed.items():
         refs = target.leaf_refs(m) if target.is_bundle else [target.ref]
         for ref in refs:
-            space = spaces.get(ref) if target.is_bundle else target.space
+            space = spaces.get(ref, **target.space_options) if target.is_bundle \
+                else target.space
             arr, kept, failures = store.embed(space, m, items, batch_size=batch_size,
                                               progress=progress, on_error="skip")
             per_space.setdefault(ref, {})[m] = ([items[i] for i in kept], arr)
@@ -190,12 +197,13 @@ def result_record(target: Target, evalset: EvalSet, metrics: Mapping[str, float]
 def evaluate(target: Target | str, suite: str | EvalSet, data: str | Path | None = None, *,
              factors: Sequence[str] = (), preset: str | None = None, store=None,
              suite_options: Mapping | None = None, batch_size: int = 64,
-             progress: bool = True) -> dict[str, Any]:
+             progress: bool = True, space_options: Mapping | None = None) -> dict[str, Any]:
     """Evaluate one target on one suite (a name with its ``data`` folder, or a loaded
-    :class:`EvalSet`); returns the result record."""
+    :class:`EvalSet`); returns the result record. ``space_options`` (device, precision, …)
+    apply when ``target`` is a reference to load; a loaded Target keeps its own."""
     t0 = time.perf_counter()
     if isinstance(target, str):
-        target = load_target(target)
+        target = load_target(target, space_options=space_options)
     evalset = suite if isinstance(suite, EvalSet) else \
         load_suite(suite, data, **dict(suite_options or {}))
     emb = embed_suite(target, evalset, store=store, batch_size=batch_size, progress=progress)

@@ -166,11 +166,26 @@ def load_file(path, name: str | None = None) -> MiniSpace:
                      int(meta["dim"]), fingerprint_of(data), meta)
 
 
+#: loader options the real spaces take that a mini space accepts and ignores: the mini
+#: encoders are tiny, always run on the CPU in float32 (so every embedding of a file is the
+#: same, whatever the command line says), and decode in the calling thread
+IGNORED_OPTIONS = ("device", "precision", "workers")
+_PRECISIONS = ("fp32", "fp16", "bf16")
+
+
 def load(info=None, which: str = "bind", weights: str | None = None, **options) -> MiniSpace:
-    """Registry loader: ``freebind.spaces.get("mini:bind")`` ends here."""
-    if options:
-        raise UsageError(f"unknown option(s) for mini spaces: {', '.join(sorted(options))} "
-                         f"(known: which, weights)")
+    """Registry loader: ``freebind.spaces.get("mini:bind")`` ends here.
+
+    ``device``, ``precision`` and ``workers`` are accepted (so ``--device cuda`` or
+    ``--precision bf16`` never breaks a command that also uses mini spaces) and ignored;
+    a precision that no space knows is still an error."""
+    precision = options.get("precision")
+    if precision is not None and str(precision).lower() not in _PRECISIONS:
+        raise UsageError(f"unknown precision {precision!r}; use one of {', '.join(_PRECISIONS)}")
+    unknown = sorted(k for k in options if k not in IGNORED_OPTIONS)
+    if unknown:
+        raise UsageError(f"unknown option(s) for mini spaces: {', '.join(unknown)} "
+                         f"(known: which, weights, and {', '.join(IGNORED_OPTIONS)}, ignored)")
     path = Path(weights) if weights else weights_path(which)
     space = load_file(path, name=getattr(info, "name", None) or f"mini:{which}")
     if info is not None and (space.dim != info.dim

@@ -123,7 +123,7 @@ def test_rerun_resumes_from_finished_partitions(world, tmp_path):
 
 
 def test_bundle_target_with_factors_and_preset(world, tmp_path):
-    from freebind.build import build
+    from freebind.builder import build
 
     bundle = tmp_path / "f.safetensors"
     fused = build("test:base + c(test:at)", pools=world, output=bundle,

@@ -119,8 +119,7 @@ def load(info=None, checkpoint: str = "630k-audioset-fusion-best.pt", device: st
     """Build LAION-CLAP and load ``checkpoint`` (name or path; see module doc).
 
     ``text_config`` overrides the RoBERTa configuration (tests build a small text tower)."""
-    if unused:
-        raise SpaceError(f"unknown option(s) for CLAP: {', '.join(sorted(unused))}")
+    compat.reject_unknown(unused, "CLAP")
     name = getattr(info, "name", "CLAP")
     path = weights.resolve(weight_file(checkpoint), checkpoint, download=download)
     tok_dir = _resolve_tokenizer(tokenizer, download)
@@ -235,7 +234,7 @@ def build_model(amodel: str, fusion: bool, fusion_type: str = "aff_2d",
     return model, cfg
 
 
-class ClapSpace:
+class ClapSpace(compat.BatchedSpace):
     """A loaded LAION-CLAP model implementing the Space protocol."""
 
     family = "clap"
@@ -247,12 +246,7 @@ class ClapSpace:
                  htsat: dict | None = None, workers: int | None = None):
         self.name = name
         self.modalities = ("audio", "text")
-        self.device = compat.torch_device(device)
-        self.precision = precision = compat.default_precision(precision, "fp32")
-        self.dtype = compat.torch_dtype(precision)
-        compat.check_precision(precision, self.device)
-        self.batch_size = batch_size
-        self.workers = compat.default_workers(workers)
+        self._init_runtime(device, precision, batch_size, workers, "fp32")
         self.checkpoint = Path(checkpoint)
         state = weights.strip_prefix(weights.load_state_dict(self.checkpoint,
                                                              "LAION-CLAP weights"))
@@ -340,23 +334,16 @@ class ClapSpace:
         emb = self.model.encode_audio(batch, device=self.device)["embedding"]
         return self.model.audio_projection(emb).float()
 
-    def encode(self, modality: str, items: Sequence, batch_size: int | None = None):
-        import torch
-
-        compat.check_modality(self, modality)
-        items = list(items)
-        if not items:
-            return torch.zeros(0, self.dim)
+    # --- encode hooks (compat.BatchedSpace) ------------------------------------------------
+    def _before_encode(self, modality: str) -> None:
         if modality == "text":
             self.tokenizer()  # fail before any work when the tokenizer is unusable
-        timings: dict = {}
-        per_item = self.audio_item if modality == "audio" else None
-        out = compat.run_batched(items, lambda chunk: self.prepare(modality, chunk),
-                                 lambda x: self.forward(modality, x),
-                                 batch_size or self.batch_size, self.workers, timings,
-                                 per_item=per_item, collate=self.collate)
-        self.last_timings = timings
-        return out
+
+    def _per_item(self, modality: str):
+        return self.audio_item if modality == "audio" else None
+
+    def _collate(self, inputs: list) -> dict:
+        return self.collate(inputs)
 
     def __repr__(self) -> str:
         return (f"ClapSpace(name={self.name!r}, audio={self.amodel}, fusion={self.fusion}, "

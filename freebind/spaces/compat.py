@@ -235,3 +235,58 @@ def prefetch_map(fn, items, workers: int):
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
         return list(pool.map(fn, items))
+
+
+def reject_unknown(unused: dict, family: str) -> None:
+    """Refuse loader options that the family's ``load`` does not take."""
+    if unused:
+        raise SpaceError(f"unknown option(s) for {family}: {', '.join(sorted(unused))}")
+
+
+class BatchedSpace:
+    """The Space protocol's ``encode`` shared by the real adapters, through hooks.
+
+    An adapter calls :meth:`_init_runtime` in its constructor (device, precision, dtype,
+    batch size, decoding workers) and sets ``name``, ``modalities`` and ``dim``; it defines
+    ``prepare(modality, items)`` (a batch's inputs) and ``forward(modality, inputs)``, and
+    may override :meth:`_per_item` (decode files one by one in the worker threads, joined
+    by :meth:`_collate`) and :meth:`_before_encode` (fail before any work)."""
+
+    last_timings: dict
+
+    def _init_runtime(self, device, precision, batch_size: int, workers,
+                      family_precision: str) -> None:
+        self.device = torch_device(device)
+        self.precision = precision = default_precision(precision, family_precision)
+        self.dtype = torch_dtype(precision)
+        check_precision(precision, self.device)
+        self.batch_size = batch_size
+        self.workers = default_workers(workers)
+
+    def _per_item(self, modality: str):
+        """``item -> input`` for one file of ``modality``, or None to prepare whole batches."""
+        return None
+
+    def _collate(self, inputs: list):
+        import torch
+
+        return torch.stack(inputs)
+
+    def _before_encode(self, modality: str) -> None:
+        """Checks run once per ``encode`` call on non-empty input, before any work."""
+
+    def encode(self, modality: str, items, batch_size: int | None = None):
+        import torch
+
+        check_modality(self, modality)
+        items = list(items)
+        if not items:
+            return torch.zeros(0, self.dim)
+        self._before_encode(modality)
+        timings: dict = {}
+        out = run_batched(items, lambda chunk: self.prepare(modality, chunk),
+                          lambda x: self.forward(modality, x),
+                          batch_size or self.batch_size, self.workers, timings,
+                          per_item=self._per_item(modality), collate=self._collate)
+        self.last_timings = timings
+        return out

@@ -82,14 +82,14 @@ def load(info=None, checkpoint: str | None = None, device: str | None = None,
     """Build ImageBind and load its weights (see module doc for the resolution order).
 
     ``arch`` overrides ImageBindModel's arguments (tests build a tiny ImageBind with it)."""
-    _reject_unknown(unused)
+    compat.reject_unknown(unused, "ImageBind")
     name = getattr(info, "name", "IB")
     path = weights.resolve(weight_file(), checkpoint, download=download)
     return ImageBindSpace(path, name=name, device=device, precision=precision,
                           batch_size=batch_size, arch=arch, workers=workers)
 
 
-class ImageBindSpace:
+class ImageBindSpace(compat.BatchedSpace):
     """A loaded ImageBind model implementing the Space protocol."""
 
     family = "imagebind"
@@ -100,12 +100,7 @@ class ImageBindSpace:
         ib = compat.import_imagebind_model()
         self.name = name
         self.modalities = MODALITIES
-        self.device = compat.torch_device(device)
-        self.precision = precision = compat.default_precision(precision, "fp32")
-        self.dtype = compat.torch_dtype(precision)
-        compat.check_precision(precision, self.device)
-        self.batch_size = batch_size
-        self.workers = compat.default_workers(workers)
+        self._init_runtime(device, precision, batch_size, workers, "fp32")
         self.arch = dict(HUGE if arch is None else arch)
         self.checkpoint = Path(checkpoint)
         self.model = ib.ImageBindModel(**self.arch)
@@ -185,23 +180,8 @@ class ImageBindSpace:
         out = self.model({key: inputs.to(self.device)})[key]
         return out.float()
 
-    def encode(self, modality: str, items: Sequence, batch_size: int | None = None):
-        import torch
-
-        compat.check_modality(self, modality)
-        items = list(items)
-        if not items:
-            return torch.zeros(0, self.dim)
-        timings: dict = {}
-        import torch
-
-        per_item = None if modality == "text" else (lambda x: self.prepare_item(modality, x))
-        out = compat.run_batched(items, lambda chunk: self.prepare(modality, chunk),
-                                 lambda x: self.forward(modality, x),
-                                 batch_size or self.batch_size, self.workers, timings,
-                                 per_item=per_item, collate=torch.stack)
-        self.last_timings = timings
-        return out
+    def _per_item(self, modality: str):  # the encode hook of compat.BatchedSpace
+        return None if modality == "text" else (lambda x: self.prepare_item(modality, x))
 
     def __repr__(self) -> str:
         return (f"ImageBindSpace(name={self.name!r}, dim={self.dim}, device={self.device}, "
@@ -323,11 +303,6 @@ def imagebind_imu(imu):
     from freebind.media import fit_length
 
     return torch.from_numpy(np.stack([fit_length(ch, IMU_LENGTH) for ch in imu]))
-
-
-def _reject_unknown(unused: dict) -> None:
-    if unused:
-        raise SpaceError(f"unknown option(s) for ImageBind: {', '.join(sorted(unused))}")
 
 
 def resolve_family(spec: str, ref: str):

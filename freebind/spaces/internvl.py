@@ -72,8 +72,7 @@ def check(info=None) -> tuple[bool, str]:
 def load(info=None, checkpoint: str | None = None, trust_remote_code=None,
          device: str | None = None, precision: str | None = None, batch_size: int = 16,
          download: bool = True, workers: int | None = None, **unused) -> "InternVLSpace":
-    if unused:
-        raise SpaceError(f"unknown option(s) for InternVL: {', '.join(sorted(unused))}")
+    compat.reject_unknown(unused, "InternVL")
     if not remote_code_allowed(trust_remote_code):
         raise SpaceError(f"InternVL-C runs model code from the repository {REPO}; allow it "
                          "explicitly with trust_remote_code=True (CLI: --option "
@@ -108,7 +107,7 @@ def _resolve_folder(checkpoint: str | None, download: bool) -> Path:
         raise SpaceError(wf.missing_message(f"download failed: {str(exc)[:160]}")) from None
 
 
-class InternVLSpace:
+class InternVLSpace(compat.BatchedSpace):
     family = "internvl"
 
     def __init__(self, folder, name: str = "InternVL", device: str | None = None,
@@ -122,12 +121,7 @@ class InternVLSpace:
         self.folder = Path(folder)
         self.name = name
         self.modalities = ("image", "text")
-        self.device = compat.torch_device(device)
-        self.precision = precision = compat.default_precision(precision, "bf16")
-        self.dtype = compat.torch_dtype(precision)
-        compat.check_precision(precision, self.device)
-        self.batch_size = batch_size
-        self.workers = compat.default_workers(workers)
+        self._init_runtime(device, precision, batch_size, workers, "bf16")
         try:
             import transformers
 
@@ -175,22 +169,10 @@ class InternVLSpace:
             return self.model.encode_image(inputs.to(self.dtype), mode="InternVL-C").float()
         return self.model.encode_text(inputs).float()
 
-    def encode(self, modality: str, items: Sequence, batch_size: int | None = None):
-        import torch
-
-        compat.check_modality(self, modality)
-        items = list(items)
-        if not items:
-            return torch.zeros(0, self.dim)
-        timings: dict = {}
+    def _per_item(self, modality: str):  # the encode hook of compat.BatchedSpace
+        if modality == "text":
+            return None
         from freebind import media
 
-        per_item = None if modality == "text" else (
-            lambda p: self.processor(images=[media.load_image(p)],
-                                     return_tensors="pt").pixel_values[0])
-        out = compat.run_batched(items, lambda chunk: self.prepare(modality, chunk),
-                                 lambda x: self.forward(modality, x),
-                                 batch_size or self.batch_size, self.workers, timings,
-                                 per_item=per_item, collate=torch.stack)
-        self.last_timings = timings
-        return out
+        return lambda p: self.processor(images=[media.load_image(p)],
+                                        return_tensors="pt").pixel_values[0]

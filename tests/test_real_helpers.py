@@ -82,3 +82,18 @@ def require_packages(*names: str) -> None:
     missing = [n for n in names if importlib.util.find_spec(n) is None]
     if missing:
         pytest.skip(f"not installed: {', '.join(missing)}", allow_module_level=True)
+
+
+def save_tiny_imagebind(root, name: str = "tiny_ib.pth"):
+    """A seeded random-weight :data:`TINY_IB` ImageBindModel and its checkpoint, saved under
+    ``root`` with the ``module.`` prefix of the released file: ``(model, checkpoint path)``."""
+    import torch
+
+    from freebind.spaces import compat
+
+    ib = compat.import_imagebind_model()
+    torch.manual_seed(0)
+    model = ib.ImageBindModel(**TINY_IB).eval()
+    ckpt = Path(root) / name
+    torch.save({"module." + k: v for k, v in model.state_dict().items()}, ckpt)
+    return model, ckpt

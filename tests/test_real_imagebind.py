@@ -7,7 +7,8 @@ import os
 
 import pytest
 
-from tests.test_real_helpers import TINY_IB, require_packages, write_png, write_wav  # noqa: E402
+from tests.test_real_helpers import (  # noqa: E402
+    TINY_IB, require_packages, save_tiny_imagebind, write_png, write_wav)
 
 require_packages("torch", "imagebind", "timm", "einops", "ftfy", "iopath")
 import torch  # noqa: E402
@@ -20,11 +21,7 @@ from freebind.spaces import compat, imagebind, weights  # noqa: E402
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     root = tmp_path_factory.mktemp("ib")
-    ib = compat.import_imagebind_model()
-    torch.manual_seed(0)
-    model = ib.ImageBindModel(**TINY_IB).eval()
-    ckpt = root / "tiny_ib.pth"
-    torch.save({"module." + k: v for k, v in model.state_dict().items()}, ckpt)
+    model, ckpt = save_tiny_imagebind(root)
     media = {
         "audio": [write_wav(root / "a0.wav", 5.0, 16000, 0),
                   write_wav(root / "a1.wav", 0.7, 44100, 1, channels=2),   # short, stereo

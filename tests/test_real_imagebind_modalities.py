@@ -9,14 +9,14 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from tests.test_real_helpers import TINY_IB, require_packages
+from tests.test_real_helpers import TINY_IB, require_packages, save_tiny_imagebind
 
 require_packages("torch", "imagebind", "timm", "einops", "ftfy", "iopath", "av")
 import torch  # noqa: E402
 
 from freebind import media  # noqa: E402
 from freebind.errors import MediaError  # noqa: E402
-from freebind.spaces import compat, imagebind  # noqa: E402
+from freebind.spaces import imagebind  # noqa: E402
 
 
 def write_video(path, n_frames: int, fps: int, size=(96, 128)) -> None:
@@ -47,11 +47,7 @@ def write_grey_png(path, arr) -> None:
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     root = tmp_path_factory.mktemp("ibx")
-    ib = compat.import_imagebind_model()
-    torch.manual_seed(0)
-    model = ib.ImageBindModel(**TINY_IB).eval()
-    ckpt = root / "tiny_ib.pth"
-    torch.save({"module." + k: v for k, v in model.state_dict().items()}, ckpt)
+    model, ckpt = save_tiny_imagebind(root)
     rng = np.random.default_rng(0)
     write_video(root / "v0.mp4", 75, 25)                    # 3 s landscape
     write_video(root / "v1.mp4", 12, 10, size=(128, 80))     # 1.2 s portrait, shorter than a clip

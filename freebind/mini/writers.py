@@ -144,6 +144,16 @@ def _pool_item(args) -> None:
         _atomic_bytes(Path(root) / "image" / f"image_{i:05d}.png", png_bytes(render_image(e, g)))
 
 
+def _process_pool(workers: int):
+    """A pool of ``workers`` processes, forked where the platform can (the workers inherit
+    the loaded modules instead of importing them again)."""
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else None
+    return ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
+
+
 def _render_chunk(fn, chunk) -> int:
     for args in chunk:
         fn(args)
@@ -160,13 +170,9 @@ def _parallel(fn, tasks: list, desc: str, progress: bool, workers: int | None = 
                 fn(t)
                 bar.update()
             return
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor
-
         size = max(16, len(tasks) // (workers * 8))
         chunks = [tasks[i:i + size] for i in range(0, len(tasks), size)]
-        ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else None
-        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as ex:
+        with _process_pool(workers) as ex:
             for done in ex.map(_render_chunk, [fn] * len(chunks), chunks):
                 bar.update(done)
 
@@ -358,13 +364,9 @@ def write_evalsets(root, seed: int = 0, suites: list[str] | None = None,
         index["suites"][name] = {**spec, "items": n}
     workers = min(len(jobs), os.cpu_count() or 1, 4)
     if workers > 1 and sum(j[3] for j in jobs) >= 400:
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor
-
-        ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else None
         # largest first, so that the workers finish together
         jobs.sort(key=lambda j: -j[3] * (2 if j[0] == "vggss" else 1))
-        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as ex:
+        with _process_pool(workers) as ex:
             list(ex.map(_write_suite, jobs))
     else:
         for job in jobs:

@@ -100,14 +100,21 @@ def kaldi_fbank(wave: torch.Tensor, rate: int = IB_RATE, num_mel_bins: int = IB_
 def imagebind_clip_bounds(n_samples: int, rate: int = IB_RATE, clip_seconds: int = IB_CLIP_SECONDS,
                           clips: int = IB_CLIPS) -> list[tuple[int, int]]:
     """Sample ranges of the clips (pytorchvideo's ConstantClipsPerVideoSampler, exactly)."""
-    duration = n_samples / rate
+    return [(int(start * rate), int(end * rate))
+            for start, end in constant_clips(n_samples / rate, clip_seconds, clips)]
+
+
+def constant_clips(duration: float, clip_seconds: int, clips: int) -> list[tuple[Fraction,
+                                                                                  Fraction]]:
+    """pytorchvideo's ConstantClipsPerVideoSampler: ``(start, end)`` seconds (exact
+    fractions) of ``clips`` clips of ``clip_seconds``, starts evenly spaced over
+    ``[0, duration - clip_seconds]`` (ImageBind's audio and video clips)."""
     max_start = Fraction(max(duration - clip_seconds, 0))
     step = max_start / clips
     bounds = []
     for i in range(clips):
         start = step * i
-        end = start + clip_seconds
-        bounds.append((int(start * rate), int(end * rate)))
+        bounds.append((start, start + clip_seconds))
         if step * (i + 1) > max_start:
             break
     return bounds

@@ -195,15 +195,12 @@ def video_clip_frames(n_frames: int, fps: float) -> list[tuple[int, int]]:
     reports it), decord's frame range for a clip ``[ceil(fps·start), ceil(fps·end))`` cut at
     the last frame, then the uniform temporal subsample of 2 (first and last frame)."""
     import math
-    from fractions import Fraction
 
-    duration = n_frames / fps
-    max_start = Fraction(max(duration - VIDEO_CLIP_SECONDS, 0))
-    step = max_start / VIDEO_CLIPS
+    from freebind.spaces.audio_features import constant_clips
+
     out = []
-    for i in range(VIDEO_CLIPS):
-        start = step * i
-        end = start + VIDEO_CLIP_SECONDS
+    for i, (start, end) in enumerate(constant_clips(n_frames / fps, VIDEO_CLIP_SECONDS,
+                                                    VIDEO_CLIPS)):
         first = math.ceil(fps * start)
         stop = min(math.ceil(fps * end), n_frames)
         if stop <= first:

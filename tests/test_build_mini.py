@@ -9,11 +9,11 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
+import freebind
 from freebind import spaces
 
 MINI_OK = all(spaces.info(n).check()[0] for n in ("mini:bind", "mini:vl", "mini:clap"))
@@ -43,14 +43,13 @@ def test_default_mini_pools_are_generated_once_and_reused(tmp_path):
 
 @needs_mini
 @pytest.mark.slow
-def test_quick_start_command_under_three_minutes(tmp_path):
+def test_quick_start_command_from_an_empty_home(tmp_path):
+    """The README's quick start, as a user runs it (its time: benchmarks/bench_quickstart.py)."""
     env = {**os.environ, "FREEBIND_HOME": str(tmp_path / "home")}
-    t = time.perf_counter()
     r = subprocess.run([sys.executable, "-m", "freebind_cli.main", "build",
                         "mini:bind + d(mini:vl) + c(mini:clap)", "-q"], cwd=tmp_path, env=env,
                        capture_output=True, text=True)
-    seconds = time.perf_counter() - t
     assert r.returncode == 0, r.stderr
     bundle = tmp_path / "mini-bind-d-mini-vl-c-mini-clap.safetensors"
     assert bundle.is_file() and "bundle written" in r.stdout
-    assert seconds < 180, seconds
+    assert freebind.load(bundle).modalities == ("audio", "image", "text")

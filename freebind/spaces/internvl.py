@@ -2,7 +2,7 @@
 
 InternVL-14B-224px is published as a Hugging Face repository whose model class is *remote
 code* (``modeling_internvl.py`` inside the repository). freebind runs it only when the user
-allows that explicitly: ``trust_remote_code=True`` (CLI: ``--option trust_remote_code=true``)
+allows that explicitly: ``trust_remote_code=True`` (CLI: ``--space-option trust_remote_code=true``)
 or ``FREEBIND_TRUST_REMOTE_CODE=1``. Package: ``transformers`` (``pip install
 'freebind[internvl]'``); a GPU with bf16 is expected (the model has 14 B parameters).
 

@@ -75,7 +75,7 @@ def load(info=None, checkpoint: str | None = None, trust_remote_code=None,
     compat.reject_unknown(unused, "InternVL")
     if not remote_code_allowed(trust_remote_code):
         raise SpaceError(f"InternVL-C runs model code from the repository {REPO}; allow it "
-                         "explicitly with trust_remote_code=True (CLI: --option "
+                         "explicitly with trust_remote_code=True (CLI: --space-option "
                          "trust_remote_code=true) or FREEBIND_TRUST_REMOTE_CODE=1")
     folder = _resolve_folder(checkpoint, download)
     return InternVLSpace(folder, name=getattr(info, "name", "InternVL"), device=device,

@@ -117,7 +117,14 @@ def render(report, out) -> None:
         out.print("use it:")
         out.print(f"  freebind info {path}")
         out.print(f"  freebind embed {path} FILES_OR_FOLDERS... -o embeddings/")
-        out.print(f"  freebind eval {path}")
+        from freebind.algebra import plan as make_plan
+
+        spaces_used = make_plan(report.expression).spaces.values()
+        if all(s["family"] == "mini" for s in spaces_used):
+            out.print(f"  freebind mini evalsets evalsets/ && freebind eval {path} "
+                      f"--suite audiocaps --suite coco --data evalsets/")
+        else:
+            out.print(f"  freebind eval {path} --suite audiocaps --data DATASET_FOLDER")
         out.print(f"  python -c \"import freebind; s = freebind.load('{path}'); "
                   f"print(s.encode('text', ['a dog barks']).shape)\"")
 

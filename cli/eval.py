@@ -61,7 +61,8 @@ def eval_command(
                                      "(split=val, templates=FILE, manifest=FILE, …)."),
     output: str = typer.Option(DEFAULT_OUTPUT, "--output", help="Result file template; fields "
                                "{dataset} {model} {task} {preset}. '' writes no files."),
-    cache: Optional[Path] = typer.Option(None, "--cache", help="Embedding cache folder "
+    cache: Optional[Path] = typer.Option(None, "--cache-dir", "--cache",
+                                         help="Embedding cache folder "
                                          "(default $FREEBIND_HOME/cache)."),
     batch_size: int = typer.Option(64, "--batch-size", min=1),
     record: bool = typer.Option(False, "--record", help="Also keep each bundle's results in "

@@ -41,7 +41,7 @@ def import_torchvision():
         try:
             lib.define(f"{op}(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
         except RuntimeError:
-            pass  # already defined
+            continue  # already defined by an earlier import
     _KEEP.append(lib)
     return importlib.import_module("torchvision")
 

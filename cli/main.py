@@ -26,8 +26,9 @@ app = typer.Typer(
 )
 
 
-@app.callback()
+@app.callback(invoke_without_command=True)
 def _root(
+    ctx: typer.Context,
     version: bool = typer.Option(False, "--version", help="Print the version and exit.",
                                  is_eager=True),
 ) -> None:
@@ -35,6 +36,9 @@ def _root(
         from freebind import __version__
 
         typer.echo(f"freebind {__version__}")
+        raise typer.Exit()
+    if ctx.invoked_subcommand is None:
+        typer.echo(ctx.get_help())
         raise typer.Exit()
 
 

@@ -79,3 +79,12 @@ def test_help_and_plan_do_not_import_heavy_libraries():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == ""
+
+
+def test_version_and_bare_command():
+    import freebind
+
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.stdout.strip() == f"freebind {freebind.__version__}"
+    result = runner.invoke(app, [])
+    assert result.exit_code == 0 and "plan" in result.stdout and "build" in result.stdout

@@ -19,7 +19,6 @@ app = typer.Typer(
     cls=FreebindGroup,
     name="freebind",
     help="Bind pretrained multimodal embedding spaces with space bonds (FreeBind).",
-    no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,

@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import List, Optional
 
 import typer
+
+from freebind.atomic import atomic_write
 
 from freebind_cli.common import (
     console, device_option, parse_space_options, precision_option, print_json,
@@ -34,29 +34,14 @@ from freebind_cli.common import (
 MODALITY_ORDER = ("audio", "image", "text", "video", "depth", "thermal", "imu")
 
 
-def _atomic_write(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def _write_npy(path: Path, arr) -> None:
     import numpy as np
 
     def w(tmp):
         with open(tmp, "wb") as fh:
             np.save(fh, arr)
-            fh.flush()
-            os.fsync(fh.fileno())
 
-    _atomic_write(path, w)
+    atomic_write(path, w)
 
 
 def _write_metadata(path: Path, rows: list[dict], fmt: str) -> None:
@@ -67,10 +52,10 @@ def _write_metadata(path: Path, rows: list[dict], fmt: str) -> None:
         table = pa.table({"path": [r["path"] for r in rows],
                           "modality": [r["modality"] for r in rows],
                           "row": [r["row"] for r in rows]})
-        _atomic_write(path, lambda tmp: pq.write_table(table, tmp))
+        atomic_write(path, lambda tmp: pq.write_table(table, tmp))
     else:
         text = "".join(json.dumps(r) + "\n" for r in rows)
-        _atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+        atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 
 class Target:
@@ -225,7 +210,7 @@ def embed_files(target: str, paths: list[Path], output: Path, texts: Optional[Pa
             raise UsageError(f"{output}: folder is not empty and has no embed.json; "
                              f"choose an empty folder")
         text = json.dumps(manifest, indent=1)
-        _atomic_write(mpath, lambda tmp: Path(tmp).write_text(text))
+        atomic_write(mpath, lambda tmp: Path(tmp).write_text(text))
 
     ext = "parquet" if fmt == "parquet" else "jsonl"
     written = reused = rows_total = 0
@@ -252,7 +237,7 @@ def embed_files(target: str, paths: list[Path], output: Path, texts: Optional[Pa
         _write_metadata(meta, rows, fmt)
         pre = [{"path": s, "reason": _reason(str(exc), s)} for _, s, exc in pre_failed]
         skip_text = "".join(json.dumps(x) + "\n" for x in pre + fails)
-        _atomic_write(skip_file, lambda tmp: Path(tmp).write_text(skip_text, encoding="utf-8"))
+        atomic_write(skip_file, lambda tmp: Path(tmp).write_text(skip_text, encoding="utf-8"))
         _write_npy(npy, arr)  # last: its presence marks the partition complete
         written += 1
         rows_total += len(rows)

@@ -17,18 +17,22 @@ def _umask() -> int:
     return mask
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[str], object]) -> Path:
+def atomic_write(path: str | os.PathLike, write: Callable[[str], object], *,
+                 fsync: bool = True, suffix: str = ".tmp") -> Path:
     """Call ``write(tmp_path)``, then move the file to ``path`` atomically.
 
-    The temporary file gets the usual mode (0666 less the umask), not mkstemp's 0600."""
+    The temporary file gets the usual mode (0666 less the umask), not mkstemp's 0600.
+    ``fsync=False`` skips flushing to disk (for many small files that can be regenerated:
+    the rename still guarantees no partial file under the final name)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
     os.close(fd)
     try:
         write(tmp)
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
+        if fsync:
+            with open(tmp, "rb") as fh:
+                os.fsync(fh.fileno())
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
@@ -38,13 +42,13 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], object]) -> Pat
     return path
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, fsync: bool = True) -> Path:
     def write(tmp):
         with open(tmp, "wb") as fh:
             fh.write(data)
 
-    return atomic_write(path, write)
+    return atomic_write(path, write, fsync=fsync)
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    return atomic_write_bytes(path, text.encode("utf-8"))
+def atomic_write_text(path: str | os.PathLike, text: str, *, fsync: bool = True) -> Path:
+    return atomic_write_bytes(path, text.encode("utf-8"), fsync=fsync)

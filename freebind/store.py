@@ -20,13 +20,13 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
+from freebind.atomic import atomic_write, atomic_write_text
 from freebind.errors import FreebindError, MediaError
 
 #: Modalities whose items are strings (everything else is a file path).
@@ -73,20 +73,7 @@ def file_key(path: str | os.PathLike) -> str:
 
 def atomic_save_npz(path: Path, **arrays: np.ndarray) -> None:
     """Write an uncompressed ``.npz`` atomically (temporary file in the same folder)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **arrays)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    atomic_write(path, lambda tmp: np.savez(tmp, **arrays), suffix=".npz")
 
 
 class EmbeddingStore:
@@ -120,13 +107,9 @@ class EmbeddingStore:
         meta = self.space_dir(space) / "space.json"
         if meta.exists():
             return
-        meta.parent.mkdir(parents=True, exist_ok=True)
         data = {"name": str(getattr(space, "name", "")), "fingerprint": str(space.fingerprint),
                 "dim": int(space.dim)}
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=meta.parent)
-        with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh, indent=1)
-        os.replace(tmp, meta)
+        atomic_write_text(meta, json.dumps(data, indent=1))
 
     # --- keys -----------------------------------------------------------------------------
     def key(self, modality: str, item: Any) -> str:

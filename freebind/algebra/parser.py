@@ -21,7 +21,7 @@ import re
 from dataclasses import dataclass
 from typing import Callable
 
-from freebind.algebra.ast import MODALITY_ORDER, Bond, Chain, Expr, SpaceRef, chain
+from freebind.algebra.ast import MODALITY_ORDER, Bond, Expr, SpaceRef, chain
 from freebind.algebra.keywords import FACTOR_KEYWORDS, OPTIONS, valid_keywords
 from freebind.errors import ExpressionError
 
@@ -159,7 +159,7 @@ class Parser:
             self.advance()
             return inner
         if tok.kind == "NAME" and tok.text in ("c", "d") and self.peek().kind == "(":
-            raise self.error(f"a bond needs a base space before it",
+            raise self.error("a bond needs a base space before it",
                              hint=f"write BASE + {tok.text}(...), e.g. IB + {tok.text}(...)")
         if tok.kind in ("NAME", "STRING"):
             self.advance()

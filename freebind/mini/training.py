@@ -26,9 +26,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
-import os
 import time
-from pathlib import Path
 
 import numpy as np
 
@@ -290,9 +288,7 @@ def save_weights(path, tensors: dict, metadata: dict) -> None:
     """Atomic safetensors write (temporary file, then ``os.replace``)."""
     from safetensors.torch import save_file
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    save_file(dict(sorted(tensors.items())), str(tmp), metadata=metadata)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+    from freebind.atomic import atomic_write
+
+    atomic_write(path, lambda tmp: save_file(dict(sorted(tensors.items())), tmp,
+                                             metadata=metadata))

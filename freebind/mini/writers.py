@@ -17,6 +17,8 @@ from typing import Callable
 
 import numpy as np
 
+from freebind.atomic import atomic_write_bytes, atomic_write_text
+
 from freebind.errors import UsageError
 from freebind.mini.captions import caption
 from freebind.mini.render import SAMPLE_RATE, render_audio, render_image
@@ -58,15 +60,12 @@ ESC10 = ("dog", "rooster", "bird", "bell", "siren", "car_horn", "engine", "train
 # -------------------------------------------------------------------------------- file I/O
 
 def _atomic_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
+    # thousands of small regenerable files: atomic rename, no fsync per file
+    atomic_write_bytes(path, data, fsync=False)
 
 
 def _atomic_text(path: Path, text: str) -> None:
-    _atomic_bytes(path, text.encode("utf-8"))
+    atomic_write_text(path, text, fsync=False)
 
 
 def wav_bytes(samples: np.ndarray) -> bytes:

@@ -16,7 +16,6 @@ comes from and where to put it. Checkpoints are read with ``torch.load(weights_o
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
@@ -144,12 +143,12 @@ def download_url(url: str, dest: Path, progress: bool = True, timeout: float = 3
 
     from tqdm import tqdm
 
+    from freebind.atomic import atomic_write
+
     dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=dest.name + ".", suffix=".part", dir=dest.parent)
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response, \
-                os.fdopen(fd, "wb") as out:
+
+    def stream(tmp):
+        with urllib.request.urlopen(url, timeout=timeout) as response, open(tmp, "wb") as out:
             total = int(response.headers.get("Content-Length") or 0) or None
             with tqdm(total=total, unit="B", unit_scale=True, desc=dest.name,
                       disable=not progress, leave=False) as bar:
@@ -159,12 +158,8 @@ def download_url(url: str, dest: Path, progress: bool = True, timeout: float = 3
                         break
                     out.write(chunk)
                     bar.update(len(chunk))
-        os.replace(tmp, dest)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return dest
+
+    return atomic_write(dest, stream, suffix=".part")
 
 
 def hf_cached(repo_ids: Iterable[str], filename: str) -> list[Path]:

@@ -126,13 +126,6 @@ def make_bundle(path: Path, expression="test:tone + c(test:expert)", seed=0) -> 
     return path
 
 
-@pytest.fixture
-def home(tmp_path, monkeypatch):
-    monkeypatch.setenv("FREEBIND_HOME", str(tmp_path / "home"))
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
-
-
 def run(*args):
     result = runner.invoke(app, [str(a) for a in args], env={"COLUMNS": "220"})
     return result

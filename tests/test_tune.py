@@ -8,7 +8,7 @@ import pytest
 
 from freebind.errors import UsageError
 from freebind.evaluate.tuning import Point, balanced_scores, parse_grid, task_preset_name
-from tests.test_eval import (TEST_SPACES, home, make_audiocaps, make_bundle,  # noqa: F401
+from tests.test_eval import (TEST_SPACES, make_audiocaps, make_bundle,  # noqa: F401
                              make_esc50, make_vggss, run)
 
 

@@ -182,15 +182,14 @@ def fuse(graph: dict, projectors: Mapping, embeddings: Mapping[str, Mapping[str,
     as_tensor = {ref: {m: F.normalize(torch.as_tensor(v, dtype=torch.float32), dim=-1)
                        for m, v in mods.items()}
                  for ref, mods in embeddings.items()}
-    if modalities is None:
-        modalities = []
-        for m in output_modalities(graph, table):
-            need = inputs_needed(graph, m, table)
-            if all(ref in as_tensor and ms <= set(as_tensor[ref]) for ref, ms in need.items()):
-                modalities.append(m)
+    if modalities is None:  # every output modality whose inputs are all present
+        needs = {m: inputs_needed(graph, m, table) for m in output_modalities(graph, table)}
+        needs = {m: need for m, need in needs.items()
+                 if all(ms <= set(as_tensor.get(ref, {})) for ref, ms in need.items())}
+    else:
+        needs = {m: inputs_needed(graph, m, table) for m in modalities}
     out = {}
-    for m in modalities:
-        need = inputs_needed(graph, m, table)
+    for m, need in needs.items():
         missing = [f"{ref} {mm}" for ref, ms in need.items() for mm in sorted(ms)
                    if mm not in as_tensor.get(ref, {})]
         if missing:

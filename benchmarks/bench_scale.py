@@ -245,8 +245,7 @@ def run_paper(args, device) -> list[dict]:
                   for d in sorted(set(hops.values()))]
         floor = tuple(float(np.mean([f[i] for f in floors])) for i in (0, 1))
         rows.append(row("pseudo tuples", m, flop, floor, queries=q, hops=len(hops),
-                        tuples=len(tuples), budget_mb=args.budget_mb, sim=args.sim,
-                        resident=False))
+                        tuples=len(tuples), budget_mb=args.budget_mb, sim=args.sim))
 
         modes = data_modes(MODALITIES)
         hyper = {"epochs": 1, "batch": args.batch, "hidden": args.hidden, "seed": args.seed,

@@ -224,6 +224,35 @@ def test_bf16_autocast_trains_close_to_fp32():
         train_group(tuples, pools["B"], pools["E"], modes, {**HYPER, "amp": "int8"})
 
 
+# ------------------------------------------------------------------------------ builds
+
+def test_build_device_cpu_is_byte_identical_and_fp16_store_builds(tmp_path, monkeypatch):
+    from freebind.builder import build
+    from freebind.store import npz_member
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    fast = {"hidden": 32, "batch": 64, "epochs": 2, "patience": 2, "threads": 1}
+    kw = dict(mini_pool_size=150, progress=False)
+    expr = "mini:bind + c(mini:clap)"
+    a = build(expr, output=tmp_path / "a.safetensors", cache_dir=tmp_path / "c1",
+              hyper=fast, **kw)
+    build(expr, output=tmp_path / "b.safetensors", cache_dir=tmp_path / "c2", hyper=fast,
+          space_options={"device": "cpu"}, **kw)
+    assert (tmp_path / "a.safetensors").read_bytes() == (tmp_path / "b.safetensors").read_bytes()
+    c = build(expr, output=tmp_path / "c.safetensors", cache_dir=tmp_path / "c3",
+              hyper={**fast, "sim": "bf16"}, store_dtype="fp16", **kw)
+    shards = list((tmp_path / "c3").glob("mini_bind-*/audio/shard-*.npz"))
+    assert shards and all(npz_member(s)[2] == np.float16 for s in shards)
+    ja, jc = a.build_report.jobs[0], c.build_report.jobs[0]
+    assert jc.tuples == ja.tuples and np.isfinite(jc.val_loss)
+    assert abs(jc.val_loss - ja.val_loss) < 0.05 * ja.val_loss
+    assert c.metadata["training"]["j1"]["hyper"]["sim"] == "bf16"
+    from freebind.errors import UsageError
+
+    with pytest.raises(UsageError, match="hyper sim='int4'"):
+        build(expr, cache_dir=tmp_path / "c1", hyper={"sim": "int4"}, save=False, **kw)
+
+
 # ------------------------------------------------------------------------------ scripts
 
 def _run(cmd, timeout=300):

@@ -141,12 +141,16 @@ def bmm_floor(k: int, rows: int, d_in: int, hidden: int, d_out: int, dtype, devi
 
 
 def train_flop(k: int, batch: int, n_src: int, pairs: int, d_in: int, hidden: int,
-               d_out: int) -> float:
-    """FLOP of one training step (forward + backward = 3x the forward's matmuls)."""
+               d_out: int, backward: bool = True) -> float:
+    """Matmul FLOP of one training step: the forward's two layers and B x B logits, and
+    the backward's (the first layer needs no input gradient: 1x; the others 2x)."""
     rows = n_src * batch
-    layers = 2.0 * k * rows * hidden * (d_in + d_out)
+    l1 = 2.0 * k * rows * d_in * hidden
+    l2 = 2.0 * k * rows * hidden * d_out
     logits = 2.0 * k * batch * batch * d_out * pairs
-    return 3.0 * (layers + logits)
+    if not backward:
+        return l1 + l2 + logits
+    return 2.0 * l1 + 3.0 * l2 + 3.0 * logits
 
 
 def row(stage, meter, flop=None, floor=None, **extra) -> dict:
@@ -195,6 +199,9 @@ def write_paper_pools(store, n: int, seed: int, chunk: int = 16384):
         space = bench_space(name, dim, mods)
         for m_i, m in enumerate(mods):
             rng = np.random.default_rng([seed, s_i, m_i])
+            if store.cached(space, m) >= n:     # a kept store (--root) written before
+                views.setdefault(name, {})[m] = store.view(space, m, keys[m])
+                continue
             for start in range(0, n, chunk):
                 stop = min(n, start + chunk)
                 store.write(space, m, keys[m][start:stop], unit_rows(rng, stop - start, dim))
@@ -269,7 +276,8 @@ def _train_row(m, result, tuples, modes, args, source, target, device):
     n_src = len([x for x in tuples.modalities if x in source])
     pairs, k = len(result.pairs), len(modes)
     step = train_flop(k, result.batch, n_src, pairs, d_in, args.hidden, d_out)
-    val = train_flop(k, result.val_batch, n_src, pairs, d_in, args.hidden, d_out) / 3.0
+    val = train_flop(k, result.val_batch, n_src, pairs, d_in, args.hidden, d_out,
+                     backward=False)
     flop = result.epochs * (result.steps * step + result.val_batches * val)
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(args.amp, torch.float32)
     floor = bmm_floor(k, n_src * result.batch, d_in, args.hidden, d_out, dtype, device)

@@ -46,6 +46,8 @@ DEFAULT_CHUNK_BYTES = 128 << 20
 SIM_PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
 #: Memory the blocked path may use on the CPU when no budget is given (bytes).
 DEFAULT_CPU_BUDGET = 1 << 30
+#: Host blocks up to this size go to a CUDA device through pinned memory.
+PIN_BYTES = 1 << 30
 #: Share of a CUDA device's free memory the blocked path may use when no budget is given.
 DEVICE_MEMORY_SHARE = 0.8
 
@@ -252,12 +254,19 @@ def _budget(dev, budget_bytes: int | None) -> int:
     return DEFAULT_CPU_BUDGET
 
 
-def _host_rows(x, start: int, stop: int):
-    """Rows [start, stop) of a pool as a float32 CPU tensor (a view when x is in memory)."""
+def _host_rows(x, start: int, stop: int, buf: dict | None = None):
+    """Rows [start, stop) of a pool as a float32 CPU tensor (a view when x is in memory;
+    read from a store view into the reusable buffer ``buf["rows"]`` when given)."""
     import torch
 
     if _is_view(x):
-        return torch.from_numpy(x.rows(np.arange(start, stop)))
+        out = None
+        if buf is not None:
+            have = buf.get("rows")
+            if have is None or have.shape[0] < stop - start:
+                have = buf["rows"] = np.empty((stop - start, x.shape[1]), dtype=np.float32)
+            out = have
+        return torch.from_numpy(x.rows(np.arange(start, stop), out=out))
     if isinstance(x, torch.Tensor):
         return x[start:stop]
     return _tensor(x[start:stop])
@@ -268,9 +277,10 @@ def _to(t, dev, dtype=None):
 
     if t.device == dev:
         return t if dtype is None else t.to(dtype)
-    if dev.type == "cuda":
-        t = t.pin_memory() if not t.is_pinned() else t
-    t = t.to(dev, non_blocking=dev.type == "cuda")
+    if dev.type == "cuda" and t.device.type == "cpu" and not t.is_pinned() \
+            and t.numel() * t.element_size() <= PIN_BYTES:   # streamed blocks: pinned
+        t = t.pin_memory()
+    t = t.to(dev, non_blocking=t.is_pinned())
     return t if dtype is None else t.to(dtype)
 
 
@@ -335,6 +345,7 @@ def _retrieve_blocked(queries, pool, k, tau, device, sim, budget_bytes, candidat
     qchunk = int(chunk or max(1, min(sup, 8192, sims_bytes // max(1, el * block))))
     qchunk = min(qchunk, sup)
 
+    block_buf: dict = {}   # one host buffer for every streamed block
     with torch.no_grad(), _Precision(sim):
         for s0 in range(0, n, sup):
             s1 = min(n, s0 + sup)
@@ -347,7 +358,7 @@ def _retrieve_blocked(queries, pool, k, tau, device, sim, budget_bytes, candidat
                 if resident:
                     pb = pool_mm[p0:p1]
                 else:
-                    pb = _to(_host_rows(pool, p0, p1), dev, mm_dtype)
+                    pb = _to(_host_rows(pool, p0, p1, block_buf), dev, mm_dtype)
                 cb = min(c, p1 - p0)
                 for a in range(0, s1 - s0, qchunk):
                     b = min(s1 - s0, a + qchunk)
@@ -369,7 +380,8 @@ def _retrieve_blocked(queries, pool, k, tau, device, sim, budget_bytes, candidat
                     else:
                         rows = _to(_take(pool, cand.reshape(-1).cpu()), dev)
                     rows = rows.reshape(b - a, c, d)
-                    exact = torch.bmm(rows, q32[a:b, :, None])[..., 0]
+                    with _Precision("fp32"):
+                        exact = torch.bmm(rows, q32[a:b, :, None])[..., 0]
                 else:
                     exact = run_v[a:b]
                 top, pos = torch.topk(exact, k, dim=1, largest=True, sorted=True)

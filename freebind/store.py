@@ -392,9 +392,10 @@ def npz_member(path: Path, name: str = "emb") -> tuple[int, tuple, np.dtype]:
 class PoolView:
     """A pool's embeddings in item order, read from store shards on demand.
 
-    Rows are read through short-lived memory maps (opened for one read, closed after), so
-    what a reader holds is only what it asked for: peak memory follows the blocks read,
-    not the pool. Reads come back as float32 (float16 shards are upcast). Supports
+    Runs of consecutive rows (blocks) are read with positioned reads, scattered rows
+    (gathers) through short-lived memory maps (opened for one read, closed after), so what
+    a reader holds is only what it asked for: peak memory follows the blocks read, not the
+    pool. Reads come back as float32 (float16 shards are upcast). Supports
     ``len``, ``.shape``, ``view[a:b]`` (a block), ``view[int array]`` (a gather),
     :meth:`subset` (a view of some rows) and ``np.asarray(view)`` (everything, float32)."""
 
@@ -439,10 +440,14 @@ class PoolView:
         return PoolView(self.shards, self.shard_of[rows], self.row_of[rows], self.dim,
                         self._layout)
 
-    def rows(self, rows) -> np.ndarray:
-        """float32 ``[len(rows), dim]`` of the given rows (any order, repeats allowed)."""
+    def rows(self, rows, out: np.ndarray | None = None) -> np.ndarray:
+        """float32 ``[len(rows), dim]`` of the given rows (any order, repeats allowed),
+        into ``out`` when given (a float32 buffer of at least that many rows)."""
         rows = np.asarray(rows, dtype=np.int64).reshape(-1)
-        out = np.empty((rows.shape[0], self.dim), dtype=np.float32)
+        if out is None:
+            out = np.empty((rows.shape[0], self.dim), dtype=np.float32)
+        else:
+            out = out[:rows.shape[0]]
         if rows.shape[0] == 0:
             return out
         shard = self.shard_of[rows]
@@ -451,17 +456,36 @@ class PoolView:
         for part in np.split(order, bounds):
             s = int(shard[part[0]])
             offset, shape, dtype = self._member(s)
+            r = self.row_of[rows[part]]
+            lo, hi = int(r[0]), int(r[-1]) + 1
+            run = hi - lo == part.shape[0] and bool(np.all(np.diff(r) == 1))
+            if run and bool(np.all(np.diff(part) == 1)):
+                # a run of rows into a run of the output: one positioned read
+                self._read_run(s, offset, dtype, lo, hi, out[int(part[0]):int(part[-1]) + 1])
+                continue
             mm = np.memmap(self.shards[s], dtype=dtype, mode="r", offset=offset, shape=shape)
             try:
-                r = self.row_of[rows[part]]
-                lo, hi = int(r.min()), int(r.max()) + 1
-                if hi - lo == part.shape[0] and np.all(np.diff(r) == 1):
-                    out[part] = mm[lo:hi]          # a run of rows: one copy
-                else:
-                    out[part] = mm[r]
+                out[part] = mm[lo:hi] if run else mm[r]
             finally:
                 del mm
         return out
+
+    def _read_run(self, s: int, offset: int, dtype: np.dtype, lo: int, hi: int,
+                  dest: np.ndarray) -> None:
+        """Rows [lo, hi) of shard s into ``dest`` (float32) with a positioned read: no page
+        mapping, so nothing of the shard stays resident after the call."""
+        n = (hi - lo) * self.dim
+        with open(self.shards[s], "rb", buffering=0) as fh:
+            fh.seek(offset + lo * self.dim * dtype.itemsize)
+            if dtype == np.float32:
+                view = dest.reshape(-1).view(np.uint8)
+                if fh.readinto(view) != view.nbytes:
+                    raise FreebindError(f"{self.shards[s]}: truncated shard")
+                return
+            raw = np.empty(n, dtype=dtype)
+            if fh.readinto(raw.view(np.uint8)) != raw.nbytes:
+                raise FreebindError(f"{self.shards[s]}: truncated shard")
+            dest.reshape(-1)[:] = raw
 
     def __getitem__(self, key) -> np.ndarray:
         if isinstance(key, slice):

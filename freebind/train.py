@@ -301,7 +301,8 @@ def _train_group(tuples, source, target, modes, h, progress, desc) -> TrainResul
     if dev.type != "cpu":
         group = group.to(dev)
     opt = torch.optim.Adam(group.parameters(), lr=float(h["lr"]),
-                           weight_decay=float(h["weight_decay"]))
+                           weight_decay=float(h["weight_decay"]),
+                           **({"fused": True} if dev.type == "cuda" else {}))
     temp = float(h["temp"])
     samplers = [_Sampler(ids, batch, rng) for ids in mode_train]
     val_batches = _val_batches(mode_val, vbatch) if has_val else []

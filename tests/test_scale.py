@@ -146,6 +146,19 @@ def test_rescoring_orders_what_bf16_cannot_tell_apart():
     assert np.all(np.diff(w[0]) < 0)                               # strictly ordered weights
 
 
+@pytest.mark.parametrize("n", [100, 4096, 5000, 9999])
+def test_two_stage_topk_equals_topk(n):
+    g = torch.Generator().manual_seed(n)
+    sims = torch.randn(37, n, generator=g)
+    sims[3, 7:70] = 9.0 + torch.arange(63) * 1e-3   # the top values crowded in one group
+    v, i = pseudo._block_topk(sims, 12)
+    want_v, want_i = torch.topk(sims, 12, dim=1)
+    order = torch.argsort(v, dim=1, descending=True)
+    assert torch.equal(torch.gather(i, 1, order), want_i)
+    assert torch.equal(torch.gather(v, 1, order), want_v)
+    assert torch.equal(torch.gather(sims, 1, i), v)
+
+
 def test_streamed_blocks_equal_in_memory(tmp_path):
     rng = np.random.default_rng(4)
     q, p = rand_unit(rng, 700, 40), rand_unit(rng, 3000, 40)

@@ -126,7 +126,7 @@ def main(argv=None):
                     help="default: fp32 on CPU, bf16 on GPU")
     ap.add_argument("--items", type=int, default=None,
                     help="items per modality (video: a fifth; default 4 on CPU, 64 on GPU)")
-    ap.add_argument("--rounds", type=int, default=None, help="default 3 on CPU, 10 on GPU")
+    ap.add_argument("--rounds", type=int, default=None, help="default 5 on CPU, 10 on GPU")
     ap.add_argument("--modalities", default=",".join(MODALITIES))
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     ap.add_argument("--json", action="store_true")
@@ -148,7 +148,7 @@ def main(argv=None):
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
     arch = {"tiny": TINY, "mid": MID, "huge": imagebind_model.HUGE}[size]
     items = args.items or (64 if gpu else 4)
-    rounds = args.rounds or (10 if gpu else 3)
+    rounds = args.rounds or (10 if gpu else 5)
     if gpu:
         torch.backends.cuda.matmul.allow_tf32 = False
     start = time.perf_counter()

@@ -106,6 +106,7 @@ def test_full_size_state_dict_has_every_key_and_shape_of_the_release():
     ref_params = {k for k, _ in reference_on_meta(imagebind_model.HUGE).named_parameters()}
     assert {k for k, _ in imagebind_model.build(device="meta").named_parameters()} == ref_params
     assert sum(v.numel() for v in ref.values()) > 1_200_000_000
+    assert imagebind.HUGE == imagebind_model.HUGE     # the adapter's copy (no torch import)
     # the tiny architectures of the tests, too
     for arch in (SMALL, TINY_IB):
         a = reference_on_meta(arch).state_dict()
@@ -278,3 +279,19 @@ def test_full_size_every_modality_equals_the_reference():
             got = ours({tower: value})[tower]
             assert got.shape == (value.shape[0], 1024)
             assert_same_embeddings(got, expected)
+
+
+def test_inference_shortcuts_leave_inputs_and_results_alone(small):
+    """The trunk adds residuals in place only without autograd, never into the caller's
+    tensor; with autograd on (the plain path) the result is the same."""
+    _, ours = small
+    x = inputs(3)["depth"][1]
+    tokens = ours.modality_preprocessors["depth"](x).detach()
+    kept = tokens.clone()
+    index = torch.zeros(len(x), dtype=torch.long)
+    trunk = ours.modality_trunks["depth"]
+    with torch.no_grad():
+        fast = trunk(tokens, index)
+    assert torch.equal(tokens, kept)
+    plain = trunk(tokens, index)
+    assert plain.requires_grad and torch.allclose(fast, plain.detach(), atol=1e-6)

@@ -54,7 +54,8 @@ ORIGIN = "Meta's ImageBind release (dl.fbaipublicfiles.com/imagebind/imagebind_h
 HUGE = dict(vision_embed_dim=1280, vision_num_blocks=32, vision_num_heads=16,
             text_embed_dim=1024, text_num_blocks=24, text_num_heads=16, out_embed_dim=1024,
             audio_drop_path=0.1, imu_drop_path=0.7)
-VOCAB_ORIGIN = "OpenAI CLIP's BPE vocabulary (github.com/openai/CLIP, clip/bpe_simple_vocab_16e6.txt.gz)"
+VOCAB_ORIGIN = ("OpenAI CLIP's BPE vocabulary "
+                "(github.com/openai/CLIP, clip/bpe_simple_vocab_16e6.txt.gz)")
 MODALITIES = ("audio", "image", "text", "video", "depth", "thermal", "imu")
 VIDEO_CLIPS, VIDEO_CLIP_SECONDS, VIDEO_FRAMES, VIDEO_CROPS = 5, 2, 2, 3
 DEPTH_MIN, DEPTH_MAX, DEPTH_MEAN, DEPTH_STD = 0.01, 75.0, 0.0418, 0.0295

@@ -126,7 +126,11 @@ class Block(nn.Module):
         self.mlp = Mlp(dim, mlp_ratio * dim)
         self.norm_2 = nn.LayerNorm(dim, eps=1e-6)
 
-    def forward(self, x, causal: bool = False):
+    def forward(self, x, causal: bool = False, inplace: bool = False):
+        """``inplace``: add the residuals into ``x`` (inference: saves two allocations)."""
+        if inplace:
+            x.add_(self.attn(self.norm_1(x), causal))
+            return x.add_(self.mlp(self.norm_2(x)))
         x = x + self.attn(self.norm_1(x), causal)
         return x + self.mlp(self.norm_2(x))
 
@@ -155,10 +159,13 @@ class Trunk(nn.Module):
 
     def forward(self, tokens, index, causal: bool = False):
         """The last block's output at position ``index[b]`` of each row ``b``: ``[B, D]``."""
+        inplace = not torch.is_grad_enabled() and len(self.blocks) > 1
         if self.pre_transformer_layer is not None:
             tokens = self.pre_transformer_layer(tokens)
+        elif inplace:
+            tokens = tokens.clone()  # the caller's tensor stays as it was
         for block in self.blocks[:-1]:
-            tokens = block(tokens, causal)
+            tokens = block(tokens, causal, inplace)
         return self.blocks[-1].forward_one(tokens, index, causal)
 
 

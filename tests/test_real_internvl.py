@@ -341,3 +341,12 @@ def test_the_internvl_extra_installs_every_required_module():
     dist = {"google.protobuf": "protobuf"}
     for module in internvl.REQUIRED_MODULES:
         assert dist.get(module, module) in declared, module
+
+
+@pytest.mark.parametrize("modality", ["image", "text"])
+def test_non_finite_output_is_never_returned(fake_space, modality, monkeypatch, tmp_path):
+    from tests.nan_guard import assert_guarded
+
+    items = [write_png(tmp_path / f"{i}.png", i) for i in range(3)] if modality == "image" \
+        else CAPTIONS[:3]
+    assert_guarded(monkeypatch, fake_space, modality, items, 1, tmp_path)

@@ -45,19 +45,21 @@ def check_finite(out, space: str, modality: str, items: Sequence[Any]):
     if hasattr(out, "detach"):
         import torch
 
-        bad_rows = (~torch.isfinite(out.detach())).reshape(len(out), -1).any(dim=1)
-        if not bool(bad_rows.any()):
+        finite = torch.isfinite(out.detach())
+        if bool(finite.all()):
             return out
-        first = int(bad_rows.nonzero()[0, 0])
+        bad_rows = (~finite).cpu().numpy()
     else:
-        arr = np.asarray(out)
-        bad_rows = ~np.isfinite(arr).reshape(len(arr), -1).all(axis=1)
-        if not bad_rows.any():
+        finite = np.isfinite(np.asarray(out))
+        if finite.all():
             return out
-        first = int(np.flatnonzero(bad_rows)[0])
+        bad_rows = ~finite
+    if bad_rows.ndim > 1:
+        bad_rows = bad_rows.reshape(bad_rows.shape[0], -1).any(axis=1)
+    first = int(np.flatnonzero(bad_rows)[0])
     count = int(bad_rows.sum())
     label = item_label(items[first]) if first < len(items) else f"row {first}"
-    more = f" ({count - 1} more in this batch)" if count > 1 else ""
+    more = f" (and {count - 1} more)" if count > 1 else ""
     raise NonFiniteEmbedding(f"{label}: space {space} produced a non-finite (NaN or infinite) "
-                             f"{modality} embedding for item {first}{more}; nothing was "
-                             "written for it")
+                             f"{modality} embedding for item {first}{more}; the batch is "
+                             "refused")

@@ -36,9 +36,11 @@ when online. Not verified here with real weights (no GPU, no network on the buil
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Sequence
 
@@ -154,10 +156,12 @@ class InternVLSpace(compat.BatchedSpace):
             # transformers 5 renamed torch_dtype to dtype
             dtype_kw = "dtype" if int(transformers.__version__.split(".")[0]) >= 5 \
                 else "torch_dtype"
-            model_class = _remote_model_class(self.folder)
-            self.model = model_class.from_pretrained(
-                str(self.folder), low_cpu_mem_usage=True, local_files_only=True,
-                **{dtype_kw: self.dtype}).eval().to(self.device)
+            # the remote code print()s notes (flash-attention, apex): keep stdout for --json
+            with contextlib.redirect_stdout(sys.stderr):
+                model_class = _remote_model_class(self.folder)
+                self.model = model_class.from_pretrained(
+                    str(self.folder), low_cpu_mem_usage=True, local_files_only=True,
+                    **{dtype_kw: self.dtype}).eval().to(self.device)
             recompute_rotary_tables(self.model)
             self.processor = CLIPImageProcessor.from_pretrained(str(self.folder),
                                                                 local_files_only=True)

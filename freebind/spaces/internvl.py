@@ -29,9 +29,13 @@ The published remote code predates transformers 5; three load-time fixes keep it
 
 The remote code imports ``peft``, ``timm`` and ``einops``, and the tokenizer reads the
 sentencepiece model through ``sentencepiece`` and ``protobuf``: :data:`REQUIRED_MODULES`
-lists them, and ``check()``/``load()`` refuse to run without any of them. Weights: explicit ``checkpoint=DIR`` → ``$FREEBIND_HOME/weights/internvl/
-InternVL-14B-224px/`` → the Hugging Face cache → ``snapshot_download`` into freebind's folder
-when online. Not verified here with real weights (no GPU, no network on the build machines).
+lists them, ``check()`` reports the space as not installed without any of them and loading
+names the missing ones before any work.
+
+Weights: explicit ``checkpoint=DIR`` → ``$FREEBIND_HOME/weights/internvl/InternVL-14B-224px/``
+→ the Hugging Face cache → ``snapshot_download`` into freebind's folder when online. Checked
+with the published remote code at a tiny configuration, not with the 14 B weights (no GPU,
+no network on the build machines).
 """
 
 from __future__ import annotations
@@ -97,10 +101,6 @@ def load(info=None, checkpoint: str | None = None, trust_remote_code=None,
          device: str | None = None, precision: str | None = None, batch_size: int = 16,
          download: bool = True, workers: int | None = None, **unused) -> "InternVLSpace":
     compat.reject_unknown(unused, "InternVL")
-    ok, missing = weights.package_available(*REQUIRED_MODULES)
-    if not ok:
-        raise SpaceError(f"InternVL-C needs packages that are not installed ({missing}); "
-                         "install them with `pip install 'freebind[internvl]'`")
     if not remote_code_allowed(trust_remote_code):
         raise SpaceError(f"InternVL-C runs model code from the repository {REPO}; allow it "
                          "explicitly with trust_remote_code=True (CLI: --space-option "
@@ -140,9 +140,13 @@ class InternVLSpace(compat.BatchedSpace):
 
     def __init__(self, folder, name: str = "InternVL", device: str | None = None,
                  precision: str | None = None, batch_size: int = 16, workers: int | None = None):
+        ok, missing = weights.package_available(*REQUIRED_MODULES)
+        if not ok:
+            raise SpaceError(f"InternVL-C needs packages that are not installed ({missing}); "
+                             "install them with `pip install 'freebind[internvl]'`")
         compat.torchvision_if_present()
         try:
-            from transformers import AutoModel, AutoTokenizer, CLIPImageProcessor
+            from transformers import AutoTokenizer, CLIPImageProcessor
         except ImportError:
             raise SpaceError("InternVL needs transformers: pip install 'freebind[internvl]'") \
                 from None
@@ -223,6 +227,10 @@ def _remote_model_class(folder: Path):
     if not ref:
         raise SpaceError(f"{folder}: config.json names no AutoModel class (auto_map)")
     base = get_class_from_dynamic_module(ref, str(folder), local_files_only=True)
+    import transformers
+
+    if int(transformers.__version__.split(".")[0]) < 5:
+        return base  # the code was written for transformers 4: nothing to add
 
     def __init__(self, config, *args, **kwargs):
         base.__init__(self, config, *args, **kwargs)

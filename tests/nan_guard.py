@@ -41,7 +41,8 @@ def poison(monkeypatch, space, bad_item, value=float("nan"), method: str | None 
 def assert_guarded(monkeypatch, space, modality: str, items, bad: int, tmp_path,
                    label: str | None = None, method: str | None = None,
                    value=float("nan")) -> None:
-    """The whole contract for one space and modality; ``items[bad]`` is the poisoned item."""
+    """The whole contract for one space and modality; ``items[bad]`` is the poisoned item.
+    Ends with ``monkeypatch.undo()`` (the space is shared by its module's other tests)."""
     from freebind.spaces.guard import NonFiniteEmbedding
     from freebind.store import EmbeddingStore
 

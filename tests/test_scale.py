@@ -268,8 +268,8 @@ def test_build_device_cpu_is_byte_identical_and_fp16_store_builds(tmp_path, monk
 
 # ------------------------------------------------------------------------------ scripts
 
-def _run(cmd, timeout=300):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+def _run(cmd, timeout=300, **extra):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT), **extra}
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=timeout)
 
@@ -289,7 +289,11 @@ def test_bench_scale_paper_layout_small_json(tmp_path):
 
 
 @pytest.mark.slow
-def test_device_script_dry_run():
-    out = _run(["bash", "benchmarks/device.sh", "--dry-run"], timeout=900)
+def test_device_script_dry_run(tmp_path):
+    out = _run(["bash", "benchmarks/device.sh", "--dry-run"], timeout=900,
+               OUT_DIR=str(tmp_path / "out"))
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
-    assert "pseudo tuples" in out.stdout and "train" in out.stdout
+    assert "pseudo tuples" in out.stdout and "train 1 epoch" in out.stdout
+    for name in ("retrieve", "train"):
+        assert (tmp_path / "out" / f"{name}.rc").read_text().strip() == "0"
+        assert json.loads((tmp_path / "out" / f"{name}.json").read_text())["stages"]

@@ -40,11 +40,15 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from freebind.errors import FreebindError
+from freebind.errors import FreebindError, UsageError
 
 #: Router training defaults (the bond's ``seed`` and ``temp`` are used as well).
 ROUTER_DEFAULTS = {"hidden": 64, "epochs": 30, "patience": 4, "lr": 3e-3, "batch": 512,
-                   "reg": 0.01, "val_frac": 0.1, "weight_decay": 0.0}
+                   "reg": 0.01, "val_frac": 0.1, "weight_decay": 0.0, "pairs": "all",
+                   "fills": "routed", "temp": 0.0, "seed": -1,
+                   "experts": "learned"}
+CHOICES = {"pairs": ("all", "query"), "fills": ("routed", "fixed"),
+           "experts": ("learned", "fixed")}
 #: σ₀ is clipped into [EPS, 1 − EPS] for its logit.
 EPS = 1e-3
 PARAMS = ("w1", "b1", "w2", "b2")
@@ -110,15 +114,17 @@ class BondRouter(nn.Module):
 
     def weights(self, modality: str, u, projections):
         """Per-item σ [N] and expert weights w [N, k] (k = the experts of this modality)."""
+        return self.from_logits(modality, self.logits(modality, u, projections))
+
+    def from_logits(self, modality: str, z):
         s = self.spec[modality]
-        z = self.logits(modality, u, projections)
         sigma0 = min(max(s["sigma0"], EPS), 1.0 - EPS)
         sigma = torch.sigmoid(math.log(sigma0 / (1.0 - sigma0)) + z[:, 0])
         k = len(s["experts"])
         if k == 1:
-            w = torch.ones(u.shape[0], 1, dtype=u.dtype)
+            w = torch.ones(z.shape[0], 1, dtype=z.dtype)
         else:
-            prior = torch.log(torch.tensor(s["w0"], dtype=u.dtype).clamp_min(1e-12))
+            prior = torch.log(torch.tensor(s["w0"], dtype=z.dtype).clamp_min(1e-12))
             w = torch.softmax(prior + z[:, 1:], dim=-1)
         return sigma, w
 
@@ -197,32 +203,52 @@ class _Data:
     """Per tuple and modality: the base embedding u, the experts' mixtures, and the fixed
     fusion of modalities the router does not weigh."""
 
-    def __init__(self, u: dict, mixtures: dict, fixed: dict):
+    def __init__(self, u: dict, mixtures: dict, fixed: dict, query=None):
         self.u, self.mixtures, self.fixed = u, mixtures, fixed
         self.n = next(iter({**u, **fixed}.values())).shape[0]
+        #: per tuple, its query modality (the real pool item; the others are filled)
+        self.query = query if query is not None else np.array([""] * self.n)
 
     def rows(self, idx):
         t = torch.from_numpy(idx)
         return (_Data({m: x[t] for m, x in self.u.items()},
                       {m: [y[t] for y in ys] for m, ys in self.mixtures.items()},
-                      {m: x[t] for m, x in self.fixed.items()}))
+                      {m: x[t] for m, x in self.fixed.items()}, self.query[idx]))
 
 
-def _loss(router: BondRouter, data: _Data, temp: float, reg: float):
+def _loss(router: BondRouter, data: _Data, temp: float, reg: float, pairs: str = "all",
+          fills: str = "routed", experts: str = "learned"):
+    """Σ over modality pairs of the symmetric InfoNCE between the tuples' fused embeddings
+    (``pairs="query"``: only pairs holding the tuple's real item, its query modality) plus
+    ``reg`` · mean z² (the deviation from the fixed factors' logits). ``fills="fixed"``
+    fuses filled modalities with the fixed factors (the router weighs real items only)."""
     fused = dict(data.fixed)
     penalty = 0.0
     for m in router.spec:
         mixtures = data.mixtures[m]
         projections = [F.normalize(x, dim=-1) for x in mixtures]
         z = router.logits(m, data.u[m], projections)
-        sigma, w = router.weights(m, data.u[m], projections)
+        if experts == "fixed" and z.shape[1] > 1:
+            z = torch.cat([z[:, :1], torch.zeros_like(z[:, 1:])], dim=1)
+        sigma, w = router.from_logits(m, z)
+        if fills == "fixed":
+            is_q = torch.from_numpy(data.query == m)
+            z = torch.where(is_q[:, None], z, torch.zeros_like(z))
+            sigma, w = router.from_logits(m, z)
         fused[m] = mix(data.u[m], mixtures, sigma, w)
         penalty = penalty + (z ** 2).mean()
     mods = sorted(fused)
     loss = 0.0
     for i, a in enumerate(mods):
         for b in mods[i + 1:]:
-            if a in router.spec or b in router.spec:
+            if a not in router.spec and b not in router.spec:
+                continue
+            if pairs == "query":
+                sel = torch.from_numpy((data.query == a) | (data.query == b))
+                if int(sel.sum()) < 2:
+                    continue
+                loss = loss + _infonce(fused[a][sel], fused[b][sel], temp)
+            else:
                 loss = loss + _infonce(fused[a], fused[b], temp)
     return loss + reg * penalty
 
@@ -231,6 +257,8 @@ def train_router(bond: dict, data: _Data, hyper: Mapping, temp: float, seed: int
                  progress: bool = False, desc: str = "router") -> tuple[BondRouter, dict]:
     """Train a bond's router on prepared tuple data; returns (router in eval mode, summary)."""
     h = {**ROUTER_DEFAULTS, **dict(hyper)}
+    temp = float(h["temp"]) or temp
+    seed = int(h["seed"]) if int(h["seed"]) >= 0 else int(seed)
     t0 = time.perf_counter()
     gen = torch.Generator().manual_seed(int(seed))
     router = BondRouter(bond, int(h["hidden"]), generator=gen)
@@ -245,9 +273,14 @@ def train_router(bond: dict, data: _Data, hyper: Mapping, temp: float, seed: int
     opt = torch.optim.Adam(router.parameters(), lr=float(h["lr"]),
                            weight_decay=float(h["weight_decay"]))
     batch = int(h["batch"])
+
+    def loss_of(rows):
+        return _loss(router, rows, temp, float(h["reg"]), str(h["pairs"]), str(h["fills"]),
+                     str(h["experts"]))
+
     with torch.no_grad():
         router.eval()
-        best = float(_loss(router, val, temp, float(h["reg"])))
+        best = float(loss_of(val))
     initial = best
     best_state = {k: v.clone() for k, v in router.state_dict().items()}
     best_epoch, stale, epochs = 0, 0, 0
@@ -264,13 +297,13 @@ def train_router(bond: dict, data: _Data, hyper: Mapping, temp: float, seed: int
             perm = train_idx[rng.permutation(len(train_idx))]
             for start in range(0, len(perm) - batch + 1 if len(perm) >= batch else 1, batch):
                 rows = data.rows(np.sort(perm[start:start + batch]))
-                loss = _loss(router, rows, temp, float(h["reg"]))
+                loss = loss_of(rows)
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
             router.eval()
             with torch.no_grad():
-                v = float(_loss(router, val, temp, float(h["reg"])))
+                v = float(loss_of(val))
             history.append(round(v, 6))
             if bar is not None:
                 bar.update()
@@ -323,9 +356,11 @@ def tuple_data(bond: dict, tuples_list, base_emb: Mapping, expert_embs: list[Map
     mixtures: dict[str, list[list]] = {}
     fixed: dict[str, list] = {}
     all_mods = sorted({m for t in tuples_list for m in t.modalities})
+    query = []
     with torch.no_grad():
         for tuples in tuples_list:
             for q in tuples.modalities:
+                query += [q] * tuples.size(q)
                 b = tuples.gather(base_emb, q)
                 es = [tuples.gather(e, q) for e in expert_embs]
                 mix_of = {}
@@ -352,7 +387,8 @@ def tuple_data(bond: dict, tuples_list, base_emb: Mapping, expert_embs: list[Map
     n_rows = sum(len(t) for t in tuples_list)
     fixed = {m: torch.cat(v) for m, v in fixed.items() if sum(len(x) for x in v) == n_rows}
     return _Data({m: torch.cat(v) for m, v in u.items()},
-                 {m: [torch.cat(x) for x in v] for m, v in mixtures.items()}, fixed)
+                 {m: [torch.cat(x) for x in v] for m, v in mixtures.items()}, fixed,
+                 np.array(query))
 
 
 # ------------------------------------------------------------------------------ build step
@@ -370,9 +406,16 @@ def router_hyper(hyper: Mapping) -> dict:
         if k.startswith("router_"):
             name = k[len("router_"):]
             if name not in ROUTER_DEFAULTS:
-                raise FreebindError(f"unknown router setting {k!r}; known: "
+                raise UsageError(f"unknown router setting {k!r}; known: "
                                     + ", ".join(f"router_{n}" for n in ROUTER_DEFAULTS))
-            out[name] = type(ROUTER_DEFAULTS[name])(v)
+            try:
+                out[name] = type(ROUTER_DEFAULTS[name])(v)
+            except (TypeError, ValueError):
+                raise UsageError(f"router setting {k}={v!r} is not a "
+                                    f"{type(ROUTER_DEFAULTS[name]).__name__}") from None
+            if name in CHOICES and out[name] not in CHOICES[name]:
+                raise UsageError(f"router setting {k}={v!r}: one of "
+                                    + ", ".join(CHOICES[name]))
     return out
 
 

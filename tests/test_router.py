@@ -270,3 +270,42 @@ def test_training_is_deterministic_and_learns_per_item_weights():
     assert set(weight_stats(r1, data)["audio"]) >= {"sigma_mean", "sigma_std"}
     r3, _ = train_router(bond, data, hyper, temp=0.1, seed=4)
     assert not torch.equal(r1.tensors()["router.b1.audio.w1"], r3.tensors()["router.b1.audio.w1"])
+
+
+# --- tune on a routed bundle ---------------------------------------------------------------
+
+def test_tune_takes_routers_as_a_coarse_choice(home):
+    from freebind.evaluate.runner import load_target, tune_target
+    from freebind.evaluate.tuning import LastBondMixer
+    from freebind.fused import FusedSpace
+    from freebind.projector import ProjectorGroup
+    from tests.test_eval import make_audiocaps, make_esc50  # noqa: F401 (registers spaces)
+
+    make_audiocaps(home / "sets" / "audiocaps")
+    make_esc50(home / "sets" / "esc50")
+    p = plan("test:tone + c(test:expert, route=learned)")
+    torch.manual_seed(0)
+    groups = {j.id: ProjectorGroup(len(j.data_modes), j.source_dim, j.target_dim,
+                                   hidden=16).eval() for j in p.jobs}
+    router = BondRouter(p.bonds()[0], hidden=8)
+    with torch.no_grad():
+        for prm in router.parameters():
+            prm.normal_()
+    FusedSpace.from_plan(p, {**groups, router_key("b1"): router.eval()}).save(home / "r.st")
+    import shutil
+
+    shutil.move(home / "r.st", home / "r.safetensors")
+    target = load_target(str(home / "r.safetensors"))
+    suites = [(s, home / "sets" / s, {}) for s in ("audiocaps", "esc50")]
+    res, _ = tune_target(target, suites, [], progress=False)
+    assert [pt.overrides for pt in res.coarse] == [[], ["route=off"], ["b1=off"],
+                                                   ["b1=off", "route=off"]]
+    routed, fixed = res.coarse[0].metrics, res.coarse[1].metrics
+    assert routed != fixed                       # the router changes the fusion
+    # a grid that pins only audio leaves text routed: the exact shortcut declines
+    assert LastBondMixer.build(target.fused.graph,
+                               lambda o: resolve(target.fused.graph, o), None, {},
+                               [["a=0.5"]]) is None
+    fine, _ = tune_target(target, suites, [("a", [0.0, 1.0])], progress=False)
+    slow, _ = tune_target(target, suites, [("a", [0.0, 1.0])], progress=False, use_fast=False)
+    assert [pt.metrics for pt in fine.fine] == [pt.metrics for pt in slow.fine]

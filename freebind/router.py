@@ -19,7 +19,9 @@ Training (after the bond's projector groups, which stay frozen) runs on the bond
 tuples: every tuple is fused in each of its modalities and a symmetric InfoNCE pulls the
 fused modalities of one tuple together (audio–text, audio–image, image–text as present),
 plus ``reg`` · mean (logit deviation)², which keeps the weights near the fixed factors where
-the tuples carry no signal. A held-out split early-stops training and keeps the best weights.
+the tuples carry no signal. A held-out split early-stops training and keeps the best weights. By default the
+router learns σ only (``router_experts=learned`` learns the expert weights too: on the mini
+world it preferred the weaker expert and lowered every suite's mean; docs/routers.md).
 Deterministic: the seed drives initialisation, split and batch order (bitwise-identical on
 CPU). See docs/routers.md.
 
@@ -45,8 +47,8 @@ from freebind.errors import FreebindError, UsageError
 #: Router training defaults (the bond's ``seed`` and ``temp`` are used as well).
 ROUTER_DEFAULTS = {"hidden": 64, "epochs": 30, "patience": 4, "lr": 3e-3, "batch": 512,
                    "reg": 0.01, "val_frac": 0.1, "weight_decay": 0.0, "pairs": "all",
-                   "fills": "routed", "temp": 0.0, "seed": -1,
-                   "experts": "learned"}
+                   "fills": "routed", "temp": 0.05, "seed": -1,
+                   "experts": "fixed"}
 CHOICES = {"pairs": ("all", "query"), "fills": ("routed", "fixed"),
            "experts": ("learned", "fixed")}
 #: σ₀ is clipped into [EPS, 1 − EPS] for its logit.
@@ -445,7 +447,8 @@ def build_step(plan, job, projectors: dict, training: dict, embeddings_of: Calla
         return None
     t0 = time.perf_counter()
     hyper = {**ROUTER_DEFAULTS, **router_hyper(job_hyper)}
-    temp, seed = float(job_hyper["temp"]), int(job_hyper["seed"])
+    temp = float(hyper["temp"]) or float(job_hyper["temp"])
+    seed = int(hyper["seed"]) if int(hyper["seed"]) >= 0 else int(job_hyper["seed"])
     key = router_cache_key(bond, [job_keys[j] for j in bond["jobs"]],
                            {**hyper, "temp": temp, "seed": seed})
     path = _cache_path(cache_root, key)

@@ -309,3 +309,53 @@ def test_tune_takes_routers_as_a_coarse_choice(home):
     fine, _ = tune_target(target, suites, [("a", [0.0, 1.0])], progress=False)
     slow, _ = tune_target(target, suites, [("a", [0.0, 1.0])], progress=False, use_fast=False)
     assert [pt.metrics for pt in fine.fine] == [pt.metrics for pt in slow.fine]
+
+
+# --- settings, build step, info ----------------------------------------------------------
+
+def test_router_settings_are_checked():
+    from freebind.router import router_hyper
+
+    assert router_hyper({"router_reg": "0.5", "router_seed": 2, "epochs": 3}) == \
+        {"reg": 0.5, "seed": 2}
+    with pytest.raises(UsageError, match="unknown router setting"):
+        router_hyper({"router_nope": 1})
+    with pytest.raises(UsageError, match="one of all, query"):
+        router_hyper({"router_pairs": "some"})
+
+
+def test_build_trains_caches_and_stores_the_router(tmp_path):
+    """Two builds from empty caches give bit-identical routers; a third reuses the cache;
+    the projectors are those of the same expression without the router."""
+    import freebind
+
+    kw = dict(mini_pool_size=60, progress=False, hyper={"router_epochs": 2})
+    expr = "mini:bind + c(mini:clap, route=learned)"
+    a = freebind.build(expr, output=tmp_path / "a.safetensors", cache_dir=tmp_path / "c1", **kw)
+    b = freebind.build(expr, output=tmp_path / "b.safetensors", cache_dir=tmp_path / "c2", **kw)
+    for name, t in a.tensors().items():
+        assert torch.equal(t, b.tensors()[name]), name
+    assert any(n.startswith("router.b1.") for n in a.tensors())
+    logs = []
+    freebind.build(expr, output=tmp_path / "c.safetensors", cache_dir=tmp_path / "c1",
+                   log=logs.append, **kw)
+    assert any("b1 router" in m and "reused" in m for m in logs), logs
+    plain = freebind.build("mini:bind + c(mini:clap)", output=tmp_path / "p.safetensors",
+                           cache_dir=tmp_path / "c1", **kw)
+    assert torch.equal(plain.tensors()["j1.w1"], a.tensors()["j1.w1"])
+    loaded = freebind.load(tmp_path / "a.safetensors")
+    assert loaded.metadata["training"]["router.b1"]["kind"] == "router"
+    other = freebind.build(expr, output=tmp_path / "s.safetensors", cache_dir=tmp_path / "c1",
+                           **{**kw, "hyper": {"router_epochs": 2, "router_seed": 1}})
+    assert torch.equal(other.tensors()["j1.w1"], a.tensors()["j1.w1"])
+    assert not torch.equal(other.tensors()["router.b1.audio.w1"],
+                           a.tensors()["router.b1.audio.w1"])
+
+    from typer.testing import CliRunner
+
+    from freebind_cli.main import app
+
+    r = CliRunner().invoke(app, ["info", str(tmp_path / "a.safetensors")],
+                           env={"COLUMNS": "200"})
+    assert r.exit_code == 0, r.output
+    assert "learned routers" in r.output and "b1" in r.output

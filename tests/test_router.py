@@ -359,3 +359,18 @@ def test_build_trains_caches_and_stores_the_router(tmp_path):
                            env={"COLUMNS": "200"})
     assert r.exit_code == 0, r.output
     assert "learned routers" in r.output and "b1" in r.output
+
+
+def test_plan_cli_shows_the_router_and_rejects_misuse():
+    from typer.testing import CliRunner
+
+    from freebind_cli.main import app
+
+    r = CliRunner().invoke(app, ["plan", "mini:bind + c(mini:clap, route=learned)"],
+                           env={"COLUMNS": "200"})
+    assert r.exit_code == 0, r.output
+    assert "route=learned, per-item weights" in r.output
+    r = CliRunner().invoke(app, ["plan", "mini:bind + d(mini:vl, route=learned)"])
+    assert r.exit_code == 2
+    assert "combination bonds only" in r.output and "^^^^^" in r.output
+    assert "Traceback" not in r.output

@@ -336,6 +336,11 @@ def train_router(bond: dict, data: _Data, hyper: Mapping, temp: float, seed: int
 def weight_stats(router: BondRouter, data: _Data) -> dict:
     """Mean, spread and range of the routed σ (and mean expert weights) per modality."""
     out = {}
+    with torch.no_grad():
+        return _stats(router, data, out)
+
+
+def _stats(router, data, out):
     for m in router.spec:
         projections = [F.normalize(x, dim=-1) for x in data.mixtures[m]]
         sigma, w = router.weights(m, data.u[m], projections)

@@ -337,6 +337,10 @@ def _build(expression, audio, image, text, pools, output, cache_dir, seed, hyper
     else:
         plan = expression
     families = [s["family"] for s in plan.spaces.values()]
+    from freebind.router import router_hyper
+
+    for job in plan.jobs:  # router settings are checked before any work
+        router_hyper({**overrides, **job.hyper})
     store = EmbeddingStore(cache_dir)
 
     no_pools = all(v is None for v in (audio, image, text, pools))

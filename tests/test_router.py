@@ -374,3 +374,16 @@ def test_plan_cli_shows_the_router_and_rejects_misuse():
     assert r.exit_code == 2
     assert "combination bonds only" in r.output and "^^^^^" in r.output
     assert "Traceback" not in r.output
+
+
+def test_bad_router_settings_fail_before_any_work(tmp_path):
+    """A misspelled or mistyped router setting is a one-line usage error before embedding."""
+    from freebind.builder import build
+    from freebind.errors import UsageError
+
+    for hyper, msg in (({"router_nope": 1}, "unknown router setting 'router_nope'"),
+                       ({"router_pairs": "some"}, "router setting router_pairs='some'")):
+        with pytest.raises(UsageError, match=msg):
+            build("mini:bind + c(mini:clap, route=learned)", cache_dir=tmp_path / "c",
+                  hyper=hyper, progress=False)
+        assert not (tmp_path / "c").exists() or not any((tmp_path / "c").rglob("*.npz"))

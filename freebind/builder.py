@@ -325,9 +325,9 @@ def _build(expression, audio, image, text, pools, output, cache_dir, seed, hyper
     no_pools = all(v is None for v in (audio, image, text, pools))
     if no_pools:
         if not families or set(families) != {"mini"}:
-            raise PoolError("no pools given: pass --audio DIR, --image DIR, --text FILE or "
-                            "--pools FILE (default pools exist only when every space is a "
-                            "mini space)")
+            raise PoolError("no pools given: pass audio (a folder), image (a folder), "
+                            "text (a file) or pools (a pools file); default pools exist "
+                            "only when every space is a mini space")
         say("generating the default mini pools (once; cached)")
         pools = default_mini_pools(store.root, mini_pool_size, progress=progress)
     pool = resolve_pools(audio, image, text, pools)

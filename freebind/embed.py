@@ -247,13 +247,22 @@ def plan_embed(target, paths: Iterable = (), texts=None, output=None, *,
         shard_size=int(shard_size), cache_dir=None if cache_dir is None else str(cache_dir),
         metadata=fmt, strict=bool(strict), progress=bool(progress))
 
+    given = None
+    from freebind.target import Target
+
+    if isinstance(target, Target):  # a resolved target: its reference and options
+        given = target
+        options = replace(options, factors=options.factors or tuple(target.factors),
+                          preset=options.preset or target.preset,
+                          space_options=options.space_options or dict(target.space_options))
+        target = target.ref
     paths = [Path(p) for p in ([paths] if isinstance(paths, (str, os.PathLike)) else paths)]
     items = _collect(paths, texts, as_modality)
     if not items:
         raise UsageError("nothing to embed: no files found" if as_modality else
                          "nothing to embed: no audio, image, video or text files found "
                          "(by extension), and no texts")
-    plan = EmbedPlan(os.fspath(target), str(output), options, ())
+    plan = EmbedPlan(os.fspath(target), str(output), options, (), _target=given)
     tgt = plan.open_target()
     skipped: list[dict] = []
     shards: list[Shard] = []

@@ -22,8 +22,7 @@ from typing import Any, Mapping, Sequence
 
 from freebind.errors import MediaError, UsageError
 
-#: modalities whose items are strings; every other modality's items are file paths
-TEXT_MODALITIES = ("text",)
+from freebind.vocab import TEXT_MODALITIES  # noqa: E402  (items are strings)
 
 
 def split_ref(ref: str) -> tuple[str, str | None]:

@@ -27,7 +27,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from freebind.errors import FreebindError
-from freebind.algebra.compile import DEFAULT_HYPER, MINI_HYPER
+from freebind.config import DEFAULT_HYPER, MINI_HYPER
 from freebind.pseudo import PseudoTuples, mode_modalities
 
 #: The plan's defaults (``freebind plan`` shows them per job) plus knobs of the loop itself.
@@ -51,8 +51,9 @@ class TrainingError(FreebindError):
 
 def defaults_for(families: Sequence[str]) -> dict:
     """Mini defaults when every space involved is a mini space, else the paper's."""
-    fams = set(families)
-    return dict(MINI_DEFAULTS if fams and fams <= {"mini"} else DEFAULTS)
+    from freebind.vocab import is_mini_only
+
+    return dict(MINI_DEFAULTS if is_mini_only(families) else DEFAULTS)
 
 
 @dataclass

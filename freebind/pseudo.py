@@ -236,7 +236,7 @@ def build(pools: Mapping[str, Mapping[str, object]], expert: str, base: str,
 
     bar = None
     if progress:
-        from tqdm.auto import tqdm
+        from freebind.progress import bar as tqdm
 
         total = sum(len(queries[q]) * len(r.hops) for (q, _), r in routes.items())
         bar = tqdm(total=total, unit="query", desc=desc, leave=False)

@@ -210,7 +210,7 @@ class EmbeddingStore:
         bad: dict[str, Exception] = {}
         bar = None
         if progress:
-            from tqdm.auto import tqdm
+            from freebind.progress import bar as tqdm
 
             bar = tqdm(total=len(todo), unit="item", leave=False,
                        desc=f"embed {getattr(space, 'name', '')} {modality}")

@@ -179,8 +179,8 @@ class Target:
         return f"Target({self.ref!r}, {kind}, dim={self.dim})"
 
 
-def open(ref, factors: Sequence[str] | str | None = None, preset: str | None = None, *,  # noqa: A001
-         space_options: Mapping[str, Any] | None = None) -> Target:
+def open(ref, factors: Sequence[str] | str | None = None,  # noqa: A001  (freebind.open)
+         preset: str | None = None, *, space_options: Mapping[str, Any] | None = None) -> Target:
     """Resolve a target string: a space reference, a bundle path, or ``bundle@preset``.
 
     ``factors`` (``["a=0.8", "b2=off"]``) and ``preset`` apply to bundles only;

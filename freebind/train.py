@@ -244,7 +244,7 @@ def _train_group(tuples, source, target, modes, h, progress, desc) -> TrainResul
     history, stale, epochs_run = [], 0, 0
     bar = None
     if progress:
-        from tqdm.auto import tqdm
+        from freebind.progress import bar as tqdm
 
         bar = tqdm(total=int(h["epochs"]) * steps, unit="step", desc=desc, leave=False)
     try:

@@ -211,9 +211,9 @@ def _fmt(v: float) -> str:
 
 
 def _bar(total: int, progress: bool):
-    from tqdm import tqdm
+    from freebind.progress import bar
 
-    return tqdm(total=total, desc="tune", unit="pt", disable=not progress, leave=False)
+    return bar(total=total, desc="tune", unit="pt", disable=not progress, leave=False)
 
 
 # --- the exact fast path for the usual grid: factors of the last combination bond --------

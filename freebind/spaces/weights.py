@@ -144,8 +144,6 @@ def download_url(url: str, dest: Path, progress: bool = True, timeout: float = 3
     """Stream ``url`` to ``dest`` atomically (``.part`` file, then ``os.replace``)."""
     import urllib.request
 
-    from tqdm import tqdm
-
     from freebind.atomic import atomic_write
 
     dest = Path(dest)
@@ -153,6 +151,8 @@ def download_url(url: str, dest: Path, progress: bool = True, timeout: float = 3
     def stream(tmp):
         with urllib.request.urlopen(url, timeout=timeout) as response, open(tmp, "wb") as out:
             total = int(response.headers.get("Content-Length") or 0) or None
+            from freebind.progress import bar as tqdm
+
             with tqdm(total=total, unit="B", unit_scale=True, desc=dest.name,
                       disable=not progress, leave=False) as bar:
                 while True:

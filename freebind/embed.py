@@ -14,7 +14,8 @@ a remote worker can rebuild it); :func:`run_shard` encodes one shard through the
 store and writes its partition atomically and idempotently (:func:`write_shard` is the
 write half alone, for an engine that computed the rows elsewhere); :func:`finish` writes
 the report. :func:`embed` does all of it in process (the ``"local"`` engine); other
-engines register with :func:`register_engine`. See docs/architecture.md ("Embedding").
+engines register with :func:`register_engine`. See docs/architecture.md
+("Interfaces", "Embedding shards").
 
 Re-running the same call resumes: finished partitions are kept, cached base embeddings
 reused, so a killed run recomputes at most one store shard. Unreadable, truncated or

@@ -1,4 +1,5 @@
-"""Pseudo tuples from unpaired pools (DESIGN §2, after Ex-MCR and FreeBind).
+"""Pseudo tuples from unpaired pools, after Ex-MCR and FreeBind (docs/architecture.md,
+"Training a bond").
 
 Each query modality q takes its turn: every pool item of q becomes a tuple, and every other
 modality m of the tuple is filled by the item's top-k neighbours in m's pool, retrieved

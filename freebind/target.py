@@ -9,7 +9,7 @@ two halves of encoding apart, for engines that decode in one stage and encode in
 :meth:`Target.prepare` (one item → the decoded inputs of every base space, no encoder
 run) and :meth:`Target.encode_prepared` (decoded inputs → rows).
 
-See docs/architecture.md ("Targets") for where targets sit in the data path.
+See docs/architecture.md ("Interfaces", "Target").
 """
 
 from __future__ import annotations

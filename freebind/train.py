@@ -1,4 +1,5 @@
-"""Training a bond's projector group on pseudo tuples (DESIGN §2, steps 3–5).
+"""Training a bond's projector group on pseudo tuples (docs/architecture.md,
+"Training a bond", steps 3–5).
 
 A group holds one projector per data mode (``mix``, ``A``, ``T``, ``V``, ``AT``, ``AV``,
 ``TV`` for three query modalities): projector k sees only tuples whose query modality is in

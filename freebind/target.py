@@ -256,3 +256,38 @@ def encode_decoded(space, modality: str, inputs: Sequence[Any]):
     if hasattr(out, "detach"):
         out = out.detach().cpu().numpy()
     return np.asarray(out, dtype=np.float32)
+
+
+# --- a bundle as a space of the registry: ``bundle:PATH[@preset]`` ------------------------
+
+def resolve_bundle_family(spec: str, ref: str):
+    """``bundle:fused.safetensors[@preset]`` → the bundle's registry entry, so that a fused
+    space can be bound again (``mini:bind + c(bundle:f.safetensors)``)."""
+    from freebind.errors import SpaceError
+    from freebind.fused import load
+    from freebind.spaces.base import SpaceInfo
+
+    if not spec:
+        raise SpaceError(f"{ref}: give a bundle file, e.g. bundle:fused.safetensors")
+    path, preset = split_ref(spec)
+    if not Path(path).is_file():
+        raise SpaceError(f"{ref}: no such bundle file {path}")
+    fused = load(path, preset=preset)
+    return SpaceInfo(name=ref, family="bundle", modalities=tuple(fused.modalities),
+                     dim=int(fused.dim), description=f"fused bundle {fused.name}",
+                     options=(("path", str(path)), ("preset", preset)),
+                     loader="freebind.target:load_bundle_space",
+                     checker="freebind.target:check_bundle_space")
+
+
+def load_bundle_space(info, path: str, preset: str | None = None, **space_options) -> Target:
+    """Registry loader of ``bundle:`` entries: the resolved bundle (a space); loader options
+    go to its base spaces."""
+    target = open(path, preset=preset, space_options=space_options)
+    target.space_name = info.name
+    return target
+
+
+def check_bundle_space(info) -> tuple[bool, str]:
+    path = dict(info.options).get("path", "")
+    return (Path(path).is_file(), path if Path(path).is_file() else f"missing: {path}")

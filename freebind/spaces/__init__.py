@@ -60,13 +60,21 @@ def _ensure_catalog() -> None:
             _FAMILIES.setdefault(prefix, (resolver, example, fetcher))
 
 
+def _family_of(ref: str) -> tuple[str, str] | None:
+    """``(prefix, spec)`` of a reference a family resolves: ``prefix:spec``, or a bundle file
+    named bare (``fused.safetensors[@preset]``, the ``bundle`` family)."""
+    prefix, sep, rest = ref.partition(":")
+    if sep and prefix in _FAMILIES:
+        return prefix, rest
+    if "bundle" in _FAMILIES and ref.partition("@")[0].endswith(".safetensors"):
+        return "bundle", ref
+    return None
+
+
 def is_known(ref: str) -> bool:
     """Whether ``ref`` is a registered name or uses a registered family prefix."""
     _ensure_catalog()
-    if ref in _ALIASES:
-        return True
-    prefix, sep, _ = ref.partition(":")
-    return bool(sep) and prefix in _FAMILIES
+    return ref in _ALIASES or _family_of(ref) is not None
 
 
 def info(ref: str) -> SpaceInfo:
@@ -74,8 +82,9 @@ def info(ref: str) -> SpaceInfo:
     _ensure_catalog()
     if ref in _ALIASES:
         return _SPACES[_ALIASES[ref]]
-    prefix, sep, rest = ref.partition(":")
-    if sep and prefix in _FAMILIES:
+    family = _family_of(ref)
+    if family is not None:
+        prefix, rest = family
         resolver, _, fetcher = _FAMILIES[prefix]
         found = _resolve(resolver)(rest, ref)
         if fetcher is not None and found.fetcher is None:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from freebind.errors import SpaceError, UsageError
+from freebind.spaces.guard import check_finite
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 WHICH = ("bind", "vl", "clap", "clap2")
@@ -123,11 +124,14 @@ class MiniSpace:
         inputs = list(inputs)
         if not inputs:
             return torch.zeros((0, self.dim), dtype=torch.float32)
+        labels = [f"item {i}" for i in range(len(inputs))]
         if modality == "text":
-            return self.embed_texts(inputs, batch_size)
+            return check_finite(self.embed_texts(inputs, batch_size), self.name, modality,
+                                inputs)
         stacked = np.stack(inputs)
-        return (self.embed_waves if modality == "audio" else self.embed_pixels)(stacked,
-                                                                                batch_size)
+        out = (self.embed_waves if modality == "audio" else self.embed_pixels)(stacked,
+                                                                               batch_size)
+        return check_finite(out, self.name, modality, labels)  # NaN/inf never returned
 
     # -- the Space protocol --------------------------------------------------------------
     def encode(self, modality: str, items: Sequence[Any], batch_size: int = 32):
@@ -142,7 +146,7 @@ class MiniSpace:
             bad = [i for i, t in enumerate(items) if not isinstance(t, str)]
             if bad:
                 raise UsageError(f"{self.name}: text item {bad[0]} is not a string")
-            return self.embed_texts(items, batch_size)
+            return check_finite(self.embed_texts(items, batch_size), self.name, modality, items)
         import torch
 
         outs = []
@@ -152,7 +156,8 @@ class MiniSpace:
                 outs.append(self.embed_waves(load_waves(chunk), batch_size))
             else:
                 outs.append(self.embed_pixels(load_pixels(chunk), batch_size))
-        return torch.cat(outs) if outs else torch.zeros((0, self.dim), dtype=torch.float32)
+        out = torch.cat(outs) if outs else torch.zeros((0, self.dim), dtype=torch.float32)
+        return check_finite(out, self.name, modality, items)  # NaN/inf never returned
 
 
 def load_file(path, name: str | None = None) -> MiniSpace:

@@ -11,6 +11,7 @@ engines that decode in one stage and encode in another (docs/architecture.md).
 from __future__ import annotations
 
 from freebind.errors import SpaceError
+from freebind.spaces import guard
 
 PRECISIONS = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 
@@ -215,7 +216,9 @@ class EncoderAdapter:
             with torch.inference_mode():
                 out = self.forward(modality, x)
             outs.append(F.normalize(out.detach().float().cpu(), dim=-1))
-        return torch.cat(outs, dim=0).contiguous()
+        out = torch.cat(outs, dim=0).contiguous()
+        return guard.check_finite(out, self.name, modality,  # NaN/inf never returned
+                                  [f"item {i}" for i in range(len(inputs))])
 
     def encode(self, modality: str, items, batch_size: int | None = None):
         import torch
@@ -231,4 +234,4 @@ class EncoderAdapter:
                           batch_size or self.batch_size, self.workers, timings,
                           per_item=self._per_item(modality), collate=self._collate)
         self.last_timings = timings
-        return out
+        return guard.check_finite(out, self.name, modality, items)  # NaN/inf never returned

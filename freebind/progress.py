@@ -49,7 +49,9 @@ class LineProgress:
         if self.unit_scale and self.n >= 1e6:
             count = f"{self.n / 1e6:.1f} M{self.unit}"
         elif self.unit.isalpha() and len(self.unit) > 1 and self.n != 1:
-            count = f"{self.n} {self.unit}s"
+            plural = self.unit[:-1] + "ies" if self.unit.endswith("y") \
+                and self.unit[-2] not in "aeiou" else self.unit + "s"
+            count = f"{self.n} {plural}"
         else:
             count = f"{self.n} {self.unit}"
         tail = f" ({self.postfix})" if self.postfix else ""

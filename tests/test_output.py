@@ -29,6 +29,10 @@ def test_a_bar_in_a_pipe_writes_one_line_per_stage(monkeypatch):
     text = stream.getvalue()
     assert "\r" not in text and text.count("\n") == 1
     assert text.startswith("embed mini:bind audio: 300 items in ") and "(loss=0.5)" in text
+    q = io.StringIO()
+    with bar(total=2, desc="pseudo tuples", unit="query", file=q) as b:
+        b.update(2)
+    assert q.getvalue().startswith("pseudo tuples: 2 queries in ")
     quiet = io.StringIO()
     b = bar(total=3, desc="x", file=quiet, disable=True)
     b.update(3)

@@ -206,7 +206,8 @@ def _job_key(job, hyper: Mapping, source: Mapping, target: Mapping) -> str:
     h = hashlib.sha256()
     spec = {"kind": job.kind, "source": job.source, "target": job.target,
             "modalities": list(job.modalities), "data_modes": list(job.data_modes),
-            "hyper": {k: hyper[k] for k in sorted(hyper) if k != "threads"},
+            "hyper": {k: hyper[k] for k in sorted(hyper)
+                      if k != "threads" and not k.startswith("router_")},
             "format": 1}
     h.update(json.dumps(spec, sort_keys=True, default=str).encode())
     for side in (source, target):
@@ -256,6 +257,23 @@ def _pool_fingerprint(store, modality: str, items: Sequence) -> str:
     for item in items:
         h.update(store.key(modality, item).encode())
     return h.hexdigest()[:16]
+
+
+def _router_step(plan, job, projectors, training, leaf, h, job_keys, root, progress, say):
+    """A ``route=learned`` bond's router, once its last projector group exists."""
+    from freebind.pseudo import build as build_tuples
+    from freebind.router import build_step
+
+    def make_tuples(j, source, target):
+        expert, base = (j.source, j.target) if j.kind == "c" else (j.target, j.source)
+        return build_tuples({j.source: source, j.target: target}, expert=expert, base=base,
+                            modalities=j.modalities, topk=int(h["topk"]), tau=float(h["tau"]),
+                            seed=int(h["seed"]), max_queries=h.get("max_queries"),
+                            progress=False)
+
+    build_step(plan, job, projectors, training,
+               lambda text: _sub_embeddings(plan, text, projectors, leaf), h, job_keys, root,
+               make_tuples, progress=progress, log=say)
 
 
 def build(expression, audio=None, image=None, text=None, pools=None, output=None,
@@ -324,6 +342,10 @@ def _build(expression, config: BuildConfig):
     else:
         plan = expression
     families = [s["family"] for s in plan.spaces.values()]
+    from freebind.router import router_hyper
+
+    for job in plan.jobs:  # router settings are checked before any work
+        router_hyper({**overrides, **job.hyper})
     store = EmbeddingStore(cache_dir)
 
     no_pools = all(v is None for v in (audio, image, text, pools))
@@ -377,6 +399,7 @@ def _build(expression, config: BuildConfig):
     # 2-3. jobs in dependency order
     projectors: dict[str, torch.nn.Module] = {}
     training = {}
+    job_keys: dict[str, str] = {}
     for job in plan.jobs:
         t_job = time.perf_counter()
         source = _sub_embeddings(plan, job.source, projectors, leaf)
@@ -394,6 +417,7 @@ def _build(expression, config: BuildConfig):
         h = {**defaults_for(families), **job.hyper}
         expert, base = (job.source, job.target) if job.kind == "c" else (job.target, job.source)
         key = _job_key(job, h, source, target)
+        job_keys[job.id] = key
         cached = _load_job(store.root, key)
         if cached is not None:
             group, summary = cached
@@ -421,6 +445,8 @@ def _build(expression, config: BuildConfig):
         say(f"{job.id}: {n_tuples} tuples, {summary['epochs']} epochs, "
             f"val loss {summary['final_val_loss']:.4f}, {seconds:.1f} s"
             + (" (trained before: reused)" if cached is not None else ""))
+        _router_step(plan, job, projectors, training, leaf, h, job_keys, store.root,
+                     progress, say)
 
     # 4. the bundle (deterministic content: no times, no absolute paths)
     space_meta = {}

@@ -38,8 +38,7 @@ import numpy as np
 from freebind.atomic import atomic_write, atomic_write_text
 from freebind.errors import FreebindError, MediaError
 
-#: Modalities whose items are strings (everything else is a file path).
-TEXT_MODALITIES = ("text",)
+from freebind.vocab import TEXT_MODALITIES  # noqa: E402  (items are strings)
 _HASH_CHUNK = 1 << 20
 #: Storage precisions by name (``--store-dtype``).
 STORE_DTYPES = {"fp32": np.float32, "float32": np.float32, "fp16": np.float16,
@@ -247,7 +246,7 @@ class EmbeddingStore:
         bad: dict[str, Exception] = {}
         bar = None
         if progress:
-            from tqdm.auto import tqdm
+            from freebind.progress import bar as tqdm
 
             bar = tqdm(total=len(todo), unit="item", leave=False,
                        desc=f"embed {getattr(space, 'name', '')} {modality}")

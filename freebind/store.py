@@ -149,6 +149,23 @@ class EmbeddingStore:
         """How many distinct items of ``modality`` the cache holds for ``space``."""
         return len(self._index(self.modality_dir(space, modality)))
 
+    def cached_keys(self, space, modality: str) -> set[str]:
+        """The content keys of ``modality`` the cache holds for ``space``."""
+        return set(self._index(self.modality_dir(space, modality)))
+
+    def put(self, space, modality: str, keys: Sequence[str], emb: np.ndarray) -> Path:
+        """Write one shard of embeddings computed elsewhere (``keys[i]`` → ``emb[i]``): the
+        same file, named by its keys, that encoding those items here writes, so a retried
+        or repeated write is harmless."""
+        emb = np.asarray(emb, dtype=np.float32)
+        if len(keys) != len(emb) or not len(keys):
+            raise ValueError("put needs as many embeddings as keys, at least one")
+        self._write_space_meta(space)
+        name = hashlib.sha256("".join(keys).encode("ascii")).hexdigest()[:24]
+        path = self.modality_dir(space, modality) / f"shard-{name}.npz"
+        atomic_save_npz(path, keys=np.array(list(keys), dtype="S64"), emb=emb)
+        return path
+
     # --- the work -------------------------------------------------------------------------
     def embed(self, space, modality: str, items: Sequence[Any], batch_size: int = 64,
               progress: bool = True, on_error: str = "raise"):
@@ -232,10 +249,7 @@ class EmbeddingStore:
                     if bar is not None:
                         bar.update(len(batch))
                 if shard_keys:
-                    emb = np.stack(shard_rows).astype(np.float32, copy=False)
-                    name = hashlib.sha256("".join(shard_keys).encode("ascii")).hexdigest()[:24]
-                    atomic_save_npz(mdir / f"shard-{name}.npz",
-                                    keys=np.array(shard_keys, dtype="S64"), emb=emb)
+                    self.put(space, modality, shard_keys, np.stack(shard_rows))
                     self.encoded += len(shard_keys)
         finally:
             if bar is not None:

@@ -4,6 +4,8 @@ The curated API, imported lazily so ``import freebind`` stays cheap::
 
     freebind.plan("IB + d(InternVL) + c(CLAP_g, CLAP_m)")   # parse + compile
     fused = freebind.load("fused.safetensors")              # a FusedSpace
+    target = freebind.open("fused.safetensors@versatile")   # any target string
+    report = freebind.embed(target, ["media/"], output="out/")  # resumable partitions
     fused.fuse({"IB": {"audio": a}, "CLAP_g": {"audio": b}, ...}, factors=["a=0.8"])
 """
 
@@ -16,6 +18,11 @@ _LAZY = {
     "format": ("freebind.algebra", "format"),
     "plan": ("freebind.algebra", "plan"),
     "load": ("freebind.fused", "load"),
+    "open": ("freebind.target", "open"),
+    "Target": ("freebind.target", "Target"),
+    "embed": ("freebind.embed", "embed"),
+    "plan_embed": ("freebind.embed", "plan_embed"),
+    "EmbedReport": ("freebind.embed", "EmbedReport"),
     "FusedSpace": ("freebind.fused", "FusedSpace"),
     "build": ("freebind.builder", "build"),
     "spaces": ("freebind.spaces", None),

@@ -25,6 +25,7 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
+from freebind.align import align
 from freebind.errors import UsageError
 
 POOL_MODALITIES = ("audio", "image", "text")
@@ -399,15 +400,15 @@ def _build(expression, audio, image, text, pools, output, cache_dir, seed, hyper
                 if entry not in report.skipped:
                     report.skipped.append(entry)
             leaf_raw.setdefault(ref, {})[m] = (arr, idx)
-            kept[m] = idx if m not in kept else np.intersect1d(kept[m], idx)
+            kept[m] = idx
     if filled is not None:  # the engine's encodes, counted as such, not as cache reuse
         report.encoded += filled.encoded
         report.reused -= filled.encoded
-    leaf: dict[str, dict[str, np.ndarray]] = {}
-    for ref, mods in leaf_raw.items():
-        for m, (arr, idx) in mods.items():
-            rows = np.searchsorted(idx, kept[m])
-            leaf.setdefault(ref, {})[m] = arr if len(rows) == len(idx) else arr[rows]
+    leaf: dict[str, dict[str, np.ndarray]] = {ref: {} for ref in leaf_raw}
+    for m in list(kept):  # only the items every space decoded, rows aligned across spaces
+        rows, kept[m] = align({ref: mods[m] for ref, mods in leaf_raw.items() if m in mods})
+        for ref, arr in rows.items():
+            leaf[ref][m] = arr
     for m, idx in kept.items():
         if len(idx) == 0:
             raise PoolError(f"no {m} pool item could be decoded")

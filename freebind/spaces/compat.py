@@ -275,6 +275,33 @@ class BatchedSpace:
     def _before_encode(self, modality: str) -> None:
         """Checks run once per ``encode`` call on non-empty input, before any work."""
 
+    # --- the two halves of encode, for engines that decode and encode in separate stages
+    def decode_item(self, modality: str, item):
+        """One item's encoder input, decoded in the caller's thread (no encoder run);
+        items prepared by whole batches (text) are passed on unchanged."""
+        check_modality(self, modality)
+        per_item = self._per_item(modality)
+        return per_item(item) if per_item is not None else item
+
+    def encode_decoded(self, modality: str, inputs: list):
+        """Rows (float32, unit norm) of inputs made by :meth:`decode_item`."""
+        import torch
+        from torch.nn import functional as F
+
+        check_modality(self, modality)
+        inputs = list(inputs)
+        if not inputs:
+            return torch.zeros(0, self.dim)
+        self._before_encode(modality)
+        per_item = self._per_item(modality)
+        outs = []
+        for chunk in batches(inputs, self.batch_size):
+            x = self._collate(chunk) if per_item is not None else self.prepare(modality, chunk)
+            with torch.inference_mode():
+                out = self.forward(modality, x)
+            outs.append(F.normalize(out.detach().float().cpu(), dim=-1))
+        return torch.cat(outs, dim=0).contiguous()
+
     def encode(self, modality: str, items, batch_size: int | None = None):
         import torch
 

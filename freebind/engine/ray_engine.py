@@ -1,10 +1,10 @@
 """The ray engine: chunks encoded on Ray Data, Ray's batch-inference path.
 
 Every encoder batch of every chunk still to do becomes one row of a dataset. A read stage
-(stateless Ray tasks, in parallel) decodes the batch's items (``space.prepare`` where the
-space offers the split; undecodable items are marked there with their reason); an actor
-pool (``workers`` actors, each holding the job's encoders, loaded once) encodes the decoded
-batch (``space.encode_prepared``) exactly as the store would: the whole batch at once, or
+(stateless Ray tasks, in parallel) decodes the batch's items (the space's ``decode_item``,
+see :func:`freebind.target.decode_item`; undecodable items are marked there with their
+reason); an actor pool (``workers`` actors, each holding the job's encoders, loaded once)
+encodes the decoded batch (``encode_decoded``) exactly as the store would: at once, or
 item by item when one of its items failed, so every row is the same float the local engine
 computes. The driver streams the results, puts each completed chunk into the store as the
 very shard the local engine writes (atomic; a retried or repeated write rewrites the same
@@ -32,7 +32,6 @@ from freebind.errors import FreebindError, MediaError
 
 #: per-process state of Ray worker processes: setup hooks run, spaces opened
 _SETUP_DONE: set[str] = set()
-_SPACES: dict[tuple[str, str], object] = {}
 #: memory Ray reserves for one read-stage (decoding) task, in bytes
 DECODE_MEMORY = 128 * 2**20
 
@@ -45,62 +44,64 @@ def _run_setup(setup: str | None) -> None:
 
 
 def _space(ref: str, options: dict):
-    key = (ref, json.dumps(options, sort_keys=True, default=str))
-    if key not in _SPACES:
-        from freebind import spaces
+    from freebind import spaces
 
-        _SPACES[key] = spaces.get(ref, **options)
-    return _SPACES[key]
+    return spaces.get(ref, **options)  # loaded once per process and options
 
 
-def _splits(space) -> bool:
-    return callable(getattr(space, "prepare", None)) and callable(
-        getattr(space, "encode_prepared", None))
-
-
-def _decode(batch: dict, setup=None, space_options=None, split_refs=()) -> dict:
-    """Read stage: one row per encoder batch; decode its items where the space splits
-    decoding from encoding, else pass them on for the encoder to read."""
+def _decode(batch: dict, setup=None, space_options=None) -> dict:
+    """Read stage: one row per encoder batch; its items decoded to encoder inputs
+    (:func:`freebind.target.decode_item`: the space's own decoder where it has one, else a
+    readability check), undecodable ones marked with their reason."""
     from freebind.store import _reason
+    from freebind.target import decode_item
 
     _run_setup(setup)
     payloads = []
     for ref, modality, items in zip(batch["ref"], batch["modality"], batch["items"]):
-        items = json.loads(items)
+        space = _space(str(ref), dict(space_options or {}))
         entries = []
-        if ref in split_refs:
-            space = _space(str(ref), dict(space_options or {}))
-            for item in items:
-                try:
-                    entries.append((True, space.prepare(str(modality), item)))
-                except MediaError as exc:
-                    entries.append((False, _reason(exc, item)))
-        else:
-            entries = [(True, item) for item in items]
+        for item in json.loads(items):
+            try:
+                entries.append((True, decode_item(space, str(modality), item)))
+            except MediaError as exc:
+                entries.append((False, _reason(exc, item)))
         payloads.append(pickle.dumps(entries, protocol=pickle.HIGHEST_PROTOCOL))
     out = {k: batch[k] for k in ("chunk", "batch", "ref", "modality")}
     out["payload"] = np.array(payloads, dtype=object)
     return out
 
 
-def encode_entries(space, modality: str, entries, split: bool):
-    """Rows of one batch as the store computes them: (float32 [kept, dim], ok mask,
-    reasons of the failed items). The whole batch in one call when every item decoded;
-    else item by item (what the store does after a batch fails on a bad item)."""
-    from freebind.store import _as_numpy, _reason
+def _encode_decoded(space, modality: str, inputs: list):
+    """:func:`freebind.target.encode_decoded` as one encoder batch of ``len(inputs)``
+    (what the store's ``space.encode(batch, batch_size=len(batch))`` runs)."""
+    import inspect
+
+    from freebind.target import encode_decoded
+
+    hook = getattr(space, "encode_decoded", None)
+    if hook is not None and "batch_size" in inspect.signature(hook).parameters:
+        from freebind.store import _as_numpy
+
+        return _as_numpy(hook(modality, inputs, batch_size=max(1, len(inputs))))
+    return encode_decoded(space, modality, inputs)
+
+
+def encode_entries(space, modality: str, entries):
+    """Rows of one decoded batch as the store computes them: (float32 [kept, dim], ok
+    mask, reasons of the failed items). The whole batch in one call when every item
+    decoded; else item by item (what the store does after a batch fails on a bad item)."""
+    from freebind.store import _reason
 
     def enc(values):
-        if split:
-            return _as_numpy(space.encode_prepared(modality, values))
-        return _as_numpy(space.encode(modality, values, batch_size=len(values)))
+        return _encode_decoded(space, modality, values)
 
     dim = int(space.dim)
     if all(ok for ok, _ in entries):
         try:
             return enc([v for _, v in entries]), [True] * len(entries), []
         except MediaError:
-            if split:
-                raise
+            pass
     rows, mask, reasons = [], [], []
     for ok, value in entries:
         if not ok:
@@ -120,10 +121,9 @@ def encode_entries(space, modality: str, entries, split: bool):
 class _Encoder:
     """An actor of the pool: the job's spaces, loaded once; encodes decoded batches."""
 
-    def __init__(self, refs, setup=None, space_options=None, split_refs=()):
+    def __init__(self, refs, setup=None, space_options=None):
         _run_setup(setup)
         self.spaces = {ref: _space(ref, dict(space_options or {})) for ref in refs}
-        self.split_refs = set(split_refs)
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
 
     def __call__(self, batch: dict) -> dict:
@@ -131,8 +131,7 @@ class _Encoder:
         for ref, modality, payload in zip(batch["ref"], batch["modality"], batch["payload"]):
             entries = pickle.loads(payload)
             t = time.perf_counter()
-            emb, mask, why = encode_entries(self.spaces[str(ref)], str(modality), entries,
-                                            str(ref) in self.split_refs)
+            emb, mask, why = encode_entries(self.spaces[str(ref)], str(modality), entries)
             seconds.append(time.perf_counter() - t)
             embs.append(emb.tobytes())
             masks.append(json.dumps(mask))
@@ -154,7 +153,7 @@ def connect(options) -> tuple[bool, float]:
     if ray.is_initialized():
         return False, 0.0
     address = options.ray_address or os.environ.get("RAY_ADDRESS")
-    common = dict(logging_level=logging.WARNING, configure_logging=True,
+    common = dict(logging_level=logging.ERROR, configure_logging=True,
                   include_dashboard=False)
     try:
         if address:
@@ -171,7 +170,11 @@ def _quiet_ray_data():
     import ray.data
 
     ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = False
+    ctx.enable_progress_bars = False  # the engine draws one bar over all workers
+    try:
+        ctx.issue_detectors_config.detectors = []
+    except AttributeError:  # older Ray Data
+        pass
     for name in ("ray.data", "ray"):
         logging.getLogger(name).setLevel(logging.WARNING)
     return ctx
@@ -195,7 +198,6 @@ def run(chunks, spaces, store, options, report, batch_size: int = 64, progress: 
                   "items": json.dumps(list(items))} for b, items in enumerate(bs)]
     by_index = {c.index: c for c in chunks}
     refs = sorted({c.ref for c in chunks})
-    split_refs = tuple(r for r in refs if _splits(spaces[r]))
     total = sum(len(c.todo) for c in chunks)
 
     owned, init_seconds = connect(options)
@@ -203,7 +205,7 @@ def run(chunks, spaces, store, options, report, batch_size: int = 64, progress: 
     bar = None
     try:
         _quiet_ray_data()
-        common = dict(setup=options.setup, space_options=space_options, split_refs=split_refs)
+        common = dict(setup=options.setup, space_options=space_options)
         ds = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows), 1000)))
         # the read stage's memory reservation, which the actors lack, keeps it a stage of
         # its own (Ray Data fuses stages of equal resources into the actors), so decoding

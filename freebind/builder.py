@@ -378,7 +378,9 @@ def _build(expression, audio, image, text, pools, output, cache_dir, seed, hyper
         report.engine = filled.to_dict()
         if shard is not None:
             report.encoded = filled.encoded
-            report.skipped = [dict(f) for f in filled.failures]
+            for f in filled.failures:
+                if dict(f) not in report.skipped:
+                    report.skipped.append(dict(f))
             report.seconds["embed"] = report.seconds["total"] = round(
                 time.perf_counter() - t, 2)
             return report

@@ -16,7 +16,7 @@ def setup():
     register_world()
 
 
-def actor_pids(name: str = "_Encoder") -> list[int]:
+def actor_pids(name: str = "FreebindEncoder") -> list[int]:
     """Processes of this machine's Ray actors whose title names ``name``."""
     import psutil
 

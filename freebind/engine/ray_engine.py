@@ -144,6 +144,19 @@ class _Encoder:
                 "worker": np.array([self.worker] * n, dtype=object)}
 
 
+def _encoder_class(refs, setup=None, space_options=None):
+    """The actor class with its arguments bound in the class (shipped with it), not passed
+    as constructor arguments through the object store: a restarted actor never depends on
+    an object that may be gone."""
+    bound = (tuple(refs), setup, dict(space_options or {}))
+
+    class FreebindEncoder(_Encoder):
+        def __init__(self):
+            super().__init__(*bound)
+
+    return FreebindEncoder
+
+
 def connect(options) -> tuple[bool, float]:
     """Join or start Ray; returns (whether this call connected, so must disconnect; the
     seconds it took)."""
@@ -175,8 +188,8 @@ def _quiet_ray_data():
         ctx.issue_detectors_config.detectors = []
     except AttributeError:  # older Ray Data
         pass
-    for name in ("ray.data", "ray"):
-        logging.getLogger(name).setLevel(logging.WARNING)
+    logging.getLogger("ray").setLevel(logging.WARNING)
+    logging.getLogger("ray.data").setLevel(logging.ERROR)
     return ctx
 
 
@@ -212,7 +225,7 @@ def run(chunks, spaces, store, options, report, batch_size: int = 64, progress: 
         # runs in parallel with encoding
         ds = ds.map_batches(_decode, batch_size=1, fn_kwargs=common,
                             num_cpus=options.decode_cpus, memory=DECODE_MEMORY)
-        ds = ds.map_batches(_Encoder, batch_size=1, fn_constructor_kwargs={"refs": refs, **common},
+        ds = ds.map_batches(_encoder_class(refs, **common), batch_size=1,
                             compute=ray.data.ActorPoolStrategy(size=int(options.workers)),
                             num_cpus=options.cpus_per_worker,
                             num_gpus=options.gpus_per_worker or None)

@@ -18,21 +18,28 @@ def run(chunks, spaces, store, report, batch_size: int = 64, progress: bool = Tr
         from tqdm.auto import tqdm
 
         bar = tqdm(total=sum(len(c.todo) for c in chunks), unit="item", desc="embed (local)")
+    from freebind.store import _reason
+
     try:
         for chunk in chunks:
             t = time.perf_counter()
             before = store.encoded
-            _, _, failures = store.embed(spaces[chunk.ref], chunk.modality, list(chunk.items),
-                                         batch_size=batch_size, progress=False,
-                                         on_error="skip")
+            space = spaces[chunk.ref]
+            items = list(chunk.items)
+            # the store's own encoding loop over exactly the chunk's items: one shard
+            bad = store._encode_missing(space, chunk.modality, items,
+                                        {k: i for i, k in enumerate(chunk.keys)},
+                                        store.modality_dir(space, chunk.modality),
+                                        batch_size, False, "skip")
             stats.seconds += time.perf_counter() - t
             stats.items += len(chunk.todo)
-            stats.failures += len(failures)
+            stats.failures += len(bad)
             report.encoded += store.encoded - before
             if store.encoded > before:
                 report.written += 1
-            report.failures += [{"path": f.item, "reason": f.reason,
-                                 "modality": chunk.modality} for f in failures]
+            report.failures += [{"path": it, "reason": _reason(bad[k], it),
+                                 "modality": chunk.modality}
+                                for k, it in chunk.todo if k in bad]
             if bar is not None:
                 bar.update(len(chunk.todo))
     finally:

@@ -64,8 +64,12 @@ def test_parse_shard_and_engine_options():
         engine_options("local", cpus_per_worker=0)
     with pytest.raises(UsageError, match="MODULE:FUNCTION"):
         engine_options("local", setup="nocolon")
-    opts = engine_options("local", workers=2, gpus_per_worker=1, ray_address=None)
-    assert (opts.workers, opts.gpus_per_worker, opts.ray_address) == (2, 1, None)
+    with pytest.raises(UsageError, match="needs engine='ray'"):
+        engine_options("local", workers=2)
+    with pytest.raises(UsageError, match="ray_address"):
+        engine_options("local", ray_address="auto")
+    opts = engine_options("local", gpus_per_worker=1, ray_address=None)
+    assert (opts.workers, opts.gpus_per_worker, opts.ray_address) == (1, 1, None)
 
 
 def test_missing_ray_is_named_before_any_work(world, tmp_path, monkeypatch):

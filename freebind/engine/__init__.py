@@ -18,7 +18,6 @@ bundles are written by the same code whatever the engine, so they are byte-ident
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -73,6 +72,11 @@ def engine_options(engine: "str | EngineOptions | None" = None, **options) -> En
     if opts.cpus_per_worker == 0 and opts.gpus_per_worker == 0:
         raise UsageError("a worker needs some resource: cpus_per_worker or gpus_per_worker "
                          "must be above 0")
+    if opts.engine == "local" and opts.workers > 1:
+        raise UsageError(f"workers={opts.workers} needs engine='ray' (the local engine runs "
+                         f"in this process; for several machines without Ray, use shard)")
+    if opts.engine == "local" and opts.ray_address:
+        raise UsageError("ray_address applies to engine='ray'")
     if opts.setup is not None and ":" not in opts.setup:
         raise UsageError(f"setup {opts.setup!r}: expected MODULE:FUNCTION")
     if opts.engine == "ray":
@@ -203,7 +207,3 @@ def worker_table(workers: Sequence[WorkerStats], title: str = "workers"):
             "worker", "items", "seconds", "failures")})
         table.add_row(w.worker, str(w.items), f"{w.items_per_s:.1f}", str(w.failures))
     return table
-
-
-def default_workers() -> int:
-    return max(1, (os.cpu_count() or 1) // 2)

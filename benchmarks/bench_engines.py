@@ -11,8 +11,9 @@ decode cost of a real pool), then a log-mel front end and the audio tower::
 
 Every run starts from an empty embedding store. For the ray engine, ``start-up`` is
 ``ray.init`` (once, first row) plus each run's wait for its first result (actor processes
-starting, encoders loading); ``items/s`` counts the whole run and ``steady items/s`` only
-what follows the first result. On a machine with fewer cores than workers + 1 decoding
+starting, encoders loading); ``items/s`` counts the whole run, ``steady items/s`` divides
+the items by the time after the first result (decoding already done by the read stage while
+the actors started counts in its favour: the pipelining a long run keeps). On a machine with fewer cores than workers + 1 decoding
 task the ray engine cannot beat the local one: the numbers say how much of a machine Ray's
 stages use, and what a cluster adds per worker.
 """

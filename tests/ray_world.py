@@ -17,12 +17,15 @@ def setup():
 
 
 def actor_pids(name: str = "FreebindEncoder") -> list[int]:
-    """Processes of this machine's Ray actors whose title names ``name``."""
-    import psutil
-
+    """Processes of this machine's Ray actors whose title names ``name`` (Linux /proc)."""
     pids = []
-    for p in psutil.process_iter(["pid", "cmdline"]):
-        cmd = " ".join(p.info.get("cmdline") or [])
-        if cmd.startswith("ray::") and name in cmd and p.info["pid"] != os.getpid():
-            pids.append(p.info["pid"])
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if cmd.startswith("ray::") and name in cmd:
+            pids.append(int(entry.name))
     return sorted(pids)

@@ -19,6 +19,12 @@ def console(stderr: bool = False):
     return Console(stderr=stderr, highlight=False, soft_wrap=False)
 
 
+def print_command(out, text: str) -> None:
+    """Print a command for the user to copy: one line, never wrapped at the console's width
+    (80 columns in a pipe), no markup or highlighting."""
+    out.print(text, soft_wrap=True, markup=False, highlight=False)
+
+
 def fail(exc: FreebindError) -> typer.Exit:
     """Print a user-facing error to stderr; return the Exit to raise."""
     typer.echo(exc.render(), err=True)

@@ -6,6 +6,8 @@ The curated API, imported lazily so ``import freebind`` stays cheap::
     fused = freebind.load("fused.safetensors")              # a FusedSpace
     target = freebind.open("fused.safetensors@versatile")   # any target string
     report = freebind.embed(target, ["media/"], output="out/")  # resumable partitions
+    records = freebind.evaluate(["mini:bind", target], ["audiocaps"], ["sets/"])
+    result = freebind.tune("fused.safetensors", ["audiocaps"], ["sets/"], ["a=0:1:0.1"])
     fused.fuse({"IB": {"audio": a}, "CLAP_g": {"audio": b}, ...}, factors=["a=0.8"])
 """
 
@@ -23,6 +25,8 @@ _LAZY = {
     "embed": ("freebind.embed", "embed"),
     "plan_embed": ("freebind.embed", "plan_embed"),
     "EmbedReport": ("freebind.embed", "EmbedReport"),
+    "evaluate": ("freebind.evaluate", None),     # callable: freebind.evaluate.api.evaluate
+    "tune": ("freebind.evaluate.api", "tune"),
     "FusedSpace": ("freebind.fused", "FusedSpace"),
     "build": ("freebind.builder", "build"),
     "spaces": ("freebind.spaces", None),
@@ -30,6 +34,10 @@ _LAZY = {
 }
 
 __all__ = ["__version__", *_LAZY]
+
+
+def __dir__():
+    return sorted([*globals(), *_LAZY])
 
 
 def __getattr__(name: str):

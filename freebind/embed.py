@@ -14,7 +14,8 @@ a remote worker can rebuild it); :func:`run_shard` encodes one shard through the
 store and writes its partition atomically and idempotently (:func:`write_shard` is the
 write half alone, for an engine that computed the rows elsewhere); :func:`finish` writes
 the report. :func:`embed` does all of it in process (the ``"local"`` engine); other
-engines register with :func:`register_engine`. See docs/architecture.md ("Embedding").
+engines register with :func:`register_engine`. See docs/architecture.md
+("Interfaces", "Embedding shards").
 
 Re-running the same call resumes: finished partitions are kept, cached base embeddings
 reused, so a killed run recomputes at most one store shard. Unreadable, truncated or
@@ -247,13 +248,22 @@ def plan_embed(target, paths: Iterable = (), texts=None, output=None, *,
         shard_size=int(shard_size), cache_dir=None if cache_dir is None else str(cache_dir),
         metadata=fmt, strict=bool(strict), progress=bool(progress))
 
+    given = None
+    from freebind.target import Target
+
+    if isinstance(target, Target):  # a resolved target: its reference and options
+        given = target
+        options = replace(options, factors=options.factors or tuple(target.factors),
+                          preset=options.preset or target.preset,
+                          space_options=options.space_options or dict(target.space_options))
+        target = target.ref
     paths = [Path(p) for p in ([paths] if isinstance(paths, (str, os.PathLike)) else paths)]
     items = _collect(paths, texts, as_modality)
     if not items:
         raise UsageError("nothing to embed: no files found" if as_modality else
                          "nothing to embed: no audio, image, video or text files found "
                          "(by extension), and no texts")
-    plan = EmbedPlan(os.fspath(target), str(output), options, ())
+    plan = EmbedPlan(os.fspath(target), str(output), options, (), _target=given)
     tgt = plan.open_target()
     skipped: list[dict] = []
     shards: list[Shard] = []

@@ -9,7 +9,7 @@ two halves of encoding apart, for engines that decode in one stage and encode in
 :meth:`Target.prepare` (one item → the decoded inputs of every base space, no encoder
 run) and :meth:`Target.encode_prepared` (decoded inputs → rows).
 
-See docs/architecture.md ("Targets") for where targets sit in the data path.
+See docs/architecture.md ("Interfaces", "Target").
 """
 
 from __future__ import annotations
@@ -22,8 +22,7 @@ from typing import Any, Mapping, Sequence
 
 from freebind.errors import MediaError, UsageError
 
-#: modalities whose items are strings; every other modality's items are file paths
-TEXT_MODALITIES = ("text",)
+from freebind.vocab import TEXT_MODALITIES  # noqa: E402  (items are strings)
 
 
 def split_ref(ref: str) -> tuple[str, str | None]:
@@ -180,8 +179,8 @@ class Target:
         return f"Target({self.ref!r}, {kind}, dim={self.dim})"
 
 
-def open(ref, factors: Sequence[str] | str | None = None, preset: str | None = None, *,  # noqa: A001
-         space_options: Mapping[str, Any] | None = None) -> Target:
+def open(ref, factors: Sequence[str] | str | None = None,  # noqa: A001  (freebind.open)
+         preset: str | None = None, *, space_options: Mapping[str, Any] | None = None) -> Target:
     """Resolve a target string: a space reference, a bundle path, or ``bundle@preset``.
 
     ``factors`` (``["a=0.8", "b2=off"]``) and ``preset`` apply to bundles only;
@@ -257,3 +256,38 @@ def encode_decoded(space, modality: str, inputs: Sequence[Any]):
     if hasattr(out, "detach"):
         out = out.detach().cpu().numpy()
     return np.asarray(out, dtype=np.float32)
+
+
+# --- a bundle as a space of the registry: ``bundle:PATH[@preset]`` ------------------------
+
+def resolve_bundle_family(spec: str, ref: str):
+    """``bundle:fused.safetensors[@preset]`` → the bundle's registry entry, so that a fused
+    space can be bound again (``mini:bind + c(bundle:f.safetensors)``)."""
+    from freebind.errors import SpaceError
+    from freebind.fused import load
+    from freebind.spaces.base import SpaceInfo
+
+    if not spec:
+        raise SpaceError(f"{ref}: give a bundle file, e.g. bundle:fused.safetensors")
+    path, preset = split_ref(spec)
+    if not Path(path).is_file():
+        raise SpaceError(f"{ref}: no such bundle file {path}")
+    fused = load(path, preset=preset)
+    return SpaceInfo(name=ref, family="bundle", modalities=tuple(fused.modalities),
+                     dim=int(fused.dim), description=f"fused bundle {fused.name}",
+                     options=(("path", str(path)), ("preset", preset)),
+                     loader="freebind.target:load_bundle_space",
+                     checker="freebind.target:check_bundle_space")
+
+
+def load_bundle_space(info, path: str, preset: str | None = None, **space_options) -> Target:
+    """Registry loader of ``bundle:`` entries: the resolved bundle (a space); loader options
+    go to its base spaces."""
+    target = open(path, preset=preset, space_options=space_options)
+    target.space_name = info.name
+    return target
+
+
+def check_bundle_space(info) -> tuple[bool, str]:
+    path = dict(info.options).get("path", "")
+    return (Path(path).is_file(), path if Path(path).is_file() else f"missing: {path}")

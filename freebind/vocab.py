@@ -35,23 +35,26 @@ def parse_value(text: str):
     return _BOOLS.get(text.lower(), text)
 
 
-def parse_key_values(specs: Sequence[str] | None, what: str = "option") -> dict[str, Any]:
-    """``["checkpoint=/m.pt", "workers=4"]`` → ``{"checkpoint": "/m.pt", "workers": 4}``
-    (values through :func:`parse_value`). Raises :class:`UsageError` naming the bad spec;
-    ``what`` names what the specs are in the message."""
+def parse_key_values(specs: Sequence[str] | None, what: str = "option", *,
+                     convert: bool = True, allow_empty: bool = False,
+                     example: str = "checkpoint=/path/model.pt, workers=4") -> dict[str, Any]:
+    """``["checkpoint=/m.pt", "workers=4"]`` → ``{"checkpoint": "/m.pt", "workers": 4}``.
+
+    Values go through :func:`parse_value` unless ``convert`` is false (then they stay
+    strings); ``allow_empty`` accepts ``KEY=``. Raises :class:`UsageError` naming the bad
+    spec; ``what`` names what the specs are in the message (an argument, or a CLI flag)."""
     out: dict[str, Any] = {}
     for spec in specs or ():
         key, eq, value = str(spec).partition("=")
         key, value = key.strip(), value.strip()
-        if not eq or not key or not value:
-            raise UsageError(f"{what} {spec!r}: expected KEY=VALUE "
-                             "(e.g. checkpoint=/path/model.pt, workers=4)")
+        if not eq or not key or (not value and not allow_empty):
+            raise UsageError(f"{what} {spec!r}: expected KEY=VALUE (e.g. {example})")
         if not _KEY.match(key):
             raise UsageError(f"{what} {spec!r}: {key!r} is not an option name "
                              "(letters, digits, _)")
         if key in out:
             raise UsageError(f"{what} {key}: given twice")
-        out[key] = parse_value(value)
+        out[key] = parse_value(value) if convert else value
     return out
 
 

@@ -224,3 +224,10 @@ def test_strict_engines_and_argument_errors(world, tmp_path):
     with pytest.raises(UsageError, match="another run"):
         freebind.embed("test:vl", [src], output=tmp_path / "y", cache_dir=tmp_path / "c",
                        progress=False)
+
+
+def test_a_resolved_target_plans_like_its_reference(world, tmp_path):
+    tgt = freebind.open("test:base")
+    a = E.plan_embed(tgt, [world / "image"], output=tmp_path / "o")
+    b = E.plan_embed("test:base", [world / "image"], output=tmp_path / "o")
+    assert a.to_dict() == b.to_dict() and a.open_target() is tgt

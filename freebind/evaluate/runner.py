@@ -168,7 +168,7 @@ def output_path(template: str, record: Mapping[str, Any]) -> Path:
     try:
         return Path(template.format(**fields))
     except (KeyError, IndexError, ValueError) as exc:
-        raise UsageError(f"--output {template!r}: unknown field {exc}; use {{dataset}}, "
+        raise UsageError(f"output template {template!r}: unknown field {exc}; use {{dataset}}, "
                          "{model}, {task}, {preset}") from None
 
 

@@ -23,9 +23,9 @@ def actor_pids(name: str = "FreebindEncoder") -> list[int]:
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
         try:
-            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ")
         except OSError:
             continue
-        if cmd.startswith("ray::") and name in cmd:
+        if cmd.startswith(b"ray::") and name.encode() in cmd:
             pids.append(int(entry.name))
     return sorted(pids)

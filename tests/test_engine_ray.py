@@ -125,7 +125,8 @@ def test_build_on_ray_gives_the_same_bundle(ray_local, mini_pools, tmp_path):
     a = build(expr, output=tmp_path / "a.safetensors", cache_dir=tmp_path / "c1", **kw)
     b = build(expr, output=tmp_path / "b.safetensors", cache_dir=tmp_path / "c2",
               engine="ray", workers=2, cpus_per_worker=0.5, **kw)
-    assert (tmp_path / "a.safetensors").read_bytes() == (tmp_path / "b.safetensors").read_bytes()
+    bundle_a, bundle_b = (tmp_path / "a.safetensors"), (tmp_path / "b.safetensors")
+    assert bundle_a.read_bytes() == bundle_b.read_bytes()
     ra, rb = a.build_report, b.build_report
     assert rb.engine["engine"] == "ray" and rb.engine["written"] > 0
     assert (ra.encoded, ra.reused, ra.skipped) == (rb.encoded, rb.reused, rb.skipped)

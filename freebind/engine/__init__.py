@@ -163,7 +163,8 @@ class FillReport:
         return d
 
 
-def fill(calls: Iterable, spaces: Mapping[str, Any], store, options: EngineOptions | None = None,
+def fill(calls: Iterable, spaces: Mapping[str, Any], store,
+         options: EngineOptions | None = None,
          shard: tuple[int, int] | None = None, batch_size: int = 64, progress: bool = True,
          space_options: Mapping | None = None) -> FillReport:
     """Encode what the store lacks for ``calls`` (:class:`~freebind.engine.chunks.StoreCall`:

@@ -15,9 +15,10 @@ def run(chunks, spaces, store, report, batch_size: int = 64, progress: bool = Tr
     stats = WorkerStats(f"{socket.gethostname()}:{os.getpid()} (local)")
     bar = None
     if progress:
-        from tqdm.auto import tqdm
+        from freebind.progress import bar as tqdm
 
-        bar = tqdm(total=sum(len(c.todo) for c in chunks), unit="item", desc="embed (local)")
+        bar = tqdm(total=sum(len(c.todo) for c in chunks), unit="item",
+                   desc="embed (local)")
     from freebind.store import _reason
 
     try:

@@ -230,7 +230,7 @@ def run(chunks, spaces, store, options, report, batch_size: int = 64, progress: 
                             num_cpus=options.cpus_per_worker,
                             num_gpus=options.gpus_per_worker or None)
         if progress:
-            from tqdm.auto import tqdm
+            from freebind.progress import bar as tqdm
 
             bar = tqdm(total=total, unit="item",
                        desc=f"embed (ray, {options.workers} worker(s))")

@@ -170,3 +170,12 @@ def test_weights_come_from_the_hf_cache_after_freebind_home(world, tmp_path, mon
     home.write_bytes(world["ckpts"]["plain"].read_bytes())
     again = clap.load(None, checkpoint="630k-best.pt", text_config=world["text"], htsat=SMALL)
     assert again.checkpoint == home
+
+
+@pytest.mark.parametrize("modality", ["audio", "text"])
+def test_non_finite_output_is_never_returned(world, modality, monkeypatch, tmp_path):
+    from tests.nan_guard import assert_guarded
+
+    items = world["audio"] if modality == "audio" else ["a dog barks", "rain", "a car"]
+    assert_guarded(monkeypatch, world["spaces"]["plain"], modality, items, 2, tmp_path,
+                   value=float("inf"))

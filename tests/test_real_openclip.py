@@ -139,3 +139,12 @@ def test_decode_and_encode_halves_equal_encode(world, tmp_path):
     bad.write_bytes(b"\x89PNG broken")
     with pytest.raises(MediaError, match="bad.png"):
         space.decode_item("image", bad)
+
+
+@pytest.mark.parametrize("modality", ["image", "text"])
+def test_non_finite_output_is_never_returned(world, modality, monkeypatch, tmp_path):
+    from tests.nan_guard import assert_guarded
+
+    items = world["images"] + [write_png(world["root"] / "c.png", 2)] \
+        if modality == "image" else ["a dog", "a cat on a mat", "rain"]
+    assert_guarded(monkeypatch, world["space"], modality, items, 0, tmp_path)

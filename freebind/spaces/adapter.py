@@ -11,6 +11,7 @@ engines that decode in one stage and encode in another (docs/architecture.md).
 from __future__ import annotations
 
 from freebind.errors import SpaceError
+from freebind.spaces import guard
 
 PRECISIONS = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 
@@ -231,4 +232,4 @@ class EncoderAdapter:
                           batch_size or self.batch_size, self.workers, timings,
                           per_item=self._per_item(modality), collate=self._collate)
         self.last_timings = timings
-        return out
+        return guard.check_finite(out, self.name, modality, items)  # NaN/inf never returned

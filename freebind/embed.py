@@ -534,7 +534,7 @@ def _run_engine(name: str):
     def runner(plan, **options):
         from freebind.engine import embedding
 
-        return getattr(embedding, f"run_{name}")(plan, **options)
+        return embedding.run(plan, name, run_shard, shard_done, **options)
 
     return runner
 
@@ -582,10 +582,10 @@ def embed(target, paths: Iterable = (), texts=None, output=None, *, engine: str 
     if engine == "local" and shard is None and not engine_options:
         runner = ENGINES["local"]
     elif engine in ("local", "ray"):
-        from freebind.engine import embedding, engine_options as check
+        from freebind.engine import engine_options as check
 
         check(engine, **engine_options)  # bad options (and a missing Ray) before any work
-        runner = getattr(embedding, f"run_{engine}")
+        runner = _run_engine(engine)
         engine_options["shard"] = shard
     else:
         runner = ENGINES[engine]

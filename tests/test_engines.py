@@ -196,3 +196,59 @@ def test_build_cli_shard_prints_the_slice(world, tmp_path):
     assert r.exit_code == 0, r.output
     rep = json.loads(r.stdout)
     assert rep["engine"]["engine"] == "local" and rep["jobs"] == []
+
+
+# ------------------------------------------------------------------------------ the ray
+# engine's encoding half, without Ray: the store's rows, skips and reasons
+
+class _SplitSpace:
+    """A text space with both halves: "bad" cannot be decoded, "nan" encodes to NaN."""
+
+    name, modalities, dim, fingerprint = "split", ("text",), 3, "split-v1"
+
+    def decode_item(self, modality, item):
+        from freebind.errors import MediaError
+
+        if item.startswith("bad"):
+            raise MediaError(f"{item}: cannot decode this text")
+        return item
+
+    def encode_decoded(self, modality, inputs, batch_size=256):
+        rows = np.array([[len(t), 1.0, float("nan") if t == "nan" else 0.5] for t in inputs],
+                        dtype=np.float32)
+        return rows / np.linalg.norm(rows, axis=1, keepdims=True)
+
+    def encode(self, modality, items, batch_size=32):
+        from freebind.spaces.guard import check_finite
+
+        rows = self.encode_decoded(modality, [self.decode_item(modality, t) for t in items])
+        return check_finite(rows, self.name, modality, items)
+
+
+def test_encoding_half_gives_the_stores_rows_skips_and_reasons(tmp_path):
+    from freebind.engine.ray_engine import encode_entries
+    from freebind.errors import MediaError
+    from freebind.store import EmbeddingStore, _reason
+
+    space = _SplitSpace()
+    items = ["a", "bad one", "ccc", "nan", "dddd", "ee"]
+    store = EmbeddingStore(tmp_path / "c", shard_size=16)
+    want, kept, failures = store.embed(space, "text", items, batch_size=3, progress=False,
+                                       on_error="skip")
+    assert kept.tolist() == [0, 2, 4, 5] and len(failures) == 2
+    rows, reasons = [], []
+    for b in range(0, len(items), 3):  # the store's batches
+        batch = items[b:b + 3]
+        entries = []
+        for t in batch:
+            try:
+                entries.append((True, space.decode_item("text", t)))
+            except MediaError as exc:
+                entries.append((False, _reason(exc, t)))
+        emb, mask, why = encode_entries(space, "text", entries, batch)
+        assert emb.shape == (sum(mask), 3)
+        rows.append(emb)
+        reasons += why
+    assert np.concatenate(rows).tobytes() == want.tobytes()
+    assert reasons == [f.reason for f in failures]
+    assert "non-finite" in reasons[1]

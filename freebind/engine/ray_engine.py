@@ -67,7 +67,7 @@ def _decode(batch: dict, setup=None, space_options=None) -> dict:
             except MediaError as exc:
                 entries.append((False, _reason(exc, item)))
         payloads.append(pickle.dumps(entries, protocol=pickle.HIGHEST_PROTOCOL))
-    out = {k: batch[k] for k in ("chunk", "batch", "ref", "modality")}
+    out = {k: batch[k] for k in ("chunk", "batch", "ref", "modality", "items")}
     out["payload"] = np.array(payloads, dtype=object)
     return out
 
@@ -87,33 +87,37 @@ def _encode_decoded(space, modality: str, inputs: list):
     return encode_decoded(space, modality, inputs)
 
 
-def encode_entries(space, modality: str, entries):
-    """Rows of one decoded batch as the store computes them: (float32 [kept, dim], ok
-    mask, reasons of the failed items). The whole batch in one call when every item
-    decoded; else item by item (what the store does after a batch fails on a bad item)."""
+def encode_entries(space, modality: str, entries, items):
+    """Rows of one decoded batch (``entries`` of ``items``) as the store computes them:
+    (float32 [kept, dim], ok mask, reasons of the failed items). The whole batch in one
+    call when every item decoded; else item by item (what the store does after a batch
+    fails on a bad item). Rows with a NaN or an infinity are refused like ``encode``
+    refuses them (:mod:`freebind.spaces.guard`)."""
+    from freebind.spaces.guard import check_finite
     from freebind.store import _reason
 
-    def enc(values):
-        return _encode_decoded(space, modality, values)
+    def enc(values, of):
+        return check_finite(_encode_decoded(space, modality, values), str(space.name),
+                            modality, of)
 
     dim = int(space.dim)
     if all(ok for ok, _ in entries):
         try:
-            return enc([v for _, v in entries]), [True] * len(entries), []
+            return enc([v for _, v in entries], items), [True] * len(entries), []
         except MediaError:
             pass
     rows, mask, reasons = [], [], []
-    for ok, value in entries:
+    for (ok, value), item in zip(entries, items):
         if not ok:
             mask.append(False)
             reasons.append(value)
             continue
         try:
-            rows.append(enc([value])[0])
+            rows.append(enc([value], [item])[0])
             mask.append(True)
         except MediaError as exc:
             mask.append(False)
-            reasons.append(_reason(exc, value))
+            reasons.append(_reason(exc, item))
     emb = np.stack(rows).astype(np.float32) if rows else np.zeros((0, dim), np.float32)
     return emb, mask, reasons
 
@@ -128,10 +132,12 @@ class _Encoder:
 
     def __call__(self, batch: dict) -> dict:
         embs, masks, reasons, seconds = [], [], [], []
-        for ref, modality, payload in zip(batch["ref"], batch["modality"], batch["payload"]):
+        for ref, modality, payload, items in zip(batch["ref"], batch["modality"],
+                                                 batch["payload"], batch["items"]):
             entries = pickle.loads(payload)
             t = time.perf_counter()
-            emb, mask, why = encode_entries(self.spaces[str(ref)], str(modality), entries)
+            emb, mask, why = encode_entries(self.spaces[str(ref)], str(modality), entries,
+                                            json.loads(items))
             seconds.append(time.perf_counter() - t)
             embs.append(emb.tobytes())
             masks.append(json.dumps(mask))
@@ -199,7 +205,7 @@ def run(chunks, spaces, store, options, report, batch_size: int = 64, progress: 
     import ray
     import ray.data
 
-    from freebind.engine import WorkerStats
+    from freebind.engine.base import WorkerStats
     from freebind.engine.chunks import batches
 
     space_options = dict(space_options or {})

@@ -91,7 +91,7 @@ def build(
                       hyper=_parse_hyper(hyper), batch_size=batch_size,
                       mini_pool_size=mini_pool_size, progress=not (as_json or quiet), log=log,
                       threads=threads, space_options=options, **engine_kw)
-    if engine_kw["shard"] is not None:  # one slice of the embedding stage: no bundle
+    if engine_kw.get("shard") is not None:  # one slice of the embedding stage: no bundle
         report = fused
         if as_json:
             print_json(report.to_dict())

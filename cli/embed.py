@@ -93,7 +93,7 @@ def embed(
                            progress=not (quiet or as_json), shard_size=shard_size,
                            space_options=options, strict=strict,
                            as_modality=as_modality.lower() if as_modality else None,
-                           engine=engine_kw["engine"], shard=engine_kw["shard"])
+                           **engine_kw)
         failed = False
     except EmbedSkipped as exc:
         report, failed = exc.report, True

@@ -47,12 +47,17 @@ def shard_option():
 def engine_kwargs(engine: str, workers: Optional[int], cpus: Optional[float],
                   gpus: Optional[float], address: Optional[str],
                   shard: Optional[str]) -> dict:
-    """Keyword arguments for ``freebind.builder.build`` / the embed API (validated)."""
+    """Keyword arguments for ``freebind.builder.build`` / the embed API (validated):
+    none when every engine flag is left at its default (the plain local call)."""
     from freebind.engine import engine_options, parse_shard
 
-    opts = engine_options(engine.lower(), workers=workers, cpus_per_worker=cpus,
-                          gpus_per_worker=gpus, ray_address=address)
-    return {"engine": opts, "shard": parse_shard(shard)}
+    given = {"workers": workers, "cpus_per_worker": cpus, "gpus_per_worker": gpus,
+             "ray_address": address}
+    opts = engine_options(engine.lower(), **given)
+    shard = parse_shard(shard)
+    if opts.engine == "local" and shard is None and all(v is None for v in given.values()):
+        return {}
+    return {"engine": opts, "shard": shard}
 
 
 def print_workers(report: Optional[dict], out) -> None:

@@ -252,3 +252,30 @@ def test_encoding_half_gives_the_stores_rows_skips_and_reasons(tmp_path):
     assert np.concatenate(rows).tobytes() == want.tobytes()
     assert reasons == [f.reason for f in failures]
     assert "non-finite" in reasons[1]
+
+
+def test_engine_flags_become_the_library_call(world, tmp_path, monkeypatch):
+    import importlib
+
+    from freebind.engine import EngineOptions
+
+    E = importlib.import_module("freebind.embed")
+    seen = {}
+
+    def fake(target, paths, texts, output, **options):
+        seen.update(options)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(E, "embed", fake)
+    r = CliRunner().invoke(app, ["embed", "test:base", str(world / "image"), "-o",
+                                 str(tmp_path / "o"), "--engine", "RAY", "--workers", "3",
+                                 "--gpus-per-worker", "1", "--cpus-per-worker", "2",
+                                 "--ray-address", "head:6379", "--shard", "2/5"])
+    assert r.exit_code == 0, r.output
+    assert seen["engine"] == EngineOptions("ray", workers=3, cpus_per_worker=2.0,
+                                           gpus_per_worker=1.0, ray_address="head:6379")
+    assert seen["shard"] == (2, 5)
+    seen.clear()
+    r = CliRunner().invoke(app, ["embed", "test:base", str(world / "image"), "-o",
+                                 str(tmp_path / "o")])
+    assert r.exit_code == 0 and "engine" not in seen and "shard" not in seen

@@ -151,9 +151,8 @@ class _Encoder:
 
 
 def _encoder_class(refs, setup=None, space_options=None):
-    """The actor class with its arguments bound in the class (shipped with it), not passed
-    as constructor arguments through the object store: a restarted actor never depends on
-    an object that may be gone."""
+    """The actor class with the job's arguments bound in: Ray Data ships the class to each
+    actor (and to a restarted one) and constructs it without arguments."""
     bound = (tuple(refs), setup, dict(space_options or {}))
 
     class FreebindEncoder(_Encoder):

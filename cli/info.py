@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import typer
 
 from freebind_cli.common import console, print_json
 
 
 def info(
-    bundle: Path = typer.Argument(..., help="A bundle (.safetensors) written by freebind."),
+    bundle: str = typer.Argument(..., help="A bundle (.safetensors) written by freebind "
+                                           "(bundle@preset accepted)."),
     as_json: bool = typer.Option(False, "--json", help="Print the metadata as JSON."),
 ) -> None:
     """Show a bundle's expression, spaces, jobs, presets, training and evaluation."""
     from freebind.bundle import read_metadata
+    from freebind.target import split_ref
 
-    meta = read_metadata(bundle)
+    meta = read_metadata(split_ref(bundle)[0])
     if as_json:
         print_json(meta)
         return

@@ -124,11 +124,14 @@ class MiniSpace:
         inputs = list(inputs)
         if not inputs:
             return torch.zeros((0, self.dim), dtype=torch.float32)
+        labels = [f"item {i}" for i in range(len(inputs))]
         if modality == "text":
-            return self.embed_texts(inputs, batch_size)
+            return check_finite(self.embed_texts(inputs, batch_size), self.name, modality,
+                                inputs)
         stacked = np.stack(inputs)
-        return (self.embed_waves if modality == "audio" else self.embed_pixels)(stacked,
-                                                                                batch_size)
+        out = (self.embed_waves if modality == "audio" else self.embed_pixels)(stacked,
+                                                                               batch_size)
+        return check_finite(out, self.name, modality, labels)  # NaN/inf never returned
 
     # -- the Space protocol --------------------------------------------------------------
     def encode(self, modality: str, items: Sequence[Any], batch_size: int = 32):

@@ -216,7 +216,9 @@ class EncoderAdapter:
             with torch.inference_mode():
                 out = self.forward(modality, x)
             outs.append(F.normalize(out.detach().float().cpu(), dim=-1))
-        return torch.cat(outs, dim=0).contiguous()
+        out = torch.cat(outs, dim=0).contiguous()
+        return guard.check_finite(out, self.name, modality,  # NaN/inf never returned
+                                  [f"item {i}" for i in range(len(inputs))])
 
     def encode(self, modality: str, items, batch_size: int | None = None):
         import torch

@@ -213,15 +213,22 @@ class _SplitSpace:
             raise MediaError(f"{item}: cannot decode this text")
         return item
 
-    def encode_decoded(self, modality, inputs, batch_size=256):
+    def _rows(self, inputs):
         rows = np.array([[len(t), 1.0, float("nan") if t == "nan" else 0.5] for t in inputs],
                         dtype=np.float32)
         return rows / np.linalg.norm(rows, axis=1, keepdims=True)
 
+    def encode_decoded(self, modality, inputs, batch_size=256):
+        from freebind.spaces.guard import check_finite
+
+        # the adapters' halves name rows, not items
+        return check_finite(self._rows(inputs), self.name, modality,
+                            [f"item {i}" for i in range(len(inputs))])
+
     def encode(self, modality, items, batch_size=32):
         from freebind.spaces.guard import check_finite
 
-        rows = self.encode_decoded(modality, [self.decode_item(modality, t) for t in items])
+        rows = self._rows([self.decode_item(modality, t) for t in items])
         return check_finite(rows, self.name, modality, items)
 
 

@@ -117,9 +117,20 @@ def encode_entries(space, modality: str, entries, items):
             mask.append(True)
         except MediaError as exc:
             mask.append(False)
-            reasons.append(_reason(exc, item))
+            reasons.append(_reason(_named(exc, item), item))
     emb = np.stack(rows).astype(np.float32) if rows else np.zeros((0, dim), np.float32)
     return emb, mask, reasons
+
+
+def _named(exc: Exception, item) -> Exception:
+    """A guard refusal raised by an encode half names its row ("item 0: …"); name the
+    item instead, as ``encode`` does, so the reason reads the same on every engine."""
+    from freebind.spaces.guard import NonFiniteEmbedding, item_label
+
+    msg = str(exc)
+    if isinstance(exc, NonFiniteEmbedding) and msg.startswith("item 0: "):
+        return NonFiniteEmbedding(f"{item_label(item)}: {msg[len('item 0: '):]}")
+    return exc
 
 
 class _Encoder:

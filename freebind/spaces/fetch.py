@@ -16,7 +16,8 @@ from freebind.spaces.weights import resolve
 def imagebind(info) -> list[Path]:
     from freebind.spaces import imagebind as adapter
 
-    return [resolve(adapter.weight_file(), dict(info.options).get("checkpoint"))]
+    return [resolve(adapter.weight_file(), dict(info.options).get("checkpoint")),
+            resolve(adapter.vocab_file())]
 
 
 def clap(info) -> list[Path]:

@@ -11,6 +11,10 @@ from freebind_cli.common import (
     console, device_option, print_command, parse_space_options, precision_option, print_json,
     space_option_option,
 )
+from freebind_cli.engines import (
+    address_option, cpus_option, engine_kwargs, engine_option, gpus_option, print_workers,
+    shard_option, workers_option,
+)
 
 
 def _parse_hyper(specs: list[str]) -> dict:
@@ -76,6 +80,12 @@ def build(
     device: Optional[str] = device_option(),
     precision: Optional[str] = precision_option(),
     space_option: List[str] = space_option_option(),
+    engine: str = engine_option(),
+    workers: Optional[int] = workers_option(),
+    cpus_per_worker: Optional[float] = cpus_option(),
+    gpus_per_worker: Optional[float] = gpus_option(),
+    ray_address: Optional[str] = address_option(),
+    shard: Optional[str] = shard_option(),
 ) -> None:
     """Build a fused space: embed pools with every space (cached), build pseudo tuples, train
     each bond's projector group, and save one .safetensors bundle.
@@ -84,6 +94,8 @@ def build(
     from freebind.builder import build as run_build
 
     options = parse_space_options(device, precision, space_option)
+    engine_kw = engine_kwargs(engine, workers, cpus_per_worker, gpus_per_worker, ray_address,
+                              shard)
     err = console(stderr=True)
     log = None if as_json or quiet else (lambda msg: err.print(f"[dim]{msg}[/]"))
     fused = run_build(expression, audio=audio, image=image, text=text, pools=pools,
@@ -91,7 +103,19 @@ def build(
                       hyper=_parse_hyper(hyper), batch_size=batch_size,
                       mini_pool_size=mini_pool_size, progress=not (as_json or quiet), log=log,
                       threads=threads, space_options=options,
-                      store_dtype=_store_dtype(store_dtype))
+                      store_dtype=_store_dtype(store_dtype), **engine_kw)
+    if engine_kw.get("shard") is not None:  # one slice of the embedding stage: no bundle
+        report = fused
+        if as_json:
+            print_json(report.to_dict())
+            return
+        out = console()
+        i, n = engine_kw["shard"]
+        print_workers(report.engine, out)
+        out.print(f"slice {i}/{n}: {report.encoded} item(s) encoded into the cache "
+                  f"({report.cache_dir}); {len(report.skipped)} unreadable. Run every "
+                  f"slice, then once without --shard to train and write the bundle.")
+        return
     report = fused.build_report
     if as_json:
         print_json(report.to_dict())
@@ -122,6 +146,7 @@ def render(report, out) -> None:
                       str(len(j.modes)), str(j.tuples), str(j.epochs), f"{j.val_loss:.4f}",
                       f"{j.seconds:.1f}" + (" (reused)" if j.cached else ""))
     out.print(table)
+    print_workers(report.engine, out)
     out.print(f"total {report.seconds.get('total', 0):.1f} s "
               f"(embedding {report.seconds.get('embed', 0):.1f} s)")
     if report.output:

@@ -13,6 +13,10 @@ from freebind_cli.common import (
     console, device_option, parse_space_options, precision_option, print_json,
     space_option_option,
 )
+from freebind_cli.engines import (
+    address_option, cpus_option, engine_kwargs, engine_option, gpus_option, print_workers,
+    shard_option, workers_option,
+)
 
 
 def embed(
@@ -54,6 +58,12 @@ def embed(
     device: Optional[str] = device_option(),
     precision: Optional[str] = precision_option(),
     space_option: List[str] = space_option_option(),
+    engine: str = engine_option(),
+    workers: Optional[int] = workers_option(),
+    cpus_per_worker: Optional[float] = cpus_option(),
+    gpus_per_worker: Optional[float] = gpus_option(),
+    ray_address: Optional[str] = address_option(),
+    shard: Optional[str] = shard_option(),
 ) -> None:
     """Embed files with a space or a fused bundle into .npy partitions plus metadata.
 
@@ -74,13 +84,16 @@ def embed(
                              "--metadata-format jsonl") from None
     if partition_size < 1:
         raise UsageError("--partition-size must be at least 1")
+    engine_kw = engine_kwargs(engine, workers, cpus_per_worker, gpus_per_worker, ray_address,
+                              shard)
     try:
         report = run_embed(target, list(paths or []), texts, output, factors=factor,
                            preset=preset, fp16=fp16, partition_size=partition_size,
                            batch_size=batch_size, cache_dir=cache_dir, metadata=fmt,
                            progress=not (quiet or as_json), shard_size=shard_size,
                            space_options=options, strict=strict,
-                           as_modality=as_modality.lower() if as_modality else None)
+                           as_modality=as_modality.lower() if as_modality else None,
+                           **engine_kw)
         failed = False
     except EmbedSkipped as exc:
         report, failed = exc.report, True
@@ -105,9 +118,14 @@ def print_report(report) -> None:
     for m, st in report.modalities.items():
         table.add_row(m, str(st["files"]), str(st["rows"]), str(st["partitions"]))
     out.print(table)
+    print_workers(report.engine, out)
     out.print(f"{report.written} partition(s) written, {report.reused} kept from an "
               f"earlier run; {len(report.skipped)} file(s) skipped; "
               f"{report.dim}-d {report.dtype}")
+    if report.slice:
+        i, n = report.slice
+        out.print(f"slice {i}/{n} of the partitions; run every slice, then once without "
+                  f"--shard for the whole report")
 
 
 def register(app: typer.Typer) -> None:

@@ -167,6 +167,8 @@ class BuildReport:
     skipped: list[dict] = field(default_factory=list)
     jobs: list[JobReport] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
+    #: the embedding stage's engine work (freebind.engine.FillReport.to_dict()), if any
+    engine: dict | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -300,7 +302,8 @@ def build(expression, audio=None, image=None, text=None, pools=None, output=None
           batch_size: int = 64, mini_pool_size: int = MINI_POOL_SIZE, progress: bool = True,
           log: Callable[[str], None] | None = None, save: bool = True,
           threads: int | None = None, space_options: Mapping | None = None,
-          store_dtype: str | None = None, config: BuildConfig | None = None):
+          store_dtype: str | None = None, config: BuildConfig | None = None,
+          engine=None, shard=None, **engine_kw):
     """Build the fused space of ``expression`` and save it as a bundle.
 
     Pools: ``audio``/``image`` folders (or lists of paths), ``text`` a file with one text
@@ -317,8 +320,23 @@ def build(expression, audio=None, image=None, text=None, pools=None, output=None
     (``fp32``, ``tf32``, ``bf16``) the precision of the retrieval similarities.
     ``store_dtype="fp16"`` keeps new cache entries as float16 and reads the pools
     memory-mapped (see docs/building.md). ``config`` (a
-    :class:`freebind.config.BuildConfig`) gives all of these at once instead."""
+    :class:`freebind.config.BuildConfig`) gives all of these at once instead.
+
+    ``engine`` (``"local"``, ``"ray"`` or :class:`freebind.engine.EngineOptions`, with
+    ``workers=``, ``cpus_per_worker=``, ``gpus_per_worker=``, ``ray_address=``, …) runs the
+    embedding stage, filling the store, on that engine; the later steps read the store.
+    ``shard=(i, n)`` (or ``"i/n"``) runs only slice i of n of the embedding stage and
+    returns its :class:`BuildReport` (no bundle): run every slice, then once without
+    ``shard`` to train and save (see docs/scale-out.md)."""
     import torch
+
+    from freebind.engine import engine_options, parse_shard
+
+    shard = parse_shard(shard)
+    if engine is not None or shard is not None or engine_kw:
+        engine = engine_options(engine, **engine_kw)
+        if engine.engine == "local" and shard is None:
+            engine = None  # the plain in-process path
 
     from freebind import algebra
 
@@ -334,13 +352,28 @@ def build(expression, audio=None, image=None, text=None, pools=None, output=None
     if threads:
         torch.set_num_threads(int(threads))
     try:
-        return _build(expression, config)
+        return _build(expression, config, engine, shard)
     finally:
         if threads:
             torch.set_num_threads(previous)
 
 
-def _build(expression, config: BuildConfig):
+def _fill_store(plan, pool, store, engine, shard, batch_size, progress, space_options, say):
+    """The embedding stage on an engine: every (space, modality) store call of step 1."""
+    from freebind import spaces
+    from freebind.engine import fill
+    from freebind.engine.chunks import StoreCall
+
+    opened = {ref: spaces.get(ref, **space_options) for ref in plan.spaces}
+    calls = [StoreCall(ref, m, pool.items[m]) for ref, sp in opened.items()
+             for m in pool.modalities() if m in sp.modalities]
+    where = f" (slice {shard[0]}/{shard[1]})" if shard else ""
+    say(f"embedding stage on the {engine.engine} engine{where}")
+    return fill(calls, opened, store, engine, shard=shard, batch_size=batch_size,
+                progress=progress, space_options=space_options)
+
+
+def _build(expression, config: BuildConfig, engine=None, shard=None):
     import torch
 
     from freebind import algebra, spaces
@@ -398,6 +431,19 @@ def _build(expression, config: BuildConfig):
 
     # 1. embed every pool item with every leaf space (cached)
     t = time.perf_counter()
+    filled = None
+    if engine is not None:
+        filled = _fill_store(plan, pool, store, engine, shard, batch_size, progress,
+                             space_options, say)
+        report.engine = filled.to_dict()
+        if shard is not None:
+            report.encoded = filled.encoded
+            for f in filled.failures:
+                if dict(f) not in report.skipped:
+                    report.skipped.append(dict(f))
+            report.seconds["embed"] = report.seconds["total"] = round(
+                time.perf_counter() - t, 2)
+            return report
     leaf_raw: dict[str, dict[str, np.ndarray]] = {}
     kept: dict[str, np.ndarray] = {}
     for ref in plan.spaces:
@@ -417,6 +463,9 @@ def _build(expression, config: BuildConfig):
                     report.skipped.append(entry)
             leaf_raw.setdefault(ref, {})[m] = (arr, idx)
             kept[m] = idx
+    if filled is not None:  # the engine's encodes, counted as such, not as cache reuse
+        report.encoded += filled.encoded
+        report.reused -= filled.encoded
     leaf: dict[str, dict[str, np.ndarray]] = {ref: {} for ref in leaf_raw}
     for m in list(kept):  # only the items every space decoded, rows aligned across spaces
         rows, kept[m] = align({ref: mods[m] for ref, mods in leaf_raw.items() if m in mods})

@@ -463,6 +463,10 @@ class EmbedReport:
     counts: dict[str, int]
     modalities: dict[str, dict[str, int]]
     shards: list[dict]
+    #: the engine's encoder work (freebind.engine.FillReport.to_dict()), if any
+    engine: dict | None = None
+    #: ``[i, n]`` when only slice i of n was run (see ``embed(shard=)``)
+    slice: list[int] | None = None
 
     @property
     def ok(self) -> bool:
@@ -472,11 +476,15 @@ class EmbedReport:
         return asdict(self)
 
 
-def finish(plan: EmbedPlan, results: Sequence[ShardResult]) -> EmbedReport:
-    """The run's report from every shard's result; written into ``embed.json``."""
+def finish(plan: EmbedPlan, results: Sequence[ShardResult], *,
+           partial: bool = False) -> EmbedReport:
+    """The run's report from every shard's result; written into ``embed.json``.
+    ``partial``: a report of the shards given only (one slice of the run), not written."""
     by_index = {r.index: r for r in results}
     missing = [s.index for s in plan.shards if s.index not in by_index]
-    if missing:
+    if partial:
+        plan = replace(plan, shards=tuple(s for s in plan.shards if s.index in by_index))
+    elif missing:
         raise UsageError(f"{plan.output}: no result for partition(s) "
                          f"{', '.join(map(str, missing[:5]))}")
     ordered = [by_index[s.index] for s in plan.shards]
@@ -502,6 +510,8 @@ def finish(plan: EmbedPlan, results: Sequence[ShardResult]) -> EmbedReport:
     report = EmbedReport(plan.name, plan.output, plan.dim, plan.dtype, len(plan.shards),
                          sum(r.written for r in ordered), sum(not r.written for r in ordered),
                          sum(r.rows for r in ordered), skipped, dict(plan.counts), per, shards)
+    if partial:
+        return report
     data = {**plan.manifest(), "report": {k: v for k, v in report.to_dict().items()
                                           if k not in ("output",)}}
     text = json.dumps(data, indent=1)
@@ -520,8 +530,19 @@ def run_local(plan: EmbedPlan, target=None, store=None) -> list[ShardResult]:
     return [run_shard(plan, s, target, store) for s in plan.shards]
 
 
-#: name -> runner(plan, **engine_options) -> [ShardResult]
-ENGINES: dict[str, Callable[..., list[ShardResult]]] = {"local": run_local}
+def _run_engine(name: str):
+    def runner(plan, **options):
+        from freebind.engine import embedding
+
+        return embedding.run(plan, name, run_shard, shard_done, **options)
+
+    return runner
+
+
+#: name -> runner(plan, **engine_options) -> [ShardResult] (or ([ShardResult], engine
+#: report)); runners of freebind.engine take ``shard=(i, n)``
+ENGINES: dict[str, Callable[..., list[ShardResult]]] = {"local": run_local,
+                                                        "ray": _run_engine("ray")}
 
 
 def register_engine(name: str, runner: Callable[..., list[ShardResult]]) -> None:
@@ -530,7 +551,8 @@ def register_engine(name: str, runner: Callable[..., list[ShardResult]]) -> None
 
 
 def embed(target, paths: Iterable = (), texts=None, output=None, *, engine: str = "local",
-          engine_options: Mapping[str, Any] | None = None, **options) -> EmbedReport:
+          engine_options: Mapping[str, Any] | None = None, shard=None,
+          **options) -> EmbedReport:
     """Embed ``paths`` (files or folders) and ``texts`` (one text per line) with ``target``
     (a space reference, a bundle, ``bundle@preset``) into partitions under ``output``.
 
@@ -539,14 +561,44 @@ def embed(target, paths: Iterable = (), texts=None, output=None, *, engine: str 
     metadata, strict, progress). ``engine`` picks who runs the shards (``"local"``: this
     process). With ``strict=True`` a run that skipped anything raises
     :class:`freebind.errors.EmbedSkipped` (its ``report`` attribute holds the report)
-    after writing everything else."""
+    after writing everything else.
+
+    ``engine="ray"`` runs the encoders on Ray Data; ``engine_options`` are those of
+    :class:`freebind.engine.EngineOptions` (workers, cpus_per_worker, gpus_per_worker,
+    ray_address, …; see docs/scale-out.md). ``shard=(i, n)`` (or ``"i/n"``) writes only
+    the partitions ``k`` with ``k % n == i`` and returns their report (``slice`` set):
+    run every slice, then once without ``shard`` for the whole report."""
+    from freebind.engine import EngineOptions, parse_shard
+
+    engine_options = dict(engine_options or {})
+    if isinstance(engine, EngineOptions):
+        engine_options = {**engine.to_dict(), **engine_options}
+        engine = engine_options.pop("engine")
+    engine_options.pop("engine", None)
     if engine not in ENGINES:
         raise UsageError(f"engine={engine!r}: unknown engine; use one of "
                          f"{', '.join(ENGINES)}")
+    shard = parse_shard(shard)
+    if engine == "local" and shard is None and not engine_options:
+        runner = ENGINES["local"]
+    elif engine in ("local", "ray"):
+        from freebind.engine import engine_options as check
+
+        check(engine, **engine_options)  # bad options (and a missing Ray) before any work
+        runner = _run_engine(engine)
+        engine_options["shard"] = shard
+    else:
+        runner = ENGINES[engine]
     plan = plan_embed(target, paths, texts, output, **options)
     begin(plan)
-    results = ENGINES[engine](plan, **dict(engine_options or {}))
-    report = finish(plan, results)
+    results = runner(plan, **engine_options)
+    engine_report = None
+    if isinstance(results, tuple):
+        results, engine_report = results
+    report = finish(plan, results, partial=shard is not None)
+    report.engine = engine_report.to_dict() if engine_report is not None else None
+    if shard is not None:
+        report.slice = list(shard)
     if plan.options.strict and report.skipped:
         from freebind.errors import EmbedSkipped
 

@@ -176,6 +176,20 @@ class EmbeddingStore:
         """How many distinct items of ``modality`` the cache holds for ``space``."""
         return len(self._index(self.modality_dir(space, modality)))
 
+    def cached_keys(self, space, modality: str) -> set[str]:
+        """The content keys of ``modality`` the cache holds for ``space``."""
+        return set(self._index(self.modality_dir(space, modality)))
+
+    def put(self, space, modality: str, keys: Sequence[str], emb: np.ndarray) -> Path:
+        """Write one shard of embeddings computed elsewhere (``keys[i]`` → ``emb[i]``): the
+        same file, named by its keys, that encoding those items here writes, so a retried
+        or repeated write is harmless."""
+        emb = np.asarray(emb, dtype=np.float32)
+        if len(keys) != len(emb) or not len(keys):
+            raise ValueError("put needs as many embeddings as keys, at least one")
+        self._write_space_meta(space)
+        return self._write_shard(self.modality_dir(space, modality), keys, emb)
+
     # --- the work -------------------------------------------------------------------------
     def embed(self, space, modality: str, items: Sequence[Any], batch_size: int = 64,
               progress: bool = True, on_error: str = "raise", lazy: bool = False):
@@ -274,11 +288,13 @@ class EmbeddingStore:
                 bar.close()
         return bad
 
-    def _write_shard(self, mdir: Path, keys: Sequence[str], emb: np.ndarray) -> None:
+    def _write_shard(self, mdir: Path, keys: Sequence[str], emb: np.ndarray) -> Path:
+        """One shard file, named by its keys, in the store's dtype (atomic)."""
         emb = np.asarray(emb, dtype=np.float32).astype(self.dtype, copy=False)
         name = hashlib.sha256("".join(keys).encode("ascii")).hexdigest()[:24]
-        atomic_save_npz(mdir / f"shard-{name}.npz", keys=np.array(list(keys), dtype="S64"),
-                        emb=emb)
+        path = mdir / f"shard-{name}.npz"
+        atomic_save_npz(path, keys=np.array(list(keys), dtype="S64"), emb=emb)
+        return path
 
     # --- precomputed embeddings and views -------------------------------------------------
     def write(self, space, modality: str, keys: Sequence[str], emb) -> int:

@@ -1,0 +1,49 @@
+"""The local engine: chunks encoded in this process, through the store."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+
+
+def run(chunks, spaces, store, report, batch_size: int = 64, progress: bool = True) -> None:
+    """Encode ``chunks`` here; each becomes one store shard (what ``store.embed`` writes for
+    exactly those items)."""
+    from freebind.engine.base import WorkerStats
+
+    stats = WorkerStats(f"{socket.gethostname()}:{os.getpid()} (local)")
+    bar = None
+    if progress:
+        from freebind.progress import bar as tqdm
+
+        bar = tqdm(total=sum(len(c.todo) for c in chunks), unit="item",
+                   desc="embed (local)")
+    from freebind.store import _reason
+
+    try:
+        for chunk in chunks:
+            t = time.perf_counter()
+            before = store.encoded
+            space = spaces[chunk.ref]
+            items = list(chunk.items)
+            # the store's own encoding loop over exactly the chunk's items: one shard
+            bad = store._encode_missing(space, chunk.modality, items,
+                                        {k: i for i, k in enumerate(chunk.keys)},
+                                        store.modality_dir(space, chunk.modality),
+                                        batch_size, False, "skip")
+            stats.seconds += time.perf_counter() - t
+            stats.items += len(chunk.todo)
+            stats.failures += len(bad)
+            report.encoded += store.encoded - before
+            if store.encoded > before:
+                report.written += 1
+            report.failures += [{"path": it, "reason": _reason(bad[k], it),
+                                 "modality": chunk.modality}
+                                for k, it in chunk.todo if k in bad]
+            if bar is not None:
+                bar.update(len(chunk.todo))
+    finally:
+        if bar is not None:
+            bar.close()
+    report.workers.append(stats)

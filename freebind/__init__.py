@@ -18,6 +18,7 @@ _LAZY = {
     "load": ("freebind.fused", "load"),
     "FusedSpace": ("freebind.fused", "FusedSpace"),
     "build": ("freebind.builder", "build"),
+    "Index": ("freebind.search", "Index"),
     "spaces": ("freebind.spaces", None),
     "FreebindError": ("freebind.errors", "FreebindError"),
 }

@@ -12,7 +12,7 @@ under any factors or preset ranks the items exactly as re-fusing them would. Fil
     INDEX/<m>/A.npy, B.npy, dot.npy  the pivot components under the index's factors
     INDEX/<m>/hnsw.faiss             HNSW graph of the fused rows (faiss's format), large modalities
 
-Up to ``exact_limit`` rows a modality is scored exactly (two matrix–vector products);
+Up to ``exact_limit`` rows (default: 10⁸ / dim) a modality is scored exactly (two matrix–vector products);
 beyond it an HNSW graph of the fused rows (under the index's factors) gives candidates that
 are then scored exactly under the query's factors (its recall@10 against exact search is
 measured when it is built, under the index's factors and under each preset).
@@ -36,8 +36,9 @@ from freebind.search import parts
 
 FORMAT = "freebind-index"
 VERSION = 1
-#: rows per modality up to which search is exact (see benchmarks/bench_search.py)
-EXACT_LIMIT = 200_000
+#: exact search while rows × dim ≤ this (per component): 100k rows at 1024-d, 2M at 48-d;
+#: about 0.8 GB read per query at the limit (see benchmarks/bench_search.py)
+EXACT_CELLS = 100_000_000
 QUERY_MODALITIES = ("text", "audio", "image", "video", "depth", "thermal", "imu")
 
 
@@ -82,10 +83,9 @@ class Index:
     index's default factors (queries may override them)."""
 
     def __init__(self, target, factors: Sequence[str] = (), preset: str | None = None, *,
-                 space_options: Mapping | None = None, exact_limit: int = EXACT_LIMIT,
+                 space_options: Mapping | None = None, exact_limit: int | None = None,
                  store=None):
         self.space_options = dict(space_options or {})
-        self.exact_limit = int(exact_limit)
         self._store = store
         self.ref, self.fused, self.space = _resolve_target(target, self.space_options)
         if self.fused is not None:
@@ -106,6 +106,7 @@ class Index:
             self.overrides, self.preset, self.projectors = [], None, {}
             self.dim, self.name, self.presets = int(sp.dim), self.ref, {}
         self.table = self._table()
+        self.exact_limit = int(exact_limit) if exact_limit else max(1, EXACT_CELLS // self.dim)
         self.items: list[dict] = []
         self.blocks: dict[str, _Block] = {}
         self.sources: list[dict] = []
@@ -601,8 +602,7 @@ class Index:
         if meta.get("format") != FORMAT or meta.get("version") != VERSION:
             raise IndexError_(f"{path}: not a version-{VERSION} freebind index")
         index = cls(meta["target"], meta.get("factors") or (), None,
-                    space_options=space_options, exact_limit=meta.get("exact_limit",
-                                                                      EXACT_LIMIT),
+                    space_options=space_options, exact_limit=meta.get("exact_limit"),
                     store=store)
         index.preset = meta.get("preset")
         index.table = index._table()

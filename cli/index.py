@@ -28,7 +28,8 @@ def index_command(
                                          "preset."),
     exact_limit: Optional[int] = typer.Option(None, "--exact-limit", min=1,
                                               help="Rows per modality searched exactly; "
-                                              "beyond, an HNSW graph (default 10^8 / dim: 100000 at 1024-d)."),
+                                              "beyond, an HNSW graph (default 1.25e8 / "
+                                              "dim: 122070 at 1024-d)."),
     cache: Optional[Path] = typer.Option(None, "--cache-dir", help="Embedding cache that "
                                          "`embed` filled (default $FREEBIND_HOME/cache)."),
     batch_size: int = typer.Option(64, "--batch-size", min=1),

@@ -12,8 +12,8 @@ under any factors or preset ranks the items exactly as re-fusing them would. Fil
     INDEX/<m>/A.npy, B.npy, dot.npy  the pivot components under the index's factors
     INDEX/<m>/hnsw.faiss             HNSW graph of the fused rows (faiss's format), large modalities
 
-Up to ``exact_limit`` rows (default: 10⁸ / dim) a modality is scored exactly (two matrix–vector products);
-beyond it an HNSW graph of the fused rows (under the index's factors) gives candidates that
+Up to ``exact_limit`` rows (default 1.25·10⁸ / dim) a modality is scored exactly (two
+matrix–vector products); beyond it an HNSW graph of the fused rows (under the index's factors) gives candidates that
 are then scored exactly under the query's factors (its recall@10 against exact search is
 measured when it is built, under the index's factors and under each preset).
 """
@@ -36,9 +36,9 @@ from freebind.search import parts
 
 FORMAT = "freebind-index"
 VERSION = 1
-#: exact search while rows × dim ≤ this (per component): 100k rows at 1024-d, 2M at 48-d;
-#: about 0.8 GB read per query at the limit (see benchmarks/bench_search.py)
-EXACT_CELLS = 100_000_000
+#: exact search while rows × dim ≤ this (per component): 122k rows at 1024-d, 2.6M at 48-d;
+#: about 1 GB read per query at the limit (see benchmarks/bench_search.py)
+EXACT_CELLS = 125_000_000
 QUERY_MODALITIES = ("text", "audio", "image", "video", "depth", "thermal", "imu")
 
 

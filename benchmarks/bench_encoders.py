@@ -14,7 +14,7 @@ sizes); ``--size full`` builds the released architectures (ImageBind-huge needs 
 MiniLM always runs its real, shipped weights. The adapters decode the next batch in a
 background thread while the current one runs through the encoder, so ``outside`` is the
 wall-clock share the encoder waited for data or spent on batching/normalisation
-(issue 6 target: under 15%).
+(target: under 15%).
 """
 
 from __future__ import annotations

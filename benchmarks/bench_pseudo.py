@@ -7,7 +7,7 @@ plus top-k and softmax. The bare baseline is exactly those products, with nothin
     .venv/bin/python benchmarks/bench_pseudo.py            # n=12000 per pool, d=512
     .venv/bin/python benchmarks/bench_pseudo.py --n 4000 --json
 
-Target (issue 4): pseudo-tuple time ≤ 3× the bare products.
+Target: pseudo-tuple time ≤ 3× the bare products.
 """
 
 from __future__ import annotations

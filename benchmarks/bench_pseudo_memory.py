@@ -11,7 +11,7 @@ whole process, inputs included, is reported::
 
 ``--queries`` limits how many items of each pool act as queries (time scales with it; the
 memory bound does not, since every query still scans the whole 200,000-item pool).
-Target (issue 4): under 3 GB peak RSS.
+Target: under 3 GB peak RSS.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ after another, as a straightforward implementation would::
     .venv/bin/python benchmarks/bench_train.py                 # mini and paper-size configs
     .venv/bin/python benchmarks/bench_train.py --config mini --json
 
-Target (issue 4): batched ≥ 3× faster.
+Target: batched ≥ 3× faster.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ from typing import List, Optional
 import typer
 
 from freebind_cli.common import (
-    console, device_option, parse_space_options, precision_option, print_json,
+    console, device_option, print_command, parse_space_options, precision_option, print_json,
     space_option_option,
 )
 
@@ -115,18 +115,25 @@ def render(report, out) -> None:
         path = report.output
         out.print(f"\n[bold green]bundle written:[/] {path}")
         out.print("use it:")
-        out.print(f"  freebind info {path}")
-        out.print(f"  freebind embed {path} FILES_OR_FOLDERS... -o embeddings/")
-        from freebind.algebra import plan as make_plan
+        for command in closing_hints(report.expression, path):
+            print_command(out, f"  {command}")
 
-        spaces_used = make_plan(report.expression).spaces.values()
-        if all(s["family"] == "mini" for s in spaces_used):
-            out.print(f"  freebind mini evalsets evalsets/ && freebind eval {path} "
-                      f"--suite audiocaps --suite coco --data evalsets/")
-        else:
-            out.print(f"  freebind eval {path} --suite audiocaps --data DATASET_FOLDER")
-        out.print(f"  python -c \"import freebind; s = freebind.load('{path}'); "
-                  f"print(s.encode('text', ['a dog barks']).shape)\"")
+
+def closing_hints(expression: str, path: str) -> list[str]:
+    """The commands the build suggests next (printed whole, never wrapped)."""
+    from freebind.algebra import plan as make_plan
+    from freebind.vocab import is_mini_only
+
+    hints = [f"freebind info {path}",
+             f"freebind embed {path} FILES_OR_FOLDERS... -o embeddings/"]
+    if is_mini_only([s["family"] for s in make_plan(expression).spaces.values()]):
+        hints.append(f"freebind mini evalsets evalsets/ && freebind eval {path} "
+                     f"--suite audiocaps --suite coco --data evalsets/")
+    else:
+        hints.append(f"freebind eval {path} --suite audiocaps --data DATASET_FOLDER")
+    hints.append(f"python -c \"import freebind; s = freebind.load('{path}'); "
+                 f"print(s.encode('text', ['a dog barks']).shape)\"")
+    return hints
 
 
 def register(app: typer.Typer) -> None:

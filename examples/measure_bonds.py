@@ -1,4 +1,4 @@
-"""The bond measurements of issue 4 on the mini world's evaluation sets.
+"""The bond measurements on the mini world's evaluation sets.
 
 Builds three fused spaces from the default mini pools and compares R@1 with their parts:
 

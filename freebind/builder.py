@@ -1,5 +1,5 @@
 """Building a fused space: Plan → embed pools with every space → pseudo tuples → train jobs in
-dependency order → a :class:`~freebind.fused.FusedSpace` bundle (DESIGN §2).
+dependency order → a :class:`~freebind.fused.FusedSpace` bundle (docs/architecture.md, "The data path").
 
     fused = freebind.build("mini:bind + d(mini:vl) + c(mini:clap)")      # default mini pools
     fused = freebind.build("IB + d(InternVL)", audio="pools/audio", image="pools/image",
@@ -25,15 +25,14 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
+from freebind.align import align
+from freebind.config import MINI_POOL_SIZE, BuildConfig
 from freebind.errors import UsageError
+from freebind.vocab import POOL_MODALITIES, is_mini_only
 
-POOL_MODALITIES = ("audio", "image", "text")
-#: Items per modality of the default mini pools (the quick start).
-MINI_POOL_SIZE = 2000
 MINI_POOL_SEED = 0
-#: Training defaults when every space is a mini space: the quick start must finish in
-#: minutes on a laptop CPU. They sit under ``hyper=`` (and ``--hyper``) and under bond
-#: options written in the expression.
+# Training defaults (the paper's, and faster ones for mini-only plans) live in
+# freebind.config; they sit under ``hyper=`` and under bond options of the expression.
 
 
 class PoolError(UsageError):
@@ -263,7 +262,8 @@ def build(expression, audio=None, image=None, text=None, pools=None, output=None
           cache_dir=None, seed: int | None = None, hyper: Mapping | None = None,
           batch_size: int = 64, mini_pool_size: int = MINI_POOL_SIZE, progress: bool = True,
           log: Callable[[str], None] | None = None, save: bool = True,
-          threads: int | None = None, space_options: Mapping | None = None):
+          threads: int | None = None, space_options: Mapping | None = None,
+          config: BuildConfig | None = None):
     """Build the fused space of ``expression`` and save it as a bundle.
 
     Pools: ``audio``/``image`` folders (or lists of paths), ``text`` a file with one text
@@ -275,31 +275,31 @@ def build(expression, audio=None, image=None, text=None, pools=None, output=None
     build (default: 1 when every space is a mini space — small models run fastest on one
     thread and never oversubscribe a shared machine — else torch's setting).
     ``space_options`` are passed to every ``spaces.get(ref, **space_options)`` (device,
-    precision, checkpoint, workers, …; what each space's loader accepts)."""
+    precision, checkpoint, workers, …; what each space's loader accepts). ``config`` (a
+    :class:`freebind.config.BuildConfig`) gives all of these at once instead."""
     import torch
 
     from freebind import algebra
 
-    if isinstance(expression, str):
-        mini = all(s["family"] == "mini" for s in algebra.plan(expression).spaces.values())
-    else:
-        mini = all(s["family"] == "mini" for s in expression.spaces.values())
-    if threads is None and mini:
+    if config is None:
+        config = BuildConfig(audio, image, text, pools, output, cache_dir, seed, hyper,
+                             batch_size, mini_pool_size, progress, log, save, threads,
+                             dict(space_options or {}))
+    plan = algebra.plan(expression) if isinstance(expression, str) else expression
+    threads = config.threads
+    if threads is None and is_mini_only([s["family"] for s in plan.spaces.values()]):
         threads = 1
     previous = torch.get_num_threads()
     if threads:
         torch.set_num_threads(int(threads))
     try:
-        return _build(expression, audio, image, text, pools, output, cache_dir, seed, hyper,
-                      batch_size, mini_pool_size, progress, log, save,
-                      dict(space_options or {}))
+        return _build(expression, config)
     finally:
         if threads:
             torch.set_num_threads(previous)
 
 
-def _build(expression, audio, image, text, pools, output, cache_dir, seed, hyper, batch_size,
-           mini_pool_size, progress, log, save, space_options):
+def _build(expression, config: BuildConfig):
     import torch
 
     from freebind import algebra, spaces
@@ -309,6 +309,11 @@ def _build(expression, audio, image, text, pools, output, cache_dir, seed, hyper
     from freebind.store import EmbeddingStore
     from freebind.train import defaults_for, train_group
 
+    audio, image, text, pools = config.audio, config.image, config.text, config.pools
+    output, cache_dir, seed, hyper = config.output, config.cache_dir, config.seed, config.hyper
+    batch_size, mini_pool_size = config.batch_size, config.mini_pool_size
+    progress, log, save = config.progress, config.log, config.save
+    space_options = dict(config.space_options or {})
     say = log or (lambda msg: None)
     t_start = time.perf_counter()
     overrides = dict(hyper or {})
@@ -323,10 +328,10 @@ def _build(expression, audio, image, text, pools, output, cache_dir, seed, hyper
 
     no_pools = all(v is None for v in (audio, image, text, pools))
     if no_pools:
-        if not families or set(families) != {"mini"}:
-            raise PoolError("no pools given: pass --audio DIR, --image DIR, --text FILE or "
-                            "--pools FILE (default pools exist only when every space is a "
-                            "mini space)")
+        if not is_mini_only(families):
+            raise PoolError("no pools given: pass audio (a folder), image (a folder), "
+                            "text (a file) or pools (a pools file); default pools exist "
+                            "only when every space is a mini space")
         say("generating the default mini pools (once; cached)")
         pools = default_mini_pools(store.root, mini_pool_size, progress=progress)
     pool = resolve_pools(audio, image, text, pools)
@@ -355,12 +360,12 @@ def _build(expression, audio, image, text, pools, output, cache_dir, seed, hyper
                 if entry not in report.skipped:
                     report.skipped.append(entry)
             leaf_raw.setdefault(ref, {})[m] = (arr, idx)
-            kept[m] = idx if m not in kept else np.intersect1d(kept[m], idx)
-    leaf: dict[str, dict[str, np.ndarray]] = {}
-    for ref, mods in leaf_raw.items():
-        for m, (arr, idx) in mods.items():
-            rows = np.searchsorted(idx, kept[m])
-            leaf.setdefault(ref, {})[m] = arr if len(rows) == len(idx) else arr[rows]
+            kept[m] = idx
+    leaf: dict[str, dict[str, np.ndarray]] = {ref: {} for ref in leaf_raw}
+    for m in list(kept):  # only the items every space decoded, rows aligned across spaces
+        rows, kept[m] = align({ref: mods[m] for ref, mods in leaf_raw.items() if m in mods})
+        for ref, arr in rows.items():
+            leaf[ref][m] = arr
     for m, idx in kept.items():
         if len(idx) == 0:
             raise PoolError(f"no {m} pool item could be decoded")

@@ -1,7 +1,8 @@
 """The inference graph: a pure function from base-space embeddings to fused embeddings.
 
-DESIGN §1's table, for a bond with base embedding u, expert embedding e, projector group P
-and factor σ (combination) or λ (displacement), n(·) the L2 normalisation:
+The bond table (docs/architecture.md, "Bonds"), for a bond with base embedding u, expert
+embedding e, projector group P and factor σ (combination) or λ (displacement), n(·) the L2
+normalisation:
 
 =====================  ==========================  ==========  ===========================
 bond                   modality in both            only base   only expert

@@ -1,4 +1,5 @@
-"""Pseudo tuples from unpaired pools (DESIGN §2, after Ex-MCR and FreeBind).
+"""Pseudo tuples from unpaired pools, after Ex-MCR and FreeBind (docs/architecture.md,
+"Training a bond").
 
 Each query modality q takes its turn: every pool item of q becomes a tuple, and every other
 modality m of the tuple is filled by the item's top-k neighbours in m's pool, retrieved
@@ -236,7 +237,7 @@ def build(pools: Mapping[str, Mapping[str, object]], expert: str, base: str,
 
     bar = None
     if progress:
-        from tqdm.auto import tqdm
+        from freebind.progress import bar as tqdm
 
         total = sum(len(queries[q]) * len(r.hops) for (q, _), r in routes.items())
         bar = tqdm(total=total, unit="query", desc=desc, leave=False)

@@ -29,8 +29,7 @@ import numpy as np
 from freebind.atomic import atomic_write, atomic_write_text
 from freebind.errors import FreebindError, MediaError
 
-#: Modalities whose items are strings (everything else is a file path).
-TEXT_MODALITIES = ("text",)
+from freebind.vocab import TEXT_MODALITIES  # noqa: E402  (items are strings)
 _HASH_CHUNK = 1 << 20
 
 
@@ -211,7 +210,7 @@ class EmbeddingStore:
         bad: dict[str, Exception] = {}
         bar = None
         if progress:
-            from tqdm.auto import tqdm
+            from freebind.progress import bar as tqdm
 
             bar = tqdm(total=len(todo), unit="item", leave=False,
                        desc=f"embed {getattr(space, 'name', '')} {modality}")

@@ -1,4 +1,5 @@
-"""Training a bond's projector group on pseudo tuples (DESIGN §2, steps 3–5).
+"""Training a bond's projector group on pseudo tuples (docs/architecture.md,
+"Training a bond", steps 3–5).
 
 A group holds one projector per data mode (``mix``, ``A``, ``T``, ``V``, ``AT``, ``AV``,
 ``TV`` for three query modalities): projector k sees only tuples whose query modality is in
@@ -27,7 +28,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from freebind.errors import FreebindError
-from freebind.algebra.compile import DEFAULT_HYPER, MINI_HYPER
+from freebind.config import DEFAULT_HYPER, MINI_HYPER
 from freebind.pseudo import PseudoTuples, mode_modalities
 
 #: The plan's defaults (``freebind plan`` shows them per job) plus knobs of the loop itself.
@@ -51,8 +52,9 @@ class TrainingError(FreebindError):
 
 def defaults_for(families: Sequence[str]) -> dict:
     """Mini defaults when every space involved is a mini space, else the paper's."""
-    fams = set(families)
-    return dict(MINI_DEFAULTS if fams and fams <= {"mini"} else DEFAULTS)
+    from freebind.vocab import is_mini_only
+
+    return dict(MINI_DEFAULTS if is_mini_only(families) else DEFAULTS)
 
 
 @dataclass
@@ -243,7 +245,7 @@ def _train_group(tuples, source, target, modes, h, progress, desc) -> TrainResul
     history, stale, epochs_run = [], 0, 0
     bar = None
     if progress:
-        from tqdm.auto import tqdm
+        from freebind.progress import bar as tqdm
 
         bar = tqdm(total=int(h["epochs"]) * steps, unit="step", desc=desc, leave=False)
     try:

@@ -1,5 +1,5 @@
-"""``freebind embed``: partitions + metadata in row order, fp16, skipping bad files, strict,
-resume, bundles with factors and presets."""
+"""``freebind.embed``: partitions + metadata in row order, fp16, skipping bad files, strict,
+resume, bundles with factors and presets (the CLI's parsing and printing: test_embed_cli.py)."""
 
 from __future__ import annotations
 
@@ -10,12 +10,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
 
 sys.path.insert(0, str(Path(__file__).parent))
 from build_world import register_world, write_world  # noqa: E402
 
-from freebind_cli.main import app  # noqa: E402
+import freebind  # noqa: E402
+from freebind.errors import EmbedSkipped, UsageError  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -26,8 +26,9 @@ def world(tmp_path_factory):
     return root
 
 
-def run(*args):
-    return CliRunner().invoke(app, ["embed", *map(str, args)])
+def run(target, *paths, **options):
+    options.setdefault("progress", False)
+    return freebind.embed(target, list(paths), **options).to_dict()
 
 
 def read_meta(path):
@@ -38,10 +39,8 @@ def read_meta(path):
 
 def test_space_target_writes_partitions_in_row_order(world, tmp_path):
     out = tmp_path / "out"
-    r = run("test:base", world / "audio", world / "image", "--texts", world / "texts.txt",
-            "-o", out, "--cache-dir", tmp_path / "c", "--partition-size", 25, "--json")
-    assert r.exit_code == 0, r.output
-    rep = json.loads(r.stdout)
+    rep = run("test:base", world / "audio", world / "image", texts=world / "texts.txt",
+              output=out, cache_dir=tmp_path / "c", partition_size=25)
     assert rep["partitions"] == 6 and rep["written"] == 6 and rep["skipped"] == []
     # numbering runs across modalities: audio 0-1, image 2-3, text 4-5
     assert sorted(p.name for p in (out / "audio_emb").iterdir()) == ["audio_emb_0.npy",
@@ -69,9 +68,7 @@ def test_fp16_jsonl_and_txt_files(world, tmp_path):
     (docs / "b.txt").write_text("caption 7\n")
     (docs / "a.txt").write_text("caption 3")
     out = tmp_path / "o"
-    r = run("test:base", docs, "-o", out, "--fp16", "--metadata-format", "jsonl",
-            "--cache-dir", tmp_path / "c", "-q")
-    assert r.exit_code == 0, r.output
+    run("test:base", docs, output=out, fp16=True, metadata="jsonl", cache_dir=tmp_path / "c")
     arr = np.load(out / "text_emb" / "text_emb_0.npy")
     assert arr.dtype == np.float16 and arr.shape == (2, 24)
     rows = [json.loads(x) for x in (out / "metadata" / "metadata_0.jsonl").read_text().split("\n")
@@ -88,9 +85,7 @@ def test_bad_files_are_reported_and_skipped_strict_fails(world, tmp_path):
     shutil.copy(world / "audio" / "a0001.wav", src / "zz_mislabelled.png")
     (src / "zz_empty.wav").write_bytes(b"")
     out = tmp_path / "o"
-    r = run("test:base", src, "-o", out, "--cache-dir", tmp_path / "c", "--json")
-    assert r.exit_code == 0, r.output
-    rep = json.loads(r.stdout)
+    rep = run("test:base", src, output=out, cache_dir=tmp_path / "c")
     reasons = {Path(s["path"]).name: s["reason"] for s in rep["skipped"]}
     assert set(reasons) == {"zz_truncated.png", "zz_mislabelled.png", "zz_empty.wav"}
     assert all(reasons.values())
@@ -98,28 +93,29 @@ def test_bad_files_are_reported_and_skipped_strict_fails(world, tmp_path):
     meta = read_meta(out / "metadata" / "metadata_1.parquet")  # images (audio is k=0)
     assert [Path(m["path"]).name for m in meta] == [p.name for p in good]
     assert np.load(out / "image_emb" / "image_emb_1.npy").shape[0] == len(good)
-    # strict: same report, exit 1; the human output names path and reason
-    r = run("test:base", src, "-o", tmp_path / "o2", "--cache-dir", tmp_path / "c", "--strict",
-            "-q")
-    assert r.exit_code == 1
-    assert "zz_truncated.png" in r.output
+    # strict: the same report (everything written), then an error naming a skipped file
+    with pytest.raises(EmbedSkipped) as info:
+        run("test:base", src, output=tmp_path / "o2", cache_dir=tmp_path / "c", strict=True)
+    assert info.value.exit_code == 1
+    assert info.value.report.to_dict()["skipped"] == rep["skipped"]
+    assert "zz_" in str(info.value)
 
 
 def test_rerun_resumes_from_finished_partitions(world, tmp_path):
     out = tmp_path / "out"
-    args = ("test:base", world / "image", "-o", out, "--cache-dir", tmp_path / "c",
-            "--partition-size", 10, "--json")
-    first = json.loads(run(*args).stdout)
+    kw = dict(output=out, cache_dir=tmp_path / "c", partition_size=10)
+    first = run("test:base", world / "image", **kw)
     assert first["written"] == 4
     before = {p.name: p.read_bytes() for p in (out / "image_emb").iterdir()}
     (out / "image_emb" / "image_emb_2.npy").unlink()   # as if killed while writing it
-    second = json.loads(run(*args).stdout)
+    second = run("test:base", world / "image", **kw)
     assert (second["written"], second["reused"]) == (1, 3)
     after = {p.name: p.read_bytes() for p in (out / "image_emb").iterdir()}
     assert after == before
     # another target into the same folder is refused
-    r = run("test:vl", world / "image", "-o", out, "--cache-dir", tmp_path / "c")
-    assert r.exit_code == 2 and "another run" in r.output
+    with pytest.raises(UsageError, match="another run") as info:
+        run("test:vl", world / "image", output=out, cache_dir=tmp_path / "c")
+    assert info.value.exit_code == 2
 
 
 def test_bundle_target_with_factors_and_preset(world, tmp_path):
@@ -130,12 +126,10 @@ def test_bundle_target_with_factors_and_preset(world, tmp_path):
                   cache_dir=tmp_path / "c",
                   hyper={"hidden": 32, "epochs": 2, "batch": 32, "threads": 1}, progress=False)
     out1, out2 = tmp_path / "e1", tmp_path / "e2"
-    r = run(bundle, "--texts", world / "texts.txt", "-o", out1, "--cache-dir", tmp_path / "c",
-            "--factor", "t=0.9", "-q")
-    assert r.exit_code == 0, r.output
-    r = run(bundle, "--texts", world / "texts.txt", "-o", out2, "--cache-dir", tmp_path / "c",
-            "--preset", "at-expertise", "-q")
-    assert r.exit_code == 0, r.output
+    run(bundle, texts=world / "texts.txt", output=out1, cache_dir=tmp_path / "c",
+        factors=["t=0.9"])
+    run(bundle, texts=world / "texts.txt", output=out2, cache_dir=tmp_path / "c",
+        preset="at-expertise")
     texts = (world / "texts.txt").read_text().split("\n")[:-1]
     want1 = fused.with_factors("t=0.9").encode("text", texts).numpy()
     want2 = fused.with_factors(preset="at-expertise").encode("text", texts).numpy()
@@ -144,12 +138,13 @@ def test_bundle_target_with_factors_and_preset(world, tmp_path):
     np.testing.assert_allclose(got1, want1, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(got2, want2, rtol=1e-5, atol=1e-6)
     assert not np.allclose(got1, got2)
-    r = run("test:base", "--texts", world / "texts.txt", "-o", tmp_path / "e3", "--factor",
-            "t=0.5")
-    assert r.exit_code == 2 and "apply to fused bundles" in r.output
+    with pytest.raises(UsageError, match="apply to fused bundles") as info:
+        run("test:base", texts=world / "texts.txt", output=tmp_path / "e3", factors=["t=0.5"])
+    assert info.value.exit_code == 2
 
 
 def test_nothing_to_embed(tmp_path):
     (tmp_path / "x.csv").write_text("a,b")
-    r = run("test:base", tmp_path / "x.csv", "-o", tmp_path / "o")
-    assert r.exit_code == 2 and "nothing to embed" in r.output
+    with pytest.raises(UsageError, match="nothing to embed") as info:
+        run("test:base", tmp_path / "x.csv", output=tmp_path / "o")
+    assert info.value.exit_code == 2

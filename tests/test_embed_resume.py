@@ -1,4 +1,4 @@
-"""``freebind embed`` killed mid-run (a real SIGKILL) resumes to the uninterrupted result."""
+"""``freebind.embed`` killed mid-run (a real SIGKILL) resumes to the uninterrupted result."""
 
 from __future__ import annotations
 
@@ -11,12 +11,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-from typer.testing import CliRunner
 
 sys.path.insert(0, str(Path(__file__).parent))
 from build_world import register_world, write_world  # noqa: E402
 
-from freebind_cli.main import app  # noqa: E402
+import freebind  # noqa: E402
 
 HERE = Path(__file__).parent
 
@@ -26,16 +25,16 @@ def test_killed_embed_resumes_to_the_uninterrupted_result(tmp_path):
     root = tmp_path / "world"
     write_world(root, n=48)
     cache, out, log = tmp_path / "cache", tmp_path / "out", tmp_path / "encoded.log"
-    args = ["embed", "test:base", str(root / "image"), "-o", str(out), "--cache-dir", str(cache),
-            "--shard-size", "8", "--batch-size", "4", "--partition-size", "24", "-q"]
+    options = dict(shard_size=8, batch_size=4, partition_size=24, progress=False)
     script = tmp_path / "run.py"
     script.write_text(textwrap.dedent(f"""
         import sys
         sys.path.insert(0, {str(HERE)!r})
         from build_world import register_world
         register_world()
-        from freebind_cli.main import app
-        app({args!r})
+        import freebind
+        freebind.embed("test:base", [{str(root / "image")!r}], output={str(out)!r},
+                       cache_dir={str(cache)!r}, **{options!r})
     """))
     env = {**os.environ, "FREEBIND_TEST_DELAY": "0.04", "FREEBIND_TEST_LOG": str(log)}
     proc = subprocess.Popen([sys.executable, str(script)], env=env, stdout=subprocess.PIPE,
@@ -59,14 +58,12 @@ def test_killed_embed_resumes_to_the_uninterrupted_result(tmp_path):
 
     space = spaces.get("test:base")
     calls_before = space.calls
-    r = CliRunner().invoke(app, args)
-    assert r.exit_code == 0, r.output
+    freebind.embed("test:base", [root / "image"], output=out, cache_dir=cache, **options)
     assert space.calls - calls_before == (48 - cached) // 4  # only the missing batches
 
     fresh = tmp_path / "fresh"
-    r = CliRunner().invoke(app, [*args[:4], str(fresh), "--cache-dir", str(tmp_path / "c2"),
-                                 *args[7:]])
-    assert r.exit_code == 0, r.output
+    freebind.embed("test:base", [root / "image"], output=fresh, cache_dir=tmp_path / "c2",
+                   **options)
     for k in (0, 1):
         a = np.load(out / "image_emb" / f"image_emb_{k}.npy")
         b = np.load(fresh / "image_emb" / f"image_emb_{k}.npy")

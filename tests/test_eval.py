@@ -1,6 +1,7 @@
-"""`freebind eval` end to end on fixtures in real layouts, with test spaces whose answers are
-known: a space that decodes the tone of each file exactly (perfect retrieval) and one that
-confuses pairs of tones (ties everywhere: the pessimistic policy gives known values)."""
+"""`freebind.evaluate` end to end on fixtures in real layouts, with test spaces whose answers
+are known: a space that decodes the tone of each file exactly (perfect retrieval) and one
+that confuses pairs of tones (ties everywhere: the pessimistic policy gives known values).
+The CLI's parsing and printing: test_eval_cli.py."""
 
 import json
 from pathlib import Path
@@ -131,11 +132,18 @@ def run(*args):
     return result
 
 
+def ev(targets, suites, data, **kw):
+    import freebind
+
+    kw.setdefault("progress", False)
+    as_list = lambda x: x if isinstance(x, list) else [x]  # noqa: E731
+    return freebind.evaluate(as_list(targets), as_list(suites), as_list(data), **kw)
+
+
 def test_eval_perfect_and_tied_spaces_side_by_side(home):
     data = make_audiocaps(home / "audiocaps")
-    r = run("eval", "test:tone", "test:half", "--suite", "audiocaps", "--data", data, "--json")
-    assert r.exit_code == 0, r.output
-    recs = {x["model"]: x for x in json.loads(r.stdout)}
+    recs = {x["model"]: x for x in ev(["test:tone", "test:half"], "audiocaps", data,
+                                      output="results/{model}/{dataset}.json")}
     tone, half = recs["test:tone"]["metrics"], recs["test:half"]["metrics"]
     assert tone["t2a_R@1"] == tone["a2t_R@1"] == tone["t2a_mAP@10"] == 1.0
     # test:half puts two clips on one axis: a caption ties its clip with one other clip
@@ -152,36 +160,35 @@ def test_eval_perfect_and_tied_spaces_side_by_side(home):
     assert Path(rec["path"]) == Path("results/test_tone/audiocaps.json")
 
 
-def test_eval_table_and_several_suites_under_one_root(home):
+def test_eval_several_suites_under_one_root(home):
     make_audiocaps(home / "sets" / "audiocaps")
     make_esc50(home / "sets" / "esc50")
     make_vggss(home / "sets" / "vggss")
-    r = run("eval", "test:tone", "test:half", "-s", "audiocaps", "-s", "esc50", "-s", "vggss",
-            "-d", home / "sets", "--output", "")
-    assert r.exit_code == 0, r.output
-    assert "audiocaps" in r.stdout and "t2a_R@1" in r.stdout and "acc1" in r.stdout
-    assert "a2i_R@1" in r.stdout and "100.0" in r.stdout
-    assert not (home / "results").exists()
+    recs = ev(["test:tone", "test:half"], ["audiocaps", "esc50", "vggss"], home / "sets")
+    assert [(r["dataset"], r["model"]) for r in recs] == [
+        (s, m) for s in ("audiocaps", "esc50", "vggss") for m in ("test:tone", "test:half")]
+    by = {(r["dataset"], r["model"]): r["metrics"] for r in recs}
+    assert "t2a_R@1" in by["audiocaps", "test:tone"] and "acc1" in by["esc50", "test:tone"]
+    assert by["vggss", "test:tone"]["a2i_R@1"] == 1.0
+    assert not (home / "results").exists() and "path" not in recs[0]
 
 
 def test_eval_cache_means_no_reencoding(home):
     data = make_audiocaps(home / "ac")
     sp = TEST_SPACES["test:tone"]
     before = sp.calls
-    assert run("eval", "test:tone", "-s", "audiocaps", "-d", data, "--json").exit_code == 0
+    ev("test:tone", "audiocaps", data)
     first = sp.calls - before
     assert first == N_TONES + 5 * N_TONES
-    r = run("eval", "test:tone", "-s", "audiocaps", "-d", data, "--json")
-    assert sp.calls - before == first and json.loads(r.stdout)[0]["encoded"] == 0
+    (rec,) = ev("test:tone", "audiocaps", data)
+    assert sp.calls - before == first and rec["encoded"] == 0
 
 
 def test_eval_bundle_factors_match_direct_fusion(home):
     data = make_audiocaps(home / "ac")
     bundle = make_bundle(home / "b.safetensors")
-    r = run("eval", bundle, "-s", "audiocaps", "-d", data, "--json", "-f", "a=0.3",
-            "--output", "out/{model}-{dataset}.json")
-    assert r.exit_code == 0, r.output
-    rec = json.loads(r.stdout)[0]
+    (rec,) = ev(str(bundle), "audiocaps", data, factors=["a=0.3"],
+                output="out/{model}-{dataset}.json")
     assert rec["factors"]["b1"]["factors"] == {"audio": 0.3, "text": 0.5}
     assert rec["model"] == "b[a=0.3]" and Path(rec["path"]) == Path("out/b_a=0.3-audiocaps.json")
     assert Path(rec["path"]).is_file()
@@ -200,47 +207,47 @@ def test_eval_bundle_factors_match_direct_fusion(home):
     # another factor: nothing is encoded again (base spaces' embeddings are cached)
     expert = TEST_SPACES["test:expert"]
     calls = expert.calls
-    r2 = run("eval", bundle, "-s", "audiocaps", "-d", data, "--json", "-f", "a=0.9")
-    rec2 = json.loads(r2.stdout)[0]
+    (rec2,) = ev(str(bundle), "audiocaps", data, factors=["a=0.9"])
     assert rec2["encoded"] == 0 and expert.calls == calls
     assert rec2["factors"]["b1"]["factors"]["audio"] == 0.9
-    # presets stored in the bundle, inline or with --preset
-    r3 = run("eval", f"{bundle}@at-expertise", "-s", "audiocaps", "-d", data, "--json")
-    r4 = run("eval", bundle, "--preset", "at-expertise", "-s", "audiocaps", "-d", data,
-             "--json")
-    m3, m4 = json.loads(r3.stdout)[0], json.loads(r4.stdout)[0]
-    assert m3["metrics"] == m4["metrics"] and m3["preset"] == "at-expertise"
+    # presets stored in the bundle, inline or with preset=; a resolved target works too
+    (m3,) = ev(f"{bundle}@at-expertise", "audiocaps", data)
+    (m4,) = ev(str(bundle), "audiocaps", data, preset="at-expertise")
+    (m5,) = ev([freebind.open(f"{bundle}@at-expertise")], "audiocaps", data)
+    assert m3["metrics"] == m4["metrics"] == m5["metrics"] and m3["preset"] == "at-expertise"
     assert m3["factors"]["b1"]["factors"] == {"audio": 0.8, "text": 0.5}
 
 
-def test_eval_errors_are_one_line(home):
+def test_eval_errors_name_the_problem(home):
+    from freebind.errors import FreebindError
+
     data = make_audiocaps(home / "ac")
-    r = run("eval", "test:tone", "-s", "nosuch", "-d", data)
-    assert r.exit_code == 2 and "unknown suite" in r.output and "Traceback" not in r.output
-    r = run("eval", "test:tone", "-s", "audiocaps", "-d", home / "nowhere")
-    assert r.exit_code == 2 and "no such folder" in r.output
-    r = run("eval", "test:tone", "-s", "audiocaps", "-d", data, "-f", "a=0.5")
-    assert r.exit_code == 2 and "plain space" in r.output
     make_vggss(home / "vg")
-    r = run("eval", "test:expert", "-s", "vggss", "-d", home / "vg")
-    assert r.exit_code == 2 and "no image modality" in r.output
-    r = run("eval", "test:tone", "-s", "audiocaps", "-d", data, "-o", "split")
-    assert r.exit_code == 2 and "KEY=VALUE" in r.output
-    r = run("eval", "test:tone", "-s", "audiocaps", "-d", data, "-o", "folds=1")
-    assert r.exit_code == 2 and "no chosen suite takes it" in r.output
+    for args, kw, message in (
+            (("test:tone", "nosuch", data), {}, "unknown suite"),
+            (("test:tone", "audiocaps", home / "nowhere"), {}, "no such folder"),
+            (("test:tone", "audiocaps", data), {"factors": ["a=0.5"]}, "plain space"),
+            (("test:expert", "vggss", home / "vg"), {}, "no image modality"),
+            (("test:tone", "audiocaps", data), {"suite_options": {"folds": "1"}},
+             "no chosen suite takes it"),
+            (([], "audiocaps", data), {}, "targets: give at least one"),
+            (("test:tone", ["audiocaps", "esc50"], [data, data, data]), {}, "data folders")):
+        with pytest.raises(FreebindError, match=message) as info:
+            ev(*args, **kw)
+        assert info.value.exit_code == 2 and "--" not in str(info.value)
 
 
 def test_eval_reports_missing_and_unreadable(home):
     data = make_audiocaps(home / "ac")
     (data / "audio" / "yt000000000.wav").unlink()
     (data / "audio" / "yt000000001.wav").write_bytes(b"not a wav file")
-    r = run("eval", "test:tone", "-s", "audiocaps", "-d", data, "--json")
-    assert r.exit_code == 0, r.output
-    rec = json.loads(r.stdout)[0]
+    warnings = []
+    (rec,) = ev("test:tone", "audiocaps", data, warn=warnings.append)
     assert rec["protocol"]["missing"] == 2
     assert rec["protocol"]["tasks"][0]["n_items"] == N_TONES - 2
     assert any("unreadable" in m for m in rec["protocol"]["missing_examples"])
     assert rec["metrics"]["t2a_R@1"] == 1.0
+    assert len(warnings) == 1 and warnings[0].startswith("audiocaps: 1 of ")
 
 
 def test_eval_record_keeps_results_in_the_bundle(home):
@@ -248,13 +255,10 @@ def test_eval_record_keeps_results_in_the_bundle(home):
 
     data = make_audiocaps(home / "ac")
     bundle = make_bundle(home / "b.safetensors")
-    for extra in ([], ["--preset", "at-expertise"], ["-f", "a=0.2"]):
-        r = run("eval", bundle, "-s", "audiocaps", "-d", data, "--record", "--output", "",
-                "--json", *extra)
-        assert r.exit_code == 0, r.output
-    ev = freebind.load(bundle).metadata["evaluation"]["audiocaps"]
-    assert set(ev) == {"default", "at-expertise", "default[a=0.2]"}
-    last = json.loads(r.stdout)[0]["metrics"]
-    assert ev["default[a=0.2]"]["metrics"] == last
+    for extra in ({}, {"preset": "at-expertise"}, {"factors": ["a=0.2"]}):
+        (last,) = ev(str(bundle), "audiocaps", data, record=True, **extra)
+    ev_ = freebind.load(bundle).metadata["evaluation"]["audiocaps"]
+    assert set(ev_) == {"default", "at-expertise", "default[a=0.2]"}
+    assert ev_["default[a=0.2]"]["metrics"] == last["metrics"]
     r = run("info", bundle)
     assert r.exit_code == 0 and "audiocaps" in r.stdout

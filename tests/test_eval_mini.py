@@ -45,3 +45,19 @@ def test_eval_mini_bind_audio_image(evalsets, tmp_path, monkeypatch):
                             "--output", "", "--json"])
     m = json.loads(r.stdout)[0]["metrics"]
     assert m["a2i_R@1"] > 5 / 100 and m["i2a_R@1"] > 5 / 100     # far above chance (1/100)
+
+
+def test_cli_and_api_give_equal_metrics_on_the_mini_world(evalsets, tmp_path, monkeypatch):
+    import freebind
+
+    monkeypatch.setenv("FREEBIND_HOME", str(tmp_path / "home"))
+    for targets, suites in ((["mini:bind", "mini:clap"], ["audiocaps"]),
+                            (["mini:bind"], ["audiocaps", "vggss"])):
+        r = runner.invoke(app, ["eval", *targets, *[a for s in suites for a in ("-s", s)],
+                                "-d", str(evalsets), "--json", "--output", ""])
+        assert r.exit_code == 0, r.output
+        cli = [(x["model"], x["dataset"], x["metrics"]) for x in json.loads(r.stdout)]
+        recs = freebind.evaluate(targets, suites, [evalsets], progress=False,
+                                 cache_dir=tmp_path / f"fresh-{len(targets)}")
+        api = [(x["model"], x["dataset"], x["metrics"]) for x in recs]
+        assert len(cli) == 2 and cli == api

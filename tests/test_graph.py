@@ -1,4 +1,4 @@
-"""The inference graph against values computed by hand, for every row of DESIGN §1's table."""
+"""The inference graph against values computed by hand, for every row of the bond table (docs/architecture.md)."""
 
 import math
 

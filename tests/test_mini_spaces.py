@@ -165,7 +165,7 @@ def test_training_is_deterministic_and_loadable(tmp_path):
 
 
 def test_shipped_spaces_play_their_roles():
-    """The README's role table: every condition of issue 3 holds on held-out data."""
+    """The README's role table: every role condition (docs/mini-world.md) holds on held-out data."""
     from freebind.mini.roles import measure
 
     report = measure(n=500, seed=0)

@@ -1,4 +1,5 @@
-"""`freebind tune`: grids, coarse/fine stages on cached embeddings, heatmaps, stored presets."""
+"""`freebind.tune`: grids, coarse/fine stages on cached embeddings, heatmaps, stored presets
+(the CLI's parsing and printing: test_tune_cli.py)."""
 
 import json
 from pathlib import Path
@@ -9,7 +10,22 @@ import pytest
 from freebind.errors import UsageError
 from freebind.evaluate.tuning import Point, balanced_scores, parse_grid, task_preset_name
 from tests.test_eval import (TEST_SPACES, make_audiocaps, make_bundle,  # noqa: F401
-                             make_esc50, make_vggss, run)
+                             make_esc50, make_vggss)
+
+
+def tune(bundle, suites, data, grids=(), **kw):
+    """The library call, its summary as the JSON that tune.json holds."""
+    import freebind
+
+    kw.setdefault("progress", False)
+    result = freebind.tune(str(bundle), suites, [data], grids, **kw)
+    return result, json.loads(json.dumps(result.summary))
+
+
+def evaluate(*args, **kw):
+    import freebind
+
+    return freebind.evaluate(*args, progress=False, **kw)
 
 
 def test_parse_grid():
@@ -38,10 +54,10 @@ def test_tune_end_to_end(home):
     make_esc50(home / "sets" / "esc50")
     bundle = make_bundle(home / "b.safetensors")
     expert = TEST_SPACES["test:expert"]
-    r = run("tune", bundle, "-s", "audiocaps", "-s", "esc50", "-d", home / "sets",
-            "--grid", "a=0:1:0.25", "--grid", "t=0:1:0.5", "--out", home / "tuneout", "--json")
-    assert r.exit_code == 0, r.output
-    res = json.loads(r.stdout)
+    result, res = tune(bundle, ["audiocaps", "esc50"], home / "sets",
+                       ["a=0:1:0.25", "t=0:1:0.5"], out=home / "tuneout")
+    assert result.path == home / "tuneout" / "tune.json" and result.saved
+    assert json.loads(result.path.read_text()) == res
     tasks = ["audiocaps:t2a_R@1", "audiocaps:a2t_R@1", "esc50:acc1"]
     assert res["tasks"] == tasks
     assert len(res["coarse"]) == 2 and len(res["fine"]) == 5 * 3
@@ -65,37 +81,39 @@ def test_tune_end_to_end(home):
     assert fused.presets["tuned-versatile"] == res["versatile"]["overrides"]
     assert fused.metadata["tuning"]["suites"] == ["audiocaps", "esc50"]
     calls = expert.calls
-    r2 = run("eval", bundle, "--preset", "tuned-versatile", "-s", "audiocaps", "-s", "esc50",
-             "-d", home / "sets", "--json", "--output", "")
-    assert r2.exit_code == 0, r2.output
-    recs = {x["dataset"]: x for x in json.loads(r2.stdout)}
+    recs = {x["dataset"]: x for x in evaluate([str(bundle)], ["audiocaps", "esc50"],
+                                              [home / "sets"], preset="tuned-versatile")}
     assert recs["audiocaps"]["metrics"]["t2a_R@1"] == res["versatile"]["metrics"][tasks[0]]
     assert recs["esc50"]["metrics"]["acc1"] == res["versatile"]["metrics"][tasks[2]]
     assert expert.calls == calls
-    # `freebind embed` accepts the tuned preset too
-    r3 = run("embed", bundle, home / "sets" / "audiocaps" / "audio", "-o", home / "emb",
-             "--preset", "tuned-audiocaps-t2a", "--metadata-format", "jsonl", "-q")
-    assert r3.exit_code == 0, r3.output
+    # `freebind.embed` accepts the tuned preset too
+    freebind.embed(bundle, [home / "sets" / "audiocaps" / "audio"], output=home / "emb",
+                   preset="tuned-audiocaps-t2a", metadata="jsonl", progress=False)
     got = np.load(sorted((home / "emb").rglob("audio_emb_*.npy"))[0])
     items = sorted(str(p) for p in (home / "sets" / "audiocaps" / "audio").glob("*.wav"))
     want = freebind.load(bundle, preset="tuned-audiocaps-t2a").encode("audio", items).numpy()
     assert got.shape == want.shape and np.allclose(np.sort(got, 0), np.sort(want, 0), atol=1e-5)
 
 
-def test_tune_table_output_and_errors(home):
+def test_tune_no_save_and_errors(home):
     make_audiocaps(home / "ac")
     bundle = make_bundle(home / "b.safetensors")
-    r = run("tune", bundle, "-s", "audiocaps", "-d", home / "ac", "--grid", "a=0,1",
-            "--no-save", "--out", home / "o")
-    assert r.exit_code == 0, r.output
-    assert "coarse" in r.stdout and "tuned-versatile" in r.stdout
+    result, _ = tune(bundle, ["audiocaps"], home / "ac", ["a=0,1"], save=False, out=home / "o")
+    assert "tuned-versatile" in result.presets and not result.saved
     import freebind
 
     assert "tuned-versatile" not in freebind.load(bundle).presets
-    r = run("tune", "test:tone", "-s", "audiocaps", "-d", home / "ac")
-    assert r.exit_code == 2 and "needs a bundle" in r.output
-    r = run("tune", bundle, "-s", "audiocaps", "-d", home / "ac", "--grid", "zz=0:1:0.5")
-    assert r.exit_code == 2 and "zz" in r.output
+    with pytest.raises(UsageError, match="needs a bundle") as info:
+        tune("test:tone", ["audiocaps"], home / "ac")
+    assert info.value.exit_code == 2
+    with pytest.raises(UsageError, match="zz") as info:
+        tune(bundle, ["audiocaps"], home / "ac", ["zz=0:1:0.5"])
+    assert "--" not in str(info.value)
+    with pytest.raises(UsageError, match="a key is given twice"):
+        tune(bundle, ["audiocaps"], home / "ac", ["a=0,1", ("a", [0.5])])
+    result, res = tune(bundle, ["audiocaps"], home / "ac", {"a": [0, 1]}, save=False,
+                       out=home / "o2")
+    assert [p["values"] for p in res["fine"]] == [{"a": 0.0}, {"a": 1.0}]
 
 
 def test_fast_path_equals_generic_fusion(home):
@@ -147,16 +165,12 @@ def test_fast_path_declines_other_grids(home):
 def test_tune_coarse_only_and_one_key_figures(home):
     make_audiocaps(home / "ac")
     bundle = make_bundle(home / "b.safetensors")
-    r = run("tune", bundle, "-s", "audiocaps", "-d", home / "ac", "--out", home / "c",
-            "--json", "--no-save")
-    assert r.exit_code == 0, r.output
-    res = json.loads(r.stdout)
+    _, res = tune(bundle, ["audiocaps"], home / "ac", out=home / "c", save=False)
     assert res["fine"] == [] and len(res["coarse"]) == 2
     # without a grid the presets come from the coarse combinations
     assert res["presets"]["tuned-versatile"] in ([], ["b1=off"])
-    r = run("tune", bundle, "-s", "audiocaps", "-d", home / "ac", "--out", home / "l",
-            "--json", "--no-save", "--grid", "b1.a=0:1:0.5")
-    res = json.loads(r.stdout)
+    _, res = tune(bundle, ["audiocaps"], home / "ac", ["b1.a=0:1:0.5"], out=home / "l",
+                  save=False)
     assert [p["values"] for p in res["fine"]] == [{"b1.a": 0.0}, {"b1.a": 0.5}, {"b1.a": 1.0}]
     for d in ("c", "l"):
         assert (home / d / "factor_analysis.png").stat().st_size > 5_000

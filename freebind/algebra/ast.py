@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Union
 
 #: Canonical modality order; also the order factors are printed in.
-MODALITY_ORDER = ("audio", "image", "text", "video", "depth", "thermal", "imu")
+from freebind.vocab import ALL_MODALITIES as MODALITY_ORDER  # noqa: E402
 
 
 @dataclass(frozen=True)

@@ -15,19 +15,14 @@ from freebind.algebra.ast import MODALITY_ORDER, Bond, Chain, Expr, SpaceRef, sp
 from freebind.algebra.formatter import format_expr
 from freebind.algebra.keywords import factor_keyword
 from freebind.errors import ExpressionError, SpaceError
-from freebind.spaces.base import POOL_MODALITIES
+from freebind.config import DEFAULT_HYPER, MINI_HYPER  # noqa: F401  (training defaults)
+from freebind.vocab import POOL_MODALITIES, is_mini_only
 
 #: Letters of data modes (the paper's A, T, V).
 MODE_LETTERS = {"audio": "A", "text": "T", "image": "V"}
 #: Default factor (the expert's weight) per bond kind, when the expression gives none:
 #: combination 0.5 (an even mix), displacement 0.8 (the paper's image/text preset).
 DEFAULT_FACTOR = {"c": 0.5, "d": 0.8}
-#: Training defaults: for real spaces (the paper's recipe) and for mini spaces (fast).
-DEFAULT_HYPER = {"hidden": 2048, "temp": 0.05, "epochs": 40, "patience": 5, "lr": 1e-3,
-                 "batch": 4096, "topk": 5, "tau": 0.05, "seed": 0}
-#: Mini plans train fast: the quick start finishes in about a minute (measured by
-#: examples/measure_bonds.py; temperature 0.02 and 15 epochs gave the best held-out R@1).
-MINI_HYPER = {"hidden": 256, "epochs": 15, "batch": 256, "patience": 3, "temp": 0.02}
 
 
 def data_modes(modalities: tuple[str, ...]) -> list[str]:
@@ -260,6 +255,6 @@ def compile(expr: Expr, source: str | None = None, hyper: dict | None = None) ->
     comp.number_bonds(expr)
     for ref in space_refs(expr):
         comp.space(ref)
-    comp.is_mini = all(s["family"] == "mini" for s in comp.spaces.values())
+    comp.is_mini = is_mini_only([s["family"] for s in comp.spaces.values()])
     graph, _ = comp.node(expr)
     return Plan(format_expr(expr), comp.jobs, graph, comp.spaces)

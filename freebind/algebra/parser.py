@@ -1,4 +1,4 @@
-"""Tokenizer and recursive-descent parser of space expressions (DESIGN §1).
+"""Tokenizer and recursive-descent parser of space expressions (docs/architecture.md, "Bonds").
 
 Grammar::
 

@@ -1,4 +1,4 @@
-"""The mini world (DESIGN §5): a generator of real files about sound-making objects with
+"""The mini world (docs/mini-world.md): a generator of real files about sound-making objects with
 visual and acoustic attributes, and small trained encoders that play the paper's roles
 (``mini:bind`` like ImageBind, ``mini:vl`` like InternVL-C, ``mini:clap``/``mini:clap2`` like
 CLAP). Its weights ship with the package; ``scripts/train_mini.py`` reproduces them.

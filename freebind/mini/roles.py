@@ -134,7 +134,8 @@ def probe_space(space, data: "HeldOut") -> dict:
 
 
 def conditions(results: dict, n: int) -> list[dict]:
-    """The four role conditions of issue 3, each with its measured values and verdict."""
+    """The mini spaces' four role conditions (docs/mini-world.md), each with its measured
+    values and verdict."""
     b, vl, clap = results["mini:bind"], results["mini:vl"], results["mini:clap"]
     chance = 1.0 / n
     return [

@@ -101,9 +101,9 @@ def _prepare_dir(root) -> Path:
 
 
 def _bar(total: int, desc: str, progress: bool):
-    from tqdm import tqdm
+    from freebind.progress import bar
 
-    return tqdm(total=total, desc=desc, unit="file", disable=not progress, leave=False)
+    return bar(total=total, desc=desc, unit="file", disable=not progress, leave=False)
 
 
 def _check_count(name: str, n: int, minimum: int = 0) -> int:

@@ -1,0 +1,57 @@
+"""``freebind tune``: the verb parses its arguments into one ``freebind.tune`` call and prints
+the coarse and fine tables (or ``--json``); errors are one line with exit 2. What tuning
+computes is tested on the library (test_tune.py)."""
+
+import json
+
+import freebind.evaluate.api as api
+from tests.test_eval import make_audiocaps, make_bundle, run  # noqa: F401
+
+
+def test_tune_table_output_and_errors(home):
+    make_audiocaps(home / "ac")
+    bundle = make_bundle(home / "b.safetensors")
+    r = run("tune", bundle, "-s", "audiocaps", "-d", home / "ac", "--grid", "a=0,1",
+            "--no-save", "--out", home / "o")
+    assert r.exit_code == 0, r.output
+    assert "coarse" in r.stdout and "tuned-versatile" in r.stdout
+    import freebind
+
+    assert "tuned-versatile" not in freebind.load(bundle).presets
+    r = run("tune", "test:tone", "-s", "audiocaps", "-d", home / "ac")
+    assert r.exit_code == 2 and "needs a bundle" in r.output
+    r = run("tune", bundle, "-s", "audiocaps", "-d", home / "ac", "--grid", "zz=0:1:0.5")
+    assert r.exit_code == 2 and "zz" in r.output and "Traceback" not in r.output
+
+
+def test_json_is_the_summary(home):
+    make_audiocaps(home / "ac")
+    bundle = make_bundle(home / "b.safetensors")
+    r = run("tune", bundle, "-s", "audiocaps", "-d", home / "ac", "--grid", "a=0,1",
+            "--no-save", "--out", home / "o", "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout) == json.loads((home / "o" / "tune.json").read_text())
+
+
+def test_flags_become_the_library_call(home, monkeypatch):
+    seen = {}
+
+    class Result:
+        summary = {"ok": 1}
+
+    def fake(bundle, suites, data, grids, **kw):
+        seen.update(bundle=bundle, suites=suites, data=data, grids=grids, **kw)
+        return Result()
+
+    monkeypatch.setattr(api, "tune", fake)
+    r = run("tune", home / "b.safetensors", "-s", "audiocaps", "-d", home / "ac", "-g",
+            "a=0:1:0.5", "-g", "t=0,1", "-o", "split=val", "--out", home / "o", "--name", "mine",
+            "--no-save", "--cache-dir", home / "c", "--batch-size", "4", "--json",
+            "--precision", "fp32")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout) == {"ok": 1}
+    assert seen == {"bundle": str(home / "b.safetensors"), "suites": ["audiocaps"],
+                    "data": [home / "ac"], "grids": ["a=0:1:0.5", "t=0,1"],
+                    "suite_options": {"split": "val"}, "out": home / "o", "name": "mine",
+                    "save": False, "cache_dir": home / "c", "batch_size": 4, "progress": False,
+                    "space_options": {"precision": "fp32"}}

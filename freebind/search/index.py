@@ -229,24 +229,19 @@ class Index:
         (through the embedding cache) and add them; ``names`` name them (default: the path
         or the text). Undecodable items are skipped and reported: returns
         ``{"added": n, "skipped": [{"path", "reason"}]}``."""
-        from freebind import spaces
+        from freebind.align import encode_aligned
 
         store = self._get_store(store)
         block_refs = self._block(modality).refs
         items = list(items)
-        kept = np.arange(len(items))
-        raw, failures = {}, {}
-        for ref in block_refs:
-            space = self.space if self.fused is None else spaces.get(ref, **self.space_options)
-            arr, idx, fails = store.embed(space, modality, items, batch_size=batch_size,
-                                          progress=progress, on_error="skip")
-            raw[ref] = (arr, idx)
-            kept = np.intersect1d(kept, idx)
-            for f in fails:
-                failures.setdefault(f.index, {"path": _item_name(items[f.index]) if names is None
-                                              else str(names[f.index]),
-                                              "reason": f.reason})
-        leaves = {ref: arr[np.searchsorted(idx, kept)] for ref, (arr, idx) in raw.items()}
+        requests = [(ref, self._space_of(ref), modality) for ref in block_refs]
+        got = encode_aligned(requests, items, store=store, batch_size=batch_size,
+                             progress=progress)
+        kept = got.kept
+        failures = {f.index: {"path": _item_name(items[f.index]) if names is None
+                              else str(names[f.index]), "reason": f.reason}
+                    for f in got.failures}
+        leaves = {ref: got.rows[ref] for ref in block_refs}
         names = [_item_name(x) for x in items] if names is None else [str(x) for x in names]
         texts = [items[i] for i in kept] if modality == "text" else None
         added = self.add_leaves(modality, [names[i] for i in kept], leaves, texts=texts) \
@@ -306,6 +301,13 @@ class Index:
             report["partitions"] += 1
             report["added"] += added
         return report
+
+    def _space_of(self, ref: str):
+        if self.fused is None:
+            return self.space
+        from freebind import spaces
+
+        return spaces.get(ref, **self.space_options)
 
     def _get_store(self, store):
         if store is not None and not isinstance(store, (str, Path)):
@@ -415,8 +417,6 @@ class Index:
         return out[modality].numpy()
 
     def _query_leaves(self, modality, items, table) -> dict:
-        from freebind import spaces
-
         refs = self._leaf_refs(modality) if self.fused is not None else [self.ref]
         if self.fused is None and modality not in self.space.modalities:
             raise UsageError(f"{self.name} has no {modality} modality")
@@ -424,7 +424,7 @@ class Index:
             raise UsageError(f"{self.name} has no {modality} modality")
         leaves: dict = {}
         for ref in refs:
-            space = self.space if self.fused is None else spaces.get(ref, **self.space_options)
+            space = self._space_of(ref)
             rows = [None] * len(items)
             todo = []
             for i, it in enumerate(items):
@@ -656,18 +656,12 @@ def _resolve_target(target, space_options):
             return str(target.name), None, target
         raise UsageError(f"index target {target!r}: expected a bundle path or a space "
                          f"reference")
-    ref = os.fspath(target)
-    path, _, inline = ref.partition("@")
-    if path.endswith(".safetensors") or Path(path).is_file():
-        if not Path(path).is_file():
-            raise UsageError(f"{path}: no such bundle file")
-        from freebind.fused import load
+    from freebind.target import open as open_target
 
-        fused = load(path, preset=inline or None)
-        return str(Path(path).resolve()), fused, None
-    from freebind import spaces
-
-    return ref, None, spaces.get(ref, **space_options)
+    t = open_target(os.fspath(target), space_options=space_options)
+    if t.is_bundle:
+        return str(t.path.resolve()), t.fused, None
+    return t.ref, None, t.space
 
 
 def _as_list(specs) -> list:

@@ -30,6 +30,7 @@ from freebind.fused import FusedSpace
 from freebind.graph import fuse
 from freebind.projector import ProjectorGroup
 from freebind.search import Index, parts
+from freebind.search.index import _few_threads
 
 
 def groups_for(plan, hidden):
@@ -72,19 +73,20 @@ def quick_start_shape(n, trials):
 
     def query_vector(factors):
         table = index._table(factors)
-        return fuse(plan.graph, fs.projectors, text_leaves, table=table,
-                    modalities=["text"])["text"].numpy()[0], table
+        leaves = {ref: dict(v) for ref, v in text_leaves.items()}
+        return index._fuse_query_leaves("text", leaves, table), table
 
     def with_index():
         v = float(next(it))
         factors = [f"b2.a={v:.3f}", f"b2.t={v:.3f}"]
         q, _ = query_vector(factors)
-        return index.search(vector=q, k=10, factors=factors)
+        return index.search(vector=q[0], k=10, factors=factors)
 
     def refusing():
         v = float(next(it))
         factors = [f"b2.a={v:.3f}", f"b2.t={v:.3f}"]
         q, table = query_vector(factors)
+        q = q[0]
         items = fuse(plan.graph, fs.projectors, leaves, table=table,
                      modalities=["audio"])["audio"].numpy()
         s = items @ q
@@ -94,6 +96,7 @@ def quick_start_shape(n, trials):
     v = 0.7
     factors = [f"b2.a={v}", f"b2.t={v}"]
     q, table = query_vector(factors)
+    q = q[0]
     ref = fuse(plan.graph, fs.projectors, leaves, table=table, modalities=["audio"])["audio"]
     expect = np.argsort(-(ref.numpy() @ q), kind="stable")[:10]
     got = [int(h.path[1:]) for h in index.search(vector=q, k=10, factors=factors)]
@@ -133,8 +136,9 @@ def paper_shape(n, trials):
 
         v = float(next(values))
         table = resolve(plan.graph, [f"a={v:.3f}", f"t={v:.3f}"])
-        q = fuse(plan.graph, fs.projectors, text_leaves, table=table,
-                 modalities=["text"])["text"].numpy()[0]
+        with _few_threads(1):  # as the index fuses a query
+            q = fuse(plan.graph, fs.projectors, text_leaves, table=table,
+                     modalities=["text"])["text"].numpy()[0]
         f = parts.mix(pv, table, "audio")
         s = parts.scores(q, a, b, dot, f)
         return np.argpartition(-s, 10)[:10]

@@ -24,6 +24,7 @@ import json
 import os
 import time
 from collections import OrderedDict
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -405,6 +406,10 @@ class Index:
             raise UsageError(f"query modality {modality!r}: use one of "
                              f"{', '.join(QUERY_MODALITIES)}")
         leaves = self._query_leaves(modality, items, table)
+        return self._fuse_query_leaves(modality, leaves, table)
+
+    def _fuse_query_leaves(self, modality: str, leaves: dict, table) -> np.ndarray:
+        """Query rows ``[Q, dim]`` from their base embeddings ``{ref: {modality: [Q, d]}}``."""
         if self.fused is None:
             return leaves[self.ref][modality]
         from freebind.graph import fuse, output_modalities
@@ -413,7 +418,9 @@ class Index:
         if modality not in yields:
             raise UsageError(f"{self.name} has no {modality} queries under these factors "
                              f"(it yields {', '.join(yields)})")
-        out = fuse(self.graph, self.projectors, leaves, table=table, modalities=[modality])
+        rows = len(next(iter(next(iter(leaves.values())).values())))
+        with _few_threads(rows):
+            out = fuse(self.graph, self.projectors, leaves, table=table, modalities=[modality])
         return out[modality].numpy()
 
     def _query_leaves(self, modality, items, table) -> dict:
@@ -504,9 +511,9 @@ class Index:
                     per_query[qi] += [(float(s[j]), int(block.ids[r]), m)
                                       for j, r in enumerate(rows)]
                 continue
-            s = parts.scores(q, a, b, dot, f)  # [N, Q]
+            s = parts.scores(q[0] if len(q) == 1 else q, a, b, dot, f)  # [N] or [N, Q]
             for qi in range(len(q)):
-                col = s[:, qi]
+                col = s if s.ndim == 1 else s[:, qi]
                 top = _topk(col, k)
                 per_query[qi] += [(float(col[r]), int(block.ids[r]), m) for r in top]
         out = []
@@ -705,6 +712,23 @@ def _topk(scores: np.ndarray, k: int) -> np.ndarray:
         return np.lexsort((np.arange(n), -scores))
     part = np.argpartition(-scores, k - 1)[:k]
     return part[np.lexsort((part, -scores[part]))]
+
+
+@contextmanager
+def _few_threads(rows: int):
+    """One torch thread for a few query rows: their projections are tiny, and on a busy
+    machine waiting for a second thread costs more than the work."""
+    import torch
+
+    if rows > 8 or torch.get_num_threads() == 1:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _faiss():

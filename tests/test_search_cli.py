@@ -126,3 +126,20 @@ def test_mini_audiocaps_search_recall_equals_eval(home):
                        preset=preset, progress=False)
         assert hits / len(rows) == rec["metrics"]["t2a_R@10"], preset
         assert 0.5 < hits / len(rows) < 1.0
+
+
+def test_index_beyond_the_exact_limit_builds_hnsw(embedded):
+    root, bundle = embedded
+    r = cli("index", root / "e_p1", "-o", root / "idx_hnsw", "--target", bundle,
+            "--exact-limit", "8", "--json")
+    assert r.exit_code == 0, r.output
+    mods = json.loads(r.output)["modalities"]
+    assert mods["audio"]["search"].startswith("HNSW, recall@10")
+    assert 0.0 <= mods["audio"]["recall@10"] <= 1.0 and mods["text"]["search"] == "exact"
+    assert (root / "idx_hnsw" / "audio" / "hnsw.faiss").is_file()
+    wav = sorted((root / "p1" / "audio").glob("*.wav"))[0]
+    for extra in ([], ["--exact"]):
+        r = cli("search", root / "idx_hnsw", "--audio", wav, "-k", "1", "--modality", "audio",
+                "--json", *extra)
+        assert r.exit_code == 0, r.output
+        assert json.loads(r.output)["hits"][0]["path"] == str(wav.resolve())

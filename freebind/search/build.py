@@ -13,8 +13,8 @@ from freebind.search.index import Index
 
 
 def embed_target(folder: Path) -> str:
-    """The target an embed folder names: its bundle file when ``embed.json`` records one,
-    else the target name (a space reference for plain spaces)."""
+    """The target an embed folder names (``embed.json``'s ``target``: a space reference, or
+    a bundle's expression, which does not say where the bundle file is)."""
     f = Path(folder) / "embed.json"
     if not f.is_file():
         raise UsageError(f"{folder}: no embed.json; give a folder written by `freebind embed`")
@@ -22,10 +22,6 @@ def embed_target(folder: Path) -> str:
         meta = json.loads(f.read_text(encoding="utf-8"))
     except ValueError as exc:
         raise UsageError(f"{f}: unreadable ({exc})") from None
-    for key in ("bundle", "target_path", "target_ref"):
-        value = meta.get(key)
-        if isinstance(value, str) and value:
-            return value.split("@", 1)[0] if key != "target_ref" else value
     return str(meta.get("target", ""))
 
 
@@ -65,6 +61,7 @@ def build_index(embed_dirs: Sequence[os.PathLike], output: os.PathLike, *,
                 raise UsageError(f"{dirs[0]}: embedded with {ref!r}; give the bundle file "
                                  f"it was embedded with as target (--target BUNDLE)") from None
             raise exc
+    _check_faiss(index, dirs)
     report = {"partitions": 0, "added": 0, "skipped": []}
     for d in dirs:
         r = index.add_embeddings(d, store=store, batch_size=batch_size, progress=progress)
@@ -87,3 +84,16 @@ def build_index(embed_dirs: Sequence[os.PathLike], output: os.PathLike, *,
                    "recall@10": ann["recall@10"] if ann else 1.0}
     return {"output": str(output), "target": index.ref, "expression": index.name,
             "items": info["items"], "modalities": mods, **report}
+
+
+def _check_faiss(index: Index, dirs: list[Path]) -> None:
+    """Name a missing faiss before any work when a modality will pass the exact limit."""
+    rows = {m: b.rows for m, b in index.blocks.items()}
+    for d in dirs:
+        meta = json.loads((d / "embed.json").read_text(encoding="utf-8"))
+        for p in meta.get("partitions", []):
+            rows[p["modality"]] = rows.get(p["modality"], 0) + int(p.get("items", 0))
+    if any(n > index.exact_limit for n in rows.values()):
+        from freebind.search.index import _faiss
+
+        _faiss()

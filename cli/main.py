@@ -12,8 +12,8 @@ import typer
 from freebind_cli.common import FreebindGroup
 
 #: Verb modules, in the order ``freebind --help`` lists them.
-VERBS = ["plan", "spaces", "info", "build", "embed", "eval", "tune", "download", "convert",
-         "mini"]
+VERBS = ["plan", "spaces", "info", "build", "embed", "eval", "tune", "index", "search",
+         "serve", "download", "convert", "mini"]
 
 app = typer.Typer(
     cls=FreebindGroup,

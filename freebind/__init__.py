@@ -29,6 +29,7 @@ _LAZY = {
     "tune": ("freebind.evaluate.api", "tune"),
     "FusedSpace": ("freebind.fused", "FusedSpace"),
     "build": ("freebind.builder", "build"),
+    "Index": ("freebind.search", "Index"),
     "spaces": ("freebind.spaces", None),
     "FreebindError": ("freebind.errors", "FreebindError"),
 }

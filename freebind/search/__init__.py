@@ -1,0 +1,6 @@
+"""Search what was embedded: a factor-aware index (:class:`Index`), and a web page
+(:mod:`freebind.search.serve`). See docs/search.md."""
+
+from freebind.search.index import Hit, Index
+
+__all__ = ["Index", "Hit"]

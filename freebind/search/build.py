@@ -1,0 +1,99 @@
+"""Build or extend an index folder from ``freebind embed`` outputs (what ``freebind index``
+runs)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Mapping, Sequence
+
+from freebind.errors import UsageError
+from freebind.search.index import Index
+
+
+def embed_target(folder: Path) -> str:
+    """The target an embed folder names (``embed.json``'s ``target``: a space reference, or
+    a bundle's expression, which does not say where the bundle file is)."""
+    f = Path(folder) / "embed.json"
+    if not f.is_file():
+        raise UsageError(f"{folder}: no embed.json; give a folder written by `freebind embed`")
+    try:
+        meta = json.loads(f.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise UsageError(f"{f}: unreadable ({exc})") from None
+    return str(meta.get("target", ""))
+
+
+def build_index(embed_dirs: Sequence[os.PathLike], output: os.PathLike, *,
+                target: str | None = None, factors: Sequence[str] = (),
+                preset: str | None = None, exact_limit: int | None = None, store=None,
+                batch_size: int = 64, progress: bool = True,
+                space_options: Mapping | None = None) -> dict:
+    """Create ``output`` (or add the partitions it lacks) from ``embed_dirs``; returns the
+    report: rows per modality, how each is searched (exact, or HNSW with its recall@10)."""
+    output = Path(output)
+    dirs = [Path(d) for d in embed_dirs]
+    if not dirs:
+        raise UsageError("give at least one folder written by `freebind embed`")
+    for d in dirs:
+        embed_target(d)  # every folder checked before any work
+    if (output / "index.json").is_file():
+        if target or factors or preset:
+            raise UsageError(f"{output}: is an index already (its target and factors are "
+                             f"fixed); leave out --target/--factor/--preset to extend it")
+        index = Index.load(output, space_options=space_options, store=store)
+        if exact_limit is not None:
+            index.exact_limit = int(exact_limit)
+    else:
+        if output.exists() and (not output.is_dir() or any(output.iterdir())):
+            raise UsageError(f"{output}: exists and is not an index; choose a new folder")
+        ref = target or embed_target(dirs[0])
+        if not ref:
+            raise UsageError(f"{dirs[0]}: embed.json names no target; give target=BUNDLE")
+        try:
+            index = Index(ref, factors, preset, space_options=space_options, store=store,
+                          **({"exact_limit": int(exact_limit)} if exact_limit else {}))
+        except UsageError:
+            raise
+        except Exception as exc:  # an unknown space named by embed.json: say what to do
+            if target is None:
+                raise UsageError(f"{dirs[0]}: embedded with {ref!r}; give the bundle file "
+                                 f"it was embedded with as target (--target BUNDLE)") from None
+            raise exc
+    _check_faiss(index, dirs)
+    report = {"partitions": 0, "added": 0, "skipped": []}
+    for d in dirs:
+        r = index.add_embeddings(d, store=store, batch_size=batch_size, progress=progress)
+        for key in ("partitions", "added"):
+            report[key] += r[key]
+        report["skipped"] += r["skipped"]
+    if not index.items:
+        raise UsageError("nothing to index: the folders hold no finished partitions")
+    index.save(output, progress=progress)
+    info = index.info()
+    mods = {}
+    for m, rows in info["modalities"].items():
+        ann = info["approximate"].get(m)
+        if ann:
+            extra = ", ".join(f"{p} {v:.3f}" for p, v in ann["recall@10 by preset"].items())
+            search = f"HNSW, recall@10 {ann['recall@10']:.3f}" + (f" ({extra})" if extra else "")
+        else:
+            search = "exact"
+        mods[m] = {"rows": rows, "search": search,
+                   "recall@10": ann["recall@10"] if ann else 1.0}
+    return {"output": str(output), "target": index.ref, "expression": index.name,
+            "items": info["items"], "modalities": mods, **report}
+
+
+def _check_faiss(index: Index, dirs: list[Path]) -> None:
+    """Name a missing faiss before any work when a modality will pass the exact limit."""
+    rows = {m: b.rows for m, b in index.blocks.items()}
+    for d in dirs:
+        meta = json.loads((d / "embed.json").read_text(encoding="utf-8"))
+        for p in meta.get("partitions", []):
+            rows[p["modality"]] = rows.get(p["modality"], 0) + int(p.get("items", 0))
+    if any(n > index.exact_limit for n in rows.values()):
+        from freebind.search.index import _faiss
+
+        _faiss()

@@ -323,12 +323,20 @@ def _build(expression, audio, image, text, pools, output, cache_dir, seed, hyper
 
     no_pools = all(v is None for v in (audio, image, text, pools))
     if no_pools:
-        if not families or set(families) != {"mini"}:
-            raise PoolError("no pools given: pass --audio DIR, --image DIR, --text FILE or "
-                            "--pools FILE (default pools exist only when every space is a "
-                            "mini space)")
-        say("generating the default mini pools (once; cached)")
-        pools = default_mini_pools(store.root, mini_pool_size, progress=progress)
+        from freebind.defaults import POOLS_FILE, declared_pools
+        from freebind.spaces.weights import freebind_home
+
+        if families and set(families) == {"mini"}:
+            say("generating the default mini pools (once; cached)")
+            pools = default_mini_pools(store.root, mini_pool_size, progress=progress)
+        elif declared_pools() is not None:
+            pools = declared_pools()
+            say(f"pools: {pools}")
+        else:
+            raise PoolError(f"no pools given: pass audio/image/text pools or a pools file, or "
+                            f"declare them once in {freebind_home() / POOLS_FILE} "
+                            f'({{"audio": DIR, "image": DIR, "text": FILE}}); default pools '
+                            f"exist only when every space is a mini space")
     pool = resolve_pools(audio, image, text, pools)
     if not pool.modalities():
         raise PoolError("every pool is empty")
@@ -431,6 +439,9 @@ def _build(expression, audio, image, text, pools, output, cache_dir, seed, hyper
     if save:
         out = Path(output) if output is not None else default_output(plan.expression)
         fused.save(out)
+        from freebind.defaults import record_build
+
+        record_build(out, plan.expression)
         report.output = str(out)
     report.seconds["total"] = round(time.perf_counter() - t_start, 2)
     fused.build_report = report

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 import sys
 from typing import Any, Optional, Sequence
 
@@ -11,6 +10,7 @@ import typer
 from typer.core import TyperGroup
 
 from freebind.errors import FreebindError
+from freebind.vocab import PRECISIONS, parse_value  # noqa: F401  (re-exported)
 
 
 def console(stderr: bool = False):
@@ -56,13 +56,6 @@ def _default(obj):
 
 # --- loader options shared by the verbs that encode (embed, build, eval, tune) ---------------
 
-PRECISIONS = ("fp32", "fp16", "bf16")
-_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
-_INT = re.compile(r"[+-]?\d+\Z")
-_FLOAT = re.compile(r"[+-]?(\d+\.\d*|\.\d+|\d+)([eE][+-]?\d+)?\Z")
-_BOOLS = {"true": True, "yes": True, "on": True, "false": False, "no": False, "off": False}
-
-
 def device_option():
     return typer.Option(None, "--device", metavar="DEVICE",
                         help="Device the encoders run on (cpu, cuda, cuda:1, …; default "
@@ -81,52 +74,14 @@ def space_option_option():
                              "trust_remote_code=true, workers=4, …); repeatable.")
 
 
-def parse_value(text: str):
-    """``"4"`` → 4, ``"0.5"`` → 0.5, ``"true"``/``"no"`` → bool, anything else the string."""
-    if _INT.match(text):
-        return int(text)
-    if _FLOAT.match(text):
-        return float(text)
-    return _BOOLS.get(text.lower(), text)
-
-
 def parse_space_options(device: Optional[str] = None, precision: Optional[str] = None,
                   specs: Optional[Sequence[str]] = ()) -> dict:
     """The options for ``freebind.spaces.get(ref, **options)`` from ``--device``,
     ``--precision`` and ``--space-option KEY=VALUE`` (only what was given, so spaces
     fall back to their defaults and FREEBIND_* variables). Raises UsageError (exit 2)."""
-    from freebind.errors import UsageError
+    from freebind.vocab import merge_space_options, parse_key_values
 
-    out: dict = {}
-    for spec in specs or ():
-        key, eq, value = spec.partition("=")
-        key, value = key.strip(), value.strip()
-        if not eq or not key or not value:
-            raise UsageError(f"--space-option {spec!r}: expected KEY=VALUE "
-                             "(e.g. checkpoint=/path/model.pt, workers=4)")
-        if not _KEY.match(key):
-            raise UsageError(f"--space-option {spec!r}: {key!r} is not an option name "
-                             "(letters, digits, _)")
-        if key in out:
-            raise UsageError(f"--space-option {key}: given twice")
-        out[key] = parse_value(value)
-    for key, value, flag in (("device", device, "--device"),
-                             ("precision", precision, "--precision")):
-        if value is None:
-            continue
-        value = value.strip()
-        if not value:
-            raise UsageError(f"{flag}: empty value")
-        if key in out and str(out[key]) != value:
-            raise UsageError(f"{flag} {value} contradicts --space-option "
-                             f"{key}={out[key]}")
-        out[key] = value
-    if "device" in out and not isinstance(out["device"], str):
-        raise UsageError(f"device {out['device']!r}: expected a name like cpu, cuda or cuda:1")
-    if "precision" in out:
-        p = str(out["precision"]).lower()
-        if p not in PRECISIONS:
-            raise UsageError(f"--precision {out['precision']}: use one of "
-                             f"{', '.join(PRECISIONS)}")
-        out["precision"] = p
-    return out
+    return merge_space_options(parse_key_values(specs, what="--space-option"),
+                               device=device, precision=precision,
+                               names={"device": "--device", "precision": "--precision",
+                                      "options": "--space-option"})

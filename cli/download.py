@@ -14,7 +14,7 @@ def download(
 ) -> None:
     """Download weights (and tokenizer files) into FREEBIND_HOME; report where each is."""
     from freebind.errors import FreebindError
-    from freebind.spaces.weights import prefetch
+    from freebind.spaces import prefetch
 
     rows, failed = [], 0
     for ref in spaces:

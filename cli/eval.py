@@ -16,33 +16,11 @@ DEFAULT_OUTPUT = "results/{model}/{dataset}.json"
 
 
 def parse_options(specs: List[str]) -> dict:
-    """``--option key=value`` pairs for the suite loaders."""
-    from freebind.errors import UsageError
+    """``--option key=value`` pairs for the suite loaders (values stay strings)."""
+    from freebind.vocab import parse_key_values
 
-    out = {}
-    for s in specs or []:
-        key, eq, value = s.partition("=")
-        if not eq or not key.strip():
-            raise UsageError(f"--option {s!r}: expected KEY=VALUE (e.g. split=val)")
-        out[key.strip()] = value.strip()
-    return out
-
-
-def pair_data(suites: List[str], data: List[Path]) -> list[tuple[str, Path]]:
-    """One folder per suite, or one root holding a folder per suite (the mini layout)."""
-    from freebind.errors import UsageError
-
-    if not suites:
-        raise UsageError("give at least one --suite")
-    if not data:
-        raise UsageError("give --data DIR (the dataset folder)")
-    if len(data) == len(suites):
-        return list(zip(suites, data))
-    if len(data) == 1:
-        root = data[0]
-        return [(s, root / s if (root / s).is_dir() else root) for s in suites]
-    raise UsageError(f"{len(suites)} suites but {len(data)} --data folders: give one folder "
-                     "per suite, or one root with a folder per suite")
+    return parse_key_values(specs, "--option", convert=False, allow_empty=True,
+                            example="split=val")
 
 
 def eval_command(
@@ -76,48 +54,19 @@ def eval_command(
 
     Embeddings are cached (for a bundle: its base spaces' embeddings), so evaluating other
     factors or presets re-encodes nothing."""
-    from freebind.evaluate.runner import (
-        evaluate, load_target, output_path, record_evaluation, write_json,
-    )
-    from freebind.evaluate.suites import load_suite
-    from freebind.store import EmbeddingStore
+    from freebind.evaluate.api import evaluate
 
     space_opts = parse_space_options(device, precision, space_option)
-    options = parse_options(option)
-    pairs = pair_data(suite, data)
-    unused = [k for k in options if not any(k in _accepted(s) for s, _ in pairs)]
-    if unused:
-        from freebind.errors import UsageError
-
-        raise UsageError(f"--option {unused[0]}: no chosen suite takes it")
-    store = EmbeddingStore(cache)
     err = console(stderr=True)
-    loaded = [load_target(t, factor, preset, space_options=space_opts) for t in targets]
-    records = []
-    for name, folder in pairs:
-        opts = {k: v for k, v in options.items() if k in _accepted(name)}
-        evalset = load_suite(name, folder, **opts)
-        if evalset.missing:
-            err.print(f"[yellow]{name}: {len(evalset.missing)} of {evalset.listed} listed "
-                      f"files missing[/] (e.g. {evalset.missing[0]})")
-        for target in loaded:
-            rec = evaluate(target, evalset, store=store, batch_size=batch_size,
-                           progress=not as_json)
-            if output:
-                rec["path"] = str(write_json(output_path(output, rec), rec))
-            if record and target.is_bundle:
-                record_evaluation(target.ref.split("@", 1)[0], rec)
-            records.append(rec)
+    records = evaluate(targets, suite, data, factors=factor, preset=preset,
+                       suite_options=parse_options(option), output=output or None,
+                       record=record, cache_dir=cache, batch_size=batch_size,
+                       progress=not as_json, space_options=space_opts,
+                       warn=lambda line: err.print(f"[yellow]{line}[/]"))
     if as_json:
         print_json(records)
         return
-    _table(records, [s for s, _ in pairs])
-
-
-def _accepted(suite: str) -> tuple[str, ...]:
-    from freebind.evaluate.suites import info
-
-    return info(suite).options
+    _table(records, list(suite))
 
 
 def _table(records: list[dict], suites: list[str]) -> None:

@@ -37,50 +37,17 @@ def tune_command(
 ) -> None:
     """Switch bonds on/off (coarse), sweep factors (fine), draw the change of every task
     versus the base space, and store per-task and versatile presets in the bundle."""
-    import time
+    from freebind.evaluate.api import tune
+    from freebind_cli.eval import parse_options
 
-    from freebind.errors import UsageError
-    from freebind.evaluate.heatmap import draw
-    from freebind.evaluate.runner import load_target, store_presets, tune_target, write_json
-    from freebind.evaluate.suites import info
-    from freebind.evaluate.tuning import parse_grid
-    from freebind.store import EmbeddingStore
-    from freebind_cli.eval import pair_data, parse_options
-
-    space_opts = parse_space_options(device, precision, space_option)
-    grids = [parse_grid(g) for g in grid]
-    if len({k for k, _ in grids}) != len(grids):
-        raise UsageError("--grid: a key is given twice")
-    options = parse_options(option)
-    suites = [(s, folder, {k: v for k, v in options.items() if k in info(s).options})
-              for s, folder in pair_data(suite, data)]
-    unused = [k for k in options if not any(k in info(s).options for s, _, _ in suites)]
-    if unused:
-        raise UsageError(f"--option {unused[0]}: no chosen suite takes it")
-    target = load_target(str(bundle), space_options=space_opts)
-    t0 = time.perf_counter()
-    result, embedded = tune_target(target, suites, grids, store=EmbeddingStore(cache),
-                                   prefix=name, batch_size=batch_size, progress=not as_json)
-    seconds = time.perf_counter() - t0
-    out = out or Path("tune") / bundle.stem
-    figure = draw(result, out / "factor_analysis.png",
-                  title=f"{target.fused.name}: change vs {target.base_ref}")
-    summary = {"bundle": str(bundle), "expression": target.fused.name,
-               "suites": {s: str(f) for s, f, _ in suites}, "seconds": round(seconds, 2),
-               "points": len(result.coarse) + len(result.fine), "figure": str(figure),
-               **result.to_dict()}
-    write_json(out / "tune.json", summary)
-    if save:
-        store_presets(bundle, result.presets, {
-            "suites": sorted(summary["suites"]), "grid": summary["grid"],
-            "coarse_choice": result.coarse_choice, "presets": result.presets,
-            "base": result.base,
-            "best": {t: p.metrics[t] for t, p in result.best.items()},
-            "versatile": result.versatile.metrics})
+    result = tune(str(bundle), suite, data, grid, suite_options=parse_options(option),
+                  out=out, name=name, save=save, cache_dir=cache, batch_size=batch_size,
+                  progress=not as_json,
+                  space_options=parse_space_options(device, precision, space_option))
     if as_json:
-        print_json(summary)
+        print_json(result.summary)
         return
-    _report(result, summary, save)
+    _report(result, result.summary, save)
 
 
 def _report(result, summary: dict, saved: bool) -> None:

@@ -4,6 +4,10 @@ The curated API, imported lazily so ``import freebind`` stays cheap::
 
     freebind.plan("IB + d(InternVL) + c(CLAP_g, CLAP_m)")   # parse + compile
     fused = freebind.load("fused.safetensors")              # a FusedSpace
+    target = freebind.open("fused.safetensors@versatile")   # any target string
+    report = freebind.embed(target, ["media/"], output="out/")  # resumable partitions
+    records = freebind.evaluate(["mini:bind", target], ["audiocaps"], ["sets/"])
+    result = freebind.tune("fused.safetensors", ["audiocaps"], ["sets/"], ["a=0:1:0.1"])
     fused.fuse({"IB": {"audio": a}, "CLAP_g": {"audio": b}, ...}, factors=["a=0.8"])
 """
 
@@ -16,6 +20,13 @@ _LAZY = {
     "format": ("freebind.algebra", "format"),
     "plan": ("freebind.algebra", "plan"),
     "load": ("freebind.fused", "load"),
+    "open": ("freebind.target", "open"),
+    "Target": ("freebind.target", "Target"),
+    "embed": ("freebind.embed", "embed"),
+    "plan_embed": ("freebind.embed", "plan_embed"),
+    "EmbedReport": ("freebind.embed", "EmbedReport"),
+    "evaluate": ("freebind.evaluate", None),     # callable: freebind.evaluate.api.evaluate
+    "tune": ("freebind.evaluate.api", "tune"),
     "FusedSpace": ("freebind.fused", "FusedSpace"),
     "build": ("freebind.builder", "build"),
     "spaces": ("freebind.spaces", None),
@@ -23,6 +34,10 @@ _LAZY = {
 }
 
 __all__ = ["__version__", *_LAZY]
+
+
+def __dir__():
+    return sorted([*globals(), *_LAZY])
 
 
 def __getattr__(name: str):

@@ -25,6 +25,7 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
+from freebind.align import align
 from freebind.errors import UsageError
 
 POOL_MODALITIES = ("audio", "image", "text")
@@ -333,7 +334,8 @@ def _build(expression, audio, image, text, pools, output, cache_dir, seed, hyper
             pools = declared_pools()
             say(f"pools: {pools}")
         else:
-            raise PoolError(f"no pools given: pass audio/image/text pools or a pools file, or "
+            raise PoolError(f"no pools given: pass audio (a folder), image (a folder), text "
+                            f"(a file) or pools (a pools file), or "
                             f"declare them once in {freebind_home() / POOLS_FILE} "
                             f'({{"audio": DIR, "image": DIR, "text": FILE}}); default pools '
                             f"exist only when every space is a mini space")
@@ -363,12 +365,12 @@ def _build(expression, audio, image, text, pools, output, cache_dir, seed, hyper
                 if entry not in report.skipped:
                     report.skipped.append(entry)
             leaf_raw.setdefault(ref, {})[m] = (arr, idx)
-            kept[m] = idx if m not in kept else np.intersect1d(kept[m], idx)
-    leaf: dict[str, dict[str, np.ndarray]] = {}
-    for ref, mods in leaf_raw.items():
-        for m, (arr, idx) in mods.items():
-            rows = np.searchsorted(idx, kept[m])
-            leaf.setdefault(ref, {})[m] = arr if len(rows) == len(idx) else arr[rows]
+            kept[m] = idx
+    leaf: dict[str, dict[str, np.ndarray]] = {ref: {} for ref in leaf_raw}
+    for m in list(kept):  # only the items every space decoded, rows aligned across spaces
+        rows, kept[m] = align({ref: mods[m] for ref, mods in leaf_raw.items() if m in mods})
+        for ref, arr in rows.items():
+            leaf[ref][m] = arr
     for m, idx in kept.items():
         if len(idx) == 0:
             raise PoolError(f"no {m} pool item could be decoded")

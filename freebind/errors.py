@@ -54,3 +54,12 @@ class BundleError(FreebindError):
 
 class MediaError(FreebindError):
     """A media file cannot be decoded."""
+
+
+class EmbedSkipped(FreebindError):
+    """A strict embedding run skipped inputs; ``report`` is the run's report (everything
+    else was written)."""
+
+    def __init__(self, message: str, report=None):
+        super().__init__(message)
+        self.report = report

@@ -112,14 +112,33 @@ class FusedSpace:
         return inputs_needed(self.graph, modality, self.table)
 
     def encode(self, modality: str, items: Sequence, batch_size: int = 32, store=None,
-               progress: bool = False, **space_options):
+               progress: bool = False, on_error: str = "raise", **space_options):
         """Encode ``items`` with the base spaces this modality needs, then fuse.
 
         ``store`` (an embedding store with ``embed(space, modality, items, …)``) caches the
-        base embeddings; without one the spaces encode directly."""
+        base embeddings; without one the spaces encode directly. ``on_error="skip"`` drops
+        the items any base space cannot decode and returns ``(rows, kept)``: the fused rows
+        of the items kept and their indices in ``items`` (:mod:`freebind.align`)."""
         from freebind import spaces
+        from freebind.align import encode_aligned
 
-        inputs: dict[str, dict[str, object]] = {}
+        if on_error not in ("raise", "skip"):
+            raise ValueError("on_error must be 'raise' or 'skip'")
+        if on_error == "skip":
+            import torch
+
+            requests = [((ref, m), spaces.get(ref, **space_options), m)
+                        for ref, mods in self.inputs_needed(modality).items()
+                        for m in sorted(mods)]
+            got = encode_aligned(requests, items, store=store, batch_size=batch_size,
+                                 progress=progress)
+            if len(got.kept) == 0:
+                return torch.zeros((0, self.dim), dtype=torch.float32), got.kept
+            inputs: dict[str, dict[str, object]] = {}
+            for (ref, m), arr in got.rows.items():
+                inputs.setdefault(ref, {})[m] = arr
+            return self.fuse(inputs, modalities=[modality])[modality], got.kept
+        inputs = {}
         for ref, mods in self.inputs_needed(modality).items():
             space = spaces.get(ref, **space_options)
             for m in mods:

@@ -119,3 +119,23 @@ def test_full_size_vit_b32_round_trip(tmp_path, monkeypatch):
     monkeypatch.setenv("FREEBIND_HOME", str(tmp_path))
     space = openclip.load(None, arch="ViT-B-32", tag="laion2b_s34b_b79k")
     assert space.encode("text", ["a dog"]).shape == (1, 512)
+
+
+def test_decode_and_encode_halves_equal_encode(world, tmp_path):
+    """EncoderAdapter's two halves (decode one item; encode decoded inputs), as an engine
+    with a separate decoding stage runs them, give encode's rows; a bad file fails in the
+    decoding half with its path."""
+    from freebind.errors import MediaError
+
+    space = world["space"]
+    decoded = [space.decode_item("image", p) for p in world["images"]]
+    assert torch.allclose(space.encode_decoded("image", decoded),
+                          space.encode("image", world["images"]), atol=1e-6)
+    texts = ["a photo of a dog", "a siren"]
+    assert torch.allclose(space.encode_decoded("text", [space.decode_item("text", t)
+                                                        for t in texts]),
+                          space.encode("text", texts), atol=1e-6)
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"\x89PNG broken")
+    with pytest.raises(MediaError, match="bad.png"):
+        space.decode_item("image", bad)

@@ -21,79 +21,14 @@ import numpy as np
 
 from freebind.errors import UsageError
 from freebind.evaluate.suites import EvalSet, info as suite_info, load_suite
-
-
-@dataclass
-class Target:
-    """What ``eval``/``tune`` evaluate: a plain space or a fused bundle (with its view)."""
-
-    ref: str
-    label: str
-    space: Any = None                    # a loaded Space (plain targets)
-    fused: Any = None                    # a FusedSpace (bundles)
-    preset: str | None = None
-    factors: list[str] = field(default_factory=list)
-    #: loader options of every ``spaces.get`` for this target (device, precision, …)
-    space_options: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def is_bundle(self) -> bool:
-        return self.fused is not None
-
-    @property
-    def modalities(self) -> tuple[str, ...]:
-        if self.is_bundle:
-            return tuple(self.fused.modalities)
-        return tuple(self.space.modalities)
-
-    def leaf_refs(self, modality: str) -> list[str]:
-        """Base spaces whose ``modality`` embeddings fusing may read (any factors)."""
-        return [ref for ref, meta in self.fused.plan.spaces.items()
-                if modality in meta["modalities"]]
-
-    @property
-    def base_ref(self) -> str:
-        """The unified space a bundle starts from (the paper's "base space")."""
-        node = self.fused.graph
-        while node["op"] != "space":
-            node = node["base"]
-        return node["ref"]
-
-    def describe_factors(self, factors: Sequence[str] = (), preset: str | None = None) -> dict:
-        if not self.is_bundle:
-            return {}
-        view = self.fused.with_factors(*factors, preset=preset) if (factors or preset) \
-            else self.fused
-        return view.factors
-
-
-def is_bundle_ref(ref: str) -> bool:
-    return ref.split("@", 1)[0].endswith(".safetensors") or Path(ref.split("@", 1)[0]).is_file()
+from freebind.target import Target, is_bundle_ref, open as open_target  # noqa: F401
 
 
 def load_target(ref: str, factors: Sequence[str] = (), preset: str | None = None, *,
                 space_options: Mapping[str, Any] | None = None) -> Target:
-    """Resolve ``ref``; a bundle may carry a preset as ``path@preset``. ``space_options``
-    go to every ``spaces.get`` of the target (its base spaces, for a bundle)."""
-    options = dict(space_options or {})
-    if is_bundle_ref(ref):
-        from freebind.fused import load
-
-        path, _, inline = ref.partition("@")
-        if not Path(path).is_file():
-            raise UsageError(f"{path}: no such bundle file")
-        chosen = inline or preset
-        fused = load(path, factors=list(factors), preset=chosen)
-        label = Path(path).stem + (f"@{chosen}" if chosen else "")
-        if factors:
-            label += "[" + ",".join(factors) + "]"
-        return Target(ref, label, fused=fused, preset=chosen, factors=list(factors),
-                      space_options=options)
-    if factors or preset:
-        raise UsageError(f"{ref}: --factor/--preset apply to bundles; {ref} is a plain space")
-    from freebind import spaces
-
-    return Target(ref, ref, space=spaces.get(ref, **options), space_options=options)
+    """Resolve ``ref`` (:func:`freebind.target.open`); a bundle may carry a preset as
+    ``path@preset``. ``space_options`` go to every ``spaces.get`` of the target."""
+    return open_target(ref, factors, preset, space_options=space_options)
 
 
 def _store(store):
@@ -119,7 +54,7 @@ def embed_suite(target: Target, evalset: EvalSet, store=None, batch_size: int = 
                 progress: bool = True) -> Embedded:
     """Embed every input of ``evalset`` with the target's (base) spaces, through the cache.
     Undecodable items are dropped from the set and reported in its ``missing`` list."""
-    from freebind import spaces
+    from freebind.align import encode_aligned
 
     store = _store(store)
     before = getattr(store, "encoded", 0)
@@ -131,14 +66,12 @@ def embed_suite(target: Target, evalset: EvalSet, store=None, batch_size: int = 
     per_space: dict[str, dict[str, tuple[list, np.ndarray]]] = {}
     failed: dict[str, set] = {}
     for m, items in needed.items():
-        refs = target.leaf_refs(m) if target.is_bundle else [target.ref]
-        for ref in refs:
-            space = spaces.get(ref, **target.space_options) if target.is_bundle \
-                else target.space
-            arr, kept, failures = store.embed(space, m, items, batch_size=batch_size,
-                                              progress=progress, on_error="skip")
-            per_space.setdefault(ref, {})[m] = ([items[i] for i in kept], arr)
-            failed.setdefault(m, set()).update(items[f.index] for f in failures)
+        got = encode_aligned([(ref, target.base_space(ref), m) for ref in target.leaf_refs(m)],
+                             items, store=store, batch_size=batch_size, progress=progress)
+        kept_items = [items[i] for i in got.kept]
+        for ref, arr in got.rows.items():
+            per_space.setdefault(ref, {})[m] = (kept_items, arr)
+        failed.setdefault(m, set()).update(items[f.index] for _, f in got.all_failures)
     for m, bad in failed.items():
         evalset = evalset.drop_failed(m, bad)
     items = evalset.inputs()
@@ -235,7 +168,7 @@ def output_path(template: str, record: Mapping[str, Any]) -> Path:
     try:
         return Path(template.format(**fields))
     except (KeyError, IndexError, ValueError) as exc:
-        raise UsageError(f"--output {template!r}: unknown field {exc}; use {{dataset}}, "
+        raise UsageError(f"output template {template!r}: unknown field {exc}; use {{dataset}}, "
                          "{model}, {task}, {preset}") from None
 
 

@@ -36,7 +36,7 @@ def parse_grid(spec: str) -> tuple[str, list[float]]:
     key, eq, body = spec.partition("=")
     key = key.strip()
     if not eq or not key or not body.strip():
-        raise UsageError(f"--grid {spec!r}: expected KEY=START:STOP:STEP or KEY=V1,V2,…")
+        raise UsageError(f"grid {spec!r}: expected KEY=START:STOP:STEP or KEY=V1,V2,…")
     try:
         if ":" in body:
             parts = [float(x) for x in body.split(":")]
@@ -48,12 +48,12 @@ def parse_grid(spec: str) -> tuple[str, list[float]]:
         else:
             values = [float(x) for x in body.split(",")]
     except ValueError:
-        raise UsageError(f"--grid {spec!r}: values must be START:STOP:STEP with STEP > 0 and "
+        raise UsageError(f"grid {spec!r}: values must be START:STOP:STEP with STEP > 0 and "
                          "STOP ≥ START, or a comma-separated list") from None
     for v in values:
         ov = parse_override(f"{key}={v}")
         if ov.modality is None:
-            raise UsageError(f"--grid {spec!r}: {key!r} is not a factor (a, t, i, b2.a, …)")
+            raise UsageError(f"grid {spec!r}: {key!r} is not a factor (a, t, i, b2.a, …)")
     return key, values
 
 
@@ -101,6 +101,12 @@ class TuneResult:
     best: dict[str, Point]
     versatile: Point
     presets: dict[str, list[str]]
+    #: set by :func:`freebind.evaluate.api.tune`: what tune.json holds, the heatmap, the
+    #: tune.json file, whether the presets were stored in the bundle
+    summary: dict[str, Any] = field(default_factory=dict)
+    figure: Any = None
+    path: Any = None
+    saved: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         def pt(p: Point):

@@ -101,6 +101,34 @@ class MiniSpace:
             raise UsageError(f"{self.name} has no {modality!r} encoder "
                              f"(modalities: {', '.join(self.modalities)})")
 
+    # -- the two halves of encode (decode in one stage, encode in another) ----------------
+    def decode_item(self, modality: str, item):
+        """One file decoded to the tower's input (a 16 kHz clip, a uint8 image) or a text
+        checked to be a string; raises MediaError for a file that cannot be decoded."""
+        from freebind.mini.features import load_pixels, load_waves
+
+        self._require(modality)
+        if modality == "text":
+            if not isinstance(item, str):
+                raise UsageError(f"{self.name}: a text item must be a string")
+            return item
+        return (load_waves if modality == "audio" else load_pixels)([item])[0]
+
+    def encode_decoded(self, modality: str, inputs, batch_size: int = 256):
+        """Rows of inputs made by :meth:`decode_item`."""
+        import numpy as np
+        import torch
+
+        self._require(modality)
+        inputs = list(inputs)
+        if not inputs:
+            return torch.zeros((0, self.dim), dtype=torch.float32)
+        if modality == "text":
+            return self.embed_texts(inputs, batch_size)
+        stacked = np.stack(inputs)
+        return (self.embed_waves if modality == "audio" else self.embed_pixels)(stacked,
+                                                                                batch_size)
+
     # -- the Space protocol --------------------------------------------------------------
     def encode(self, modality: str, items: Sequence[Any], batch_size: int = 32):
         """Audio/image file paths or text strings -> float32 tensor [N, dim], unit rows."""

@@ -8,19 +8,23 @@ libraries are imported only when a space is loaded.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 from typing import Callable
 
 from freebind.errors import SpaceError
-from freebind.spaces.base import ALL_MODALITIES, POOL_MODALITIES, Space, SpaceInfo
+from freebind.spaces.base import Space, SpaceInfo, _resolve
+from freebind.vocab import ALL_MODALITIES, POOL_MODALITIES
 
 __all__ = ["Space", "SpaceInfo", "get", "info", "list", "names", "register",
-           "register_family", "suggest", "is_known", "ALL_MODALITIES", "POOL_MODALITIES"]
+           "register_family", "suggest", "is_known", "prefetch", "ALL_MODALITIES",
+           "POOL_MODALITIES"]
 
 _SPACES: dict[str, SpaceInfo] = {}
 _ALIASES: dict[str, str] = {}
-#: prefix -> resolver(spec_after_prefix, full_ref) -> SpaceInfo (raises SpaceError)
-_FAMILIES: dict[str, tuple[Callable[[str, str], SpaceInfo], str]] = {}
+#: prefix -> (resolver(spec_after_prefix, full_ref) -> SpaceInfo (raises SpaceError), or
+#: "module:function"; example; fetcher put on the entries it resolves)
+_FAMILIES: dict[str, tuple[Callable[[str, str], SpaceInfo] | str, str, object]] = {}
 _LOADED: dict[tuple, Space] = {}
 _catalog_loaded = False
 
@@ -35,17 +39,25 @@ def register(space: SpaceInfo, *, replace: bool = False) -> SpaceInfo:
     return space
 
 
-def register_family(prefix: str, resolver: Callable[[str, str], SpaceInfo],
-                    example: str = "") -> None:
-    """Register a resolver for references ``prefix:spec`` not registered by name."""
-    _FAMILIES[prefix] = (resolver, example)
+def register_family(prefix: str, resolver: Callable[[str, str], SpaceInfo] | str,
+                    example: str = "", fetcher=None) -> None:
+    """Register a resolver (a callable or ``"module:function"``, imported on first use) for
+    references ``prefix:spec`` not registered by name; ``fetcher`` is put on the entries it
+    resolves that name none (how ``freebind download`` fetches their weights)."""
+    _FAMILIES[prefix] = (resolver, example, fetcher)
 
 
 def _ensure_catalog() -> None:
     global _catalog_loaded
     if not _catalog_loaded:
         _catalog_loaded = True
-        from freebind.spaces import catalog  # noqa: F401  (registers the built-in spaces)
+        from freebind.spaces import catalog
+
+        for space in catalog.SPACES:
+            if space.name not in _SPACES:
+                register(space)
+        for prefix, resolver, example, fetcher in catalog.FAMILIES:
+            _FAMILIES.setdefault(prefix, (resolver, example, fetcher))
 
 
 def is_known(ref: str) -> bool:
@@ -64,7 +76,11 @@ def info(ref: str) -> SpaceInfo:
         return _SPACES[_ALIASES[ref]]
     prefix, sep, rest = ref.partition(":")
     if sep and prefix in _FAMILIES:
-        return _FAMILIES[prefix][0](rest, ref)
+        resolver, _, fetcher = _FAMILIES[prefix]
+        found = _resolve(resolver)(rest, ref)
+        if fetcher is not None and found.fetcher is None:
+            found = dataclasses.replace(found, fetcher=fetcher)
+        return found
     hint = suggest(ref)
     raise SpaceError(f"unknown space {ref!r}" + (f"; did you mean {', '.join(hint)}?" if hint
                                                    else "; see `freebind spaces`"))
@@ -77,6 +93,13 @@ def get(ref: str, **options) -> Space:
     if key not in _LOADED:
         _LOADED[key] = meta.load(**options)
     return _LOADED[key]
+
+
+def prefetch(ref: str) -> list:
+    """Make every file space ``ref`` needs local (downloading when online); return paths.
+    Nothing is built or loaded: only files are resolved, as the adapters would (through
+    the fetcher on the space's registry entry)."""
+    return info(ref).fetch()
 
 
 def list() -> list[SpaceInfo]:  # noqa: A001  (mirrors open_clip.list_models)

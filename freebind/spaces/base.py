@@ -1,4 +1,5 @@
-"""The Space protocol (DESIGN §4) and the static description of a space.
+"""The Space protocol and the static description of a space (docs/architecture.md,
+"Interfaces").
 
 A :class:`SpaceInfo` is cheap: it names a space, its family, modalities and dimension, and
 knows how to load the encoder. Nothing heavy is imported until :meth:`SpaceInfo.load`.
@@ -10,10 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol, Sequence, runtime_checkable
 
-#: Modalities that unpaired pools (and the mini world) provide.
-POOL_MODALITIES = ("audio", "image", "text")
-#: Every modality name freebind knows, in canonical order.
-ALL_MODALITIES = ("audio", "image", "text", "video", "depth", "thermal", "imu")
+from freebind.vocab import ALL_MODALITIES, POOL_MODALITIES  # noqa: F401  (re-exported)
 
 
 @runtime_checkable
@@ -55,6 +53,9 @@ class SpaceInfo:
                                                                  repr=False)
     #: Options passed to the loader (for instance a checkpoint name).
     options: tuple[tuple[str, Any], ...] = ()
+    #: ``fetcher(info) -> [Path]`` makes the weights local (``freebind download``), or
+    #: ``"module:function"``; None: the checker's detail is the only file.
+    fetcher: Callable[..., Any] | str | None = field(default=None, compare=False, repr=False)
 
     def check(self) -> tuple[bool, str]:
         if self.checker is None:
@@ -70,6 +71,21 @@ class SpaceInfo:
         merged = dict(self.options)
         merged.update(options)
         return _resolve(self.loader)(self, **merged)
+
+
+    def fetch(self) -> list:
+        """Make every file this space needs local (downloading when allowed); the paths.
+        Nothing is built or loaded."""
+        from pathlib import Path
+
+        from freebind.errors import SpaceError
+
+        if self.fetcher is not None:
+            return list(_resolve(self.fetcher)(self))
+        ok, detail = self.check()
+        if not ok:
+            raise SpaceError(f"{self.name}: {detail}")
+        return [Path(detail)] if detail and Path(detail).exists() else []
 
 
 def _resolve(target):

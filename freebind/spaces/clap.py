@@ -29,6 +29,7 @@ from typing import Sequence
 
 from freebind.errors import SpaceError
 from freebind.spaces import compat, weights
+from freebind.spaces.adapter import EncoderAdapter
 
 HF_REPO = "lukewys/laion_clap"
 ORIGIN = "the LAION-CLAP release (huggingface.co/lukewys/laion_clap)"
@@ -234,7 +235,7 @@ def build_model(amodel: str, fusion: bool, fusion_type: str = "aff_2d",
     return model, cfg
 
 
-class ClapSpace(compat.BatchedSpace):
+class ClapSpace(EncoderAdapter):
     """A loaded LAION-CLAP model implementing the Space protocol."""
 
     family = "clap"
@@ -334,7 +335,7 @@ class ClapSpace(compat.BatchedSpace):
         emb = self.model.encode_audio(batch, device=self.device)["embedding"]
         return self.model.audio_projection(emb).float()
 
-    # --- encode hooks (compat.BatchedSpace) ------------------------------------------------
+    # --- encode hooks (EncoderAdapter) ------------------------------------------------
     def _before_encode(self, modality: str) -> None:
         if modality == "text":
             self.tokenizer()  # fail before any work when the tokenizer is unusable

@@ -37,6 +37,7 @@ from typing import Sequence
 
 from freebind.errors import SpaceError
 from freebind.spaces import compat, weights
+from freebind.spaces.adapter import EncoderAdapter
 
 CHECKPOINT = "imagebind_huge.pth"
 URL = "https://dl.fbaipublicfiles.com/imagebind/imagebind_huge.pth"
@@ -89,7 +90,7 @@ def load(info=None, checkpoint: str | None = None, device: str | None = None,
                           batch_size=batch_size, arch=arch, workers=workers)
 
 
-class ImageBindSpace(compat.BatchedSpace):
+class ImageBindSpace(EncoderAdapter):
     """A loaded ImageBind model implementing the Space protocol."""
 
     family = "imagebind"
@@ -180,7 +181,7 @@ class ImageBindSpace(compat.BatchedSpace):
         out = self.model({key: inputs.to(self.device)})[key]
         return out.float()
 
-    def _per_item(self, modality: str):  # the encode hook of compat.BatchedSpace
+    def _per_item(self, modality: str):  # the encode hook of EncoderAdapter
         return None if modality == "text" else (lambda x: self.prepare_item(modality, x))
 
     def __repr__(self) -> str:

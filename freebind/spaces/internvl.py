@@ -25,6 +25,7 @@ from typing import Sequence
 
 from freebind.errors import SpaceError
 from freebind.spaces import compat, weights
+from freebind.spaces.adapter import EncoderAdapter
 
 REPO = "OpenGVLab/InternVL-14B-224px"
 TEXT_PREFIX = "summarize:"
@@ -107,7 +108,7 @@ def _resolve_folder(checkpoint: str | None, download: bool) -> Path:
         raise SpaceError(wf.missing_message(f"download failed: {str(exc)[:160]}")) from None
 
 
-class InternVLSpace(compat.BatchedSpace):
+class InternVLSpace(EncoderAdapter):
     family = "internvl"
 
     def __init__(self, folder, name: str = "InternVL", device: str | None = None,
@@ -169,7 +170,7 @@ class InternVLSpace(compat.BatchedSpace):
             return self.model.encode_image(inputs.to(self.dtype), mode="InternVL-C").float()
         return self.model.encode_text(inputs).float()
 
-    def _per_item(self, modality: str):  # the encode hook of compat.BatchedSpace
+    def _per_item(self, modality: str):  # the encode hook of EncoderAdapter
         if modality == "text":
             return None
         from freebind import media

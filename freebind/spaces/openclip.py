@@ -22,6 +22,7 @@ from typing import Sequence
 
 from freebind.errors import SpaceError
 from freebind.spaces import compat, weights
+from freebind.spaces.adapter import EncoderAdapter
 
 HF_NAMES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
 PREPROCESS_VERSION = "openclip-pre-1"
@@ -188,7 +189,7 @@ def load(info=None, arch: str | None = None, tag: str | None = None,
                          workers=workers)
 
 
-class OpenClipSpace(compat.BatchedSpace):
+class OpenClipSpace(EncoderAdapter):
     """A loaded OpenCLIP model implementing the Space protocol."""
 
     family = "open_clip"
@@ -274,7 +275,7 @@ class OpenClipSpace(compat.BatchedSpace):
             return self.model.encode_image(inputs.to(self.dtype)).float()
         return self.model.encode_text(inputs).float()
 
-    # --- encode hooks (compat.BatchedSpace) ------------------------------------------------
+    # --- encode hooks (EncoderAdapter) ------------------------------------------------
     def _before_encode(self, modality: str) -> None:
         if modality == "text":
             self.tokenizer()

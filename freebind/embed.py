@@ -1,0 +1,567 @@
+"""Embed files and texts with a space or a fused bundle into partitions that embedding tools
+read (the clip-retrieval / embedding-reader layout)::
+
+    OUT/<modality>_emb/<modality>_emb_<k>.npy     float32 [rows, dim] (float16 with fp16)
+    OUT/metadata/metadata_<k>.parquet             path, modality, row — in row order
+    OUT/skipped/skipped_<k>.jsonl                  items of partition k that were skipped
+    OUT/embed.json                                 the run: target, factors, partitions, report
+
+The unit of work is a :class:`Shard`: the items of one modality that make partition ``k``
+(numbers run across modalities, so ``metadata_<k>`` describes exactly the rows of the one
+``*_emb_<k>.npy``). :func:`plan_embed` turns the inputs into an :class:`EmbedPlan` (the
+target, the options, the output folder and the shards; deterministic, JSON-serialisable so
+a remote worker can rebuild it); :func:`run_shard` encodes one shard through the embedding
+store and writes its partition atomically and idempotently (:func:`write_shard` is the
+write half alone, for an engine that computed the rows elsewhere); :func:`finish` writes
+the report. :func:`embed` does all of it in process (the ``"local"`` engine); other
+engines register with :func:`register_engine`. See docs/architecture.md ("Embedding").
+
+Re-running the same call resumes: finished partitions are kept, cached base embeddings
+reused, so a killed run recomputes at most one store shard. Unreadable, truncated or
+mislabelled files are reported (path and reason) and skipped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import types
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+from freebind.atomic import atomic_write
+from freebind.errors import UsageError
+from freebind.vocab import ALL_MODALITIES
+
+#: output order of the modalities (and of the partition numbers)
+MODALITY_ORDER = ALL_MODALITIES
+METADATA_FORMATS = ("parquet", "jsonl")
+MANIFEST = "embed.json"
+
+
+# --- the plan -----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Shard:
+    """The items of one modality that make partition ``index``.
+
+    ``items`` are file paths or texts (what the encoders read); ``sources`` say where each
+    came from (the path, or ``FILE:LINE`` for a line of a texts file) and become the
+    metadata's ``path`` column; ``failed`` are ``(source, reason)`` pairs of inputs that
+    failed before encoding (a text file that cannot be read); ``digest`` identifies the
+    shard's inputs in the manifest."""
+
+    index: int
+    modality: str
+    items: tuple[str, ...]
+    sources: tuple[str, ...] = ()
+    failed: tuple[tuple[str, str], ...] = ()
+    digest: str = ""
+
+    def __post_init__(self):
+        if not self.sources:
+            object.__setattr__(self, "sources", tuple(self.items))
+        if len(self.sources) != len(self.items):
+            raise ValueError("a shard needs one source per item")
+
+    def to_dict(self) -> dict:
+        return {"index": self.index, "modality": self.modality, "items": list(self.items),
+                "sources": list(self.sources), "failed": [list(f) for f in self.failed],
+                "digest": self.digest}
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> "Shard":
+        return cls(int(d["index"]), str(d["modality"]), tuple(d["items"]),
+                   tuple(d.get("sources") or d["items"]),
+                   tuple((str(s), str(r)) for s, r in d.get("failed", ())),
+                   str(d.get("digest", "")))
+
+
+@dataclass(frozen=True)
+class EmbedOptions:
+    """What a run is, beyond its target and inputs (see :func:`plan_embed`)."""
+
+    factors: tuple[str, ...] = ()
+    preset: str | None = None
+    fp16: bool = False
+    as_modality: str | None = None
+    space_options: Mapping[str, Any] = field(default_factory=dict)
+    partition_size: int = 100_000
+    batch_size: int = 64
+    shard_size: int = 2048
+    cache_dir: str | None = None
+    metadata: str = "parquet"
+    strict: bool = False
+    progress: bool = True
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["factors"] = list(self.factors)
+        d["space_options"] = dict(self.space_options)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> "EmbedOptions":
+        d = dict(d)
+        d["factors"] = tuple(d.get("factors", ()))
+        d["space_options"] = dict(d.get("space_options") or {})
+        return cls(**d)
+
+
+@dataclass
+class EmbedPlan:
+    """Target reference, options, output folder and shards of one run, with the target's
+    identity (name, dim, fingerprint) and the inputs skipped while planning."""
+
+    target: str
+    output: str
+    options: EmbedOptions
+    shards: tuple[Shard, ...]
+    name: str = ""
+    dim: int = 0
+    fingerprint: str = ""
+    counts: Mapping[str, int] = field(default_factory=dict)   # inputs found per modality
+    skipped: tuple[Mapping[str, str], ...] = ()               # skipped while planning
+    _target: Any = field(default=None, repr=False, compare=False)
+
+    @property
+    def dtype(self) -> str:
+        return "float16" if self.options.fp16 else "float32"
+
+    def manifest(self) -> dict:
+        """The part of embed.json that identifies the run (a rerun must match it)."""
+        return {"target": self.name, "fingerprint": self.fingerprint, "dim": self.dim,
+                "dtype": self.dtype, "metadata": self.options.metadata,
+                "partitions": [{"k": s.index, "modality": s.modality,
+                                "items": len(s.items) + len(s.failed), "sources": s.digest}
+                               for s in self.shards]}
+
+    def to_dict(self) -> dict:
+        return {"target": self.target, "output": self.output,
+                "options": self.options.to_dict(), "name": self.name, "dim": self.dim,
+                "fingerprint": self.fingerprint, "counts": dict(self.counts),
+                "skipped": [dict(s) for s in self.skipped],
+                "shards": [s.to_dict() for s in self.shards]}
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> "EmbedPlan":
+        return cls(str(d["target"]), str(d["output"]), EmbedOptions.from_dict(d["options"]),
+                   tuple(Shard.from_dict(s) for s in d["shards"]), str(d.get("name", "")),
+                   int(d.get("dim", 0)), str(d.get("fingerprint", "")),
+                   dict(d.get("counts", {})), tuple(dict(s) for s in d.get("skipped", ())))
+
+    def open_target(self):
+        """The resolved target (:func:`freebind.open`), loaded once per plan object."""
+        if self._target is None:
+            from freebind.target import open as open_target
+
+            tgt = open_target(self.target, self.options.factors, self.options.preset,
+                              space_options=self.options.space_options)
+            if self.fingerprint and tgt.fingerprint != self.fingerprint:
+                raise UsageError(f"{self.target}: resolves to fingerprint {tgt.fingerprint} "
+                                 f"here, but the plan was made for {self.fingerprint}")
+            self._target = tgt
+        return self._target
+
+    def open_store(self):
+        from freebind.store import EmbeddingStore
+
+        return EmbeddingStore(self.options.cache_dir, shard_size=self.options.shard_size)
+
+
+def _collect(paths: Sequence, texts, as_modality: str | None):
+    """``{modality: [(source, item or MediaError)]}``: files by extension (``as_modality``:
+    every file given or found in a folder given); a text file is one text (its content);
+    ``texts`` gives one text per line, sourced ``FILE:LINE``."""
+    from freebind.errors import MediaError
+    from freebind.media import discover, read_texts
+
+    found = discover(paths, as_modality=as_modality) if paths else {}
+    out: dict[str, list[tuple[str, object]]] = {m: [] for m in MODALITY_ORDER}
+    for m, files in found.items():
+        if m != "text":
+            out[m] = [(str(p), str(p)) for p in files]
+            continue
+        for p in files:
+            try:
+                content = p.read_text(encoding="utf-8").strip()
+            except (OSError, UnicodeDecodeError) as exc:
+                out["text"].append((str(p), MediaError(f"{p}: cannot read text ({exc})")))
+                continue
+            out["text"].append((str(p), content))
+    if texts is not None:
+        lines = read_texts(texts)
+        out["text"] += [(f"{texts}:{i + 1}", t) for i, t in enumerate(lines)]
+    return {m: v for m, v in out.items() if v}
+
+
+def plan_embed(target, paths: Iterable = (), texts=None, output=None, *,
+               factors: Sequence[str] | str = (), preset: str | None = None,
+               fp16: bool = False, as_modality: str | None = None,
+               space_options: Mapping[str, Any] | None = None, device: str | None = None,
+               precision: str | None = None, partition_size: int = 100_000,
+               batch_size: int = 64, shard_size: int = 2048, cache_dir=None,
+               metadata: str = "parquet", strict: bool = False,
+               progress: bool = True) -> EmbedPlan:
+    """The shards of embedding ``paths`` (files or folders) and ``texts`` (a file, one text
+    per line) with ``target`` (see :func:`freebind.open`) into ``output``.
+
+    ``as_modality`` makes every file of ``paths`` that modality (depth, thermal, imu, …)
+    instead of telling it by extension; ``space_options`` (and ``device``, ``precision``)
+    go to every ``spaces.get``; ``metadata`` is ``"parquet"`` or ``"jsonl"``. Reads the
+    inputs and resolves the target; writes nothing."""
+    from freebind.vocab import merge_space_options
+
+    if output is None:
+        raise UsageError("output: the folder to write the partitions to is required")
+    if int(partition_size) < 1:
+        raise UsageError(f"partition_size={partition_size}: must be at least 1")
+    if int(batch_size) < 1:
+        raise UsageError(f"batch_size={batch_size}: must be at least 1")
+    if int(shard_size) < 1:
+        raise UsageError(f"shard_size={shard_size}: must be at least 1")
+    fmt = str(metadata).lower()
+    if fmt not in METADATA_FORMATS:
+        raise UsageError(f"metadata={metadata!r}: use parquet or jsonl")
+    if fmt == "parquet":
+        try:
+            import pyarrow  # noqa: F401
+        except ImportError:
+            raise UsageError("parquet metadata needs pyarrow (pip install pyarrow), or use "
+                             "jsonl metadata") from None
+    if as_modality is not None:
+        as_modality = as_modality.lower()
+        if as_modality not in MODALITY_ORDER:
+            raise UsageError(f"as_modality={as_modality!r}: unknown modality; use one of "
+                             f"{', '.join(MODALITY_ORDER)}")
+    if isinstance(factors, str):
+        factors = [factors]
+    options = EmbedOptions(
+        factors=tuple(str(f) for f in factors or ()), preset=preset, fp16=bool(fp16),
+        as_modality=as_modality,
+        space_options=merge_space_options(space_options, device=device, precision=precision),
+        partition_size=int(partition_size), batch_size=int(batch_size),
+        shard_size=int(shard_size), cache_dir=None if cache_dir is None else str(cache_dir),
+        metadata=fmt, strict=bool(strict), progress=bool(progress))
+
+    given = None
+    from freebind.target import Target
+
+    if isinstance(target, Target):  # a resolved target: its reference and options
+        given = target
+        options = replace(options, factors=options.factors or tuple(target.factors),
+                          preset=options.preset or target.preset,
+                          space_options=options.space_options or dict(target.space_options))
+        target = target.ref
+    paths = [Path(p) for p in ([paths] if isinstance(paths, (str, os.PathLike)) else paths)]
+    items = _collect(paths, texts, as_modality)
+    if not items:
+        raise UsageError("nothing to embed: no files found" if as_modality else
+                         "nothing to embed: no audio, image, video or text files found "
+                         "(by extension), and no texts")
+    plan = EmbedPlan(os.fspath(target), str(output), options, (), _target=given)
+    tgt = plan.open_target()
+    skipped: list[dict] = []
+    shards: list[Shard] = []
+    for m in MODALITY_ORDER:
+        if m not in items:
+            continue
+        if m not in tgt.modalities:
+            skipped += [{"path": s, "reason": f"{tgt.name} has no {m} modality"}
+                        for s, _ in items[m]]
+            continue
+        entries = items[m]
+        for start in range(0, len(entries), options.partition_size):
+            part = entries[start:start + options.partition_size]
+            digest = hashlib.sha256("\n".join(s for s, _ in part).encode()).hexdigest()[:16]
+            good = [(s, it) for s, it in part if not isinstance(it, Exception)]
+            failed = tuple((s, _reason(str(it), s)) for s, it in part
+                           if isinstance(it, Exception))
+            shards.append(Shard(len(shards), m, tuple(str(it) for _, it in good),
+                                tuple(s for s, _ in good), failed, digest))
+    return replace(plan, shards=tuple(shards), name=tgt.name, dim=tgt.dim,
+                   fingerprint=tgt.fingerprint, counts={m: len(v) for m, v in items.items()},
+                   skipped=tuple(skipped), _target=tgt)
+
+
+def _reason(msg: str, source: str) -> str:
+    prefix = f"{source}: "
+    return msg[len(prefix):] if msg.startswith(prefix) else msg
+
+
+# --- the output folder --------------------------------------------------------------------
+
+def shard_files(plan: EmbedPlan, shard: Shard) -> dict[str, Path]:
+    """Where partition ``shard.index`` lives: ``embeddings``, ``metadata``, ``skipped``."""
+    out, m, k = Path(plan.output), shard.modality, shard.index
+    ext = "parquet" if plan.options.metadata == "parquet" else "jsonl"
+    return {"embeddings": out / f"{m}_emb" / f"{m}_emb_{k}.npy",
+            "metadata": out / "metadata" / f"metadata_{k}.{ext}",
+            "skipped": out / "skipped" / f"skipped_{k}.jsonl"}
+
+
+def begin(plan: EmbedPlan) -> None:
+    """Check that ``plan.output`` is empty or holds this same run, and write its manifest.
+    Idempotent; :func:`write_shard` calls it when the manifest is missing."""
+    output = Path(plan.output)
+    manifest = plan.manifest()
+    mpath = output / MANIFEST
+    if not mpath.is_file():
+        output.mkdir(parents=True, exist_ok=True)
+        others = [p for p in output.iterdir() if p.name != MANIFEST
+                  and not p.name.startswith(f".{MANIFEST}")]
+        if others and not mpath.is_file():
+            raise UsageError(f"{output}: folder is not empty and has no {MANIFEST}; "
+                             f"choose an empty folder")
+        if not mpath.is_file():
+            text = json.dumps(manifest, indent=1)
+            atomic_write(mpath, lambda tmp: Path(tmp).write_text(text))
+            return
+    try:
+        old = json.loads(mpath.read_text())
+    except ValueError:
+        old = None
+    if isinstance(old, dict):
+        old.pop("report", None)
+    if old != manifest:
+        raise UsageError(f"{output}: holds embeddings of another run (different target, "
+                         f"factors, files or options); choose an empty folder")
+
+
+def shard_done(plan: EmbedPlan, shard: Shard) -> bool:
+    """Whether partition ``shard.index`` is complete on disk."""
+    return all(p.is_file() for p in shard_files(plan, shard).values())
+
+
+@dataclass
+class ShardResult:
+    """One partition: its rows, what was skipped (``{"path", "reason"}``) and whether this
+    call wrote it (False: kept from an earlier run)."""
+
+    index: int
+    modality: str
+    rows: int
+    skipped: list[dict]
+    written: bool
+    files: dict[str, str]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def read_shard(plan: EmbedPlan, shard: Shard) -> ShardResult:
+    """The result of a partition already on disk."""
+    import numpy as np
+
+    files = shard_files(plan, shard)
+    rows = int(np.load(files["embeddings"], mmap_mode="r").shape[0])
+    skipped = [json.loads(line) for line in files["skipped"].read_text().splitlines()
+               if line.strip()]
+    return ShardResult(shard.index, shard.modality, rows, skipped, False,
+                       {k: str(v) for k, v in files.items()})
+
+
+def run_shard(plan: EmbedPlan, shard: Shard, target=None, store=None) -> ShardResult:
+    """Encode ``shard`` through the embedding store and write its partition (or read it
+    back when it is already complete). ``target``/``store`` default to the plan's."""
+    if shard_done(plan, shard):
+        return read_shard(plan, shard)
+    target = target if target is not None else plan.open_target()
+    store = store if store is not None else plan.open_store()
+    rows, kept, failures = target.embed(shard.modality, list(shard.items), store=store,
+                                        batch_size=plan.options.batch_size,
+                                        progress=plan.options.progress)
+    return write_shard(plan, shard, rows, kept, failures)
+
+
+def _failure(f) -> tuple[int, str]:
+    if isinstance(f, Mapping):
+        return int(f["index"]), str(f["reason"])
+    if isinstance(f, (tuple, list)):
+        return int(f[0]), str(f[1])
+    return int(f.index), str(f.reason)
+
+
+def write_shard(plan: EmbedPlan, shard: Shard, rows, kept, failures=()) -> ShardResult:
+    """Write partition ``shard.index`` from ``rows`` ``[len(kept), dim]`` (the embeddings of
+    ``shard.items[i]`` for ``i`` in ``kept``, in that order) and ``failures`` (records with
+    ``index`` into ``shard.items`` and ``reason``, or ``(index, reason)`` pairs). Atomic
+    per file, the embeddings last (their presence marks the partition complete); the same
+    inputs always give the same bytes."""
+    import numpy as np
+
+    if not (Path(plan.output) / MANIFEST).is_file():
+        begin(plan)
+    files = shard_files(plan, shard)
+    kept = [int(i) for i in np.asarray(kept, dtype=np.int64).tolist()]
+    arr = np.ascontiguousarray(np.asarray(rows),
+                               dtype=np.float16 if plan.options.fp16 else np.float32)
+    if arr.ndim != 2 or arr.shape[0] != len(kept) or (len(kept) and arr.shape[1] != plan.dim):
+        raise UsageError(f"partition {shard.index}: rows of shape {tuple(arr.shape)} do not "
+                         f"match {len(kept)} kept items of dim {plan.dim}")
+    if arr.shape[0] == 0:
+        arr = np.zeros((0, plan.dim), dtype=arr.dtype)
+    meta = [{"path": shard.sources[i], "modality": shard.modality, "row": r}
+            for r, i in enumerate(kept)]
+    fails = sorted(_failure(f) for f in failures)
+    skipped = [{"path": s, "reason": r} for s, r in shard.failed] + \
+        [{"path": shard.sources[i], "reason": r} for i, r in fails]
+    _write_metadata(files["metadata"], meta, plan.options.metadata)
+    text = "".join(json.dumps(x) + "\n" for x in skipped)
+    atomic_write(files["skipped"], lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    _write_npy(files["embeddings"], arr)  # last: its presence marks the partition complete
+    return ShardResult(shard.index, shard.modality, len(meta), skipped, True,
+                       {k: str(v) for k, v in files.items()})
+
+
+def _write_npy(path: Path, arr) -> None:
+    import numpy as np
+
+    def w(tmp):
+        with open(tmp, "wb") as fh:
+            np.save(fh, arr)
+
+    atomic_write(path, w)
+
+
+def _write_metadata(path: Path, rows: list[dict], fmt: str) -> None:
+    if fmt == "parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        table = pa.table({"path": pa.array([r["path"] for r in rows], type=pa.string()),
+                          "modality": pa.array([r["modality"] for r in rows],
+                                               type=pa.string()),
+                          "row": pa.array([r["row"] for r in rows], type=pa.int64())})
+        atomic_write(path, lambda tmp: pq.write_table(table, tmp))
+    else:
+        text = "".join(json.dumps(r) + "\n" for r in rows)
+        atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+
+
+# --- the report ---------------------------------------------------------------------------
+
+@dataclass
+class EmbedReport:
+    """What a run did: per modality the inputs found, rows written, partitions, items kept
+    and skipped; every skipped input with its reason; where each partition's rows came
+    from (its metadata file lists the source of every row)."""
+
+    target: str
+    output: str
+    dim: int
+    dtype: str
+    partitions: int
+    written: int
+    reused: int
+    rows: int
+    skipped: list[dict]
+    counts: dict[str, int]
+    modalities: dict[str, dict[str, int]]
+    shards: list[dict]
+
+    @property
+    def ok(self) -> bool:
+        return not self.skipped
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def finish(plan: EmbedPlan, results: Sequence[ShardResult]) -> EmbedReport:
+    """The run's report from every shard's result; written into ``embed.json``."""
+    by_index = {r.index: r for r in results}
+    missing = [s.index for s in plan.shards if s.index not in by_index]
+    if missing:
+        raise UsageError(f"{plan.output}: no result for partition(s) "
+                         f"{', '.join(map(str, missing[:5]))}")
+    ordered = [by_index[s.index] for s in plan.shards]
+    skipped = [dict(s) for s in plan.skipped] + [x for r in ordered for x in r.skipped]
+    per: dict[str, dict[str, int]] = {}
+    for m, n in plan.counts.items():
+        per[m] = {"files": int(n), "rows": 0, "partitions": 0, "kept": 0, "skipped": 0}
+    for s in plan.skipped:
+        for m, st in per.items():
+            if s["reason"].endswith(f" has no {m} modality"):
+                st["skipped"] += 1
+    for r in ordered:
+        st = per[r.modality]
+        st["rows"] += r.rows
+        st["kept"] += r.rows
+        st["partitions"] += 1
+        st["skipped"] += len(r.skipped)
+    out = Path(plan.output)
+    shards = [{"k": r.index, "modality": r.modality, "rows": r.rows,
+               "embeddings": os.path.relpath(r.files["embeddings"], out),
+               "metadata": os.path.relpath(r.files["metadata"], out),
+               "skipped": len(r.skipped)} for r in ordered]
+    report = EmbedReport(plan.name, plan.output, plan.dim, plan.dtype, len(plan.shards),
+                         sum(r.written for r in ordered), sum(not r.written for r in ordered),
+                         sum(r.rows for r in ordered), skipped, dict(plan.counts), per, shards)
+    data = {**plan.manifest(), "report": {k: v for k, v in report.to_dict().items()
+                                          if k not in ("output",)}}
+    text = json.dumps(data, indent=1)
+    atomic_write(out / MANIFEST, lambda tmp: Path(tmp).write_text(text))
+    return report
+
+
+# --- engines ------------------------------------------------------------------------------
+
+def run_local(plan: EmbedPlan, target=None, store=None) -> list[ShardResult]:
+    """The in-process engine: every shard in order, one target and one store."""
+    todo = [s for s in plan.shards if not shard_done(plan, s)]
+    if todo:
+        target = target if target is not None else plan.open_target()
+        store = store if store is not None else plan.open_store()
+    return [run_shard(plan, s, target, store) for s in plan.shards]
+
+
+#: name -> runner(plan, **engine_options) -> [ShardResult]
+ENGINES: dict[str, Callable[..., list[ShardResult]]] = {"local": run_local}
+
+
+def register_engine(name: str, runner: Callable[..., list[ShardResult]]) -> None:
+    """Make ``embed(..., engine=name)`` run the plan with ``runner(plan, **options)``."""
+    ENGINES[name] = runner
+
+
+def embed(target, paths: Iterable = (), texts=None, output=None, *, engine: str = "local",
+          engine_options: Mapping[str, Any] | None = None, **options) -> EmbedReport:
+    """Embed ``paths`` (files or folders) and ``texts`` (one text per line) with ``target``
+    (a space reference, a bundle, ``bundle@preset``) into partitions under ``output``.
+
+    ``options`` are those of :func:`plan_embed` (factors, preset, fp16, as_modality,
+    space_options, device, precision, partition_size, batch_size, shard_size, cache_dir,
+    metadata, strict, progress). ``engine`` picks who runs the shards (``"local"``: this
+    process). With ``strict=True`` a run that skipped anything raises
+    :class:`freebind.errors.EmbedSkipped` (its ``report`` attribute holds the report)
+    after writing everything else."""
+    if engine not in ENGINES:
+        raise UsageError(f"engine={engine!r}: unknown engine; use one of "
+                         f"{', '.join(ENGINES)}")
+    plan = plan_embed(target, paths, texts, output, **options)
+    begin(plan)
+    results = ENGINES[engine](plan, **dict(engine_options or {}))
+    report = finish(plan, results)
+    if plan.options.strict and report.skipped:
+        from freebind.errors import EmbedSkipped
+
+        raise EmbedSkipped(f"{len(report.skipped)} input(s) skipped (first: "
+                           f"{report.skipped[0]['path']}: {report.skipped[0]['reason']})",
+                           report)
+    return report
+
+
+class _CallableModule(types.ModuleType):
+    """``freebind.embed`` is both this module and its :func:`embed`: importing the module
+    as a submodule rebinds the package's attribute to it, so the module itself calls
+    :func:`embed`."""
+
+    def __call__(self, *args, **kwargs) -> EmbedReport:
+        return embed(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -121,10 +121,11 @@ def render(report, out) -> None:
 
         spaces_used = make_plan(report.expression).spaces.values()
         if all(s["family"] == "mini" for s in spaces_used):
-            out.print(f"  freebind mini evalsets evalsets/ && freebind eval {path} "
-                      f"--suite audiocaps --suite coco --data evalsets/")
+            out.print("  freebind eval --suite audiocaps --suite coco     "
+                      "# this bundle, on the mini evaluation sets")
         else:
-            out.print(f"  freebind eval {path} --suite audiocaps --data DATASET_FOLDER")
+            out.print("  freebind eval --suite audiocaps     "
+                      "# this bundle, on $FREEBIND_DATA/audiocaps")
         out.print(f"  python -c \"import freebind; s = freebind.load('{path}'); "
                   f"print(s.encode('text', ['a dog barks']).shape)\"")
 

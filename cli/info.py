@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import typer
 
@@ -10,12 +11,20 @@ from freebind_cli.common import console, print_json
 
 
 def info(
-    bundle: Path = typer.Argument(..., help="A bundle (.safetensors) written by freebind."),
+    bundle: Optional[Path] = typer.Argument(None, help="A bundle (.safetensors) written by "
+                                            "freebind; default: the last build's, or the only "
+                                            "one here."),
     as_json: bool = typer.Option(False, "--json", help="Print the metadata as JSON."),
 ) -> None:
     """Show a bundle's expression, spaces, jobs, presets, training and evaluation."""
     from freebind.bundle import read_metadata
 
+    if bundle is None:
+        from freebind.defaults import default_target
+
+        found = default_target()
+        console(stderr=True).print(found.describe("showing"), soft_wrap=True, highlight=False)
+        bundle = Path(found.value)
     meta = read_metadata(bundle)
     if as_json:
         print_json(meta)

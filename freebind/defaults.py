@@ -102,10 +102,15 @@ def resolve_targets(targets: Sequence[str] | None, cwd=None) -> list[Resolved]:
 
 # --------------------------------------------------------------------------- suite data
 
-def _spaces_of(ref: str) -> dict[str, dict]:
-    """The base spaces of a target reference: ``{ref: {"family": …}}``."""
+def _spaces_of(ref) -> dict[str, dict]:
+    """The base spaces of a target (a reference, or what :func:`freebind.open` returns):
+    ``{ref: {"family": …}}``."""
     from freebind import spaces
 
+    fused = getattr(ref, "fused", None)
+    if fused is not None:
+        return dict(fused.plan.spaces)
+    ref = str(getattr(ref, "ref", ref))
     path = ref.split("@", 1)[0]
     if path.endswith(".safetensors") or Path(path).is_file():
         from freebind.bundle import read_metadata
@@ -203,3 +208,28 @@ def declared_pools() -> Path | None:
     """``$FREEBIND_HOME/pools.json``, when it exists."""
     path = freebind_home() / POOLS_FILE
     return path if path.is_file() else None
+
+
+# --------------------------------------------------------------------------- arguments
+
+def looks_like_target(arg: str) -> bool:
+    """Whether a command-line word names a target (a bundle, ``bundle@preset`` or a known
+    space) rather than a file or folder to embed."""
+    from freebind import spaces
+    from freebind.target import split_ref
+
+    path = split_ref(str(arg))[0]
+    if path.endswith(".safetensors"):
+        return True
+    if Path(str(arg)).exists():
+        return False
+    return spaces.is_known(str(arg))
+
+
+def split_target(args: Sequence[str], cwd=None) -> tuple[Resolved, list[str]]:
+    """``[TARGET] PATH...`` → (the target, resolved as :func:`default_target` when the first
+    word is not one, and the paths)."""
+    args = [str(a) for a in args or ()]
+    if args and looks_like_target(args[0]):
+        return Resolved(args[0], "given"), args[1:]
+    return default_target(cwd), args

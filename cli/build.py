@@ -165,10 +165,11 @@ def closing_hints(expression: str, path: str) -> list[str]:
     hints = [f"freebind info {path}",
              f"freebind embed {path} FILES_OR_FOLDERS... -o embeddings/"]
     if is_mini_only([s["family"] for s in make_plan(expression).spaces.values()]):
-        hints.append(f"freebind mini evalsets evalsets/ && freebind eval {path} "
-                     f"--suite audiocaps --suite coco --data evalsets/")
+        hints.append("freebind eval --suite audiocaps --suite coco     "
+                     "# this bundle, on the mini evaluation sets")
     else:
-        hints.append(f"freebind eval {path} --suite audiocaps --data DATASET_FOLDER")
+        hints.append("freebind eval --suite audiocaps     "
+                     "# this bundle, on $FREEBIND_DATA/audiocaps")
     hints.append(f"python -c \"import freebind; s = freebind.load('{path}'); "
                  f"print(s.encode('text', ['a dog barks']).shape)\"")
     return hints

@@ -20,13 +20,14 @@ from freebind_cli.engines import (
 
 
 def embed(
-    target: str = typer.Argument(..., help="A space reference (mini:bind, IB, …) or a fused "
-                                           "bundle (.safetensors)."),
-    paths: List[Path] = typer.Argument(None, help="Files or folders; modality by extension "
-                                                  "(audio: wav flac mp3 ogg; image: png jpg "
-                                                  "jpeg webp bmp; video: mp4 avi mov mkv "
-                                                  "webm; text: .txt, one text per file) "
-                                                  "unless --as names it."),
+    args: List[str] = typer.Argument(None, metavar="[TARGET] PATH...",
+                                     help="TARGET: a space reference (mini:bind, IB, …) or a "
+                                          "fused bundle (.safetensors, .safetensors@preset); "
+                                          "default: the last build's bundle, or the only one "
+                                          "here. PATH: files or folders; modality by extension "
+                                          "(audio: wav flac mp3 ogg; image: png jpg jpeg webp "
+                                          "bmp; video: mp4 avi mov mkv webm; text: .txt, one "
+                                          "text per file) unless --as names it."),
     output: Path = typer.Option(..., "--output", "-o", help="Output folder."),
     texts: Optional[Path] = typer.Option(None, "--texts", help="Text file, one text per line."),
     as_modality: Optional[str] = typer.Option(None, "--as", metavar="MODALITY",
@@ -72,7 +73,14 @@ def embed(
     from freebind.embed import embed as run_embed
     from freebind.errors import EmbedSkipped, UsageError
 
+    from freebind.defaults import split_target
+
     options = parse_space_options(device, precision, space_option)
+    found, paths = split_target(args)
+    if found.why != "given":
+        console(stderr=True).print(found.describe("embedding with"), soft_wrap=True,
+                                   highlight=False)
+    target = found.value
     fmt = metadata_format.lower()
     if fmt not in ("parquet", "jsonl"):
         raise UsageError(f"--metadata-format {metadata_format!r}: use parquet or jsonl")

@@ -24,13 +24,17 @@ def parse_options(specs: List[str]) -> dict:
 
 
 def eval_command(
-    targets: List[str] = typer.Argument(..., help="Space references (mini:bind, IB, …) or "
-                                        "bundles (fused.safetensors, fused.safetensors@preset)."),
+    targets: List[str] = typer.Argument(None, help="Space references (mini:bind, IB, …) or "
+                                        "bundles (fused.safetensors, fused.safetensors@preset); "
+                                        "default: the last build's bundle, or the only one "
+                                        "here."),
     suite: List[str] = typer.Option(..., "--suite", "-s", help="Suite name (repeatable): "
                                     "audiocaps, clotho, esc50, audioset, vggss, flickrnet, coco, "
                                     "flickr30k, imagenet, pairs."),
-    data: List[Path] = typer.Option(..., "--data", "-d", help="Dataset folder (one per suite, "
-                                    "or one root with a folder per suite)."),
+    data: List[Path] = typer.Option([], "--data", "-d", help="Dataset folder (one per suite, "
+                                    "or one root with a folder per suite); default "
+                                    "$FREEBIND_DATA/<suite>, or the mini evaluation sets for "
+                                    "mini targets."),
     factor: List[str] = typer.Option([], "--factor", "-f", help="Factor override for bundles "
                                      "(a=0.8, b2.t=0.5, CLAP_g.a=0.8, b2=off); repeatable."),
     preset: Optional[str] = typer.Option(None, "--preset", "-p", help="A preset stored in the "
@@ -58,6 +62,7 @@ def eval_command(
 
     space_opts = parse_space_options(device, precision, space_option)
     err = console(stderr=True)
+    targets, data = announce_defaults("evaluating", targets, suite, data, cache, err)
     records = evaluate(targets, suite, data, factors=factor, preset=preset,
                        suite_options=parse_options(option), output=output or None,
                        record=record, cache_dir=cache, batch_size=batch_size,
@@ -67,6 +72,25 @@ def eval_command(
         print_json(records)
         return
     _table(records, list(suite))
+
+
+def announce_defaults(verb: str, targets, suites, data, cache_dir, err) -> tuple[list, list]:
+    """Resolve a missing target and missing data (:mod:`freebind.defaults`) and say which,
+    one line each, before any work."""
+    from freebind.defaults import resolve_targets, suite_data
+
+    resolved = resolve_targets(targets)
+    if not targets:
+        err.print(resolved[0].describe(verb), soft_wrap=True, highlight=False)
+    refs = [r.value for r in resolved]
+    if data or not suites:
+        return refs, list(data or [])
+    folders = []
+    for s in suites:
+        found = suite_data(s, refs, cache_dir=cache_dir, progress=True)
+        err.print(f"{s}: {found.value} ({found.why})", soft_wrap=True, highlight=False)
+        folders.append(Path(found.value))
+    return refs, folders
 
 
 def _table(records: list[dict], suites: list[str]) -> None:

@@ -2,20 +2,29 @@
 
 from __future__ import annotations
 
+from typing import Optional
+
 import typer
 
 from freebind_cli.common import console, print_json
 
 
 def info(
-    bundle: str = typer.Argument(..., help="A bundle (.safetensors) written by freebind "
-                                           "(bundle@preset accepted)."),
+    bundle: Optional[str] = typer.Argument(None, help="A bundle (.safetensors) written by "
+                                           "freebind (bundle@preset accepted); default: the "
+                                           "last build's, or the only one here."),
     as_json: bool = typer.Option(False, "--json", help="Print the metadata as JSON."),
 ) -> None:
     """Show a bundle's expression, spaces, jobs, presets, training and evaluation."""
     from freebind.bundle import read_metadata
     from freebind.target import split_ref
 
+    if bundle is None:
+        from freebind.defaults import default_target
+
+        found = default_target()
+        console(stderr=True).print(found.describe("showing"), soft_wrap=True, highlight=False)
+        bundle = found.value
     meta = read_metadata(split_ref(bundle)[0])
     if as_json:
         print_json(meta)

@@ -15,10 +15,13 @@ from freebind_cli.common import (
 
 
 def tune_command(
-    bundle: Path = typer.Argument(..., help="A bundle (.safetensors) written by freebind."),
+    bundle: Optional[Path] = typer.Argument(None, help="A bundle (.safetensors) written by "
+                                            "freebind; default: the last build's, or the only "
+                                            "one here."),
     suite: List[str] = typer.Option(..., "--suite", "-s", help="Suite name (repeatable)."),
-    data: List[Path] = typer.Option(..., "--data", "-d", help="Dataset folder (one per suite, "
-                                    "or one root with a folder per suite)."),
+    data: List[Path] = typer.Option([], "--data", "-d", help="Dataset folder (one per suite, "
+                                    "or one root with a folder per suite); default "
+                                    "$FREEBIND_DATA/<suite>, or the mini evaluation sets."),
     grid: List[str] = typer.Option([], "--grid", "-g", help="Factor grid KEY=START:STOP:STEP "
                                    "or KEY=V1,V2 (a, t, i, b2.a, CLAP_g.a, …); at most two "
                                    "for heatmaps."),
@@ -38,9 +41,11 @@ def tune_command(
     """Switch bonds on/off (coarse), sweep factors (fine), draw the change of every task
     versus the base space, and store per-task and versatile presets in the bundle."""
     from freebind.evaluate.api import tune
-    from freebind_cli.eval import parse_options
+    from freebind_cli.eval import announce_defaults, parse_options
 
-    result = tune(str(bundle), suite, data, grid, suite_options=parse_options(option),
+    targets, data = announce_defaults("tuning", [str(bundle)] if bundle else [], suite, data,
+                                      cache, console(stderr=True))
+    result = tune(targets[0], suite, data, grid, suite_options=parse_options(option),
                   out=out, name=name, save=save, cache_dir=cache, batch_size=batch_size,
                   progress=not as_json,
                   space_options=parse_space_options(device, precision, space_option))

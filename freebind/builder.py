@@ -417,12 +417,21 @@ def _build(expression, config: BuildConfig, engine=None, shard=None):
 
     no_pools = all(v is None for v in (audio, image, text, pools))
     if no_pools:
-        if not is_mini_only(families):
-            raise PoolError("no pools given: pass audio (a folder), image (a folder), "
-                            "text (a file) or pools (a pools file); default pools exist "
-                            "only when every space is a mini space")
-        say("generating the default mini pools (once; cached)")
-        pools = default_mini_pools(store.root, mini_pool_size, progress=progress)
+        from freebind.defaults import POOLS_FILE, declared_pools
+        from freebind.spaces.weights import freebind_home
+
+        if is_mini_only(families):
+            say("generating the default mini pools (once; cached)")
+            pools = default_mini_pools(store.root, mini_pool_size, progress=progress)
+        elif declared_pools() is not None:
+            pools = declared_pools()
+            say(f"pools: {pools}")
+        else:
+            raise PoolError(f"no pools given: pass audio (a folder), image (a folder), text "
+                            f"(a file) or pools (a pools file), or "
+                            f"declare them once in {freebind_home() / POOLS_FILE} "
+                            f'({{"audio": DIR, "image": DIR, "text": FILE}}); default pools '
+                            f"exist only when every space is a mini space")
     pool = resolve_pools(audio, image, text, pools)
     if not pool.modalities():
         raise PoolError("every pool is empty")
@@ -546,6 +555,9 @@ def _build(expression, config: BuildConfig, engine=None, shard=None):
     if save:
         out = Path(output) if output is not None else default_output(plan.expression)
         fused.save(out)
+        from freebind.defaults import record_build
+
+        record_build(out, plan.expression)
         report.output = str(out)
     report.seconds["total"] = round(time.perf_counter() - t_start, 2)
     fused.build_report = report

@@ -213,7 +213,12 @@ def plan_embed(target, paths: Iterable = (), texts=None, output=None, *,
     ``as_modality`` makes every file of ``paths`` that modality (depth, thermal, imu, …)
     instead of telling it by extension; ``space_options`` (and ``device``, ``precision``)
     go to every ``spaces.get``; ``metadata`` is ``"parquet"`` or ``"jsonl"``. Reads the
-    inputs and resolves the target; writes nothing."""
+    inputs and resolves the target; writes nothing. ``target=None`` is the default bundle
+    (:func:`freebind.defaults.default_target`)."""
+    if target is None:
+        from freebind.defaults import default_target
+
+        target = default_target().value
     from freebind.vocab import merge_space_options
 
     if output is None:

@@ -5,6 +5,19 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
+#: the FREEBIND_HOME a user's real weights live in (the real-weight tests read it)
+REAL_HOME = os.environ.get("FREEBIND_HOME") or os.path.join(os.path.expanduser("~"), ".cache",
+                                                             "freebind")
+# Tests never write into the user's FREEBIND_HOME (caches, the last build's record): unless
+# FREEBIND_HOME is set, the session uses a fresh one.
+if "FREEBIND_HOME" not in os.environ:
+    import atexit
+    import shutil
+    import tempfile
+
+    os.environ["FREEBIND_HOME"] = tempfile.mkdtemp(prefix="freebind-test-home-")
+    atexit.register(shutil.rmtree, os.environ["FREEBIND_HOME"], True)
+
 
 @pytest.fixture
 def home(tmp_path, monkeypatch):

@@ -138,9 +138,29 @@ def test_combination_improves_audio_text_alignment(world, tmp_path):
     assert fused_r1 > base_r1 + 0.1, (base_r1, fused_r1)
 
 
-def test_missing_pools_for_real_spaces_is_a_clear_error(tmp_path):
-    with pytest.raises(PoolError, match="no pools given"):
+def test_missing_pools_for_real_spaces_is_a_clear_error(tmp_path, home):
+    with pytest.raises(PoolError, match="no pools given") as err:
         build("IB + d(InternVL)", cache_dir=tmp_path, progress=False)
+    # the error says where pools may be declared once
+    assert str(home / "home" / "pools.json") in str(err.value)
+
+
+def test_declared_pools_are_used_and_the_build_is_recorded(world, home):
+    """``$FREEBIND_HOME/pools.json`` stands in for pools; the bundle becomes the default."""
+    import json
+
+    from freebind import defaults
+
+    paths, root = world
+    (home / "home").mkdir()
+    (home / "home" / "pools.json").write_text(json.dumps(
+        {m: str(Path(paths[m]).resolve()) for m in ("audio", "text")}))
+    out = home / "declared.safetensors"
+    fused = build("test:base + c(test:at)", output=out, cache_dir=home / "cache", hyper=FAST,
+                  progress=False)
+    assert fused.build_report.pools == {"audio": N, "text": N}
+    assert defaults.last_build() == out.resolve()
+    assert defaults.default_target().why == "the last build"
 
 
 def test_unreadable_pool_items_are_skipped_and_reported(world, tmp_path):

@@ -53,3 +53,17 @@ def test_quick_start_command_from_an_empty_home(tmp_path):
     bundle = tmp_path / "mini-bind-d-mini-vl-c-mini-clap.safetensors"
     assert bundle.is_file() and "bundle written" in r.stdout
     assert freebind.load(bundle).modalities == ("audio", "image", "text")
+    # the design card's command, exactly as written: the bundle just built, the mini AudioCaps
+    # set written once into the cache, no other argument
+    env.pop("FREEBIND_DATA", None)
+    r = subprocess.run([sys.executable, "-m", "freebind_cli.main", "eval", "--suite",
+                        "audiocaps"], cwd=tmp_path, env={**env, "COLUMNS": "200"},
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    first = r.stderr.splitlines()[0]
+    assert first == f"evaluating {bundle.name} (the last build)", r.stderr
+    assert "the mini evaluation set" in r.stderr
+    assert "freebind eval (%)" in r.stdout and "t2a_R@1" in r.stdout
+    record = json.loads(next((tmp_path / "results").rglob("audiocaps.json")).read_text())
+    assert record["dataset"] == "audiocaps" and record["protocol"]["missing"] == 0
+    assert record["metrics"]["t2a_R@1"] > 0.05   # far above mini:bind's 0.018

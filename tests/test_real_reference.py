@@ -16,6 +16,14 @@ from tests.test_real_helpers import write_png, write_wav
 pytestmark = pytest.mark.slow
 
 
+@pytest.fixture(autouse=True)
+def _real_home(monkeypatch):
+    """The real weights are in the user's FREEBIND_HOME, not the session's test home."""
+    from tests.conftest import REAL_HOME
+
+    monkeypatch.setenv("FREEBIND_HOME", REAL_HOME)
+
+
 def _need(space_ref: str):
     import freebind.spaces as spaces
 

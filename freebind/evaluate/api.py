@@ -42,6 +42,31 @@ def pair_data(suites: Sequence[str], data: Sequence) -> list[tuple[str, Path]]:
                      "per suite, or one root with a folder per suite")
 
 
+def default_targets(targets) -> list:
+    """``targets`` as given, or the default bundle (:mod:`freebind.defaults`) when none is."""
+    targets = _as_list(targets)
+    if targets:
+        return targets
+    from freebind.defaults import default_target
+
+    return [default_target().value]
+
+
+def default_data(suites, data, targets, store=None, cache_dir=None,
+                 progress: bool = False) -> list:
+    """``data`` as given, or each suite's default folder (:func:`freebind.defaults.suite_data`:
+    ``$FREEBIND_DATA/<suite>``, or the mini evaluation sets for mini targets)."""
+    data = _as_list(data)
+    if data:
+        return data
+    from freebind.defaults import suite_data
+
+    if store is not None:
+        cache_dir = store.root
+    return [suite_data(str(s), targets, cache_dir=cache_dir, progress=progress).value
+            for s in _as_list(suites)]
+
+
 def split_suite_options(pairs: Sequence[tuple[str, Path]], options: Mapping[str, Any] | None,
                         what: str = "suite_options") -> list[dict]:
     """Each suite's share of ``options``; an option no chosen suite takes is an error."""
@@ -89,10 +114,9 @@ def evaluate(targets, suites, data, *, factors: Sequence[str] | str = (),
 
     if int(batch_size) < 1:
         raise UsageError(f"batch_size={batch_size}: must be at least 1")
-    targets = _as_list(targets)
-    if not targets:
-        raise UsageError("targets: give at least one space or bundle")
-    pairs = pair_data(_as_list(suites), _as_list(data))
+    targets = default_targets(targets)
+    pairs = pair_data(_as_list(suites), default_data(suites, data, targets, store, cache_dir,
+                                                     progress))
     per_suite = split_suite_options(pairs, suite_options)
     if isinstance(factors, str):
         factors = [factors]
@@ -157,7 +181,9 @@ def tune(bundle, suites, data, grids=(), *, suite_options: Mapping[str, Any] | N
     if int(batch_size) < 1:
         raise UsageError(f"batch_size={batch_size}: must be at least 1")
     parsed = parse_grids(grids)
-    pairs = pair_data(_as_list(suites), _as_list(data))
+    bundle = default_targets(bundle)[0]
+    pairs = pair_data(_as_list(suites), default_data(suites, data, [bundle], store, cache_dir,
+                                                     progress))
     per_suite = split_suite_options(pairs, suite_options)
     triples = [(s, folder, opts) for (s, folder), opts in zip(pairs, per_suite)]
     options = merge_space_options(space_options, device=device, precision=precision)

@@ -24,37 +24,49 @@ class SuiteInfo:
     description: str
     loader: str                    # "module:function", imported on use
     options: tuple[str, ...] = ()  # keyword options the loader takes
+    layout: str = ""               # the folder layout the loader reads, in one line
 
 
 _M = "freebind.evaluate.suites."
 SUITES: dict[str, SuiteInfo] = {s.name: s for s in (
     SuiteInfo("audiocaps", "retrieval", ("audio", "text"), ("t2a_R@1", "a2t_R@1"),
-              "AudioCaps test: audio-text retrieval", _M + "audiocaps:load", ("split",)),
+              "AudioCaps test: audio-text retrieval", _M + "audiocaps:load", ("split",),
+              "test.csv (audiocap_id,youtube_id,start_time,caption) + audio/<youtube_id>.wav"),
     SuiteInfo("clotho", "retrieval", ("audio", "text"), ("t2a_R@1", "a2t_R@1"),
-              "Clotho evaluation: audio-text retrieval", _M + "clotho:load", ("split",)),
+              "Clotho evaluation: audio-text retrieval", _M + "clotho:load", ("split",),
+              "clotho_captions_evaluation.csv (file_name,caption_1..caption_5) + "
+              "evaluation/<file_name>"),
     SuiteInfo("esc50", "zeroshot_classification", ("audio", "text"), ("acc1",),
               "ESC-50: zero-shot sound classification", _M + "esc50:load",
-              ("templates", "folds")),
+              ("templates", "folds"),
+              "meta/esc50.csv (filename,fold,target,category,...) + audio/<filename>"),
     SuiteInfo("audioset", "multilabel_classification", ("audio", "text"), ("mAP",),
               "AudioSet eval: zero-shot multi-label classification", _M + "audioset:load",
-              ("segments", "templates")),
+              ("segments", "templates"),
+              "eval_segments.csv + class_labels_indices.csv + audio/<YTID>.wav"),
     SuiteInfo("vggss", "retrieval", ("audio", "image"), ("a2i_R@1", "i2a_R@1"),
-              "VGG-SS: audio-image retrieval", _M + "audio_image:load_vggss", ("manifest",)),
+              "VGG-SS: audio-image retrieval", _M + "audio_image:load_vggss", ("manifest",),
+              "vggss.json or vggss_test.csv (ids) + audio/<id>.wav + frames/<id>.jpg"),
     SuiteInfo("flickrnet", "retrieval", ("audio", "image"), ("a2i_R@1", "i2a_R@1"),
               "Flickr-SoundNet: audio-image retrieval", _M + "audio_image:load_flickrnet",
-              ("manifest",)),
+              ("manifest",),
+              "flickrnet.json or flickr_test.csv (ids) + audio/<id>.wav + frames/<id>.jpg"),
     SuiteInfo("coco", "retrieval", ("image", "text"), ("t2i_R@1", "i2t_R@1"),
               "COCO Karpathy 5k test: image-text retrieval", _M + "karpathy:load_coco",
-              ("split",)),
+              ("split",),
+              "dataset_coco.json (Karpathy splits) + val2014/<filename>"),
     SuiteInfo("flickr30k", "retrieval", ("image", "text"), ("t2i_R@1", "i2t_R@1"),
               "Flickr30k Karpathy 1k test: image-text retrieval", _M + "karpathy:load_flickr30k",
-              ("split",)),
+              ("split",),
+              "dataset_flickr30k.json (Karpathy splits) + flickr30k-images/<filename>"),
     SuiteInfo("imagenet", "zeroshot_classification", ("image", "text"), ("acc1",),
               "ImageNet-1k val: zero-shot image classification", _M + "imagenet:load",
-              ("classes", "names", "templates")),
+              ("classes", "names", "templates"),
+              "val/<wnid>/*.JPEG (one folder per synset)"),
     SuiteInfo("pairs", "retrieval", ("audio", "image", "text"), (),
               "custom CSV manifest: retrieval between its columns", _M + "pairs:load",
-              ("manifest",)),
+              ("manifest",),
+              "a CSV manifest with audio/image/text columns (manifest=FILE)"),
 )}
 
 

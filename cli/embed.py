@@ -76,7 +76,8 @@ def embed(
     from freebind.defaults import split_target
 
     options = parse_space_options(device, precision, space_option)
-    found, paths = split_target(args)
+    found, words = split_target(args)
+    paths = [Path(p) for p in words]
     if found.why != "given":
         console(stderr=True).print(found.describe("embedding with"), soft_wrap=True,
                                    highlight=False)

@@ -1,5 +1,8 @@
 """LAION-CLAP adapter end to end on random-weight models (HTSAT-tiny audio tower, a small
-RoBERTa text tower and a toy byte-level BPE tokenizer) through the real loading code."""
+RoBERTa text tower and a toy byte-level BPE tokenizer) through the real loading code.
+
+The checkpoints are built and run by laion_clap's own code (the reference, tests only);
+freebind loads them into transformers' ClapModel and must give the same embeddings."""
 
 from __future__ import annotations
 
@@ -9,6 +12,8 @@ from tests.test_real_helpers import require_packages, write_bpe_tokenizer, write
 
 require_packages("torch", "laion_clap", "torchlibrosa", "librosa", "transformers", "h5py")
 import torch  # noqa: E402
+
+from tests import clap_reference as ref  # noqa: E402
 
 from freebind.errors import SpaceError  # noqa: E402
 from freebind.spaces import clap  # noqa: E402
@@ -30,8 +35,8 @@ def world(tmp_path_factory):
     text = dict(vocab_size=vocab, num_hidden_layers=1, num_attention_heads=2,
                 intermediate_size=64, max_position_embeddings=80)
     torch.manual_seed(0)
-    fusion_model, _ = clap.build_model("HTSAT-tiny", True, text_config=text, htsat=SMALL)
-    plain_model, _ = clap.build_model("HTSAT-tiny", False, text_config=text, htsat=SMALL)
+    fusion_model, _ = ref.build_model("HTSAT-tiny", True, text_config=text, htsat=SMALL)
+    plain_model, _ = ref.build_model("HTSAT-tiny", False, text_config=text, htsat=SMALL)
     ckpts = {"fusion": _save(fusion_model.eval(), root / "fusion.pt"),
              "plain": _save(plain_model.eval(), root / "plain.pt", wrap=False)}
     audio = [write_wav(root / "short.wav", 2.5, 48000, 0),
@@ -130,7 +135,7 @@ def test_family_reference_resolves_and_loads(world):
 
 @pytest.mark.slow
 def test_full_size_clap_m_architecture_round_trip(tmp_path):
-    model, _ = clap.build_model("HTSAT-base", False)
+    model, _ = ref.build_model("HTSAT-base", False)
     ckpt = tmp_path / "music_speech_audioset_epoch_15_esc_89.98.pt"
     _save(model.eval(), ckpt)
     space = clap.load(None, checkpoint=str(ckpt), tokenizer=None)

@@ -297,17 +297,14 @@ def embed(
     Re-running the same command resumes: finished partitions are kept, cached embeddings
     reused. Unreadable files are reported and skipped (--strict: exit 1)."""
     from freebind.errors import UsageError
+    from freebind.optional import require
 
     options = parse_space_options(device, precision, space_option)
     fmt = metadata_format.lower()
     if fmt not in ("parquet", "jsonl"):
         raise UsageError(f"--metadata-format {metadata_format!r}: use parquet or jsonl")
     if fmt == "parquet":
-        try:
-            import pyarrow  # noqa: F401
-        except ImportError:
-            raise UsageError("parquet metadata needs pyarrow (pip install pyarrow), or use "
-                             "--metadata-format jsonl") from None
+        require("pyarrow", "parquet metadata", alternative="or use --metadata-format jsonl")
     report = embed_files(target, list(paths or []), output, texts=texts, factors=factor,
                          preset=preset, fp16=fp16, partition_size=partition_size,
                          batch_size=batch_size, cache_dir=cache_dir, fmt=fmt,

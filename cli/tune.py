@@ -44,6 +44,7 @@ def tune_command(
     from freebind.evaluate.runner import load_target, store_presets, tune_target, write_json
     from freebind.evaluate.suites import info
     from freebind.evaluate.tuning import parse_grid
+    from freebind.optional import require
     from freebind.store import EmbeddingStore
     from freebind_cli.eval import pair_data, parse_options
 
@@ -57,6 +58,7 @@ def tune_command(
     unused = [k for k in options if not any(k in info(s).options for s, _, _ in suites)]
     if unused:
         raise UsageError(f"--option {unused[0]}: no chosen suite takes it")
+    require("matplotlib", "the factor-analysis figure of tune")  # before any work
     target = load_target(str(bundle), space_options=space_opts)
     t0 = time.perf_counter()
     result, embedded = tune_target(target, suites, grids, store=EmbeddingStore(cache),

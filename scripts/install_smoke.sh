@@ -8,7 +8,8 @@
 #   bash scripts/install_smoke.sh             core and all
 #   bash scripts/install_smoke.sh core        only the core install (or: all)
 # Environment: PYTHON (default python3), SMOKE_DIR (work folder, default a fresh temp dir),
-# TORCH_PINS (default "torch==2.13.0 torchvision==0.28.0": the CPU build on this machine).
+# TORCH_PINS (default "torch==2.13.0 torchvision==0.28.0": the CPU build on this machine),
+# SMOKE_EXTRAS=0 skips resolving each extra alone (pip's dry run, nothing installed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$PWD
@@ -20,15 +21,36 @@ KINDS=${1:-core all}
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 mkdir -p "$WORK"
 log() { echo "[smoke $(date +%H:%M:%S)] $*"; }
+# pip, without the notes this machine's local package index prints for every package
+pipq() { "$@" 2>&1 | { grep -v "^WARNING: Location .* is ignored" || true; }; }
 t_all=$(date +%s)
 
 log "building the wheel and the sdist in $WORK/dist"
 "$PY" -m venv "$WORK/build-env"
-"$WORK/build-env/bin/pip" install -q build
+pipq "$WORK/build-env/bin/pip" install -q build
 rm -rf "$WORK/dist"
 (cd "$WORK" && "$WORK/build-env/bin/python" -m build -q -o "$WORK/dist" "$REPO" >/dev/null)
 WHEEL=$(ls "$WORK"/dist/freebind-*.whl)
 ls "$WORK"/dist/freebind-*.tar.gz >/dev/null
+
+if [ "${SMOKE_EXTRAS:-1}" = 1 ]; then
+  # Each extra alone: pip's resolution from scratch (a dry run: nothing installed).
+  for extra in clap open_clip internvl minilm imagebind test; do
+    # shellcheck disable=SC2086
+    pipq "$WORK/build-env/bin/pip" install -q --dry-run --ignore-installed \
+        --report "$WORK/resolve-$extra.json" $PINS "freebind[$extra] @ file://$WHEEL"
+    "$WORK/build-env/bin/python" - "$WORK/resolve-$extra.json" "$extra" <<'EOF'
+import json, sys
+got = {i["metadata"]["name"].lower().replace("_", "-"): i["metadata"]["version"]
+       for i in json.load(open(sys.argv[1]))["install"]}
+assert int(got["numpy"].split(".")[0]) >= 2, f"[{sys.argv[2]}] resolves numpy {got['numpy']}"
+for banned in ("torchaudio", "laion-clap", "imagebind-unofficial", "pytorchvideo", "decord"):
+    assert banned not in got, f"[{sys.argv[2]}] resolves {banned}"
+print(f"  [{sys.argv[2]}] resolves: {len(got)} packages, numpy {got['numpy']}, no torchaudio")
+EOF
+  done
+  log "every extra resolves alone"
+fi
 
 for kind in $KINDS; do
   t0=$(date +%s)
@@ -39,7 +61,7 @@ for kind in $KINDS; do
   [ "$kind" = all ] && spec="freebind[all] @ file://$WHEEL"
   log "$kind: pip install $PINS \"$spec\""
   # shellcheck disable=SC2086
-  "$venv/bin/pip" install -q $PINS "$spec"
+  pipq "$venv/bin/pip" install -q $PINS "$spec"
   "$venv/bin/pip" check
   mkdir -p "$WORK/run-$kind" && cd "$WORK/run-$kind"  # away from the source tree
   "$venv/bin/python" - "$kind" <<'EOF'

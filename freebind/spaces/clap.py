@@ -180,6 +180,18 @@ def load(info=None, checkpoint: str = "630k-audioset-fusion-best.pt", device: st
                      workers=workers)
 
 
+def prefetch(checkpoint: str) -> list[Path]:
+    """Make the files of ``checkpoint`` local (a save_pretrained folder or repo id: the
+    folder; a LAION-CLAP checkpoint: it and RoBERTa's tokenizer files)."""
+    folder = _find_pretrained(checkpoint)
+    if folder is None and is_repo_id(checkpoint):
+        folder = _download_pretrained(checkpoint, True)
+    if folder is not None:
+        return [folder]
+    return [weights.resolve(weight_file(checkpoint), checkpoint),
+            *(weights.resolve(w) for w in tokenizer_files())]
+
+
 def _download_pretrained(repo: str, download: bool) -> Path:
     home = _repo_home(repo)
     why = (f"CLAP model {repo} not found; put its save_pretrained folder at {home} (or in "
@@ -255,7 +267,8 @@ _RENAMES = (
 #: by freebind's front end instead), the AudioSet classifier head, the unused contrastive
 #: "transform" MLPs, and Swin attention masks (recomputed on the fly).
 _DROPPED = (r"^audio_branch\.(spectrogram_extractor|logmel_extractor|tscam_conv|head)\.",
-            r"^(audio|text)_transform\.", r"\.attn_mask$", r"^text_branch\.embeddings\.position_ids$")
+            r"^(audio|text)_transform\.", r"\.attn_mask$",
+            r"^text_branch\.embeddings\.position_ids$")
 
 
 def convert_state_dict(state: dict) -> dict:

@@ -339,9 +339,7 @@ def prefetch(ref: str) -> list[Path]:
     if family == "clap":
         from freebind.spaces import clap
 
-        ckpt = opts.get("checkpoint", "630k-audioset-fusion-best.pt")
-        return [resolve(clap.weight_file(ckpt), ckpt),
-                *(resolve(w) for w in clap.tokenizer_files())]
+        return clap.prefetch(opts.get("checkpoint", "630k-audioset-fusion-best.pt"))
     if family == "open_clip":
         from freebind.spaces import compat, openclip
 

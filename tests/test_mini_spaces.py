@@ -202,3 +202,14 @@ def test_training_script_reproduces_shipped_weights(tmp_path):
     shipped = load_tensors(str(WEIGHTS_DIR / "clap2.safetensors"))
     assert new.keys() == shipped.keys()
     assert all(torch.equal(new[k], shipped[k]) for k in new)
+
+
+@pytest.mark.parametrize("modality", ["audio", "image", "text"])
+def test_non_finite_output_is_never_returned(pool, modality, monkeypatch, tmp_path):
+    from tests.nan_guard import assert_guarded
+
+    space = load(None, which="bind")
+    items = {"audio": sorted((pool / "audio").glob("*.wav"))[:3],
+             "image": sorted((pool / "image").glob("*.png"))[:3],
+             "text": ["a dog barks", "rain on a roof", "a red car"]}[modality]
+    assert_guarded(monkeypatch, space, modality, items, 1, tmp_path)

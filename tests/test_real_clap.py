@@ -310,3 +310,12 @@ print("ok")
     res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                          timeout=300)
     assert res.returncode == 0 and res.stdout.strip().endswith("ok"), res.stderr[-2000:]
+
+
+@pytest.mark.parametrize("modality", ["audio", "text"])
+def test_non_finite_output_is_never_returned(world, modality, monkeypatch, tmp_path):
+    from tests.nan_guard import assert_guarded
+
+    items = world["audio"] if modality == "audio" else ["a dog barks", "rain", "a car"]
+    assert_guarded(monkeypatch, world["spaces"]["plain"], modality, items, 2, tmp_path,
+                   value=float("inf"))

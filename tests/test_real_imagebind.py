@@ -156,3 +156,11 @@ def test_full_size_imagebind_huge_round_trip(tmp_path):
     space = imagebind.load(None, checkpoint=str(ckpt))
     out = space.encode("text", ["a dog barks"])
     assert out.shape == (1, 1024)
+
+
+@pytest.mark.parametrize("modality", ["audio", "image", "text"])
+def test_non_finite_output_is_never_returned(tiny, modality, monkeypatch, tmp_path):
+    from tests.nan_guard import assert_guarded
+
+    _, space, media, _ = tiny
+    assert_guarded(monkeypatch, space, modality, media[modality], 1, tmp_path)

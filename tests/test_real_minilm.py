@@ -84,3 +84,11 @@ def test_minilm_binds_into_a_base_space_through_build(tmp_path):
     assert fused_text.shape == (2, fused.dim)
     assert torch.allclose(fused_text.norm(dim=1), torch.ones(2), atol=1e-5)
     assert not torch.allclose(fused_text, torch.nn.functional.normalize(base, dim=-1))
+
+
+def test_non_finite_output_is_never_returned(minilm, monkeypatch, tmp_path):
+    from tests.nan_guard import assert_guarded
+
+    long = "a sentence that goes on " * 10 + "\nand spans two lines"
+    assert_guarded(monkeypatch, minilm, "text", ["first", long, "third"], 1, tmp_path,
+                   label="a sentence that goes on a sentence")

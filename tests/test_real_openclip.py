@@ -119,3 +119,12 @@ def test_full_size_vit_b32_round_trip(tmp_path, monkeypatch):
     monkeypatch.setenv("FREEBIND_HOME", str(tmp_path))
     space = openclip.load(None, arch="ViT-B-32", tag="laion2b_s34b_b79k")
     assert space.encode("text", ["a dog"]).shape == (1, 512)
+
+
+@pytest.mark.parametrize("modality", ["image", "text"])
+def test_non_finite_output_is_never_returned(world, modality, monkeypatch, tmp_path):
+    from tests.nan_guard import assert_guarded
+
+    items = world["images"] + [write_png(world["root"] / "c.png", 2)] \
+        if modality == "image" else ["a dog", "a cat on a mat", "rain"]
+    assert_guarded(monkeypatch, world["space"], modality, items, 0, tmp_path)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from freebind.errors import SpaceError, UsageError
+from freebind.spaces.guard import check_finite
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 WHICH = ("bind", "vl", "clap", "clap2")
@@ -114,7 +115,7 @@ class MiniSpace:
             bad = [i for i, t in enumerate(items) if not isinstance(t, str)]
             if bad:
                 raise UsageError(f"{self.name}: text item {bad[0]} is not a string")
-            return self.embed_texts(items, batch_size)
+            return check_finite(self.embed_texts(items, batch_size), self.name, modality, items)
         import torch
 
         outs = []
@@ -124,7 +125,8 @@ class MiniSpace:
                 outs.append(self.embed_waves(load_waves(chunk), batch_size))
             else:
                 outs.append(self.embed_pixels(load_pixels(chunk), batch_size))
-        return torch.cat(outs) if outs else torch.zeros((0, self.dim), dtype=torch.float32)
+        out = torch.cat(outs) if outs else torch.zeros((0, self.dim), dtype=torch.float32)
+        return check_finite(out, self.name, modality, items)  # NaN/inf never returned
 
 
 def load_file(path, name: str | None = None) -> MiniSpace:

@@ -18,6 +18,7 @@ import sys
 import types
 
 from freebind.errors import SpaceError
+from freebind.spaces import guard
 
 PRECISIONS = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 _TV_OPS = ("nms", "qnms")
@@ -289,4 +290,4 @@ class BatchedSpace:
                           batch_size or self.batch_size, self.workers, timings,
                           per_item=self._per_item(modality), collate=self._collate)
         self.last_timings = timings
-        return out
+        return guard.check_finite(out, self.name, modality, items)  # NaN/inf never returned

@@ -8,18 +8,43 @@ or ``FREEBIND_TRUST_REMOTE_CODE=1``. Package: ``transformers`` (``pip install
 
 Pipeline (the model card's InternVL-C recipe): images through the repository's
 ``CLIPImageProcessor`` (224 px); texts prefixed with ``summarize:``, tokenized by the
-repository's LLaMA tokenizer (slow tokenizer, EOS appended, pad id 0, 80 tokens);
+repository's LLaMA tokenizer (EOS appended, pad id 0 on the right, 80 tokens);
 ``encode_image(pixel_values, mode="InternVL-C")`` and ``encode_text(input_ids)``; rows
-L2-normalised. Weights: explicit ``checkpoint=DIR`` → ``$FREEBIND_HOME/weights/internvl/
-InternVL-14B-224px/`` → the Hugging Face cache → ``snapshot_download`` into freebind's folder
-when online. Not verified here with real weights (no GPU, no network on the build machines).
+L2-normalised.
+
+The published remote code predates transformers 5; three load-time fixes keep its numbers
+(each applied only when needed, see docs/real-spaces.md):
+
+* ``InternVLModel.__init__`` has ``self.post_init()`` commented out, and transformers 5
+  reads attributes that ``post_init`` sets (``all_tied_weights_keys``): the model class is
+  loaded through a subclass whose ``__init__`` calls ``post_init`` when the original did
+  not (weights are not initialised there: transformers builds the model on the meta device).
+* transformers 5 builds the model on the meta device and refills *non-persistent* buffers
+  with uninitialised memory; the QLLaMA rotary tables (``inv_freq``, ``cos_cached``,
+  ``sin_cached``) are not in the checkpoint, so they are recomputed after loading, with the
+  remote code's own formula (base 10000, float32).
+* ``encode_text`` pools the token at ``attention_mask.sum(1) - 1``, which is the last real
+  token only with padding on the right; transformers 5 ignores ``use_fast=False`` and its
+  LLaMA tokenizer pads on the left, so the padding side is set to ``right`` explicitly.
+
+The remote code imports ``peft``, ``timm`` and ``einops``, and the tokenizer reads the
+sentencepiece model through ``sentencepiece`` and ``protobuf``: :data:`REQUIRED_MODULES`
+lists them, ``check()`` reports the space as not installed without any of them and loading
+names the missing ones before any work.
+
+Weights: explicit ``checkpoint=DIR`` → ``$FREEBIND_HOME/weights/internvl/InternVL-14B-224px/``
+→ the Hugging Face cache → ``snapshot_download`` into freebind's folder when online. Checked
+with the published remote code at a tiny configuration, not with the 14 B weights (no GPU,
+no network on the build machines).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Sequence
 
@@ -30,6 +55,9 @@ REPO = "OpenGVLab/InternVL-14B-224px"
 TEXT_PREFIX = "summarize:"
 MAX_TEXT_TOKENS = 80
 PREPROCESS_VERSION = "internvl-c-1"
+#: Every module InternVL-C's code needs (freebind's adapter, the remote code, the tokenizer).
+REQUIRED_MODULES = ("torch", "transformers", "sentencepiece", "google.protobuf", "peft", "timm",
+                    "einops")
 
 
 def home_dir() -> Path:
@@ -59,7 +87,7 @@ def _truthy(value) -> bool:
 
 
 def check(info=None) -> tuple[bool, str]:
-    ok, missing = weights.package_available("transformers", "sentencepiece")
+    ok, missing = weights.package_available(*REQUIRED_MODULES)
     if not ok:
         return False, f"not installed ({missing}): pip install 'freebind[internvl]'"
     found = local_dir()
@@ -112,9 +140,13 @@ class InternVLSpace(compat.BatchedSpace):
 
     def __init__(self, folder, name: str = "InternVL", device: str | None = None,
                  precision: str | None = None, batch_size: int = 16, workers: int | None = None):
+        ok, missing = weights.package_available(*REQUIRED_MODULES)
+        if not ok:
+            raise SpaceError(f"InternVL-C needs packages that are not installed ({missing}); "
+                             "install them with `pip install 'freebind[internvl]'`")
         compat.torchvision_if_present()
         try:
-            from transformers import AutoModel, AutoTokenizer, CLIPImageProcessor
+            from transformers import AutoTokenizer, CLIPImageProcessor
         except ImportError:
             raise SpaceError("InternVL needs transformers: pip install 'freebind[internvl]'") \
                 from None
@@ -128,9 +160,13 @@ class InternVLSpace(compat.BatchedSpace):
             # transformers 5 renamed torch_dtype to dtype
             dtype_kw = "dtype" if int(transformers.__version__.split(".")[0]) >= 5 \
                 else "torch_dtype"
-            self.model = AutoModel.from_pretrained(
-                str(self.folder), low_cpu_mem_usage=True, trust_remote_code=True,
-                local_files_only=True, **{dtype_kw: self.dtype}).eval().to(self.device)
+            # the remote code print()s notes (flash-attention, apex): keep stdout for --json
+            with contextlib.redirect_stdout(sys.stderr):
+                model_class = _remote_model_class(self.folder)
+                self.model = model_class.from_pretrained(
+                    str(self.folder), low_cpu_mem_usage=True, local_files_only=True,
+                    **{dtype_kw: self.dtype}).eval().to(self.device)
+            recompute_rotary_tables(self.model)
             self.processor = CLIPImageProcessor.from_pretrained(str(self.folder),
                                                                 local_files_only=True)
             self.tokenizer = AutoTokenizer.from_pretrained(
@@ -143,6 +179,7 @@ class InternVLSpace(compat.BatchedSpace):
             raise SpaceError(f"{self.folder}: cannot load InternVL-C "
                              f"({(reason[0] if reason else type(exc).__name__)[:200]})") from None
         self.tokenizer.pad_token_id = 0
+        self.tokenizer.padding_side = "right"  # encode_text pools at attention_mask.sum(1) - 1
         self.dim = 768
         cfg = self.folder / "config.json"
         digest = hashlib.sha256(cfg.read_bytes()).hexdigest()[:16]
@@ -176,3 +213,59 @@ class InternVLSpace(compat.BatchedSpace):
 
         return lambda p: self.processor(images=[media.load_image(p)],
                                         return_tensors="pt").pixel_values[0]
+
+
+def _remote_model_class(folder: Path):
+    """The repository's ``AutoModel`` class (remote code), through a subclass that runs
+    ``post_init`` when the original ``__init__`` left it out (transformers 5 needs it)."""
+    from transformers import AutoConfig
+    from transformers.dynamic_module_utils import get_class_from_dynamic_module
+
+    config = AutoConfig.from_pretrained(str(folder), trust_remote_code=True,
+                                        local_files_only=True)
+    ref = (getattr(config, "auto_map", None) or {}).get("AutoModel")
+    if not ref:
+        raise SpaceError(f"{folder}: config.json names no AutoModel class (auto_map)")
+    base = get_class_from_dynamic_module(ref, str(folder), local_files_only=True)
+    import transformers
+
+    if int(transformers.__version__.split(".")[0]) < 5:
+        return base  # the code was written for transformers 4: nothing to add
+
+    def __init__(self, config, *args, **kwargs):
+        base.__init__(self, config, *args, **kwargs)
+        if not hasattr(self, "all_tied_weights_keys"):  # post_init() was left out
+            self.post_init()
+
+    return type(base.__name__, (base,), {"__init__": __init__, "__module__": base.__module__})
+
+
+def recompute_rotary_tables(model) -> int:
+    """Recompute the rotary tables of every rotary-embedding module in ``model`` (its
+    ``inv_freq`` and non-persistent ``cos_cached``/``sin_cached``) with the remote code's
+    formula: ``inv_freq = 1 / base^(2i/dim)``, ``cos/sin(outer(arange(n), inv_freq))`` repeated
+    twice, float32, on the module's device. Returns how many modules were recomputed."""
+    import torch
+
+    count = 0
+    for module in model.modules():
+        cos = getattr(module, "cos_cached", None)
+        if not isinstance(cos, torch.Tensor) or "cos_cached" not in module._buffers:
+            continue
+        dim, n = int(cos.shape[-1]), int(cos.shape[-2])
+        dim = int(getattr(module, "dim", dim))
+        n = int(getattr(module, "max_seq_len_cached", n))
+        base = float(getattr(module, "base", 10000))
+        device = cos.device
+        inv_freq = 1.0 / (base ** (torch.arange(0, dim, 2, dtype=torch.float32,
+                                                device=device) / dim))
+        if "inv_freq" in module._buffers:
+            module._buffers["inv_freq"] = inv_freq
+        else:
+            module.inv_freq = inv_freq
+        freqs = torch.outer(torch.arange(n, dtype=torch.float32, device=device), inv_freq)
+        emb = torch.cat((freqs, freqs), dim=-1)
+        module.register_buffer("cos_cached", emb.cos()[None, None, :, :], persistent=False)
+        module.register_buffer("sin_cached", emb.sin()[None, None, :, :], persistent=False)
+        count += 1
+    return count

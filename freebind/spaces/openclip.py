@@ -97,7 +97,7 @@ def _home(arch: str, tag: str) -> Path:
 
 
 def check(info=None) -> tuple[bool, str]:
-    ok, missing = weights.package_available("open_clip", "timm", "ftfy", "regex")
+    ok, missing = weights.package_available("open_clip", "timm", "ftfy", "regex", "torchvision")
     if not ok:
         return False, f"not installed ({missing}): pip install 'freebind[open_clip]'"
     opts = dict(getattr(info, "options", ()) or ())

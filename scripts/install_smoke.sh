@@ -64,6 +64,8 @@ for kind in $KINDS; do
   pipq "$venv/bin/pip" install -q $PINS "$spec"
   "$venv/bin/pip" check
   mkdir -p "$WORK/run-$kind" && cd "$WORK/run-$kind"  # away from the source tree
+  # nothing from this machine's caches: an empty freebind home and Hugging Face cache
+  export FREEBIND_HOME=$WORK/run-$kind/home HF_HOME=$WORK/run-$kind/hf
   "$venv/bin/python" - "$kind" <<'EOF'
 import importlib.metadata as md, importlib.util, pathlib, sys
 import numpy, freebind

@@ -79,7 +79,9 @@ def build(family: str, size: str, root: Path):
         from freebind.spaces import imagebind
 
         arch = imagebind.HUGE if size == "full" else SMALL_IB
-        model = compat.import_imagebind_model().ImageBindModel(**arch)
+        from freebind.spaces import imagebind_model
+
+        model = imagebind_model.build(arch)
         torch.save(model.state_dict(), root / "ib.pth")
         del model
         return imagebind.load(None, checkpoint=str(root / "ib.pth"), arch=arch, device="cpu")

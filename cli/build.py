@@ -33,6 +33,14 @@ def _parse_hyper(specs: list[str]) -> dict:
     return out
 
 
+def _store_dtype(value: str) -> str:
+    from freebind.errors import UsageError
+
+    if value.strip().lower() not in ("fp32", "fp16", "float32", "float16"):
+        raise UsageError(f"--store-dtype {value!r}: expected fp32 or fp16")
+    return value.strip().lower()
+
+
 def build(
     expression: str = typer.Argument(..., help='Space expression, e.g. '
                                                '"mini:bind + d(mini:vl) + c(mini:clap)".'),
@@ -52,13 +60,17 @@ def build(
     hyper: List[str] = typer.Option([], "--hyper",
                                     help="Training option KEY=VALUE for every job "
                                          "(hidden, epochs, batch, lr, temp, topk, tau, "
-                                         "patience, …); repeatable."),
+                                         "patience, sim=fp32|tf32|bf16, amp=bf16, …); "
+                                         "repeatable."),
     mini_pool_size: int = typer.Option(2000, "--mini-pool-size",
                                        help="Items per modality of the default mini pools."),
     batch_size: int = typer.Option(64, "--batch-size", help="Encoder batch size."),
     threads: Optional[int] = typer.Option(None, "--threads",
                                           help="torch CPU threads (default: 1 for mini "
                                                "spaces, else torch's default)."),
+    store_dtype: str = typer.Option("fp32", "--store-dtype", metavar="fp32|fp16",
+                                    help="Precision of new cache entries; fp16 halves the "
+                                         "cache and reads pools memory-mapped."),
     as_json: bool = typer.Option(False, "--json", help="Print the build report as JSON."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
     device: Optional[str] = device_option(),
@@ -78,7 +90,8 @@ def build(
                       output=output, cache_dir=cache_dir, seed=seed,
                       hyper=_parse_hyper(hyper), batch_size=batch_size,
                       mini_pool_size=mini_pool_size, progress=not (as_json or quiet), log=log,
-                      threads=threads, space_options=options)
+                      threads=threads, space_options=options,
+                      store_dtype=_store_dtype(store_dtype))
     report = fused.build_report
     if as_json:
         print_json(report.to_dict())

@@ -44,6 +44,22 @@ def info(
                      f"{j['source_dim']}→{j['target_dim']}", str(len(j["data_modes"])),
                      str(j["hyper"].get("hidden")))
     out.print(jobs)
+    routed = [b for b in _bonds(graph) if b.get("route") == "learned"]
+    if routed:
+        routers = Table(title="learned routers (route=learned; route=off for fixed factors)")
+        for col in ("bond", "modality", "fixed σ", "routed σ mean ± sd [min, max]",
+                    "expert weights (mean)", "val loss"):
+            routers.add_column(col)
+        for b in routed:
+            summary = meta.get("training", {}).get(f"router.{b['id']}", {})
+            for m, st in summary.get("weights", {}).items():
+                routers.add_row(b["id"], m, f"{b['factors'].get(m, '')}",
+                                f"{st['sigma_mean']:.2f} ± {st['sigma_std']:.2f} "
+                                f"[{st['sigma_min']:.2f}, {st['sigma_max']:.2f}]",
+                                " ".join(f"{w:.2f}" for w in st.get("w_mean", [])) or "-",
+                                f"{summary.get('initial_val_loss', 0):.3f} → "
+                                f"{summary.get('final_val_loss', 0):.3f}")
+        out.print(routers)
     presets = Table(title="presets")
     presets.add_column("name")
     presets.add_column("factors")
@@ -53,6 +69,17 @@ def info(
     for key in ("training", "data", "evaluation"):
         if meta.get(key):
             out.print(f"[bold]{key}[/]: ", meta[key])
+
+
+def _bonds(graph: dict) -> list[dict]:
+    found = []
+    if graph.get("op") == "chain":
+        found += _bonds(graph["base"])
+        for bond in graph["bonds"]:
+            found.append(bond)
+            for expert in bond["experts"]:
+                found += _bonds(expert)
+    return found
 
 
 def register(app: typer.Typer) -> None:

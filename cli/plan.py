@@ -46,6 +46,8 @@ def _tree(tree, node) -> None:
     for bond in node["bonds"]:
         kind = "combination" if bond["kind"] == "c" else "displacement"
         factors = ", ".join(f"{m}={v}" for m, v in bond["factors"].items())
+        if bond.get("route") == "learned":
+            factors += " (the router's prior: route=learned, per-item weights)"
         branch = tree.add(f"{bond['id']} {kind} → {bond['dim']}-d  factors: {factors}  "
                           f"jobs: {', '.join(bond['jobs'])}")
         for expert, w in zip(bond["experts"], bond["weights"]):

@@ -6,7 +6,11 @@ Rows: ``mini:bind`` (the unified space, ImageBind's role), the experts (``mini:v
 InternVL-C, ``mini:clap``/``mini:clap2`` like CLAP_g/CLAP_m) and the fused spaces named after
 the paper's — ImageBind++ = ``mini:bind + c(mini:clap, mini:clap2)``, InternVL_IB =
 ``mini:bind + d(mini:vl)``, InternVL_IB++ = ``mini:bind + d(mini:vl) + c(mini:clap,
-mini:clap2)`` — under the paper's "versatile" and "AT expertise" presets. Columns: R@1 of
+mini:clap2)`` — under the paper's "versatile" and "AT expertise" presets, and the same
+ImageBind++ and InternVL_IB++ built with ``route=learned`` on the combination bond (the
+"router" rows: a learned router gives every item its own mixing weights; the projectors are
+the fixed rows' own, reused from the build cache). ``--router-seed N`` trains the routers
+with another seed (the projectors stay the same). Columns: R@1 of
 every retrieval suite in both directions and top-1 accuracy of the classification suites,
 on the mini world's evaluation sets (``freebind mini evalsets``), built with
 ``freebind build``. Cells are percentages; "–" where a space lacks a modality.
@@ -38,6 +42,10 @@ BUNDLES = [
     ("imagebind_pp", "mini ImageBind++", "mini:bind + c(mini:clap, mini:clap2)"),
     ("internvl_ib", "mini InternVL_IB", "mini:bind + d(mini:vl)"),
     ("internvl_ib_pp", "mini InternVL_IB++", "mini:bind + d(mini:vl) + c(mini:clap, mini:clap2)"),
+    ("imagebind_pp_router", "mini ImageBind++ · router",
+     "mini:bind + c(mini:clap, mini:clap2, route=learned)"),
+    ("internvl_ib_pp_router", "mini InternVL_IB++ · router",
+     "mini:bind + d(mini:vl) + c(mini:clap, mini:clap2, route=learned)"),
 ]
 
 #: Table rows: (label, target, preset).
@@ -51,6 +59,8 @@ ROWS = [
     ("mini InternVL_IB", "internvl_ib", "versatile"),
     ("mini InternVL_IB++ · versatile", "internvl_ib_pp", "versatile"),
     ("mini InternVL_IB++ · AT expertise", "internvl_ib_pp", "at-expertise"),
+    ("mini ImageBind++ · router", "imagebind_pp_router", None),
+    ("mini InternVL_IB++ · router", "internvl_ib_pp_router", None),
 ]
 
 
@@ -73,12 +83,17 @@ def ensure_evalsets(root: Path, items: int | None) -> Path:
     return root
 
 
-def ensure_bundles(work: Path, rebuild: bool) -> dict[str, Path]:
+def ensure_bundles(work: Path, rebuild: bool, router_seed: int | None = None
+                   ) -> dict[str, Path]:
     paths = {}
     for stem, _, expression in BUNDLES:
-        path = work / f"{stem}.safetensors"
+        routed = "route=learned" in expression
+        name = stem + (f"_s{router_seed}" if routed and router_seed is not None else "")
+        path = work / f"{name}.safetensors"
         if rebuild or not path.is_file():
-            freebind_cli("build", expression, "-o", str(path))
+            extra = ["--hyper", f"router_seed={router_seed}"] \
+                if routed and router_seed is not None else []
+            freebind_cli("build", expression, "-o", str(path), *extra)
         paths[stem] = path
     return paths
 
@@ -135,22 +150,27 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--items", type=int, default=None,
                     help="items per evaluation set when writing them (default: the mini sizes)")
     ap.add_argument("--rebuild", action="store_true", help="build the bundles again")
+    ap.add_argument("--router-seed", type=int, default=None,
+                    help="seed of the routers' training (default: the bond's seed, 0); the "
+                         "tables go to WORK/table_router_sN.md, results_router_sN.json")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
     work = args.work
     work.mkdir(parents=True, exist_ok=True)
     evalsets = ensure_evalsets(args.evalsets or work / "evalsets", args.items)
-    bundles = ensure_bundles(work, args.rebuild)
+    bundles = ensure_bundles(work, args.rebuild, args.router_seed)
     records = measure(work, evalsets, bundles)
     md = table(records)
     from freebind.evaluate.runner import write_json
 
-    write_json(work / "results.json", records)
-    (work / "table.md").write_text(md + "\n")
+    tail = "" if args.router_seed is None else f"_router_s{args.router_seed}"
+    write_json(work / f"results{tail}.json", records)
+    (work / f"table{tail}.md").write_text(md + "\n")
     print()
     print(md)
-    print(f"\n{len(records)} results in {time.perf_counter() - t0:.0f}s → {work / 'table.md'}, "
-          f"{work / 'results.json'}")
+    print(f"\n{len(records)} results in {time.perf_counter() - t0:.0f}s → "
+          f"{work / f'table{tail}.md'}, "
+          f"{work / f'results{tail}.json'}")
 
 
 if __name__ == "__main__":

@@ -194,10 +194,15 @@ def _sub_embeddings(plan, text: str, projectors, leaf: Mapping) -> dict:
     node = find_node(plan.graph, text)
     if node["op"] == "space":
         return dict(leaf[node["ref"]])
-    return fuse(node, projectors, leaf)
+    from freebind.store import PoolView
+
+    # the space built so far is computed in memory (memory-mapped leaf pools are read)
+    loaded = {ref: {m: np.asarray(v) if isinstance(v, PoolView) else v
+                    for m, v in mods.items()} for ref, mods in leaf.items()}
+    return fuse(node, projectors, loaded)
 
 
-def _job_key(job, hyper: Mapping, source: Mapping, target: Mapping) -> str:
+def _job_key(job, hyper: Mapping, source: Mapping, target: Mapping, device=None) -> str:
     """Identity of a training job: its spec, hyper-parameters and the exact embeddings it
     trains on (which carry every earlier job's weights). Training is deterministic, so a
     job with the same key gives the same weights: a rebuild (or a build resumed after a
@@ -207,12 +212,22 @@ def _job_key(job, hyper: Mapping, source: Mapping, target: Mapping) -> str:
     h = hashlib.sha256()
     spec = {"kind": job.kind, "source": job.source, "target": job.target,
             "modalities": list(job.modalities), "data_modes": list(job.data_modes),
-            "hyper": {k: hyper[k] for k in sorted(hyper) if k != "threads"},
+            "hyper": {k: hyper[k] for k in sorted(hyper)
+                      if k != "threads" and not k.startswith("router_")},
             "format": 1}
+    if device is not None and torch.device(device).type != "cpu":
+        spec["device"] = str(device)     # weights trained elsewhere differ in the last bits
     h.update(json.dumps(spec, sort_keys=True, default=str).encode())
+    from freebind.store import PoolView
+
     for side in (source, target):
         for m in sorted(side):
             arr = side[m]
+            if isinstance(arr, PoolView):   # hashed block by block: same digest as loaded
+                h.update(f"{m}:{arr.shape}".encode())
+                for _, blk in arr.blocks(1 << 16):
+                    h.update(np.ascontiguousarray(blk).tobytes())
+                continue
             arr = arr.detach().cpu().numpy() if isinstance(arr, torch.Tensor) else arr
             arr = np.ascontiguousarray(arr, dtype=np.float32)
             h.update(f"{m}:{arr.shape}".encode())
@@ -259,11 +274,34 @@ def _pool_fingerprint(store, modality: str, items: Sequence) -> str:
     return h.hexdigest()[:16]
 
 
+def _router_step(plan, job, projectors, training, leaf, h, job_keys, root, progress, say):
+    """A ``route=learned`` bond's router, once its last projector group exists."""
+    from freebind.pseudo import build as build_tuples
+    from freebind.router import build_step
+
+    def make_tuples(j, source, target):
+        expert, base = (j.source, j.target) if j.kind == "c" else (j.target, j.source)
+        return build_tuples({j.source: source, j.target: target}, expert=expert, base=base,
+                            modalities=j.modalities, topk=int(h["topk"]), tau=float(h["tau"]),
+                            seed=int(h["seed"]), max_queries=h.get("max_queries"),
+                            progress=False)
+
+    from freebind.store import PoolView
+
+    def embeddings(text):   # the router works in memory (memory-mapped pools are read)
+        return {m: np.asarray(v) if isinstance(v, PoolView) else v
+                for m, v in _sub_embeddings(plan, text, projectors, leaf).items()}
+
+    build_step(plan, job, projectors, training, embeddings, h, job_keys, root,
+               make_tuples, progress=progress, log=say)
+
+
 def build(expression, audio=None, image=None, text=None, pools=None, output=None,
           cache_dir=None, seed: int | None = None, hyper: Mapping | None = None,
           batch_size: int = 64, mini_pool_size: int = MINI_POOL_SIZE, progress: bool = True,
           log: Callable[[str], None] | None = None, save: bool = True,
-          threads: int | None = None, space_options: Mapping | None = None):
+          threads: int | None = None, space_options: Mapping | None = None,
+          store_dtype: str | None = None):
     """Build the fused space of ``expression`` and save it as a bundle.
 
     Pools: ``audio``/``image`` folders (or lists of paths), ``text`` a file with one text
@@ -275,7 +313,11 @@ def build(expression, audio=None, image=None, text=None, pools=None, output=None
     build (default: 1 when every space is a mini space — small models run fastest on one
     thread and never oversubscribe a shared machine — else torch's setting).
     ``space_options`` are passed to every ``spaces.get(ref, **space_options)`` (device,
-    precision, checkpoint, workers, …; what each space's loader accepts)."""
+    precision, checkpoint, workers, …; what each space's loader accepts). Its ``device``
+    is also where pseudo tuples and training run (default the CPU), and ``hyper["sim"]``
+    (``fp32``, ``tf32``, ``bf16``) the precision of the retrieval similarities.
+    ``store_dtype="fp16"`` keeps new cache entries as float16 and reads the pools
+    memory-mapped (see docs/building.md)."""
     import torch
 
     from freebind import algebra
@@ -292,14 +334,14 @@ def build(expression, audio=None, image=None, text=None, pools=None, output=None
     try:
         return _build(expression, audio, image, text, pools, output, cache_dir, seed, hyper,
                       batch_size, mini_pool_size, progress, log, save,
-                      dict(space_options or {}))
+                      dict(space_options or {}), store_dtype)
     finally:
         if threads:
             torch.set_num_threads(previous)
 
 
 def _build(expression, audio, image, text, pools, output, cache_dir, seed, hyper, batch_size,
-           mini_pool_size, progress, log, save, space_options):
+           mini_pool_size, progress, log, save, space_options, store_dtype=None):
     import torch
 
     from freebind import algebra, spaces
@@ -314,12 +356,26 @@ def _build(expression, audio, image, text, pools, output, cache_dir, seed, hyper
     overrides = dict(hyper or {})
     if seed is not None:
         overrides["seed"] = int(seed)
+    from freebind.pseudo import SIM_PRECISIONS
+    from freebind.train import AMP_CHOICES
+
+    if "sim" in overrides and overrides["sim"] not in SIM_PRECISIONS:
+        raise UsageError(f"hyper sim={overrides['sim']!r}: expected one of "
+                         f"{', '.join(SIM_PRECISIONS)}")
+    if overrides.get("amp") not in (None, "none", *AMP_CHOICES):
+        raise UsageError(f"hyper amp={overrides['amp']!r}: expected bf16, fp16 or none")
     if isinstance(expression, str):
         plan = algebra.plan(expression, hyper=overrides)
     else:
         plan = expression
     families = [s["family"] for s in plan.spaces.values()]
-    store = EmbeddingStore(cache_dir)
+    from freebind.router import router_hyper
+
+    for job in plan.jobs:  # router settings are checked before any work
+        router_hyper({**overrides, **job.hyper})
+    store = EmbeddingStore(cache_dir, dtype=store_dtype or "float32")
+    lazy = store.dtype == np.float16      # pools read memory-mapped, not loaded
+    device = space_options.get("device")  # also where pseudo tuples and training run
 
     no_pools = all(v is None for v in (audio, image, text, pools))
     if no_pools:
@@ -346,7 +402,7 @@ def _build(expression, audio, image, text, pools, output, cache_dir, seed, hyper
                 continue
             before = store.encoded
             arr, idx, failures = store.embed(space, m, pool.items[m], batch_size=batch_size,
-                                             progress=progress, on_error="skip")
+                                             progress=progress, on_error="skip", lazy=lazy)
             encoded = store.encoded - before
             report.encoded += encoded
             report.reused += len(idx) - encoded
@@ -360,7 +416,8 @@ def _build(expression, audio, image, text, pools, output, cache_dir, seed, hyper
     for ref, mods in leaf_raw.items():
         for m, (arr, idx) in mods.items():
             rows = np.searchsorted(idx, kept[m])
-            leaf.setdefault(ref, {})[m] = arr if len(rows) == len(idx) else arr[rows]
+            leaf.setdefault(ref, {})[m] = arr if len(rows) == len(idx) else \
+                (arr.subset(rows) if lazy else arr[rows])
     for m, idx in kept.items():
         if len(idx) == 0:
             raise PoolError(f"no {m} pool item could be decoded")
@@ -372,6 +429,7 @@ def _build(expression, audio, image, text, pools, output, cache_dir, seed, hyper
     # 2-3. jobs in dependency order
     projectors: dict[str, torch.nn.Module] = {}
     training = {}
+    job_keys: dict[str, str] = {}
     for job in plan.jobs:
         t_job = time.perf_counter()
         source = _sub_embeddings(plan, job.source, projectors, leaf)
@@ -388,7 +446,8 @@ def _build(expression, audio, image, text, pools, output, cache_dir, seed, hyper
             job.data_modes = modes_of(mods)
         h = {**defaults_for(families), **job.hyper}
         expert, base = (job.source, job.target) if job.kind == "c" else (job.target, job.source)
-        key = _job_key(job, h, source, target)
+        key = _job_key(job, h, source, target, device)
+        job_keys[job.id] = key
         cached = _load_job(store.root, key)
         if cached is not None:
             group, summary = cached
@@ -398,10 +457,11 @@ def _build(expression, audio, image, text, pools, output, cache_dir, seed, hyper
                                   base=base, modalities=mods, topk=int(h["topk"]),
                                   tau=float(h["tau"]), seed=int(h["seed"]),
                                   max_queries=h.get("max_queries"), progress=progress,
-                                  desc=f"{job.id} pseudo tuples")
+                                  desc=f"{job.id} pseudo tuples", device=device,
+                                  sim=str(h.get("sim", "fp32")))
             expert_name = job.source if job.kind == "c" else job.target
             result = train_group(tuples, source, target, job.data_modes, h,
-                                 progress=progress,
+                                 progress=progress, device=device,
                                  desc=f"{job.id} train {job.kind}({expert_name})")
             group, n_tuples, routes = result.group, len(tuples), tuples.routes()
             summary = {**result.summary(), "hyper": h, "routes": routes}
@@ -416,6 +476,8 @@ def _build(expression, audio, image, text, pools, output, cache_dir, seed, hyper
         say(f"{job.id}: {n_tuples} tuples, {summary['epochs']} epochs, "
             f"val loss {summary['final_val_loss']:.4f}, {seconds:.1f} s"
             + (" (trained before: reused)" if cached is not None else ""))
+        _router_step(plan, job, projectors, training, leaf, h, job_keys, store.root,
+                     progress, say)
 
     # 4. the bundle (deterministic content: no times, no absolute paths)
     space_meta = {}

@@ -5,7 +5,12 @@ An override is a string:
 * ``a=0.8`` — every bond that mixes audio (global, per modality);
 * ``b2.a=0.8`` — bond b2 only; ``CLAP_g.a=0.8`` — the bond whose expert is CLAP_g;
 * ``b2=off`` / ``CLAP_g=off`` — switch a bond off (its expert's knowledge is not used: a
-  combination returns the base embedding, a displacement the projected base), ``=on`` back.
+  combination returns the base embedding, a displacement the projected base), ``=on`` back;
+* ``route=off`` / ``b2.route=off`` — a bond built with ``route=learned`` mixes with its fixed
+  factors instead of its router's per-item weights (``route=learned`` back).
+
+A factor set by an override or a preset pins that bond's modality: its router does not
+apply there (see docs/routers.md).
 
 Precedence, weakest first: the expression's factors, a selected preset, global overrides,
 per-bond overrides, per-expert overrides. A factor is always the expert's weight.
@@ -13,7 +18,7 @@ per-bond overrides, per-expert overrides. A factor is always the expert's weight
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterable, Mapping
 
 from freebind.algebra.compile import bond_nodes
@@ -27,6 +32,7 @@ class Override:
     modality: str | None  # None with switch set
     value: float | None = None
     switch: bool | None = None  # True: on, False: off
+    route: bool | None = None  # with modality None: True route=learned, False route=off
 
     @property
     def rank(self) -> int:
@@ -47,6 +53,13 @@ def parse_override(spec: str) -> Override:
     left, _, right = spec.partition("=")
     left, right = left.strip(), right.strip()
     target, modality = None, None
+    if left == "route" or left.endswith(".route"):
+        target = left[:-len(".route")] if left != "route" else None
+        if target == "":
+            raise UsageError(f"factor override {spec!r}: missing the bond or expert")
+        if right.lower() not in ("off", "learned", "on"):
+            raise UsageError(f"factor override {spec!r}: route is off or learned")
+        return Override(target, None, route=right.lower() != "off")
     if left in FACTOR_KEYWORDS:
         modality = FACTOR_KEYWORDS[left]
     elif "." in left and left.rsplit(".", 1)[1] in FACTOR_KEYWORDS:
@@ -85,13 +98,23 @@ def as_overrides(specs) -> list[Override]:
 class BondFactors:
     factors: dict[str, float]
     on: bool = True
+    #: The bond mixes with its router's per-item weights (built with ``route=learned`` and
+    #: not switched off by ``route=off``).
+    routed: bool = False
+    #: Modalities whose factor an override or preset set: the router does not apply there.
+    pinned: set = field(default_factory=set)
+
+    def routes(self, modality: str) -> bool:
+        """Whether the router gives this modality's weights."""
+        return self.routed and modality not in self.pinned
 
 
 def resolve(graph: dict, overrides: Iterable = (), presets: Mapping | None = None,
             preset: str | None = None) -> dict[str, BondFactors]:
     """Effective factors of every bond: ``{bond_id: BondFactors}``."""
     bonds = bond_nodes(graph)
-    table = {b["id"]: BondFactors(dict(b["factors"])) for b in bonds}
+    table = {b["id"]: BondFactors(dict(b["factors"]), routed=b.get("route") == "learned")
+             for b in bonds}
     layers: list[Override] = []
     if preset is not None:
         presets = presets or {}
@@ -103,10 +126,16 @@ def resolve(graph: dict, overrides: Iterable = (), presets: Mapping | None = Non
     for ov in layers:
         for bond in _targets(bonds, ov, strict=True):
             entry = table[bond["id"]]
-            if ov.modality is None:
+            if ov.route is not None:
+                if ov.target is not None and bond.get("route") != "learned":
+                    raise UsageError(f"factor override {_text(ov)}: bond {bond['id']} has no "
+                                     f"router (build it with route=learned)")
+                entry.routed = ov.route and bond.get("route") == "learned"
+            elif ov.modality is None:
                 entry.on = bool(ov.switch)
             elif ov.modality in entry.factors:
                 entry.factors[ov.modality] = float(ov.value)
+                entry.pinned.add(ov.modality)
             elif ov.target is not None:
                 raise UsageError(f"factor override {_text(ov)}: bond {bond['id']} mixes only "
                                  f"{', '.join(bond['shared'])}")
@@ -130,6 +159,9 @@ def _targets(bonds: list[dict], ov: Override, strict: bool) -> list[dict]:
 
 
 def _text(ov: Override) -> str:
+    if ov.route is not None:
+        return (f"{ov.target}." if ov.target else "") + \
+            f"route={'learned' if ov.route else 'off'}"
     key = (f"{ov.target}." if ov.target else "") + (ov.modality or "")
     key = key.rstrip(".")
     value = ov.value if ov.modality else ("on" if ov.switch else "off")
@@ -137,8 +169,14 @@ def _text(ov: Override) -> str:
 
 
 def describe(table: Mapping[str, BondFactors]) -> dict:
-    """JSON-able view: ``{b1: {"on": true, "factors": {...}}}``."""
-    return {k: {"on": v.on, "factors": dict(v.factors)} for k, v in table.items()}
+    """JSON-able view: ``{b1: {"on": true, "factors": {...}}}``, plus ``"routed"`` (the
+    modalities a router weighs) for bonds that route."""
+    out = {}
+    for k, v in table.items():
+        out[k] = {"on": v.on, "factors": dict(v.factors)}
+        if v.routed:
+            out[k]["routed"] = [m for m in v.factors if v.routes(m)]
+    return out
 
 
 def paper_presets(graph: dict) -> dict[str, list[str]]:

@@ -57,6 +57,13 @@ class FusedSpace:
         return self.metadata["presets"]
 
     @property
+    def routers(self) -> dict:
+        """The learned routers, by bond id (bonds built with ``route=learned``)."""
+        from freebind.router import BondRouter
+
+        return {g.bond_id: g for g in self.projectors.values() if isinstance(g, BondRouter)}
+
+    @property
     def factors(self) -> dict:
         """Effective factors and switches per bond."""
         return describe(self.table)
@@ -155,7 +162,13 @@ class FusedSpace:
 
 
 def required_tensors(plan: Plan) -> list[str]:
-    return [f"{job.id}.{name}" for job in plan.jobs for name in PARAM_NAMES]
+    from freebind.router import required_tensors as router_tensors
+
+    names = [f"{job.id}.{name}" for job in plan.jobs for name in PARAM_NAMES]
+    for bond in plan.bonds():
+        if bond.get("route") == "learned":
+            names += router_tensors(bond)
+    return names
 
 
 def load(path: str | os.PathLike, factors=None, preset: str | None = None) -> FusedSpace:
@@ -178,6 +191,15 @@ def load(path: str | os.PathLike, factors=None, preset: str | None = None) -> Fu
             raise BundleError(f"{path}: projector {job.id} maps {group.d_in}->{group.d_out} "
                               f"but the plan says {job.source_dim}->{job.target_dim}")
         projectors[job.id] = group
+    from freebind.errors import FreebindError
+    from freebind.router import BondRouter, router_key
+
+    for bond in plan.bonds():
+        if bond.get("route") == "learned":
+            try:
+                projectors[router_key(bond["id"])] = BondRouter.from_tensors(tensors, bond)
+            except FreebindError as exc:
+                raise BundleError(f"{path}: {exc}") from None
     space = FusedSpace(plan, projectors, meta, as_overrides(factors), preset)
     space.path = Path(path)
     return space

@@ -14,6 +14,11 @@ P(x) = n(m(x)), m(x) = mean_k n(P_k(x)). Parallel experts: P(e1, e2, …) = n(Σ
 over the experts that have the modality. A bond switched off uses none of its expert: a
 combination yields u (the expert's own modalities disappear), a displacement P(u).
 
+A combination bond built with ``route=learned`` carries a router (:mod:`freebind.router`,
+under ``router.<bond>`` in the projector mapping) that gives every item its own σ and w;
+the formula stays the same. A factor pinned by an override or preset, or ``route=off``,
+brings back the fixed weights for that bond and modality.
+
 Every modality is computed independently, so only the inputs that a requested modality
 needs are read (see :func:`inputs_needed`).
 """
@@ -96,12 +101,50 @@ class _Evaluator:
                 total = w * m if total is None else total + w * m
         return _n(total)
 
+    def router(self, bond, entry: BondFactors, modality):
+        """The bond's router when it weighs ``modality`` here, else None."""
+        if not entry.routes(modality):
+            return None
+        from freebind.router import router_key
+
+        router = self.projectors.get(router_key(bond["id"]))
+        if router is None:
+            if self.dry:
+                return True
+            raise FreebindError(f"router of {bond['id']} is missing (route=learned bond); "
+                                f"pass route=off to fuse with the fixed factors")
+        if modality not in getattr(router, "spec", {modality: None}):
+            return None
+        return router
+
+    def routed(self, bond, router, modality, u):
+        """n((1 − σ)·u + σ·n(Σ_i w_i m_i(e_i))) with the router's per-item σ and w."""
+        from freebind.router import mix, router_spec
+
+        experts = router_spec(bond)[modality]["experts"]
+        base = u()
+        mixtures = []
+        for i in experts:
+            if not self.has(bond["experts"][i], modality):
+                return None
+            mixtures.append(self.project(bond["jobs"][i], self.value(bond["experts"][i],
+                                                                    modality)))
+        if self.dry:
+            return None
+        projections = [F.normalize(m, dim=-1) for m in mixtures]
+        sigma, w = router.weights(modality, base, projections)
+        return mix(base, mixtures, sigma, w)
+
     def combination(self, bond, entry: BondFactors, modality, base_has, u):
         expert_has = any(self.has(e, modality) for e in bond["experts"])
         if not entry.on or not expert_has:
             return u()
         if not base_has:
             return self.expert_projection(bond, modality)
+        router = self.router(bond, entry, modality)
+        if router is not None and all(self.has(bond["experts"][i], modality)
+                                      for i in _router_experts(bond, modality)):
+            return self.routed(bond, router, modality, u)
         sigma = entry.factors.get(modality, 0.0)
         if sigma == 0.0:
             return u()
@@ -133,6 +176,12 @@ class _Evaluator:
         if self.dry:
             return None
         return _n(lam * e + (1.0 - lam) * p)
+
+
+def _router_experts(bond: dict, modality: str) -> list[int]:
+    from freebind.router import router_spec
+
+    return router_spec(bond).get(modality, {}).get("experts", [])
 
 
 def output_modalities(graph: dict, table: Mapping[str, BondFactors] | None = None

@@ -15,6 +15,16 @@ embeddings of the space built so far.
 Similarities are computed in chunks of queries: peak memory is chunk × pool, never
 pool × pool. Everything is deterministic; the seed only picks query subsets
 (``max_queries``).
+
+On a device, or for pools larger than memory, retrieval runs *blocked*
+(:func:`topk_retrieve` with ``device=``, ``sim=`` or ``budget_bytes=``, or a
+:class:`~freebind.store.PoolView` pool): queries go in super-chunks, the pool in blocks
+(resident on the device when it fits the budget, else streamed block by block from host
+memory or the memory-mapped store), and a running top-k per query is merged block by
+block. ``sim="bf16"|"fp16"|"tf32"`` computes the similarities in reduced precision, keeps a
+wider candidate list (``candidates``, default ``max(2k, k + 16)``) and re-scores it exactly
+in float32, so the neighbours and weights are the float32 ones except where float32 scores
+are tied to within the reduced precision's rounding error.
 """
 
 from __future__ import annotations
@@ -32,6 +42,14 @@ DEFAULT_TOPK = 8
 DEFAULT_TAU = 0.05
 #: Bytes of similarity scores one chunk may hold.
 DEFAULT_CHUNK_BYTES = 128 << 20
+#: Similarity precisions (``sim=``) and the dtype the matmul runs in.
+SIM_PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
+#: Memory the blocked path may use on the CPU when no budget is given (bytes).
+DEFAULT_CPU_BUDGET = 1 << 30
+#: Host blocks up to this size go to a CUDA device through pinned memory.
+PIN_BYTES = 1 << 30
+#: Share of a CUDA device's free memory the blocked path may use when no budget is given.
+DEVICE_MEMORY_SHARE = 0.8
 
 
 
@@ -92,9 +110,11 @@ class PseudoTuples:
         for m in (modalities if modalities is not None else self.modalities):
             if m not in space_embeddings:
                 continue
-            emb = _tensor(space_embeddings[m])
+            emb = space_embeddings[m]
+            if not _is_view(emb):
+                emb = _tensor(emb)
             if m == q:
-                out[m] = emb[torch.from_numpy(np.ascontiguousarray(qrows))]
+                out[m] = _take(emb, torch.from_numpy(np.ascontiguousarray(qrows)))
                 continue
             fill = self.fills[(q, m)]
             r = slice(None) if rows is None else np.asarray(rows)
@@ -104,9 +124,26 @@ class PseudoTuples:
         return out
 
 
+def _is_view(x) -> bool:
+    from freebind.store import PoolView
+
+    return isinstance(x, PoolView)
+
+
+def _take(x, idx):
+    """float32 rows ``idx`` (a LongTensor or int array) of a pool: tensor, array or view."""
+    import torch
+
+    if _is_view(x):
+        return torch.from_numpy(x.rows(np.asarray(idx)))
+    return _tensor(x)[idx]
+
+
 def _tensor(x):
     import torch
 
+    if _is_view(x):
+        return torch.from_numpy(np.asarray(x))
     if isinstance(x, torch.Tensor):
         return x.float() if x.dtype != torch.float32 else x
     arr = np.asarray(x)
@@ -126,7 +163,11 @@ def _aggregate(emb, idx, w):
     import torch
     from torch.nn import functional as F
 
-    picked = emb[idx.reshape(-1)].reshape(idx.shape[0], idx.shape[1], emb.shape[1])
+    flat = idx.reshape(-1)
+    picked = (_take(emb, flat) if _is_view(emb) else emb[flat]).reshape(
+        idx.shape[0], idx.shape[1], emb.shape[1])
+    if w.device != picked.device:
+        w = w.to(picked.device)
     return F.normalize(torch.einsum("bk,bkd->bd", w, picked), dim=-1)
 
 
@@ -164,11 +205,23 @@ def chunk_rows(pool_size: int, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> int:
 
 
 def topk_retrieve(queries, pool, k: int, tau: float, chunk: int | None = None,
-                  progress=None) -> tuple[np.ndarray, np.ndarray]:
+                  progress=None, *, device=None, sim: str = "fp32",
+                  budget_bytes: int | None = None,
+                  candidates: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Top-k rows of ``pool`` for each query (cosine on unit rows) and their softmax(sim/τ)
-    weights, computed in chunks of queries. Returns (index int64 [Nq, k], weight f32)."""
+    weights, computed in chunks of queries. Returns (index int64 [Nq, k], weight f32).
+
+    ``device``, ``sim``, ``budget_bytes`` (and a :class:`~freebind.store.PoolView` as
+    queries or pool) select the blocked path (see the module); on the CPU in float32 with
+    arrays in memory the plain chunked path runs."""
     import torch
 
+    if sim not in SIM_PRECISIONS:
+        raise PseudoTupleError(f"sim {sim!r}: expected one of {', '.join(SIM_PRECISIONS)}")
+    if (device is not None and torch.device(device).type != "cpu") or sim != "fp32" \
+            or budget_bytes is not None or _is_view(queries) or _is_view(pool):
+        return _retrieve_blocked(queries, pool, k, tau, device, sim, budget_bytes,
+                                 candidates, chunk, progress)
     queries, pool = _tensor(queries), _tensor(pool)
     n, npool = queries.shape[0], pool.shape[0]
     if npool == 0:
@@ -190,23 +243,206 @@ def topk_retrieve(queries, pool, k: int, tau: float, chunk: int | None = None,
     return index, weight
 
 
+def _budget(dev, budget_bytes: int | None) -> int:
+    import torch
+
+    if budget_bytes is not None:
+        return int(budget_bytes)
+    if dev.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(dev)
+        return int(free * DEVICE_MEMORY_SHARE)
+    return DEFAULT_CPU_BUDGET
+
+
+def _host_rows(x, start: int, stop: int, buf: dict | None = None):
+    """Rows [start, stop) of a pool as a float32 CPU tensor (a view when x is in memory;
+    read from a store view into the reusable buffer ``buf["rows"]`` when given)."""
+    import torch
+
+    if _is_view(x):
+        out = None
+        if buf is not None:
+            have = buf.get("rows")
+            if have is None or have.shape[0] < stop - start:
+                have = buf["rows"] = np.empty((stop - start, x.shape[1]), dtype=np.float32)
+            out = have
+        return torch.from_numpy(x.rows(np.arange(start, stop), out=out))
+    if isinstance(x, torch.Tensor):
+        return x[start:stop]
+    return _tensor(x[start:stop])
+
+
+def _to(t, dev, dtype=None):
+    import torch
+
+    if t.device == dev:
+        return t if dtype is None else t.to(dtype)
+    if dev.type == "cuda" and t.device.type == "cpu" and not t.is_pinned() \
+            and t.numel() * t.element_size() <= PIN_BYTES:   # streamed blocks: pinned
+        t = t.pin_memory()
+    t = t.to(dev, non_blocking=t.is_pinned())
+    return t if dtype is None else t.to(dtype)
+
+
+class _Precision:
+    """``torch.set_float32_matmul_precision`` for the duration of a block."""
+
+    def __init__(self, sim: str):
+        self.sim = sim
+
+    def __enter__(self):
+        import torch
+
+        self.previous = torch.get_float32_matmul_precision()
+        torch.set_float32_matmul_precision("high" if self.sim == "tf32" else "highest")
+
+    def __exit__(self, *exc):
+        import torch
+
+        torch.set_float32_matmul_precision(self.previous)
+
+
+#: Columns per group of the two-stage top-k (group maxima first).
+TOPK_GROUP = 64
+
+
+def _block_topk(sims, c: int, group: int = TOPK_GROUP):
+    """``torch.topk(sims, c, dim=1)`` (unsorted) in two stages: the maximum of every group
+    of ``group`` columns, the c groups with the largest maxima, then the top c of those
+    groups' columns. Exact: a group holding one of the top c values has a maximum at
+    least that value, so it is among the c best groups (ties aside). Cheaper than one
+    top-k over long rows, on the CPU and on a GPU alike."""
+    import torch
+
+    q, n = sims.shape
+    ng = n // group
+    if ng < 4 * c:
+        return torch.topk(sims, c, dim=1, largest=True, sorted=False)
+    body = ng * group
+    gmax = sims[:, :body].reshape(q, ng, group).amax(dim=2)
+    _, gi = torch.topk(gmax, c, dim=1, largest=True, sorted=False)
+    cols = (gi[:, :, None] * group
+            + torch.arange(group, device=sims.device)).reshape(q, c * group)
+    if body < n:   # the last, partial group joins as it is
+        tail = torch.arange(body, n, device=sims.device).expand(q, n - body)
+        cols = torch.cat([cols, tail], dim=1)
+    v, pos = torch.topk(torch.gather(sims, 1, cols), c, dim=1, largest=True, sorted=False)
+    return v, torch.gather(cols, 1, pos)
+
+
+def _retrieve_blocked(queries, pool, k, tau, device, sim, budget_bytes, candidates, chunk,
+                      progress):
+    """Blocked top-k: query super-chunks × pool blocks, a running top-c merged per block,
+    exact float32 re-scoring of the c candidates when ``sim`` is reduced."""
+    import torch
+
+    dev = torch.device(device) if device is not None else torch.device("cpu")
+    n, npool = int(queries.shape[0]), int(pool.shape[0])
+    if npool == 0:
+        raise PseudoTupleError("cannot retrieve from an empty pool")
+    d = int(pool.shape[1])
+    k = min(k, npool)
+    reduced = sim in ("bf16", "fp16")
+    mm_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(sim, torch.float32)
+    rescore = sim != "fp32"
+    c = min(npool, max(k, int(candidates))) if candidates else \
+        (min(npool, max(2 * k, k + 16)) if rescore else k)
+    budget = _budget(dev, budget_bytes)
+    el = 2 if reduced else 4
+    index = np.empty((n, k), dtype=np.int64)
+    weight = np.empty((n, k), dtype=np.float32)
+    if n == 0:
+        return index, weight
+
+    # the pool resident on the device when its copies take at most half the budget
+    pool_bytes = npool * d * (4 + (el if reduced else 0))
+    resident = pool_bytes <= budget // 2
+    if resident:
+        pool32 = _to(_host_rows(pool, 0, npool), dev).float()
+        pool_mm = pool32.to(mm_dtype) if reduced else pool32
+        rest = budget - pool_bytes
+    else:
+        pool32 = pool_mm = None
+        rest = budget
+    # what remains: a third each for the pool block, the query super-chunk (+ running
+    # top-c) and the similarity chunk
+    third = max(1 << 20, rest // 3)
+    block = npool if resident else int(max(1, min(npool, third // (d * (4 + el)))))
+    sup = int(max(1, min(n, third // (d * (4 + el) + c * 24))))
+    sims_bytes = min(third, DEFAULT_CHUNK_BYTES if dev.type == "cpu" else third)
+    qchunk = int(chunk or max(1, min(sup, 8192, sims_bytes // max(1, el * block))))
+    qchunk = min(qchunk, sup)
+
+    block_buf: dict = {}   # one host buffer for every streamed block
+    with torch.no_grad(), _Precision(sim):
+        for s0 in range(0, n, sup):
+            s1 = min(n, s0 + sup)
+            q32 = _to(_host_rows(queries, s0, s1), dev).float()
+            q_mm = q32.to(mm_dtype) if reduced else q32
+            run_v = torch.full((s1 - s0, c), -torch.inf, device=dev)
+            run_i = torch.zeros((s1 - s0, c), dtype=torch.int64, device=dev)
+            for p0 in range(0, npool, block):
+                p1 = min(npool, p0 + block)
+                if resident:
+                    pb = pool_mm[p0:p1]
+                else:
+                    pb = _to(_host_rows(pool, p0, p1, block_buf), dev, mm_dtype)
+                cb = min(c, p1 - p0)
+                for a in range(0, s1 - s0, qchunk):
+                    b = min(s1 - s0, a + qchunk)
+                    sims = q_mm[a:b] @ pb.t()
+                    v, i = _block_topk(sims, cb)
+                    del sims
+                    v = v.float()
+                    v = torch.cat([run_v[a:b], v], dim=1)
+                    i = torch.cat([run_i[a:b], i + p0], dim=1)
+                    top, pos = torch.topk(v, c, dim=1, largest=True, sorted=False)
+                    run_v[a:b], run_i[a:b] = top, torch.gather(i, 1, pos)
+                del pb
+            for a in range(0, s1 - s0, qchunk):
+                b = min(s1 - s0, a + qchunk)
+                cand = run_i[a:b]
+                if rescore:   # exact float32 scores of the candidates
+                    if resident:
+                        rows = pool32[cand.reshape(-1)]
+                    else:
+                        rows = _to(_take(pool, cand.reshape(-1).cpu()), dev)
+                    rows = rows.reshape(b - a, c, d)
+                    with _Precision("fp32"):
+                        exact = torch.bmm(rows, q32[a:b, :, None])[..., 0]
+                else:
+                    exact = run_v[a:b]
+                top, pos = torch.topk(exact, k, dim=1, largest=True, sorted=True)
+                idx = torch.gather(cand, 1, pos)
+                index[s0 + a:s0 + b] = idx.cpu().numpy()
+                weight[s0 + a:s0 + b] = torch.softmax(top / tau, dim=1).cpu().numpy()
+            if progress is not None:
+                progress(s1 - s0)
+    return index, weight
+
+
 def build(pools: Mapping[str, Mapping[str, object]], expert: str, base: str,
           modalities: Sequence[str] | None = None, topk: int = DEFAULT_TOPK,
           tau: float = DEFAULT_TAU, seed: int = 0, max_queries: int | None = None,
           chunk_bytes: int = DEFAULT_CHUNK_BYTES, progress: bool = False,
-          desc: str = "pseudo tuples") -> PseudoTuples:
+          desc: str = "pseudo tuples", device=None, sim: str = "fp32",
+          budget_bytes: int | None = None) -> PseudoTuples:
     """Pseudo tuples for one bond.
 
-    ``pools[key][modality]`` are unit-row pool embeddings ``[N_modality, dim]`` (numpy or
-    torch) for the expert and the base (the space built so far); every space's pool of a
-    modality holds the same items in the same order. ``modalities`` defaults to every
-    modality some space has a pool for."""
+    ``pools[key][modality]`` are unit-row pool embeddings ``[N_modality, dim]`` (numpy,
+    torch, or a memory-mapped :class:`~freebind.store.PoolView`) for the expert and the
+    base (the space built so far); every space's pool of a modality holds the same items in
+    the same order. ``modalities`` defaults to every modality some space has a pool for.
+    ``device``, ``sim`` and ``budget_bytes`` go to :func:`topk_retrieve`."""
     import torch
 
     if topk < 1:
         raise PseudoTupleError(f"topk must be at least 1 (got {topk})")
     if not tau > 0:
         raise PseudoTupleError(f"tau must be positive (got {tau})")
+    if sim not in SIM_PRECISIONS:
+        raise PseudoTupleError(f"sim {sim!r}: expected one of {', '.join(SIM_PRECISIONS)}")
+    opts = {"device": device, "sim": sim, "budget_bytes": budget_bytes}
     coverage = {key: tuple(pools[key]) for key in (expert, base)}
     if modalities is None:
         modalities = [m for m in ("audio", "image", "text")
@@ -248,15 +484,20 @@ def build(pools: Mapping[str, Mapping[str, object]], expert: str, base: str,
             space, _, s = route.hops[0]
             key1 = (space, q, s)
             if key1 not in hop_cache:
-                qemb = _tensor(pools[space][q])[torch.from_numpy(queries[q])]
-                hop_cache[key1] = topk_retrieve(qemb, pools[space][s], topk, tau,
-                                                chunk=chunk_rows(sizes[s], chunk_bytes),
-                                                progress=tick)
+                src = pools[space][q]
+                if _is_view(src):
+                    qemb = src if len(queries[q]) == len(src) else src.subset(queries[q])
+                else:
+                    qemb = _tensor(src)[torch.from_numpy(queries[q])]
+                hop_cache[key1] = topk_retrieve(
+                    qemb, pools[space][s], topk, tau, progress=tick,
+                    chunk=None if _blocked(opts, src, pools[space][s])
+                    else chunk_rows(sizes[s], chunk_bytes), **opts)
             idx, w = hop_cache[key1]
             if len(route.hops) == 2:
                 space2, _, _ = route.hops[1]
                 idx, w = _second_hop(pools[space2][s], pools[space2][m], idx, w, topk, tau,
-                                     chunk_rows(sizes[m], chunk_bytes), tick)
+                                     chunk_rows(sizes[m], chunk_bytes), tick, opts)
             result.fills[(q, m)] = Fill(idx, w, route)
     finally:
         if bar is not None:
@@ -264,11 +505,23 @@ def build(pools: Mapping[str, Mapping[str, object]], expert: str, base: str,
     return result
 
 
-def _second_hop(mid_pool, target_pool, idx, w, k, tau, chunk, tick):
+def _blocked(opts, *arrays) -> bool:
+    import torch
+
+    dev = opts.get("device")
+    return ((dev is not None and torch.device(dev).type != "cpu") or opts.get("sim", "fp32")
+            != "fp32" or opts.get("budget_bytes") is not None
+            or any(_is_view(a) for a in arrays))
+
+
+def _second_hop(mid_pool, target_pool, idx, w, k, tau, chunk, tick, opts=None):
     """Chain: aggregate the first hop's neighbours in the second space, retrieve from there."""
     import torch
 
-    mid = _tensor(mid_pool)
+    opts = opts or {}
+    mid = mid_pool if _is_view(mid_pool) else _tensor(mid_pool)
+    if _blocked(opts, mid_pool, target_pool):   # bigger query chunks: one pool pass each
+        chunk = max(chunk, 16384)
     n = idx.shape[0]
     k2 = min(k, _len(target_pool))
     index = np.empty((n, k2), dtype=np.int64)
@@ -276,7 +529,9 @@ def _second_hop(mid_pool, target_pool, idx, w, k, tau, chunk, tick):
     for start in range(0, n, chunk):
         sl = slice(start, start + chunk)
         qv = _aggregate(mid, torch.from_numpy(idx[sl]), torch.from_numpy(w[sl]))
-        i2, w2 = topk_retrieve(qv, target_pool, k, tau, chunk=chunk)
+        i2, w2 = topk_retrieve(qv, target_pool, k, tau,
+                               chunk=None if _blocked(opts, mid_pool, target_pool) else chunk,
+                               **opts)
         index[sl], weight[sl] = i2, w2
         if tick is not None:
             tick(i2.shape[0])

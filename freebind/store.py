@@ -12,6 +12,13 @@ shards. Items still missing are encoded in shards of ``shard_size`` laid out fro
 list of missing items, so a resumed run encodes exactly the batches the uninterrupted run
 would have: at most the one shard in flight when the run died is recomputed, and the result
 is identical.
+
+The store keeps embeddings as float32 (the default) or float16 (``dtype="float16"``: half
+the disk, and half the bytes to stream). Shards of either precision are read back the same
+way; float16 entries come back as float32 within 1e-3 of the encoder's output (unit rows).
+Large pools need not be loaded: :meth:`EmbeddingStore.view` (or ``embed(..., lazy=True)``)
+returns a :class:`PoolView`, the pool's rows in item order read memory-mapped from the
+shards on demand, so retrieval and training can stream a pool larger than memory.
 """
 
 from __future__ import annotations
@@ -20,6 +27,8 @@ import hashlib
 import json
 import os
 import re
+import struct
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -32,6 +41,22 @@ from freebind.errors import FreebindError, MediaError
 #: Modalities whose items are strings (everything else is a file path).
 TEXT_MODALITIES = ("text",)
 _HASH_CHUNK = 1 << 20
+#: Storage precisions by name (``--store-dtype``).
+STORE_DTYPES = {"fp32": np.float32, "float32": np.float32, "fp16": np.float16,
+                "float16": np.float16}
+
+
+def store_dtype(name) -> np.dtype:
+    """``"fp32"``/``"float32"`` or ``"fp16"``/``"float16"`` (or a numpy dtype) → dtype."""
+    if isinstance(name, str):
+        try:
+            return np.dtype(STORE_DTYPES[name.lower()])
+        except KeyError:
+            raise FreebindError(f"store dtype {name!r}: expected fp32 or fp16") from None
+    dt = np.dtype(name)
+    if dt not in (np.float32, np.float16):
+        raise FreebindError(f"store dtype {dt}: expected float32 or float16")
+    return dt
 
 
 def default_root() -> Path:
@@ -84,11 +109,14 @@ class EmbeddingStore:
     into :class:`EmbedFailure` records: the call then returns ``(array, kept, failures)``
     with the rows of the items kept (``kept`` are their indices in ``items``)."""
 
-    def __init__(self, root: str | os.PathLike | None = None, shard_size: int = 2048):
+    def __init__(self, root: str | os.PathLike | None = None, shard_size: int = 2048,
+                 dtype="float32"):
         self.root = Path(root) if root is not None else default_root()
         if shard_size < 1:
             raise ValueError("shard_size must be positive")
         self.shard_size = int(shard_size)
+        #: precision new shards are written in (existing shards are read as they are)
+        self.dtype = store_dtype(dtype)
         self._file_keys: dict[tuple, str] = {}
         #: items encoded (not read from the cache) by this store object, for reports
         self.encoded = 0
@@ -151,7 +179,9 @@ class EmbeddingStore:
 
     # --- the work -------------------------------------------------------------------------
     def embed(self, space, modality: str, items: Sequence[Any], batch_size: int = 64,
-              progress: bool = True, on_error: str = "raise"):
+              progress: bool = True, on_error: str = "raise", lazy: bool = False):
+        """Embeddings of ``items`` (see the class). ``lazy=True`` returns a
+        :class:`PoolView` of the rows instead of loading them."""
         if on_error not in ("raise", "skip"):
             raise ValueError("on_error must be 'raise' or 'skip'")
         if modality not in tuple(space.modalities):
@@ -187,6 +217,12 @@ class EmbeddingStore:
             index = self._index(mdir)
 
         kept = [i for i in range(len(items)) if i not in failures]
+        if lazy:
+            out = self._view(mdir, index, [keys[i] for i in kept], int(space.dim))
+            if on_error == "skip":
+                return (out, np.asarray(kept, dtype=np.int64),
+                        [failures[i] for i in sorted(failures)])
+            return out
         out = np.empty((len(kept), int(space.dim)), dtype=np.float32)
         by_shard: dict[Path, list[tuple[int, int]]] = {}
         for pos, i in enumerate(kept):
@@ -232,15 +268,62 @@ class EmbeddingStore:
                     if bar is not None:
                         bar.update(len(batch))
                 if shard_keys:
-                    emb = np.stack(shard_rows).astype(np.float32, copy=False)
-                    name = hashlib.sha256("".join(shard_keys).encode("ascii")).hexdigest()[:24]
-                    atomic_save_npz(mdir / f"shard-{name}.npz",
-                                    keys=np.array(shard_keys, dtype="S64"), emb=emb)
+                    self._write_shard(mdir, shard_keys, np.stack(shard_rows))
                     self.encoded += len(shard_keys)
         finally:
             if bar is not None:
                 bar.close()
         return bad
+
+    def _write_shard(self, mdir: Path, keys: Sequence[str], emb: np.ndarray) -> None:
+        emb = np.asarray(emb, dtype=np.float32).astype(self.dtype, copy=False)
+        name = hashlib.sha256("".join(keys).encode("ascii")).hexdigest()[:24]
+        atomic_save_npz(mdir / f"shard-{name}.npz", keys=np.array(list(keys), dtype="S64"),
+                        emb=emb)
+
+    # --- precomputed embeddings and views -------------------------------------------------
+    def write(self, space, modality: str, keys: Sequence[str], emb) -> int:
+        """Add precomputed embeddings ``emb [len(keys), space.dim]`` under content ``keys``
+        (:func:`text_key`/:func:`file_key` digests, or any 64-hex-digit key) in shards of
+        ``shard_size``; keys already cached are skipped. Returns how many were written."""
+        keys = [str(k) for k in keys]
+        if len(keys) != len(emb) or (len(keys) and np.shape(emb)[1] != int(space.dim)):
+            raise FreebindError(f"write: {len(keys)} keys but embeddings of shape "
+                                f"{tuple(np.shape(emb))} (space dim {int(space.dim)})")
+        for k in keys:
+            if not re.fullmatch(r"[0-9a-f]{64}", k):
+                raise FreebindError(f"write: key {k[:80]!r} is not 64 lowercase hex digits")
+        mdir = self.modality_dir(space, modality)
+        have = self._index(mdir)
+        todo = [i for i, k in enumerate(keys) if k not in have]
+        if todo:
+            self._write_space_meta(space)
+        for start in range(0, len(todo), self.shard_size):
+            rows = np.asarray(todo[start:start + self.shard_size])
+            self._write_shard(mdir, [keys[i] for i in rows], np.asarray(emb[rows]))
+        return len(todo)
+
+    def view(self, space, modality: str, keys: Sequence[str]) -> "PoolView":
+        """The cached rows of ``keys`` (in that order) as a memory-mapped :class:`PoolView`;
+        a key the cache lacks is an error."""
+        mdir = self.modality_dir(space, modality)
+        return self._view(mdir, self._index(mdir), list(keys), int(space.dim))
+
+    def _view(self, mdir: Path, index, keys: Sequence[str], dim: int) -> "PoolView":
+        shards: list[Path] = []
+        slot: dict[Path, int] = {}
+        shard_of = np.empty(len(keys), dtype=np.int32)
+        row_of = np.empty(len(keys), dtype=np.int64)
+        for i, k in enumerate(keys):
+            try:
+                path, row = index[k]
+            except KeyError:
+                raise FreebindError(f"{mdir}: no cached embedding for key {k}") from None
+            if path not in slot:
+                slot[path] = len(shards)
+                shards.append(path)
+            shard_of[i], row_of[i] = slot[path], row
+        return PoolView(shards, shard_of, row_of, dim)
 
     def _encode_batch(self, space, modality, batch, on_error):
         """Rows of one batch; under ``skip`` a failing batch is retried item by item and the
@@ -278,3 +361,146 @@ def _reason(exc: Exception, item: Any) -> str:
     msg = str(exc)
     prefix = f"{_item_text(item)}: "
     return msg[len(prefix):] if msg.startswith(prefix) else msg
+
+
+# ------------------------------------------------------------------------------ views
+
+def npz_member(path: Path, name: str = "emb") -> tuple[int, tuple, np.dtype]:
+    """(byte offset, shape, dtype) of the raw array ``name`` inside an uncompressed ``.npz``,
+    so it can be memory-mapped (``np.load`` does not map members of an archive)."""
+    with zipfile.ZipFile(path) as zf:
+        info = zf.getinfo(f"{name}.npy")
+        if info.compress_type != zipfile.ZIP_STORED:
+            raise FreebindError(f"{path}: {name} is compressed; cannot map it")
+    with open(path, "rb") as fh:
+        fh.seek(info.header_offset)
+        head = fh.read(30)
+        if head[:4] != b"PK\x03\x04":
+            raise FreebindError(f"{path}: not a zip member header at {info.header_offset}")
+        n_name, n_extra = struct.unpack("<HH", head[26:30])
+        fh.seek(info.header_offset + 30 + n_name + n_extra)
+        version = np.lib.format.read_magic(fh)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh)
+        else:
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
+        if fortran:
+            raise FreebindError(f"{path}: {name} is Fortran-ordered")
+        return fh.tell(), tuple(shape), np.dtype(dtype)
+
+
+class PoolView:
+    """A pool's embeddings in item order, read from store shards on demand.
+
+    Runs of consecutive rows (blocks) are read with positioned reads, scattered rows
+    (gathers) through short-lived memory maps (opened for one read, closed after), so what
+    a reader holds is only what it asked for: peak memory follows the blocks read, not the
+    pool. Reads come back as float32 (float16 shards are upcast). Supports
+    ``len``, ``.shape``, ``view[a:b]`` (a block), ``view[int array]`` (a gather),
+    :meth:`subset` (a view of some rows) and ``np.asarray(view)`` (everything, float32)."""
+
+    ndim = 2
+
+    def __init__(self, shards: Sequence[Path], shard_of: np.ndarray, row_of: np.ndarray,
+                 dim: int, _layout: dict | None = None):
+        self.shards = list(shards)
+        self.shard_of = np.asarray(shard_of, dtype=np.int32)
+        self.row_of = np.asarray(row_of, dtype=np.int64)
+        self.dim = int(dim)
+        self._layout = _layout if _layout is not None else {}
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (int(self.row_of.shape[0]), self.dim)
+
+    def __len__(self) -> int:
+        return int(self.row_of.shape[0])
+
+    @property
+    def stored_dtype(self) -> np.dtype:
+        """The precision of the first shard (float32 or float16)."""
+        return self._member(0)[2] if self.shards else np.dtype(np.float32)
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(np.float32)
+
+    def _member(self, s: int):
+        got = self._layout.get(s)
+        if got is None:
+            got = self._layout[s] = npz_member(self.shards[s])
+            if len(got[1]) != 2 or got[1][1] != self.dim:
+                raise FreebindError(f"{self.shards[s]}: cached embeddings have shape "
+                                    f"{got[1]}, space has dim {self.dim}; delete the folder "
+                                    "to rebuild")
+        return got
+
+    def subset(self, rows) -> "PoolView":
+        rows = np.asarray(rows, dtype=np.int64)
+        return PoolView(self.shards, self.shard_of[rows], self.row_of[rows], self.dim,
+                        self._layout)
+
+    def rows(self, rows, out: np.ndarray | None = None) -> np.ndarray:
+        """float32 ``[len(rows), dim]`` of the given rows (any order, repeats allowed),
+        into ``out`` when given (a float32 buffer of at least that many rows)."""
+        rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+        if out is None:
+            out = np.empty((rows.shape[0], self.dim), dtype=np.float32)
+        else:
+            out = out[:rows.shape[0]]
+        if rows.shape[0] == 0:
+            return out
+        shard = self.shard_of[rows]
+        order = np.argsort(shard, kind="stable")
+        bounds = np.flatnonzero(np.diff(shard[order])) + 1
+        for part in np.split(order, bounds):
+            s = int(shard[part[0]])
+            offset, shape, dtype = self._member(s)
+            r = self.row_of[rows[part]]
+            lo, hi = int(r[0]), int(r[-1]) + 1
+            run = hi - lo == part.shape[0] and bool(np.all(np.diff(r) == 1))
+            if run and bool(np.all(np.diff(part) == 1)):
+                # a run of rows into a run of the output: one positioned read
+                self._read_run(s, offset, dtype, lo, hi, out[int(part[0]):int(part[-1]) + 1])
+                continue
+            mm = np.memmap(self.shards[s], dtype=dtype, mode="r", offset=offset, shape=shape)
+            try:
+                out[part] = mm[lo:hi] if run else mm[r]
+            finally:
+                del mm
+        return out
+
+    def _read_run(self, s: int, offset: int, dtype: np.dtype, lo: int, hi: int,
+                  dest: np.ndarray) -> None:
+        """Rows [lo, hi) of shard s into ``dest`` (float32) with a positioned read: no page
+        mapping, so nothing of the shard stays resident after the call."""
+        n = (hi - lo) * self.dim
+        with open(self.shards[s], "rb", buffering=0) as fh:
+            fh.seek(offset + lo * self.dim * dtype.itemsize)
+            if dtype == np.float32:
+                view = dest.reshape(-1).view(np.uint8)
+                if fh.readinto(view) != view.nbytes:
+                    raise FreebindError(f"{self.shards[s]}: truncated shard")
+                return
+            raw = np.empty(n, dtype=dtype)
+            if fh.readinto(raw.view(np.uint8)) != raw.nbytes:
+                raise FreebindError(f"{self.shards[s]}: truncated shard")
+            dest.reshape(-1)[:] = raw
+
+    def __getitem__(self, key) -> np.ndarray:
+        if isinstance(key, slice):
+            return self.rows(np.arange(len(self))[key])
+        if isinstance(key, (int, np.integer)):
+            return self.rows([int(key)])[0]
+        if hasattr(key, "numpy"):
+            key = key.numpy()
+        return self.rows(np.asarray(key))
+
+    def __array__(self, dtype=None, copy=None):
+        out = self.rows(np.arange(len(self)))
+        return out if dtype is None else out.astype(dtype, copy=False)
+
+    def blocks(self, block_rows: int):
+        """``(start, float32 block)`` over the whole view, ``block_rows`` rows at a time."""
+        for start in range(0, len(self), max(1, int(block_rows))):
+            yield start, self.rows(np.arange(start, min(len(self), start + block_rows)))

@@ -15,6 +15,13 @@ stops when no projector has improved for ``patience`` epochs.
 
 Deterministic: the seed drives initialisation, the split and the batch order, so the same
 seed gives bitwise-identical weights on CPU.
+
+On a device (``device="cuda"``) the group, the loss and the tuples live there: tuples that
+fit the memory budget are gathered once and moved to the device; larger sets (or pools
+read memory-mapped from the store) are gathered batch by batch on the host into pinned
+memory and copied asynchronously. ``amp="bf16"`` runs the forward and the loss under bf16
+autocast (weights, optimiser state and BatchNorm statistics stay float32). The CPU path
+without autocast is the same computation as always (bit-identical weights for a seed).
 """
 
 from __future__ import annotations
@@ -68,6 +75,10 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)
     seconds: float = 0.0
     pairs: list[tuple[str, str]] = field(default_factory=list)
+    batch: int = 0                      # tuples per projector per step
+    steps: int = 0                      # steps per epoch
+    val_batch: int = 0
+    val_batches: int = 0                # validation batches per epoch
 
     @property
     def final_val_loss(self) -> float:
@@ -86,9 +97,11 @@ class _Tuples:
 
     Global tuple id t runs over query modalities in order; ``ids_of(q)`` gives q's range."""
 
-    def __init__(self, tuples: PseudoTuples, source, target, src_mods, tgt_mods, lazy: bool):
+    def __init__(self, tuples: PseudoTuples, source, target, src_mods, tgt_mods, lazy: bool,
+                 device=None):
         import torch
 
+        self.device = torch.device(device) if device is not None else torch.device("cpu")
         self.tuples, self.source, self.target = tuples, source, target
         self.src_mods, self.tgt_mods = list(src_mods), list(tgt_mods)
         self.offsets, start = {}, 0
@@ -102,6 +115,9 @@ class _Tuples:
                                       for q in tuples.modalities]) for m in self.src_mods}
             self.tgt = {m: torch.cat([tuples.gather(target, q, modalities=[m])[m]
                                       for q in tuples.modalities]) for m in self.tgt_mods}
+            if self.device.type != "cpu":
+                self.src = {m: t.to(self.device) for m, t in self.src.items()}
+                self.tgt = {m: t.to(self.device) for m, t in self.tgt.items()}
 
     def ids_of(self, q: str) -> np.ndarray:
         a, b = self.offsets[q]
@@ -113,6 +129,8 @@ class _Tuples:
 
         if not self.lazy:
             flat = torch.from_numpy(ids.reshape(-1))
+            if self.device.type != "cpu":
+                flat = flat.to(self.device)
             shape = ids.shape
             src = {m: t[flat].reshape(*shape, -1) for m, t in self.src.items()}
             tgt = {m: t[flat].reshape(*shape, -1) for m, t in self.tgt.items()}
@@ -136,20 +154,38 @@ class _Tuples:
         inverse = torch.from_numpy(np.argsort(np.concatenate(order), kind="stable"))
         src = {m: torch.cat(v)[inverse].reshape(*ids.shape, -1) for m, v in src.items()}
         tgt = {m: torch.cat(v)[inverse].reshape(*ids.shape, -1) for m, v in tgt.items()}
+        if self.device.type != "cpu":   # pinned host memory, asynchronous copies
+            src = {m: _to_device(t, self.device) for m, t in src.items()}
+            tgt = {m: _to_device(t, self.device) for m, t in tgt.items()}
         return src, tgt
 
 
-def _infonce(group, src, tgt, pairs, temp):
+def _to_device(t, device):
+    """A host tensor to ``device`` through pinned memory (asynchronous on CUDA)."""
+    if t.device == device:
+        return t
+    if device.type == "cuda" and t.device.type == "cpu":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
+
+
+def _infonce(group, src, tgt, pairs, temp, amp=None):
     """Per-projector symmetric InfoNCE [K], averaged over modality pairs."""
     import torch
     from torch.nn import functional as F
 
+    if amp:
+        x0 = next(iter(src.values()))
+        with torch.autocast(x0.device.type, dtype=_AMP[amp]):
+            return _infonce(group, src, tgt, pairs, temp).float()
     mods = sorted({a for a, _ in pairs})
     k, b = next(iter(src.values())).shape[:2]
     x = torch.cat([src[m] for m in mods], dim=1)          # one batched forward for all
     y = group(x)                                           # [K, |mods|·B, out]
     proj = {m: y[:, i * b:(i + 1) * b] for i, m in enumerate(mods)}
     labels = torch.arange(b).repeat(k)
+    if x.device.type != "cpu":
+        labels = labels.to(x.device)
     total = 0.0
     for a, t in pairs:
         logits = torch.bmm(proj[a], tgt[t].transpose(1, 2)) / temp   # [K, B, B]
@@ -161,18 +197,47 @@ def _infonce(group, src, tgt, pairs, temp):
     return total / len(pairs)
 
 
+def _amp_dtypes():
+    import torch
+
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class _AmpTable(dict):
+    def __missing__(self, key):
+        self.update(_amp_dtypes())
+        return dict.__getitem__(self, key)
+
+
+_AMP = _AmpTable()
+AMP_CHOICES = ("bf16", "fp16")
+
+
 def train_group(tuples: PseudoTuples, source: Mapping[str, object],
                 target: Mapping[str, object], modes: Sequence[str], hyper: Mapping | None = None,
-                progress: bool = False, desc: str = "train") -> TrainResult:
+                progress: bool = False, desc: str = "train", device=None,
+                materialise_bytes: int | None = None) -> TrainResult:
     """Train one projector group ``source → target`` on ``tuples``.
 
     ``source`` / ``target`` map modalities to pool embeddings ``[N_modality, dim]`` of the
-    source and the target space (the tuples index into them); ``modes`` are the data modes,
-    one projector each."""
+    source and the target space (numpy, torch or memory-mapped
+    :class:`~freebind.store.PoolView`; the tuples index into them); ``modes`` are the data
+    modes, one projector each. ``device`` is where the group trains (default the CPU);
+    ``hyper["amp"] = "bf16"`` turns on bf16 autocast. Tuples are gathered into memory up
+    to ``materialise_bytes`` (default 2 GiB), beyond that batch by batch. The returned group
+    is on the CPU."""
     import torch
 
     h = dict(DEFAULTS)
     h.update({k: v for k, v in (hyper or {}).items() if v is not None})
+    amp = h.get("amp")
+    if amp in ("", "none", "off", "fp32", False):
+        amp = None
+    if amp is not None and amp not in AMP_CHOICES:
+        raise TrainingError(f"amp {amp!r}: expected bf16, fp16 or none")
+    h["_amp"], h["_device"] = amp, device
+    h["_materialise"] = MATERIALISE_BYTES if materialise_bytes is None \
+        else int(materialise_bytes)
     threads = int(h.get("threads") or 0)
     previous = torch.get_num_threads()
     if threads > 0:  # small groups run faster on one thread (and never oversubscribe)
@@ -203,8 +268,10 @@ def _train_group(tuples, source, target, modes, h, progress, desc) -> TrainResul
     d_out = int(next(iter(target.values())).shape[1])
 
     per_tuple = 4 * (len(src_mods) * d_in + len(tgt_mods) * d_out)
+    dev = torch.device(h["_device"]) if h["_device"] is not None else torch.device("cpu")
+    amp = h["_amp"]
     data = _Tuples(tuples, source, target, src_mods, tgt_mods,
-                   lazy=len(tuples) * per_tuple > MATERIALISE_BYTES)
+                   lazy=len(tuples) * per_tuple > h["_materialise"], device=dev)
 
     # held-out split per query modality
     rng = np.random.default_rng(int(h["seed"]))
@@ -231,8 +298,11 @@ def _train_group(tuples, source, target, modes, h, progress, desc) -> TrainResul
 
     gen = torch.Generator().manual_seed(int(h["seed"]))
     group = ProjectorGroup(len(modes), d_in, d_out, hidden=int(h["hidden"]), generator=gen)
+    if dev.type != "cpu":
+        group = group.to(dev)
     opt = torch.optim.Adam(group.parameters(), lr=float(h["lr"]),
-                           weight_decay=float(h["weight_decay"]))
+                           weight_decay=float(h["weight_decay"]),
+                           **({"fused": True} if dev.type == "cuda" else {}))
     temp = float(h["temp"])
     samplers = [_Sampler(ids, batch, rng) for ids in mode_train]
     val_batches = _val_batches(mode_val, vbatch) if has_val else []
@@ -253,17 +323,20 @@ def _train_group(tuples, source, target, modes, h, progress, desc) -> TrainResul
             for _ in range(steps):
                 ids = np.stack([s.next() for s in samplers])        # [K, B]
                 src, tgt = data.batch(ids)
-                loss = _infonce(group, src, tgt, pairs, temp)
+                loss = _infonce(group, src, tgt, pairs, temp, amp)
                 opt.zero_grad(set_to_none=True)
                 loss.sum().backward()
                 opt.step()
-                running += float(loss.detach().mean())
+                if dev.type == "cpu":
+                    running += float(loss.detach().mean())
+                else:   # no host sync per step on a device
+                    running = loss.detach().double().mean() + running
                 if bar is not None:
                     bar.update(1)
             epochs_run = epoch
-            train_loss = running / steps
+            train_loss = float(running) / steps
             if has_val:
-                val = _validate(group, data, val_batches, pairs, temp)
+                val = _validate(group, data, val_batches, pairs, temp, amp)
             else:  # no held-out data: fall back to the training loss
                 val = [train_loss] * len(modes)
             improved = False
@@ -287,13 +360,16 @@ def _train_group(tuples, source, target, modes, h, progress, desc) -> TrainResul
     with torch.no_grad():
         for n, t in _state(group).items():
             t.copy_(best_state[n])
+    if dev.type != "cpu":
+        group = group.cpu()
     group.eval()
     n_train = int(sum(len(v) for v in train_ids.values()))
     n_val = int(sum(len(v) for v in val_ids.values()))
     return TrainResult(group=group, modes=modes, tuples=len(tuples), train_tuples=n_train,
                        val_tuples=n_val, epochs=epochs_run, best_epoch=best_epoch,
                        val_loss=[float(v) for v in best], history=history,
-                       seconds=time.perf_counter() - t0, pairs=pairs)
+                       seconds=time.perf_counter() - t0, pairs=pairs, batch=batch,
+                       steps=steps, val_batch=vbatch, val_batches=len(val_batches))
 
 
 def _state(group) -> dict:
@@ -326,7 +402,7 @@ def _val_batches(mode_val: list[np.ndarray], vbatch: int) -> list[np.ndarray]:
     return [np.stack([c[i * vbatch:(i + 1) * vbatch] for c in cols]) for i in range(n_batches)]
 
 
-def _validate(group, data, batches, pairs, temp) -> list[float]:
+def _validate(group, data, batches, pairs, temp, amp=None) -> list[float]:
     import torch
 
     group.eval()
@@ -334,6 +410,6 @@ def _validate(group, data, batches, pairs, temp) -> list[float]:
     with torch.no_grad():
         for ids in batches:
             src, tgt = data.batch(ids)
-            loss = _infonce(group, src, tgt, pairs, temp)
+            loss = _infonce(group, src, tgt, pairs, temp, amp)
             total = loss if total is None else total + loss
     return [float(v) for v in (total / len(batches))]

@@ -82,15 +82,14 @@ def test_embed_texts_with_minilm_end_to_end(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_embed_with_a_local_full_size_imagebind_checkpoint(tmp_path, monkeypatch):
-    require_packages("torch", "imagebind", "timm")
+    require_packages("torch", "torchvision")
     import torch
 
-    from freebind.spaces import compat, imagebind
+    from freebind.spaces import imagebind_model
 
     monkeypatch.setenv("FREEBIND_HOME", str(tmp_path / "home"))
     ckpt = tmp_path / "imagebind_huge.pth"
-    torch.save(compat.import_imagebind_model().ImageBindModel(**imagebind.HUGE).state_dict(),
-               ckpt)
+    torch.save(imagebind_model.build(imagebind_model.HUGE).state_dict(), ckpt)
     folder = tmp_path / "imgs"
     folder.mkdir()
     write_png(folder / "a.png")

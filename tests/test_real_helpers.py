@@ -84,14 +84,34 @@ def require_packages(*names: str) -> None:
         pytest.skip(f"not installed: {', '.join(missing)}", allow_module_level=True)
 
 
-def save_tiny_imagebind(root, name: str = "tiny_ib.pth"):
-    """A seeded random-weight :data:`TINY_IB` ImageBindModel and its checkpoint, saved under
-    ``root`` with the ``module.`` prefix of the released file: ``(model, checkpoint path)``."""
-    import torch
-
+def reference_imagebind():
+    """The reference implementation, ``imagebind.models.imagebind_model`` of the
+    ``imagebind-unofficial`` package (installed ``--no-deps``; needs timm, einops, iopath, ftfy,
+    regex), imported without the package's ``__init__`` (which imports torchaudio,
+    pytorchvideo and decord). Tests only: freebind's own code never imports it."""
     from freebind.spaces import compat
 
-    ib = compat.import_imagebind_model()
+    return compat.import_bare("imagebind", "imagebind.models.imagebind_model", "imagebind",
+                              "imagebind-unofficial")
+
+
+def reference_tokenizer():
+    """The reference package's CLIP tokenizer over its own vocabulary file."""
+    from freebind.spaces import compat
+
+    mp = compat.import_bare("imagebind", "imagebind.models.multimodal_preprocessors",
+                            "imagebind", "imagebind-unofficial")
+    bpe = Path(mp.__file__).resolve().parent.parent / "bpe" / "bpe_simple_vocab_16e6.txt.gz"
+    return mp.SimpleTokenizer(bpe_path=str(bpe))
+
+
+def save_tiny_imagebind(root, name: str = "tiny_ib.pth"):
+    """A seeded random-weight :data:`TINY_IB` reference ImageBindModel and its checkpoint,
+    saved under ``root`` with the ``module.`` prefix of the released file:
+    ``(model, checkpoint path)``."""
+    import torch
+
+    ib = reference_imagebind()
     torch.manual_seed(0)
     model = ib.ImageBindModel(**TINY_IB).eval()
     ckpt = Path(root) / name

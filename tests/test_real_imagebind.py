@@ -8,14 +8,14 @@ import os
 import pytest
 
 from tests.test_real_helpers import (  # noqa: E402
-    TINY_IB, require_packages, save_tiny_imagebind, write_png, write_wav)
+    TINY_IB, reference_imagebind, require_packages, save_tiny_imagebind, write_png, write_wav)
 
 require_packages("torch", "imagebind", "timm", "einops", "ftfy", "iopath")
 import torch  # noqa: E402
 
 from freebind.errors import SpaceError  # noqa: E402
 from freebind.spaces import audio_features as af  # noqa: E402
-from freebind.spaces import compat, imagebind, weights  # noqa: E402
+from freebind.spaces import imagebind, weights  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +74,7 @@ def test_unsupported_modality_and_empty_input(tiny):
 
 def test_fingerprint_depends_on_weights(tiny, tmp_path):
     _, space, _, _ = tiny
-    ib = compat.import_imagebind_model()
+    ib = reference_imagebind()
     torch.manual_seed(1)
     other = tmp_path / "other.pth"
     torch.save(ib.ImageBindModel(**TINY_IB).state_dict(), other)
@@ -146,7 +146,7 @@ def test_bf16_precision_runs_and_stays_close(tiny):
 
 @pytest.mark.slow
 def test_full_size_imagebind_huge_round_trip(tmp_path):
-    ib = compat.import_imagebind_model()
+    ib = reference_imagebind()
     model = ib.ImageBindModel(**imagebind.HUGE).eval()
     n = sum(p.numel() for p in model.parameters())
     assert n > 1_000_000_000

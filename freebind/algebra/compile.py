@@ -217,6 +217,7 @@ class _Compiler:
             factors[m] = v
         options = bond.option_dict()
         weights = list(options.pop("w", (1.0,) * len(experts)))
+        route = options.pop("route", "fixed")
         total = sum(weights)
         weights = [w / total for w in weights]
         union = set(base_mods)
@@ -246,6 +247,8 @@ class _Compiler:
         node = {"id": bond_id, "kind": bond.kind, "experts": experts, "jobs": job_ids,
                 "weights": weights, "factors": factors, "shared": list(shared),
                 "modalities": list(modalities), "dim_in": base["dim"], "dim": dim}
+        if route != "fixed":
+            node["route"] = route
         return node, sorted(set(deps) | set(job_ids), key=lambda j: int(j[1:]))
 
 

@@ -23,6 +23,8 @@ def format_number(value) -> str:
 
 
 def format_value(value) -> str:
+    if isinstance(value, str):
+        return value
     if isinstance(value, tuple):
         return "(" + ", ".join(format_number(v) for v in value) + ")"
     return format_number(value)

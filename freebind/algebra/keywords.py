@@ -12,6 +12,10 @@ FACTOR_KEYWORDS = {
 #: The short form printed in canonical text, per modality (others print long).
 FACTOR_SHORT = {"audio": "a", "image": "v", "text": "t"}
 
+#: Values of ``route=``: ``fixed`` (the default: the factors as written) or ``learned`` (a
+#: router trained after the bond's projectors gives every item its own weights).
+ROUTES = ("fixed", "learned")
+
 #: Bond options: name -> (kind, lower bound, bound inclusive, description).
 OPTIONS = {
     "hidden": ("int", 1, True, "hidden width of each projector (2048 in the paper)"),
@@ -24,6 +28,8 @@ OPTIONS = {
     "tau": ("float", 0.0, False, "softmax temperature of pseudo-tuple aggregation"),
     "seed": ("int", 0, True, "random seed of this bond's training"),
     "w": ("weights", 0.0, True, "weights of parallel experts, e.g. w=(0.6, 0.4)"),
+    "route": ("choice", ROUTES, True, "per-item mixing weights: learned (a trained router, "
+              "combination bonds) or fixed (the factors as written)"),
 }
 
 

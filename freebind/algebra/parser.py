@@ -258,7 +258,20 @@ class Parser:
         value: float | int = float(text) if re.search(r"[.eE]", text) else int(text)
         return tok, value
 
+    def choice(self, key_tok: Token, choices) -> str:
+        tok = self.tok
+        if tok.kind != "NAME":
+            raise self.error(f"expected one of {', '.join(choices)} for {key_tok.text}, "
+                             f"found {tok.describe()}")
+        self.advance()
+        if tok.text not in choices:
+            raise self.error(f"unknown {key_tok.text} {tok.text!r}", tok,
+                             hint=f"valid: {', '.join(choices)}")
+        return tok.text
+
     def value(self, key_tok: Token, canonical: str) -> object:
+        if canonical in OPTIONS and OPTIONS[canonical][0] == "choice":
+            return self.choice(key_tok, OPTIONS[canonical][1])
         if canonical in OPTIONS and OPTIONS[canonical][0] == "weights":
             if self.tok.kind == "(":
                 self.advance()
@@ -309,6 +322,11 @@ class Parser:
                                  f"expert(s)", key_tok)
             if sum(weights) <= 0:
                 raise self.error("the expert weights must not all be 0", key_tok)
+        if kind == "d" and keywords.get("route", (None, "fixed"))[1] == "learned":
+            key_tok = keywords["route"][0]
+            raise self.error("route=learned applies to combination bonds only", key_tok,
+                             hint="a displacement bond d(...) has one expert and a fixed "
+                                  "factor; learn weights on a c(...) bond")
         spans = tuple((k, (v[0].start, v[0].end)) for k, v in keywords.items())
         return Bond(kind, tuple(experts), factors, options, span, spans)
 

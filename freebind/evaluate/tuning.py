@@ -79,7 +79,9 @@ class MemoProjectors(dict):
             return self.cache[key]
 
     def __init__(self, projectors):
-        super().__init__({k: self._Memo(g) for k, g in projectors.items()})
+        # routers (``router.<bond>``) give per-item weights; only projections are memoised
+        super().__init__({k: g if k.startswith("router.") else self._Memo(g)
+                          for k, g in projectors.items()})
 
 
 @dataclass
@@ -171,11 +173,15 @@ def tune(fused, suites: Sequence[tuple[str, Any]], grids: Sequence[tuple[str, li
         combos = [()]                      # too many combinations: all bonds on
     else:
         combos = [c for r in range(len(bonds) + 1) for c in itertools.combinations(bonds, r)]
-    bar = _bar(len(combos) + n_points, progress)
+    # a bundle with learned routers: each combination once routed, once with fixed factors
+    routed = any(b.get("route") == "learned" for b in bond_nodes(fused.graph))
+    variants = [[], ["route=off"]] if routed else [[]]
+    bar = _bar(len(combos) * len(variants) + n_points, progress)
     coarse = []
     for off in combos:
-        coarse.append(evaluate([f"{b}=off" for b in off], {}))
-        bar.update()
+        for extra in variants:
+            coarse.append(evaluate([f"{b}=off" for b in off] + extra, {}))
+            bar.update()
     choice = coarse[int(np.argmax(balanced_scores(coarse, tasks)))] if len(coarse) > 1 \
         else coarse[0]
     switches = list(choice.overrides)
@@ -261,6 +267,9 @@ class LastBondMixer:
         ref = {b: (e.on, e.factors) for b, e in tables[0].items() if b != lid}
         for t in tables:
             if not t[lid].on or {b: (e.on, e.factors) for b, e in t.items() if b != lid} != ref:
+                return None
+        for t in tables:                 # a router weighs items one by one: no shortcut
+            if any(t[lid].routes(m) for m in t[lid].factors):
                 return None
         switches = [o for o in points[0] if o.endswith("=off") or o.endswith("=on")]
         off = switches + [f"{lid}=off"]

@@ -5,9 +5,9 @@ imports that need care.
   its native library fails to load and ``import torchvision`` then dies registering fake
   kernels for operators that were never defined. Only its pure-Python transforms are used
   here, so the two operator schemas are declared (no kernels) before importing it again.
-* ``import_imagebind_model()``: the ``imagebind`` package's ``__init__`` imports its data
-  module (pkg_resources, torchaudio, pytorchvideo, decord) which freebind never uses; the
-  model module is imported without running that ``__init__``.
+* ``import_bare()``: a package whose ``__init__`` imports things freebind never uses
+  (laion_clap's training hook) has its model module imported without running that
+  ``__init__``.
 """
 
 from __future__ import annotations
@@ -94,12 +94,6 @@ def import_bare(package: str, module: str, extra: str, pip_name: str):
     except ImportError as exc:
         raise SpaceError(f"{module} cannot be imported ({exc.name} missing); install it with "
                          f"`pip install 'freebind[{extra}]'`") from None
-
-
-def import_imagebind_model():
-    """``imagebind.models.imagebind_model`` (see :func:`import_bare`)."""
-    return import_bare("imagebind", "imagebind.models.imagebind_model", "imagebind",
-                       "imagebind-unofficial")
 
 
 def torch_dtype(precision: str):

@@ -1,10 +1,13 @@
 """ImageBind (``IB``): the unified space of the paper, ImageBind-huge, 1024-d.
 
-Package: ``imagebind-unofficial`` (``pip install 'freebind[imagebind]'``); only its model code
-is used. Preprocessing is ImageBind's own, re-implemented without torchaudio/pytorchvideo:
+The model is freebind's own implementation of ImageBind-huge
+(:mod:`freebind.spaces.imagebind_model`), loading the released state dict unchanged; the
+``imagebind`` package is not needed (``pip install 'freebind[imagebind]'`` installs torchvision,
+ftfy, regex and PyAV). Preprocessing is ImageBind's own, re-implemented without
+torchaudio/pytorchvideo:
 
 * image: resize the short side to 224 (bicubic), centre crop 224, CLIP mean/std;
-* text: ImageBind's CLIP BPE tokenizer, 77 tokens;
+* text: CLIP's BPE tokenizer (:mod:`freebind.spaces.clip_bpe`), 77 tokens;
 * audio: 16 kHz mono, three 2 s clips, 128-bin Kaldi fbank, 204 frames, mean −4.268 /
   std 9.138 (see :mod:`freebind.spaces.audio_features`); the clip embeddings are averaged.
 * video (ImageBind's ``load_and_transform_video_data``, decoded with PyAV instead of decord):
@@ -24,8 +27,14 @@ is used. Preprocessing is ImageBind's own, re-implemented without torchaudio/pyt
 Weights: ``imagebind_huge.pth`` resolved by :mod:`freebind.spaces.weights` (explicit
 ``checkpoint=`` path → ``$FREEBIND_HOME/weights/imagebind/`` → ImageBind's own
 ``.checkpoints/`` folder in the current directory, read but never written → download from
-dl.fbaipublicfiles.com). Other modalities of ImageBind (video, depth, thermal, IMU) are not
-wired yet: their preprocessing needs decoders freebind does not depend on.
+dl.fbaipublicfiles.com). The tokenizer's vocabulary ``bpe_simple_vocab_16e6.txt.gz`` is
+resolved the same way (``$FREEBIND_HOME/weights/imagebind/`` → the copy open_clip,
+imagebind or laion_clap ship when one is installed → download from OpenAI's CLIP
+repository), checked against its sha256.
+
+Precision: fp32 by default (CPU and GPU); bf16 anywhere, fp16 on GPU only. The model is
+built on the meta device and takes the checkpoint's tensors, so loading needs one copy of
+the weights in memory (≈ 4.8 GB for huge in fp32).
 """
 
 from __future__ import annotations
@@ -36,15 +45,17 @@ from pathlib import Path
 from typing import Sequence
 
 from freebind.errors import SpaceError
-from freebind.spaces import compat, weights
+from freebind.spaces import clip_bpe, compat, weights
 
 CHECKPOINT = "imagebind_huge.pth"
 URL = "https://dl.fbaipublicfiles.com/imagebind/imagebind_huge.pth"
 ORIGIN = "Meta's ImageBind release (dl.fbaipublicfiles.com/imagebind/imagebind_huge.pth)"
-#: ImageBindModel arguments of ImageBind-huge (the released checkpoint).
+#: ImageBind constructor arguments of ImageBind-huge (the released checkpoint).
 HUGE = dict(vision_embed_dim=1280, vision_num_blocks=32, vision_num_heads=16,
             text_embed_dim=1024, text_num_blocks=24, text_num_heads=16, out_embed_dim=1024,
             audio_drop_path=0.1, imu_drop_path=0.7)
+VOCAB_ORIGIN = ("OpenAI CLIP's BPE vocabulary "
+                "(github.com/openai/CLIP, clip/bpe_simple_vocab_16e6.txt.gz)")
 MODALITIES = ("audio", "image", "text", "video", "depth", "thermal", "imu")
 VIDEO_CLIPS, VIDEO_CLIP_SECONDS, VIDEO_FRAMES, VIDEO_CROPS = 5, 2, 2, 3
 DEPTH_MIN, DEPTH_MAX, DEPTH_MEAN, DEPTH_STD = 0.01, 75.0, 0.0418, 0.0295
@@ -61,18 +72,29 @@ def weight_file() -> weights.WeightFile:
         fetch=weights.url_fetch(URL, CHECKPOINT))
 
 
+def vocab_file() -> weights.WeightFile:
+    return weights.WeightFile(
+        filename=clip_bpe.VOCAB_FILE, family="imagebind", origin=VOCAB_ORIGIN,
+        what="tokenizer vocabulary", library_paths=clip_bpe.library_copies,
+        fetch=weights.url_fetch(clip_bpe.VOCAB_URL, clip_bpe.VOCAB_FILE))
+
+
 def check(info=None) -> tuple[bool, str]:
-    ok, missing = weights.package_available("imagebind", "timm", "ftfy", "regex", "iopath",
-                                            "einops")
+    ok, missing = weights.package_available("torchvision", "ftfy", "regex")
     if not ok:
         return False, f"not installed ({missing}): pip install 'freebind[imagebind]'"
     explicit = dict(getattr(info, "options", ()) or ()).get("checkpoint")
     if explicit:
         path = Path(explicit).expanduser()
-        return (path.exists(), str(path) if path.exists() else f"weights missing: {path}")
-    found = weight_file().find_local()
-    if found is None:
-        return False, f"weights missing: {weight_file().home_path}"
+        found = path if path.exists() else None
+        if found is None:
+            return False, f"weights missing: {path}"
+    else:
+        found = weight_file().find_local()
+        if found is None:
+            return False, f"weights missing: {weight_file().home_path}"
+    if vocab_file().find_local() is None:
+        return True, f"{found} (text tokenizer vocabulary missing: {vocab_file().home_path})"
     return True, str(found)
 
 
@@ -81,7 +103,8 @@ def load(info=None, checkpoint: str | None = None, device: str | None = None,
          download: bool = True, workers: int | None = None, **unused) -> "ImageBindSpace":
     """Build ImageBind and load its weights (see module doc for the resolution order).
 
-    ``arch`` overrides ImageBindModel's arguments (tests build a tiny ImageBind with it)."""
+    ``arch`` overrides the ImageBind constructor's arguments (tests build a tiny ImageBind
+    with it)."""
     compat.reject_unknown(unused, "ImageBind")
     name = getattr(info, "name", "IB")
     path = weights.resolve(weight_file(), checkpoint, download=download)
@@ -97,18 +120,22 @@ class ImageBindSpace(compat.BatchedSpace):
     def __init__(self, checkpoint, name: str = "IB", device: str | None = None,
                  precision: str | None = None, batch_size: int = 32, arch: dict | None = None,
                  workers: int | None = None):
-        ib = compat.import_imagebind_model()
+        from freebind.spaces import imagebind_model
+
         self.name = name
         self.modalities = MODALITIES
         self._init_runtime(device, precision, batch_size, workers, "fp32")
         self.arch = dict(HUGE if arch is None else arch)
         self.checkpoint = Path(checkpoint)
-        self.model = ib.ImageBindModel(**self.arch)
+        try:
+            self.model = imagebind_model.build(self.arch, device="meta")
+        except (TypeError, ValueError) as exc:
+            raise SpaceError(f"ImageBind: bad architecture arch={self.arch!r} ({exc})") from None
         state = weights.strip_prefix(weights.load_state_dict(self.checkpoint, "ImageBind weights"))
-        weights.load_into(self.model, state, self.checkpoint)
+        weights.load_into(self.model, state, self.checkpoint, assign=True)
+        del state
         self.model.eval().to(device=self.device, dtype=self.dtype)
-        self.dim = int(self.arch.get("out_embed_dim", 768))
-        self._ib = ib
+        self.dim = int(self.model.out_embed_dim)
         self._tokenizer = None
         self._image_tf = None
         digest = weights.file_digest(self.checkpoint)
@@ -120,13 +147,9 @@ class ImageBindSpace(compat.BatchedSpace):
     # --- preprocessing ------------------------------------------------------------------------
     def tokenizer(self):
         if self._tokenizer is None:
-            mp = __import__("imagebind.models.multimodal_preprocessors",
-                            fromlist=["SimpleTokenizer"])
-            bpe = Path(mp.__file__).resolve().parent.parent / "bpe" / "bpe_simple_vocab_16e6.txt.gz"
-            if not bpe.exists():
-                raise SpaceError(f"ImageBind's BPE vocabulary is missing at {bpe}; reinstall "
-                                 "imagebind-unofficial")
-            self._tokenizer = mp.SimpleTokenizer(bpe_path=str(bpe))
+            compat.require("ftfy", "imagebind")
+            compat.require("regex", "imagebind")
+            self._tokenizer = clip_bpe.ClipTokenizer(weights.resolve(vocab_file()))
         return self._tokenizer
 
     def image_transform(self):
@@ -179,6 +202,10 @@ class ImageBindSpace(compat.BatchedSpace):
             inputs = inputs.to(self.dtype)
         out = self.model({key: inputs.to(self.device)})[key]
         return out.float()
+
+    def _before_encode(self, modality: str) -> None:
+        if modality == "text":
+            self.tokenizer()  # a missing vocabulary or package is reported before any work
 
     def _per_item(self, modality: str):  # the encode hook of compat.BatchedSpace
         return None if modality == "text" else (lambda x: self.prepare_item(modality, x))

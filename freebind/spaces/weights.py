@@ -240,11 +240,13 @@ def strip_prefix(state: dict, prefix: str = "module.") -> dict:
     return state
 
 
-def load_into(module, state: dict, path, ignore: Iterable[str] = ()) -> None:
+def load_into(module, state: dict, path, ignore: Iterable[str] = (),
+              assign: bool = False) -> None:
     """``module.load_state_dict(state, strict=True)`` with one clear error line on mismatch.
 
     Keys listed in ``ignore`` (buffers some library versions have and others lack) are
-    dropped from both sides' comparison."""
+    dropped from both sides' comparison. ``assign=True`` makes the checkpoint's tensors the
+    module's (no copy; for a module built on the meta device)."""
     ignore = set(ignore)
     own = module.state_dict()
     state = {k: v for k, v in state.items() if not (k in ignore and k not in own)}
@@ -263,7 +265,8 @@ def load_into(module, state: dict, path, ignore: Iterable[str] = ()) -> None:
         k = bad[0]
         raise SpaceError(f"{path}: checkpoint does not match the architecture: {k} has shape "
                          f"{tuple(state[k].shape)}, expected {tuple(own[k].shape)}")
-    module.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
+    module.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False,
+                           assign=assign)
 
 
 def file_digest(path: str | os.PathLike, head: int = 1 << 20) -> str:
@@ -335,7 +338,8 @@ def prefetch(ref: str) -> list[Path]:
     if family == "imagebind":
         from freebind.spaces import imagebind
 
-        return [resolve(imagebind.weight_file(), opts.get("checkpoint"))]
+        return [resolve(imagebind.weight_file(), opts.get("checkpoint")),
+                resolve(imagebind.vocab_file())]
     if family == "clap":
         from freebind.spaces import clap
 

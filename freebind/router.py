@@ -1,0 +1,493 @@
+"""Learned routers: per-item mixing weights for combination bonds (``route=learned``).
+
+A combination bond ``X + c(E1, …, Ek)`` fuses modality m of an item as
+
+    n((1 − σ)·u + σ·n(Σ_i w_i·m_i(e_i)))
+
+with u the item's embedding in X, m_i the mixture of expert i's projector group and (σ, w)
+the bond's fixed factor and expert weights. A router replaces (σ, w) by the item's own:
+one small MLP per mixed modality reads ``[u, P_1(e_1), …, P_k(e_k)]`` (P_i = n(m_i)) and
+outputs
+
+    σ = sigmoid(logit(σ₀) + z₀),   w = softmax(log w₀ + z₁…ₖ)
+
+where σ₀, w₀ are the bond's fixed factor and weights, so a router whose last layer is zero
+(its initialisation) reproduces the fixed fusion exactly. The formula is unchanged; only its
+weights become per item.
+
+Training (after the bond's projector groups, which stay frozen) runs on the bond's own pseudo
+tuples: every tuple is fused in each of its modalities and a symmetric InfoNCE pulls the
+fused modalities of one tuple together (audio–text, audio–image, image–text as present),
+plus ``reg`` · mean (logit deviation)², which keeps the weights near the fixed factors where
+the tuples carry no signal. A held-out split early-stops training and keeps the best weights. By default the
+router learns σ only (``router_experts=learned`` learns the expert weights too: on the mini
+world it preferred the weaker expert and lowered every suite's mean; docs/routers.md).
+Deterministic: the seed drives initialisation, split and batch order (bitwise-identical on
+CPU). See docs/routers.md.
+
+Tensors live in the bundle next to the projectors, as ``router.<bond>.<modality>.{w1,b1,w2,
+b2}``; the structure (which experts each modality weighs, σ₀, w₀) follows from the plan.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from typing import Callable, Mapping
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from freebind.errors import FreebindError, UsageError
+
+#: Router training defaults (the bond's ``seed`` and ``temp`` are used as well).
+ROUTER_DEFAULTS = {"hidden": 64, "epochs": 30, "patience": 4, "lr": 3e-3, "batch": 512,
+                   "reg": 0.01, "val_frac": 0.1, "weight_decay": 0.0, "pairs": "all",
+                   "fills": "routed", "temp": 0.05, "seed": -1,
+                   "experts": "fixed"}
+CHOICES = {"pairs": ("all", "query"), "fills": ("routed", "fixed"),
+           "experts": ("learned", "fixed")}
+#: σ₀ is clipped into [EPS, 1 − EPS] for its logit.
+EPS = 1e-3
+PARAMS = ("w1", "b1", "w2", "b2")
+FORMAT = 1
+
+
+def router_key(bond_id: str) -> str:
+    """The key of a bond's router in a projector mapping (and its tensors' prefix)."""
+    return f"router.{bond_id}"
+
+
+def router_spec(bond: dict) -> dict[str, dict]:
+    """``{modality: {"experts": [i, …], "sigma0": σ₀, "w0": [w, …]}}`` for every modality the
+    bond mixes (present in its base and in an expert of non-zero weight)."""
+    spec = {}
+    for m in bond["shared"]:
+        experts = [i for i, (e, w) in enumerate(zip(bond["experts"], bond["weights"]))
+                   if m in e["modalities"] and w > 0]
+        if not experts:
+            continue
+        w0 = [bond["weights"][i] for i in experts]
+        total = sum(w0)
+        spec[m] = {"experts": experts, "sigma0": float(bond["factors"][m]),
+                   "w0": [w / total for w in w0]}
+    return spec
+
+
+class BondRouter(nn.Module):
+    """The routers of one bond: ``weights(modality, u, projections) -> (σ [N], w [N, k])``."""
+
+    def __init__(self, bond: dict, hidden: int = ROUTER_DEFAULTS["hidden"],
+                 generator: torch.Generator | None = None):
+        super().__init__()
+        self.bond_id = bond["id"]
+        self.spec = router_spec(bond)
+        self.dim = int(bond["dim_in"])
+        self.hidden = int(hidden)
+        self.nets = nn.ModuleDict()
+        for m, s in self.spec.items():
+            k = len(s["experts"])
+            self.nets[m] = _MLP(self.dim * (1 + k), self.hidden, 1 + (k if k > 1 else 0))
+        self.reset_parameters(generator)
+
+    def reset_parameters(self, generator=None) -> None:
+        """First layer: nn.Linear's initialisation; last layer zero (the fixed factors)."""
+        with torch.no_grad():
+            for m in self.spec:
+                net = self.nets[m]
+                bound = 1.0 / math.sqrt(net.w1.shape[0])
+                net.w1.uniform_(-bound, bound, generator=generator)
+                net.b1.uniform_(-bound, bound, generator=generator)
+                net.w2.zero_()
+                net.b2.zero_()
+
+    @property
+    def modalities(self) -> list[str]:
+        return list(self.spec)
+
+    def logits(self, modality: str, u, projections):
+        """Deviations z [N, 1 + k'] from the fixed factors' logits."""
+        x = torch.cat([u, *projections], dim=-1)
+        return self.nets[modality](x)
+
+    def weights(self, modality: str, u, projections):
+        """Per-item σ [N] and expert weights w [N, k] (k = the experts of this modality)."""
+        return self.from_logits(modality, self.logits(modality, u, projections))
+
+    def from_logits(self, modality: str, z):
+        s = self.spec[modality]
+        sigma0 = min(max(s["sigma0"], EPS), 1.0 - EPS)
+        sigma = torch.sigmoid(math.log(sigma0 / (1.0 - sigma0)) + z[:, 0])
+        k = len(s["experts"])
+        if k == 1:
+            w = torch.ones(z.shape[0], 1, dtype=z.dtype)
+        else:
+            prior = torch.log(torch.tensor(s["w0"], dtype=z.dtype).clamp_min(1e-12))
+            w = torch.softmax(prior + z[:, 1:], dim=-1)
+        return sigma, w
+
+    # --- the bundle's flat layout ------------------------------------------------------
+    def tensors(self, prefix: str | None = None) -> dict[str, torch.Tensor]:
+        prefix = prefix or router_key(self.bond_id)
+        out = {}
+        for m in self.spec:
+            for name in PARAMS:
+                out[f"{prefix}.{m}.{name}"] = getattr(self.nets[m], name).detach() \
+                    .contiguous().clone()
+        return out
+
+    @classmethod
+    def from_tensors(cls, tensors: Mapping[str, torch.Tensor], bond: dict) -> "BondRouter":
+        prefix = router_key(bond["id"])
+        spec = router_spec(bond)
+        if not spec:
+            raise FreebindError(f"bond {bond['id']} mixes no modality a router could weigh")
+        first = next(iter(spec))
+        hidden = int(tensors[f"{prefix}.{first}.w1"].shape[1])
+        router = cls(bond, hidden)
+        with torch.no_grad():
+            for m in spec:
+                for name in PARAMS:
+                    src = torch.as_tensor(tensors[f"{prefix}.{m}.{name}"])
+                    dst = getattr(router.nets[m], name)
+                    if tuple(src.shape) != tuple(dst.shape):
+                        raise FreebindError(f"router {prefix}.{m}.{name} has shape "
+                                            f"{tuple(src.shape)}, the plan needs "
+                                            f"{tuple(dst.shape)}")
+                    dst.copy_(src)
+        return router.eval()
+
+
+def required_tensors(bond: dict) -> list[str]:
+    prefix = router_key(bond["id"])
+    return [f"{prefix}.{m}.{name}" for m in router_spec(bond) for name in PARAMS]
+
+
+class _MLP(nn.Module):
+    def __init__(self, d_in: int, hidden: int, d_out: int):
+        super().__init__()
+        self.w1 = nn.Parameter(torch.empty(d_in, hidden))
+        self.b1 = nn.Parameter(torch.empty(hidden))
+        self.w2 = nn.Parameter(torch.zeros(hidden, d_out))
+        self.b2 = nn.Parameter(torch.zeros(d_out))
+
+    def forward(self, x):
+        return F.relu(x @ self.w1 + self.b1) @ self.w2 + self.b2
+
+
+def mix(u, mixtures, sigma, w):
+    """The fusion with per-item weights: n((1 − σ)·u + σ·n(Σ_i w_i·m_i)).
+
+    ``u [N, d]``, ``mixtures`` k tensors [N, d] (unnormalised projector mixtures), ``sigma
+    [N]``, ``w [N, k]``."""
+    total = None
+    for i, m in enumerate(mixtures):
+        term = w[:, i:i + 1] * m
+        total = term if total is None else total + term
+    proj = F.normalize(total, dim=-1)
+    s = sigma[:, None]
+    return F.normalize((1.0 - s) * u + s * proj, dim=-1)
+
+
+# ------------------------------------------------------------------------------ training
+
+def _infonce(a, b, temp):
+    logits = a @ b.T / temp
+    labels = torch.arange(a.shape[0])
+    return 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels))
+
+
+class _Data:
+    """Per tuple and modality: the base embedding u, the experts' mixtures, and the fixed
+    fusion of modalities the router does not weigh."""
+
+    def __init__(self, u: dict, mixtures: dict, fixed: dict, query=None):
+        self.u, self.mixtures, self.fixed = u, mixtures, fixed
+        self.n = next(iter({**u, **fixed}.values())).shape[0]
+        #: per tuple, its query modality (the real pool item; the others are filled)
+        self.query = query if query is not None else np.array([""] * self.n)
+
+    def rows(self, idx):
+        t = torch.from_numpy(idx)
+        return (_Data({m: x[t] for m, x in self.u.items()},
+                      {m: [y[t] for y in ys] for m, ys in self.mixtures.items()},
+                      {m: x[t] for m, x in self.fixed.items()}, self.query[idx]))
+
+
+def _loss(router: BondRouter, data: _Data, temp: float, reg: float, pairs: str = "all",
+          fills: str = "routed", experts: str = "learned"):
+    """Σ over modality pairs of the symmetric InfoNCE between the tuples' fused embeddings
+    (``pairs="query"``: only pairs holding the tuple's real item, its query modality) plus
+    ``reg`` · mean z² (the deviation from the fixed factors' logits). ``fills="fixed"``
+    fuses filled modalities with the fixed factors (the router weighs real items only)."""
+    fused = dict(data.fixed)
+    penalty = 0.0
+    for m in router.spec:
+        mixtures = data.mixtures[m]
+        projections = [F.normalize(x, dim=-1) for x in mixtures]
+        z = router.logits(m, data.u[m], projections)
+        if experts == "fixed" and z.shape[1] > 1:
+            z = torch.cat([z[:, :1], torch.zeros_like(z[:, 1:])], dim=1)
+        sigma, w = router.from_logits(m, z)
+        if fills == "fixed":
+            is_q = torch.from_numpy(data.query == m)
+            z = torch.where(is_q[:, None], z, torch.zeros_like(z))
+            sigma, w = router.from_logits(m, z)
+        fused[m] = mix(data.u[m], mixtures, sigma, w)
+        penalty = penalty + (z ** 2).mean()
+    mods = sorted(fused)
+    loss = 0.0
+    for i, a in enumerate(mods):
+        for b in mods[i + 1:]:
+            if a not in router.spec and b not in router.spec:
+                continue
+            if pairs == "query":
+                sel = torch.from_numpy((data.query == a) | (data.query == b))
+                if int(sel.sum()) < 2:
+                    continue
+                loss = loss + _infonce(fused[a][sel], fused[b][sel], temp)
+            else:
+                loss = loss + _infonce(fused[a], fused[b], temp)
+    return loss + reg * penalty
+
+
+def train_router(bond: dict, data: _Data, hyper: Mapping, temp: float, seed: int,
+                 progress: bool = False, desc: str = "router") -> tuple[BondRouter, dict]:
+    """Train a bond's router on prepared tuple data; returns (router in eval mode, summary)."""
+    h = {**ROUTER_DEFAULTS, **dict(hyper)}
+    temp = float(h["temp"]) or temp
+    seed = int(h["seed"]) if int(h["seed"]) >= 0 else int(seed)
+    t0 = time.perf_counter()
+    gen = torch.Generator().manual_seed(int(seed))
+    router = BondRouter(bond, int(h["hidden"]), generator=gen)
+    if not router.spec:
+        raise FreebindError(f"bond {bond['id']}: route=learned needs a modality in both the "
+                            f"base and an expert")
+    rng = np.random.default_rng(int(seed))
+    order = rng.permutation(data.n)
+    n_val = max(1, int(round(data.n * float(h["val_frac"]))))
+    val_idx, train_idx = np.sort(order[:n_val]), order[n_val:]
+    val = data.rows(val_idx)
+    opt = torch.optim.Adam(router.parameters(), lr=float(h["lr"]),
+                           weight_decay=float(h["weight_decay"]))
+    batch = int(h["batch"])
+
+    def loss_of(rows):
+        return _loss(router, rows, temp, float(h["reg"]), str(h["pairs"]), str(h["fills"]),
+                     str(h["experts"]))
+
+    with torch.no_grad():
+        router.eval()
+        best = float(loss_of(val))
+    initial = best
+    best_state = {k: v.clone() for k, v in router.state_dict().items()}
+    best_epoch, stale, epochs = 0, 0, 0
+    history = []
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=int(h["epochs"]), desc=desc, unit="epoch", leave=False)
+    try:
+        for epoch in range(1, int(h["epochs"]) + 1):
+            epochs = epoch
+            router.train()
+            perm = train_idx[rng.permutation(len(train_idx))]
+            for start in range(0, len(perm) - batch + 1 if len(perm) >= batch else 1, batch):
+                rows = data.rows(np.sort(perm[start:start + batch]))
+                loss = loss_of(rows)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+            router.eval()
+            with torch.no_grad():
+                v = float(loss_of(val))
+            history.append(round(v, 6))
+            if bar is not None:
+                bar.update()
+                bar.set_postfix(val=f"{v:.4f}")
+            if v < best - 1e-5:
+                best, best_epoch, stale = v, epoch, 0
+                best_state = {k: t.clone() for k, t in router.state_dict().items()}
+            else:
+                stale += 1
+                if stale > int(h["patience"]):
+                    break
+    finally:
+        if bar is not None:
+            bar.close()
+    router.load_state_dict(best_state)
+    router.eval()
+    with torch.no_grad():
+        stats = weight_stats(router, val)
+    summary = {"kind": "router", "bond": bond["id"], "tuples": int(data.n),
+               "val_tuples": int(n_val), "epochs": epochs, "best_epoch": best_epoch,
+               "initial_val_loss": round(initial, 6), "final_val_loss": round(best, 6),
+               "history": history, "hyper": {**h, "temp": temp, "seed": int(seed)},
+               "modalities": router.modalities, "weights": stats,
+               "seconds": round(time.perf_counter() - t0, 2)}
+    return router, summary
+
+
+def weight_stats(router: BondRouter, data: _Data) -> dict:
+    """Mean, spread and range of the routed σ (and mean expert weights) per modality."""
+    out = {}
+    with torch.no_grad():
+        return _stats(router, data, out)
+
+
+def _stats(router, data, out):
+    for m in router.spec:
+        projections = [F.normalize(x, dim=-1) for x in data.mixtures[m]]
+        sigma, w = router.weights(m, data.u[m], projections)
+        out[m] = {"sigma_mean": round(float(sigma.mean()), 4),
+                  "sigma_std": round(float(sigma.std()) if len(sigma) > 1 else 0.0, 4),
+                  "sigma_min": round(float(sigma.min()), 4),
+                  "sigma_max": round(float(sigma.max()), 4),
+                  "w_mean": [round(float(x), 4) for x in w.mean(dim=0)]}
+    return out
+
+
+def tuple_data(bond: dict, tuples_list, base_emb: Mapping, expert_embs: list[Mapping],
+               projectors: list) -> _Data:
+    """Embeddings of every tuple of the bond (tuples of each expert's job, concatenated): base
+    rows u, the frozen experts' mixtures m_i(e_i), and the fixed fusion of the modalities the
+    router does not weigh (only in the base: u; only in experts: the fixed projection)."""
+    spec = router_spec(bond)
+    base_mods = set(base_emb)
+    u: dict[str, list] = {}
+    mixtures: dict[str, list[list]] = {}
+    fixed: dict[str, list] = {}
+    all_mods = sorted({m for t in tuples_list for m in t.modalities})
+    query = []
+    with torch.no_grad():
+        for tuples in tuples_list:
+            for q in tuples.modalities:
+                query += [q] * tuples.size(q)
+                b = tuples.gather(base_emb, q)
+                es = [tuples.gather(e, q) for e in expert_embs]
+                mix_of = {}
+                for i, e in enumerate(es):
+                    for m, x in e.items():
+                        mix_of[(i, m)] = projectors[i].mixture(x)
+                for m in all_mods:
+                    if m in spec:
+                        u.setdefault(m, []).append(b[m])
+                        ms = [mix_of[(i, m)] for i in spec[m]["experts"]]
+                        slot = mixtures.setdefault(m, [[] for _ in ms])
+                        for j, x in enumerate(ms):
+                            slot[j].append(x)
+                    elif m in base_mods and m in b:
+                        fixed.setdefault(m, []).append(b[m])
+                    else:
+                        total = None
+                        for i, w in enumerate(bond["weights"]):
+                            if (i, m) in mix_of and w > 0:
+                                t = w * mix_of[(i, m)]
+                                total = t if total is None else total + t
+                        if total is not None:
+                            fixed.setdefault(m, []).append(F.normalize(total, dim=-1))
+    n_rows = sum(len(t) for t in tuples_list)
+    fixed = {m: torch.cat(v) for m, v in fixed.items() if sum(len(x) for x in v) == n_rows}
+    return _Data({m: torch.cat(v) for m, v in u.items()},
+                 {m: [torch.cat(x) for x in v] for m, v in mixtures.items()}, fixed,
+                 np.array(query))
+
+
+# ------------------------------------------------------------------------------ build step
+
+def _cache_path(root, key: str):
+    from pathlib import Path
+
+    return Path(root) / "jobs" / f"router-{key}.safetensors"
+
+
+def router_hyper(hyper: Mapping) -> dict:
+    """Router settings given as ``router_<name>`` hyper-parameters (``router_reg=0.1``)."""
+    out = {}
+    for k, v in hyper.items():
+        if k.startswith("router_"):
+            name = k[len("router_"):]
+            if name not in ROUTER_DEFAULTS:
+                raise UsageError(f"unknown router setting {k!r}; known: "
+                                    + ", ".join(f"router_{n}" for n in ROUTER_DEFAULTS))
+            try:
+                out[name] = type(ROUTER_DEFAULTS[name])(v)
+            except (TypeError, ValueError):
+                raise UsageError(f"router setting {k}={v!r} is not a "
+                                    f"{type(ROUTER_DEFAULTS[name]).__name__}") from None
+            if name in CHOICES and out[name] not in CHOICES[name]:
+                raise UsageError(f"router setting {k}={v!r}: one of "
+                                    + ", ".join(CHOICES[name]))
+    return out
+
+
+def router_cache_key(bond: dict, job_keys: list[str], hyper: Mapping) -> str:
+    """A router's identity: its bond, the keys of the bond's projector jobs (which carry the
+    embeddings, tuples and projector weights it trains on) and its hyper-parameters."""
+    spec = {"bond": {k: bond[k] for k in ("id", "kind", "weights", "factors", "shared")},
+            "jobs": list(job_keys), "hyper": {k: hyper[k] for k in sorted(hyper)},
+            "format": FORMAT}
+    return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()) \
+        .hexdigest()[:32]
+
+
+def build_step(plan, job, projectors: dict, training: dict, embeddings_of: Callable,
+               job_hyper: Mapping, job_keys: Mapping[str, str], cache_root, make_tuples,
+               progress: bool = False, log: Callable[[str], None] | None = None):
+    """After ``job``: when it is the last job of a ``route=learned`` bond, train (or load
+    from the cache) that bond's router and add it to ``projectors`` and ``training``.
+
+    ``embeddings_of(text)`` gives pool embeddings of a (sub-)space; ``make_tuples(job,
+    source, target)`` the job's pseudo tuples (as the builder made them)."""
+    from freebind import bundle as bundle_io
+    from freebind.algebra.compile import bond_nodes
+
+    bond = next(b for b in bond_nodes(plan.graph) if b["id"] == job.bond)
+    if bond.get("route") != "learned" or bond["jobs"][-1] != job.id:
+        return None
+    t0 = time.perf_counter()
+    hyper = {**ROUTER_DEFAULTS, **router_hyper(job_hyper)}
+    temp = float(hyper["temp"]) or float(job_hyper["temp"])
+    seed = int(hyper["seed"]) if int(hyper["seed"]) >= 0 else int(job_hyper["seed"])
+    key = router_cache_key(bond, [job_keys[j] for j in bond["jobs"]],
+                           {**hyper, "temp": temp, "seed": seed})
+    path = _cache_path(cache_root, key)
+    router = summary = None
+    if path.is_file():
+        try:
+            arrays, meta = bundle_io.load(path)
+            router = BondRouter.from_tensors({k: torch.from_numpy(v.copy())
+                                              for k, v in arrays.items()}, bond)
+            summary = meta["summary"]
+        except Exception:           # a corrupt cache entry is trained again
+            router = None
+    cached = router is not None
+    if router is None:
+        jobs = [plan.job(j) for j in bond["jobs"]]
+        base = embeddings_of(jobs[0].target)
+        experts = [embeddings_of(j.source) for j in jobs]
+        tuples = [make_tuples(j, experts[i], base) for i, j in enumerate(jobs)]
+        data = tuple_data(bond, tuples, base, experts, [projectors[j.id] for j in jobs])
+        router, summary = train_router(bond, data, hyper, temp, seed, progress=progress,
+                                       desc=f"{bond['id']} router")
+        try:
+            bundle_io.save(path, router.tensors(),
+                           {"kind": "freebind-router", "summary": summary})
+        except OSError:
+            pass
+    projectors[router_key(bond["id"])] = router
+    training[router_key(bond["id"])] = summary
+    if log is not None:
+        w = summary["weights"]
+        spread = ", ".join(f"{m} σ {s['sigma_mean']:.2f}±{s['sigma_std']:.2f}"
+                           for m, s in w.items())
+        log(f"{bond['id']} router: val loss {summary['initial_val_loss']:.4f} → "
+            f"{summary['final_val_loss']:.4f}, {spread}, "
+            f"{time.perf_counter() - t0:.1f} s" + (" (trained before: reused)" if cached
+                                                     else ""))
+    return summary

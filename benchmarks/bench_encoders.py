@@ -95,11 +95,12 @@ def build(family: str, size: str, root: Path):
         text = dict(vocab_size=vocab, max_position_embeddings=80,
                     **({} if size == "full" else SMALL_TEXT))
         htsat = None if size == "full" else SMALL_HTSAT
-        model, _ = clap.build_model("HTSAT-tiny", True, text_config=text, htsat=htsat)
-        torch.save(model.state_dict(), root / "clap.pt")
+        transformers = clap._import_clap()
+        model = transformers.ClapModel(clap.hf_config({}, "HTSAT-tiny", True, text, htsat))
+        model.save_pretrained(str(root / "clap"))  # a random-weight save_pretrained folder
         del model
-        return clap.load(None, checkpoint=str(root / "clap.pt"), tokenizer=str(root / "tok"),
-                         text_config=text, htsat=htsat, device="cpu")
+        return clap.load(None, checkpoint=str(root / "clap"), tokenizer=str(root / "tok"),
+                         device="cpu")
     if family == "open_clip":
         from freebind.spaces import openclip
 

@@ -86,11 +86,9 @@ def embed(
     if fmt not in ("parquet", "jsonl"):
         raise UsageError(f"--metadata-format {metadata_format!r}: use parquet or jsonl")
     if fmt == "parquet":
-        try:
-            import pyarrow  # noqa: F401
-        except ImportError:
-            raise UsageError("parquet metadata needs pyarrow (pip install pyarrow), or use "
-                             "--metadata-format jsonl") from None
+        from freebind.optional import require
+
+        require("pyarrow", "parquet metadata", alternative="or use --metadata-format jsonl")
     if partition_size < 1:
         raise UsageError("--partition-size must be at least 1")
     engine_kw = engine_kwargs(engine, workers, cpus_per_worker, gpus_per_worker, ray_address,

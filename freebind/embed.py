@@ -233,11 +233,9 @@ def plan_embed(target, paths: Iterable = (), texts=None, output=None, *,
     if fmt not in METADATA_FORMATS:
         raise UsageError(f"metadata={metadata!r}: use parquet or jsonl")
     if fmt == "parquet":
-        try:
-            import pyarrow  # noqa: F401
-        except ImportError:
-            raise UsageError("parquet metadata needs pyarrow (pip install pyarrow), or use "
-                             "jsonl metadata") from None
+        from freebind.optional import require
+
+        require("pyarrow", "parquet metadata", alternative="or use jsonl metadata")
     if as_modality is not None:
         as_modality = as_modality.lower()
         if as_modality not in MODALITY_ORDER:

@@ -1,5 +1,8 @@
 """LAION-CLAP adapter end to end on random-weight models (HTSAT-tiny audio tower, a small
-RoBERTa text tower and a toy byte-level BPE tokenizer) through the real loading code."""
+RoBERTa text tower and a toy byte-level BPE tokenizer) through the real loading code.
+
+The checkpoints are built and run by laion_clap's own code (the reference, tests only);
+freebind loads them into transformers' ClapModel and must give the same embeddings."""
 
 from __future__ import annotations
 
@@ -8,7 +11,10 @@ import pytest
 from tests.test_real_helpers import require_packages, write_bpe_tokenizer, write_wav
 
 require_packages("torch", "laion_clap", "torchlibrosa", "librosa", "transformers", "h5py")
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
+
+from tests import clap_reference as ref  # noqa: E402
 
 from freebind.errors import SpaceError  # noqa: E402
 from freebind.spaces import clap  # noqa: E402
@@ -30,8 +36,8 @@ def world(tmp_path_factory):
     text = dict(vocab_size=vocab, num_hidden_layers=1, num_attention_heads=2,
                 intermediate_size=64, max_position_embeddings=80)
     torch.manual_seed(0)
-    fusion_model, _ = clap.build_model("HTSAT-tiny", True, text_config=text, htsat=SMALL)
-    plain_model, _ = clap.build_model("HTSAT-tiny", False, text_config=text, htsat=SMALL)
+    fusion_model, _ = ref.build_model("HTSAT-tiny", True, text_config=text, htsat=SMALL)
+    plain_model, _ = ref.build_model("HTSAT-tiny", False, text_config=text, htsat=SMALL)
     ckpts = {"fusion": _save(fusion_model.eval(), root / "fusion.pt"),
              "plain": _save(plain_model.eval(), root / "plain.pt", wrap=False)}
     audio = [write_wav(root / "short.wav", 2.5, 48000, 0),
@@ -130,12 +136,35 @@ def test_family_reference_resolves_and_loads(world):
 
 @pytest.mark.slow
 def test_full_size_clap_m_architecture_round_trip(tmp_path):
-    model, _ = clap.build_model("HTSAT-base", False)
+    model, _ = ref.build_model("HTSAT-base", False)
     ckpt = tmp_path / "music_speech_audioset_epoch_15_esc_89.98.pt"
     _save(model.eval(), ckpt)
     space = clap.load(None, checkpoint=str(ckpt), tokenizer=None)
     assert space.amodel == "HTSAT-base" and not space.fusion
     assert sum(p.numel() for p in space.model.parameters()) > 150_000_000
+    clip = [write_wav(tmp_path / "clip.wav", 3.0, 48000, 3)]
+    out = space.encode("audio", clip)
+    inputs = space.audio_inputs(clip)
+    with torch.no_grad():
+        expected = model.get_audio_embedding([{k: v[0] for k, v in inputs.items()}])
+    assert torch.allclose(out, expected, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_full_size_clap_g_fusion_equals_laion_clap(tmp_path):
+    model, _ = ref.build_model("HTSAT-tiny", True)
+    ckpt = tmp_path / "630k-audioset-fusion-best.pt"
+    _save(model.eval(), ckpt)
+    space = clap.load(None, checkpoint=str(ckpt), tokenizer=None)
+    assert space.amodel == "HTSAT-tiny" and space.fusion
+    clips = [write_wav(tmp_path / "long.wav", 14.0, 48000, 4),
+             write_wav(tmp_path / "short.wav", 4.0, 48000, 5)]
+    out = space.encode("audio", clips)
+    inputs = space.audio_inputs(clips)
+    with torch.no_grad():
+        expected = model.get_audio_embedding([{k: v[i] for k, v in inputs.items()}
+                                              for i in range(2)])
+    assert torch.allclose(out, expected, atol=1e-4)
 
 
 def _hf_cache_file(cache, repo, filename, data: bytes, rev="0" * 40):
@@ -170,6 +199,117 @@ def test_weights_come_from_the_hf_cache_after_freebind_home(world, tmp_path, mon
     home.write_bytes(world["ckpts"]["plain"].read_bytes())
     again = clap.load(None, checkpoint="630k-best.pt", text_config=world["text"], htsat=SMALL)
     assert again.checkpoint == home
+
+
+@pytest.mark.parametrize("kind", ["fusion", "plain"])
+def test_conversion_maps_every_tensor_of_the_transformers_model(world, kind):
+    """Every ClapModel tensor gets a LAION-CLAP tensor of the same shape, none is left over."""
+    import transformers
+
+    state = world["models"][kind].state_dict()
+    converted = clap.convert_state_dict(state)
+    target = transformers.ClapModel(clap.hf_config(state, "HTSAT-tiny", kind == "fusion",
+                                                   world["text"], SMALL)).state_dict()
+    buffers = {"text_model.embeddings.position_ids", "text_model.embeddings.token_type_ids"}
+    assert set(converted) == set(target) - buffers
+    assert all(tuple(converted[k].shape) == tuple(target[k].shape) for k in converted)
+    # the fused attention projection is split in order: query, key, value
+    qkv = state["audio_branch.layers.0.blocks.0.attn.qkv.weight"]
+    base = "audio_model.audio_encoder.layers.0.blocks.0.attention.self."
+    assert torch.equal(torch.cat([converted[base + p + ".weight"]
+                                  for p in ("query", "key", "value")]), qkv)
+
+
+def test_non_fusion_mel_equals_laion_clap_in_model_spectrogram(world):
+    """freebind computes the mel that laion_clap's non-fusion HTSAT computes inside (its
+    torchlibrosa STFT and librosa Slaney filters, stored in the checkpoint)."""
+    from freebind.spaces import audio_features as af
+
+    branch = world["models"]["plain"].audio_branch
+    banks = af.slaney_mel_banks(513, 50, 14000, 64, 48000)
+    assert np.abs(banks - branch.logmel_extractor.melW.detach().numpy()).max() < 1e-7
+    wave = world["spaces"]["plain"].audio_inputs(world["audio"])["waveform"]
+    with torch.no_grad():
+        expected = branch.logmel_extractor(branch.spectrogram_extractor(wave))
+    ours = clap.slaney_mel_db(wave, af.CLAP_AUDIO_CFG)
+    assert ours.shape == expected.shape == (3, 1, 1001, 64)
+    assert (ours - expected).abs().max() < 1e-3  # dB; float32 conv STFT against FFT
+    assert torch.allclose(ours, expected, atol=1e-3, rtol=1e-5)
+
+
+def test_fusion_batch_of_short_clips_matches_laion_clap_eval_path(world):
+    space, model = world["spaces"]["fusion"], world["models"]["fusion"]
+    files = [world["audio"][0], world["audio"][2]]  # 2.5 s and exactly 10 s: nothing fused
+    out = space.encode("audio", files)
+    inputs = space.audio_inputs(files)
+    assert not inputs["longer"].any()
+    with torch.no_grad():
+        ref_out = model.get_audio_embedding([{k: v[i] for k, v in inputs.items()}
+                                             for i in range(2)])
+    assert torch.allclose(out, ref_out, atol=1e-5)
+
+
+def test_save_pretrained_folder_and_repo_id_load_directly(world, tmp_path, monkeypatch):
+    """A transformers save_pretrained folder (what the hub's laion/* CLAP repositories hold)
+    loads as is, its tokenizer files beside it; a repo id resolves from FREEBIND_HOME."""
+    import shutil
+
+    space = world["spaces"]["fusion"]
+    folder = tmp_path / "home" / "weights" / "clap" / "laion--clap-tiny-test"
+    space.model.save_pretrained(str(folder))
+    for name in clap.TOKENIZER_FILES:
+        shutil.copy(world["root"] / "tok" / name, folder / name)
+    loaded = clap.load(None, checkpoint=str(folder))
+    assert loaded.fusion and loaded.checkpoint == folder
+    texts = ["a dog barks", "rain on a car"]
+    assert torch.allclose(loaded.encode("audio", world["audio"]),
+                          space.encode("audio", world["audio"]), atol=1e-6)
+    assert torch.allclose(loaded.encode("text", texts), space.encode("text", texts), atol=1e-6)
+    monkeypatch.setenv("FREEBIND_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    by_id = clap.load(None, checkpoint="laion/clap-tiny-test")
+    assert by_id.checkpoint == folder
+    assert clap.check(spaces_info("clap:laion/clap-tiny-test"))[0]
+    from freebind.spaces import weights
+
+    assert weights.prefetch("clap:laion/clap-tiny-test") == [folder]
+    with pytest.raises(SpaceError, match="laion/clap-missing not found.*offline"):
+        clap.load(None, checkpoint="laion/clap-missing")
+
+
+def spaces_info(ref_name):
+    import freebind.spaces as spaces
+
+    return spaces.info(ref_name)
+
+
+def test_runs_without_laion_clap_installed(world, tmp_path):
+    """Loading and encoding never import laion_clap (blocked here in a fresh interpreter)."""
+    import subprocess
+    import sys
+
+    expected = world["spaces"]["plain"].encode("audio", world["audio"][:2])
+    texts = world["spaces"]["plain"].encode("text", ["a dog barks"])
+    np.save(tmp_path / "audio.npy", expected.numpy())
+    np.save(tmp_path / "text.npy", texts.numpy())
+    script = f"""
+import sys
+sys.modules["laion_clap"] = None  # any import of it fails
+import numpy as np, torch
+from freebind.spaces import clap
+space = clap.load(None, checkpoint={str(world["ckpts"]["plain"])!r},
+                  tokenizer={str(world["root"] / "tok")!r}, text_config={world["text"]!r},
+                  htsat={SMALL!r})
+a = space.encode("audio", {[str(p) for p in world["audio"][:2]]!r})
+t = space.encode("text", ["a dog barks"])
+assert np.abs(a.numpy() - np.load({str(tmp_path / "audio.npy")!r})).max() < 1e-6
+assert np.abs(t.numpy() - np.load({str(tmp_path / "text.npy")!r})).max() < 1e-6
+assert not any(m.startswith("laion_clap") for m in sys.modules if sys.modules[m] is not None)
+print("ok")
+"""
+    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=300)
+    assert res.returncode == 0 and res.stdout.strip().endswith("ok"), res.stderr[-2000:]
 
 
 @pytest.mark.parametrize("modality", ["audio", "text"])

@@ -180,7 +180,10 @@ def tune(bundle, suites, data, grids=(), *, suite_options: Mapping[str, Any] | N
 
     if int(batch_size) < 1:
         raise UsageError(f"batch_size={batch_size}: must be at least 1")
+    from freebind.optional import require
+
     parsed = parse_grids(grids)
+    require("matplotlib", "the factor-analysis figure of tune")  # before any work
     bundle = default_targets(bundle)[0]
     pairs = pair_data(_as_list(suites), default_data(suites, data, [bundle], store, cache_dir,
                                                      progress))

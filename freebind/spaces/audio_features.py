@@ -14,6 +14,8 @@
 * :func:`htk_mel_db` — the log mel spectrogram LAION-CLAP's fusion models take
   (torchaudio ``MelSpectrogram``: centred reflect-padded STFT, periodic Hann window, power 2,
   HTK mel scale without norm, then ``AmplitudeToDB`` = 10·log10(max(x, 1e-10))).
+* :func:`slaney_mel_banks` — librosa's default mel filters (Slaney scale and area
+  normalisation), which LAION-CLAP's non-fusion models apply inside their model.
 * :func:`clap_inputs` — LAION-CLAP's 10 s policy at 48 kHz with int16 quantisation: short
   clips are repeated then zero-padded ("repeatpad"); long clips are cropped deterministically
   at their centre (non-fusion) or, for fusion models, represented by the whole clip squeezed
@@ -157,6 +159,37 @@ def htk_mel_banks(n_freqs: int, f_min: float, f_max: float, n_mels: int, rate: i
     down = -slopes[:, :-2] / f_diff[:-1]
     up = slopes[:, 2:] / f_diff[1:]
     return np.maximum(0.0, np.minimum(down, up)).astype(np.float32)
+
+
+def _slaney_mel(f):
+    f = np.asarray(f, dtype=np.float64)
+    f_sp, min_log_hz = 200.0 / 3, 1000.0
+    min_log_mel, logstep = min_log_hz / f_sp, np.log(6.4) / 27.0
+    return np.where(f >= min_log_hz, min_log_mel + np.log(np.maximum(f, 1e-10) / min_log_hz)
+                    / logstep, f / f_sp)
+
+
+def _slaney_hz(m):
+    m = np.asarray(m, dtype=np.float64)
+    f_sp, min_log_hz = 200.0 / 3, 1000.0
+    min_log_mel, logstep = min_log_hz / f_sp, np.log(6.4) / 27.0
+    return np.where(m >= min_log_mel, min_log_hz * np.exp(logstep * (m - min_log_mel)), f_sp * m)
+
+
+def slaney_mel_banks(n_freqs: int, f_min: float, f_max: float, n_mels: int,
+                     rate: int) -> np.ndarray:
+    """Triangular Slaney-scale mel filters with Slaney (area) normalisation, ``[n_freqs,
+    n_mels]`` — librosa's default ``filters.mel``, which LAION-CLAP's non-fusion models use
+    inside their model (torchlibrosa's ``LogmelFilterBank``)."""
+    fft_freqs = np.linspace(0, rate / 2, n_freqs)
+    mel_f = _slaney_hz(np.linspace(_slaney_mel(f_min), _slaney_mel(f_max), n_mels + 2))
+    fdiff = np.diff(mel_f)
+    ramps = mel_f[:, None] - fft_freqs[None, :]
+    lower = -ramps[:-2] / fdiff[:-1, None]
+    upper = ramps[2:] / fdiff[1:, None]
+    weights = np.maximum(0.0, np.minimum(lower, upper))
+    weights *= (2.0 / (mel_f[2:n_mels + 2] - mel_f[:n_mels]))[:, None]
+    return weights.T.astype(np.float32)
 
 
 def htk_mel_db(wave: torch.Tensor, cfg: dict = CLAP_AUDIO_CFG) -> torch.Tensor:

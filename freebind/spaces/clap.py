@@ -1,29 +1,34 @@
 """LAION-CLAP (``CLAP_g``, ``CLAP_m``, ``clap:<checkpoint>``): audio-text experts, 512-d.
 
-Package: ``laion-clap`` (``pip install 'freebind[clap]'``); only its model code
-(``laion_clap.clap_module``) is used, never its ``hook`` (which reads audio with a random
-crop and writes checkpoints into site-packages).
+Package: ``transformers`` (``pip install 'freebind[clap]'``). The model is transformers'
+``ClapModel`` (HTSAT audio tower, RoBERTa text tower); LAION-CLAP's own checkpoints are
+converted to it when loaded (:func:`convert_state_dict`, the renaming documented by both
+libraries), so the ``laion_clap`` package is never needed at run time. Its forward is the
+reference the tests compare against.
 
 * ``CLAP_g`` — ``630k-audioset-fusion-best.pt``: HTSAT-tiny audio tower with feature fusion
   (``aff_2d``), RoBERTa text tower.
 * ``CLAP_m`` — ``music_speech_audioset_epoch_15_esc_89.98.pt``: HTSAT-base, no fusion.
-* ``clap:PATH`` — any LAION-CLAP HTSAT checkpoint; the tower size and fusion are read from
-  the checkpoint's tensors.
+* ``clap:PATH`` — any LAION-CLAP HTSAT checkpoint (``.pt``; the tower size and fusion are
+  read from the checkpoint's tensors), or a transformers ``save_pretrained`` folder / a
+  Hugging Face repo id of a converted one (``clap:laion/clap-htsat-fused``), loaded as is.
 
 Audio: decoded to 48 kHz mono, int16-quantised, 10 s window: repeat-padded when shorter;
 longer clips are centre-cropped (non-fusion) or fused from deterministic chunks (see
-:mod:`freebind.spaces.audio_features`). Text: RoBERTa's byte-level BPE, padded/truncated to 77
-tokens. The tokenizer files (``vocab.json``, ``merges.txt`` of ``roberta-base``) are resolved
-like weights; a tokenizer whose vocabulary does not match the text tower (laion_clap offline
-silently gets a 5-token one) makes text encoding fail instead of returning garbage.
+:mod:`freebind.spaces.audio_features`). Non-fusion models take the log mel spectrogram
+LAION-CLAP computes inside its model (torchlibrosa: centred STFT, Slaney mel, dB), computed
+here on the batch before the tower. Text: RoBERTa's byte-level BPE, padded/truncated to 77
+tokens. The tokenizer files (``vocab.json``, ``merges.txt`` of ``roberta-base``, or those of
+a ``save_pretrained`` folder) are resolved like weights; a tokenizer whose vocabulary does not
+match the text tower (laion_clap offline silently gets a 5-token one) makes text encoding fail
+instead of returning garbage.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import sys
+import re
 from pathlib import Path
 from typing import Sequence
 
@@ -51,9 +56,14 @@ ROBERTA_BASE = dict(vocab_size=50265, hidden_size=768, num_hidden_layers=12,
                     hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1,
                     max_position_embeddings=514, type_vocab_size=1, initializer_range=0.02,
                     layer_norm_eps=1e-5, pad_token_id=1, bos_token_id=0, eos_token_id=2)
+#: LAION-CLAP's HTSAT sizes: patch width, depths, heads (its model configs).
+HTSAT = {"HTSAT-tiny": dict(embed_dim=96, depths=[2, 2, 6, 2], num_heads=[4, 8, 16, 32]),
+         "HTSAT-base": dict(embed_dim=128, depths=[2, 2, 12, 2], num_heads=[4, 8, 16, 32]),
+         "HTSAT-large": dict(embed_dim=256, depths=[2, 2, 12, 2], num_heads=[4, 8, 16, 32])}
 HTSAT_WIDTH = {96: "HTSAT-tiny", 128: "HTSAT-base", 256: "HTSAT-large"}
 CONTEXT_LENGTH = 77
 PREPROCESS_VERSION = "clap-pre-1"
+CLASSES = 527  # the AudioSet head LAION-CLAP keeps in its audio tower (unused for embeddings)
 
 
 def weight_file(checkpoint: str) -> weights.WeightFile:
@@ -84,13 +94,45 @@ def tokenizer_files() -> list[weights.WeightFile]:
     return out
 
 
+_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def is_repo_id(spec: str) -> bool:
+    """``owner/name`` of a Hugging Face repository (not an existing path, not a ``.pt``)."""
+    return (bool(_REPO_ID.match(spec)) and not Path(spec).expanduser().exists()
+            and not spec.endswith((".pt", ".pth", ".ckpt", ".safetensors")))
+
+
+def _repo_home(repo: str) -> Path:
+    return weights.weights_dir("clap") / repo.replace("/", "--")
+
+
+def _find_pretrained(spec: str) -> Path | None:
+    """A local ``save_pretrained`` folder for ``spec`` (a folder, or a repo id found in
+    ``$FREEBIND_HOME`` or the Hugging Face cache), else None."""
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        return path
+    if not is_repo_id(spec):
+        return None
+    home = _repo_home(spec)
+    if (home / "config.json").exists():
+        return home
+    cached = weights.hf_cached([spec], "config.json")
+    return cached[0].parent if cached else None
+
+
 def check(info=None) -> tuple[bool, str]:
-    ok, missing = weights.package_available("laion_clap", "torchlibrosa", "librosa",
-                                            "transformers", "h5py")
+    ok, missing = weights.package_available("transformers")
     if not ok:
         return False, f"not installed ({missing}): pip install 'freebind[clap]'"
     ckpt = dict(getattr(info, "options", ()) or ()).get("checkpoint",
                                                         "630k-audioset-fusion-best.pt")
+    folder = _find_pretrained(ckpt)
+    if folder is not None:
+        return True, str(folder)
+    if is_repo_id(ckpt):
+        return False, f"weights missing: {_repo_home(ckpt)} (or the Hugging Face cache)"
     path = Path(ckpt)
     found = path if path.exists() else weight_file(ckpt).find_local()
     if found is None:
@@ -101,7 +143,7 @@ def check(info=None) -> tuple[bool, str]:
 
 
 def resolve_family(spec: str, ref: str):
-    """``clap:<checkpoint name or path>`` → SpaceInfo (512-d, audio+text)."""
+    """``clap:<checkpoint name, path, folder or repo id>`` → SpaceInfo (512-d, audio+text)."""
     from freebind.spaces.base import SpaceInfo
 
     if not spec:
@@ -117,17 +159,56 @@ def load(info=None, checkpoint: str = "630k-audioset-fusion-best.pt", device: st
          amodel: str | None = None, fusion: bool | None = None, fusion_type: str = "aff_2d",
          text_config: dict | None = None, htsat: dict | None = None, download: bool = True,
          workers: int | None = None, **unused) -> "ClapSpace":
-    """Build LAION-CLAP and load ``checkpoint`` (name or path; see module doc).
+    """Build CLAP and load ``checkpoint`` (name, path, folder or repo id; see module doc).
 
-    ``text_config`` overrides the RoBERTa configuration (tests build a small text tower)."""
+    ``text_config`` overrides the RoBERTa configuration and ``htsat`` the audio tower's size
+    (``embed_dim``, ``depths``, ``num_heads``): tests build small CLAPs with them."""
     compat.reject_unknown(unused, "CLAP")
     name = getattr(info, "name", "CLAP")
-    path = weights.resolve(weight_file(checkpoint), checkpoint, download=download)
-    tok_dir = _resolve_tokenizer(tokenizer, download)
+    folder = _find_pretrained(str(checkpoint))
+    if folder is None and is_repo_id(str(checkpoint)):
+        folder = _download_pretrained(str(checkpoint), download)
+    if folder is not None:
+        path = folder
+        tok_dir = (_resolve_tokenizer(tokenizer, download) if tokenizer
+                   or not all((folder / f).exists() for f in TOKENIZER_FILES) else folder)
+    else:
+        path = weights.resolve(weight_file(checkpoint), checkpoint, download=download)
+        tok_dir = _resolve_tokenizer(tokenizer, download)
     return ClapSpace(path, name=name, device=device, precision=precision,
                      batch_size=batch_size, tokenizer_dir=tok_dir, amodel=amodel, fusion=fusion,
                      fusion_type=fusion_type, text_config=text_config, htsat=htsat,
                      workers=workers)
+
+
+def prefetch(checkpoint: str) -> list[Path]:
+    """Make the files of ``checkpoint`` local (a save_pretrained folder or repo id: the
+    folder; a LAION-CLAP checkpoint: it and RoBERTa's tokenizer files)."""
+    folder = _find_pretrained(checkpoint)
+    if folder is None and is_repo_id(checkpoint):
+        folder = _download_pretrained(checkpoint, True)
+    if folder is not None:
+        return [folder]
+    return [weights.resolve(weight_file(checkpoint), checkpoint),
+            *(weights.resolve(w) for w in tokenizer_files())]
+
+
+def _download_pretrained(repo: str, download: bool) -> Path:
+    home = _repo_home(repo)
+    why = (f"CLAP model {repo} not found; put its save_pretrained folder at {home} (or in "
+           f"the Hugging Face cache), or run `freebind download` on a machine that is online")
+    if not download:
+        raise SpaceError(why + " (downloads disabled)")
+    if weights.offline():
+        raise SpaceError(why + " (offline)")
+    if not weights.reachable("huggingface.co"):
+        raise SpaceError(why + " (offline: cannot reach huggingface.co)")
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(repo_id=repo, local_dir=str(home)))
+    except Exception as exc:
+        raise SpaceError(f"{why} (download failed: {str(exc)[:160]})") from None
 
 
 def _resolve_tokenizer(explicit: str | None, download: bool) -> Path | str | None:
@@ -156,7 +237,8 @@ def _resolve_tokenizer(explicit: str | None, download: bool) -> Path | str | Non
 
 
 def infer_architecture(state: dict, custom: bool = False) -> tuple[str, bool]:
-    """(audio tower, fusion) from a checkpoint's tensors (``custom``: any HTSAT width)."""
+    """(audio tower, fusion) from a LAION-CLAP checkpoint's tensors (``custom``: any HTSAT
+    width)."""
     key = "audio_branch.patch_embed.proj.weight"
     if key not in state:
         raise SpaceError("checkpoint is not a LAION-CLAP HTSAT model (no " + key + ")")
@@ -167,76 +249,105 @@ def infer_architecture(state: dict, custom: bool = False) -> tuple[str, bool]:
     return HTSAT_WIDTH.get(width, "HTSAT-tiny"), fusion
 
 
-@contextlib.contextmanager
-def _offline_roberta(model_module, config: dict):
-    """Make ``RobertaModel.from_pretrained('roberta-base')`` inside laion_clap build the
-    architecture from ``config`` (the checkpoint supplies every weight)."""
-    from transformers import RobertaConfig, RobertaModel
+# --- LAION-CLAP → transformers ----------------------------------------------------------------
+#: Renamings, applied in order to every key (the layout of transformers' ClapModel).
+_RENAMES = (
+    (r"^text_branch\.", "text_model."),
+    (r"^audio_branch\.", "audio_model.audio_encoder."),
+    (r"\.attn\.proj\.", ".attention.output.dense."),
+    (r"\.attn\.", ".attention.self."),
+    (r"\.mlp\.fc1\.", ".intermediate.dense."),
+    (r"\.mlp\.fc2\.", ".output.dense."),
+    (r"\.norm1\.", ".layernorm_before."),
+    (r"\.norm2\.", ".layernorm_after."),
+    (r"\.bn0\.", ".batch_norm."),
+    (r"^(text|audio)_projection\.0\.", r"\1_projection.linear1."),
+    (r"^(text|audio)_projection\.2\.", r"\1_projection.linear2."),
+)
+#: LAION-CLAP tensors transformers' model does not have: the in-model spectrogram (computed
+#: by freebind's front end instead), the AudioSet classifier head, the unused contrastive
+#: "transform" MLPs, and Swin attention masks (recomputed on the fly).
+_DROPPED = (r"^audio_branch\.(spectrogram_extractor|logmel_extractor|tscam_conv|head)\.",
+            r"^(audio|text)_transform\.", r"\.attn_mask$",
+            r"^text_branch\.embeddings\.position_ids$")
 
-    class _Builder:
-        @staticmethod
-        def from_pretrained(*_args, **_kwargs):
-            return RobertaModel(RobertaConfig(**config))
 
-    original = model_module.RobertaModel
-    model_module.RobertaModel = _Builder
+def convert_state_dict(state: dict) -> dict:
+    """A LAION-CLAP state dict (``module.`` prefix already stripped) in the key layout of
+    transformers' ``ClapModel``: renamed keys, fused ``qkv`` split into query/key/value."""
+    out = {}
+    for key, value in state.items():
+        if any(re.search(p, key) for p in _DROPPED):
+            continue
+        new = key
+        for pattern, repl in _RENAMES:
+            new = re.sub(pattern, repl, new)
+        if new.endswith((".attention.self.qkv.weight", ".attention.self.qkv.bias")):
+            q, k, v = value.chunk(3, dim=0)
+            for part, tensor in (("query", q), ("key", k), ("value", v)):
+                out[new.replace(".qkv.", f".{part}.")] = tensor
+        else:
+            out[new] = value
+    return out
+
+
+def hf_config(state: dict, amodel: str, fusion: bool, text_config: dict | None = None,
+              htsat: dict | None = None):
+    """transformers' ``ClapConfig`` of a LAION-CLAP checkpoint (sizes read from its tensors
+    where they tell, LAION-CLAP's model config otherwise)."""
+    from transformers import ClapConfig
+
+    size = dict(htsat) if htsat is not None else dict(HTSAT[amodel])
+    width, depths = int(size["embed_dim"]), list(size["depths"])
+    proj = state.get("audio_projection.0.weight")
+    text = {**ROBERTA_BASE, **(text_config or {})}
+    text.pop("initializer_range", None)
+    audio = dict(window_size=8, num_mel_bins=64, spec_size=256, patch_size=4,
+                 patch_stride=[4, 4], num_classes=CLASSES, depths=depths,
+                 num_attention_heads=list(size["num_heads"]), patch_embeds_hidden_size=width,
+                 hidden_size=width * 2 ** (len(depths) - 1), enable_fusion=bool(fusion),
+                 fusion_type="aff_2d" if fusion else None, hidden_dropout_prob=0.0,
+                 attention_probs_dropout_prob=0.0, drop_path_rate=0.0, qkv_bias=True,
+                 mlp_ratio=4.0, aff_block_r=4, layer_norm_eps=1e-5, projection_hidden_act="relu",
+                 projection_dim=int(proj.shape[0]) if proj is not None else 512)
+    return ClapConfig(text_config=text, audio_config=audio,
+                      projection_dim=audio["projection_dim"])
+
+
+def _import_clap():
+    compat.torchvision_if_present()  # transformers imports torchvision when it is installed
     try:
-        yield
-    finally:
-        model_module.RobertaModel = original
+        import transformers
+        from transformers import ClapModel  # noqa: F401
+    except ImportError as exc:
+        raise SpaceError(f"CLAP needs transformers ({exc.name or exc} missing): "
+                         f"pip install 'freebind[clap]'") from None
+    return transformers
 
 
-@contextlib.contextmanager
-def _small_htsat(model_module, htsat: dict | None):
-    """Build the audio tower with HTSAT_Swin_Transformer arguments ``htsat`` (embed_dim,
-    depths, num_heads) instead of one of laion_clap's three fixed sizes; None: unchanged."""
-    if htsat is None:
-        yield
-        return
-    htsat_module = sys.modules["laion_clap.clap_module.htsat"]
+def slaney_mel_db(waveform, cfg: dict, banks=None):
+    """LAION-CLAP's in-model log mel spectrogram of non-fusion models, ``[B, 1, frames,
+    mels]``: torchlibrosa's centred reflect-padded STFT (periodic Hann), power 2, Slaney mel
+    filters, 10·log10(max(x, 1e-10))."""
+    import torch
 
-    def create(audio_cfg, enable_fusion=False, fusion_type="None"):
-        return htsat_module.HTSAT_Swin_Transformer(
-            spec_size=256, patch_size=4, patch_stride=(4, 4), num_classes=audio_cfg.class_num,
-            window_size=8, config=audio_cfg, enable_fusion=enable_fusion,
-            fusion_type=fusion_type, **htsat)
+    from freebind.spaces import audio_features as af
 
-    original = model_module.create_htsat_model
-    model_module.create_htsat_model = create
-    try:
-        yield
-    finally:
-        model_module.create_htsat_model = original
-
-
-def build_model(amodel: str, fusion: bool, fusion_type: str = "aff_2d",
-                text_config: dict | None = None, htsat: dict | None = None):
-    """An untrained LAION-CLAP model of the given architecture (RoBERTa text tower).
-
-    ``text_config`` overrides roberta-base's configuration and ``htsat`` the audio tower's
-    size (``embed_dim``, ``depths``, ``num_heads``): tests build small CLAPs with them."""
-    import copy
-
-    cm = compat.import_bare("laion_clap", "laion_clap.clap_module", "clap", "laion-clap")
-    model_module = sys.modules["laion_clap.clap_module.model"]
-    factory = sys.modules["laion_clap.clap_module.factory"]
-    if amodel not in factory._MODEL_CONFIGS:
-        raise SpaceError(f"unknown LAION-CLAP audio model {amodel!r}; known: "
-                         f"{', '.join(sorted(factory._MODEL_CONFIGS))}")
-    cfg = copy.deepcopy(factory._MODEL_CONFIGS[amodel])
-    cfg["text_cfg"]["model_type"] = "roberta"
-    cfg["enable_fusion"] = bool(fusion)
-    cfg["fusion_type"] = fusion_type if fusion else "None"
-    if htsat is not None:
-        cfg["embed_dim"] = int(htsat["embed_dim"]) * 8  # the tower's output width
-    with _offline_roberta(model_module, {**ROBERTA_BASE, **(text_config or {})}), \
-            _small_htsat(model_module, htsat):
-        model = cm.CLAP(**cfg)
-    return model, cfg
+    n_fft, hop = cfg["window_size"], cfg["hop_size"]
+    wave = waveform.to(torch.float32)
+    spec = torch.stft(wave, n_fft=n_fft, hop_length=hop, win_length=n_fft,
+                      window=torch.hann_window(n_fft, dtype=torch.float32, device=wave.device),
+                      center=True, pad_mode="reflect", onesided=True, return_complex=True)
+    power = spec.real.pow(2) + spec.imag.pow(2)  # [B, freqs, frames]
+    if banks is None:
+        banks = torch.from_numpy(af.slaney_mel_banks(n_fft // 2 + 1, cfg["fmin"], cfg["fmax"],
+                                                     cfg["mel_bins"], cfg["sample_rate"]))
+    mel = power.transpose(1, 2) @ banks.to(wave.device)  # [B, frames, mels]
+    return (10.0 * torch.log10(torch.clamp(mel, min=1e-10)))[:, None]
 
 
 class ClapSpace(EncoderAdapter):
-    """A loaded LAION-CLAP model implementing the Space protocol."""
+    """A loaded CLAP model (transformers' ``ClapModel``) implementing the Space protocol."""
 
     family = "clap"
 
@@ -245,38 +356,79 @@ class ClapSpace(EncoderAdapter):
                  amodel: str | None = None, fusion: bool | None = None,
                  fusion_type: str = "aff_2d", text_config: dict | None = None,
                  htsat: dict | None = None, workers: int | None = None):
+        from freebind.spaces import audio_features as af
+
         self.name = name
         self.modalities = ("audio", "text")
         self._init_runtime(device, precision, batch_size, workers, "fp32")
         self.checkpoint = Path(checkpoint)
-        state = weights.strip_prefix(weights.load_state_dict(self.checkpoint,
-                                                             "LAION-CLAP weights"))
-        inferred_amodel, inferred_fusion = infer_architecture(state, custom=htsat is not None)
-        known = KNOWN.get(self.checkpoint.name)
-        if known is not None and known != (inferred_amodel, inferred_fusion):
-            raise SpaceError(f"{self.checkpoint}: tensors say {inferred_amodel}"
-                             f"{' fusion' if inferred_fusion else ''}, but this release is "
-                             f"{known[0]}{' fusion' if known[1] else ''}; the file is not the "
-                             f"published checkpoint")
-        self.amodel = amodel or inferred_amodel
-        self.fusion = inferred_fusion if fusion is None else bool(fusion)
-        self.model, cfg = build_model(self.amodel, self.fusion, fusion_type, text_config, htsat)
-        self.audio_cfg = {k: cfg["audio_cfg"][k] for k in
-                          ("sample_rate", "window_size", "hop_size", "mel_bins", "fmin", "fmax")}
-        self.max_len = int(cfg["audio_cfg"].get("clip_samples", 480000))
-        weights.load_into(self.model, state, self.checkpoint,
-                          ignore=("text_branch.embeddings.position_ids",))
+        transformers = _import_clap()
+        if fusion_type != "aff_2d":
+            raise SpaceError(f"fusion_type {fusion_type!r}: only LAION-CLAP's published "
+                             f"'aff_2d' feature fusion is supported")
+        if self.checkpoint.is_dir():
+            self.model = self._from_pretrained(transformers)
+            cfg = self.model.config.audio_config
+            self.fusion = bool(cfg.enable_fusion)
+            self.amodel = amodel or HTSAT_WIDTH.get(int(cfg.patch_embeds_hidden_size),
+                                                    f"HTSAT-{cfg.patch_embeds_hidden_size}")
+            digest = weights.file_digest(self._weights_file())
+        else:
+            state = weights.strip_prefix(weights.load_state_dict(self.checkpoint,
+                                                                 "LAION-CLAP weights"))
+            inferred_amodel, inferred_fusion = infer_architecture(state,
+                                                                  custom=htsat is not None)
+            known = KNOWN.get(self.checkpoint.name)
+            if known is not None and known != (inferred_amodel, inferred_fusion):
+                raise SpaceError(f"{self.checkpoint}: tensors say {inferred_amodel}"
+                                 f"{' fusion' if inferred_fusion else ''}, but this release "
+                                 f"is {known[0]}{' fusion' if known[1] else ''}; the file is "
+                                 f"not the published checkpoint")
+            self.amodel = amodel or inferred_amodel
+            if self.amodel not in HTSAT and htsat is None:
+                raise SpaceError(f"unknown LAION-CLAP audio model {self.amodel!r}; known: "
+                                 f"{', '.join(HTSAT)}")
+            if fusion is not None and bool(fusion) != inferred_fusion:
+                raise SpaceError(f"{self.checkpoint}: fusion={bool(fusion)} given, but the "
+                                 f"checkpoint's tensors say fusion={inferred_fusion}")
+            self.fusion = inferred_fusion
+            config = hf_config(state, self.amodel, self.fusion, text_config, htsat)
+            self.model = transformers.ClapModel(config)
+            weights.load_into(self.model, convert_state_dict(state), self.checkpoint,
+                              ignore=("text_model.embeddings.position_ids",
+                                      "text_model.embeddings.token_type_ids"))
+            digest = weights.file_digest(self.checkpoint)
+        self.audio_cfg = dict(af.CLAP_AUDIO_CFG)
+        self.max_len = af.CLAP_MAX_SAMPLES
         self.model.eval().to(device=self.device, dtype=self.dtype)
-        self.dim = int(self.model.joint_embed_shape)
+        self.dim = int(self.model.config.projection_dim)
+        self._banks = None
         self._tokenizer = None
         self._tokenizer_source = tokenizer_dir
-        self.text_vocab = int(self.model.text_branch.embeddings.word_embeddings.weight.shape[0])
-        digest = weights.file_digest(self.checkpoint)
+        self.text_vocab = int(self.model.text_model.embeddings.word_embeddings.weight.shape[0])
         self.fingerprint = hashlib.sha256(json.dumps(
             ["clap", self.amodel, self.fusion, fusion_type, htsat, digest, PREPROCESS_VERSION,
              self.precision],
             sort_keys=True).encode()).hexdigest()[:16]
         self.last_timings: dict = {}
+
+    def _from_pretrained(self, transformers):
+        if not (self.checkpoint / "config.json").exists():
+            raise SpaceError(f"{self.checkpoint}: not a CLAP save_pretrained folder (no "
+                             f"config.json)")
+        try:
+            model = transformers.ClapModel.from_pretrained(str(self.checkpoint),
+                                                           local_files_only=True)
+        except Exception as exc:
+            raise SpaceError(f"{self.checkpoint}: cannot load the CLAP model "
+                             f"({str(exc).strip().splitlines()[0][:200]})") from None
+        return model
+
+    def _weights_file(self) -> Path:
+        for name in ("model.safetensors", "pytorch_model.bin", "config.json"):
+            if (self.checkpoint / name).exists():
+                return self.checkpoint / name
+        return self.checkpoint / "config.json"
 
     # --- text ---------------------------------------------------------------------------------
     def tokenizer(self):
@@ -323,17 +475,40 @@ class ClapSpace(EncoderAdapter):
             return self.audio_inputs(items)
         raise SpaceError(f"space {self.name} does not encode {modality!r}")
 
+    def features(self, inputs: dict) -> dict:
+        """The audio tower's inputs (``input_features [B, 1 or 4, frames, mels]``,
+        ``is_longer``) from :func:`~freebind.spaces.audio_features.clap_inputs` batches."""
+        import torch
+
+        from freebind.spaces import audio_features as af
+
+        if self.fusion:
+            feats = inputs["mel_fusion"].to(self.device)
+        else:
+            if self._banks is None:
+                cfg = self.audio_cfg
+                self._banks = torch.from_numpy(af.slaney_mel_banks(
+                    cfg["window_size"] // 2 + 1, cfg["fmin"], cfg["fmax"], cfg["mel_bins"],
+                    cfg["sample_rate"])).to(self.device)
+            feats = slaney_mel_db(inputs["waveform"].to(self.device), self.audio_cfg,
+                                  self._banks)
+        return {"input_features": feats.to(self.dtype),
+                "is_longer": inputs["longer"].to(self.device).reshape(-1, 1)}
+
     def forward(self, modality: str, inputs: dict):
-        if modality == "text":
-            out = self.model.encode_text({k: v.to(self.device) for k, v in inputs.items()},
-                                         device=self.device)
-            return out.float()
-        batch = {}
-        for k, v in inputs.items():
-            v = v.to(self.device)
-            batch[k] = v.to(self.dtype) if v.is_floating_point() else v
-        emb = self.model.encode_audio(batch, device=self.device)["embedding"]
-        return self.model.audio_projection(emb).float()
+        import torch
+        from torch.nn import functional as F
+
+        with torch.no_grad():
+            if modality == "text":
+                out = self.model.text_model(
+                    input_ids=inputs["input_ids"].to(self.device),
+                    attention_mask=inputs["attention_mask"].to(self.device))
+                emb = self.model.text_projection(out.pooler_output)
+            else:
+                out = self.model.audio_model(**self.features(inputs))
+                emb = self.model.audio_projection(out.pooler_output)
+        return F.normalize(emb.float(), dim=-1)
 
     # --- encode hooks (EncoderAdapter) ------------------------------------------------
     def _before_encode(self, modality: str) -> None:

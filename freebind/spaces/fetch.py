@@ -23,9 +23,7 @@ def imagebind(info) -> list[Path]:
 def clap(info) -> list[Path]:
     from freebind.spaces import clap as adapter
 
-    ckpt = dict(info.options).get("checkpoint", "630k-audioset-fusion-best.pt")
-    return [resolve(adapter.weight_file(ckpt), ckpt),
-            *(resolve(w) for w in adapter.tokenizer_files())]
+    return adapter.prefetch(dict(info.options).get("checkpoint", "630k-audioset-fusion-best.pt"))
 
 
 def open_clip(info) -> list[Path]:

@@ -105,10 +105,11 @@ def _table(records: list[dict], suites: list[str]) -> None:
         if len(suites) == 1:
             names = [n for n in names if n != "mean_per_class_recall"]
         columns += [(s, n) for n in names]
-    table = Table(title="freebind eval (%)")
-    table.add_column("target")
+    single = len(suites) == 1
+    table = Table(title=f"freebind eval: {suites[0]} (%)" if single else "freebind eval (%)")
+    table.add_column("target", no_wrap=True)
     for s, n in columns:
-        table.add_column(f"{s}\n{n}", justify="right")
+        table.add_column(n.replace("_", "\n", 1) if single else f"{s}\n{n}", justify="right")
     labels = list(dict.fromkeys(r["model"] for r in records))
     best = {c: max(r["metrics"][c[1]] for r in records if r["dataset"] == c[0]) for c in columns}
     for label in labels:

@@ -63,7 +63,7 @@ def test_quick_start_command_from_an_empty_home(tmp_path):
     first = r.stderr.splitlines()[0]
     assert first == f"evaluating {bundle.name} (the last build)", r.stderr
     assert "the mini evaluation set" in r.stderr
-    assert "freebind eval (%)" in r.stdout and "t2a_R@1" in r.stdout
+    assert "freebind eval: audiocaps (%)" in r.stdout and "mAP@10" in r.stdout
     record = json.loads(next((tmp_path / "results").rglob("audiocaps.json")).read_text())
     assert record["dataset"] == "audiocaps" and record["protocol"]["missing"] == 0
     assert record["metrics"]["t2a_R@1"] > 0.05   # far above mini:bind's 0.018

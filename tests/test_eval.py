@@ -230,7 +230,8 @@ def test_eval_errors_name_the_problem(home):
             (("test:expert", "vggss", home / "vg"), {}, "no image modality"),
             (("test:tone", "audiocaps", data), {"suite_options": {"folds": "1"}},
              "no chosen suite takes it"),
-            (([], "audiocaps", data), {}, "targets: give at least one"),
+            # no target: the default bundle (freebind.defaults), and here there is none
+            (([], "audiocaps", data), {}, "no target given, no build recorded"),
             (("test:tone", ["audiocaps", "esc50"], [data, data, data]), {}, "data folders")):
         with pytest.raises(FreebindError, match=message) as info:
             ev(*args, **kw)

@@ -270,9 +270,9 @@ def test_save_pretrained_folder_and_repo_id_load_directly(world, tmp_path, monke
     by_id = clap.load(None, checkpoint="laion/clap-tiny-test")
     assert by_id.checkpoint == folder
     assert clap.check(spaces_info("clap:laion/clap-tiny-test"))[0]
-    from freebind.spaces import weights
+    from freebind.spaces import prefetch
 
-    assert weights.prefetch("clap:laion/clap-tiny-test") == [folder]
+    assert prefetch("clap:laion/clap-tiny-test") == [folder]
     with pytest.raises(SpaceError, match="laion/clap-missing not found.*offline"):
         clap.load(None, checkpoint="laion/clap-missing")
 

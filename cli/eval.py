@@ -107,9 +107,10 @@ def _table(records: list[dict], suites: list[str]) -> None:
         columns += [(s, n) for n in names]
     single = len(suites) == 1
     table = Table(title=f"freebind eval: {suites[0]} (%)" if single else "freebind eval (%)")
-    table.add_column("target", no_wrap=True)
+    table.add_column("target", overflow="fold")   # a long name folds; numbers never do
     for s, n in columns:
-        table.add_column(n.replace("_", "\n", 1) if single else f"{s}\n{n}", justify="right")
+        table.add_column(n.replace("_", "\n", 1) if single else f"{s}\n{n}", justify="right",
+                         no_wrap=True, min_width=5)
     labels = list(dict.fromkeys(r["model"] for r in records))
     best = {c: max(r["metrics"][c[1]] for r in records if r["dataset"] == c[0]) for c in columns}
     for label in labels:
@@ -127,7 +128,7 @@ def _table(records: list[dict], suites: list[str]) -> None:
             else ""
         tail = f"  → {r['path']}" if r.get("path") else ""
         out.print(f"[dim]{r['model']} · {r['dataset']}: encoded {r['encoded']} new items in "
-                  f"{r['seconds']:.1f}s{tail}{'  ' + note if note else ''}[/]")
+                  f"{r['seconds']:.1f}s{tail}{'  ' + note if note else ''}[/]", soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:

@@ -31,12 +31,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-SMALL_IB = dict(vision_embed_dim=256, vision_num_blocks=4, vision_num_heads=4,
-                text_embed_dim=256, text_num_blocks=4, text_num_heads=4,
-                audio_embed_dim=256, audio_num_blocks=4, audio_num_heads=4,
-                depth_embed_dim=32, depth_num_blocks=1, depth_num_heads=2,
-                thermal_embed_dim=32, thermal_num_blocks=1, thermal_num_heads=2,
-                imu_embed_dim=32, imu_num_blocks=1, imu_num_heads=2, out_embed_dim=256)
+from freebind.spaces.imagebind_model import arch  # noqa: E402
+
+SMALL_IB = arch(256, 4, 4, 256, **{f"{t}_{k}": v for t in ("depth", "thermal", "imu")
+                                   for k, v in (("embed_dim", 32), ("num_blocks", 1),
+                                                ("num_heads", 2))})
 SMALL_TEXT = dict(num_hidden_layers=2, num_attention_heads=4, intermediate_size=512)
 SMALL_HTSAT = dict(embed_dim=48, depths=[1, 1, 2, 1], num_heads=[2, 4, 8, 16])
 SMALL_CLIP = {"embed_dim": 256,

@@ -31,6 +31,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from freebind.spaces.imagebind_model import arch  # noqa: E402
+
 #: Same code paths as huge, narrower and shallower, so the CPU comparison takes minutes.
 MID = dict(vision_embed_dim=512, vision_num_blocks=8, vision_num_heads=8,
            text_embed_dim=512, text_num_blocks=8, text_num_heads=8,
@@ -38,12 +40,7 @@ MID = dict(vision_embed_dim=512, vision_num_blocks=8, vision_num_heads=8,
            depth_embed_dim=384, depth_num_blocks=6, depth_num_heads=6,
            thermal_embed_dim=384, thermal_num_blocks=6, thermal_num_heads=6,
            imu_embed_dim=256, imu_num_blocks=4, imu_num_heads=4, out_embed_dim=512)
-TINY = dict(vision_embed_dim=64, vision_num_blocks=2, vision_num_heads=2,
-            text_embed_dim=64, text_num_blocks=2, text_num_heads=2,
-            audio_embed_dim=64, audio_num_blocks=2, audio_num_heads=2,
-            depth_embed_dim=64, depth_num_blocks=2, depth_num_heads=2,
-            thermal_embed_dim=64, thermal_num_blocks=2, thermal_num_heads=2,
-            imu_embed_dim=64, imu_num_blocks=2, imu_num_heads=2, out_embed_dim=64)
+TINY = arch(64, 2, 2, 64)
 MODALITIES = ("image", "video", "text", "text77", "audio", "depth", "thermal", "imu")
 TOWER = {"image": "vision", "video": "vision", "text77": "text"}
 

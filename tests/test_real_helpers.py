@@ -7,13 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
+from freebind.spaces.imagebind_model import arch
+
 #: A tiny ImageBindModel (same code, small widths) for fast round trips.
-TINY_IB = dict(vision_embed_dim=32, vision_num_blocks=1, vision_num_heads=2,
-               text_embed_dim=32, text_num_blocks=1, text_num_heads=2,
-               audio_embed_dim=32, audio_num_blocks=1, audio_num_heads=2,
-               depth_embed_dim=32, depth_num_blocks=1, depth_num_heads=2,
-               thermal_embed_dim=32, thermal_num_blocks=1, thermal_num_heads=2,
-               imu_embed_dim=32, imu_num_blocks=1, imu_num_heads=2, out_embed_dim=16)
+TINY_IB = arch(32, 1, 2, 16)
 
 BPE_MERGES = ("Ġ d", "o g", "Ġd og", "a r", "Ġ b", "Ġ c", "Ġc ar", "Ġ r", "a i", "Ġr ai")
 

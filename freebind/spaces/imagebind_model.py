@@ -47,6 +47,16 @@ HUGE = dict(vision_embed_dim=1280, vision_num_blocks=32, vision_num_heads=16,
             audio_drop_path=0.1, imu_drop_path=0.7)
 
 TOWERS = ("vision", "text", "audio", "depth", "thermal", "imu")
+
+
+def arch(dim: int, blocks: int, heads: int, out_dim: int, **towers) -> dict:
+    """Constructor arguments with every tower ``dim`` wide, ``blocks`` deep and ``heads``
+    heads (smaller test and benchmark configurations); ``towers`` overrides single keys
+    (``depth_embed_dim=32``, …)."""
+    out = {"out_embed_dim": out_dim}
+    for t in TOWERS:
+        out.update({f"{t}_embed_dim": dim, f"{t}_num_blocks": blocks, f"{t}_num_heads": heads})
+    return {**out, **towers}
 TEXT_CONTEXT, TEXT_VOCAB = 77, 49408
 #: Fixed (not learned) logit scales of the postprocessors; text's is learned.
 LOGIT_SCALES = {"audio": 20.0, "depth": 5.0, "thermal": 10.0, "imu": 5.0}

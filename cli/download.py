@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from freebind_cli.common import console, print_json
+from freebind_cli.common import console, print_json, print_table
 
 
 def download(
@@ -35,7 +35,7 @@ def download(
         for r in rows:
             table.add_row(r["space"], "ready" if r["ok"] else "failed",
                           "\n".join(r["files"]) if r["ok"] else r["error"])
-        console().print(table)
+        print_table(console(), table)
     if failed:
         raise typer.Exit(code=1)
 

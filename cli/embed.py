@@ -11,7 +11,7 @@ import typer
 
 from freebind_cli.common import (
     console, device_option, parse_space_options, precision_option, print_json,
-    space_option_option,
+    print_table, space_option_option,
 )
 from freebind_cli.engines import (
     address_option, cpus_option, engine_kwargs, engine_option, gpus_option, print_workers,
@@ -124,7 +124,7 @@ def print_report(report) -> None:
         table.add_column(col, justify="right" if col != "modality" else "left")
     for m, st in report.modalities.items():
         table.add_row(m, str(st["files"]), str(st["rows"]), str(st["partitions"]))
-    out.print(table)
+    print_table(out, table)
     print_workers(report.engine, out)
     out.print(f"{report.written} partition(s) written, {report.reused} kept from an "
               f"earlier run; {len(report.skipped)} file(s) skipped; "

@@ -9,7 +9,7 @@ import typer
 
 from freebind_cli.common import (
     console, device_option, parse_space_options, precision_option, print_json,
-    space_option_option,
+    print_table, space_option_option,
 )
 
 DEFAULT_OUTPUT = "results/{model}/{dataset}.json"
@@ -39,11 +39,12 @@ def eval_command(
                                      "(a=0.8, b2.t=0.5, CLAP_g.a=0.8, b2=off); repeatable."),
     preset: Optional[str] = typer.Option(None, "--preset", "-p", help="A preset stored in the "
                                          "bundles (versatile, at-expertise, tuned-…)."),
-    option: List[str] = typer.Option([], "--option", "-o", help="Suite loader option KEY=VALUE "
+    option: List[str] = typer.Option([], "--option", help="Suite loader option KEY=VALUE "
                                      "(split=val, templates=FILE, manifest=FILE, …)."),
-    output: str = typer.Option(DEFAULT_OUTPUT, "--output", help="Result file template; fields "
-                               "{dataset} {model} {task} {preset}. '' writes no files."),
-    cache: Optional[Path] = typer.Option(None, "--cache-dir", "--cache",
+    output: str = typer.Option(DEFAULT_OUTPUT, "--output", "-o", help="Result file template "
+                               "(fields {dataset} {model} {task} {preset}) or a folder "
+                               "(FOLDER/{model}/{dataset}.json); '' writes no files."),
+    cache: Optional[Path] = typer.Option(None, "--cache-dir",
                                          help="Embedding cache folder "
                                          "(default $FREEBIND_HOME/cache)."),
     batch_size: int = typer.Option(64, "--batch-size", min=1),
@@ -122,7 +123,7 @@ def _table(records: list[dict], suites: list[str]) -> None:
             row.append(f"[bold]{cell}[/]" if v == best[(s, n)] and len(labels) > 1 else cell)
         table.add_row(*row)
     out = console()
-    out.print(table)
+    print_table(out, table)
     for r in records:
         note = f"{r['dataset']}: {r['protocol']['missing']} missing" if r["protocol"]["missing"] \
             else ""

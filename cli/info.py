@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from freebind_cli.common import console, print_json
+from freebind_cli.common import console, print_json, print_table
 
 
 def info(
@@ -44,7 +44,7 @@ def info(
     for ref, s in sorted(meta.get("spaces", plan.get("spaces", {})).items()):
         spaces.add_row(ref, s.get("family", ""), str(s.get("dim", "")),
                        ",".join(s.get("modalities", [])), str(s.get("fingerprint", "-")))
-    out.print(spaces)
+    print_table(out, spaces)
     jobs = Table(title="projector groups")
     for col in ("job", "bond", "source → target", "dims", "projectors", "hidden"):
         jobs.add_column(col)
@@ -52,7 +52,7 @@ def info(
         jobs.add_row(j["id"], f"{j['bond']} {j['kind']}", f"{j['source']} → {j['target']}",
                      f"{j['source_dim']}→{j['target_dim']}", str(len(j["data_modes"])),
                      str(j["hyper"].get("hidden")))
-    out.print(jobs)
+    print_table(out, jobs)
     routed = [b for b in _bonds(graph) if b.get("route") == "learned"]
     if routed:
         routers = Table(title="learned routers (route=learned; route=off for fixed factors)")
@@ -68,13 +68,13 @@ def info(
                                 " ".join(f"{w:.2f}" for w in st.get("w_mean", [])) or "-",
                                 f"{summary.get('initial_val_loss', 0):.3f} → "
                                 f"{summary.get('final_val_loss', 0):.3f}")
-        out.print(routers)
+        print_table(out, routers)
     presets = Table(title="presets")
     presets.add_column("name")
     presets.add_column("factors")
     for name, specs in meta.get("presets", {}).items():
         presets.add_row(name, " ".join(specs) or "(the expression's factors)")
-    out.print(presets)
+    print_table(out, presets)
     for key in ("training", "data", "evaluation"):
         if meta.get(key):
             out.print(f"[bold]{key}[/]: ", meta[key])

@@ -9,8 +9,8 @@ from typing import List, Optional
 import typer
 
 from freebind_cli.common import (
-    console, device_option, parse_space_options, precision_option, print_json,
-    space_option_option,
+    console, device_option, parse_space_options, precision_option, print_command, print_json,
+    print_table, space_option_option,
 )
 
 
@@ -25,13 +25,14 @@ def tune_command(
     grid: List[str] = typer.Option([], "--grid", "-g", help="Factor grid KEY=START:STOP:STEP "
                                    "or KEY=V1,V2 (a, t, i, b2.a, CLAP_g.a, …); at most two "
                                    "for heatmaps."),
-    option: List[str] = typer.Option([], "--option", "-o", help="Suite option KEY=VALUE."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Folder for the heatmap PNG and "
-                                       "tune.json (default tune/<bundle name>)."),
+    option: List[str] = typer.Option([], "--option", help="Suite loader option KEY=VALUE "
+                                     "(split=val, …); repeatable."),
+    out: Optional[Path] = typer.Option(None, "--output", "-o", help="Folder for the heatmap "
+                                       "PNG and tune.json (default tune/<bundle name>)."),
     name: str = typer.Option("tuned", "--name", help="Prefix of the stored preset names."),
-    save: bool = typer.Option(True, "--save/--no-save", help="Store the presets in the bundle."),
-    cache: Optional[Path] = typer.Option(None, "--cache-dir", "--cache",
-                                         help="Embedding cache folder."),
+    save: bool = typer.Option(True, "--save/--no-save", help="Store the presets in the bundle "
+                              "(only a bundle named on the command line)."),
+    cache: Optional[Path] = typer.Option(None, "--cache-dir", help="Embedding cache folder."),
     batch_size: int = typer.Option(64, "--batch-size", min=1),
     as_json: bool = typer.Option(False, "--json", help="Print the tuning result as JSON."),
     device: Optional[str] = device_option(),
@@ -58,9 +59,11 @@ def tune_command(
 def _report(result, summary: dict, saved: bool) -> None:
     from rich.table import Table
 
+    from freebind.evaluate.tuning import scope_notes
+
     out = console()
     pct = lambda v: f"{100 * v:.1f}"  # noqa: E731
-    coarse = Table(title="coarse: bonds on/off (%)")
+    coarse = Table(title="coarse: bonds on/off at the bundle's factors (%)")
     coarse.add_column("switched off")
     for t in result.tasks:
         coarse.add_column(t, justify="right")
@@ -69,8 +72,9 @@ def _report(result, summary: dict, saved: bool) -> None:
         mark = " ←" if p.overrides == result.coarse_choice else ""
         coarse.add_row((", ".join(o.split("=")[0] for o in p.overrides) or "none") + mark,
                        *[pct(p.metrics[t]) for t in result.tasks])
-    out.print(coarse)
-    best = Table(title=f"fine: best factors over {len(result.fine)} grid points (%)")
+    print_table(out, coarse)
+    n = len(result.coarse) + len(result.fine)
+    best = Table(title=f"presets: the best of all {n} points, coarse and fine (%)")
     for col in ("preset", "factors", *result.tasks):
         best.add_column(col, justify="right" if col in result.tasks else "left")
     rows = [(n, p) for n, p in zip(result.presets, [result.versatile, *result.best.values()])]
@@ -80,7 +84,9 @@ def _report(result, summary: dict, saved: bool) -> None:
             d = 100 * (p.metrics[t] - result.base[t])
             cells.append(f"{pct(p.metrics[t])} ({d:+.1f})")
         best.add_row(preset, " ".join(p.overrides) or "(defaults)", *cells)
-    out.print(best)
+    print_table(out, best)
+    for note in scope_notes(result.grid_scope):
+        print_command(out, f"note: {note}")
     where = f"stored in {summary['bundle']}" if saved else "not stored (--no-save)"
     out.print(f"[dim]{summary['points']} points in {summary['seconds']:.1f}s; figure "
               f"{summary['figure']}; presets {where}[/]")

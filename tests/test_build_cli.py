@@ -42,7 +42,7 @@ def test_build_json_report(world, tmp_path):
     out = tmp_path / "g.safetensors"
     r = CliRunner().invoke(app, ["build", "test:base + d(test:vl)", "--audio",
                                  str(world / "audio"), "--image", str(world / "image"),
-                                 "--text", str(world / "texts.txt"), "-o", str(out),
+                                 "--texts", str(world / "texts.txt"), "-o", str(out),
                                  "--cache-dir", str(tmp_path / "c"), "--json", *HYPER])
     assert r.exit_code == 0, r.output
     data = json.loads(r.stdout)

@@ -23,8 +23,8 @@ def embed(
     args: List[str] = typer.Argument(None, metavar="[TARGET] PATH...",
                                      help="TARGET: a space reference (mini:bind, IB, …) or a "
                                           "fused bundle (.safetensors, .safetensors@preset); "
-                                          "default: the last build's bundle, or the only one "
-                                          "here. PATH: files or folders; modality by extension "
+                                          "default: the last build when it is in this "
+                                          "folder, else the only bundle here. PATH: files or folders; modality by extension "
                                           "(audio: wav flac mp3 ogg; image: png jpg jpeg webp "
                                           "bmp; video: mp4 avi mov mkv webm; text: .txt, one "
                                           "text per file) unless --as names it."),

@@ -26,8 +26,8 @@ def parse_options(specs: List[str]) -> dict:
 def eval_command(
     targets: List[str] = typer.Argument(None, help="Space references (mini:bind, IB, …) or "
                                         "bundles (fused.safetensors, fused.safetensors@preset); "
-                                        "default: the last build's bundle, or the only one "
-                                        "here."),
+                                        "default: the last build when it is in this "
+                                        "folder, else the only bundle here."),
     suite: List[str] = typer.Option(..., "--suite", "-s", help="Suite name (repeatable): "
                                     "audiocaps, clotho, esc50, audioset, vggss, flickrnet, coco, "
                                     "flickr30k, imagenet, pairs."),
@@ -79,18 +79,32 @@ def announce_defaults(verb: str, targets, suites, data, cache_dir, err) -> tuple
     """Resolve a missing target and missing data (:mod:`freebind.defaults`) and say which,
     one line each, before any work."""
     from freebind.defaults import resolve_targets, suite_data
+    from freebind.errors import UsageError
+    from freebind.preflight import (
+        Problem, leaf_spaces, path_problems, raise_if, space_problems,
+    )
 
     resolved = resolve_targets(targets)
     if not targets:
         err.print(resolved[0].describe(verb), soft_wrap=True, highlight=False)
     refs = [r.value for r in resolved]
+    # libraries, weights, then data: every failure in one message, before any work
+    problems = space_problems([s for r in refs for s in leaf_spaces(r)])
+    what = {"evaluating": "evaluate", "tuning": "tune"}.get(verb, verb) + " " + ", ".join(refs)
     if data or not suites:
+        raise_if(what, problems + path_problems(("--data", d) for d in data or []))
         return refs, list(data or [])
+    found = {}
+    for s in suites:
+        try:
+            found[s] = suite_data(s, refs, cache_dir=cache_dir, progress=True)
+        except UsageError as exc:
+            problems.append(Problem("input", str(exc)))
+    raise_if(what, problems)
     folders = []
     for s in suites:
-        found = suite_data(s, refs, cache_dir=cache_dir, progress=True)
-        err.print(f"{s}: {found.value} ({found.why})", soft_wrap=True, highlight=False)
-        folders.append(Path(found.value))
+        err.print(f"{s}: {found[s].value} ({found[s].why})", soft_wrap=True, highlight=False)
+        folders.append(Path(found[s].value))
     return refs, folders
 
 

@@ -12,7 +12,8 @@ from freebind_cli.common import console, print_json, print_table
 def info(
     bundle: Optional[str] = typer.Argument(None, help="A bundle (.safetensors) written by "
                                            "freebind (bundle@preset accepted); default: the "
-                                           "last build's, or the only one here."),
+                                           "last build when it is in this folder, else the "
+                                           "only bundle here."),
     as_json: bool = typer.Option(False, "--json", help="Print the metadata as JSON."),
 ) -> None:
     """Show a bundle's expression, spaces, jobs, presets, training and evaluation."""

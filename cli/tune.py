@@ -16,8 +16,9 @@ from freebind_cli.common import (
 
 def tune_command(
     bundle: Optional[Path] = typer.Argument(None, help="A bundle (.safetensors) written by "
-                                            "freebind; default: the last build's, or the only "
-                                            "one here."),
+                                            "freebind; default: the last build when it is "
+                                            "in this folder, else the only bundle here "
+                                            "(presets are stored only in a named bundle)."),
     suite: List[str] = typer.Option(..., "--suite", "-s", help="Suite name (repeatable)."),
     data: List[Path] = typer.Option([], "--data", "-d", help="Dataset folder (one per suite, "
                                     "or one root with a folder per suite); default "
@@ -46,17 +47,19 @@ def tune_command(
 
     targets, data = announce_defaults("tuning", [str(bundle)] if bundle else [], suite, data,
                                       cache, console(stderr=True))
+    named = bundle is not None    # presets go only into a bundle the user named
     result = tune(targets[0], suite, data, grid, suite_options=parse_options(option),
-                  out=out, name=name, save=save, cache_dir=cache, batch_size=batch_size,
+                  out=out, name=name, save=save and named, cache_dir=cache, batch_size=batch_size,
                   progress=not as_json,
                   space_options=parse_space_options(device, precision, space_option))
     if as_json:
         print_json(result.summary)
         return
-    _report(result, result.summary, save)
+    _report(result, result.summary, save and named,
+            "" if named or not save else "name the bundle to store them")
 
 
-def _report(result, summary: dict, saved: bool) -> None:
+def _report(result, summary: dict, saved: bool, why_not: str = "") -> None:
     from rich.table import Table
 
     from freebind.evaluate.tuning import scope_notes
@@ -87,7 +90,8 @@ def _report(result, summary: dict, saved: bool) -> None:
     print_table(out, best)
     for note in scope_notes(result.grid_scope):
         print_command(out, f"note: {note}")
-    where = f"stored in {summary['bundle']}" if saved else "not stored (--no-save)"
+    where = f"stored in {summary['bundle']}" if saved else \
+        f"not stored ({why_not or '--no-save'})"
     out.print(f"[dim]{summary['points']} points in {summary['seconds']:.1f}s; figure "
               f"{summary['figure']}; presets {where}[/]")
 

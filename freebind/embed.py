@@ -572,7 +572,14 @@ def embed(target, paths: Iterable = (), texts=None, output=None, *, engine: str 
     the partitions ``k`` with ``k % n == i`` and returns their report (``slice`` set):
     run every slice, then once without ``shard`` for the whole report."""
     from freebind.engine import EngineOptions, parse_shard
+    from freebind.preflight import leaf_spaces, path_problems, raise_if, space_problems
 
+    paths = list(paths or ())
+    # libraries, weights, then inputs: every failure in one message, before any work
+    raise_if(f"embed with {target}",
+             space_problems(leaf_spaces(target), options.get("space_options"))
+             + path_problems([("PATH", p) for p in paths]
+                             + [("--texts", texts if isinstance(texts, (str, Path)) else None)]))
     engine_options = dict(engine_options or {})
     if isinstance(engine, EngineOptions):
         engine_options = {**engine.to_dict(), **engine_options}

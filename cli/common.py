@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from typing import Any, Optional, Sequence
 
@@ -64,6 +65,17 @@ def print_command(out, text: str) -> None:
     """Print a command for the user to copy: one line, never wrapped at the console's width,
     no markup or highlighting."""
     out.print(text, soft_wrap=True, markup=False, highlight=False)
+
+
+def check_output_value(value) -> None:
+    """``-o KEY=VALUE`` meant a suite option before ``-o`` became the output everywhere:
+    say so instead of writing into a folder named ``split=val``."""
+    text = "" if value is None else str(value)
+    if "=" in text and "/" not in text and "{" not in text and os.sep not in text:
+        from freebind.errors import UsageError
+
+        raise UsageError(f"-o/--output {text!r} looks like a suite option: -o is the output "
+                         f"in every verb; pass suite options with --option {text}")
 
 
 def fail(exc: FreebindError) -> typer.Exit:

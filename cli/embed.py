@@ -11,7 +11,7 @@ import typer
 
 from freebind_cli.common import (
     console, device_option, parse_space_options, precision_option, print_json,
-    print_table, space_option_option,
+    print_command, print_table, space_option_option,
 )
 from freebind_cli.engines import (
     address_option, cpus_option, engine_kwargs, engine_option, gpus_option, print_workers,
@@ -24,10 +24,13 @@ def embed(
                                      help="TARGET: a space reference (mini:bind, IB, …) or a "
                                           "fused bundle (.safetensors, .safetensors@preset); "
                                           "default: the last build when it is in this "
-                                          "folder, else the only bundle here. PATH: files or folders; modality by extension "
-                                          "(audio: wav flac mp3 ogg; image: png jpg jpeg webp "
-                                          "bmp; video: mp4 avi mov mkv webm; text: .txt, one "
-                                          "text per file) unless --as names it."),
+                                          "folder, else the only bundle here. PATH: files "
+                                          "or folders; modality by extension (audio: wav "
+                                          "flac mp3 ogg; image: png jpg jpeg webp bmp; "
+                                          "video: mp4 avi mov mkv webm; text: .txt, one text "
+                                          "per line, as --texts and build's text pools) "
+                                          "unless --as names it; files of other extensions "
+                                          "are counted in the summary, not embedded."),
     output: Path = typer.Option(..., "--output", "-o", help="Output folder."),
     texts: Optional[Path] = typer.Option(None, "--texts", help="Text file, one text per line."),
     as_modality: Optional[str] = typer.Option(None, "--as", metavar="MODALITY",
@@ -126,9 +129,13 @@ def print_report(report) -> None:
         table.add_row(m, str(st["files"]), str(st["rows"]), str(st["partitions"]))
     print_table(out, table)
     print_workers(report.engine, out)
-    out.print(f"{report.written} partition(s) written, {report.reused} kept from an "
-              f"earlier run; {len(report.skipped)} file(s) skipped; "
-              f"{report.dim}-d {report.dtype}")
+    ignored = ""
+    if report.ignored:
+        ignored = (f"; {report.ignored} file(s) of an unknown extension left out (e.g. "
+                   f"{report.ignored_examples[0]})")
+    print_command(out, f"{report.written} partition(s) written, {report.reused} kept from an "
+                       f"earlier run; {len(report.skipped)} input(s) skipped{ignored}; "
+                       f"{report.dim}-d {report.dtype}")
     if report.slice:
         i, n = report.slice
         out.print(f"slice {i}/{n} of the partitions; run every slice, then once without "

@@ -8,8 +8,8 @@ from typing import List, Optional
 import typer
 
 from freebind_cli.common import (
-    console, device_option, parse_space_options, precision_option, print_json,
-    print_table, space_option_option,
+    check_output_value, console, device_option, parse_space_options, precision_option,
+    print_json, print_table, space_option_option,
 )
 
 DEFAULT_OUTPUT = "results/{model}/{dataset}.json"
@@ -61,6 +61,7 @@ def eval_command(
     factors or presets re-encodes nothing."""
     from freebind.evaluate.api import evaluate
 
+    check_output_value(output)
     space_opts = parse_space_options(device, precision, space_option)
     err = console(stderr=True)
     targets, data = announce_defaults("evaluating", targets, suite, data, cache, err)

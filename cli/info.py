@@ -76,9 +76,89 @@ def info(
     for name, specs in meta.get("presets", {}).items():
         presets.add_row(name, " ".join(specs) or "(the expression's factors)")
     print_table(out, presets)
-    for key in ("training", "data", "evaluation"):
-        if meta.get(key):
-            out.print(f"[bold]{key}[/]: ", meta[key])
+    for table in (_training(meta), _data(meta), _evaluation(meta), _tuning(meta)):
+        if table is not None:
+            print_table(out, table)
+    out.print("[dim]every field: freebind info --json[/]")
+
+
+def _training(meta: dict):
+    """One row per projector group: tuples, epochs, validation loss (routers: their table)."""
+    from rich.table import Table
+
+    rows = {k: v for k, v in (meta.get("training") or {}).items()
+            if isinstance(v, dict) and v.get("kind") != "router"}
+    if not rows:
+        return None
+    table = Table(title="training")
+    for col in ("job", "tuples (train + val)", "epochs", "final val loss", "modes"):
+        table.add_column(col, justify="left" if col in ("job", "modes") else "right")
+    for job, t in rows.items():
+        loss = t.get("final_val_loss")
+        table.add_row(job, f"{t.get('train_tuples', '?')} + {t.get('val_tuples', '?')}",
+                      str(t.get("epochs", "?")), f"{loss:.4f}" if isinstance(loss, float)
+                      else "-", " ".join(t.get("modes", [])))
+    return table
+
+
+def _data(meta: dict):
+    from rich.table import Table
+
+    data = meta.get("data") or {}
+    if not data:
+        return None
+    table = Table(title="pools it was trained on")
+    for col in ("modality", "items", "fingerprint"):
+        table.add_column(col, justify="right" if col == "items" else "left")
+    for m, d in data.items():
+        d = d if isinstance(d, dict) else {"items": d}
+        table.add_row(m, str(d.get("items", "?")), str(d.get("fingerprint", "-")))
+    return table
+
+
+def _evaluation(meta: dict):
+    """Results kept by ``eval --record``: one row per (dataset, setting), metrics in %."""
+    from rich.table import Table
+
+    evaluation = meta.get("evaluation") or {}
+    if not evaluation:
+        return None
+    table = Table(title="recorded evaluation (%)")
+    for col in ("dataset", "setting", "metrics"):
+        table.add_column(col)
+    for dataset, settings in evaluation.items():
+        for setting, entry in settings.items():
+            metrics = entry.get("metrics", {}) if isinstance(entry, dict) else {}
+            table.add_row(dataset, setting, "  ".join(
+                f"{k} {100 * v:.1f}" for k, v in metrics.items()
+                if isinstance(v, (int, float))))
+    return table
+
+
+def _tuning(meta: dict):
+    from rich.table import Table
+
+    tuning = meta.get("tuning") or {}
+    if not tuning:
+        return None
+    table = Table(title=f"tuning on {', '.join(tuning.get('suites', []))} (%)")
+    for col in ("preset", "factors", "scores"):
+        table.add_column(col)
+    best = tuning.get("best", {})
+    for name, specs in (tuning.get("presets") or {}).items():
+        if name.endswith("-versatile"):
+            scores = tuning.get("versatile", {})
+        else:
+            scores = {t: v for t, v in best.items() if name.endswith(_suffix(t))}
+        table.add_row(name, " ".join(specs) or "(defaults)",
+                      "  ".join(f"{t} {100 * v:.1f}" for t, v in scores.items()))
+    return table
+
+
+def _suffix(task: str) -> str:
+    from freebind.evaluate.tuning import task_preset_name
+
+    return task_preset_name("", task)
 
 
 def _bonds(graph: dict) -> list[dict]:

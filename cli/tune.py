@@ -9,8 +9,8 @@ from typing import List, Optional
 import typer
 
 from freebind_cli.common import (
-    console, device_option, parse_space_options, precision_option, print_command, print_json,
-    print_table, space_option_option,
+    check_output_value, console, device_option, parse_space_options, precision_option,
+    print_command, print_json, print_table, space_option_option,
 )
 
 
@@ -45,6 +45,7 @@ def tune_command(
     from freebind.evaluate.api import tune
     from freebind_cli.eval import announce_defaults, parse_options
 
+    check_output_value(out)
     targets, data = announce_defaults("tuning", [str(bundle)] if bundle else [], suite, data,
                                       cache, console(stderr=True))
     named = bundle is not None    # presets go only into a bundle the user named

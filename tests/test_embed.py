@@ -148,3 +148,23 @@ def test_nothing_to_embed(tmp_path):
     with pytest.raises(UsageError, match="nothing to embed") as info:
         run("test:base", tmp_path / "x.csv", output=tmp_path / "o")
     assert info.value.exit_code == 2
+
+
+def test_wav_shortfall_reads_the_data_chunk_header(tmp_path):
+    import soundfile as sf
+
+    from freebind.errors import MediaError
+    from freebind.media import load_audio, wav_shortfall
+
+    path = tmp_path / "a.wav"
+    sf.write(str(path), np.zeros(1000, dtype=np.float32), 16000, subtype="PCM_16")
+    assert wav_shortfall(path) is None
+    data = path.read_bytes()
+    cut = tmp_path / "cut.wav"
+    cut.write_bytes(data[:-500])
+    assert wav_shortfall(cut) == (2000, 1500)       # 1000 int16 samples promised
+    with pytest.raises(MediaError, match="truncated WAV"):
+        load_audio(cut, 16000)
+    assert load_audio(path, 16000).shape == (1000,)
+    (tmp_path / "x.wav").write_bytes(b"not a wav")
+    assert wav_shortfall(tmp_path / "x.wav") is None

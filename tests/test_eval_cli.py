@@ -35,7 +35,7 @@ def test_eval_errors_are_one_line(home):
     r = run("eval", "test:tone", "-s", "nosuch", "-d", data)
     assert r.exit_code == 2 and "unknown suite" in r.output and "Traceback" not in r.output
     r = run("eval", "test:tone", "-s", "audiocaps", "-d", home / "nowhere")
-    assert r.exit_code == 2 and "no such folder" in r.output
+    assert r.exit_code == 2 and "--data" in r.output and "no such file or folder" in r.output
     r = run("eval", "test:tone", "-s", "audiocaps", "-d", data, "-f", "a=0.5")
     assert r.exit_code == 2 and "plain space" in r.output
     make_vggss(home / "vg")
@@ -55,6 +55,7 @@ def test_flags_become_the_library_call(home, monkeypatch):
         return []
 
     monkeypatch.setattr(api, "evaluate", fake)
+    (home / "sets").mkdir()
     r = run("eval", "a.safetensors@x", "mini:bind", "-s", "audiocaps", "-s", "coco", "-d",
             home / "sets", "-f", "a=0.8", "-p", "versatile", "--option", "split=val", "--cache-dir",
             home / "c", "--batch-size", "3", "--record", "--json", "--device", "cpu")
@@ -75,6 +76,9 @@ def test_flags_become_the_library_call(home, monkeypatch):
     assert seen["output"] == "out" and seen["suite_options"] == {}
     r = run("eval", "--help")
     assert "--cache " not in r.stdout and "-o" in r.stdout
+    # the old meaning of -o is caught, not turned into a folder named split=val
+    r = run("eval", "mini:bind", "-s", "audiocaps", "-d", home, "-o", "split=val")
+    assert r.exit_code == 2 and "--option split=val" in r.output
 
 
 def test_json_is_the_library_records(home):

@@ -44,6 +44,7 @@ def test_flags_become_the_library_call(home, monkeypatch):
         return Result()
 
     monkeypatch.setattr(api, "tune", fake)
+    (home / "ac").mkdir()
     r = run("tune", home / "b.safetensors", "-s", "audiocaps", "-d", home / "ac", "-g",
             "a=0:1:0.5", "-g", "t=0,1", "--option", "split=val", "-o", home / "o", "--name", "mine",
             "--no-save", "--cache-dir", home / "c", "--batch-size", "4", "--json",
@@ -91,3 +92,20 @@ def test_piped_report_names_grid_scope_and_cuts_nothing(home):
     assert "audiocaps:t2a_R@1" in r.stdout and "audiocaps:a2t_R@1" in r.stdout
     assert "tuned-custom-name-audiocaps-t2a" in r.stdout
     assert "t= sets b1.text and b2.text together" in r.stdout
+
+
+def test_info_prints_tables_not_python_dicts(home):
+    make_audiocaps(home / "ac")
+    bundle = make_bundle(home / "b.safetensors")
+    assert run("eval", bundle, "-s", "audiocaps", "-d", home / "ac", "--record", "--json",
+               "-o", "").exit_code == 0
+    assert run("tune", bundle, "-s", "audiocaps", "-d", home / "ac", "--grid", "a=0,1",
+               "-o", home / "o", "--json").exit_code == 0
+    r = run("info", bundle)
+    assert r.exit_code == 0, r.output
+    assert "{'" not in r.stdout and "': " not in r.stdout
+    for title in ("presets", "recorded evaluation (%)", "tuning on audiocaps (%)"):
+        assert title in r.stdout, r.stdout
+    assert "t2a_R@1 100.0" in r.stdout          # the test base space is perfect here
+    meta = json.loads(run("info", bundle, "--json").stdout)
+    assert set(meta["evaluation"]) == {"audiocaps"} and "tuning" in meta

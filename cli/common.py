@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 import os
 import sys
+import types
 from typing import Any, Optional, Sequence
 
 import typer
-from typer.core import TyperGroup
+from typer.core import TyperCommand, TyperGroup
 
 from freebind.errors import FreebindError
 from freebind.vocab import PRECISIONS, parse_value  # noqa: F401  (re-exported)
@@ -100,10 +101,30 @@ class FreebindGroup(TyperGroup):
     def list_commands(self, ctx):  # keep the order in which verbs were added
         return list(self.commands)
 
+    def get_command(self, ctx, name):
+        cmd = super().get_command(ctx, name)
+        if cmd is not None and getattr(type(cmd), "collect_usage_pieces", None) is \
+                getattr(TyperCommand, "collect_usage_pieces", None):
+            cmd.collect_usage_pieces = types.MethodType(_usage_pieces, cmd)
+        return cmd
+
     def resolve_command(self, ctx, args):
         """Old flag spellings (:data:`HIDDEN_ALIASES`) still work; help shows only the new."""
         name, cmd, rest = super().resolve_command(ctx, args)
         return name, cmd, rename_flags(rest, HIDDEN_ALIASES.get(name, {}))
+
+
+def _usage_pieces(cmd, ctx) -> list[str]:
+    """A readable usage line: ``[OPTIONS] EXPRESSION``, ``[TARGETS]...``, ``EMBED_DIRS...``
+    (typer writes ``{embed_dirs}...`` and lower-case names)."""
+    pieces = [cmd.options_metavar] if cmd.options_metavar else []
+    for param in cmd.get_params(ctx):
+        if getattr(param, "param_type_name", "") == "argument":
+            name = param.metavar or (param.name or "").upper()
+            if param.nargs != 1:
+                name += "..."
+            pieces.append(name if param.required else f"[{name}]")
+    return pieces
 
 
 #: Flag spellings kept working after a rename, per verb: ``{verb: {old: new}}``. Each flag

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
+from typer.core import TyperCommand
 
 from freebind_cli.common import (
     console, device_option, parse_space_options, precision_option, print_json,
@@ -142,5 +143,13 @@ def print_report(report) -> None:
                   f"--shard for the whole report")
 
 
+class _EmbedCommand(TyperCommand):
+    """The usage line reads ``[OPTIONS] [TARGET] PATH...`` (click would write the
+    optional variadic argument as ``[[TARGET] PATH...]...``)."""
+
+    def collect_usage_pieces(self, ctx):
+        return [self.options_metavar, "[TARGET] PATH..."]
+
+
 def register(app: typer.Typer) -> None:
-    app.command("embed")(embed)
+    app.command("embed", cls=_EmbedCommand)(embed)

@@ -9,9 +9,10 @@ from typing import List, Optional
 
 import typer
 
-from freebind_cli.common import console, print_json, print_table
+from freebind_cli.common import FreebindGroup, console, print_json, print_table
 
-mini = typer.Typer(help="The mini world: generated pools, evaluation sets, role table.",
+mini = typer.Typer(cls=FreebindGroup,
+                   help="The mini world: generated pools, evaluation sets, role table.",
                    no_args_is_help=True, rich_markup_mode=None)
 
 

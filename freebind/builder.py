@@ -28,6 +28,7 @@ import numpy as np
 from freebind.align import align
 from freebind.config import MINI_POOL_SIZE, BuildConfig
 from freebind.errors import UsageError
+from freebind.preflight import PreflightError
 from freebind.vocab import POOL_MODALITIES, is_mini_only
 
 MINI_POOL_SEED = 0
@@ -37,6 +38,10 @@ MINI_POOL_SEED = 0
 
 class PoolError(UsageError):
     """Pools are missing, empty or malformed."""
+
+
+class BuildPreflightError(PreflightError, PoolError):
+    """The pre-flight of a build failed (:mod:`freebind.preflight`); a PoolError too."""
 
 
 # ------------------------------------------------------------------------------ pools
@@ -415,7 +420,8 @@ def _build(expression, config: BuildConfig, engine=None, shard=None):
 
     # libraries, weights, then pools: every failure in one message, before any work
     check_build(plan, audio, image, text, pools, space_options,
-                have_default_pools=is_mini_only(families), declared=declared_pools())
+                have_default_pools=is_mini_only(families), declared=declared_pools(),
+                cls=BuildPreflightError)
     from freebind.router import router_hyper
 
     for job in plan.jobs:  # router settings are checked before any work

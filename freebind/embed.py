@@ -180,11 +180,14 @@ class EmbedPlan:
         return EmbeddingStore(self.options.cache_dir, shard_size=self.options.shard_size)
 
 
-def _collect(paths: Sequence, texts, as_modality: str | None, ignored: list | None = None):
+def _collect(paths: Sequence, texts, as_modality: str | None, ignored: list | None = None,
+             empty: list | None = None):
     """``{modality: [(source, item or MediaError)]}``: files by extension (``as_modality``:
     every file given or found in a folder given); a ``.txt`` file holds one text per
-    non-empty line, as ``texts`` and the build's text pools do, each sourced ``FILE:LINE``.
-    Files of an unknown extension are appended to ``ignored``."""
+    non-empty line, as ``texts`` and the build's text pools do, each sourced ``FILE:N`` (its
+    N-th text).
+    Files of an unknown extension are appended to ``ignored``; text files with no text to
+    ``empty`` (as skipped entries: they make no partition)."""
     from freebind.errors import MediaError
     from freebind.media import discover
 
@@ -195,15 +198,19 @@ def _collect(paths: Sequence, texts, as_modality: str | None, ignored: list | No
             out[m] = [(str(p), str(p)) for p in files]
             continue
         for p in files:
-            out["text"] += _text_lines(p, MediaError)
+            lines = _text_lines(p, MediaError)
+            if lines:
+                out["text"] += lines
+            elif empty is not None:
+                empty.append({"path": str(p), "reason": "no text in the file"})
     if texts is not None:
         out["text"] += _text_lines(texts, None)
     return {m: v for m, v in out.items() if v}
 
 
 def _text_lines(path, error) -> list:
-    """``[(FILE:LINE, text)]`` of a text file, one per non-empty line; an unreadable or empty
-    file found in a folder is one skipped entry (``error`` given), else an error."""
+    """``[(FILE:N, text)]`` of a text file, one per non-empty line; an unreadable file found
+    in a folder is one skipped entry (``error`` given), else an error; an empty one, []."""
     from freebind.media import read_texts
 
     try:
@@ -212,8 +219,6 @@ def _text_lines(path, error) -> list:
         if error is None:
             raise
         return [(str(path), exc)]
-    if not lines and error is not None:
-        return [(str(path), error(f"{path}: no text in the file"))]
     return [(f"{path}:{i + 1}", t) for i, t in enumerate(lines)]
 
 
@@ -280,7 +285,8 @@ def plan_embed(target, paths: Iterable = (), texts=None, output=None, *,
         target = target.ref
     paths = [Path(p) for p in ([paths] if isinstance(paths, (str, os.PathLike)) else paths)]
     ignored: list[Path] = []
-    items = _collect(paths, texts, as_modality, ignored)
+    empty: list[dict] = []
+    items = _collect(paths, texts, as_modality, ignored, empty)
     if not items:
         unknown = (f" ({len(ignored)} file(s) of an unknown extension, e.g. {ignored[0]})"
                    if ignored else "")
@@ -289,7 +295,7 @@ def plan_embed(target, paths: Iterable = (), texts=None, output=None, *,
                          f"(by extension), and no texts{unknown}")
     plan = EmbedPlan(os.fspath(target), str(output), options, (), _target=given)
     tgt = plan.open_target()
-    skipped: list[dict] = []
+    skipped: list[dict] = list(empty)
     shards: list[Shard] = []
     for m in MODALITY_ORDER:
         if m not in items:

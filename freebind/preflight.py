@@ -159,8 +159,9 @@ def path_problems(paths: Iterable[tuple[str, object]]) -> list[Problem]:
 
 def check_build(plan, audio=None, image=None, text=None, pools=None,
                 space_options: Mapping | None = None, have_default_pools: bool = False,
-                declared: Path | None = None) -> None:
-    """The pre-flight of :func:`freebind.build`: the plan's spaces, then its pools."""
+                declared: Path | None = None, cls=None) -> None:
+    """The pre-flight of :func:`freebind.build`: the plan's spaces, then its pools; raises
+    ``cls`` (a :class:`PreflightError` subclass; the builder's is also a ``PoolError``)."""
     from freebind.defaults import POOLS_FILE
     from freebind.spaces.weights import freebind_home
 
@@ -176,9 +177,4 @@ def check_build(plan, audio=None, image=None, text=None, pools=None,
                          f"exist only when every space is a mini space"))
     else:
         problems += path_problems(given)
-    from freebind.builder import PoolError
-
-    class BuildPreflightError(PreflightError, PoolError):
-        """A build's pre-flight failure (also a PoolError, as missing pools were)."""
-
-    raise_if(f"build {plan.expression}", problems, cls=BuildPreflightError)
+    raise_if(f"build {plan.expression}", problems, cls=cls)

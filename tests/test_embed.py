@@ -65,15 +65,15 @@ def test_space_target_writes_partitions_in_row_order(world, tmp_path):
 def test_fp16_jsonl_and_txt_files(world, tmp_path):
     docs = tmp_path / "docs"
     docs.mkdir()
-    (docs / "b.txt").write_text("caption 7\n")
+    (docs / "b.txt").write_text("caption 7\n\ncaption 8\n")   # one text per non-empty line
     (docs / "a.txt").write_text("caption 3")
     out = tmp_path / "o"
     run("test:base", docs, output=out, fp16=True, metadata="jsonl", cache_dir=tmp_path / "c")
     arr = np.load(out / "text_emb" / "text_emb_0.npy")
-    assert arr.dtype == np.float16 and arr.shape == (2, 24)
+    assert arr.dtype == np.float16 and arr.shape == (3, 24)
     rows = [json.loads(x) for x in (out / "metadata" / "metadata_0.jsonl").read_text().split("\n")
             if x]
-    assert [Path(r_["path"]).name for r_ in rows] == ["a.txt", "b.txt"]
+    assert [Path(r_["path"]).name for r_ in rows] == ["a.txt:1", "b.txt:1", "b.txt:2"]
 
 
 def test_bad_files_are_reported_and_skipped_strict_fails(world, tmp_path):

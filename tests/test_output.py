@@ -138,3 +138,22 @@ def test_tables_never_cut_a_value_piped_or_narrow():
     assert lines[0] == "weights"
     assert f"  detail: {hint}" in lines and f"  detail: {long_path}" in lines
     assert "space: CLAP" in lines
+
+
+def test_usage_lines_are_readable():
+    """`[OPTIONS] EXPRESSION`, `[TARGET] PATH...`: no `{name}`, no `[[…]…]…`, upper case."""
+    import re
+
+    from typer.testing import CliRunner
+
+    from freebind_cli.main import VERBS, app
+
+    verbs = [[v] for v in VERBS if v != "mini"] + [["mini", s] for s in
+                                                    ("pools", "evalsets", "roles")]
+    for words in verbs:
+        usage = CliRunner().invoke(app, [*words, "--help"]).stdout.splitlines()[0]
+        assert usage.startswith("Usage: freebind " + " ".join(words) + " [OPTIONS]"), usage
+        tail = usage.split("[OPTIONS]", 1)[1]
+        assert "{" not in tail and "[[" not in tail and not re.search(r"[a-z]", tail), usage
+    embed = CliRunner().invoke(app, ["embed", "--help"]).stdout.splitlines()[0]
+    assert embed == "Usage: freebind embed [OPTIONS] [TARGET] PATH..."

@@ -102,17 +102,6 @@ def run_in_order(folder: Path, fast: bool = True) -> dict:
     return namespace
 
 
-def run_blocks(folder: Path) -> dict:
-    namespace: dict = {"__name__": "__readme__"}
-    for i, block in enumerate(python_blocks()):
-        try:
-            exec(compile(block, f"README.md python block {i + 1}", "exec"), namespace)
-        except Exception as exc:  # name the block that failed
-            raise AssertionError(f"README python block {i + 1} failed: {exc!r}\n{block}") \
-                from exc
-    return namespace
-
-
 def check(ns: dict, folder: Path) -> None:
     import numpy as np
 

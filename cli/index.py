@@ -20,8 +20,9 @@ def index_command(
     output: Path = typer.Option(..., "--output", "-o", help="Index folder (created, or "
                                 "extended with partitions it lacks)."),
     target: Optional[str] = typer.Option(None, "--target", "-t", help="The bundle (or space) "
-                                         "the folders were embedded with; needed for a bundle "
-                                         "unless embed.json names its file."),
+                                         "the folders were embedded with (default: the bundle "
+                                         "embed.json records, found by its content if "
+                                         "moved)."),
     factor: List[str] = typer.Option([], "--factor", "-f", help="The index's default factor "
                                      "overrides (queries may give others); repeatable."),
     preset: Optional[str] = typer.Option(None, "--preset", "-p", help="The index's default "

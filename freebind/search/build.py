@@ -25,6 +25,33 @@ def embed_target(folder: Path) -> str:
     return str(meta.get("target", ""))
 
 
+def embed_ref(folder: Path) -> str:
+    """The target to index an embed folder with: for a bundle, the file ``embed.json``
+    records (path and content hash), or, when it has moved, the ``*.safetensors`` beside the
+    folder (in it, or next to it) with that content; for a space, its reference."""
+    folder = Path(folder)
+    meta = json.loads((folder / "embed.json").read_text(encoding="utf-8"))
+    rec = meta.get("bundle")
+    if not isinstance(rec, dict) or not rec.get("path"):
+        return str(meta.get("target", ""))
+    from freebind.embed import bundle_hash
+
+    suffix = f"@{rec['preset']}" if rec.get("preset") else ""
+    want = rec.get("content")
+    candidates = [Path(rec["path"])]
+    for d in (folder, folder.parent):
+        candidates += sorted(d.glob("*.safetensors"))
+    for c in candidates:
+        try:
+            if c.is_file() and (not want or bundle_hash(c) == want):
+                return str(c) + suffix
+        except OSError:
+            continue
+    raise UsageError(f"{folder}: embedded with the bundle {rec['path']}, which is gone (no "
+                     f"bundle with its content in {folder} or {folder.parent}); give "
+                     f"--target BUNDLE")
+
+
 def build_index(embed_dirs: Sequence[os.PathLike], output: os.PathLike, *,
                 target: str | None = None, factors: Sequence[str] = (),
                 preset: str | None = None, exact_limit: int | None = None, store=None,
@@ -48,7 +75,7 @@ def build_index(embed_dirs: Sequence[os.PathLike], output: os.PathLike, *,
     else:
         if output.exists() and (not output.is_dir() or any(output.iterdir())):
             raise UsageError(f"{output}: exists and is not an index; choose a new folder")
-        ref = target or embed_target(dirs[0])
+        ref = target or embed_ref(dirs[0])
         if not ref:
             raise UsageError(f"{dirs[0]}: embed.json names no target; give target=BUNDLE")
         try:

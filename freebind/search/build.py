@@ -56,7 +56,8 @@ def build_index(embed_dirs: Sequence[os.PathLike], output: os.PathLike, *,
                 target: str | None = None, factors: Sequence[str] = (),
                 preset: str | None = None, exact_limit: int | None = None, store=None,
                 batch_size: int = 64, progress: bool = True,
-                space_options: Mapping | None = None) -> dict:
+                space_options: Mapping | None = None, captions: os.PathLike | None = None,
+                caption_column: str | None = None, thumbnails: bool = True) -> dict:
     """Create ``output`` (or add the partitions it lacks) from ``embed_dirs``; returns the
     report: rows per modality, how each is searched (exact, or HNSW with its recall@10)."""
     output = Path(output)
@@ -65,6 +66,10 @@ def build_index(embed_dirs: Sequence[os.PathLike], output: os.PathLike, *,
         raise UsageError("give at least one folder written by `freebind embed`")
     for d in dirs:
         embed_target(d)  # every folder checked before any work
+    if captions is not None:
+        from freebind.search.thumbs import file_captions
+
+        file_captions(captions, caption_column)  # a bad table fails before any work
     if (output / "index.json").is_file():
         if target or factors or preset:
             raise UsageError(f"{output}: is an index already (its target and factors are "
@@ -98,6 +103,10 @@ def build_index(embed_dirs: Sequence[os.PathLike], output: os.PathLike, *,
     if not index.items:
         raise UsageError("nothing to index: the folders hold no finished partitions")
     index.save(output, progress=progress)
+    from freebind.search.thumbs import write_media_info
+
+    media = write_media_info(output, captions=captions, caption_column=caption_column,
+                             thumbnails=thumbnails, progress=progress)
     info = index.info()
     mods = {}
     for m, rows in info["modalities"].items():
@@ -110,7 +119,7 @@ def build_index(embed_dirs: Sequence[os.PathLike], output: os.PathLike, *,
         mods[m] = {"rows": rows, "search": search,
                    "recall@10": ann["recall@10"] if ann else 1.0}
     return {"output": str(output), "target": index.ref, "expression": index.name,
-            "items": info["items"], "modalities": mods, **report}
+            "items": info["items"], "modalities": mods, "media": media, **report}
 
 
 def _check_faiss(index: Index, dirs: list[Path]) -> None:

@@ -146,6 +146,9 @@ def create_app(index, max_upload: int = DEFAULT_MAX_UPLOAD, upload_dir: str | No
     real_dirs = _real_dirs(index)
     waiting = {"n": 0}
     thumbs = _thumb_dir(index)
+    from freebind.search.thumbs import read_media_info
+
+    media_info = read_media_info(getattr(index, "path", None))
 
     @asynccontextmanager
     async def lifespan(app):
@@ -194,7 +197,7 @@ def create_app(index, max_upload: int = DEFAULT_MAX_UPLOAD, upload_dir: str | No
         data["max_upload"] = max_upload
         data["max_pixels"] = max_pixels
         data["max_seconds"] = max_seconds
-        data["captions"] = any("caption" in it for it in index.items)
+        data["captions"] = any("caption" in v for v in media_info.values())
         data["thumbnails"] = thumbs is not None
         return data
 
@@ -298,8 +301,8 @@ def create_app(index, max_upload: int = DEFAULT_MAX_UPLOAD, upload_dir: str | No
                                     "again")
         elif "item" in req and req["item"] >= len(index.items):
             raise ApiError(404, f"search: no item {req['item']}")
-        return await anyio.to_thread.run_sync(_run_search, index, req, up,
-                                              limiter=search_limit)
+        return await anyio.to_thread.run_sync(_run_search, index, req, up, media_info,
+                                              thumbs is not None, limiter=search_limit)
 
     app.state.upload_dir = tmp
     app.state.index = index
@@ -310,7 +313,8 @@ def create_app(index, max_upload: int = DEFAULT_MAX_UPLOAD, upload_dir: str | No
     return guard
 
 
-def _run_search(index, req: dict, up: dict | None) -> dict:
+def _run_search(index, req: dict, up: dict | None, media_info: dict | None = None,
+                thumbs: bool = False) -> dict:
     t0 = time.perf_counter()
     common = {"k": req["k"], "modality": req["modality"], "factors": req["factors"],
               "preset": req["preset"]}
@@ -327,7 +331,7 @@ def _run_search(index, req: dict, up: dict | None) -> dict:
         hits = index.search(req["text"], query_modality="text", **common)
     ms = (time.perf_counter() - t0) * 1000
     return {"query_modality": qmod, "ms": round(ms, 2),
-            "hits": [_hit_json(h, index) for h in hits]}
+            "hits": [_hit_json(h, media_info, thumbs) for h in hits]}
 
 
 def _item_leaves(index, i: int) -> tuple[dict, str]:
@@ -462,15 +466,16 @@ def _thumb_dir(index) -> Path | None:
     return d if d.is_dir() else None
 
 
-def _hit_json(h, index=None) -> dict:
+def _hit_json(h, media_info: dict | None = None, thumbs: bool = False) -> dict:
     d = h.to_dict()
     d["name"] = Path(h.path).name if h.text is None else h.path
     d["media"] = f"/api/media/{h.id}" if h.modality in ("audio", "image") else None
-    if index is not None:
-        it = index.items[h.id]
-        for key in ("caption", "duration"):
-            if key in it:
-                d[key] = it[key]
+    extra = (media_info or {}).get(h.id, {})
+    for key in ("caption", "duration"):
+        if key in extra:
+            d[key] = extra[key]
+    if thumbs and h.modality == "audio" and "duration" in extra:
+        d["thumb"] = f"/api/thumb/{h.id}"
     d.pop("path")
     return d
 

@@ -388,3 +388,28 @@ def test_sigterm_removes_the_upload_folder(world, tmp_path):
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_first_searches_from_several_threads(world):
+    """A fresh process whose first searches arrive together (the page asks for every
+    modality at once): the space catalog is filled once, not raced."""
+    _, index_dir = world
+    code = f"""
+import threading
+from freebind.search import Index
+index = Index.load({str(index_dir)!r})
+errors = []
+def go(m):
+    try:
+        index.search("a dog", modality=m, k=2)
+    except Exception as exc:
+        errors.append(repr(exc))
+threads = [threading.Thread(target=go, args=(m,)) for m in ("audio", "image") * 3]
+[t.start() for t in threads]
+[t.join() for t in threads]
+print("errors:", errors)
+"""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                         timeout=300)
+    assert "errors: []" in out.stdout, out.stdout + out.stderr[-2000:]

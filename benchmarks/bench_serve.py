@@ -8,6 +8,12 @@ untrained projectors of the real shapes); each request is a text query from a po
 over every item modality (`k` = 20). Clients are threads with keep-alive connections.
 
     .venv/bin/python benchmarks/bench_serve.py [--items 20000] [--requests 2000]
+    .venv/bin/python benchmarks/bench_serve.py --uploads INDEX_DIR
+
+``--uploads`` serves a real index (``freebind index``; the mini world's will do) and
+measures ``/api/info`` (p50/p99, polled every 20 ms) while 8 images just under the pixel
+limit (6000×6600, 39.6 MP) decode and 8 oversized ones (20000×20000 headers) are refused;
+then 200 concurrent uploads of different clips, each followed by its search.
 """
 
 import argparse
@@ -125,13 +131,129 @@ def crowd(port: int, clients: int, total: int) -> dict:
             "rps": len(lat) / wall}
 
 
+def png_bytes(width: int, height: int, seed: int) -> bytes:
+    """A real PNG of width × height pixels (smooth, so it stays small on disk)."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    x = np.linspace(0, 255, width, dtype=np.float32)[None, :]
+    y = np.linspace(0, 255, height, dtype=np.float32)[:, None]
+    c = rng.uniform(0.3, 1.0, size=3)
+    rgb = np.stack([(x * c[0] + y * (1 - c[0])), (y * c[1]), (x * c[2])], axis=-1)
+    buf = io.BytesIO()
+    Image.fromarray(rgb.astype(np.uint8)).save(buf, format="PNG", compress_level=1)
+    return buf.getvalue()
+
+
+def wav_bytes(seconds: float, seed: int) -> bytes:
+    import io
+    import wave
+
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    x = (rng.normal(size=int(seconds * 16000)) * 3000).astype(np.int16)
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(16000)
+        w.writeframes(x.tobytes())
+    return buf.getvalue()
+
+
+def uploads(index_dir: str) -> None:
+    import httpx
+
+    sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]))
+    from tests.test_search_serve_safety import png_header_only
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "freebind_cli.main", "serve", index_dir,
+                             "--port", str(port)], env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(600):
+            try:
+                httpx.get(url + "/api/info", timeout=1)
+                break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        big = [png_bytes(6000, 6600, i) for i in range(8)]
+        print(f"8 images of 6000×6600 (39.6 MP, {len(big[0]) / 1e6:.1f} MB each) and 8 "
+              f"oversized headers; cores: {os.cpu_count()}, load average "
+              f"{os.getloadavg()[0]:.1f}", flush=True)
+        codes, lock = [], threading.Lock()
+
+        def send(name, data):
+            with httpx.Client(timeout=600) as c:
+                r = c.post(url + "/api/upload", files={"file": (name, data, "image/png")})
+                with lock:
+                    codes.append(r.status_code)
+
+        threads = [threading.Thread(target=send, args=(f"big{i}.png", b))
+                   for i, b in enumerate(big)]
+        threads += [threading.Thread(target=send, args=(f"bomb{i}.png",
+                                                        png_header_only(20000, 20000)))
+                    for i in range(8)]
+        waits = []
+        t0 = time.perf_counter()
+        for t in threads:
+            t.start()
+        with httpx.Client(timeout=60) as c:
+            while any(t.is_alive() for t in threads):
+                s0 = time.perf_counter()
+                c.get(url + "/api/info")
+                waits.append(time.perf_counter() - s0)
+                time.sleep(0.02)
+        for t in threads:
+            t.join()
+        waits.sort()
+        print(f"uploads: {sorted(codes)} in {time.perf_counter() - t0:.1f} s; /api/info "
+              f"meanwhile: {len(waits)} requests, p50 {statistics.median(waits) * 1000:.0f} "
+              f"ms, p99 {waits[min(len(waits) - 1, int(0.99 * len(waits)))] * 1000:.0f} ms, "
+              f"max {waits[-1] * 1000:.0f} ms", flush=True)
+        ok = []
+
+        def one(i):
+            with httpx.Client(timeout=600) as c:
+                r = c.post(url + "/api/upload", files={"file": (f"c{i}.wav", wav_bytes(1.0, i),
+                                                                "audio/wav")})
+                good = r.status_code == 200
+                if good:
+                    s = c.post(url + "/api/search", json={"upload": r.json()["upload"], "k": 3})
+                    good = s.status_code == 200
+                with lock:
+                    ok.append(good)
+
+        t0 = time.perf_counter()
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(200)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        print(f"200 concurrent uploads + their searches: {sum(ok)} succeeded, "
+              f"{len(ok) - sum(ok)} failed, {time.perf_counter() - t0:.1f} s", flush=True)
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--items", type=int, default=20000, help="items per modality")
     ap.add_argument("--requests", type=int, default=2000)
     ap.add_argument("--serve", type=int, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--searchers", type=int, default=0, help=argparse.SUPPRESS)
+    ap.add_argument("--uploads", default=None, metavar="INDEX_DIR",
+                    help="measure uploads against this index instead")
     args = ap.parse_args()
+    if args.uploads:
+        uploads(args.uploads)
+        return
     if args.serve:
         run_server(args.serve, args.items, args.searchers or None)
         return

@@ -142,7 +142,10 @@ def png_bytes(width: int, height: int, seed: int) -> bytes:
     x = np.linspace(0, 255, width, dtype=np.float32)[None, :]
     y = np.linspace(0, 255, height, dtype=np.float32)[:, None]
     c = rng.uniform(0.3, 1.0, size=3)
-    rgb = np.stack([(x * c[0] + y * (1 - c[0])), (y * c[1]), (x * c[2])], axis=-1)
+    shape = (height, width)
+    rgb = np.stack([np.broadcast_to(x * c[0] + y * (1 - c[0]), shape),
+                    np.broadcast_to(y * c[1], shape), np.broadcast_to(x * c[2], shape)],
+                   axis=-1)
     buf = io.BytesIO()
     Image.fromarray(rgb.astype(np.uint8)).save(buf, format="PNG", compress_level=1)
     return buf.getvalue()

@@ -124,12 +124,10 @@ def hub_cache() -> Path:
 
 
 def _hub():
-    try:
-        import huggingface_hub
-    except ImportError:
-        raise SpaceError("hf: references need huggingface_hub: pip install huggingface_hub "
-                         "(or freebind[hub])") from None
-    return huggingface_hub
+    from freebind.optional import require
+
+    return require("huggingface_hub", "the Hugging Face Hub (hf: references, push)",
+                   install="'freebind[hub]'")
 
 
 def resolve(ref: str | HubRef, *, refresh: bool = False) -> Path:

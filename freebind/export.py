@@ -35,6 +35,8 @@ EPS = 1e-12            # F.normalize's eps
 FORMATS = ("onnx",)
 #: largest difference to FusedSpace.fuse an export may show when verified
 TOLERANCE = 1e-5
+#: weights larger than this go to an external data file beside the model
+EXTERNAL_AT = 1 << 30
 
 
 @dataclass
@@ -46,6 +48,7 @@ class ExportReport:
     outputs: dict[str, list]
     max_abs_diff: dict[str, float] | None = None   # onnxruntime vs FusedSpace.fuse
     bytes: int = 0
+    files: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
@@ -296,8 +299,32 @@ def to_onnx(fused, modalities: Sequence[str] | None = None):
                                         "freebind.factors": _json(fused.factors),
                                         "freebind.factor_defaults": _json(b.factor_defaults),
                                         "freebind.preset": fused.preset or ""})
-    onnx.checker.check_model(model)
+    if _weight_bytes(model) <= EXTERNAL_AT:
+        onnx.checker.check_model(model)     # a larger one is checked from its file
     return model
+
+
+def _weight_bytes(model) -> int:
+    return sum(len(t.raw_data) for t in model.graph.initializer)
+
+
+def save(model, output) -> list[Path]:
+    """Write ``model`` to ``output`` atomically; weights past :data:`EXTERNAL_AT` bytes go
+    to ``<output>.data`` beside it (ONNX's external data: protobuf stops at 2 GB). Returns
+    the files written."""
+    from freebind.atomic import atomic_write
+
+    onnx = _onnx()
+    output = Path(output)
+    if _weight_bytes(model) <= EXTERNAL_AT:
+        atomic_write(output, lambda tmp: onnx.save_model(model, tmp))
+        return [output]
+    data = output.with_name(output.name + ".data")
+    atomic_write(output, lambda tmp: onnx.save_model(
+        model, tmp, save_as_external_data=True, all_tensors_to_one_file=True,
+        location=data.name, size_threshold=1024))
+    onnx.checker.check_model(str(output))
+    return [output, data]
 
 
 def _json(obj) -> str:
@@ -314,14 +341,11 @@ def export(bundle, output, *, format: str = "onnx", factors=None,  # noqa: A002
     ``verify``: run the file with onnxruntime on ``rows`` random unit rows per input and
     report the largest difference to :meth:`FusedSpace.fuse` per output (when onnxruntime
     is installed)."""
-    from freebind.atomic import atomic_write
-
     if format not in FORMATS:
         raise UsageError(f"--format {format}: the formats are {', '.join(FORMATS)}")
     fused = _as_fused(bundle, factors, preset)
-    onnx = _onnx()
     model = to_onnx(fused, modalities)
-    atomic_write(output, lambda tmp: onnx.save_model(model, tmp))
+    files = save(model, output)
     g = model.graph
     report = ExportReport(
         output=str(output), format=format,
@@ -329,7 +353,7 @@ def export(bundle, output, *, format: str = "onnx", factors=None,  # noqa: A002
                 for i in g.input if i.type.tensor_type.shape.dim},
         factors=factor_defaults(model),
         outputs={o.name: [f"N_{o.name}", int(fused.dim)] for o in g.output},
-        bytes=Path(output).stat().st_size)
+        bytes=sum(f.stat().st_size for f in files), files=[str(f) for f in files])
     if verify:
         try:
             import onnxruntime  # noqa: F401

@@ -201,3 +201,16 @@ def test_cli_export_and_errors(tmp_path):
         r = runner.invoke(app, args)
         assert r.exit_code == code, (args, r.output)
         assert msg in r.output and "Traceback" not in r.output
+
+
+def test_large_weights_go_to_external_data(tmp_path, monkeypatch):
+    """Past EXTERNAL_AT bytes (1 GiB; protobuf stops at 2 GB) the weights are written to
+    fusion.onnx.data beside the model, which onnxruntime loads the same."""
+    import freebind.export as ex
+
+    monkeypatch.setattr(ex, "EXTERNAL_AT", 1000)
+    bundle = make(tmp_path / "b.safetensors", "mini:bind + c(mini:clap)")
+    report = export(bundle, tmp_path / "fusion.onnx")
+    assert report.files == [str(tmp_path / "fusion.onnx"), str(tmp_path / "fusion.onnx.data")]
+    assert (tmp_path / "fusion.onnx").stat().st_size < 20000 < report.bytes
+    check(tmp_path / "fusion.onnx", freebind.load(bundle), report.factors)

@@ -132,3 +132,35 @@ def test_cli_verbs_take_hub_references(cache):
     assert "Traceback" not in bad.output
     assert bad.output.strip().startswith("error: hf:org/absent: fused.safetensors of "
                                          "org/absent at revision main")
+
+
+def test_download_embed_eval_and_tune_with_a_hub_reference(cache):
+    import json
+
+    from typer.testing import CliRunner
+
+    from freebind_cli.main import app
+
+    runner = CliRunner()
+    got = runner.invoke(app, ["download", "hf:org/fused@v1", "hf:org/absent", "--json"])
+    assert got.exit_code == 1                                   # one of two failed
+    rows = json.loads(got.output)
+    assert rows[0]["ok"] and rows[0]["files"][0].endswith(f"{V1}/fused.safetensors")
+    assert not rows[1]["ok"] and "org/absent" in rows[1]["error"]
+    (cache / "texts.txt").write_text("\n".join(TEXTS) + "\n")
+    emb = runner.invoke(app, ["embed", "hf:org/fused", "--texts", str(cache / "texts.txt"),
+                              "-o", str(cache / "emb"), "--json"])
+    assert emb.exit_code == 0, emb.output
+    parts = sorted((cache / "emb").rglob("text_emb_*.npy"))
+    rows = np.concatenate([np.load(p) for p in parts])
+    want = freebind.load(cache / "b0.safetensors").encode("text", TEXTS).numpy()
+    np.testing.assert_allclose(rows, want, atol=1e-6, rtol=0)
+    before = (cache / "hf").joinpath("models--org--fused", "snapshots", MAIN,
+                                      "fused.safetensors").read_bytes()
+    for args in (["eval", "hf:org/fused", "-s", "audiocaps", "--record"],
+                 ["tune", "hf:org/fused", "-s", "audiocaps", "--grid", "a=0:1:0.5"]):
+        r = runner.invoke(app, args)
+        assert r.exit_code == 2, (args, r.output)
+        assert "cannot" in r.output and "into a bundle in the Hugging Face cache" in r.output
+    assert (cache / "hf").joinpath("models--org--fused", "snapshots", MAIN,
+                                    "fused.safetensors").read_bytes() == before

@@ -180,19 +180,7 @@ def split(ref: str) -> tuple[str, str | None]:
 
 
 # --- the ``hf`` family of the space registry (experts in expressions) --------------------
-
-def resolve_family(spec: str, ref: str):
-    """``hf:ORG/NAME…`` as a registry entry: the bundle it names, usable as an expert
-    (``mini:bind + c(hf:org/name)``) or bound again."""
-    import dataclasses
-
-    from freebind.target import resolve_bundle_family
-
-    hub = parse(ref)
-    path = resolve(hub)
-    found = resolve_bundle_family(str(path) + (f"@{hub.preset}" if hub.preset else ""), ref)
-    return dataclasses.replace(found, description=f"{found.description} ({hub.describe()})")
-
+# (its resolver is freebind.target:resolve_hub_family, beside the bundle family's)
 
 def fetch_entry(info) -> list[Path]:
     """``freebind download hf:…``: the newest commit of the bundle's revision."""

@@ -297,6 +297,21 @@ def resolve_bundle_family(spec: str, ref: str):
                      checker="freebind.target:check_bundle_space")
 
 
+def resolve_hub_family(spec: str, ref: str):
+    """``hf:ORG/NAME…`` as a registry entry: the bundle it names (:mod:`freebind.hub`),
+    usable as an expert (``mini:bind + c(hf:org/name)``) or bound again."""
+    import dataclasses
+
+    from freebind import hub
+
+    parsed = hub.parse(ref)
+    path = hub.resolve(parsed)
+    found = resolve_bundle_family(str(path) + (f"@{parsed.preset}" if parsed.preset else ""),
+                                  ref)
+    return dataclasses.replace(found, description=f"{found.description} "
+                                                  f"({parsed.describe()})")
+
+
 def load_bundle_space(info, path: str, preset: str | None = None, **space_options) -> Target:
     """Registry loader of ``bundle:`` entries: the resolved bundle (a space); loader options
     go to its base spaces."""

@@ -72,6 +72,7 @@ class _Builder:
         self.input_shapes: dict[str, list] = {}
         self._n = 0
         self._consts: dict = {}
+        self._weights: dict[str, str] = {}
 
     def name(self, hint: str) -> str:
         self._n += 1
@@ -86,6 +87,15 @@ class _Builder:
         arr = np.ascontiguousarray(np.asarray(value, dtype=np.float32))
         name = self.name(hint)
         self.inits.append(self.onnx.numpy_helper.from_array(arr, name))
+        return name
+
+    def weight(self, name: str, make) -> str:
+        """A named initializer made once (``make()`` → array), shared by every node using it:
+        a projector group applied to several modalities stores its weights once."""
+        if name not in self._weights:
+            arr = np.ascontiguousarray(np.asarray(make(), dtype=np.float32))
+            self.inits.append(self.onnx.numpy_helper.from_array(arr, name))
+            self._weights[name] = name
         return name
 
     def scalar(self, value: float) -> str:
@@ -121,23 +131,25 @@ def _mixture(b: _Builder, group, job_id: str, x: str) -> str:
     """m(x) = mean_k n(P_k(x)) of a ProjectorGroup in eval mode, as torch computes it."""
     import torch
 
-    t = {k: v.detach().cpu().float() for k, v in group.tensors("p").items()}
+    def t(name):
+        return group._get(name).detach().cpu().float()
+
+    def w(name, make):
+        return b.weight(f"{job_id}.{name}", make)
 
     def bn(h, prefix):
-        inv = torch.rsqrt(t[f"p.{prefix}.running_var"] + 1e-5)     # projector.BN_EPS
-        h = b.op("Sub", [h, b.tensor(t[f"p.{prefix}.running_mean"][:, None, :],
-                                     f"{job_id}.{prefix}.mean")])
-        h = b.op("Mul", [h, b.tensor(inv[:, None, :], f"{job_id}.{prefix}.inv_std")])
-        h = b.op("Mul", [h, b.tensor(t[f"p.{prefix}.weight"][:, None, :],
-                                     f"{job_id}.{prefix}.weight")])
-        return b.op("Add", [h, b.tensor(t[f"p.{prefix}.bias"][:, None, :],
-                                        f"{job_id}.{prefix}.bias")])
+        h = b.op("Sub", [h, w(f"{prefix}.running_mean",
+                              lambda: t(f"{prefix}.running_mean")[:, None, :])])
+        h = b.op("Mul", [h, w(f"{prefix}.inv_std", lambda: torch.rsqrt(      # projector.BN_EPS
+            t(f"{prefix}.running_var") + 1e-5)[:, None, :])])
+        h = b.op("Mul", [h, w(f"{prefix}.weight", lambda: t(f"{prefix}.weight")[:, None, :])])
+        return b.op("Add", [h, w(f"{prefix}.bias", lambda: t(f"{prefix}.bias")[:, None, :])])
 
-    h = b.op("MatMul", [x, b.tensor(t["p.w1"], f"{job_id}.w1")])          # [K, N, H]
-    h = b.op("Add", [h, b.tensor(t["p.b1"][:, None, :], f"{job_id}.b1")])
+    h = b.op("MatMul", [x, w("w1", lambda: t("w1"))])                     # [K, N, H]
+    h = b.op("Add", [h, w("b1", lambda: t("b1")[:, None, :])])
     h = b.op("Relu", [bn(h, "bn1")])
-    y = b.op("MatMul", [h, b.tensor(t["p.w2"], f"{job_id}.w2")])          # [K, N, out]
-    y = b.op("Add", [y, b.tensor(t["p.b2"][:, None, :], f"{job_id}.b2")])
+    y = b.op("MatMul", [h, w("w2", lambda: t("w2"))])                     # [K, N, out]
+    y = b.op("Add", [y, w("b2", lambda: t("b2")[:, None, :])])
     y = b.normalize(bn(y, "bn2"))
     return b.op("ReduceMean", [y], f"{job_id}.mixture", axes=[0], keepdims=0)
 

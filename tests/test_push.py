@@ -111,7 +111,7 @@ def test_card_python_example_runs_against_the_pushed_folder(tmp_path, monkeypatc
     download, and run the card's own Python block: it encodes with the hub reference."""
     bundle = make(tmp_path / "b.safetensors", "mini:bind + c(mini:clap)", evaluation=None,
                   data=None)
-    freebind.share.push(bundle, "org/mini", dry_run=tmp_path / "repo")
+    freebind.push(bundle, "org/mini", dry_run=tmp_path / "repo")
     text = (tmp_path / "repo" / "README.md").read_text()
     _, headings, tables, fences = parse_card(text)
     assert "No results are stored in the bundle yet" in text

@@ -185,3 +185,98 @@ def test_preprocess_parity_clap(tmp_path):
     for key in ("input_ids", "attention_mask"):
         assert mine[key].shape == (len(TEXTS), 77)
         assert torch.equal(mine[key], ref[key]), key
+
+
+# --- OpenCLIP ----------------------------------------------------------------------------------
+#: tags whose evaluation transforms differ: CLIP mean/std and shortest-side resize at 224 and
+#: at 256, SigLIP's 0.5 mean/std with a squash resize
+OPENCLIP_TAGS = [("ViT-B-32", "laion2b_s34b_b79k", True), ("ViT-B-32-256", "datacomp_s34b_b86k",
+                                                            True),
+                 ("ViT-B-16-SigLIP", "webli", False)]
+
+
+@pytest.mark.parametrize("arch, tag, text", OPENCLIP_TAGS)
+def test_preprocess_parity_open_clip(tmp_path, monkeypatch, arch, tag, text):
+    """Images against ``open_clip.create_model_and_transforms(arch, pretrained=tag)``'s own
+    evaluation transform, tokens against ``open_clip.get_tokenizer(arch)``; the weights are
+    never read (open_clip's download and checkpoint loading are stubbed on both sides, the
+    architecture is built as usual)."""
+    require_packages("open_clip", "timm", "ftfy", "regex")
+    from freebind.spaces import compat, openclip
+
+    oc = compat.require("open_clip", "open_clip")
+    factory = __import__("open_clip.factory", fromlist=["load_checkpoint"])
+    monkeypatch.setattr(factory, "download_pretrained", lambda *a, **k: "weights-not-read")
+    monkeypatch.setattr(factory, "load_checkpoint", lambda *a, **k: None)
+    monkeypatch.setattr(oc, "load_checkpoint", lambda *a, **k: None)
+    logging.disable(logging.WARNING)
+    try:
+        _, _, preprocess = oc.create_model_and_transforms(arch, pretrained=tag)
+        dummy = tmp_path / "weights.bin"
+        dummy.write_bytes(b"not read")
+        space = openclip.OpenClipSpace(dummy, arch=arch, tag=tag,
+                                       pretrained_cfg=oc.get_pretrained_cfg(arch, tag))
+    finally:
+        logging.disable(logging.NOTSET)
+    images = _images(tmp_path)
+    ref = torch.stack([preprocess(_pil(p)) for p in images])
+    mine = space.prepare("image", images)
+    size = space.preprocess_cfg["size"]
+    size = (size, size) if isinstance(size, int) else tuple(size)
+    assert size == ((256, 256) if arch.endswith("256") else (224, 224))
+    assert mine.shape == ref.shape == (len(images), 3, *size)
+    assert _max_diff(mine, ref) <= IMAGE_ATOL
+    if text:   # SigLIP's tokenizer is a Hugging Face download (not available offline)
+        assert torch.equal(space.prepare("text", TEXTS), oc.get_tokenizer(arch)(TEXTS))
+
+
+# --- InternVL-C --------------------------------------------------------------------------------
+#: InternVL-14B-224px's preprocessor_config.json (CLIPImageProcessor, 224 px, bicubic,
+#: ImageNet mean/std)
+INTERNVL_PREPROCESSOR = """\
+{"crop_size": 224, "do_center_crop": true, "do_normalize": true, "do_resize": true,
+ "feature_extractor_type": "CLIPFeatureExtractor", "image_mean": [0.485, 0.456, 0.406],
+ "image_std": [0.229, 0.224, 0.225], "resample": 3, "size": 224}
+"""
+
+
+def test_preprocess_parity_internvl(tmp_path_factory):
+    """Pixels and token ids against the model card's InternVL-C recipe (its
+    ``CLIPImageProcessor`` and ``AutoTokenizer(use_fast=False, add_eos_token=True)``,
+    ``pad_token_id = 0``, ``'summarize:'`` prefix, 80 tokens, padding on the right as under
+    transformers 4, where the card was written), on a model folder laid out like
+    InternVL-14B-224px (remote code, LLaMA sentencepiece tokenizer, the published processor
+    configuration) with a tiny random model."""
+    from freebind.spaces import internvl
+
+    require_packages(*internvl.REQUIRED_MODULES)
+    from tests import test_real_internvl as tiv
+
+    folder = tiv.fake_internvl.__wrapped__(tmp_path_factory)
+    (folder / "preprocessor_config.json").write_text(INTERNVL_PREPROCESSOR)
+    space = internvl.load(None, checkpoint=str(folder), trust_remote_code=True, device="cpu",
+                          precision="fp32")
+    from transformers import AutoTokenizer, CLIPImageProcessor
+
+    processor = CLIPImageProcessor.from_pretrained(str(folder))
+    images = _images(tmp_path_factory.mktemp("internvl_images"))
+    ref = processor(images=[_pil(p) for p in images], return_tensors="pt").pixel_values
+    mine = space.prepare("image", images)
+    assert mine.shape == ref.shape == (len(images), 3, 224, 224)
+    assert _max_diff(mine, ref) <= IMAGE_ATOL
+    tokenizer = AutoTokenizer.from_pretrained(str(folder), use_fast=False, add_eos_token=True,
+                                              trust_remote_code=True)
+    tokenizer.pad_token_id = 0
+    tokenizer.padding_side = "right"
+    ref = tokenizer(["summarize:" + t for t in TEXTS], return_tensors="pt", max_length=80,
+                    truncation=True, padding="max_length").input_ids
+    mine = space.prepare("text", TEXTS)
+    assert mine.shape == ref.shape == (len(TEXTS), 80)
+    assert torch.equal(mine, ref)
+    # and the layout the recipe implies, independently of transformers: BOS, the pieces of
+    # the prefixed text, EOS, then zeros
+    import sentencepiece as spm
+
+    pieces = spm.SentencePieceProcessor(model_file=str(folder / "tokenizer.model"))
+    want = [1, *pieces.encode("summarize:" + TEXTS[0]), 2]
+    assert mine[0].tolist() == want + [0] * (80 - len(want))

@@ -57,3 +57,10 @@ class BuildConfig:
     @classmethod
     def names(cls) -> tuple[str, ...]:
         return tuple(f.name for f in fields(cls))
+
+#: Memory one chunk of fusion may take for the projectors' activations (bytes): fusion,
+#: the space built so far, embed partitions, index builds and eval read their inputs in
+#: chunks of :func:`freebind.graph.fusion_chunk_rows` rows under this budget (256 MiB: about
+#: 1,400 rows for the paper's K=7, H=2048 groups). ``FREEBIND_FUSE_BUDGET_MB`` overrides it.
+FUSE_BUDGET_BYTES = int(float(__import__("os").environ.get("FREEBIND_FUSE_BUDGET_MB", 256))
+                        * 2**20)

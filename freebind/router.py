@@ -125,9 +125,10 @@ class BondRouter(nn.Module):
         sigma = torch.sigmoid(math.log(sigma0 / (1.0 - sigma0)) + z[:, 0])
         k = len(s["experts"])
         if k == 1:
-            w = torch.ones(z.shape[0], 1, dtype=z.dtype)
+            w = torch.ones(z.shape[0], 1, dtype=z.dtype, device=z.device)
         else:
-            prior = torch.log(torch.tensor(s["w0"], dtype=z.dtype).clamp_min(1e-12))
+            prior = torch.log(torch.tensor(s["w0"], dtype=z.dtype, device=z.device)
+                              .clamp_min(1e-12))
             w = torch.softmax(prior + z[:, 1:], dim=-1)
         return sigma, w
 
@@ -198,7 +199,7 @@ def mix(u, mixtures, sigma, w):
 
 def _infonce(a, b, temp):
     logits = a @ b.T / temp
-    labels = torch.arange(a.shape[0])
+    labels = torch.arange(a.shape[0], device=a.device)
     return 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels))
 
 

@@ -13,7 +13,7 @@ from freebind_cli.common import FreebindGroup
 
 #: Verb modules, in the order ``freebind --help`` lists them.
 VERBS = ["plan", "spaces", "info", "build", "embed", "eval", "tune", "index", "search",
-         "serve", "download", "convert", "mini"]
+         "serve", "download", "convert", "push", "export", "api", "mini"]
 
 app = typer.Typer(
     cls=FreebindGroup,

@@ -9,6 +9,8 @@ The curated API, imported lazily so ``import freebind`` stays cheap::
     records = freebind.evaluate(["mini:bind", target], ["audiocaps"], ["sets/"])
     result = freebind.tune("fused.safetensors", ["audiocaps"], ["sets/"], ["a=0:1:0.1"])
     fused.fuse({"IB": {"audio": a}, "CLAP_g": {"audio": b}, ...}, factors=["a=0.8"])
+    freebind.open("hf:org/fused@main@versatile")            # a bundle on the Hub
+    freebind.push("fused.safetensors", "org/fused")          # publish it, with a model card
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ _LAZY = {
     "FusedSpace": ("freebind.fused", "FusedSpace"),
     "build": ("freebind.builder", "build"),
     "Index": ("freebind.search", "Index"),
+    "push": ("freebind.share", "push"),
     "spaces": ("freebind.spaces", None),
     "FreebindError": ("freebind.errors", "FreebindError"),
 }

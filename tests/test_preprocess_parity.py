@@ -24,8 +24,8 @@ import torch  # noqa: E402
 from freebind import media  # noqa: E402
 
 #: |freebind − reference| on ImageBind's normalised fbank clips (units of its std 9.138):
-#: measured ≤ 1e-5 at 16 kHz (float32 rounding of the same arithmetic)
-IB_AUDIO_ATOL = 1e-4
+#: measured ≤ 1.3e-5 at 8–48 kHz, mono and stereo (float32 rounding of the same arithmetic)
+IB_AUDIO_ATOL = 5e-5
 #: images: the same PIL/torchvision arithmetic, bit for bit
 IMAGE_ATOL = 0.0
 

@@ -145,6 +145,12 @@ class EmbeddingStore:
             if not isinstance(item, str):
                 raise MediaError(f"{item!r}: a text item must be a string")
             return text_key(item)
+        if isinstance(item, str) and "::" in item:  # a medium inside a tar shard or table
+            from freebind.readers import member_key
+
+            key = member_key(item)
+            if key is not None:
+                return key
         path = os.fspath(item)
         try:
             st = os.stat(path)

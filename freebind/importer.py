@@ -274,8 +274,12 @@ def _row_keys(store, modality: str, meta: dict[str, list], n: int, where: Path, 
         v = str(v)
         try:
             if modality == "text":
-                if col == "path":    # freebind embed: FILE:LINE, or a text file's content
-                    text = lines.get(v, base)
+                if col == "path":    # freebind embed: FILE:LINE, a shard's or a table's
+                    from freebind.readers import text_of   # caption, or a text file
+
+                    text = text_of(v)
+                    if text is None:
+                        text = lines.get(v, base)
                     if text is None:
                         f = _resolve(v, base)
                         if f is None:

@@ -41,9 +41,10 @@ TABLE_SUFFIXES = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".tsv"
 #: columns (or JSON fields of a tar sample) tried, in order, when none is named
 DEFAULT_COLUMNS = {
     "text": ("caption", "text", "captions", "txt", "sentence", "description"),
-    "audio": ("audio", "flac", "wav", "mp3", "ogg", "path", "file", "filename", "file_name"),
-    "image": ("image", "jpg", "jpeg", "png", "webp", "img", "path", "file", "filename",
+    "audio": ("audio", "flac", "wav", "mp3", "ogg", "audio_path", "path", "file", "filename",
               "file_name"),
+    "image": ("image", "jpg", "jpeg", "png", "webp", "img", "image_path", "path", "file",
+              "filename", "file_name"),
 }
 SEP = "::"
 
@@ -95,6 +96,15 @@ class Listing:
     origin: str = ""
     problems: list[dict] = field(default_factory=list)
     nulls: int = 0
+    #: where each text came from (``CONTAINER::NAME``), parallel to ``items["text"]``
+    sources: list[str] = field(default_factory=list)
+
+    def entries(self, modality: str) -> list[tuple[str, Any]]:
+        """``(source, item)`` pairs: a member's locator, a path, a text's locator."""
+        items = self.items.get(modality, [])
+        if modality == "text":
+            return list(zip(self.sources, items))
+        return [(str(it), it) for it in items]
 
 
 # ------------------------------------------------------------------------------ forms
@@ -226,11 +236,14 @@ def read_inputs(paths: Iterable, progress: bool = False,
                 got.items[m] = part.items.get(m, [])
                 got.problems += part.problems
                 got.nulls += part.nulls
+                if m == "text":
+                    got.sources += part.sources
             if not any(got.items.values()):
                 raise UsageError(f"{path}: no column to embed; name one with "
                                  "--text-column, --audio-column or --image-column")
         for m, v in got.items.items():
             out.items.setdefault(m, []).extend(v)
+        out.sources += got.sources
         out.problems += got.problems
         out.nulls += got.nulls
     return plain, out
@@ -372,37 +385,47 @@ def _read_shard(shard: Path, listing: Listing, text_field, modalities) -> None:
                 continue
             listing.items.setdefault(m, []).append(v)
         if "txt" in sample or "json" in sample:
-            texts = _sample_texts(sample, text_field, label, listing)
-            if texts:
-                listing.items.setdefault("text", []).extend(texts)
+            texts, name = _sample_texts(sample, text_field, label, listing)
+            for i, t in enumerate(texts):
+                listing.items.setdefault("text", []).append(t)
+                listing.sources.append(f"{label}{SEP}{name}" + (f"[{i}]" if i else ""))
 
 
-def _sample_texts(sample, text_field, label, listing) -> list[str]:
-    if "txt" in sample and not text_field:
+def _sample_texts(sample, text_field, label, listing) -> tuple[list[str], str]:
+    """The texts of one sample and the member they came from: a ``.txt`` member's text, else
+    the caption field (``text_field``, or the first of :data:`DEFAULT_COLUMNS`) of its
+    ``.json`` member (a list of captions gives each)."""
+    if "txt" in sample and not (text_field and "json" in sample):
         name, data = sample["txt"]
+        texts = member_texts(data, name)
+    else:
+        name, data = sample["json"]
+        texts = member_texts(data, name, text_field)
+    if isinstance(texts, str):
+        listing.problems.append({"path": f"{label}{SEP}{name}", "reason": texts})
+        return [], name
+    if not texts:
+        listing.nulls += 1
+    return texts, name
+
+
+def member_texts(data: bytes, name: str, text_field: str | None = None) -> list[str] | str:
+    """The texts of a ``.txt`` or ``.json`` caption member (a string: why there are none)."""
+    if not name.lower().endswith(".json"):
         try:
             text = data.decode("utf-8").strip()
         except UnicodeDecodeError:
-            listing.problems.append({"path": f"{label}{SEP}{name}", "reason": "not UTF-8 text"})
-            return []
+            return "not UTF-8 text"
         return [text] if text else []
-    if "json" not in sample:
-        return []
-    name, data = sample["json"]
     try:
         obj = json.loads(data)
     except (ValueError, UnicodeDecodeError) as exc:
-        listing.problems.append({"path": f"{label}{SEP}{name}", "reason": f"not JSON ({exc})"})
-        return []
-    fields = (text_field,) if text_field else DEFAULT_COLUMNS["text"]
-    for f in fields:
+        return f"not JSON ({_short(exc)})"
+    for f in ((text_field,) if text_field else DEFAULT_COLUMNS["text"]):
         if isinstance(obj, dict) and f in obj:
             v = obj[f]
             vals = v if isinstance(v, list) else [v]
-            out = [str(x).strip() for x in vals if x is not None and str(x).strip()]
-            if not out:
-                listing.nulls += 1
-            return out
+            return [str(x).strip() for x in vals if x is not None and str(x).strip()]
     return []
 
 
@@ -509,6 +532,8 @@ def read_table(path, modality: str, column: str | None = None,
             item = _cell_item(path, modality, col, row, v, listing)
             if item is not None:
                 out.append(item)
+                if modality == "text":
+                    listing.sources.append(f"{path}{SEP}{col}[{row}]")
             row += 1
     if listing.nulls:
         listing.problems.append({"path": f"{path} ({col})",
@@ -648,6 +673,8 @@ def read_hf(path, modality: str, column: str | None = None, progress: bool = Fal
                 item = _cell_item(path, modality, col, row, v, listing)
                 if item is not None:
                     out.append(item)
+                    if modality == "text":
+                        listing.sources.append(f"{path}{SEP}{col}[{row}]")
                 row += 1
     if listing.nulls:
         listing.problems.append({"path": f"{path} ({col})",
@@ -780,3 +807,52 @@ def member_key(item) -> str | None:
     """The content key of a member (None for an ordinary path)."""
     m = as_member(item)
     return None if m is None else m.key
+
+
+_TEXT_COLUMN: dict[str, Any] = {}
+
+
+def text_of(source: str) -> str | None:
+    """The text a text locator names (``SHARD::KEY.txt``, ``SHARD::KEY.json[i]``,
+    ``TABLE::COLUMN[ROW]``, ``DATASET::COLUMN[ROW]``), read again; None when ``source`` is
+    not one. How imported rows from ``embed`` runs over shards and tables are keyed."""
+    if SEP not in source:
+        return None
+    container, _, name = source.rpartition(SEP)
+    cpath = Path(container)
+    if not container or not cpath.exists():
+        return None
+    m = re.fullmatch(r"(.+?)(?:\[(\d+)\])?", name)
+    base, index = m.group(1), int(m.group(2) or 0)
+    if cpath.suffix.lower() in TAR_SUFFIXES:
+        entry = _tar_index(cpath).get(base)
+        if entry is None:
+            raise MediaError(f"{source}: no member {base} in {container}")
+        with open(cpath, "rb") as fh:
+            data = _read_range(fh, *entry)
+        texts = member_texts(data, base)
+        if isinstance(texts, str) or index >= len(texts):
+            raise MediaError(f"{source}: no text there")
+        return texts[index]
+    if m.group(2) is None:
+        return None
+    st = cpath.stat()
+    ident = f"{cpath.resolve()}|{st.st_mtime_ns}|{base}"
+    got = _TEXT_COLUMN.get(ident)
+    if got is None:
+        if cpath.is_dir():
+            ds = _load_hf(cpath)
+            table = ds.data.table if hasattr(ds.data, "table") else ds.data
+            got = table.column(base).to_pylist()
+        else:
+            got = [v for batch in _column_batches(cpath, base) for v in batch]
+        _TEXT_COLUMN.clear()
+        _TEXT_COLUMN[ident] = got
+    if index >= len(got) or got[index] is None:
+        raise MediaError(f"{source}: no text there")
+    v = got[index]
+    if isinstance(v, list):
+        v = next((x for x in v if x is not None and str(x).strip()), None)
+        if v is None:
+            raise MediaError(f"{source}: no text there")
+    return str(v).strip()

@@ -141,6 +141,65 @@ def imported_space(store, ref: str, keys: dict[str, Sequence[str]]):
     return None
 
 
+@dataclass
+class Leaf:
+    """How the build's embedding stage gets a space's rows: ``space`` (loaded, or an
+    :class:`ImportedSpace` when the store holds every pool item under an imported
+    identity), the ``fallback`` identity whose rows fill in for a loaded space, and
+    ``rows``: ``"encoded"``, ``"imported"`` or ``"partly imported"``."""
+
+    space: Any
+    fallback: Any = None
+    rows: str = "encoded"
+
+    def meta(self) -> dict:
+        """What the bundle's ``spaces`` entry adds (nothing for the space's own rows)."""
+        ident = self.space if self.rows == "imported" else self.fallback
+        if ident is None or getattr(ident, "native", False):
+            return {}
+        out = {"rows": self.rows}
+        if ident.weights_digest:
+            out["weights_digest"] = ident.weights_digest
+        return out
+
+
+def resolve_leaf(store, ref: str, items: dict[str, Sequence], open_space) -> Leaf:
+    """The :class:`Leaf` of ``ref`` for pools ``items`` (``{modality: items}``):
+    ``open_space(ref)`` (which loads the encoder) is called only when no imported identity
+    holds every item of every modality the space has."""
+    from freebind import spaces
+
+    info = spaces.info(ref)
+    idents = [i for i in imported_identities(store, info.name) if int(i.dim) == int(info.dim)]
+    if not idents:
+        return Leaf(open_space(ref))
+    keys: dict[str, set[str]] = {}
+    for m, its in items.items():
+        if m not in info.modalities:
+            continue
+        got = set()
+        for it in its:
+            try:
+                got.add(store.key(m, it))
+            except MediaError:   # reported by the embedding stage
+                continue
+        keys[m] = got
+    if not keys:
+        return Leaf(open_space(ref))
+    cover = []
+    for ident in idents:
+        have = {m: (k & store.cached_keys(ident, m) if m in ident.modalities else set())
+                for m, k in keys.items()}
+        if all(len(have[m]) == len(k) for m, k in keys.items()):
+            return Leaf(ident, None, "imported")
+        cover.append((sum(len(v) for v in have.values()), ident))
+    space = open_space(ref)
+    n, best = max(cover, key=lambda c: c[0])
+    if n == 0 or str(best.fingerprint) == str(space.fingerprint):
+        return Leaf(space)
+    return Leaf(space, best, "partly imported")
+
+
 # ------------------------------------------------------------------------------ sources
 
 def _check_rows(path: Path, arr, dim: int, name: str) -> None:

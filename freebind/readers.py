@@ -226,20 +226,28 @@ def read_inputs(paths: Iterable, progress: bool = False,
             got = read_shards(path, progress=progress, text_field=columns.get("text"))
         else:
             got = Listing(items={})
+            named = any(columns.get(m) for m in ("audio", "image", "text")) or col
             for m in ("audio", "image", "text"):
                 want = columns.get(m) or col
+                if named and not want:
+                    continue
                 reader = read_table if kind == "table" else read_hf
                 try:
                     part = reader(path, m, want, progress=progress)
                 except _NoDefaultColumn:
                     continue
+                except UsageError as exc:
+                    if named:
+                        raise
+                    raise UsageError(f"nothing to embed in {exc}") from None
                 got.items[m] = part.items.get(m, [])
                 got.problems += part.problems
                 got.nulls += part.nulls
                 if m == "text":
                     got.sources += part.sources
             if not any(got.items.values()):
-                raise UsageError(f"{path}: no column to embed; name one with "
+                raise UsageError(f"nothing to embed in {path}: no column of the usual names "
+                                 f"({', '.join(_names_present(path, kind))}); name one with "
                                  "--text-column, --audio-column or --image-column")
         for m, v in got.items.items():
             out.items.setdefault(m, []).extend(v)
@@ -251,6 +259,12 @@ def read_inputs(paths: Iterable, progress: bool = False,
 
 class _NoDefaultColumn(UsageError):
     pass
+
+
+def _names_present(path, kind: str) -> list[str]:
+    if kind == "table":
+        return table_columns(Path(path))
+    return list(_load_hf(Path(path)).column_names)
 
 
 # ------------------------------------------------------------------------------ tar shards

@@ -171,3 +171,39 @@ def test_embed_output_imports_under_the_runs_own_identity(pools, tmp_path):
                                            [text_key(t) for t in forms["texts"]])[:], want_t)
     with pytest.raises(UsageError, match="embeddings of 'mini:clap', not of mini:vl"):
         freebind.import_embeddings("mini:vl", out, cache_dir=tmp_path / "c2", progress=False)
+
+
+def test_a_space_is_opened_only_for_what_the_store_lacks(pools, tmp_path):
+    from freebind.importer import resolve_leaf
+
+    root, forms = pools
+    texts = forms["texts"]
+    half = N // 2
+    rows = _unit(np.random.default_rng(4), half, 32)
+    np.save(tmp_path / "t.npy", rows)
+    freebind.import_embeddings("mini:clap", tmp_path / "t.npy", texts=texts[:half],
+                               cache_dir=tmp_path / "c", progress=False)
+    store = EmbeddingStore(tmp_path / "c")
+    opened = []
+
+    def open_space(ref):
+        opened.append(ref)
+        return spaces.get(ref)
+
+    leaf = resolve_leaf(store, "mini:clap", {"text": texts[:half], "image": forms["image"]},
+                        open_space)
+    assert opened == [] and leaf.rows == "imported"          # mini:clap has no images
+    assert leaf.meta() == {"rows": "imported"}
+    leaf = resolve_leaf(store, "mini:clap", {"text": texts}, open_space)
+    assert opened == ["mini:clap"] and leaf.rows == "partly imported"
+    assert leaf.fallback.fingerprint == "imported:mini:clap"
+    # the store encodes only the missing half and reads the imported rows for the rest
+    arr = store.embed(leaf.space, "text", texts, fallback=leaf.fallback, progress=False)
+    assert store.encoded == N - half
+    np.testing.assert_array_equal(arr[:half], rows)
+    want = EmbeddingStore(tmp_path / "fresh").embed(spaces.get("mini:clap"), "text",
+                                                     texts[half:], progress=False)
+    np.testing.assert_array_equal(arr[half:], want)
+    # no imported identity for a space: it is opened
+    assert resolve_leaf(store, "mini:vl", {"text": texts}, open_space).rows == "encoded"
+    assert opened[-1] == "mini:vl"

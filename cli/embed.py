@@ -111,7 +111,7 @@ def embed(
                            progress=not (quiet or as_json), shard_size=shard_size,
                            space_options=options, strict=strict,
                            as_modality=as_modality.lower() if as_modality else None,
-                           columns=_columns(text_column, audio_column, image_column),
+                           **_columns(text_column, audio_column, image_column),
                            **engine_kw)
         failed = False
     except EmbedSkipped as exc:
@@ -125,7 +125,9 @@ def embed(
 
 
 def _columns(text, audio, image) -> dict:
-    return {m: c for m, c in (("text", text), ("audio", audio), ("image", image)) if c}
+    """``{"columns": {modality: column}}`` when any is given (the library call's keyword)."""
+    cols = {m: c for m, c in (("text", text), ("audio", audio), ("image", image)) if c}
+    return {"columns": cols} if cols else {}
 
 
 def print_report(report) -> None:

@@ -16,27 +16,11 @@ import numpy as np
 
 from freebind.errors import MediaError
 
-AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg")
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
-TEXT_EXTENSIONS = (".txt",)
-VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm")
-#: the modalities an extension tells apart (depth/thermal maps and IMU arrays are PNG/.npy
-#: files that look like images or anything else: name them with ``discover(..., as_modality)``)
-EXTENSION_MODALITIES = ("audio", "image", "text", "video")
-
-
-def modality_of(path: str | os.PathLike) -> str | None:
-    """``audio``, ``image``, ``text`` or ``video`` by file extension; None for anything else."""
-    ext = Path(path).suffix.lower()
-    if ext in AUDIO_EXTENSIONS:
-        return "audio"
-    if ext in IMAGE_EXTENSIONS:
-        return "image"
-    if ext in TEXT_EXTENSIONS:
-        return "text"
-    if ext in VIDEO_EXTENSIONS:
-        return "video"
-    return None
+# the extensions and modality_of live in freebind.vocab (the readers use them too)
+from freebind.vocab import (  # noqa: E402,F401  (re-exported)
+    AUDIO_EXTENSIONS, EXTENSION_MODALITIES, IMAGE_EXTENSIONS, TEXT_EXTENSIONS, VIDEO_EXTENSIONS,
+    modality_of,
+)
 
 
 def discover(paths: Iterable[str | os.PathLike],

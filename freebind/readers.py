@@ -161,7 +161,7 @@ def container_kind(spec) -> str | None:
 
 
 def _has_media(folder: Path) -> bool:
-    from freebind.media import modality_of
+    from freebind.vocab import modality_of
 
     return any(modality_of(p) is not None for p in folder.rglob("*") if p.is_file())
 
@@ -299,7 +299,7 @@ def _sample_key(name: str) -> tuple[str, str]:
 
 
 def _ext_modality(ext: str) -> str | None:
-    from freebind.media import AUDIO_EXTENSIONS, IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
+    from freebind.vocab import AUDIO_EXTENSIONS, IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
 
     last = "." + ext.rsplit(".", 1)[-1]
     if last in AUDIO_EXTENSIONS:

@@ -13,7 +13,7 @@ from freebind_cli.common import FreebindGroup
 
 #: Verb modules, in the order ``freebind --help`` lists them.
 VERBS = ["plan", "spaces", "info", "build", "embed", "import", "eval", "tune", "index", "search",
-         "serve", "download", "convert", "mini"]
+         "serve", "download", "convert", "push", "export", "api", "mini"]
 #: verbs whose module has another name (``import`` is a Python keyword)
 _MODULES = {"import": "importing"}
 

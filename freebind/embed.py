@@ -345,7 +345,7 @@ def begin(plan: EmbedPlan) -> None:
             raise UsageError(f"{output}: folder is not empty and has no {MANIFEST}; "
                              f"choose an empty folder")
         if not mpath.is_file():
-            text = json.dumps(manifest, indent=1)
+            text = json.dumps({**manifest, **bundle_record(plan.target)}, indent=1)
             atomic_write(mpath, lambda tmp: Path(tmp).write_text(text))
             return
     try:
@@ -354,9 +354,38 @@ def begin(plan: EmbedPlan) -> None:
         old = None
     if isinstance(old, dict):
         old.pop("report", None)
+        old.pop("bundle", None)  # where the bundle was: not part of the run's identity
     if old != manifest:
         raise UsageError(f"{output}: holds embeddings of another run (different target, "
                          f"factors, files or options); choose an empty folder")
+
+
+_BUNDLE_HASHES: dict[tuple, str] = {}
+
+
+def bundle_record(ref: str) -> dict:
+    """``{"bundle": {"path", "content", "preset"}}`` for a bundle target (its absolute path
+    and content hash, so that ``freebind index`` finds it, moved or not), else ``{}``."""
+    from freebind.target import is_bundle_ref, split_ref
+
+    if not is_bundle_ref(ref):
+        return {}
+    path, preset = split_ref(ref)
+    p = Path(path).resolve()
+    if not p.is_file():
+        return {}
+    return {"bundle": {"path": str(p), "content": bundle_hash(p), "preset": preset}}
+
+
+def bundle_hash(path: os.PathLike) -> str:
+    """A bundle file's content hash (cached per path, size and modification time)."""
+    from freebind.store import file_key
+
+    st = os.stat(path)
+    key = (str(path), st.st_size, st.st_mtime_ns)
+    if key not in _BUNDLE_HASHES:
+        _BUNDLE_HASHES[key] = file_key(path)
+    return _BUNDLE_HASHES[key]
 
 
 def shard_done(plan: EmbedPlan, shard: Shard) -> bool:
@@ -539,8 +568,8 @@ def finish(plan: EmbedPlan, results: Sequence[ShardResult], *,
                          sum(r.rows for r in ordered), skipped, dict(plan.counts), per, shards)
     if partial:
         return report
-    data = {**plan.manifest(), "report": {k: v for k, v in report.to_dict().items()
-                                          if k not in ("output",)}}
+    data = {**plan.manifest(), **bundle_record(plan.target),
+            "report": {k: v for k, v in report.to_dict().items() if k not in ("output",)}}
     text = json.dumps(data, indent=1)
     atomic_write(out / MANIFEST, lambda tmp: Path(tmp).write_text(text))
     return report

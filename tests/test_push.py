@@ -111,7 +111,7 @@ def test_card_python_example_runs_against_the_pushed_folder(tmp_path, monkeypatc
     download, and run the card's own Python block: it encodes with the hub reference."""
     bundle = make(tmp_path / "b.safetensors", "mini:bind + c(mini:clap)", evaluation=None,
                   data=None)
-    freebind.share.push(bundle, "org/mini", dry_run=tmp_path / "repo")
+    freebind.push(bundle, "org/mini", dry_run=tmp_path / "repo")
     text = (tmp_path / "repo" / "README.md").read_text()
     _, headings, tables, fences = parse_card(text)
     assert "No results are stored in the bundle yet" in text
@@ -156,3 +156,56 @@ def test_local_space_references_are_flagged(ref, local):
     from freebind.share import _is_local_ref
 
     assert _is_local_ref(ref) is local
+
+
+def test_push_uploads_the_folder_it_would_write(tmp_path, monkeypatch):
+    """The upload step: create_repo (private when asked, existing repos kept) and one
+    upload_folder of the same two files the dry run writes; a refusal is one line. The Hub
+    is not reachable here, so huggingface_hub's HfApi is replaced by a recorder."""
+    import huggingface_hub
+    from huggingface_hub import errors
+
+    from freebind.errors import SpaceError
+    from freebind.share import push
+
+    calls = []
+
+    class Recorder:
+        def __init__(self, token=None, library_name=None):
+            calls.append(("init", token, library_name))
+
+        def create_repo(self, repo_id, **kw):
+            calls.append(("create_repo", repo_id, kw))
+
+        def upload_folder(self, repo_id, folder_path, **kw):
+            files = {p.name: p.read_bytes() for p in Path(folder_path).iterdir()}
+            calls.append(("upload_folder", repo_id, files, kw))
+            return type("Info", (), {"commit_url": f"https://hub.test/{repo_id}/commit/1"})()
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("FREEBIND_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    monkeypatch.setattr(huggingface_hub, "HfApi", Recorder)
+    bundle = make(tmp_path / "b.safetensors")
+    report = push(bundle, "org/fused", private=True, token="tok")
+    assert report.uploaded and report.private and report.folder is None
+    assert report.url == "https://hub.test/org/fused/commit/1"
+    assert calls[0] == ("init", "tok", "freebind")
+    assert calls[1] == ("create_repo", "org/fused", {"private": True, "exist_ok": True,
+                                                     "repo_type": "model"})
+    _, repo, files, kw = calls[2]
+    dry = push(bundle, "org/fused", dry_run=tmp_path / "dry")
+    assert files == {p.name: p.read_bytes() for p in Path(dry.folder).iterdir()}
+    assert kw == {"repo_type": "model", "commit_message": "freebind push b.safetensors"}
+
+    class Refusing(Recorder):
+        def create_repo(self, repo_id, **kw):
+            import httpx
+
+            response = httpx.Response(403, request=httpx.Request("POST", "https://hub.test"))
+            raise errors.HfHubHTTPError("403 Forbidden: no write access", response=response)
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", Refusing)
+    with pytest.raises(SpaceError, match=r"^push org/fused: the Hub refused \(403 Forbidden: "
+                                         r"no write access\); log in"):
+        push(bundle, "org/fused")

@@ -14,8 +14,8 @@ reference the tests compare against.
   Hugging Face repo id of a converted one (``clap:laion/clap-htsat-fused``), loaded as is.
 
 Audio: decoded to mono and resampled to 48 kHz as ``librosa.load`` does (soxr, high quality;
-:func:`~freebind.spaces.audio_features.soxr_resample`), int16-quantised, 10 s window: repeat-padded when shorter;
-longer clips are centre-cropped (non-fusion) or fused from deterministic chunks (see
+:func:`~freebind.spaces.audio_features.soxr_resample`), int16-quantised, 10 s window:
+repeat-padded when shorter; longer clips are centre-cropped (non-fusion) or fused from deterministic chunks (see
 :mod:`freebind.spaces.audio_features`). Non-fusion models take the log mel spectrogram
 LAION-CLAP computes inside its model (torchlibrosa: centred STFT, Slaney mel, dB), computed
 here on the batch before the tower. Text: RoBERTa's byte-level BPE, padded/truncated to 77

@@ -17,13 +17,12 @@ Audio: decoded to mono and resampled to 48 kHz as ``librosa.load`` does (soxr, h
 :func:`~freebind.spaces.audio_features.soxr_resample`), int16-quantised, 10 s window:
 repeat-padded when shorter; longer clips are centre-cropped (non-fusion) or fused from
 deterministic chunks (see :mod:`freebind.spaces.audio_features`). Non-fusion models take the
-log mel spectrogram LAION-CLAP computes inside its model (torchlibrosa: centred STFT, Slaney mel, dB), computed
-here on the batch before the tower. Text: RoBERTa's byte-level BPE, padded/truncated to 77
-tokens. The tokenizer files (``vocab.json``, ``merges.txt`` of ``roberta-base``, or those of
-a ``save_pretrained`` folder) are resolved like weights; a tokenizer whose vocabulary does not
-match the text tower (laion_clap offline silently gets a 5-token one) makes text encoding fail
-instead of returning garbage.
-"""
+log mel spectrogram LAION-CLAP computes inside its model (torchlibrosa: centred STFT, Slaney
+mel, dB), computed here on the batch before the tower. Text: RoBERTa's byte-level BPE,
+padded/truncated to 77 tokens. The tokenizer files (``vocab.json``, ``merges.txt`` of
+``roberta-base``, or those of a ``save_pretrained`` folder) are resolved like weights; a
+tokenizer whose vocabulary does not match the text tower (laion_clap offline silently gets a
+5-token one) makes text encoding fail instead of returning garbage. """
 
 from __future__ import annotations
 

@@ -22,7 +22,8 @@ mel, dB), computed here on the batch before the tower. Text: RoBERTa's byte-leve
 padded/truncated to 77 tokens. The tokenizer files (``vocab.json``, ``merges.txt`` of
 ``roberta-base``, or those of a ``save_pretrained`` folder) are resolved like weights; a
 tokenizer whose vocabulary does not match the text tower (laion_clap offline silently gets a
-5-token one) makes text encoding fail instead of returning garbage. """
+5-token one) makes text encoding fail instead of returning garbage.
+"""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 # Create .venv and install freebind from this checkout with the README's command: one plain
 # pip install of every extra plus the test tools, then the tests' reference implementations.
 #   bash scripts/setup.sh        freebind[all,ray,test] (the real encoders' libraries, search,
-#                                Ray, the test tools)
+#                                hub, api, onnx, Ray, the test tools with the openai client)
 #   bash scripts/setup.sh core   freebind alone (the core install): enough for the mini world
 # torch is pinned with torchvision in the same command so pip takes the CPU build that
 # this machine has on disk instead of a multi-GB CUDA build.

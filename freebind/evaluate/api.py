@@ -124,6 +124,9 @@ def evaluate(targets, suites, data, *, factors: Sequence[str] | str = (),
     if budget_bytes is not None and int(budget_bytes) < 1:
         raise UsageError(f"budget_bytes={budget_bytes}: must be positive")
     targets = default_targets(targets)
+    if record:
+        for t in targets:
+            _check_writable(t, "record results")
     pairs = pair_data(_as_list(suites), default_data(suites, data, targets, store, cache_dir,
                                                      progress))
     per_suite = split_suite_options(pairs, suite_options)
@@ -195,6 +198,8 @@ def tune(bundle, suites, data, grids=(), *, suite_options: Mapping[str, Any] | N
     parsed = parse_grids(grids)
     require("matplotlib", "the factor-analysis figure of tune")  # before any work
     bundle = default_targets(bundle)[0]
+    if save:
+        _check_writable(bundle, "store tuned presets")
     pairs = pair_data(_as_list(suites), default_data(suites, data, [bundle], store, cache_dir,
                                                      progress))
     per_suite = split_suite_options(pairs, suite_options)
@@ -226,3 +231,11 @@ def tune(bundle, suites, data, grids=(), *, suite_options: Mapping[str, Any] | N
     result.summary, result.figure, result.saved = summary, Path(figure), bool(save)
     return result
 
+
+def _check_writable(target, what: str) -> None:
+    """A bundle named by a hub reference is huggingface_hub's cached copy: never rewritten
+    (it would no longer be the revision it names). Checked before any work."""
+    ref = str(getattr(target, "ref", target))
+    if ref.startswith("hf:"):
+        raise UsageError(f"{ref}: cannot {what} into a bundle in the Hugging Face cache; "
+                         f"copy the bundle to a file of your own and use that file")

@@ -122,6 +122,8 @@ def test_cli_verbs_take_hub_references(cache):
     from freebind_cli.main import app
 
     runner = CliRunner()
+    table = runner.invoke(app, ["info", "hf:org/fused@v1"], env={"COLUMNS": "200"})
+    assert table.exit_code == 0 and "mini:bind + d(mini:vl) + c(mini:clap)" in table.output
     ok = runner.invoke(app, ["info", "hf:org/fused", "--json"])
     assert ok.exit_code == 0, ok.output
     assert '"expression": "mini:bind + d(mini:vl) + c(mini:clap)"' in ok.output

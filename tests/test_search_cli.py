@@ -36,9 +36,7 @@ def embedded(tmp_path_factory):
 
 def test_index_search_and_incremental_add(embedded):
     root, bundle = embedded
-    r = cli("index", root / "e_p1", "-o", root / "idx", "--json")
-    assert r.exit_code == 2 and "--target BUNDLE" in r.output  # embed.json names no file
-    r = cli("index", root / "e_p1", "-o", root / "idx", "--target", bundle, "--json")
+    r = cli("index", root / "e_p1", "-o", root / "idx", "--json")  # embed.json names the file
     assert r.exit_code == 0, r.output
     rep = json.loads(r.output)
     assert rep["modalities"] == {"audio": {"rows": 16, "search": "exact", "recall@10": 1.0},
@@ -65,6 +63,29 @@ def test_index_search_and_incremental_add(embedded):
     r = cli("search", root / "idx", "--image", sorted((root / "p1" / "image").glob("*.png"))[0],
             "--preset", "versatile", "-k", "2")
     assert r.exit_code == 0, r.output
+
+
+def test_index_finds_the_bundle_by_content(embedded, tmp_path):
+    """embed.json records the bundle's path and content hash: a moved bundle is found beside
+    the embeddings by its content; a gone one is one error line naming --target."""
+    import shutil
+
+    root, bundle = embedded
+    meta = json.loads((root / "e_p1" / "embed.json").read_text())
+    assert meta["bundle"]["path"] == str(Path(bundle).resolve())
+    moved = tmp_path / "moved"
+    shutil.copytree(root / "e_p1", moved / "emb")
+    m = json.loads((moved / "emb" / "embed.json").read_text())
+    m["bundle"]["path"] = str(tmp_path / "gone" / "b.safetensors")
+    (moved / "emb" / "embed.json").write_text(json.dumps(m))
+    r = cli("index", moved / "emb", "-o", moved / "idx0", "--json")
+    assert r.exit_code == 2 and "--target BUNDLE" in r.output
+    assert len(r.output.strip().splitlines()) == 1 and "Traceback" not in r.output
+    (moved / "other.safetensors").write_bytes(b"not this one")
+    shutil.copy(bundle, moved / "renamed.safetensors")
+    r = cli("index", moved / "emb", "-o", moved / "idx", "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["target"] == str(moved / "renamed.safetensors")
 
 
 @pytest.mark.parametrize("args,words", [

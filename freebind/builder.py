@@ -438,18 +438,18 @@ def _build(expression, config: BuildConfig, engine=None, shard=None):
     else:
         plan = expression
     families = [s["family"] for s in plan.spaces.values()]
+    from freebind.router import router_hyper
+
+    for job in plan.jobs:  # router settings are checked before any work
+        router_hyper({**overrides, **job.hyper})
+    store = EmbeddingStore(cache_dir, dtype=store_dtype or "float32")
     from freebind.defaults import declared_pools
     from freebind.preflight import check_build
 
     # libraries, weights, then pools: every failure in one message, before any work
     check_build(plan, audio, image, text, pools, space_options,
                 have_default_pools=is_mini_only(families), declared=declared_pools(),
-                cls=BuildPreflightError)
-    from freebind.router import router_hyper
-
-    for job in plan.jobs:  # router settings are checked before any work
-        router_hyper({**overrides, **job.hyper})
-    store = EmbeddingStore(cache_dir, dtype=store_dtype or "float32")
+                cls=BuildPreflightError, store=store)
     lazy = store.dtype == np.float16      # pools read memory-mapped, not loaded
     device = space_options.get("device")  # also where pseudo tuples and training run
 

@@ -79,9 +79,12 @@ def _empty_file(detail: str) -> Path | None:
     return None
 
 
-def space_problems(refs: Iterable[str], space_options: Mapping | None = None) -> list[Problem]:
+def space_problems(refs: Iterable[str], space_options: Mapping | None = None,
+                   store=None) -> list[Problem]:
     """Library and weight problems of the spaces ``refs`` (space references; nothing heavy
-    is imported and nothing is downloaded)."""
+    is imported and nothing is downloaded). A space with rows imported into ``store`` (an
+    :class:`~freebind.store.EmbeddingStore`; :mod:`freebind.importer`) needs neither here:
+    its encoder is loaded only for items the rows lack, and reports its own problem then."""
     from freebind import spaces
     from freebind.spaces.weights import offline
 
@@ -91,6 +94,8 @@ def space_problems(refs: Iterable[str], space_options: Mapping | None = None) ->
         try:
             info = spaces.info(ref)
         except Exception:  # an unknown reference is reported where it is resolved
+            continue
+        if store is not None and _has_imported_rows(store, info.name):
             continue
         try:
             ok, detail = info.check()
@@ -117,6 +122,15 @@ def space_problems(refs: Iterable[str], space_options: Mapping | None = None) ->
                                                f"bytes); delete it and run `freebind download "
                                                f"{ref}` again"))
     return problems
+
+
+def _has_imported_rows(store, name: str) -> bool:
+    from freebind.importer import imported_identities
+
+    try:
+        return bool(imported_identities(store, name))
+    except Exception:  # an unreadable record is the importer's to report
+        return False
 
 
 def leaf_spaces(target) -> list[str]:
@@ -162,13 +176,13 @@ def path_problems(paths: Iterable[tuple[str, object]]) -> list[Problem]:
 
 def check_build(plan, audio=None, image=None, text=None, pools=None,
                 space_options: Mapping | None = None, have_default_pools: bool = False,
-                declared: Path | None = None, cls=None) -> None:
+                declared: Path | None = None, cls=None, store=None) -> None:
     """The pre-flight of :func:`freebind.build`: the plan's spaces, then its pools; raises
     ``cls`` (a :class:`PreflightError` subclass; the builder's is also a ``PoolError``)."""
     from freebind.defaults import POOLS_FILE
     from freebind.spaces.weights import freebind_home
 
-    problems = space_problems(plan.spaces, space_options)
+    problems = space_problems(plan.spaces, space_options, store=store)
     given = [("--audio", audio), ("--image", image), ("--texts", text), ("--pools", pools)]
     if all(v is None for _, v in given):
         if not have_default_pools and declared is None:

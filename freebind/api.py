@@ -47,8 +47,7 @@ DEFAULT_MAX_BODY = 25 * 1024 * 1024
 MAX_INPUTS = 2048
 AUDIO_FORMATS = {"wav": ".wav", "x-wav": ".wav", "wave": ".wav", "flac": ".flac",
                  "mp3": ".mp3", "mpeg": ".mp3", "ogg": ".ogg", "x-flac": ".flac"}
-IMAGE_FORMATS = {"png": ".png", "jpeg": ".jpg", "jpg": ".jpg", "webp": ".webp", "bmp": ".bmp",
-                 "gif": ".gif"}
+IMAGE_FORMATS = {"png": ".png", "jpeg": ".jpg", "jpg": ".jpg", "webp": ".webp", "bmp": ".bmp"}
 _DATA_URL = re.compile(r"^data:(audio|image)/([A-Za-z0-9.+\-]+)(?:;[^,;]*)*;base64,(.*)$",
                        re.DOTALL)
 

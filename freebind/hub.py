@@ -183,8 +183,17 @@ def split(ref: str) -> tuple[str, str | None]:
 # (its resolver is freebind.target:resolve_hub_family, beside the bundle family's)
 
 def fetch_entry(info) -> list[Path]:
-    """``freebind download hf:…``: the newest commit of the bundle's revision."""
-    return [resolve(info.name, refresh=True)]
+    """``freebind download hf:…``: the newest commit of the bundle's revision, then every
+    file its base spaces need (their own fetchers), so the bundle runs offline after."""
+    from freebind import spaces
+    from freebind.bundle import read_metadata
+
+    path = resolve(info.name, refresh=True)
+    meta = read_metadata(path)
+    files = [path]
+    for ref in sorted(meta.get("spaces") or meta.get("plan", {}).get("spaces", {})):
+        files += [Path(f) for f in spaces.prefetch(ref)]
+    return files
 
 
 def _version() -> str:

@@ -63,10 +63,14 @@ def resample(wave: np.ndarray, src_rate: int, dst_rate: int) -> np.ndarray:
     return resample_poly(wave, ratio.numerator, ratio.denominator).astype(np.float32)
 
 
-def load_audio(path: str | os.PathLike, rate: int) -> np.ndarray:
-    """Decode ``path`` to a mono float32 signal in [-1, 1] at ``rate`` Hz.
+def load_audio(path: str | os.PathLike, rate: int, mono: bool = True,
+               resampler=None) -> np.ndarray:
+    """Decode ``path`` to a float32 signal in [-1, 1] at ``rate`` Hz.
 
-    Stereo and multi-channel audio are averaged to mono. An empty file is an error."""
+    ``mono=True``: channels are averaged, the result is ``[samples]``; ``mono=False``:
+    ``[channels, samples]``. ``resampler(wave, src_rate, dst_rate)`` resamples along the last
+    axis (default :func:`resample`, polyphase); the real encoders pass the resampler of their
+    reference pipeline. An empty file is an error."""
     try:
         import soundfile as sf
 
@@ -75,10 +79,16 @@ def load_audio(path: str | os.PathLike, rate: int) -> np.ndarray:
         raise MediaError(f"{path}: cannot decode audio ({_short(exc)})") from None
     if data.shape[0] == 0:
         raise MediaError(f"{path}: audio has no samples")
-    wave = data.mean(axis=1)
+    wave = data.mean(axis=1) if mono else np.ascontiguousarray(data.T)
     if not np.isfinite(wave).all():
         raise MediaError(f"{path}: audio contains NaN or infinite samples")
-    return resample(wave, int(src_rate), rate)
+    if int(src_rate) == rate:
+        return wave.astype(np.float32, copy=False)
+    if resampler is None:
+        if not mono:
+            return np.stack([resample(ch, int(src_rate), rate) for ch in wave])
+        return resample(wave, int(src_rate), rate)
+    return np.asarray(resampler(wave, int(src_rate), rate), dtype=np.float32)
 
 
 def load_image(path: str | os.PathLike):

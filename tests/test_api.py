@@ -134,6 +134,8 @@ def test_presets_and_factors(world):
     ({"model": "fused", "input": [{"type": "image_url",
                                    "image_url": {"url": "http://example.org/a.png"}}]},
      "BadRequestError", "nothing is downloaded"),
+    ({"model": "fused", "input": ["data:image/gif;base64,R0lGODlh"]}, "BadRequestError",
+     "input[0]: image format 'gif' is not one of bmp, jpeg, jpg, png, webp"),
     ({"model": "fused", "input": ["x", {"type": "audio", "data": "bm90IGEgd2F2"}]},
      "BadRequestError", "input[1]"),
     ({"model": "fused", "input": TEXTS, "extra_body": {"factors": ["zz=3"]}},

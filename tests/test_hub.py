@@ -122,6 +122,8 @@ def test_cli_verbs_take_hub_references(cache):
     from freebind_cli.main import app
 
     runner = CliRunner()
+    table = runner.invoke(app, ["info", "hf:org/fused@v1"], env={"COLUMNS": "200"})
+    assert table.exit_code == 0 and "mini:bind + d(mini:vl) + c(mini:clap)" in table.output
     ok = runner.invoke(app, ["info", "hf:org/fused", "--json"])
     assert ok.exit_code == 0, ok.output
     assert '"expression": "mini:bind + d(mini:vl) + c(mini:clap)"' in ok.output
@@ -146,6 +148,12 @@ def test_download_embed_eval_and_tune_with_a_hub_reference(cache):
     assert got.exit_code == 1                                   # one of two failed
     rows = json.loads(got.output)
     assert rows[0]["ok"] and rows[0]["files"][0].endswith(f"{V1}/fused.safetensors")
+    assert len(rows[0]["files"]) == 1           # the mini base spaces ship their weights
+    # a real base space's weights are fetched too: offline and missing, that fails
+    put(cache / "hf", "org/ib", {"fused.safetensors": make_bundle(
+        cache / "ib.safetensors", "IB + c(mini:clap)")}, commit=V1)
+    ib = json.loads(runner.invoke(app, ["download", "hf:org/ib", "--json"]).output)[0]
+    assert not ib["ok"] and "imagebind" in ib["error"].lower(), ib
     assert not rows[1]["ok"] and "org/absent" in rows[1]["error"]
     (cache / "texts.txt").write_text("\n".join(TEXTS) + "\n")
     emb = runner.invoke(app, ["embed", "hf:org/fused", "--texts", str(cache / "texts.txt"),

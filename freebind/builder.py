@@ -66,7 +66,8 @@ def _files_of(modality: str, spec) -> tuple[list[Path], str]:
         if not found:
             raise PoolError(f"{path}: no {modality} files found (by extension)")
         return found, str(path)
-    paths = [Path(p) for p in spec]
+    # items that carry their own content key (archive members, table rows) stay as they are
+    paths = [p if hasattr(p, "content_key") else Path(p) for p in spec]
     return paths, f"{len(paths)} {modality} paths"
 
 

@@ -140,7 +140,12 @@ class EmbeddingStore:
 
     # --- keys -----------------------------------------------------------------------------
     def key(self, modality: str, item: Any) -> str:
-        """The content key of one item (raises MediaError when a file cannot be read)."""
+        """The content key of one item (raises MediaError when a file cannot be read). An
+        item that carries its own ``content_key`` (64 hex digits: a member of an archive,
+        a row of a table, an item whose embedding was computed elsewhere) keeps it."""
+        own = getattr(item, "content_key", None)
+        if own is not None:
+            return str(own)
         if modality in TEXT_MODALITIES:
             if not isinstance(item, str):
                 raise MediaError(f"{item!r}: a text item must be a string")

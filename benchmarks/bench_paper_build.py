@@ -134,7 +134,7 @@ def register() -> dict:
         space = StandIn(name, dim, mods)
         spaces.register(SpaceInfo(space.name, "paper-bench", mods, dim,
                                   description="benchmark stand-in",
-                                  loader=lambda _space=space, **_: _space), replace=True)
+                                  loader=lambda *_, _space=space, **__: _space), replace=True)
         out[name] = space
     return out
 
@@ -151,14 +151,15 @@ def pool_items(n: int) -> dict:
 
 def write_rows(store, stand_ins: dict, pools: dict, seed: int, chunk: int = 8192) -> None:
     """Every (space, modality) pool row: n(W·z_i + noise), z_i the item's latent (shared by
-    audio i, image i and text i), W a fixed random map per (space, modality)."""
+    audio i, image i and text i), W a fixed random map per space (its modalities aligned,
+    the spaces not), the noise drawn per space and modality."""
     from freebind.store import text_key
 
     n = len(pools["text"])
     for s_i, (name, space) in enumerate(stand_ins.items()):
         for m in space.modalities:
             m_i = ("audio", "image", "text").index(m)
-            w = np.random.default_rng([seed, s_i, m_i, 1]).standard_normal(
+            w = np.random.default_rng([seed, s_i, 1]).standard_normal(
                 (LATENT, space.dim)).astype(np.float32) / np.sqrt(LATENT)
             for a in range(0, n, chunk):
                 b = min(n, a + chunk)
@@ -251,7 +252,7 @@ def run(args) -> dict:
 
         index = Index(str(bundle), store=store)
         index.add_embeddings(out, store=store)
-        hits = index.search("synthetic caption 000000001", modality="text", k=5)
+        hits = index.search(vector=np.asarray(text_rows[1:2])[0], modality="text", k=5)
         del index
 
         stages.begin("eval t2a")
@@ -260,7 +261,7 @@ def run(args) -> dict:
         peak = max(r["peak_anon_mb"] for r in stages.rows)
         return {"items": args.items, "hidden": args.hidden, "route": bool(args.route),
                 "queries": args.queries, "jobs": jobs, "peak_anon_mb": peak,
-                "search_top": [h.path if hasattr(h, "path") else str(h) for h in hits][:1],
+                "search_top": [h.path for h in hits][:1],
                 "metrics": metrics, "stages": stages.rows}
     finally:
         stages.close()

@@ -213,12 +213,14 @@ class LeafPools:
     store: object
     _keys: dict = field(default_factory=dict)
 
-    def keys(self, modality: str) -> list[str]:
-        """The content keys of the kept items of ``modality`` (computed once)."""
+    def keys(self, modality: str) -> np.ndarray:
+        """The content keys (``S64``) of the kept items of ``modality`` (computed once)."""
         if modality not in self._keys:
             items = self.pool.items[modality]
-            self._keys[modality] = [self.store.key(modality, items[i])
-                                    for i in self.kept[modality]]
+            keys = np.zeros(len(self.kept[modality]), dtype="S64")
+            for j, i in enumerate(self.kept[modality]):
+                keys[j] = self.store.key(modality, items[i])
+            self._keys[modality] = keys
         return self._keys[modality]
 
 
@@ -274,17 +276,15 @@ def space_so_far(plan, text: str, projectors, leaf: LeafPools, job_keys: Mapping
     out = {}
     for m in mods:
         keys = leaf.keys(m)
-        have = store.cached_keys(space, m)
-        todo = [k not in have for k in keys]
-        del have
-        if any(todo):
+        todo = store.index(space, m).find(keys) < 0
+        if todo.any():
             mdir = store.modality_dir(space, m)
             store._write_space_meta(space)
             for _, a, block in fuse_blocks(node, projectors, leaf.rows, table=table,
                                            modalities=[m], chunk_rows=chunk_rows,
                                            device=device):
                 b = a + block.shape[0]
-                if any(todo[a:b]):
+                if todo[a:b].any():
                     store._write_shard(mdir, keys[a:b], block.detach().cpu().float().numpy())
         out[m] = resident(store.view(space, m, keys))
     return out
@@ -709,8 +709,8 @@ def make_bundle(plan, projectors: Mapping, training: Mapping, leaf: LeafPools,
     for m in POOL_MODALITIES:
         if m in leaf.kept:
             h = hashlib.sha256(m.encode())
-            for k in leaf.keys(m):
-                h.update(k.encode())
+            for k in leaf.keys(m).tolist():
+                h.update(k)
             data_fp[m] = {"items": int(len(leaf.kept[m])), "fingerprint": h.hexdigest()[:16]}
     return FusedSpace.from_plan(plan, projectors, spaces=space_meta, training=training,
                                 data=data_fp)

@@ -40,6 +40,9 @@ VERSION = 1
 #: exact search while rows × dim ≤ this (per component): 122k rows at 1024-d, 2.6M at 48-d;
 #: about 1 GB read per query at the limit (see benchmarks/bench_search.py)
 EXACT_CELLS = 125_000_000
+#: Score cells (items x queries) one block of ``search_many`` holds: 64 M float32 cells,
+#: 256 MiB (``search --texts`` with many queries runs block after block).
+SCORE_CELLS = 1 << 26
 QUERY_MODALITIES = ("text", "audio", "image", "video", "depth", "thermal", "imu")
 
 
@@ -217,9 +220,9 @@ class Index:
                 np.concatenate([block.leaves[r], new])
         # components of the new rows under every cached key, appended (no full recompute)
         for k, (pv, a, b, dot, table) in list(block.comps.items()):
-            na, nb = parts.components(self.graph, self.projectors,
-                                      {r: {modality: arrays[r][keep_idx]} for r in block.refs},
-                                      modality, table)
+            na, nb = _components_in_chunks(self.graph, self.projectors,
+                                           {r: {modality: arrays[r][keep_idx]}
+                                            for r in block.refs}, modality, table)
             block.comps[k] = (pv, _cat(a, na), _cat(b, nb), _cat(dot, _rowdot(na, nb)), table)
         block.ann = None  # rebuilt by build_ann() / save()
         return len(keep)
@@ -325,7 +328,8 @@ class Index:
         if k not in block.comps:
             pv = parts.pivot(self.graph, block.modality, table)
             leaves = {r: {block.modality: block.leaves[r]} for r in block.refs}
-            a, b = parts.components(self.graph, self.projectors, leaves, block.modality, table)
+            a, b = _components_in_chunks(self.graph, self.projectors, leaves, block.modality,
+                                         table)
             block.comps[k] = (pv, a, b, _rowdot(a, b), table)
             own = parts.key(self.graph, block.modality, self.table)
             for old in [x for x in block.comps if x not in (own, k)][:-2]:
@@ -511,11 +515,16 @@ class Index:
                     per_query[qi] += [(float(s[j]), int(block.ids[r]), m)
                                       for j, r in enumerate(rows)]
                 continue
-            s = parts.scores(q[0] if len(q) == 1 else q, a, b, dot, f)  # [N] or [N, Q]
-            for qi in range(len(q)):
-                col = s if s.ndim == 1 else s[:, qi]
-                top = _topk(col, k)
-                per_query[qi] += [(float(col[r]), int(block.ids[r]), m) for r in top]
+            # queries in blocks: one block's [N, Q'] scores at a time, never [N, Q]
+            step = max(1, SCORE_CELLS // max(1, block.rows))
+            for q0 in range(0, len(q), step):
+                qs = q[q0:q0 + step]
+                s = parts.scores(qs[0] if len(qs) == 1 else qs, a, b, dot, f)  # [N] / [N, Q']
+                for j in range(len(qs)):
+                    col = s if s.ndim == 1 else s[:, j]
+                    top = _topk(col, k)
+                    per_query[q0 + j] += [(float(col[r]), int(block.ids[r]), m) for r in top]
+                del s
         out = []
         for hits in per_query:
             hits.sort(key=lambda h: (-h[0], h[1]))
@@ -691,6 +700,31 @@ def _override_text(o) -> str:
     from freebind.factors import _text
 
     return o if isinstance(o, str) else _text(o)
+
+
+def _components_in_chunks(graph, projectors, leaves, modality, table, chunk_rows=None):
+    """:func:`parts.components` computed ``chunk_rows`` rows at a time (default: what the
+    fusion memory budget allows, :func:`freebind.graph.fusion_chunk_rows`), so the
+    projectors' activations never grow with the index."""
+    from freebind.graph import fusion_chunk_rows
+
+    n = int(next(iter(next(iter(leaves.values())).values())).shape[0])
+    step = max(1, int(chunk_rows or fusion_chunk_rows(projectors)))
+    if n <= step:
+        return parts.components(graph, projectors, leaves, modality, table)
+    a_out = b_out = None
+    for start in range(0, n, step):
+        stop = min(n, start + step)
+        sub = {r: {m: v[start:stop] for m, v in mods.items()} for r, mods in leaves.items()}
+        a, b = parts.components(graph, projectors, sub, modality, table)
+        if start == 0:
+            a_out = None if a is None else np.empty((n, a.shape[1]), dtype=np.float32)
+            b_out = None if b is None else np.empty((n, b.shape[1]), dtype=np.float32)
+        if a is not None:
+            a_out[start:stop] = a
+        if b is not None:
+            b_out[start:stop] = b
+    return a_out, b_out
 
 
 def _cat(old, new):

@@ -256,7 +256,7 @@ def run(args) -> dict:
         del index
 
         stages.begin("eval t2a")
-        metrics = _evaluate(text_rows, np.load(audio_path, mmap_mode="r"))
+        metrics = _evaluate(text_rows, np.load(audio_path, mmap_mode="r"), args.eval_queries)
         stages.close()
         peak = max(r["peak_anon_mb"] for r in stages.rows)
         return {"items": args.items, "hidden": args.hidden, "route": bool(args.route),
@@ -300,12 +300,13 @@ class _Concat:
         return np.concatenate(parts) if parts else np.zeros((0, self.shape[1]), self.dtype)
 
 
-def _evaluate(queries, gallery) -> dict:
-    """Text i → audio i retrieval on memory-mapped rows (R@1, R@10, mAP@10)."""
+def _evaluate(queries, gallery, n_queries: int) -> dict:
+    """Text i → audio i retrieval on memory-mapped rows (R@1, R@10, mAP@10): the first
+    ``n_queries`` texts against every audio row."""
     from freebind.evaluate import retrieval_from_embeddings
 
-    n = len(queries)
-    return retrieval_from_embeddings(queries, gallery, np.arange(n)[:, None], ks=(1, 10))
+    n = min(len(queries), n_queries)
+    return retrieval_from_embeddings(queries[0:n], gallery, np.arange(n)[:, None], ks=(1, 10))
 
 
 def main(argv=None) -> int:
@@ -315,6 +316,8 @@ def main(argv=None) -> int:
     ap.add_argument("--route", action="store_true", help="route=learned on c(CLAP_g, CLAP_m)")
     ap.add_argument("--queries", type=int, default=2000,
                     help="pseudo-tuple queries per modality (max_queries)")
+    ap.add_argument("--eval-queries", type=int, default=2000,
+                    help="text queries of the t2a retrieval (against every audio row)")
     ap.add_argument("--epochs", type=int, default=1, help="training epochs per job and router")
     ap.add_argument("--batch", type=int, default=1024, help="training batch")
     ap.add_argument("--partition", type=int, default=100000, help="embed partition size")

@@ -495,6 +495,26 @@ class PoolView:
                                     "to rebuild")
         return got
 
+    @staticmethod
+    def concat(views: Sequence["PoolView"]) -> "PoolView":
+        """One view of several views' rows, one after the other (nothing is read)."""
+        shards: list[Path] = []
+        slot: dict[Path, int] = {}
+        shard_of, row_of = [], []
+        dims = {v.dim for v in views}
+        if len(dims) != 1:
+            raise FreebindError(f"cannot join views of dims {sorted(dims)}")
+        for v in views:
+            remap = np.empty(len(v.shards), dtype=np.int32)
+            for i, s in enumerate(v.shards):
+                if s not in slot:
+                    slot[s] = len(shards)
+                    shards.append(s)
+                remap[i] = slot[s]
+            shard_of.append(remap[v.shard_of] if len(v.shards) else v.shard_of)
+            row_of.append(v.row_of)
+        return PoolView(shards, np.concatenate(shard_of), np.concatenate(row_of), dims.pop())
+
     def subset(self, rows) -> "PoolView":
         rows = np.asarray(rows, dtype=np.int64)
         return PoolView(self.shards, self.shard_of[rows], self.row_of[rows], self.dim,

@@ -58,6 +58,11 @@ class Target:
     #: loader options of every ``spaces.get`` for this target (device, precision, …)
     space_options: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self):
+        # a bundle fuses where its encoders run
+        if self.fused is not None and self.space_options.get("device"):
+            self.fused.to(self.space_options["device"])
+
     # --- what it is ---------------------------------------------------------------------
     @property
     def is_bundle(self) -> bool:

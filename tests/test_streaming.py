@@ -2,6 +2,8 @@
 rows gives the whole-array result (bit-identical on the CPU where the arithmetic is the same,
 else within 1e-6)."""
 
+import hashlib
+
 import numpy as np
 import pytest
 import torch
@@ -287,3 +289,86 @@ def test_router_batches_equal_the_whole_tuple_set():
         torch.testing.assert_close(part.fixed[m], everything.fixed[m][pick], rtol=0,
                                    atol=1e-6)
     assert list(part.query) == list(data.query[pick])
+
+
+# ------------------------------------------------------------------------------ search
+
+def test_index_spills_to_disk_and_ranks_as_in_memory(tmp_path, monkeypatch):
+    """An index whose components and joined leaves live in memory-mapped temporary files,
+    computed in chunks of 3 rows, added in several parts and from store views, ranks exactly
+    as the in-memory index; a saved index reads its large files memory-mapped."""
+    from types import SimpleNamespace
+
+    from freebind.search import Index
+    from freebind.search import index as index_mod
+    from tests.test_search_index import random_fused, random_leaves
+
+    fs = random_fused()
+    n = 90
+    leaves = random_leaves(fs, n)
+    mem = Index(fs)
+    for m in ("audio", "text"):
+        mem.add_leaves(m, [f"{m}{i}" for i in range(n)],
+                       {r: leaves[r][m] for r in leaves if m in leaves[r]})
+    # the same rows from memory-mapped store views, in three parts
+    store = EmbeddingStore(tmp_path / "store", shard_size=16)
+    views = {}
+    for r, mods in leaves.items():
+        meta = fs.plan.spaces[r]
+        space = SimpleNamespace(name=r, fingerprint=r, dim=meta["dim"],
+                                modalities=tuple(meta["modalities"]))
+        for m, x in mods.items():
+            x = x / np.linalg.norm(x, axis=1, keepdims=True)
+            keys = [hashlib.sha256(f"{r}/{m}/{i}".encode()).hexdigest() for i in range(n)]
+            store.write(space, m, keys, x)
+            views.setdefault(r, {})[m] = store.view(space, m, keys)
+    monkeypatch.setattr(index_mod, "SPILL_BYTES", 0)
+    monkeypatch.setattr("freebind.graph.fusion_chunk_rows", lambda *a, **k: 3)
+    fs.save(tmp_path / "b.safetensors")
+    spilled = Index(fs)
+    for m in ("audio", "text"):
+        for a, b in ((0, 30), (30, 31), (31, n)):
+            spilled.add_leaves(m, [f"{m}{i}" for i in range(a, b)],
+                               {r: views[r][m].subset(np.arange(a, b)) for r in views
+                                if m in views[r]})
+    block = spilled.blocks["audio"]
+    assert all(isinstance(v, type(views["mini:bind"]["audio"])) for v in block.leaves.values())
+    rng = np.random.default_rng(3)
+    q = rng.normal(size=(4, fs.dim)).astype(np.float32)
+    for factors in ([], ["a=0.3"], ["b2=off"]):
+        for m in ("audio", "text"):
+            got = spilled.search_many([None] * 4, modality=m, k=7, vectors=q, factors=factors)
+            want = mem.search_many([None] * 4, modality=m, k=7, vectors=q, factors=factors)
+            assert [[h.path for h in hs] for hs in got] == [[h.path for h in hs] for hs in want]
+            for hs, ws in zip(got, want):
+                np.testing.assert_allclose([h.score for h in hs], [w.score for w in ws],
+                                           atol=1e-5)
+    _, _, a, _, _ = spilled._components(block, spilled.table)
+    assert isinstance(a, np.memmap)
+    spilled.save(tmp_path / "idx")
+    again = Index.load(tmp_path / "idx")
+    assert isinstance(again.blocks["audio"].leaves["mini:bind"], np.memmap)
+    got = again.search_many([None] * 4, modality="audio", k=7, vectors=q)
+    want = mem.search_many([None] * 4, modality="audio", k=7, vectors=q)
+    assert [[h.path for h in hs] for hs in got] == [[h.path for h in hs] for hs in want]
+
+
+def test_search_many_scores_queries_in_blocks(monkeypatch):
+    """Many queries: blocks of 2 queries' scores at a time give the same hits (scores
+    within 1e-6: a matmul of another shape rounds differently in the last bits)."""
+    from freebind.search import Index
+    from freebind.search import index as index_mod
+    from tests.test_search_index import random_fused, random_leaves
+
+    fs = random_fused()
+    leaves = random_leaves(fs, 50)
+    idx = Index(fs)
+    idx.add_leaves("audio", [f"a{i}" for i in range(50)],
+                   {r: leaves[r]["audio"] for r in leaves if "audio" in leaves[r]})
+    q = np.random.default_rng(0).normal(size=(9, fs.dim)).astype(np.float32)
+    whole = idx.search_many([None] * 9, modality="audio", k=5, vectors=q)
+    monkeypatch.setattr(index_mod, "SCORE_CELLS", 100)      # 2 queries x 50 rows a block
+    blocks = idx.search_many([None] * 9, modality="audio", k=5, vectors=q)
+    assert [[h.path for h in hs] for hs in blocks] == [[h.path for h in hs] for hs in whole]
+    np.testing.assert_allclose([[h.score for h in hs] for hs in blocks],
+                               [[h.score for h in hs] for hs in whole], rtol=0, atol=1e-6)

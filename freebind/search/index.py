@@ -34,6 +34,7 @@ import numpy as np
 from freebind.atomic import atomic_write, atomic_write_text
 from freebind.errors import FreebindError, MediaError, UsageError
 from freebind.search import parts
+from freebind.store import PoolView
 
 FORMAT = "freebind-index"
 VERSION = 1
@@ -190,11 +191,14 @@ class Index:
                              f"{', '.join(missing)}")
         arrays = {}
         for r in block.refs:
-            a = np.asarray(leaves[r], dtype=np.float32)
+            a = leaves[r] if isinstance(leaves[r], PoolView) else \
+                np.asarray(leaves[r], dtype=np.float32)
             if a.ndim != 2 or a.shape[0] != len(paths):
                 raise UsageError(f"{r} {modality} embeddings: expected [{len(paths)}, d], "
                                  f"got {list(a.shape)}")
-            arrays[r] = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
+            # store views stay memory-mapped (their rows are normalised when fused)
+            arrays[r] = a if isinstance(a, PoolView) else \
+                a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
         keep = []
         seen = set()
         for i, p in enumerate(paths):
@@ -215,13 +219,12 @@ class Index:
         new_ids = np.arange(start, start + len(keep), dtype=np.int64)
         block.ids = np.concatenate([block.ids, new_ids])
         for r in block.refs:
-            new = arrays[r][keep_idx]
-            block.leaves[r] = new if block.leaves[r] is None else \
-                np.concatenate([block.leaves[r], new])
+            new = _rows(arrays[r], keep_idx)
+            block.leaves[r] = new if block.leaves[r] is None else _cat(block.leaves[r], new)
         # components of the new rows under every cached key, appended (no full recompute)
         for k, (pv, a, b, dot, table) in list(block.comps.items()):
             na, nb = _components_in_chunks(self.graph, self.projectors,
-                                           {r: {modality: arrays[r][keep_idx]}
+                                           {r: {modality: _rows(arrays[r], keep_idx)}
                                             for r in block.refs}, modality, table)
             block.comps[k] = (pv, _cat(a, na), _cat(b, nb), _cat(dot, _rowdot(na, nb)), table)
         block.ann = None  # rebuilt by build_ann() / save()
@@ -240,7 +243,7 @@ class Index:
         items = list(items)
         requests = [(ref, self._space_of(ref), modality) for ref in block_refs]
         got = encode_aligned(requests, items, store=store, batch_size=batch_size,
-                             progress=progress)
+                             progress=progress, lazy=True)   # leaves stay memory-mapped
         kept = got.kept
         failures = {f.index: {"path": _item_name(items[f.index]) if names is None
                               else str(names[f.index]), "reason": f.reason}
@@ -425,7 +428,7 @@ class Index:
         rows = len(next(iter(next(iter(leaves.values())).values())))
         with _few_threads(rows):
             out = fuse(self.graph, self.projectors, leaves, table=table, modalities=[modality])
-        return out[modality].numpy()
+        return out[modality].cpu().numpy()
 
     def _query_leaves(self, modality, items, table) -> dict:
         refs = self._leaf_refs(modality) if self.fused is not None else [self.ref]
@@ -706,8 +709,10 @@ def _components_in_chunks(graph, projectors, leaves, modality, table, chunk_rows
     """:func:`parts.components` computed ``chunk_rows`` rows at a time (default: what the
     fusion memory budget allows, :func:`freebind.graph.fusion_chunk_rows`), so the
     projectors' activations never grow with the index."""
-    from freebind.graph import fusion_chunk_rows
+    from freebind.graph import OnDevice, fusion_chunk_rows
 
+    # the index scores on the CPU: a bundle moved to a device is read through CPU copies
+    projectors = OnDevice(projectors, "cpu")
     n = int(next(iter(next(iter(leaves.values())).values())).shape[0])
     step = max(1, int(chunk_rows or fusion_chunk_rows(projectors)))
     if n <= step:
@@ -718,8 +723,8 @@ def _components_in_chunks(graph, projectors, leaves, modality, table, chunk_rows
         sub = {r: {m: v[start:stop] for m, v in mods.items()} for r, mods in leaves.items()}
         a, b = parts.components(graph, projectors, sub, modality, table)
         if start == 0:
-            a_out = None if a is None else np.empty((n, a.shape[1]), dtype=np.float32)
-            b_out = None if b is None else np.empty((n, b.shape[1]), dtype=np.float32)
+            a_out = None if a is None else _spill_array((n, a.shape[1]))
+            b_out = None if b is None else _spill_array((n, b.shape[1]))
         if a is not None:
             a_out[start:stop] = a
         if b is not None:
@@ -727,10 +732,43 @@ def _components_in_chunks(graph, projectors, leaves, modality, table, chunk_rows
     return a_out, b_out
 
 
+#: Arrays (leaves joined, components) larger than this live in an unlinked temporary file,
+#: memory-mapped: the page cache holds them, not the process (an index of millions of rows).
+SPILL_BYTES = 64 << 20
+
+
+def _spill_array(shape, dtype=np.float32) -> np.ndarray:
+    """A writable float array: in memory when small, else memory-mapped on an unlinked
+    temporary file (removed by the OS when the last reference goes)."""
+    nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    if nbytes <= SPILL_BYTES:
+        return np.empty(shape, dtype=dtype)
+    import tempfile
+
+    fh = tempfile.TemporaryFile(prefix="freebind-index-")
+    fh.truncate(max(1, nbytes))
+    return np.memmap(fh, dtype=dtype, mode="r+", shape=shape)
+
+
+def _rows(x, idx):
+    """Rows ``idx`` of an array or a store view (a view stays a view)."""
+    return x.subset(idx) if isinstance(x, PoolView) else x[idx]
+
+
 def _cat(old, new):
+    """Rows of ``old`` then ``new``: views joined without reading, arrays copied block by
+    block into a spill array when large."""
     if old is None or new is None:
         return None
-    return np.concatenate([old, new])
+    if isinstance(old, PoolView) and isinstance(new, PoolView):
+        return PoolView.concat([old, new])
+    n_old, n_new = len(old), len(new)
+    out = _spill_array((n_old + n_new,) + tuple(old.shape[1:]))
+    for src, base in ((old, 0), (new, n_old)):
+        for a in range(0, len(src), 65536):
+            b = min(len(src), a + 65536)
+            out[base + a:base + b] = np.asarray(src[a:b])
+    return out
 
 
 def _rowdot(a, b):
@@ -774,17 +812,31 @@ def _faiss():
     return faiss
 
 
-def _save_npy(path: Path, arr: np.ndarray) -> None:
-    def write(tmp):
-        with open(tmp, "wb") as fh:
-            np.save(fh, np.ascontiguousarray(arr), allow_pickle=False)
+def _save_npy(path: Path, arr) -> None:
+    """An ``.npy`` of ``arr`` (an array, a memory map or a store view), written block by
+    block (atomic; the bytes of ``np.save``)."""
+    if isinstance(arr, np.ndarray) and not isinstance(arr, np.memmap):
+        def write(tmp):
+            with open(tmp, "wb") as fh:
+                np.save(fh, np.ascontiguousarray(arr), allow_pickle=False)
+    else:
+        def write(tmp):
+            out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32,
+                                            shape=tuple(arr.shape))
+            for a in range(0, len(arr), 65536):
+                b = min(len(arr), a + 65536)
+                out[a:b] = np.asarray(arr[a:b])
+            out.flush()
+            del out
 
     atomic_write(path, write)
 
 
 def _load_npy(path: Path) -> np.ndarray:
+    """An index file: memory-mapped when large (read through the page cache)."""
     try:
-        return np.load(path, allow_pickle=False)
+        big = path.stat().st_size > SPILL_BYTES
+        return np.load(path, allow_pickle=False, mmap_mode="r" if big else None)
     except (OSError, ValueError) as exc:
         raise IndexError_(f"{path}: cannot read ({exc})") from None
 

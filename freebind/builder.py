@@ -47,6 +47,8 @@ class Pools:
 
     items: dict[str, list]
     origin: dict[str, str] = field(default_factory=dict)
+    #: what the readers could not use (a truncated shard, null cells), as report entries
+    problems: list[dict] = field(default_factory=list)
 
     def modalities(self) -> tuple[str, ...]:
         return tuple(m for m in POOL_MODALITIES if self.items.get(m))
@@ -100,24 +102,44 @@ def read_pools_file(path: str | os.PathLike) -> dict[str, str]:
         raise PoolError(f"{path}: not a JSON pools file ({exc})") from None
     if not isinstance(data, dict) or not any(m in data for m in POOL_MODALITIES):
         raise PoolError(f"{path}: a pools file maps audio/image/text to paths")
-    return {m: str(path.parent / data[m]) for m in POOL_MODALITIES if data.get(m)}
+    out = {}
+    for m in POOL_MODALITIES:
+        v = data.get(m)
+        if isinstance(v, dict):   # {"path": TABLE, "column": NAME}
+            if not v.get("path"):
+                raise PoolError(f"{path}: {m}: an object needs a \"path\"")
+            out[m] = {**v, "path": str(path.parent / v["path"])}
+        elif v:
+            out[m] = str(path.parent / v)
+    return out
 
 
 def resolve_pools(audio=None, image=None, text=None, pools=None) -> Pools:
-    """Pools from flags (folders, a text file, or lists) and/or a pools file."""
+    """Pools from flags (folders, a text file, or lists) and/or a pools file. A flag may
+    also name tar shards, a table or a datasets folder, or be ``{"path", "column"}``
+    (:func:`freebind.readers.read_pool`)."""
+    from freebind.readers import read_pool
+
     spec: dict[str, object] = {}
     if pools is not None:
         spec.update(read_pools_file(pools))
     for m, v in (("audio", audio), ("image", image), ("text", text)):
         if v is not None:
             spec[m] = v
-    items, origin = {}, {}
+    items, origin, problems = {}, {}, []
     for m, v in spec.items():
+        got = read_pool(m, v) if isinstance(v, (str, os.PathLike, Mapping)) else None
+        if got is not None:
+            items[m], origin[m] = got.items[m], got.origin
+            problems += [{**p, "modality": m} for p in got.problems]
+            continue
+        if isinstance(v, Mapping):
+            v = v["path"]
         if m == "text":
             items[m], origin[m] = _texts_of(v)
         else:
             items[m], origin[m] = _files_of(m, v)
-    return Pools(items, origin)
+    return Pools(items, origin, problems)
 
 
 def default_mini_pools(root: Path, n: int = MINI_POOL_SIZE, seed: int = MINI_POOL_SEED,
@@ -486,13 +508,14 @@ def build(expression, audio=None, image=None, text=None, pools=None, output=None
             torch.set_num_threads(previous)
 
 
-def _fill_store(plan, pool, store, engine, shard, batch_size, progress, space_options, say):
-    """The embedding stage on an engine: every (space, modality) store call of step 1."""
-    from freebind import spaces
+def _fill_store(plan, pool, store, engine, shard, batch_size, progress, space_options, say,
+                leaves):
+    """The embedding stage on an engine: every (space, modality) store call of step 1
+    (none for a space whose rows were all imported)."""
     from freebind.engine import fill
     from freebind.engine.chunks import StoreCall
 
-    opened = {ref: spaces.get(ref, **space_options) for ref in plan.spaces}
+    opened = {ref: leaf.space for ref, leaf in leaves.items() if leaf.rows != "imported"}
     calls = [StoreCall(ref, m, pool.items[m]) for ref, sp in opened.items()
              for m in pool.modalities() if m in sp.modalities]
     where = f" (slice {shard[0]}/{shard[1]})" if shard else ""
@@ -502,21 +525,23 @@ def _fill_store(plan, pool, store, engine, shard, batch_size, progress, space_op
 
 
 def embed_pools(plan, pool: Pools, store, report: BuildReport, batch_size: int = 64,
-                progress: bool = False, space_options: Mapping | None = None) -> LeafPools:
+                progress: bool = False, leaves: Mapping | None = None) -> LeafPools:
     """Step 1: every pool item embedded with every leaf space through the store (cached,
-    resumable), read back as memory-mapped views (arrays when small), only the items every
-    space decoded, rows aligned across spaces. Failures go into ``report.skipped``."""
-    from freebind import spaces
-
+    resumable; rows imported for a space are read from their own identity, and a space
+    whose rows were all imported is never loaded: ``leaves`` from
+    :func:`freebind.importer.resolve_leaf`), read back as memory-mapped views (arrays when
+    small), only the items every space decoded, rows aligned across spaces. Failures go
+    into ``report.skipped``."""
     leaf_raw: dict[str, dict[str, tuple]] = {}
     for ref in plan.spaces:
-        space = spaces.get(ref, **dict(space_options or {}))
+        space, fallback = leaves[ref].space, leaves[ref].fallback
         for m in pool.modalities():
             if m not in space.modalities:
                 continue
             before = store.encoded
             view, idx, failures = store.embed(space, m, pool.items[m], batch_size=batch_size,
-                                              progress=progress, on_error="skip", lazy=True)
+                                              progress=progress, on_error="skip", lazy=True,
+                                              fallback=fallback)
             encoded = store.encoded - before
             report.encoded += encoded
             report.reused += len(idx) - encoded
@@ -596,7 +621,7 @@ def _build(expression, config: BuildConfig, engine=None, shard=None):
     far (store), pseudo tuples, training, router → bundle."""
     import torch
 
-    from freebind import algebra
+    from freebind import algebra, spaces
     from freebind.router import router_hyper
     from freebind.store import EmbeddingStore
     from freebind.train import defaults_for
@@ -617,14 +642,21 @@ def _build(expression, config: BuildConfig, engine=None, shard=None):
     store = EmbeddingStore(config.cache_dir, dtype=config.store_dtype or "float32")
     device = space_options.get("device")  # also where pseudo tuples and training run
     pool = build_pools(config, families, store, say)
-    report = BuildReport(plan.expression, None, pool.counts(), pool.origin, str(store.root))
+    report = BuildReport(plan.expression, None, pool.counts(), pool.origin, str(store.root),
+                         skipped=list(pool.problems))
 
-    # 1. embed every pool item with every leaf space (cached)
+    # 1. embed every pool item with every leaf space (cached); a space whose rows were all
+    # imported is not loaded (freebind.importer)
     t = time.perf_counter()
+    from freebind.importer import resolve_leaf
+
+    items = {m: pool.items[m] for m in pool.modalities()}
+    leaves = {ref: resolve_leaf(store, ref, items, lambda r: spaces.get(r, **space_options))
+              for ref in plan.spaces}
     filled = None
     if engine is not None:
         filled = _fill_store(plan, pool, store, engine, shard, batch_size, progress,
-                             space_options, say)
+                             space_options, say, leaves)
         report.engine = filled.to_dict()
         if shard is not None:
             report.encoded = filled.encoded
@@ -634,7 +666,11 @@ def _build(expression, config: BuildConfig, engine=None, shard=None):
             report.seconds["embed"] = report.seconds["total"] = round(
                 time.perf_counter() - t, 2)
             return report
-    leaf = embed_pools(plan, pool, store, report, batch_size, progress, space_options)
+    for ref, got in leaves.items():
+        if got.rows != "encoded":
+            ident = got.space if got.fallback is None else got.fallback
+            say(f"{ref}: rows {got.rows} ({ident.fingerprint})")
+    leaf = embed_pools(plan, pool, store, report, batch_size, progress, leaves)
     if filled is not None:  # the engine's encodes, counted as such, not as cache reuse
         report.encoded += filled.encoded
         report.reused -= filled.encoded
@@ -679,7 +715,7 @@ def _build(expression, config: BuildConfig, engine=None, shard=None):
         del source, target
 
     # 4. the bundle (deterministic content: no times, no absolute paths)
-    fused = make_bundle(plan, projectors, training, leaf, space_options)
+    fused = make_bundle(plan, projectors, training, leaf, leaves)
     if config.save:
         out = Path(config.output) if config.output is not None \
             else default_output(plan.expression)
@@ -694,17 +730,14 @@ def _build(expression, config: BuildConfig, engine=None, shard=None):
 
 
 def make_bundle(plan, projectors: Mapping, training: Mapping, leaf: LeafPools,
-                space_options: Mapping | None = None):
+                leaves: Mapping):
     """The :class:`~freebind.fused.FusedSpace` of a finished build: projectors, routers,
-    training summaries, each space's fingerprint and each pool's (items kept, content
-    fingerprint)."""
-    from freebind import spaces
+    training summaries, each space's fingerprint (and where its rows came from) and each
+    pool's (items kept, content fingerprint)."""
     from freebind.fused import FusedSpace
 
-    space_meta = {}
-    for ref in plan.spaces:
-        sp = spaces.get(ref, **dict(space_options or {}))
-        space_meta[ref] = {**plan.spaces[ref], "fingerprint": str(sp.fingerprint)}
+    space_meta = {ref: {**plan.spaces[ref], "fingerprint": str(leaves[ref].space.fingerprint),
+                        **leaves[ref].meta()} for ref in plan.spaces}
     data_fp = {}
     for m in POOL_MODALITIES:
         if m in leaf.kept:

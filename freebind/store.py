@@ -150,6 +150,12 @@ class EmbeddingStore:
             if not isinstance(item, str):
                 raise MediaError(f"{item!r}: a text item must be a string")
             return text_key(item)
+        if isinstance(item, str) and "::" in item:  # a medium inside a tar shard or table
+            from freebind.readers import member_key
+
+            key = member_key(item)
+            if key is not None:
+                return key
         path = os.fspath(item)
         try:
             st = os.stat(path)
@@ -187,6 +193,13 @@ class EmbeddingStore:
         """How many distinct items of ``modality`` the cache holds for ``space``."""
         return len(self._index(self.modality_dir(space, modality)))
 
+    def _index_with(self, mdir: Path, fallback, modality: str) -> "ShardIndex":
+        """``mdir``'s index, with ``fallback``'s entries for the keys it lacks."""
+        own = self._index(mdir)
+        if fallback is None:
+            return own
+        return ShardIndex.union(own, self._index(self.modality_dir(fallback, modality)))
+
     def index(self, space, modality: str) -> "ShardIndex":
         """The cached keys of ``modality`` for ``space`` and where they live (compact,
         searchable: :meth:`ShardIndex.find`)."""
@@ -208,9 +221,12 @@ class EmbeddingStore:
 
     # --- the work -------------------------------------------------------------------------
     def embed(self, space, modality: str, items: Sequence[Any], batch_size: int = 64,
-              progress: bool = True, on_error: str = "raise", lazy: bool = False):
+              progress: bool = True, on_error: str = "raise", lazy: bool = False,
+              fallback=None):
         """Embeddings of ``items`` (see the class). ``lazy=True`` returns a
-        :class:`PoolView` of the rows instead of loading them."""
+        :class:`PoolView` of the rows instead of loading them. ``fallback`` (a space-like
+        identity, such as rows imported for this space: :mod:`freebind.importer`) is read
+        for the keys ``space``'s own entries lack, so only what neither holds is encoded."""
         if on_error not in ("raise", "skip"):
             raise ValueError("on_error must be 'raise' or 'skip'")
         if modality not in tuple(space.modalities):
@@ -228,7 +244,7 @@ class EmbeddingStore:
                 failures[i] = EmbedFailure(i, _item_text(item), _reason(exc, item))
 
         mdir = self.modality_dir(space, modality)
-        index = self._index(mdir)
+        index = self._index_with(mdir, fallback, modality)
         # distinct keys still missing, in first-appearance order (the shard layout)
         absent = np.flatnonzero((index.find(keys) < 0) & (keys != b""))
         if absent.size:
@@ -244,7 +260,7 @@ class EmbeddingStore:
                     if i not in failures:
                         failures[i] = EmbedFailure(i, _item_text(items[i]),
                                                    _reason(exc, items[i]))
-            index = self._index(mdir)
+            index = self._index_with(mdir, fallback, modality)
 
         kept = np.ones(len(items), dtype=bool)
         kept[list(failures)] = False
@@ -398,6 +414,15 @@ class ShardIndex:
         self.keys = keys[sel]
         self.shard_of = shard_of[sel]
         self.row_of = row_of[sel]
+
+    @staticmethod
+    def union(first: "ShardIndex", second: "ShardIndex") -> "ShardIndex":
+        """Both indexes' keys; a key in both resolves to ``first``'s entry."""
+        return ShardIndex(first.shards + second.shards,
+                          np.concatenate([first.keys, second.keys]),
+                          np.concatenate([first.shard_of,
+                                          second.shard_of + len(first.shards)]).astype(np.int32),
+                          np.concatenate([first.row_of, second.row_of]))
 
     def find(self, keys) -> np.ndarray:
         """Positions of ``keys`` (an ``S64`` array or strings) in the index, -1 if absent."""

@@ -11,9 +11,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any, Callable, Mapping
 
+#: pseudo-tuple defaults (neighbours aggregated per slot, softmax temperature); the one
+#: place they are set: :mod:`freebind.pseudo` and the training defaults both read them
+DEFAULT_TOPK = 5
+DEFAULT_TAU = 0.05
 #: training defaults for real spaces (the paper's recipe)
 DEFAULT_HYPER = {"hidden": 2048, "temp": 0.05, "epochs": 40, "patience": 5, "lr": 1e-3,
-                 "batch": 4096, "topk": 5, "tau": 0.05, "seed": 0}
+                 "batch": 4096, "topk": DEFAULT_TOPK, "tau": DEFAULT_TAU, "seed": 0}
 #: mini plans train fast: the quick start finishes in about a minute (measured by
 #: examples/measure_bonds.py; temperature 0.02 and 15 epochs gave the best held-out R@1)
 MINI_HYPER = {"hidden": 256, "epochs": 15, "batch": 256, "patience": 3, "temp": 0.02}
@@ -53,3 +57,10 @@ class BuildConfig:
     @classmethod
     def names(cls) -> tuple[str, ...]:
         return tuple(f.name for f in fields(cls))
+
+#: Memory one chunk of fusion may take for the projectors' activations (bytes): fusion,
+#: the space built so far, embed partitions, index builds and eval read their inputs in
+#: chunks of :func:`freebind.graph.fusion_chunk_rows` rows under this budget (256 MiB: about
+#: 1,400 rows for the paper's K=7, H=2048 groups). ``FREEBIND_FUSE_BUDGET_MB`` overrides it.
+FUSE_BUDGET_BYTES = int(float(__import__("os").environ.get("FREEBIND_FUSE_BUDGET_MB", 256))
+                        * 2**20)

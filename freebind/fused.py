@@ -99,19 +99,45 @@ class FusedSpace:
         return view
 
     # --- fusion -------------------------------------------------------------------------
+    def table_for(self, factors=None, preset: str | None = None):
+        """The factor table of this view with ``factors``/``preset`` on top."""
+        if factors is None and preset is None:
+            return self.table
+        return resolve(self.graph, [*self.overrides, *as_overrides(factors)],
+                       self.presets, preset if preset is not None else self.preset)
+
     def fuse(self, embeddings: Mapping[str, Mapping[str, object]], factors=None,
-             preset: str | None = None, modalities: list[str] | None = None):
-        """Fuse precomputed base embeddings ``{space_ref: {modality: array}}`` into
-        ``{modality: Tensor}``; ``factors``/``preset`` override this view's for this call."""
+             preset: str | None = None, modalities: list[str] | None = None,
+             chunk_rows: int | None = None, device=None):
+        """Fuse precomputed base embeddings ``{space_ref: {modality: array}}`` (arrays,
+        tensors, memory maps or store views) into ``{modality: Tensor}``;
+        ``factors``/``preset`` override this view's for this call. The work runs
+        ``chunk_rows`` rows at a time (default: what the memory budget allows,
+        :func:`freebind.graph.fusion_chunk_rows`), on ``device`` (default: where the inputs
+        or the projectors are)."""
         from freebind.graph import fuse
 
-        if factors is None and preset is None:
-            table = self.table
-        else:
-            table = resolve(self.graph, [*self.overrides, *as_overrides(factors)],
-                            self.presets, preset if preset is not None else self.preset)
-        return fuse(self.graph, self.projectors, embeddings, table=table,
-                    modalities=modalities)
+        return fuse(self.graph, self.projectors, embeddings,
+                    table=self.table_for(factors, preset), modalities=modalities,
+                    chunk_rows=chunk_rows, device=device)
+
+    def fuse_blocks(self, embeddings: Mapping[str, Mapping[str, object]], factors=None,
+                    preset: str | None = None, modalities: list[str] | None = None,
+                    chunk_rows: int | None = None, device=None):
+        """Like :meth:`fuse`, block by block: yields ``(modality, start, Tensor)``, so
+        nothing pool-sized is held (:func:`freebind.graph.fuse_blocks`)."""
+        from freebind.graph import fuse_blocks
+
+        return fuse_blocks(self.graph, self.projectors, embeddings,
+                           table=self.table_for(factors, preset), modalities=modalities,
+                           chunk_rows=chunk_rows, device=device)
+
+    def to(self, device) -> "FusedSpace":
+        """Move the projectors (and routers) to ``device``; fusion then runs there."""
+        for group in self.projectors.values():
+            if hasattr(group, "to"):
+                group.to(device)
+        return self
 
     def inputs_needed(self, modality: str) -> dict[str, set[str]]:
         from freebind.graph import inputs_needed

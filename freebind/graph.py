@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from typing import Callable, Mapping
 
+import numpy as np
 import torch
 from torch.nn import functional as F
 
@@ -216,45 +217,214 @@ def _check_modality(graph, modality, table):
                          f"(it yields {', '.join(mods) or 'nothing'})")
 
 
-def fuse(graph: dict, projectors: Mapping, embeddings: Mapping[str, Mapping[str, object]],
-         factors=None, presets: Mapping | None = None, preset: str | None = None,
-         modalities: list[str] | None = None,
-         table: Mapping[str, BondFactors] | None = None) -> dict[str, torch.Tensor]:
-    """Fuse precomputed embeddings ``{space_ref: {modality: [N, dim]}}`` (tensors or arrays).
+def _rows_of(x) -> int:
+    return int(x.shape[0])
 
-    Returns ``{modality: Tensor [N, dim]}`` for every requested modality (default: every
-    output modality whose inputs are all present). ``factors`` are override strings (see
-    :mod:`freebind.factors`); ``preset`` selects one of ``presets``."""
-    if table is None:
-        table = resolve(graph, factors, presets, preset)
-    # Spaces give unit rows; normalising again is a no-op for them and keeps the output on
-    # the unit sphere for inputs that are not (e.g. embeddings saved at reduced precision).
-    as_tensor = {ref: {m: F.normalize(torch.as_tensor(v, dtype=torch.float32), dim=-1)
-                       for m, v in mods.items()}
-                 for ref, mods in embeddings.items()}
+
+def _sliceable(embeddings: Mapping) -> dict:
+    """Inputs as row-sliceable objects (nested lists become float32 arrays)."""
+    return {ref: {m: v if hasattr(v, "shape") else np.asarray(v, dtype=np.float32)
+                  for m, v in mods.items()} for ref, mods in embeddings.items()}
+
+
+def _slice(x, a: int, b: int):
+    """Rows [a, b) of an input: a tensor, an array, a memory map or a store PoolView."""
+    return x[a:b]
+
+
+def compute_device(projectors: Mapping, embeddings: Mapping | None = None, device=None):
+    """Where fusion runs: ``device`` when given, else that of the first input tensor not on
+    the CPU, else that of the projectors (the CPU for a bundle that was never moved)."""
+    if device is not None:
+        return torch.device(device)
+    for mods in (embeddings or {}).values():
+        for v in mods.values():
+            if isinstance(v, torch.Tensor) and v.device.type != "cpu":
+                return v.device
+    for group in projectors.values():
+        for p in _tensors_of(group):
+            return p.device
+    return torch.device("cpu")
+
+
+def _tensors_of(module) -> list:
+    if not isinstance(module, torch.nn.Module):
+        return []
+    return list(module.parameters()) + list(module.buffers())
+
+
+def module_on(module, device):
+    """``module`` on ``device``: itself when it is there already, else a copy kept beside it
+    (the caller's module is never moved; fusion reuses the copy while the module lives)."""
+    device = torch.device(device)
+    params = _tensors_of(module)
+    if not params or params[0].device == device or (
+            device.type == "cuda" and params[0].device.type == "cuda"
+            and device.index is None):
+        return module
+    copies = _COPIES.setdefault(module, {})
+    key = str(device)
+    if key not in copies:
+        import copy
+
+        copies[key] = copy.deepcopy(module).to(device).eval()
+    return copies[key]
+
+
+import weakref  # noqa: E402
+
+_COPIES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+class _OnDevice(Mapping):
+    """A projector mapping whose modules are read on one device (copies made once)."""
+
+    def __init__(self, projectors: Mapping, device):
+        self._p, self._device = projectors, device
+
+    def __getitem__(self, key):
+        return module_on(self._p[key], self._device)
+
+    def get(self, key, default=None):
+        return self[key] if key in self._p else default
+
+    def __iter__(self):
+        return iter(self._p)
+
+    def __len__(self):
+        return len(self._p)
+
+    def __contains__(self, key):
+        return key in self._p
+
+
+def fusion_chunk_rows(projectors: Mapping, budget_bytes: int | None = None) -> int:
+    """Rows fused at once so that the projectors' activations of one chunk fit in
+    ``budget_bytes`` (default :data:`freebind.config.FUSE_BUDGET_BYTES`): a group of K
+    projectors holds about ``K·(3·H + 2·out)`` floats per row while it runs."""
+    from freebind.config import FUSE_BUDGET_BYTES
+
+    budget = int(budget_bytes if budget_bytes is not None else FUSE_BUDGET_BYTES)
+    per_row = 1
+    for group in projectors.values():
+        k, hidden, d_out = (getattr(group, a, None) for a in ("k", "hidden", "d_out"))
+        if k and hidden and d_out:
+            per_row = max(per_row, 4 * int(k) * (3 * int(hidden) + 2 * int(d_out)))
+    return max(1, budget // max(per_row, 4 * 4096))
+
+
+def _plan_fusion(graph, table, as_rows: Mapping, modalities):
+    """``{modality: inputs needed}`` for the requested modalities (default: every output
+    modality whose inputs are all present), checked against what is given."""
     if modalities is None:  # every output modality whose inputs are all present
         needs = {m: inputs_needed(graph, m, table) for m in output_modalities(graph, table)}
         needs = {m: need for m, need in needs.items()
-                 if all(ms <= set(as_tensor.get(ref, {})) for ref, ms in need.items())}
+                 if all(ms <= set(as_rows.get(ref, {})) for ref, ms in need.items())}
     else:
         needs = {m: inputs_needed(graph, m, table) for m in modalities}
-    out = {}
+    rows = {}
     for m, need in needs.items():
         missing = [f"{ref} {mm}" for ref, ms in need.items() for mm in sorted(ms)
-                   if mm not in as_tensor.get(ref, {})]
+                   if mm not in as_rows.get(ref, {})]
         if missing:
             raise UsageError(f"fusing {m} needs embeddings of: {', '.join(missing)}")
-        sizes = {as_tensor[ref][mm].shape[0] for ref, ms in need.items() for mm in ms}
+        sizes = {_rows_of(as_rows[ref][mm]) for ref, ms in need.items() for mm in ms}
         if len(sizes) > 1:
             raise UsageError(f"fusing {m}: input embeddings have different row counts "
                              f"{sorted(sizes)}")
+        rows[m] = sizes.pop() if sizes else 0
+    return needs, rows
 
-        def fetch(ref, mm):
-            return as_tensor[ref][mm]
 
-        with torch.no_grad():
-            out[m] = _Evaluator(projectors, fetch, table, dry=False).value(graph, m)
+def _fuse_rows(graph, projectors, table, embeddings, need, modality, a, b, device):
+    """The fused rows [a, b) of ``modality``: inputs sliced, made float32 unit rows on
+    ``device``, evaluated through the graph."""
+    inputs = {}
+    for ref, ms in need.items():
+        for mm in ms:
+            x = _slice(embeddings[ref][mm], a, b)
+            t = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x)
+            # Spaces give unit rows; normalising again is a no-op for them and keeps the
+            # output on the unit sphere for inputs that are not (e.g. reduced precision).
+            inputs[(ref, mm)] = F.normalize(t.to(device=device, dtype=torch.float32), dim=-1)
+
+    def fetch(ref, mm):
+        return inputs[(ref, mm)]
+
+    with torch.no_grad():
+        return _Evaluator(projectors, fetch, table, dry=False).value(graph, modality)
+
+
+def fuse_blocks(graph: dict, projectors: Mapping, embeddings: Mapping[str, Mapping[str, object]],
+                factors=None, presets: Mapping | None = None, preset: str | None = None,
+                modalities: list[str] | None = None,
+                table: Mapping[str, BondFactors] | None = None, chunk_rows: int | None = None,
+                device=None):
+    """Fuse in chunks: yields ``(modality, start, Tensor [rows, dim])`` block by block.
+
+    Inputs are read ``chunk_rows`` rows at a time (tensors, arrays, memory maps or store
+    :class:`~freebind.store.PoolView` s), so what is held is one chunk's inputs and
+    activations, never a pool's (default chunk: :func:`chunk_rows` of the projectors).
+    Fusion runs on ``device`` (default :func:`compute_device`)."""
+    if table is None:
+        table = resolve(graph, factors, presets, preset)
+    embeddings = _sliceable(embeddings)
+    needs, rows = _plan_fusion(graph, table, embeddings, modalities)
+    dev = compute_device(projectors, embeddings, device)
+    on_dev = _OnDevice(projectors, dev)
+    step = max(1, int(chunk_rows) if chunk_rows else fusion_chunk_rows(projectors))
+    for m, need in needs.items():
+        n = rows[m]
+        if n == 0:
+            yield m, 0, _fuse_rows(graph, on_dev, table, embeddings, need, m, 0, 0, dev)
+            continue
+        for a in range(0, n, step):
+            b = min(n, a + step)
+            yield m, a, _fuse_rows(graph, on_dev, table, embeddings, need, m, a, b, dev)
+
+
+def fuse(graph: dict, projectors: Mapping, embeddings: Mapping[str, Mapping[str, object]],
+         factors=None, presets: Mapping | None = None, preset: str | None = None,
+         modalities: list[str] | None = None,
+         table: Mapping[str, BondFactors] | None = None, chunk_rows: int | None = None,
+         device=None) -> dict[str, torch.Tensor]:
+    """Fuse precomputed embeddings ``{space_ref: {modality: [N, dim]}}`` (tensors, arrays,
+    memory maps or store views).
+
+    Returns ``{modality: Tensor [N, dim]}`` for every requested modality (default: every
+    output modality whose inputs are all present). ``factors`` are override strings (see
+    :mod:`freebind.factors`); ``preset`` selects one of ``presets``. The work runs in
+    chunks of ``chunk_rows`` rows (see :func:`fuse_blocks`): only the output is pool-sized;
+    to keep even that out of memory, consume :func:`fuse_blocks` or call :func:`fuse_into`."""
+    if table is None:
+        table = resolve(graph, factors, presets, preset)
+    embeddings = _sliceable(embeddings)
+    needs, rows = _plan_fusion(graph, table, embeddings, modalities)
+    out: dict[str, torch.Tensor] = {}
+    for m, a, block in fuse_blocks(graph, projectors, embeddings, table=table,
+                                   modalities=list(needs), chunk_rows=chunk_rows,
+                                   device=device):
+        if m not in out:
+            if a == 0 and block.shape[0] == rows[m]:   # one chunk: no copy
+                out[m] = block
+                continue
+            out[m] = torch.empty((rows[m], block.shape[1]), dtype=block.dtype,
+                                 device=block.device)
+        out[m][a:a + block.shape[0]] = block
     return out
+
+
+def fuse_into(graph: dict, projectors: Mapping, embeddings: Mapping[str, Mapping[str, object]],
+              write: Callable[[str, int, "np.ndarray"], None], **options) -> dict[str, int]:
+    """Stream fused rows to ``write(modality, start, float32 array)`` chunk by chunk (an
+    ``np.lib.format.open_memmap``, a store, a file); returns the rows written per modality.
+    ``options`` are :func:`fuse_blocks`' keywords."""
+    counts: dict[str, int] = {}
+    for m, a, block in fuse_blocks(graph, projectors, embeddings, **options):
+        arr = block.detach().to("cpu", torch.float32).numpy()
+        write(m, a, arr)
+        counts[m] = counts.get(m, 0) + arr.shape[0]
+    return counts
 
 
 def find_node(graph: dict, text: str) -> dict:

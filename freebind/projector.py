@@ -109,7 +109,8 @@ class ProjectorGroup(nn.Module):
     ``project(x)`` is its normalisation, P(x)."""
 
     def __init__(self, k: int, d_in: int, d_out: int, hidden: int = 2048,
-                 momentum: float = 0.1, generator: torch.Generator | None = None):
+                 momentum: float = 0.1, generator: torch.Generator | None = None,
+                 init: bool = True):
         super().__init__()
         self.k, self.d_in, self.d_out, self.hidden = k, d_in, d_out, hidden
         self.momentum = momentum
@@ -119,7 +120,8 @@ class ProjectorGroup(nn.Module):
         self.b2 = nn.Parameter(torch.empty(k, d_out))
         self.bn1 = _BatchNormParams(k, hidden)
         self.bn2 = _BatchNormParams(k, d_out)
-        self.reset_parameters(generator)
+        if init:   # ``init=False``: storage only, for weights about to be overwritten
+            self.reset_parameters(generator)
 
     def reset_parameters(self, generator: torch.Generator | None = None) -> None:
         """nn.Linear's default initialisation, per projector, from ``generator``."""
@@ -167,7 +169,9 @@ class ProjectorGroup(nn.Module):
         w1 = tensors[f"{prefix}.w1"]
         k, d_in, hidden = w1.shape
         d_out = tensors[f"{prefix}.w2"].shape[-1]
-        group = cls(k, d_in, d_out, hidden)
+        # no random initialisation: every tensor is overwritten below, and drawing it would
+        # cost time and move the caller's global RNG
+        group = cls(k, d_in, d_out, hidden, init=False)
         with torch.no_grad():
             for name in PARAM_NAMES:
                 group._get(name).copy_(torch.as_tensor(tensors[f"{prefix}.{name}"]))

@@ -36,11 +36,10 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from freebind.algebra.compile import MODE_LETTERS
+# the defaults (``topk=``, ``tau=``; bonds override them) are set once, with the build's
+from freebind.config import DEFAULT_TAU, DEFAULT_TOPK  # noqa: F401
 from freebind.errors import FreebindError
 
-#: Defaults; bonds can override them (``topk=``, ``tau=``).
-DEFAULT_TOPK = 8
-DEFAULT_TAU = 0.05
 #: Bytes of similarity scores one chunk may hold.
 DEFAULT_CHUNK_BYTES = 128 << 20
 #: Similarity precisions (``sim=``) and the dtype the matmul runs in.

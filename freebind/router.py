@@ -82,7 +82,7 @@ class BondRouter(nn.Module):
     """The routers of one bond: ``weights(modality, u, projections) -> (σ [N], w [N, k])``."""
 
     def __init__(self, bond: dict, hidden: int = ROUTER_DEFAULTS["hidden"],
-                 generator: torch.Generator | None = None):
+                 generator: torch.Generator | None = None, init: bool = True):
         super().__init__()
         self.bond_id = bond["id"]
         self.spec = router_spec(bond)
@@ -92,7 +92,8 @@ class BondRouter(nn.Module):
         for m, s in self.spec.items():
             k = len(s["experts"])
             self.nets[m] = _MLP(self.dim * (1 + k), self.hidden, 1 + (k if k > 1 else 0))
-        self.reset_parameters(generator)
+        if init:   # ``init=False``: storage only, for weights about to be overwritten
+            self.reset_parameters(generator)
 
     def reset_parameters(self, generator=None) -> None:
         """First layer: nn.Linear's initialisation; last layer zero (the fixed factors)."""
@@ -124,9 +125,10 @@ class BondRouter(nn.Module):
         sigma = torch.sigmoid(math.log(sigma0 / (1.0 - sigma0)) + z[:, 0])
         k = len(s["experts"])
         if k == 1:
-            w = torch.ones(z.shape[0], 1, dtype=z.dtype)
+            w = torch.ones(z.shape[0], 1, dtype=z.dtype, device=z.device)
         else:
-            prior = torch.log(torch.tensor(s["w0"], dtype=z.dtype).clamp_min(1e-12))
+            prior = torch.log(torch.tensor(s["w0"], dtype=z.dtype, device=z.device)
+                              .clamp_min(1e-12))
             w = torch.softmax(prior + z[:, 1:], dim=-1)
         return sigma, w
 
@@ -148,7 +150,7 @@ class BondRouter(nn.Module):
             raise FreebindError(f"bond {bond['id']} mixes no modality a router could weigh")
         first = next(iter(spec))
         hidden = int(tensors[f"{prefix}.{first}.w1"].shape[1])
-        router = cls(bond, hidden)
+        router = cls(bond, hidden, init=False)   # no draw from the caller's RNG
         with torch.no_grad():
             for m in spec:
                 for name in PARAMS:
@@ -197,7 +199,7 @@ def mix(u, mixtures, sigma, w):
 
 def _infonce(a, b, temp):
     logits = a @ b.T / temp
-    labels = torch.arange(a.shape[0])
+    labels = torch.arange(a.shape[0], device=a.device)
     return 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels))
 
 

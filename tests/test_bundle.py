@@ -131,3 +131,26 @@ def test_overwrite_keeps_old_file_until_complete(tmp_path):
     make_space("mini:bind + c(mini:clap)").save(path)
     assert path.read_bytes() != before
     assert freebind.load(path).name == "mini:bind + c(mini:clap)"
+
+
+def test_load_draws_nothing_from_the_global_rng(tmp_path, monkeypatch):
+    """Loading allocates the projectors and copies the bundle in: no random initialisation
+    (it would be overwritten) and the caller's torch RNG is where it was."""
+    path = make_space().save(tmp_path / "fused.safetensors")
+    torch.manual_seed(1234)
+    state = torch.get_rng_state()
+    calls = []
+    monkeypatch.setattr(ProjectorGroup, "reset_parameters",
+                        lambda self, generator=None: calls.append(self))
+    loaded = freebind.load(path)
+    assert calls == []
+    assert torch.equal(torch.get_rng_state(), state)
+    monkeypatch.undo()
+    torch.manual_seed(1234)
+    expected = torch.rand(3)
+    torch.manual_seed(1234)
+    freebind.load(path)
+    assert torch.equal(torch.rand(3), expected)
+    emb = embeddings()
+    assert all(torch.equal(loaded.fuse(emb)[m], make_space().fuse(emb)[m])
+               for m in ("audio", "image", "text"))

@@ -134,14 +134,179 @@ def test_retrieval_rejects_bad_input():
         relevant_positions(np.zeros((1, 3)), np.array([[1, 1]]))
 
 
-def test_chunked_positions_equal_unchunked(monkeypatch):
-    rng = np.random.default_rng(0)
-    sim = rng.integers(0, 3, size=(37, 11)).astype(float)
-    rel = rng.integers(0, 11, size=(37, 1))
-    full = relevant_positions(sim, rel)
-    import freebind.evaluate.metrics.retrieval as r
-    monkeypatch.setattr(r, "_CHUNK_CELLS", 20)
-    assert np.array_equal(relevant_positions(sim, rel), full)
+# --- streamed retrieval: equal to the whole-matrix code, block size aside -----------------
+
+def whole_matrix_positions(sim, relevant):
+    """The whole-matrix positions as freebind computed them before streaming (reference)."""
+    s = np.asarray(sim, dtype=float)
+    rel = np.asarray(relevant).astype(np.int64)
+    valid = rel >= 0
+    rows = np.arange(s.shape[0])
+    scores = s[rows[:, None], np.where(valid, rel, 0)]
+    out = np.full(rel.shape, np.inf)
+    for j in range(rel.shape[1]):
+        sj = scores[:, j][:, None]
+        ge_all = (s >= sj).sum(axis=1)
+        ge_relevant = ((scores >= sj) & valid).sum(axis=1)
+        gt_relevant = ((scores > sj) & valid).sum(axis=1)
+        tied_before = ((scores[:, :j] == sj) & valid[:, :j]).sum(axis=1)
+        pos = (ge_all - ge_relevant + gt_relevant + tied_before).astype(float)
+        out[:, j] = np.where(valid[:, j], pos, np.inf)
+    return out
+
+
+def whole_matrix_paired(sim, owner, ks=(1, 5, 10), map_k=10, caption="text", item="audio"):
+    from freebind.evaluate.metrics.retrieval import _item_captions
+
+    owner = np.asarray(owner)
+    c, i = caption[0], item[0]
+    out = {}
+    for name, pos in ((f"{c}2{i}", whole_matrix_positions(sim, owner[:, None])),
+                      (f"{i}2{c}", whole_matrix_positions(
+                          np.asarray(sim).T, _item_captions(owner, np.shape(sim)[1])))):
+        for k in ks:
+            out[f"{name}_R@{k}"] = recall_at_k(pos, k)
+        out[f"{name}_mAP@{map_k}"] = average_precision_at_k(pos, map_k)
+    return out
+
+
+def tied_world(seed, n_items=9, dim=8):
+    """Captions and items whose rows have four entries ±0.5 (exactly unit length): every
+    cosine is a multiple of 1/4, exact in any summation order, and ties abound."""
+    rng = np.random.default_rng(seed)
+
+    def rows(n):
+        x = np.zeros((n, dim), dtype=np.float32)
+        for r in range(n):
+            x[r, rng.choice(dim, 4, replace=False)] = rng.choice([-0.5, 0.5], 4)
+        return x
+
+    owner = np.repeat(np.arange(n_items), rng.integers(1, 4, n_items))
+    return rows(len(owner)), rows(n_items), owner
+
+
+@pytest.mark.parametrize("block", [1, 2, 3, 5, 64])
+def test_streamed_positions_equal_the_whole_matrix(block):
+    rng = np.random.default_rng(block)
+    for sim in (rng.integers(0, 3, size=(37, 11)).astype(float),      # many ties
+                rng.standard_normal((23, 41))):
+        rel = np.where(rng.random((sim.shape[0], 3)) < 0.4, -1,
+                       np.argsort(rng.random((sim.shape[0], sim.shape[1])), axis=1)[:, :3])
+        rel[:, 0] = rng.integers(0, sim.shape[1], sim.shape[0])
+        rel[:, 1:][rel[:, 1:] == rel[:, :1]] = -1
+        got = relevant_positions(sim, rel, block_rows=block)
+        assert np.array_equal(got, whole_matrix_positions(sim, rel))
+
+
+@pytest.mark.parametrize("block", [1, 2, 3, 7, 1000])
+def test_streamed_paired_metrics_equal_the_whole_matrix(block):
+    from freebind.evaluate.metrics import paired_retrieval_from_embeddings
+
+    for seed in range(4):
+        cap, items, owner = tied_world(seed)
+        sim = cap @ items.T
+        want = whole_matrix_paired(sim, owner)
+        assert paired_retrieval_metrics(sim, owner, block_rows=block) == want
+        assert paired_retrieval_from_embeddings(cap, items, owner, block_rows=block) == want
+
+
+def test_streamed_metrics_equal_on_random_embeddings_from_memory_maps(tmp_path):
+    from freebind.evaluate.metrics import (
+        paired_retrieval_from_embeddings, retrieval_from_embeddings,
+    )
+
+    rng = np.random.default_rng(7)
+    owner = np.repeat(np.arange(60), 5)
+    items = rng.standard_normal((60, 32)).astype(np.float32)
+    cap = items[owner] + rng.standard_normal((300, 32)).astype(np.float32) * 3
+    unit = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)  # noqa: E731
+    sim = unit(cap) @ unit(items).T
+    want = whole_matrix_paired(sim, owner)
+    assert 0.05 < want["t2a_R@1"] < 0.95 and 0.05 < want["a2t_R@1"] < 0.95
+    mm = {}
+    for name, x in (("cap", cap), ("items", items)):
+        m = np.lib.format.open_memmap(tmp_path / f"{name}.npy", "w+", np.float32, x.shape)
+        m[:] = x
+        m.flush()
+        mm[name] = np.load(tmp_path / f"{name}.npy", mmap_mode="r")
+    for block in (4, 17, 512):
+        got = paired_retrieval_from_embeddings(mm["cap"], mm["items"], owner, block_rows=block)
+        assert got == want
+    # one direction with several relevant rows per query: item -> its captions
+    from freebind.evaluate.metrics.retrieval import _item_captions
+
+    table = _item_captions(owner, 60)
+    got = retrieval_from_embeddings(mm["items"], mm["cap"], table, ks=(1, 5, 10),
+                                    block_rows=9, name="a2t")
+    assert got == {k: v for k, v in want.items() if k.startswith("a2t")}
+    got = retrieval_from_embeddings(cap, items, owner, block_rows=13)
+    assert got == {k[4:]: v for k, v in want.items() if k.startswith("t2a")}
+
+
+def test_streamed_metrics_read_store_views(tmp_path):
+    from freebind.evaluate.metrics import paired_retrieval_from_embeddings
+    from freebind.store import EmbeddingStore, text_key
+
+    class S:
+        name, fingerprint, dim, modalities = "s", "s-v1", 8, ("text", "audio")
+
+    cap, items, owner = tied_world(11, n_items=20)
+    store = EmbeddingStore(tmp_path, shard_size=7)
+    views = {}
+    for m, x in (("text", cap), ("audio", items)):
+        keys = [text_key(f"{m}{i}") for i in range(len(x))]
+        store.write(S(), m, keys, x)
+        views[m] = store.view(S(), m, keys)
+    want = whole_matrix_paired(cap @ items.T, owner)
+    assert paired_retrieval_from_embeddings(views["text"], views["audio"], owner,
+                                            block_rows=6) == want
+
+
+def test_streamed_metrics_never_hold_the_matrix(tmp_path):
+    import tracemalloc
+
+    from freebind.evaluate.metrics import paired_retrieval_from_embeddings
+
+    rng = np.random.default_rng(3)
+    n, d = 3000, 16
+    path = tmp_path / "x.npy"
+    m = np.lib.format.open_memmap(path, "w+", np.float32, (n, d))
+    m[:] = rng.standard_normal((n, d)).astype(np.float32)
+    m.flush()
+    x = np.load(path, mmap_mode="r")
+    tracemalloc.start()
+    paired_retrieval_from_embeddings(x, x, np.arange(n), block_rows=200)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    # the whole matrix would be n*n*4 = 36 MB; a 200-row block is 160 KB
+    assert peak < 3 << 20
+
+
+def test_block_rows_follow_the_budget():
+    from freebind.evaluate.metrics import block_rows_for
+
+    for dim in (16, 512, 1024):
+        for budget in (1 << 20, 64 << 20, 1 << 30):
+            b = block_rows_for(dim, budget)
+            assert 5 * b * b + 16 * b * dim <= budget
+            assert 5 * (b + 2) ** 2 + 16 * (b + 2) * dim > budget or b == 16
+    assert block_rows_for(1024) == block_rows_for(1024, 256 << 20)
+    with pytest.raises(MetricInputError, match="budget"):
+        block_rows_for(8, 0)
+
+
+def test_streamed_metrics_reject_bad_embeddings():
+    from freebind.evaluate.metrics import paired_retrieval_from_embeddings
+
+    x = np.ones((4, 3), dtype=np.float32)
+    y = x.copy()
+    y[2, 1] = np.nan
+    with pytest.raises(MetricInputError, match="audio embeddings: row 2"):
+        paired_retrieval_from_embeddings(x, y, [0, 1, 2, 3], block_rows=2)
+    with pytest.raises(MetricInputError, match="dimension mismatch"):
+        paired_retrieval_from_embeddings(x, np.ones((4, 5)), [0, 1, 2, 3])
+    with pytest.raises(MetricInputError, match="caption_item"):
+        paired_retrieval_from_embeddings(x, x, [0, 1])
 
 
 # --- zero-shot classification ------------------------------------------------------------
@@ -213,3 +378,38 @@ def test_mean_average_precision_skips_classes_without_positives():
         average_precision([0.1, 0.2], [0, 2])
     with pytest.raises(MetricInputError, match="no positive"):
         average_precision([0.1, 0.2], [0, 0])
+
+
+# --- streamed classification: equal to the whole logits matrix ---------------------------
+
+def _unit_rows(x):
+    x = np.asarray(x, dtype=np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize("block", [1, 3, 50])
+def test_streamed_zero_shot_equals_the_whole_logits(block):
+    from freebind.evaluate.metrics.classification import zero_shot_from_embeddings
+
+    cap, items, _ = tied_world(5, n_items=6)           # exact cosines, many ties
+    weights = items.astype(np.float64)                 # 6 unit "class embeddings"
+    labels = np.arange(len(cap)) % 6
+    logits = _unit_rows(cap) @ weights.T
+    want = topk_accuracy(logits, labels, (1, 5))
+    want["mean_per_class_recall"] = mean_per_class_recall(logits, labels)
+    assert zero_shot_from_embeddings(cap, weights, labels, (1, 5), block_rows=block) == want
+
+
+def test_streamed_multilabel_map_equals_the_whole_scores():
+    from freebind.evaluate.metrics.multilabel import map_from_embeddings
+
+    rng = np.random.default_rng(2)
+    items = rng.standard_normal((40, 8)).astype(np.float32)
+    weights = _unit_rows(rng.standard_normal((7, 8))).astype(np.float64)
+    targets = (rng.random((40, 7)) < 0.3).astype(int)
+    targets[:, 3] = 0                                   # a class without positives
+    want = mean_average_precision(_unit_rows(items) @ weights.T, targets)
+    for block, budget in ((None, None), (3, 16 * 40 * 2), (7, 1)):   # 2 classes, 1 class
+        got = map_from_embeddings(items, weights, targets, block, budget)
+        assert got[0] == want[0] and got[2] == want[2] == 1
+        np.testing.assert_array_equal(got[1], want[1])

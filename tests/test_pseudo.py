@@ -160,3 +160,21 @@ def test_torch_inputs_are_accepted():
     tp = {k: {m: torch.from_numpy(v) for m, v in d.items()} for k, d in pools.items()}
     t = pseudo.build(tp, "E", "B", topk=2)
     np.testing.assert_array_equal(t.fills[("audio", "text")].index[:, 0], perm)
+
+
+def test_a_direct_build_and_a_planned_build_share_one_default_topk_and_tau():
+    """``pseudo.build`` without ``topk``/``tau`` makes the tuples a compiled build would:
+    both read one default (freebind.config)."""
+    from freebind import config
+    from freebind.algebra import plan
+
+    rng = np.random.default_rng(1)
+    pools, _ = planted_world(rng)
+    hyper = plan("mini:bind + c(mini:clap)").jobs[0].hyper
+    assert (hyper["topk"], hyper["tau"]) == (config.DEFAULT_TOPK, config.DEFAULT_TAU) == (5, 0.05)
+    direct = pseudo.build(pools, expert="E", base="B")
+    planned = pseudo.build(pools, expert="E", base="B", topk=hyper["topk"], tau=hyper["tau"])
+    assert direct.fills[("audio", "text")].index.shape == (60, 5)
+    for key, fill in planned.fills.items():
+        np.testing.assert_array_equal(direct.fills[key].index, fill.index)
+        np.testing.assert_array_equal(direct.fills[key].weight, fill.weight)

@@ -194,6 +194,23 @@ def test_missing_router_is_reported():
 
 # --- bundle round trip ----------------------------------------------------------------------
 
+def test_loading_a_routed_bundle_leaves_the_global_rng_alone(tmp_path):
+    from freebind import fused as fused_mod
+    from freebind.projector import ProjectorGroup
+
+    p = plan(EXPR)
+    gen = torch.Generator().manual_seed(0)
+    groups = {j.id: ProjectorGroup(2, 2, 2, hidden=4, generator=gen).eval() for j in p.jobs}
+    router = BondRouter(p.bonds()[0], hidden=3, generator=gen).eval()
+    fused_mod.FusedSpace.from_plan(p, {**groups, router_key("b1"): router}).save(
+        tmp_path / "r.safetensors")
+    torch.manual_seed(7)
+    state = torch.get_rng_state()
+    loaded = fused_mod.load(tmp_path / "r.safetensors")
+    assert set(loaded.routers) == {"b1"}
+    assert torch.equal(torch.get_rng_state(), state)
+
+
 def test_bundle_round_trip(tmp_path):
     from freebind import fused as fused_mod
     from freebind.projector import ProjectorGroup

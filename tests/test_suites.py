@@ -363,3 +363,41 @@ def test_the_mini_world_evaluation_sets_load_unchanged(tmp_path):
         assert len(main.items) == spec["items"], name
         if main.kind == "retrieval" and main.caption_modality == "text":
             assert len(main.captions) == 5 * spec["items"], name
+
+
+def test_scoring_reads_memory_mapped_rows_in_any_order(tmp_path):
+    """EvalSet.score takes memory maps whose rows are in another order (or hold more items)
+    than the task's: the rows are selected block by block, with the in-memory result."""
+    from freebind.evaluate.metrics import paired_retrieval_metrics
+    from freebind.evaluate.suites.base import ClassificationTask, RetrievalTask, RowSelection
+
+    rng = np.random.default_rng(4)
+    owner = np.repeat(np.arange(12), 3)
+    items = [f"clip{i}" for i in range(12)]
+    captions = [f"cap{i}" for i in range(36)]
+    a = rng.standard_normal((12, 6)).astype(np.float32)
+    t = a[owner] + rng.standard_normal((36, 6)).astype(np.float32)
+    cls = ClassificationTask("audio", items, ["x", "y"], ["{c}", "a {c}"], np.arange(12) % 2)
+    es = EvalSet("s", tmp_path, [RetrievalTask("audio", "text", items, captions, owner), cls])
+    extra = rng.standard_normal((5, 6)).astype(np.float32)
+    prompts = cls.prompts()
+    text_rows = np.concatenate([t, rng.standard_normal((4, 6)).astype(np.float32), extra])
+    text_items = captions + prompts + [f"other{i}" for i in range(5)]
+    perm_t, perm_a = rng.permutation(len(text_items)), rng.permutation(12)
+
+    def mapped(name, x):
+        m = np.lib.format.open_memmap(tmp_path / f"{name}.npy", "w+", np.float32, x.shape)
+        m[:] = x
+        m.flush()
+        return np.load(tmp_path / f"{name}.npy", mmap_mode="r")
+
+    in_memory = es.score({"audio": (items, a), "text": (text_items, text_rows)})
+    mm = es.score({"audio": ([items[i] for i in perm_a], mapped("a", a[perm_a])),
+                   "text": ([text_items[i] for i in perm_t], mapped("t", text_rows[perm_t]))})
+    assert mm == in_memory
+    unit = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)  # noqa: E731
+    want = paired_retrieval_metrics(unit(t) @ unit(a).T, owner, caption="text", item="audio")
+    assert {k: v for k, v in mm.items() if "2" in k} == want
+    sel = RowSelection(np.arange(20.0).reshape(10, 2), np.array([7, 2, 2]))
+    assert sel.shape == (3, 2) and sel[1:].tolist() == [[4.0, 5.0], [4.0, 5.0]]
+    assert sel[0].tolist() == [14.0, 15.0]

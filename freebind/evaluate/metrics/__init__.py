@@ -27,13 +27,17 @@ from freebind.evaluate.metrics.multilabel import average_precision, mean_average
 from freebind.evaluate.metrics.retrieval import (
     LETTERS,
     average_precision_at_k,
+    block_rows_for,
+    paired_retrieval_from_embeddings,
     paired_retrieval_metrics,
     recall_at_k,
     relevant_positions,
+    retrieval_from_embeddings,
 )
 
 __all__ = [
     "MetricInputError", "class_embeddings", "topk_accuracy", "zero_shot_metrics",
     "average_precision", "mean_average_precision", "LETTERS", "average_precision_at_k",
-    "paired_retrieval_metrics", "recall_at_k", "relevant_positions",
+    "paired_retrieval_metrics", "recall_at_k", "relevant_positions", "block_rows_for",
+    "paired_retrieval_from_embeddings", "retrieval_from_embeddings",
 ]

@@ -55,3 +55,35 @@ def mean_average_precision(scores, targets) -> tuple[float, np.ndarray, int]:
     if not kept.any():
         raise MetricInputError("targets: no class has a positive item")
     return float(per_class[kept].mean()), per_class, int((~kept).sum())
+
+
+def map_from_embeddings(items, weights, targets, block_rows: int | None = None,
+                        budget_bytes: int | None = None) -> tuple[float, np.ndarray, int]:
+    """:func:`mean_average_precision` of ``unit(items) @ weights.T`` without the ``[N, C]``
+    score matrix when it exceeds ``budget_bytes``: the classes go in groups whose scores
+    for every item fit the budget, each group a pass over the items' blocks."""
+    from freebind.evaluate.metrics.classification import logit_blocks
+    from freebind.evaluate.metrics.retrieval import DEFAULT_BUDGET_BYTES
+
+    w = np.asarray(weights)
+    n, c = int(items.shape[0]), int(w.shape[0])
+    t = np.asarray(targets)
+    if t.shape != (n, c):
+        raise MetricInputError(f"scores {(n, c)} and targets {t.shape} differ in shape")
+    budget = DEFAULT_BUDGET_BYTES if budget_bytes is None else int(budget_bytes)
+    group = int(max(1, min(c, budget // max(1, 16 * n))))
+    per_class = np.full(c, np.nan)
+    for c0 in range(0, c, group):
+        c1 = min(c, c0 + group)
+        if not t[:, c0:c1].any():
+            continue
+        scores = np.empty((n, c1 - c0))
+        for a, logits in logit_blocks(items, w[c0:c1], block_rows, budget_bytes):
+            scores[a:a + len(logits)] = logits
+        for k in range(c0, c1):
+            if t[:, k].any():
+                per_class[k] = average_precision(scores[:, k - c0], t[:, k])
+    kept = ~np.isnan(per_class)
+    if not kept.any():
+        raise MetricInputError("targets: no class has a positive item")
+    return float(per_class[kept].mean()), per_class, int((~kept).sum())

@@ -31,12 +31,6 @@ class SuiteError(UsageError):
     """A dataset folder does not have the layout a suite expects, or lists nothing usable."""
 
 
-def _normalise(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float32)
-    n = np.linalg.norm(x, axis=-1, keepdims=True)
-    return x / np.where(n == 0, 1.0, n)
-
-
 # --- tasks ------------------------------------------------------------------------------
 
 @dataclass
@@ -56,9 +50,17 @@ class RetrievalTask:
             raise SuiteError("a retrieval task needs two different modalities")
         return {self.item_modality: list(self.items), self.caption_modality: list(self.captions)}
 
-    def score(self, emb: dict[str, np.ndarray]) -> dict[str, float]:
-        sim = _normalise(emb[self.caption_modality]) @ _normalise(emb[self.item_modality]).T
-        return self.score_similarity(sim)
+    def score(self, emb: dict[str, np.ndarray], block_rows: int | None = None,
+              budget_bytes: int | None = None) -> dict[str, float]:
+        """Metrics from the embeddings (arrays, memory maps or store views), streamed: the
+        cosine similarities are computed and counted a block at a time
+        (:func:`~freebind.evaluate.metrics.paired_retrieval_from_embeddings`)."""
+        from freebind.evaluate.metrics import paired_retrieval_from_embeddings
+
+        return paired_retrieval_from_embeddings(
+            emb[self.caption_modality], emb[self.item_modality], self.caption_item,
+            caption=self.caption_modality, item=self.item_modality, ks=RETRIEVAL_KS,
+            map_k=MAP_K, block_rows=block_rows, budget_bytes=budget_bytes)
 
     def score_similarity(self, sim: np.ndarray) -> dict[str, float]:
         """Metrics from the ``[n_captions, n_items]`` cosine similarity matrix."""
@@ -128,20 +130,31 @@ class ClassificationTask:
     def inputs(self) -> dict[str, list[Any]]:
         return {self.modality: list(self.items), "text": self.prompts()}
 
-    def score(self, emb: dict[str, np.ndarray]) -> dict[str, float]:
-        from freebind.evaluate.metrics import class_embeddings, mean_average_precision
-        from freebind.evaluate.metrics import topk_accuracy
-        from freebind.evaluate.metrics.classification import mean_per_class_recall
+    def class_weights(self, text) -> np.ndarray:
+        """``[C, d]`` class embeddings from the prompts' rows (``prompts()`` order), read a
+        group of classes at a time (``text`` may be a memory map or store view)."""
+        from freebind.evaluate.metrics import class_embeddings
 
-        text = np.asarray(emb["text"])
-        weights = class_embeddings(text.reshape(len(self.classnames), len(self.templates), -1))
-        logits = _normalise(emb[self.modality]) @ weights.T
+        c, t = len(self.classnames), len(self.templates)
+        group = max(1, (64 << 20) // max(1, 8 * t * int(text.shape[1])))
+        return np.concatenate([
+            class_embeddings(np.asarray(text[c0 * t:min(c, c0 + group) * t]).reshape(
+                min(c, c0 + group) - c0, t, -1)) for c0 in range(0, c, group)])
+
+    def score(self, emb: dict[str, np.ndarray], block_rows: int | None = None,
+              budget_bytes: int | None = None) -> dict[str, float]:
+        """Metrics streamed over blocks of items (no ``[N, C]`` logits beyond the budget)."""
+        from freebind.evaluate.metrics.classification import zero_shot_from_embeddings
+        from freebind.evaluate.metrics.multilabel import map_from_embeddings
+
+        weights = self.class_weights(emb["text"])
+        items = emb[self.modality]
         if self.multilabel:
-            m, _, _ = mean_average_precision(logits, self.labels)
+            m, _, _ = map_from_embeddings(items, weights, self.labels, block_rows,
+                                          budget_bytes)
             return {"mAP": m}
-        out = topk_accuracy(logits, self.labels, (1, 5))
-        out["mean_per_class_recall"] = mean_per_class_recall(logits, self.labels)
-        return out
+        return zero_shot_from_embeddings(items, weights, self.labels, (1, 5), block_rows,
+                                         budget_bytes)
 
     def keep(self, modality: str, kept: Sequence[int]) -> "ClassificationTask":
         if modality != self.modality:
@@ -203,7 +216,7 @@ class EvalSet:
             emb = {}
             for m, wanted in task.inputs().items():
                 items, array = embeddings[m]
-                emb[m] = np.asarray(array)[rows_of(items, wanted)]
+                emb[m] = select_rows(array, rows_of(items, wanted))
             for k, v in task.score(emb).items():
                 if k in metrics:
                     raise SuiteError(f"{self.suite}: two tasks report {k}")
@@ -241,6 +254,55 @@ def rows_of(items: Sequence[Any], wanted: Sequence[Any]) -> np.ndarray:
     """Row indices in ``items`` of each of ``wanted``."""
     row = {x: i for i, x in enumerate(items)}
     return np.fromiter((row[x] for x in wanted), dtype=np.int64, count=len(wanted))
+
+
+def select_rows(array, rows: np.ndarray):
+    """Rows ``rows`` of ``array`` without copying a memory-mapped or stored pool: the array
+    itself when ``rows`` takes every row in order, a store view's subset, else an array
+    in memory indexed, else a :class:`RowSelection` read block by block."""
+    rows = np.asarray(rows, dtype=np.int64)
+    n = len(array)
+    if len(rows) == n and np.array_equal(rows, np.arange(n)):
+        return array
+    if hasattr(array, "subset"):                     # freebind.store.PoolView
+        return array.subset(rows)
+    if isinstance(array, np.ndarray) and not isinstance(array, np.memmap):
+        return array[rows]
+    return RowSelection(array, rows)
+
+
+class RowSelection:
+    """Some rows of a large array (a memory map), read when asked: ``sel[a:b]`` and
+    ``sel[int array]`` gather from the array; ``len`` and ``.shape`` are the selection's."""
+
+    ndim = 2
+
+    def __init__(self, array, rows: np.ndarray):
+        self.array, self.index = array, np.asarray(rows, dtype=np.int64)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (len(self.index), int(self.array.shape[1]))
+
+    @property
+    def dtype(self):
+        return self.array.dtype
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, key):
+        idx = self.index[key]
+        if np.ndim(idx) == 0:
+            return np.asarray(self.array[int(idx)])
+        order = np.argsort(idx, kind="stable")     # a memory map reads best in order
+        out = np.empty((len(idx), self.shape[1]), dtype=self.array.dtype)
+        out[order] = np.asarray(self.array[idx[order]])
+        return out
+
+    def __array__(self, dtype=None, copy=None):
+        out = self[:]
+        return out if dtype is None else out.astype(dtype, copy=False)
 
 
 # --- helpers for loaders ------------------------------------------------------------------

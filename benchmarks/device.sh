@@ -37,7 +37,8 @@ export HF_HUB_OFFLINE=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 if [ "$DRY" = 1 ]; then
   DEV=cpu
   RETRIEVE=(--queries 3000 --items 4000 --dim 64 --sim bf16 --budget-mb 8)
-  TRAIN=(--tuples 1500 --items 1000 --hidden 64 --batch 64 --amp bf16 --budget-mb 0)
+  TRAIN=(--tuples 1500 --items 1000 --hidden 64 --batch 64 --amp bf16 --budget-mb 0 --rounds 1
+         --step-reps 1)
   IMAGEBIND=(--device cpu --size tiny --precision fp32 --items 2 --rounds 1)
   LIMITS=(300 300 300)
 else

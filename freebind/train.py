@@ -22,7 +22,11 @@ fit the memory budget are gathered once and moved to the device; larger sets (or
 read memory-mapped from the store) are gathered batch by batch on the host into pinned
 memory and copied asynchronously. ``amp="bf16"`` runs the forward and the loss under bf16
 autocast (weights, optimiser state and BatchNorm statistics stay float32). The CPU path
-without autocast is the same computation as always (bit-identical weights for a seed).
+without autocast gives bit-identical weights for a seed, run to run.
+
+The step is fused where it is memory-bound: the group's training forward runs each
+BatchNorm (and the ReLU after the first) as one autograd function with one-pass statistics
+and a closed-form backward (:mod:`freebind.projector`), and Adam is the fused kernel.
 """
 
 from __future__ import annotations

@@ -45,15 +45,43 @@ def _store_dtype(value: str) -> str:
     return value.strip().lower()
 
 
+def _with_column(modality: str, spec, column):
+    """A pool flag with its ``--…-column``: ``{"path", "column"}`` (what pools.json says)."""
+    if column is None:
+        return spec
+    if spec is None:
+        from freebind.errors import UsageError
+
+        raise UsageError(f"--{modality}-column {column}: give the table with --{modality}")
+    return {"path": str(spec), "column": column}
+
+
 def build(
     expression: str = typer.Argument(..., help='Space expression, e.g. '
                                                '"mini:bind + d(mini:vl) + c(mini:clap)".'),
-    audio: Optional[Path] = typer.Option(None, "--audio", help="Folder of audio files."),
-    image: Optional[Path] = typer.Option(None, "--image", help="Folder of images."),
-    text: Optional[Path] = typer.Option(None, "--text", help="Text file, one text per line."),
+    audio: Optional[Path] = typer.Option(None, "--audio",
+                                         help="Audio pool: a folder of files, webdataset tar "
+                                              "shards ('shards/{000000..000099}.tar', a .tar, "
+                                              "a folder of .tar), a table (.parquet .csv .tsv "
+                                              ".jsonl: --audio-column of paths or bytes) or a "
+                                              "datasets folder (save_to_disk)."),
+    image: Optional[Path] = typer.Option(None, "--image",
+                                         help="Image pool: the same forms as --audio."),
+    text: Optional[Path] = typer.Option(None, "--text",
+                                        help="Text pool: a text file (one text per line), a "
+                                             "table (--text-column), tar shards (.txt/.json "
+                                             "captions) or a datasets folder."),
+    audio_column: Optional[str] = typer.Option(None, "--audio-column",
+                                               help="Table column of the audio pool."),
+    image_column: Optional[str] = typer.Option(None, "--image-column",
+                                               help="Table column of the image pool."),
+    text_column: Optional[str] = typer.Option(None, "--text-column",
+                                              help="Table column (or tar .json field) of the "
+                                                   "text pool."),
     pools: Optional[Path] = typer.Option(None, "--pools",
-                                         help="Pools file (JSON: audio/image/text paths) or "
-                                              "a folder holding pools.json."),
+                                         help="Pools file (JSON: audio/image/text paths, or "
+                                              '{"path": ..., "column": ...}) or a folder '
+                                              "holding pools.json."),
     output: Optional[Path] = typer.Option(None, "--output", "-o",
                                           help="Bundle to write (.safetensors); default: "
                                                "named after the expression."),
@@ -90,12 +118,18 @@ def build(
     """Build a fused space: embed pools with every space (cached), build pseudo tuples, train
     each bond's projector group, and save one .safetensors bundle.
 
-    With only mini spaces and no pools, the default mini pools are generated once."""
+    Pools may be folders, a text file, webdataset tar shards, tables (parquet, CSV, TSV,
+    JSON lines) or datasets folders, read in place; a space whose rows were all imported
+    (freebind import) is not loaded. With only mini spaces and no pools, the default mini
+    pools are generated once."""
     from freebind.builder import build as run_build
 
     options = parse_space_options(device, precision, space_option)
     engine_kw = engine_kwargs(engine, workers, cpus_per_worker, gpus_per_worker, ray_address,
                               shard)
+    audio, image, text = (_with_column(flag, spec, col) for flag, spec, col in (
+        ("audio", audio, audio_column), ("image", image, image_column),
+        ("text", text, text_column)))
     err = console(stderr=True)
     log = None if as_json or quiet else (lambda msg: err.print(f"[dim]{msg}[/]"))
     fused = run_build(expression, audio=audio, image=image, text=text, pools=pools,

@@ -27,9 +27,20 @@ def embed(
                                           "here. PATH: files or folders; modality by extension "
                                           "(audio: wav flac mp3 ogg; image: png jpg jpeg webp "
                                           "bmp; video: mp4 avi mov mkv webm; text: .txt, one "
-                                          "text per file) unless --as names it."),
+                                          "text per file) unless --as names it; webdataset "
+                                          "tar shards (shards/{000000..000099}.tar), tables "
+                                          "(.parquet .csv .tsv .jsonl) and datasets folders "
+                                          "are read in place."),
     output: Path = typer.Option(..., "--output", "-o", help="Output folder."),
-    texts: Optional[Path] = typer.Option(None, "--texts", help="Text file, one text per line."),
+    texts: Optional[Path] = typer.Option(None, "--texts", help="Text file, one text per line "
+                                                                "(or a table: --text-column)."),
+    text_column: Optional[str] = typer.Option(None, "--text-column",
+                                              help="Table column (or tar .json field) of the "
+                                                   "texts."),
+    audio_column: Optional[str] = typer.Option(None, "--audio-column",
+                                               help="Table column of audio paths or bytes."),
+    image_column: Optional[str] = typer.Option(None, "--image-column",
+                                               help="Table column of image paths or bytes."),
     as_modality: Optional[str] = typer.Option(None, "--as", metavar="MODALITY",
                                               help="Every file given (or in a folder given) "
                                                    "is of this modality: depth, thermal, imu, "
@@ -100,6 +111,7 @@ def embed(
                            progress=not (quiet or as_json), shard_size=shard_size,
                            space_options=options, strict=strict,
                            as_modality=as_modality.lower() if as_modality else None,
+                           **_columns(text_column, audio_column, image_column),
                            **engine_kw)
         failed = False
     except EmbedSkipped as exc:
@@ -110,6 +122,12 @@ def embed(
         print_report(report)
     if failed:
         raise typer.Exit(code=1)
+
+
+def _columns(text, audio, image) -> dict:
+    """``{"columns": {modality: column}}`` when any is given (the library call's keyword)."""
+    cols = {m: c for m, c in (("text", text), ("audio", audio), ("image", image)) if c}
+    return {"columns": cols} if cols else {}
 
 
 def print_report(report) -> None:

@@ -20,8 +20,9 @@ def index_command(
     output: Path = typer.Option(..., "--output", "-o", help="Index folder (created, or "
                                 "extended with partitions it lacks)."),
     target: Optional[str] = typer.Option(None, "--target", "-t", help="The bundle (or space) "
-                                         "the folders were embedded with; needed for a bundle "
-                                         "unless embed.json names its file."),
+                                         "the folders were embedded with (default: the bundle "
+                                         "embed.json records, found by its content if "
+                                         "moved)."),
     factor: List[str] = typer.Option([], "--factor", "-f", help="The index's default factor "
                                      "overrides (queries may give others); repeatable."),
     preset: Optional[str] = typer.Option(None, "--preset", "-p", help="The index's default "
@@ -33,6 +34,15 @@ def index_command(
     cache: Optional[Path] = typer.Option(None, "--cache-dir", help="Embedding cache that "
                                          "`embed` filled (default $FREEBIND_HOME/cache)."),
     batch_size: int = typer.Option(64, "--batch-size", min=1),
+    captions: Optional[Path] = typer.Option(None, "--captions", help="A CSV/TSV of captions "
+                                            "to show on the search page (a file column and "
+                                            "a caption column; matched by file stem). "
+                                            "Default: a sidecar .txt with the file's stem."),
+    caption_column: Optional[str] = typer.Option(None, "--caption-column", help="The "
+                                                 "caption column of --captions (default: "
+                                                 "caption, caption_1, text or category)."),
+    thumbnails: bool = typer.Option(True, "--thumbnails/--no-thumbnails", help="Draw a "
+                                    "waveform thumbnail of every audio item for the page."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
     device: Optional[str] = device_option(),
@@ -48,7 +58,9 @@ def index_command(
     options = parse_space_options(device, precision, space_option)
     report = build_index(embed_dirs, output, target=target, factors=factor, preset=preset,
                          exact_limit=exact_limit, store=cache, batch_size=batch_size,
-                         progress=not (quiet or as_json), space_options=options)
+                         progress=not (quiet or as_json), space_options=options,
+                         captions=captions, caption_column=caption_column,
+                         thumbnails=thumbnails)
     if as_json:
         print_json(report)
         return

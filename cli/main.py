@@ -12,8 +12,10 @@ import typer
 from freebind_cli.common import FreebindGroup
 
 #: Verb modules, in the order ``freebind --help`` lists them.
-VERBS = ["plan", "spaces", "info", "build", "embed", "eval", "tune", "index", "search",
-         "serve", "download", "convert", "mini"]
+VERBS = ["plan", "spaces", "info", "build", "embed", "import", "eval", "tune", "index", "search",
+         "serve", "download", "convert", "push", "export", "api", "mini"]
+#: verbs whose module has another name (``import`` is a Python keyword)
+_MODULES = {"import": "importing"}
 
 app = typer.Typer(
     cls=FreebindGroup,
@@ -42,7 +44,7 @@ def _root(
 
 
 for _verb in VERBS:
-    importlib.import_module(f"freebind_cli.{_verb}").register(app)
+    importlib.import_module(f"freebind_cli.{_MODULES.get(_verb, _verb)}").register(app)
 
 
 def main() -> None:

@@ -15,30 +15,45 @@ def serve_command(
     index_dir: Path = typer.Argument(..., help="An index folder (`freebind index`)."),
     port: int = typer.Option(8765, "--port", min=1, max=65535),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on; anything but "
-                             "127.0.0.1/localhost lets other machines reach the index's "
-                             "files."),
+                             "a loopback address lets other machines reach the index's "
+                             "files (name the host names they use with --allowed-host)."),
+    allowed_host: List[str] = typer.Option([], "--allowed-host", help="A Host name the "
+                                           "server answers to besides this machine's "
+                                           "(repeatable; `.example.org` takes its "
+                                           "subdomains too; `*` any name, unsafe)."),
     max_upload: int = typer.Option(50, "--max-upload", min=1, help="Largest upload, in MB."),
+    max_pixels: int = typer.Option(40_000_000, "--max-pixels", min=1,
+                                   help="Largest uploaded image, in pixels (checked before "
+                                        "decoding)."),
+    max_seconds: float = typer.Option(600.0, "--max-seconds", min=0.1,
+                                      help="Longest uploaded audio, in seconds."),
     device: Optional[str] = device_option(),
     precision: Optional[str] = precision_option(),
     space_option: List[str] = space_option_option(),
 ) -> None:
     """Serve a search page: a query box, audio/image upload, a result grid with thumbnails and
     players, a modality filter, a preset menu and one slider per bond factor."""
-    from freebind.search.serve import is_local, require_packages, serve
+    from freebind.search.serve import require_packages, serve
+    from freebind.web import WILDCARDS, check_bind_host
 
     require_packages()
     options = parse_space_options(device, precision, space_option)
-    if not is_local(host):
-        typer.echo(f"warning: listening on {host}: every machine that can reach it can search "
-                   f"the index and fetch its audio and image files", err=True)
+    warning = check_bind_host(host)
+    if warning:
+        typer.echo(f"{warning} (the index's audio and image files included)", err=True)
+    if "*" in allowed_host:
+        typer.echo("warning: --allowed-host '*' answers to any Host name, which lets other "
+                   "web sites reach this server through DNS rebinding", err=True)
+    shown = "127.0.0.1" if host.strip("[]") in WILDCARDS else host
 
     def started(index):
         typer.echo(f"freebind serve: {index.name} · {len(index.items)} items → "
-                   f"http://{'[' + host + ']' if ':' in host else host}:{port}/  (Ctrl-C stops)",
-                   err=True)
+                   f"http://{'[' + shown + ']' if ':' in shown else shown}:{port}/  "
+                   f"(Ctrl-C stops)", err=True)
 
     serve(index_dir, host=host, port=port, max_upload=max_upload * 1024 * 1024,
-          space_options=options, on_start=started)
+          space_options=options, on_start=started, allowed_hosts=allowed_host,
+          max_pixels=max_pixels, max_seconds=max_seconds)
 
 
 def register(app: typer.Typer) -> None:

@@ -8,7 +8,10 @@ The curated API, imported lazily so ``import freebind`` stays cheap::
     report = freebind.embed(target, ["media/"], output="out/")  # resumable partitions
     records = freebind.evaluate(["mini:bind", target], ["audiocaps"], ["sets/"])
     result = freebind.tune("fused.safetensors", ["audiocaps"], ["sets/"], ["a=0:1:0.1"])
+    freebind.import_embeddings("CLAP_g", "clip_retrieval_out/")  # rows computed elsewhere
     fused.fuse({"IB": {"audio": a}, "CLAP_g": {"audio": b}, ...}, factors=["a=0.8"])
+    freebind.open("hf:org/fused@main@versatile")            # a bundle on the Hub
+    freebind.push("fused.safetensors", "org/fused")          # publish it, with a model card
 """
 
 from __future__ import annotations
@@ -29,7 +32,9 @@ _LAZY = {
     "tune": ("freebind.evaluate.api", "tune"),
     "FusedSpace": ("freebind.fused", "FusedSpace"),
     "build": ("freebind.builder", "build"),
+    "import_embeddings": ("freebind.importer", "import_embeddings"),
     "Index": ("freebind.search", "Index"),
+    "push": ("freebind.share", "push"),
     "spaces": ("freebind.spaces", None),
     "FreebindError": ("freebind.errors", "FreebindError"),
 }

@@ -47,6 +47,8 @@ class Pools:
 
     items: dict[str, list]
     origin: dict[str, str] = field(default_factory=dict)
+    #: what the readers could not use (a truncated shard, null cells), as report entries
+    problems: list[dict] = field(default_factory=list)
 
     def modalities(self) -> tuple[str, ...]:
         return tuple(m for m in POOL_MODALITIES if self.items.get(m))
@@ -99,24 +101,44 @@ def read_pools_file(path: str | os.PathLike) -> dict[str, str]:
         raise PoolError(f"{path}: not a JSON pools file ({exc})") from None
     if not isinstance(data, dict) or not any(m in data for m in POOL_MODALITIES):
         raise PoolError(f"{path}: a pools file maps audio/image/text to paths")
-    return {m: str(path.parent / data[m]) for m in POOL_MODALITIES if data.get(m)}
+    out = {}
+    for m in POOL_MODALITIES:
+        v = data.get(m)
+        if isinstance(v, dict):   # {"path": TABLE, "column": NAME}
+            if not v.get("path"):
+                raise PoolError(f"{path}: {m}: an object needs a \"path\"")
+            out[m] = {**v, "path": str(path.parent / v["path"])}
+        elif v:
+            out[m] = str(path.parent / v)
+    return out
 
 
 def resolve_pools(audio=None, image=None, text=None, pools=None) -> Pools:
-    """Pools from flags (folders, a text file, or lists) and/or a pools file."""
+    """Pools from flags (folders, a text file, or lists) and/or a pools file. A flag may
+    also name tar shards, a table or a datasets folder, or be ``{"path", "column"}``
+    (:func:`freebind.readers.read_pool`)."""
+    from freebind.readers import read_pool
+
     spec: dict[str, object] = {}
     if pools is not None:
         spec.update(read_pools_file(pools))
     for m, v in (("audio", audio), ("image", image), ("text", text)):
         if v is not None:
             spec[m] = v
-    items, origin = {}, {}
+    items, origin, problems = {}, {}, []
     for m, v in spec.items():
+        got = read_pool(m, v) if isinstance(v, (str, os.PathLike, Mapping)) else None
+        if got is not None:
+            items[m], origin[m] = got.items[m], got.origin
+            problems += [{**p, "modality": m} for p in got.problems]
+            continue
+        if isinstance(v, Mapping):
+            v = v["path"]
         if m == "text":
             items[m], origin[m] = _texts_of(v)
         else:
             items[m], origin[m] = _files_of(m, v)
-    return Pools(items, origin)
+    return Pools(items, origin, problems)
 
 
 def default_mini_pools(root: Path, n: int = MINI_POOL_SIZE, seed: int = MINI_POOL_SEED,
@@ -358,13 +380,14 @@ def build(expression, audio=None, image=None, text=None, pools=None, output=None
             torch.set_num_threads(previous)
 
 
-def _fill_store(plan, pool, store, engine, shard, batch_size, progress, space_options, say):
-    """The embedding stage on an engine: every (space, modality) store call of step 1."""
-    from freebind import spaces
+def _fill_store(plan, pool, store, engine, shard, batch_size, progress, space_options, say,
+                leaves):
+    """The embedding stage on an engine: every (space, modality) store call of step 1
+    (none for a space whose rows were all imported)."""
     from freebind.engine import fill
     from freebind.engine.chunks import StoreCall
 
-    opened = {ref: spaces.get(ref, **space_options) for ref in plan.spaces}
+    opened = {ref: leaf.space for ref, leaf in leaves.items() if leaf.rows != "imported"}
     calls = [StoreCall(ref, m, pool.items[m]) for ref, sp in opened.items()
              for m in pool.modalities() if m in sp.modalities]
     where = f" (slice {shard[0]}/{shard[1]})" if shard else ""
@@ -436,14 +459,21 @@ def _build(expression, config: BuildConfig, engine=None, shard=None):
     if not pool.modalities():
         raise PoolError("every pool is empty")
 
-    report = BuildReport(plan.expression, None, pool.counts(), pool.origin, str(store.root))
+    report = BuildReport(plan.expression, None, pool.counts(), pool.origin, str(store.root),
+                         skipped=list(pool.problems))
 
-    # 1. embed every pool item with every leaf space (cached)
+    # 1. embed every pool item with every leaf space (cached); a space whose rows were all
+    # imported is not loaded (freebind.importer)
     t = time.perf_counter()
+    from freebind.importer import resolve_leaf
+
+    items = {m: pool.items[m] for m in pool.modalities()}
+    leaves = {ref: resolve_leaf(store, ref, items, lambda r: spaces.get(r, **space_options))
+              for ref in plan.spaces}
     filled = None
     if engine is not None:
         filled = _fill_store(plan, pool, store, engine, shard, batch_size, progress,
-                             space_options, say)
+                             space_options, say, leaves)
         report.engine = filled.to_dict()
         if shard is not None:
             report.encoded = filled.encoded
@@ -456,13 +486,17 @@ def _build(expression, config: BuildConfig, engine=None, shard=None):
     leaf_raw: dict[str, dict[str, np.ndarray]] = {}
     kept: dict[str, np.ndarray] = {}
     for ref in plan.spaces:
-        space = spaces.get(ref, **space_options)
+        space, fallback = leaves[ref].space, leaves[ref].fallback
+        if leaves[ref].rows != "encoded":
+            ident = space if fallback is None else fallback
+            say(f"{ref}: rows {leaves[ref].rows} ({ident.fingerprint})")
         for m in pool.modalities():
             if m not in space.modalities:
                 continue
             before = store.encoded
             arr, idx, failures = store.embed(space, m, pool.items[m], batch_size=batch_size,
-                                             progress=progress, on_error="skip", lazy=lazy)
+                                             progress=progress, on_error="skip", lazy=lazy,
+                                             fallback=fallback)
             encoded = store.encoded - before
             report.encoded += encoded
             report.reused += len(idx) - encoded
@@ -544,8 +578,9 @@ def _build(expression, config: BuildConfig, engine=None, shard=None):
     # 4. the bundle (deterministic content: no times, no absolute paths)
     space_meta = {}
     for ref in plan.spaces:
-        sp = spaces.get(ref, **space_options)
-        space_meta[ref] = {**plan.spaces[ref], "fingerprint": str(sp.fingerprint)}
+        space_meta[ref] = {**plan.spaces[ref],
+                           "fingerprint": str(leaves[ref].space.fingerprint),
+                           **leaves[ref].meta()}
     data_fp = {m: {"items": int(len(kept[m])),
                    "fingerprint": _pool_fingerprint(store, m,
                                                     [pool.items[m][i] for i in kept[m]])}

@@ -111,9 +111,12 @@ def _spaces_of(ref) -> dict[str, dict]:
     if fused is not None:
         return dict(fused.plan.spaces)
     ref = str(getattr(ref, "ref", ref))
-    path = ref.split("@", 1)[0]
-    if path.endswith(".safetensors") or Path(path).is_file():
+    from freebind.target import is_bundle_ref, split_ref
+
+    if is_bundle_ref(ref):
         from freebind.bundle import read_metadata
+
+        path = split_ref(ref)[0]
 
         return dict(read_metadata(path).get("plan", {}).get("spaces", {}))
     return {ref: {"family": spaces.info(ref).family}}
@@ -218,6 +221,8 @@ def looks_like_target(arg: str) -> bool:
     from freebind import spaces
     from freebind.target import split_ref
 
+    if str(arg).startswith("hf:"):
+        return True
     path = split_ref(str(arg))[0]
     if path.endswith(".safetensors"):
         return True

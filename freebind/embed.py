@@ -173,15 +173,34 @@ class EmbedPlan:
         return EmbeddingStore(self.options.cache_dir, shard_size=self.options.shard_size)
 
 
-def _collect(paths: Sequence, texts, as_modality: str | None):
+def _collect(paths: Sequence, texts, as_modality: str | None, columns=None,
+             problems: list | None = None):
     """``{modality: [(source, item or MediaError)]}``: files by extension (``as_modality``:
     every file given or found in a folder given); a text file is one text (its content);
-    ``texts`` gives one text per line, sourced ``FILE:LINE``."""
+    ``texts`` gives one text per line, sourced ``FILE:LINE``. Tar shards (paths, brace
+    patterns), tables and ``datasets`` folders among ``paths`` (and a table as ``texts``)
+    are read by :mod:`freebind.readers` (``columns``: ``{modality: column}``); what they
+    could not read goes to ``problems``."""
     from freebind.errors import MediaError
     from freebind.media import discover, read_texts
+    from freebind.readers import container_kind, read_inputs, read_pool
 
+    problems = [] if problems is None else problems
+    columns = dict(columns or {})
+    held = None
+    if paths:
+        paths, held = read_inputs(paths, columns=columns)
+        problems += held.problems
     found = discover(paths, as_modality=as_modality) if paths else {}
     out: dict[str, list[tuple[str, object]]] = {m: [] for m in MODALITY_ORDER}
+    if held is not None:
+        for m in held.items:
+            out.setdefault(m, []).extend(held.entries(m))
+    if texts is not None and container_kind(texts) is not None:
+        got = read_pool("text", texts, column=columns.get("text"))
+        problems += got.problems
+        out["text"] += got.entries("text")
+        texts = None
     for m, files in found.items():
         if m != "text":
             out[m] = [(str(p), str(p)) for p in files]
@@ -206,13 +225,16 @@ def plan_embed(target, paths: Iterable = (), texts=None, output=None, *,
                precision: str | None = None, partition_size: int = 100_000,
                batch_size: int = 64, shard_size: int = 2048, cache_dir=None,
                metadata: str = "parquet", strict: bool = False,
-               progress: bool = True) -> EmbedPlan:
+               progress: bool = True, columns: Mapping[str, str] | None = None) -> EmbedPlan:
     """The shards of embedding ``paths`` (files or folders) and ``texts`` (a file, one text
     per line) with ``target`` (see :func:`freebind.open`) into ``output``.
 
     ``as_modality`` makes every file of ``paths`` that modality (depth, thermal, imu, …)
     instead of telling it by extension; ``space_options`` (and ``device``, ``precision``)
-    go to every ``spaces.get``; ``metadata`` is ``"parquet"`` or ``"jsonl"``. Reads the
+    go to every ``spaces.get``; ``metadata`` is ``"parquet"`` or ``"jsonl"``. ``paths``
+    may name webdataset tar shards (brace patterns too), tables and ``datasets`` folders,
+    ``texts`` a table; ``columns`` (``{"text": "caption", "audio": ...}``) names the table
+    columns to read (see :mod:`freebind.readers`). Reads the
     inputs and resolves the target; writes nothing. ``target=None`` is the default bundle
     (:func:`freebind.defaults.default_target`)."""
     if target is None:
@@ -261,14 +283,15 @@ def plan_embed(target, paths: Iterable = (), texts=None, output=None, *,
                           space_options=options.space_options or dict(target.space_options))
         target = target.ref
     paths = [Path(p) for p in ([paths] if isinstance(paths, (str, os.PathLike)) else paths)]
-    items = _collect(paths, texts, as_modality)
+    problems: list[dict] = []
+    items = _collect(paths, texts, as_modality, columns, problems)
     if not items:
         raise UsageError("nothing to embed: no files found" if as_modality else
                          "nothing to embed: no audio, image, video or text files found "
                          "(by extension), and no texts")
     plan = EmbedPlan(os.fspath(target), str(output), options, (), _target=given)
     tgt = plan.open_target()
-    skipped: list[dict] = []
+    skipped: list[dict] = [{"path": p["path"], "reason": p["reason"]} for p in problems]
     shards: list[Shard] = []
     for m in MODALITY_ORDER:
         if m not in items:
@@ -284,7 +307,8 @@ def plan_embed(target, paths: Iterable = (), texts=None, output=None, *,
             good = [(s, it) for s, it in part if not isinstance(it, Exception)]
             failed = tuple((s, _reason(str(it), s)) for s, it in part
                            if isinstance(it, Exception))
-            shards.append(Shard(len(shards), m, tuple(str(it) for _, it in good),
+            shards.append(Shard(len(shards), m,
+                                tuple(it if isinstance(it, str) else str(it) for _, it in good),
                                 tuple(s for s, _ in good), failed, digest))
     return replace(plan, shards=tuple(shards), name=tgt.name, dim=tgt.dim,
                    fingerprint=tgt.fingerprint, counts={m: len(v) for m, v in items.items()},
@@ -321,7 +345,7 @@ def begin(plan: EmbedPlan) -> None:
             raise UsageError(f"{output}: folder is not empty and has no {MANIFEST}; "
                              f"choose an empty folder")
         if not mpath.is_file():
-            text = json.dumps(manifest, indent=1)
+            text = json.dumps({**manifest, **bundle_record(plan.target)}, indent=1)
             atomic_write(mpath, lambda tmp: Path(tmp).write_text(text))
             return
     try:
@@ -330,9 +354,38 @@ def begin(plan: EmbedPlan) -> None:
         old = None
     if isinstance(old, dict):
         old.pop("report", None)
+        old.pop("bundle", None)  # where the bundle was: not part of the run's identity
     if old != manifest:
         raise UsageError(f"{output}: holds embeddings of another run (different target, "
                          f"factors, files or options); choose an empty folder")
+
+
+_BUNDLE_HASHES: dict[tuple, str] = {}
+
+
+def bundle_record(ref: str) -> dict:
+    """``{"bundle": {"path", "content", "preset"}}`` for a bundle target (its absolute path
+    and content hash, so that ``freebind index`` finds it, moved or not), else ``{}``."""
+    from freebind.target import is_bundle_ref, split_ref
+
+    if not is_bundle_ref(ref):
+        return {}
+    path, preset = split_ref(ref)
+    p = Path(path).resolve()
+    if not p.is_file():
+        return {}
+    return {"bundle": {"path": str(p), "content": bundle_hash(p), "preset": preset}}
+
+
+def bundle_hash(path: os.PathLike) -> str:
+    """A bundle file's content hash (cached per path, size and modification time)."""
+    from freebind.store import file_key
+
+    st = os.stat(path)
+    key = (str(path), st.st_size, st.st_mtime_ns)
+    if key not in _BUNDLE_HASHES:
+        _BUNDLE_HASHES[key] = file_key(path)
+    return _BUNDLE_HASHES[key]
 
 
 def shard_done(plan: EmbedPlan, shard: Shard) -> bool:
@@ -515,8 +568,8 @@ def finish(plan: EmbedPlan, results: Sequence[ShardResult], *,
                          sum(r.rows for r in ordered), skipped, dict(plan.counts), per, shards)
     if partial:
         return report
-    data = {**plan.manifest(), "report": {k: v for k, v in report.to_dict().items()
-                                          if k not in ("output",)}}
+    data = {**plan.manifest(), **bundle_record(plan.target),
+            "report": {k: v for k, v in report.to_dict().items() if k not in ("output",)}}
     text = json.dumps(data, indent=1)
     atomic_write(out / MANIFEST, lambda tmp: Path(tmp).write_text(text))
     return report

@@ -16,27 +16,11 @@ import numpy as np
 
 from freebind.errors import MediaError
 
-AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg")
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
-TEXT_EXTENSIONS = (".txt",)
-VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm")
-#: the modalities an extension tells apart (depth/thermal maps and IMU arrays are PNG/.npy
-#: files that look like images or anything else: name them with ``discover(..., as_modality)``)
-EXTENSION_MODALITIES = ("audio", "image", "text", "video")
-
-
-def modality_of(path: str | os.PathLike) -> str | None:
-    """``audio``, ``image``, ``text`` or ``video`` by file extension; None for anything else."""
-    ext = Path(path).suffix.lower()
-    if ext in AUDIO_EXTENSIONS:
-        return "audio"
-    if ext in IMAGE_EXTENSIONS:
-        return "image"
-    if ext in TEXT_EXTENSIONS:
-        return "text"
-    if ext in VIDEO_EXTENSIONS:
-        return "video"
-    return None
+# the extensions and modality_of live in freebind.vocab (the readers use them too)
+from freebind.vocab import (  # noqa: E402,F401  (re-exported)
+    AUDIO_EXTENSIONS, EXTENSION_MODALITIES, IMAGE_EXTENSIONS, TEXT_EXTENSIONS, VIDEO_EXTENSIONS,
+    modality_of,
+)
 
 
 def discover(paths: Iterable[str | os.PathLike],
@@ -79,22 +63,32 @@ def resample(wave: np.ndarray, src_rate: int, dst_rate: int) -> np.ndarray:
     return resample_poly(wave, ratio.numerator, ratio.denominator).astype(np.float32)
 
 
-def load_audio(path: str | os.PathLike, rate: int) -> np.ndarray:
-    """Decode ``path`` to a mono float32 signal in [-1, 1] at ``rate`` Hz.
+def load_audio(path: str | os.PathLike, rate: int, mono: bool = True,
+               resampler=None) -> np.ndarray:
+    """Decode ``path`` to a float32 signal in [-1, 1] at ``rate`` Hz.
 
-    Stereo and multi-channel audio are averaged to mono. An empty file is an error."""
+    ``mono=True``: channels are averaged, the result is ``[samples]``; ``mono=False``:
+    ``[channels, samples]``. ``resampler(wave, src_rate, dst_rate)`` resamples along the last
+    axis (default :func:`resample`, polyphase); the real encoders pass the resampler of their
+    reference pipeline. An empty file is an error."""
     try:
         import soundfile as sf
 
-        data, src_rate = sf.read(str(path), dtype="float32", always_2d=True)
+        data, src_rate = sf.read(_source(path), dtype="float32", always_2d=True)
     except Exception as exc:  # soundfile raises several types; all mean "cannot decode"
         raise MediaError(f"{path}: cannot decode audio ({_short(exc)})") from None
     if data.shape[0] == 0:
         raise MediaError(f"{path}: audio has no samples")
-    wave = data.mean(axis=1)
+    wave = data.mean(axis=1) if mono else np.ascontiguousarray(data.T)
     if not np.isfinite(wave).all():
         raise MediaError(f"{path}: audio contains NaN or infinite samples")
-    return resample(wave, int(src_rate), rate)
+    if int(src_rate) == rate:
+        return wave.astype(np.float32, copy=False)
+    if resampler is None:
+        if not mono:
+            return np.stack([resample(ch, int(src_rate), rate) for ch in wave])
+        return resample(wave, int(src_rate), rate)
+    return np.asarray(resampler(wave, int(src_rate), rate), dtype=np.float32)
 
 
 def load_image(path: str | os.PathLike):
@@ -102,7 +96,7 @@ def load_image(path: str | os.PathLike):
     try:
         from PIL import Image
 
-        with Image.open(path) as img:
+        with Image.open(_source(path)) as img:
             img.load()
             return img.convert("RGB")
     except Exception as exc:
@@ -125,6 +119,15 @@ def fit_length(wave: np.ndarray, length: int) -> np.ndarray:
         start = (n - length) // 2
         return wave[start:start + length]
     return np.pad(wave, (0, length - n))
+
+
+def _source(path):
+    """What a decoder opens: the path, or a file object over the bytes of a medium stored
+    in a tar shard or a table (:class:`freebind.readers.Member`, or its locator string)."""
+    from freebind.readers import open_member
+
+    got = open_member(path)
+    return str(path) if got is None else got
 
 
 def _short(exc: BaseException) -> str:
@@ -195,7 +198,7 @@ def _open_video(path):
         raise MediaError(f"{path}: cannot decode video: PyAV is not installed "
                          "(pip install av, or 'freebind[imagebind]')") from None
     try:
-        container = av.open(str(path))
+        container = av.open(_source(path))
     except Exception as exc:
         raise MediaError(f"{path}: cannot decode video ({_short(exc)})") from None
     if not container.streams.video:
@@ -220,7 +223,7 @@ def load_single_channel(path: str | os.PathLike, normalise: bool = False) -> np.
         try:
             from PIL import Image
 
-            with Image.open(path) as img:
+            with Image.open(_source(path)) as img:
                 img.load()
                 mode = img.mode
                 if mode in ("P", "LA", "RGBA", "PA"):
@@ -265,7 +268,7 @@ def load_imu(path: str | os.PathLike, channels: int = 6) -> np.ndarray:
 
 def _load_npy(path) -> np.ndarray:
     try:
-        arr = np.load(str(path), allow_pickle=False)
+        arr = np.load(_source(path), allow_pickle=False)
     except Exception as exc:
         raise MediaError(f"{path}: cannot read array ({_short(exc)})") from None
     if not isinstance(arr, np.ndarray) or not np.issubdtype(arr.dtype, np.number):

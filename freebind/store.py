@@ -145,6 +145,12 @@ class EmbeddingStore:
             if not isinstance(item, str):
                 raise MediaError(f"{item!r}: a text item must be a string")
             return text_key(item)
+        if isinstance(item, str) and "::" in item:  # a medium inside a tar shard or table
+            from freebind.readers import member_key
+
+            key = member_key(item)
+            if key is not None:
+                return key
         path = os.fspath(item)
         try:
             st = os.stat(path)
@@ -192,9 +198,12 @@ class EmbeddingStore:
 
     # --- the work -------------------------------------------------------------------------
     def embed(self, space, modality: str, items: Sequence[Any], batch_size: int = 64,
-              progress: bool = True, on_error: str = "raise", lazy: bool = False):
+              progress: bool = True, on_error: str = "raise", lazy: bool = False,
+              fallback=None):
         """Embeddings of ``items`` (see the class). ``lazy=True`` returns a
-        :class:`PoolView` of the rows instead of loading them."""
+        :class:`PoolView` of the rows instead of loading them. ``fallback`` (a space-like
+        identity, such as rows imported for this space: :mod:`freebind.importer`) is read
+        for the keys ``space``'s own entries lack, so only what neither holds is encoded."""
         if on_error not in ("raise", "skip"):
             raise ValueError("on_error must be 'raise' or 'skip'")
         if modality not in tuple(space.modalities):
@@ -213,7 +222,8 @@ class EmbeddingStore:
                 failures[i] = EmbedFailure(i, _item_text(item), _reason(exc, item))
 
         mdir = self.modality_dir(space, modality)
-        index = self._index(mdir)
+        extra = {} if fallback is None else self._index(self.modality_dir(fallback, modality))
+        index = {**extra, **self._index(mdir)}
         # distinct keys still missing, in first-appearance order (the shard layout)
         missing: dict[str, int] = {}
         for i, k in enumerate(keys):
@@ -227,7 +237,7 @@ class EmbeddingStore:
                 for i, kk in enumerate(keys):
                     if kk == k and i not in failures:
                         failures[i] = EmbedFailure(i, _item_text(items[i]), _reason(exc, items[i]))
-            index = self._index(mdir)
+            index = {**extra, **self._index(mdir)}
 
         kept = [i for i in range(len(items)) if i not in failures]
         if lazy:

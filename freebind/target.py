@@ -27,8 +27,14 @@ from freebind.vocab import TEXT_MODALITIES  # noqa: E402  (items are strings)
 
 def split_ref(ref: str) -> tuple[str, str | None]:
     """``"b.safetensors@versatile"`` → ``("b.safetensors", "versatile")``; a reference
-    without ``@`` (or a space reference) → ``(ref, None)``."""
+    without ``@`` (or a space reference) → ``(ref, None)``; a hub reference
+    (``hf:org/name@main@versatile``) → its bundle's local path (:mod:`freebind.hub`,
+    cached or downloaded) and preset."""
     ref = os.fspath(ref)
+    if ref.startswith("hf:"):
+        from freebind import hub
+
+        return hub.split(ref)
     path, at, preset = ref.rpartition("@")
     if at and preset and (path.endswith(".safetensors") or Path(path).is_file()):
         return path, preset
@@ -36,9 +42,12 @@ def split_ref(ref: str) -> tuple[str, str | None]:
 
 
 def is_bundle_ref(ref) -> bool:
-    """Whether ``ref`` names a bundle file (``.safetensors``, or any existing file),
-    with or without an ``@preset``."""
-    path, _ = split_ref(os.fspath(ref))
+    """Whether ``ref`` names a bundle file (``.safetensors``, or any existing file, or a
+    hub reference ``hf:…``), with or without an ``@preset``; nothing is downloaded."""
+    ref = os.fspath(ref)
+    if ref.startswith("hf:"):
+        return True
+    path, _ = split_ref(ref)
     return path.endswith(".safetensors") or Path(path).is_file()
 
 
@@ -181,7 +190,9 @@ class Target:
 
 def open(ref, factors: Sequence[str] | str | None = None,  # noqa: A001  (freebind.open)
          preset: str | None = None, *, space_options: Mapping[str, Any] | None = None) -> Target:
-    """Resolve a target string: a space reference, a bundle path, or ``bundle@preset``.
+    """Resolve a target string: a space reference, a bundle path, ``bundle@preset``, or a
+    Hugging Face Hub reference ``hf:ORG/NAME[@REVISION][:FILE][@preset]``
+    (:mod:`freebind.hub`).
 
     ``factors`` (``["a=0.8", "b2=off"]``) and ``preset`` apply to bundles only;
     ``space_options`` (device, precision, checkpoint, …) go to every ``spaces.get`` of the
@@ -205,7 +216,13 @@ def open(ref, factors: Sequence[str] | str | None = None,  # noqa: A001  (freebi
                              f"also given")
         chosen = inline or preset
         fused = load(path, factors=factors, preset=chosen)
-        label = Path(path).stem + (f"@{chosen}" if chosen else "")
+        if ref.startswith("hf:"):
+            from freebind import hub
+
+            label = hub.parse(ref).bundle_ref.split(":", 1)[1]
+            label += (f"@{chosen}" if chosen else "")
+        else:
+            label = Path(path).stem + (f"@{chosen}" if chosen else "")
         if factors:
             label += "[" + ",".join(factors) + "]"
         return Target(ref, label, fused=fused, preset=chosen, factors=factors,
@@ -278,6 +295,21 @@ def resolve_bundle_family(spec: str, ref: str):
                      options=(("path", str(path)), ("preset", preset)),
                      loader="freebind.target:load_bundle_space",
                      checker="freebind.target:check_bundle_space")
+
+
+def resolve_hub_family(spec: str, ref: str):
+    """``hf:ORG/NAME…`` as a registry entry: the bundle it names (:mod:`freebind.hub`),
+    usable as an expert (``mini:bind + c(hf:org/name)``) or bound again."""
+    import dataclasses
+
+    from freebind import hub
+
+    parsed = hub.parse(ref)
+    path = hub.resolve(parsed)
+    found = resolve_bundle_family(str(path) + (f"@{parsed.preset}" if parsed.preset else ""),
+                                  ref)
+    return dataclasses.replace(found, description=f"{found.description} "
+                                                  f"({parsed.describe()})")
 
 
 def load_bundle_space(info, path: str, preset: str | None = None, **space_options) -> Target:

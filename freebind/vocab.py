@@ -94,3 +94,30 @@ def is_mini_only(families: Sequence[str]) -> bool:
     default pools and needs no weights to download)."""
     families = [str(f) for f in families]
     return bool(families) and set(families) == {"mini"}
+
+
+# --- media files by extension (freebind.media, freebind.readers) ---------------------------
+
+AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+TEXT_EXTENSIONS = (".txt",)
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm")
+#: the modalities an extension tells apart (depth/thermal maps and IMU arrays are PNG/.npy
+#: files that look like images or anything else: name them with ``discover(..., as_modality)``)
+EXTENSION_MODALITIES = ("audio", "image", "text", "video")
+
+
+def modality_of(path) -> str | None:
+    """``audio``, ``image``, ``text`` or ``video`` by file extension; None for anything else."""
+    from pathlib import Path
+
+    ext = Path(path).suffix.lower()
+    if ext in AUDIO_EXTENSIONS:
+        return "audio"
+    if ext in IMAGE_EXTENSIONS:
+        return "image"
+    if ext in TEXT_EXTENSIONS:
+        return "text"
+    if ext in VIDEO_EXTENSIONS:
+        return "video"
+    return None

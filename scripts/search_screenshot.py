@@ -1,18 +1,21 @@
-"""Draw docs/search_page.png: `freebind serve INDEX` in headless chromium with a text query,
-the at-expertise preset and every item modality shown.
+"""Draw docs/search_page.png (1280×900) and docs/search_page_phone.png (390×844):
+`freebind serve INDEX` in headless chromium with a text query, the at-expertise preset and
+every item modality shown (the phone with its controls folded).
 
-    .venv/bin/python scripts/search_screenshot.py INDEX [--query "…"] [-o docs/search_page.png]
+    .venv/bin/python scripts/search_screenshot.py INDEX [--query "…"] [-o docs]
 
 Needs Debian's chromium and chromium-driver, and selenium (the browser test's tools)."""
 
 import argparse
 import os
 import sys
+import urllib.parse
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.test_search_browser import card_ids, chrome, free_port, start_server  # noqa: E402
+from tests.test_search_browser import (card_ids, chrome, free_port, ready,  # noqa: E402
+                                       settled, start_server)
 
 
 def main():
@@ -20,38 +23,30 @@ def main():
     ap.add_argument("index")
     ap.add_argument("--query", default="a loud dog barks repeatedly")
     ap.add_argument("--preset", default="at-expertise")
-    ap.add_argument("-o", "--output", default="docs/search_page.png")
+    ap.add_argument("-o", "--output", default="docs")
     args = ap.parse_args()
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.common.keys import Keys
-    from selenium.webdriver.support.ui import Select, WebDriverWait
+    from selenium.webdriver.support.ui import WebDriverWait
 
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     proc = start_server(Path(args.index), port, env)
-    driver = chrome()
+    query = urllib.parse.urlencode({"q": args.query, "preset": args.preset, "k": "10"})
     try:
-        driver.set_window_size(1280, 1010)
-        wait = WebDriverWait(driver, 60)
-        driver.get(f"http://127.0.0.1:{port}/")
-        wait.until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-ready"))
-        Select(driver.find_element(By.ID, "preset")).select_by_value(args.preset)
-        Select(driver.find_element(By.ID, "k")).select_by_visible_text("10")
-        box = driver.find_element(By.ID, "q")
-        box.send_keys(args.query)
-        box.send_keys(Keys.ENTER)
-        wait.until(lambda d: len(card_ids(d)) == 10)
-        first = card_ids(driver)
-        Select(driver.find_element(By.ID, "modality")).select_by_value("image")
-        wait.until(lambda d: card_ids(d) != first)
-        Select(driver.find_element(By.ID, "modality")).select_by_value("")
-        wait.until(lambda d: card_ids(d) == first)
-        wait.until(lambda d: d.execute_script(
-            "return [...document.querySelectorAll('.card img')].every(i => i.complete)"))
-        driver.save_screenshot(args.output)
-        print(f"wrote {args.output}: {len(first)} results")
+        for name, (w, h, mobile) in {"search_page.png": (1280, 900, False),
+                                     "search_page_phone.png": (390, 844, True)}.items():
+            driver = chrome(w, h, mobile)
+            try:
+                wait = WebDriverWait(driver, 60)
+                driver.get(f"http://127.0.0.1:{port}/?{query}")
+                ready(driver, wait)
+                wait.until(lambda d: len(card_ids(d)) > 0)
+                settled(driver, wait)
+                out = Path(args.output) / name
+                driver.save_screenshot(str(out))
+                print(f"wrote {out}: {len(card_ids(driver))} results")
+            finally:
+                driver.quit()
     finally:
-        driver.quit()
         proc.terminate()
         proc.wait(timeout=20)
 

@@ -33,4 +33,10 @@ def make_index(root: Path, n: int = 24) -> Path:
     store = root / "cache"
     index.add("audio", sorted((root / "pools" / "audio").glob("*.wav")), store=store)
     index.add("image", sorted((root / "pools" / "image").glob("*.png")), store=store)
-    return index.save(root / "index")
+    for wav in sorted((root / "pools" / "audio").glob("*.wav"))[:4]:
+        wav.with_suffix(".txt").write_text(f"caption of {wav.stem}\n")
+    out = index.save(root / "index")
+    from freebind.search.thumbs import write_media_info
+
+    write_media_info(out)
+    return out

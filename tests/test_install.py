@@ -37,7 +37,8 @@ def test_no_extra_declares_a_reference_or_torchaudio():
         assert not names & {"laion-clap", "laion_clap", "imagebind-unofficial", "torchaudio",
                             "pytorchvideo", "decord", "numpy"}, name
     assert set(extras["all"][0].split("[")[1].rstrip("]").split(",")) == {
-        "imagebind", "open-clip", "clap", "internvl", "minilm", "search"}
+        "imagebind", "open-clip", "clap", "internvl", "minilm", "search", "hub", "api", "onnx",
+        "hf"}
     assert "ray" in extras  # the cluster engine stays its own extra
 
 

@@ -43,6 +43,13 @@ def check(ns: dict, folder: Path) -> None:
     assert ns["results"] and (folder / "embeddings-mini" / "embed.json").is_file()
     a = np.load(folder / "embeddings" / "image_emb" / "image_emb_1.npy")
     assert a.shape == (8, ns["fused"].dim)
+    assert sorted(p.name for p in (folder / "hub-repo").iterdir()) == ["README.md",
+                                                                       "fused.safetensors"]
+    assert ns["pushed"].repo_id == "me/mini-fused" and not ns["pushed"].uploaded
+    assert max(ns["onnx"].max_abs_diff.values()) <= 1e-5
+    assert sorted(ns["onnx"].factors) == ["b1.image", "b1.text", "b2.audio", "b2.text"]
+    want = ns["fused"].encode("text", ["a dog barks"]).numpy()[0]
+    assert np.array_equal(np.asarray(ns["reply"]["data"][0]["embedding"], np.float32), want)
 
 
 def test_readme_has_python_blocks():

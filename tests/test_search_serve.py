@@ -22,7 +22,8 @@ def served(tmp_path_factory):
     root = tmp_path_factory.mktemp("serve")
     index = Index.load(make_index(root))
     app = create_app(index, max_upload=200_000, upload_dir=str(root / "uploads"))
-    return TestClient(app, raise_server_exceptions=False), index, root
+    return TestClient(app, base_url="http://127.0.0.1:8765",
+                      raise_server_exceptions=False), index, root
 
 
 def test_info_and_page(served):

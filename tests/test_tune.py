@@ -89,10 +89,17 @@ def test_tune_end_to_end(home):
     # `freebind.embed` accepts the tuned preset too
     freebind.embed(bundle, [home / "sets" / "audiocaps" / "audio"], output=home / "emb",
                    preset="tuned-audiocaps-t2a", metadata="jsonl", progress=False)
-    got = np.load(sorted((home / "emb").rglob("audio_emb_*.npy"))[0])
-    items = sorted(str(p) for p in (home / "sets" / "audiocaps" / "audio").glob("*.wav"))
+    emb = sorted((home / "emb").rglob("audio_emb_*.npy"))
+    assert len(emb) == 1
+    got = np.load(emb[0])
+    # row by row, in the order the metadata gives (a mix-up of rows must fail)
+    part = emb[0].stem.rsplit("_", 1)[1]
+    meta = (home / "emb" / "metadata" / f"metadata_{part}.jsonl").read_text().splitlines()
+    items = [json.loads(line)["path"] for line in meta if line]
+    assert sorted(Path(p).name for p in items) == sorted(
+        p.name for p in (home / "sets" / "audiocaps" / "audio").glob("*.wav"))
     want = freebind.load(bundle, preset="tuned-audiocaps-t2a").encode("audio", items).numpy()
-    assert got.shape == want.shape and np.allclose(np.sort(got, 0), np.sort(want, 0), atol=1e-5)
+    assert got.shape == want.shape and np.allclose(got, want, atol=1e-5)
 
 
 def test_tune_no_save_and_errors(home):

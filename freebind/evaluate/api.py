@@ -94,7 +94,8 @@ def evaluate(targets, suites, data, *, factors: Sequence[str] | str = (),
              batch_size: int = 64, progress: bool = True,
              space_options: Mapping[str, Any] | None = None, device: str | None = None,
              precision: str | None = None,
-             warn: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
+             warn: Callable[[str], None] | None = None, block_rows: int | None = None,
+             budget_bytes: int | None = None) -> list[dict[str, Any]]:
     """Evaluate every target (space references, bundles, ``bundle@preset``, or targets from
     :func:`freebind.open`) on every suite; one result record per (target, suite), in suite
     order then target order.
@@ -104,7 +105,11 @@ def evaluate(targets, suites, data, *, factors: Sequence[str] | str = (),
     them (``split``, ``templates``, ``manifest``, …); ``output`` is a file template
     (``{dataset}``, ``{model}``, ``{task}``, ``{preset}``) each record is written to (its
     ``path``); ``record=True`` also keeps each bundle's results in its metadata. ``warn``
-    receives a line for every suite whose listed files are partly missing."""
+    receives a line for every suite whose listed files are partly missing.
+
+    Memory is bounded by blocks, not by a suite: embeddings are read memory-mapped from
+    the cache, a bundle fuses chunk by chunk, and the metrics score ``block_rows`` ×
+    ``block_rows`` similarities at a time (default from ``budget_bytes``, 256 MiB)."""
     from freebind.evaluate.runner import (
         evaluate as evaluate_one, output_path, record_evaluation, write_json,
     )
@@ -114,7 +119,14 @@ def evaluate(targets, suites, data, *, factors: Sequence[str] | str = (),
 
     if int(batch_size) < 1:
         raise UsageError(f"batch_size={batch_size}: must be at least 1")
+    if block_rows is not None and int(block_rows) < 1:
+        raise UsageError(f"block_rows={block_rows}: must be at least 1")
+    if budget_bytes is not None and int(budget_bytes) < 1:
+        raise UsageError(f"budget_bytes={budget_bytes}: must be positive")
     targets = default_targets(targets)
+    if record:
+        for t in targets:
+            _check_writable(t, "record results")
     pairs = pair_data(_as_list(suites), default_data(suites, data, targets, store, cache_dir,
                                                      progress))
     per_suite = split_suite_options(pairs, suite_options)
@@ -131,7 +143,8 @@ def evaluate(targets, suites, data, *, factors: Sequence[str] | str = (),
                  f"(e.g. {evalset.missing[0]})")
         for target in loaded:
             rec = evaluate_one(target, evalset, store=store, batch_size=batch_size,
-                               progress=progress)
+                               progress=progress, block_rows=block_rows,
+                               budget_bytes=budget_bytes)
             if output:
                 rec["path"] = str(write_json(output_path(output, rec), rec))
             if record and target.is_bundle:
@@ -185,6 +198,8 @@ def tune(bundle, suites, data, grids=(), *, suite_options: Mapping[str, Any] | N
     parsed = parse_grids(grids)
     require("matplotlib", "the factor-analysis figure of tune")  # before any work
     bundle = default_targets(bundle)[0]
+    if save:
+        _check_writable(bundle, "store tuned presets")
     pairs = pair_data(_as_list(suites), default_data(suites, data, [bundle], store, cache_dir,
                                                      progress))
     per_suite = split_suite_options(pairs, suite_options)
@@ -216,3 +231,11 @@ def tune(bundle, suites, data, grids=(), *, suite_options: Mapping[str, Any] | N
     result.summary, result.figure, result.saved = summary, Path(figure), bool(save)
     return result
 
+
+def _check_writable(target, what: str) -> None:
+    """A bundle named by a hub reference is huggingface_hub's cached copy: never rewritten
+    (it would no longer be the revision it names). Checked before any work."""
+    ref = str(getattr(target, "ref", target))
+    if ref.startswith("hf:"):
+        raise UsageError(f"{ref}: cannot {what} into a bundle in the Hugging Face cache; "
+                         f"copy the bundle to a file of your own and use that file")

@@ -25,11 +25,39 @@ def embed_target(folder: Path) -> str:
     return str(meta.get("target", ""))
 
 
+def embed_ref(folder: Path) -> str:
+    """The target to index an embed folder with: for a bundle, the file ``embed.json``
+    records (path and content hash), or, when it has moved, the ``*.safetensors`` beside the
+    folder (in it, or next to it) with that content; for a space, its reference."""
+    folder = Path(folder)
+    meta = json.loads((folder / "embed.json").read_text(encoding="utf-8"))
+    rec = meta.get("bundle")
+    if not isinstance(rec, dict) or not rec.get("path"):
+        return str(meta.get("target", ""))
+    from freebind.embed import bundle_hash
+
+    suffix = f"@{rec['preset']}" if rec.get("preset") else ""
+    want = rec.get("content")
+    candidates = [Path(rec["path"])]
+    for d in (folder, folder.parent):
+        candidates += sorted(d.glob("*.safetensors"))
+    for c in candidates:
+        try:
+            if c.is_file() and (not want or bundle_hash(c) == want):
+                return str(c) + suffix
+        except OSError:
+            continue
+    raise UsageError(f"{folder}: embedded with the bundle {rec['path']}, which is gone (no "
+                     f"bundle with its content in {folder} or {folder.parent}); give "
+                     f"--target BUNDLE")
+
+
 def build_index(embed_dirs: Sequence[os.PathLike], output: os.PathLike, *,
                 target: str | None = None, factors: Sequence[str] = (),
                 preset: str | None = None, exact_limit: int | None = None, store=None,
                 batch_size: int = 64, progress: bool = True,
-                space_options: Mapping | None = None) -> dict:
+                space_options: Mapping | None = None, captions: os.PathLike | None = None,
+                caption_column: str | None = None, thumbnails: bool = True) -> dict:
     """Create ``output`` (or add the partitions it lacks) from ``embed_dirs``; returns the
     report: rows per modality, how each is searched (exact, or HNSW with its recall@10)."""
     output = Path(output)
@@ -38,6 +66,10 @@ def build_index(embed_dirs: Sequence[os.PathLike], output: os.PathLike, *,
         raise UsageError("give at least one folder written by `freebind embed`")
     for d in dirs:
         embed_target(d)  # every folder checked before any work
+    if captions is not None:
+        from freebind.search.thumbs import file_captions
+
+        file_captions(captions, caption_column)  # a bad table fails before any work
     if (output / "index.json").is_file():
         if target or factors or preset:
             raise UsageError(f"{output}: is an index already (its target and factors are "
@@ -48,7 +80,7 @@ def build_index(embed_dirs: Sequence[os.PathLike], output: os.PathLike, *,
     else:
         if output.exists() and (not output.is_dir() or any(output.iterdir())):
             raise UsageError(f"{output}: exists and is not an index; choose a new folder")
-        ref = target or embed_target(dirs[0])
+        ref = target or embed_ref(dirs[0])
         if not ref:
             raise UsageError(f"{dirs[0]}: embed.json names no target; give target=BUNDLE")
         try:
@@ -71,6 +103,10 @@ def build_index(embed_dirs: Sequence[os.PathLike], output: os.PathLike, *,
     if not index.items:
         raise UsageError("nothing to index: the folders hold no finished partitions")
     index.save(output, progress=progress)
+    from freebind.search.thumbs import write_media_info
+
+    media = write_media_info(output, captions=captions, caption_column=caption_column,
+                             thumbnails=thumbnails, progress=progress)
     info = index.info()
     mods = {}
     for m, rows in info["modalities"].items():
@@ -83,7 +119,7 @@ def build_index(embed_dirs: Sequence[os.PathLike], output: os.PathLike, *,
         mods[m] = {"rows": rows, "search": search,
                    "recall@10": ann["recall@10"] if ann else 1.0}
     return {"output": str(output), "target": index.ref, "expression": index.name,
-            "items": info["items"], "modalities": mods, **report}
+            "items": info["items"], "modalities": mods, "media": media, **report}
 
 
 def _check_faiss(index: Index, dirs: list[Path]) -> None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from collections import OrderedDict
 from contextlib import contextmanager
@@ -115,6 +116,8 @@ class Index:
         self._paths: set[tuple[str, str]] = set()
         self._query_cache: "OrderedDict[tuple, dict]" = OrderedDict()
         self.path: Path | None = None
+        # guards the caches (query rows, components) so that searches can run in threads
+        self._lock = threading.RLock()
 
     # --- factors ------------------------------------------------------------------------
     def _table(self, factors=None, preset: str | None = None):
@@ -323,6 +326,10 @@ class Index:
 
     # --- components ---------------------------------------------------------------------
     def _components(self, block: _Block, table):
+        with self._lock:
+            return self._components_locked(block, table)
+
+    def _components_locked(self, block: _Block, table):
         k = parts.key(self.graph, block.modality, table)
         if k not in block.comps:
             pv = parts.pivot(self.graph, block.modality, table)
@@ -452,9 +459,12 @@ class Index:
             todo = []
             for i, it in enumerate(items):
                 key = (ref, modality, _query_key(modality, it))
-                if key in self._query_cache:
-                    self._query_cache.move_to_end(key)
-                    rows[i] = self._query_cache[key]
+                with self._lock:
+                    row = self._query_cache.get(key)
+                    if row is not None:
+                        self._query_cache.move_to_end(key)
+                if row is not None:
+                    rows[i] = row
                 else:
                     todo.append(i)
             if todo:
@@ -468,9 +478,10 @@ class Index:
                 for i, row in zip(todo, arr):
                     rows[i] = row
                     key = (ref, modality, _query_key(modality, items[i]))
-                    self._query_cache[key] = row
-                    while len(self._query_cache) > 4096:
-                        self._query_cache.popitem(last=False)
+                    with self._lock:
+                        self._query_cache[key] = row
+                        while len(self._query_cache) > 4096:
+                            self._query_cache.popitem(last=False)
             leaves.setdefault(ref, {})[modality] = np.stack(rows)
         return leaves
 

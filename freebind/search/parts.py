@@ -14,7 +14,12 @@ side. With c = A·B, ``‖(1−f)A + fB‖² = (1−f)² + f² + 2f(1−f)c``, s
     q·fused = ((1−f)·q·A + f·q·B) / sqrt((1−f)² + f² + 2f(1−f)·c)
 
 ranks the items exactly as re-fusing them under the factor f would, with no encoder and no
-projector. Every other factor and switch the modality reads (earlier bonds, bonds inside
+projector.
+
+A pivot whose router weighs m (``route=learned``, the factor not pinned) has a σ and expert
+weights of every item's own: side A is then the routed fusion itself, side B is absent (the
+factor 0), and the key says ``routed``. Pinning the factor (a slider, a preset, ``route=off``)
+gives another key, whose components are the fixed-weight A and B above. Every other factor and switch the modality reads (earlier bonds, bonds inside
 experts) is part of the components' :func:`key`: when it changes, the components are
 recomputed from the stored base-space embeddings (projectors only).
 """
@@ -42,6 +47,8 @@ class Pivot:
     kind: str | None
     has_a: bool
     has_b: bool
+    #: the bond's router gives every item its own σ and w here (side A is the fusion)
+    routed: bool = False
 
 
 def pivot(graph: dict, modality: str, table: Mapping[str, BondFactors]) -> Pivot:
@@ -58,7 +65,21 @@ def pivot(graph: dict, modality: str, table: Mapping[str, BondFactors]) -> Pivot
         base_has = ev.bond_has(b, modality, base_has)
     experts = bond["experts"] if bond["kind"] == "c" else bond["experts"][:1]
     expert_has = any(ev.has(e, modality) for e in experts)
-    return Pivot(bond["id"], bond["kind"], base_has, expert_has)
+    routed = bond["kind"] == "c" and base_has and expert_has and \
+        _routes(ev, bond, table[bond["id"]], modality)
+    return Pivot(bond["id"], bond["kind"], base_has, expert_has, routed)
+
+
+def _routes(ev: _Evaluator, bond: dict, entry: BondFactors, modality: str) -> bool:
+    """Whether the combination bond mixes ``modality`` with its router (the graph's rule:
+    on, routed and not pinned, a modality the router weighs, every routed expert has it)."""
+    if not entry.on or not entry.routes(modality):
+        return False
+    from freebind.router import router_spec
+
+    spec = router_spec(bond).get(modality)
+    return spec is not None and all(ev.has(bond["experts"][i], modality)
+                                    for i in spec["experts"])
 
 
 def _pivot_index(ev: _Evaluator, bonds: list[dict], modality: str) -> int | None:
@@ -79,9 +100,11 @@ def key(graph: dict, modality: str, table: Mapping[str, BondFactors]) -> str:
         entry = table[b["id"]]
         if b["id"] == p.bond:
             continue
+        routes = ":routed" if entry.routes(modality) else ""
         parts.append(f"{b['id']}:{'on' if entry.on else 'off'}:"
-                     f"{entry.factors.get(modality, '-')}")
-    return f"{modality}|{p.bond}|{int(p.has_a)}{int(p.has_b)}|" + ",".join(parts)
+                     f"{entry.factors.get(modality, '-')}{routes}")
+    routed = "|routed" if p.routed else ""
+    return f"{modality}|{p.bond}|{int(p.has_a)}{int(p.has_b)}{routed}|" + ",".join(parts)
 
 
 def components(graph: dict, projectors: Mapping, leaves: Mapping[str, Mapping[str, object]],
@@ -99,7 +122,7 @@ def components(graph: dict, projectors: Mapping, leaves: Mapping[str, Mapping[st
     ev = _Evaluator(projectors, fetch, table, dry=False)
     p = pivot(graph, modality, table)
     with torch.no_grad():
-        if p.bond is None:
+        if p.bond is None or p.routed:
             return _np(ev.value(graph, modality)), None
         bonds = graph["bonds"]
         i = next(j for j, b in enumerate(bonds) if b["id"] == p.bond)
@@ -128,7 +151,7 @@ def _np(x):
 def mix(pv: Pivot, table: Mapping[str, BondFactors], modality: str) -> float | None:
     """The weight f of side B under ``table`` (0: side A alone, 1: side B alone), or None when
     the modality does not exist under these switches."""
-    if pv.bond is None:
+    if pv.bond is None or pv.routed:
         return 0.0
     entry = table[pv.bond]
     if not entry.on:

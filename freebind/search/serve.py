@@ -1,40 +1,66 @@
 """``freebind serve``: a JSON API and one web page over an :class:`~freebind.search.Index`.
 
-Routes::
+Routes (GET routes answer HEAD too)::
 
     GET  /                     the page (assets from this package: no CDN, no build step)
-    GET  /static/<name>        the page's script and style sheet (a fixed list)
+    GET  /static/<name>        the page's script, style sheet and icon (a fixed list)
     GET  /api/info             target, modalities, presets, one control per bond factor
-    POST /api/search           {"text" | "upload" | "item", "k", "modality", "factors", "preset"}
+    POST /api/search           JSON {"text" | "upload" | "item", "k", "modality", "factors",
+                               "preset"}
     POST /api/upload           multipart "file" (audio or image) → {"upload": token, …}
     GET  /api/media/<id>       the file of indexed item <id> (audio and images only)
+    GET  /api/thumb/<id>       the waveform thumbnail of audio item <id> (PNG), if indexed
 
-Safe by default: files are served by item id from the index's own list, never by a path from
-the request; uploads are size-limited and decoded like ``embed`` decodes (an undecodable file
-is a 422 naming the reason); a malformed request is a 4xx JSON ``{"error": …}``.
+Safe by default (:mod:`freebind.web`): the Host header must name this machine or an
+``allowed_hosts`` entry, foreign Origins are refused, bodies are limited while they stream,
+``/api/search`` takes ``application/json`` only, and every error is a JSON
+``{"error": …}`` without server paths. Files are served by item id from the index's own list,
+and only while their real path is still the indexed one. Uploads are checked (pixels,
+seconds) before they are decoded, decoded in a bounded pool off the event loop, and kept as
+their base embeddings (a few KB) under a random token, within a byte budget and a time to
+live; the temporary folder is removed when the server stops.
 """
 
 
+import asyncio
 import os
+import re
 import secrets
+import shutil
 import tempfile
 import threading
 import time
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
+
+import numpy as np
 
 from freebind.errors import FreebindError, UsageError
+from freebind.web import ApiError, BodyTooLarge, Guard, install_errors, read_json
 
 STATIC = Path(__file__).parent / "static"
 #: the only static files the server hands out: name → media type
 ASSETS = {"app.js": "text/javascript; charset=utf-8", "app.css": "text/css; charset=utf-8",
-          "index.html": "text/html; charset=utf-8"}
+          "index.html": "text/html; charset=utf-8", "favicon.svg": "image/svg+xml"}
 MEDIA_TYPES = {".wav": "audio/wav", ".flac": "audio/flac", ".mp3": "audio/mpeg",
                ".ogg": "audio/ogg", ".png": "image/png", ".jpg": "image/jpeg",
                ".jpeg": "image/jpeg", ".webp": "image/webp", ".bmp": "image/bmp"}
 DEFAULT_MAX_UPLOAD = 50 * 1024 * 1024
+DEFAULT_MAX_PIXELS = 40_000_000
+DEFAULT_MAX_SECONDS = 600.0
+#: uploads are kept as base embeddings: this many bytes of them, each for this many seconds
+DEFAULT_UPLOAD_BUDGET = 64 * 1024 * 1024
+DEFAULT_UPLOAD_TTL = 3600.0
+#: multipart framing allowed on top of the file itself
+FORM_OVERHEAD = 64 * 1024
+#: JSON bodies (searches)
+MAX_JSON = 256 * 1024
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+_ID = re.compile(r"[0-9]{1,12}")
+_RANGE = re.compile(r"bytes=\s*(\d*)\s*-\s*(\d*)\s*((,\s*\d*\s*-\s*\d*\s*)*)")
 
 
 def require_packages() -> None:
@@ -51,181 +77,405 @@ def require_packages() -> None:
                          f"'freebind[search]')")
 
 
-class _ApiError(Exception):
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status = status
-        self.message = message
+_ApiError = ApiError  # the name the tests and older code use
 
 
-def create_app(index, max_upload: int = DEFAULT_MAX_UPLOAD, upload_dir: str | None = None):
-    """The FastAPI application serving ``index`` (an :class:`Index`)."""
+class Uploads:
+    """Upload tokens → the query's base embeddings, bounded by bytes and by age (not by a
+    count: a burst of uploads does not push out the token a client is about to use)."""
+
+    def __init__(self, budget: int = DEFAULT_UPLOAD_BUDGET, ttl: float = DEFAULT_UPLOAD_TTL,
+                 clock=time.monotonic):
+        self.budget, self.ttl, self.clock = int(budget), float(ttl), clock
+        self._items: "OrderedDict[str, dict]" = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def add(self, entry: dict) -> str:
+        token = secrets.token_urlsafe(16)
+        size = int(entry.get("bytes", 0)) + 256
+        with self._lock:
+            self._prune()
+            self._items[token] = {**entry, "size": size, "t": self.clock()}
+            self._bytes += size
+            while self._bytes > self.budget and len(self._items) > 1:
+                _, old = self._items.popitem(last=False)
+                self._bytes -= old["size"]
+        return token
+
+    def get(self, token: str) -> dict | None:
+        with self._lock:
+            self._prune()
+            return self._items.get(token)
+
+    def _prune(self) -> None:
+        now = self.clock()
+        while self._items:
+            token, first = next(iter(self._items.items()))
+            if now - first["t"] <= self.ttl:
+                break
+            self._items.popitem(last=False)
+            self._bytes -= first["size"]
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+def create_app(index, max_upload: int = DEFAULT_MAX_UPLOAD, upload_dir: str | None = None,
+               *, host: str = "127.0.0.1", allowed_hosts: Iterable[str] = (),
+               max_pixels: int = DEFAULT_MAX_PIXELS, max_seconds: float = DEFAULT_MAX_SECONDS,
+               upload_budget: int = DEFAULT_UPLOAD_BUDGET,
+               upload_ttl: float = DEFAULT_UPLOAD_TTL, decoders: int | None = None,
+               searchers: int | None = None):
+    """The ASGI application serving ``index`` (an :class:`Index`): a FastAPI app inside a
+    :class:`freebind.web.Guard`. ``app.state`` holds ``index``, ``upload_dir``, ``uploads``."""
     require_packages()
+    import anyio
     from fastapi import FastAPI, Request
-    from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import FileResponse, JSONResponse, Response
-    from starlette.exceptions import HTTPException as StarletteHTTPException
+    from fastapi.responses import FileResponse, Response
 
-    app = FastAPI(title="freebind search", docs_url=None, redoc_url=None, openapi_url=None)
-    lock = threading.Lock()
-    uploads: "OrderedDict[str, dict]" = OrderedDict()
-    tmp = Path(upload_dir) if upload_dir else Path(tempfile.mkdtemp(prefix="freebind-serve-"))
-    tmp.mkdir(parents=True, exist_ok=True)
+    cpus = os.cpu_count() or 2
+    decoders = int(decoders or min(4, max(2, cpus)))
+    pool = ThreadPoolExecutor(max_workers=decoders, thread_name_prefix="freebind-decode")
+    search_limit = anyio.CapacityLimiter(int(searchers or max(4, min(16, 2 * cpus))))
+    parent = Path(upload_dir) if upload_dir else None
+    if parent is not None:
+        parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix="freebind-serve-", dir=parent))
+    uploads = Uploads(upload_budget, upload_ttl)
+    real_dirs = _real_dirs(index)
+    waiting = {"n": 0}
+    thumbs = _thumb_dir(index)
+    from freebind.search.thumbs import read_media_info
 
-    def error(status: int, message: str):
-        return JSONResponse({"error": message}, status_code=status)
+    media_info = read_media_info(getattr(index, "path", None))
 
-    @app.exception_handler(_ApiError)
-    async def _api_error(request, exc: _ApiError):
-        return error(exc.status, exc.message)
+    @asynccontextmanager
+    async def lifespan(app):
+        try:
+            yield
+        finally:  # after a graceful stop (uvicorn then re-raises the signal: no atexit)
+            pool.shutdown(wait=False, cancel_futures=True)
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    app = FastAPI(title="freebind search", docs_url=None, redoc_url=None, openapi_url=None,
+                  lifespan=lifespan)
+    install_errors(app)
 
     @app.exception_handler(FreebindError)
     async def _freebind_error(request, exc: FreebindError):
-        return error(400 if isinstance(exc, UsageError) else 500, str(exc))
+        from freebind.web import json_error
 
-    @app.exception_handler(RequestValidationError)
-    async def _validation(request, exc: RequestValidationError):
-        first = exc.errors()[0] if exc.errors() else {}
-        where = ".".join(str(x) for x in first.get("loc", ()))
-        return error(422, f"{where}: {first.get('msg', 'invalid request')}")
+        if isinstance(exc, UsageError):
+            return json_error(400, _scrub(str(exc), tmp))
+        return json_error(500, f"internal error ({type(exc).__name__})")
 
-    @app.exception_handler(StarletteHTTPException)
-    async def _http(request, exc):
-        return error(exc.status_code, str(exc.detail))
-
-    @app.exception_handler(Exception)
-    async def _unexpected(request, exc: Exception):
-        return error(500, f"internal error ({type(exc).__name__})")
-
-    @app.get("/")
-    def page():
-        return FileResponse(STATIC / "index.html", media_type=ASSETS["index.html"],
-                            headers={"Cache-Control": "no-cache"})
-
-    @app.get("/static/{name}")
-    def static(name: str):
-        if name not in ASSETS or name == "index.html":
-            raise _ApiError(404, f"no asset {name!r}")
+    def asset(name: str):
         return FileResponse(STATIC / name, media_type=ASSETS[name],
                             headers={"Cache-Control": "no-cache"})
 
-    @app.get("/api/info")
+    @app.api_route("/", methods=["GET", "HEAD"])
+    def page():
+        return asset("index.html")
+
+    @app.api_route("/favicon.ico", methods=["GET", "HEAD"])
+    def favicon():
+        return asset("favicon.svg")
+
+    @app.api_route("/static/{name}", methods=["GET", "HEAD"])
+    def static(name: str):
+        if name not in ASSETS or name == "index.html":
+            raise ApiError(404, "no such asset")
+        return asset(name)
+
+    @app.api_route("/api/info", methods=["GET", "HEAD"])
     def info():
         data = index.info()
+        if data.get("bundle"):
+            data["target"] = Path(str(data["target"])).name  # no server paths
         data["preset_values"] = _preset_values(index)
         data["max_upload"] = max_upload
+        data["max_pixels"] = max_pixels
+        data["max_seconds"] = max_seconds
+        data["captions"] = any("caption" in v for v in media_info.values())
+        data["thumbnails"] = thumbs is not None
         return data
 
-    @app.get("/api/media/{item_id}")
-    def media(item_id: str):
-        if not item_id.isdigit() or len(item_id) > 12:
-            raise _ApiError(404, "no such item")
+    def indexed_file(item_id: str, modalities=("audio", "image")) -> tuple[int, str]:
+        if not _ID.fullmatch(item_id):
+            raise ApiError(404, "no such item")
         i = int(item_id)
         if i >= len(index.items):
-            raise _ApiError(404, "no such item")
+            raise ApiError(404, "no such item")
         item = index.items[i]
-        path = Path(item["path"])
-        kind = MEDIA_TYPES.get(path.suffix.lower())
-        if item["modality"] not in ("audio", "image") or kind is None or not path.is_file():
-            raise _ApiError(404, f"item {i} has no audio or image file to show")
-        return FileResponse(path, media_type=kind)
+        path = item["path"]
+        if item["modality"] not in modalities or Path(path).suffix.lower() not in MEDIA_TYPES:
+            raise ApiError(404, f"item {i} has no audio or image file to show")
+        real = _still_indexed(path, real_dirs)
+        if real is None:
+            raise ApiError(404, f"item {i}: its file is gone or no longer the indexed one")
+        return i, real
+
+    @app.api_route("/api/media/{item_id}", methods=["GET", "HEAD"])
+    def media(item_id: str, request: Request):
+        _, real = indexed_file(item_id)
+        _check_range(request.headers.get("range"), os.path.getsize(real))
+        return FileResponse(real, media_type=MEDIA_TYPES[Path(real).suffix.lower()],
+                            headers={"Cache-Control": "private, max-age=3600"})
+
+    @app.api_route("/api/thumb/{item_id}", methods=["GET", "HEAD"])
+    def thumb(item_id: str):
+        i, _ = indexed_file(item_id, ("audio",))
+        path = None if thumbs is None else thumbs / f"{i}.png"
+        if path is None or not path.is_file() or path.is_symlink():
+            raise ApiError(404, f"item {i} has no thumbnail (rebuild the index to draw them)")
+        return FileResponse(path, media_type="image/png",
+                            headers={"Cache-Control": "private, max-age=3600"})
 
     @app.post("/api/upload")
     async def upload(request: Request):
         ctype = request.headers.get("content-type", "")
         if not ctype.startswith("multipart/form-data"):
-            raise _ApiError(415, "upload: send multipart/form-data with a 'file' field")
-        length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > max_upload + 64 * 1024:
-            raise _ApiError(413, f"upload: larger than the limit of {max_upload} bytes")
+            raise ApiError(415, "upload: send multipart/form-data with a 'file' field")
         try:
             form = await request.form(max_files=1, max_fields=4,
                                       max_part_size=max_upload + 1)
+        except BodyTooLarge:
+            raise ApiError(413, f"upload: larger than the limit of {max_upload} bytes") \
+                from None
         except Exception as exc:  # noqa: BLE001  (multipart parse errors of several types)
             msg = str(exc) or type(exc).__name__
             status = 413 if "size" in msg.lower() or "large" in msg.lower() else 400
-            raise _ApiError(status, f"upload: malformed form ({msg})") from None
-        file = form.get("file")
-        if file is None or isinstance(file, str):
-            raise _ApiError(400, "upload: no 'file' field")
-        data = await file.read(max_upload + 1)
-        if len(data) > max_upload:
-            raise _ApiError(413, f"upload: larger than the limit of {max_upload} bytes")
-        if not data:
-            raise _ApiError(400, "upload: the file is empty")
-        from freebind.media import modality_of
-
-        name = os.path.basename(file.filename or "upload")
-        suffix = Path(name).suffix.lower()
-        modality = modality_of(name) if suffix else None
-        if modality not in ("audio", "image"):
-            raise _ApiError(415, f"upload {name!r}: not an audio or image file by its "
-                                 f"extension (audio: wav flac mp3 ogg; image: png jpg jpeg "
-                                 f"webp bmp)")
-        if modality not in index.query_modalities:
-            raise _ApiError(400, f"{index.name} has no {modality} queries")
-        token = secrets.token_hex(8)
-        path = tmp / f"{token}{suffix}"
-        path.write_bytes(data)
+            raise ApiError(status, f"upload: malformed form ({_scrub(msg, tmp)})") from None
         try:
-            with lock:  # decode and encode now: an undecodable file is reported here
-                index.embed_query(modality, str(path))
-        except UsageError as exc:
+            file = form.get("file")
+            if file is None or isinstance(file, str):
+                raise ApiError(400, "upload: no 'file' field")
+            from freebind.media import modality_of
+
+            name = _safe_name(file.filename)
+            suffix = Path(name).suffix.lower()
+            modality = modality_of(name) if suffix else None
+            if modality not in ("audio", "image") or suffix not in MEDIA_TYPES:
+                raise ApiError(415, f"upload {name!r}: not an audio or image file by its "
+                                    f"extension (audio: wav flac mp3 ogg; image: png jpg "
+                                    f"jpeg webp bmp)")
+            if modality not in index.query_modalities:
+                raise ApiError(400, f"{index.name} has no {modality} queries")
+            path = tmp / f"{secrets.token_hex(8)}{suffix}"
+            size = await _save_upload(file, path, max_upload)
+        finally:
+            await form.close()
+        if size > max_upload:
             path.unlink(missing_ok=True)
-            raise _ApiError(422, f"upload {name!r}: {_strip(str(exc), str(path))}") from None
-        uploads[token] = {"path": str(path), "modality": modality, "name": name}
-        while len(uploads) > 64:
-            _, old = uploads.popitem(last=False)
-            Path(old["path"]).unlink(missing_ok=True)
-        return {"upload": token, "modality": modality, "name": name, "bytes": len(data)}
+            raise ApiError(413, f"upload: larger than the limit of {max_upload} bytes")
+        if size == 0:
+            path.unlink(missing_ok=True)
+            raise ApiError(400, "upload: the file is empty")
+        if waiting["n"] >= 1024:
+            path.unlink(missing_ok=True)
+            raise ApiError(503, "upload: the server is busy decoding; try again")
+        waiting["n"] += 1
+        try:
+            leaves = await asyncio.get_running_loop().run_in_executor(
+                pool, _decode, index, modality, path, name, max_pixels, max_seconds)
+        finally:
+            waiting["n"] -= 1
+            path.unlink(missing_ok=True)
+        nbytes = sum(a.nbytes for mods in leaves.values() for a in mods.values())
+        token = uploads.add({"leaves": leaves, "modality": modality, "name": name,
+                             "bytes": nbytes})
+        return {"upload": token, "modality": modality, "name": name, "bytes": size}
 
     @app.post("/api/search")
     async def search(request: Request):
-        try:
-            body = await request.json()
-        except (ValueError, UnicodeDecodeError):
-            raise _ApiError(400, "search: the body is not JSON") from None
+        body = await read_json(request, "search")
         if not isinstance(body, dict):
-            raise _ApiError(400, "search: the body must be a JSON object")
+            raise ApiError(400, "search: the body must be a JSON object")
         req = _parse_search(body, index)
+        up = None
         if "upload" in req:
             up = uploads.get(req["upload"])
             if up is None:
-                raise _ApiError(404, "search: unknown or expired upload; upload the file "
-                                     "again")
-            query, qmod = up["path"], up["modality"]
-        elif "item" in req:
-            i = req["item"]
-            if i >= len(index.items):
-                raise _ApiError(404, f"search: no item {i}")
-            it = index.items[i]
-            qmod = it["modality"]
-            query = it.get("text", it["path"]) if qmod == "text" else it["path"]
-        else:
-            query, qmod = req["text"], "text"
-        t0 = time.perf_counter()
-        with lock:
-            hits = index.search(query, query_modality=qmod, k=req["k"],
-                                modality=req["modality"], factors=req["factors"],
-                                preset=req["preset"])
-        ms = (time.perf_counter() - t0) * 1000
-        return {"query_modality": qmod, "ms": round(ms, 2),
-                "hits": [_hit_json(h) for h in hits]}
+                raise ApiError(404, "search: unknown or expired upload; upload the file "
+                                    "again")
+        elif "item" in req and req["item"] >= len(index.items):
+            raise ApiError(404, f"search: no item {req['item']}")
+        return await anyio.to_thread.run_sync(_run_search, index, req, up, media_info,
+                                              thumbs is not None, limiter=search_limit)
 
     app.state.upload_dir = tmp
     app.state.index = index
-    return app
+    app.state.uploads = uploads
+    guard = Guard(app, host=host, allowed_hosts=allowed_hosts, max_body=MAX_JSON,
+                  limits={"/api/upload": max_upload + FORM_OVERHEAD})
+    guard.state = app.state
+    return guard
 
 
-def _strip(msg: str, path: str) -> str:
-    msg = msg.removeprefix("query: ")
-    return msg.removeprefix(f"{path}: ")
+def _run_search(index, req: dict, up: dict | None, media_info: dict | None = None,
+                thumbs: bool = False) -> dict:
+    t0 = time.perf_counter()
+    common = {"k": req["k"], "modality": req["modality"], "factors": req["factors"],
+              "preset": req["preset"]}
+    if up is not None or "item" in req:
+        if up is not None:
+            leaves, qmod = up["leaves"], up["modality"]
+        else:
+            leaves, qmod = _item_leaves(index, req["item"])
+        table = index._table(req["factors"], req["preset"])
+        vec = index._fuse_query_leaves(qmod, leaves, table)[0]
+        hits = index.search(vector=vec, **common)
+    else:
+        qmod = "text"
+        hits = index.search(req["text"], query_modality="text", **common)
+    ms = (time.perf_counter() - t0) * 1000
+    return {"query_modality": qmod, "ms": round(ms, 2),
+            "hits": [_hit_json(h, media_info, thumbs) for h in hits]}
 
 
-def _hit_json(h) -> dict:
+def _item_leaves(index, i: int) -> tuple[dict, str]:
+    """The stored base embeddings of item ``i`` (no file is read again)."""
+    mod = index.items[i]["modality"]
+    block = index.blocks[mod]
+    row = int(np.searchsorted(block.ids, i))
+    if row >= block.rows or int(block.ids[row]) != i:
+        raise ApiError(404, f"search: no item {i}")
+    return {r: {mod: block.leaves[r][row:row + 1]} for r in block.refs}, mod
+
+
+def _decode(index, modality: str, path: Path, name: str, max_pixels: int,
+            max_seconds: float) -> dict:
+    """Check the upload's size in pixels or seconds from its header, then decode and encode
+    it (the base embeddings). Runs in the decode pool."""
+    _check_media_size(modality, path, name, max_pixels, max_seconds)
+    try:
+        return index._query_leaves(modality, [str(path)], index.table)
+    except UsageError as exc:
+        msg = _scrub(str(exc).removeprefix("query: "), path.parent, str(path), name)
+        msg = msg.removeprefix(f"{name}: ")
+        raise ApiError(422, f"upload {name!r}: {msg}") from None
+
+
+def _check_media_size(modality: str, path: Path, name: str, max_pixels: int,
+                      max_seconds: float) -> None:
+    if modality == "image":
+        from PIL import Image
+
+        try:
+            with Image.open(path) as img:  # reads the header only
+                w, h = img.size
+        except Image.DecompressionBombError:
+            raise ApiError(413, f"upload {name!r}: the image is over the limit of "
+                                f"{max_pixels / 1e6:g} MP (--max-pixels)") from None
+        except Exception as exc:  # noqa: BLE001  (Pillow raises several types)
+            raise ApiError(422, f"upload {name!r}: cannot decode image "
+                                f"({type(exc).__name__})") from None
+        if w * h > max_pixels:
+            raise ApiError(413, f"upload {name!r}: {w}×{h} pixels ({w * h / 1e6:.1f} MP) is "
+                                f"over the limit of {max_pixels / 1e6:g} MP (--max-pixels)")
+    elif modality == "audio":
+        try:
+            import soundfile as sf
+
+            info = sf.info(str(path))
+        except Exception:  # noqa: BLE001  undecodable: the decoder reports it
+            return
+        seconds = info.frames / max(info.samplerate, 1)
+        if seconds > max_seconds:
+            raise ApiError(413, f"upload {name!r}: {seconds:.0f} s of audio is over the "
+                                f"limit of {max_seconds:g} s (--max-seconds)")
+
+
+async def _save_upload(file, path: Path, limit: int) -> int:
+    """Copy an uploaded part to ``path`` in chunks; stops one byte past ``limit``."""
+    size = 0
+    with open(path, "wb") as out:
+        while size <= limit:
+            chunk = await file.read(min(1 << 20, limit + 1 - size))
+            if not chunk:
+                break
+            out.write(chunk)
+            size += len(chunk)
+    return size
+
+
+def _safe_name(filename: str | None) -> str:
+    name = os.path.basename((filename or "upload").replace("\\", "/")).strip()
+    name = "".join(ch for ch in name if ch.isprintable())[:120]
+    return name or "upload"
+
+
+def _scrub(msg: str, tmp: Path, *paths: str) -> str:
+    """A message without the server's temporary paths (``paths`` first, then ``tmp``)."""
+    for p in [*paths, str(tmp)]:
+        if p:
+            msg = msg.replace(p, "upload")
+    return msg
+
+
+def _real_dirs(index) -> dict[str, str]:
+    """Real path of every folder that holds indexed audio or image files, as of startup."""
+    out: dict[str, str] = {}
+    for it in index.items:
+        if it["modality"] in ("audio", "image"):
+            d = os.path.dirname(os.path.abspath(it["path"]))
+            if d not in out:
+                out[d] = os.path.realpath(d)
+    return out
+
+
+def _still_indexed(path: str, real_dirs: dict[str, str]) -> str | None:
+    """The file to serve for an indexed ``path``, or None when it is gone, not a regular
+    file, a symlink, or its folder now resolves elsewhere than at startup."""
+    ap = os.path.abspath(path)
+    d = os.path.dirname(ap)
+    expected = os.path.join(real_dirs.get(d) or os.path.realpath(d), os.path.basename(ap))
+    if os.path.realpath(ap) != expected:
+        return None
+    try:
+        import stat
+
+        st = os.lstat(expected)
+    except OSError:
+        return None
+    return expected if stat.S_ISREG(st.st_mode) else None
+
+
+def _check_range(header: str | None, size: int) -> None:
+    """A Range header the file can satisfy, else a JSON 400 (malformed) or 416."""
+    if header is None:
+        return
+    m = _RANGE.fullmatch(header.strip())
+    if not m:
+        raise ApiError(400, "malformed Range header (expected bytes=START-END)")
+    for part in header.split("=", 1)[1].split(","):
+        a, _, b = part.strip().partition("-")
+        a, b = a.strip(), b.strip()
+        if not a and not b:
+            raise ApiError(400, "malformed Range header (expected bytes=START-END)")
+        if a and (int(a) >= size or (b and int(b) < int(a))):
+            raise ApiError(416, f"range {part.strip()} is outside the file ({size} bytes)")
+
+
+def _thumb_dir(index) -> Path | None:
+    p = getattr(index, "path", None)
+    if p is None:
+        return None
+    d = Path(p) / "thumbs"
+    return d if d.is_dir() else None
+
+
+def _hit_json(h, media_info: dict | None = None, thumbs: bool = False) -> dict:
     d = h.to_dict()
     d["name"] = Path(h.path).name if h.text is None else h.path
     d["media"] = f"/api/media/{h.id}" if h.modality in ("audio", "image") else None
+    extra = (media_info or {}).get(h.id, {})
+    for key in ("caption", "duration"):
+        if key in extra:
+            d[key] = extra[key]
+    if thumbs and h.modality == "audio" and "duration" in extra:
+        d["thumb"] = f"/api/thumb/{h.id}"
     d.pop("path")
     return d
 
@@ -235,36 +485,36 @@ def _parse_search(body: dict, index) -> dict:
     known = {"text", "upload", "item", "k", "modality", "factors", "preset"}
     extra = sorted(set(body) - known)
     if extra:
-        raise _ApiError(400, f"search: unknown field {extra[0]!r} (fields: "
-                             f"{', '.join(sorted(known))})")
+        raise ApiError(400, f"search: unknown field {extra[0]!r} (fields: "
+                            f"{', '.join(sorted(known))})")
     queries = [f for f in ("text", "upload", "item") if body.get(f) is not None]
     if len(queries) != 1:
-        raise _ApiError(400, "search: give exactly one of 'text', 'upload' or 'item'")
+        raise ApiError(400, "search: give exactly one of 'text', 'upload' or 'item'")
     out: dict[str, Any] = {}
     q = queries[0]
     if q == "text":
         if not isinstance(body["text"], str) or not body["text"].strip():
-            raise _ApiError(400, "search: 'text' must be a non-empty string")
+            raise ApiError(400, "search: 'text' must be a non-empty string")
         if len(body["text"]) > 10_000:
-            raise _ApiError(400, "search: 'text' is longer than 10000 characters")
+            raise ApiError(400, "search: 'text' is longer than 10000 characters")
         out["text"] = body["text"]
     elif q == "upload":
         if not isinstance(body["upload"], str):
-            raise _ApiError(400, "search: 'upload' must be the token /api/upload returned")
+            raise ApiError(400, "search: 'upload' must be the token /api/upload returned")
         out["upload"] = body["upload"]
     else:
         if not isinstance(body["item"], int) or isinstance(body["item"], bool) \
                 or body["item"] < 0:
-            raise _ApiError(400, "search: 'item' must be an item id (a whole number ≥ 0)")
+            raise ApiError(400, "search: 'item' must be an item id (a whole number ≥ 0)")
         out["item"] = body["item"]
     k = body.get("k", 10)
     if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= 1000:
-        raise _ApiError(400, "search: 'k' must be a whole number from 1 to 1000")
+        raise ApiError(400, "search: 'k' must be a whole number from 1 to 1000")
     out["k"] = k
     m = body.get("modality")
     if m is not None and (not isinstance(m, str) or m not in index.modalities):
-        raise _ApiError(400, f"search: 'modality' must be one of "
-                             f"{', '.join(index.modalities)} (or null for all)")
+        raise ApiError(400, f"search: 'modality' must be one of "
+                            f"{', '.join(index.modalities)} (or null for all)")
     out["modality"] = m
     factors = body.get("factors")
     if factors is None:
@@ -273,17 +523,17 @@ def _parse_search(body: dict, index) -> dict:
         specs = []
         for key, value in factors.items():
             if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-                raise _ApiError(400, f"search: factor {key!r} must be a number or on/off")
+                raise ApiError(400, f"search: factor {key!r} must be a number or on/off")
             specs.append(f"{key}={value}")
         out["factors"] = specs
     elif isinstance(factors, list) and all(isinstance(x, str) for x in factors):
         out["factors"] = factors
     else:
-        raise _ApiError(400, "search: 'factors' must be an object {\"b2.audio\": 0.8} or a "
-                             "list of strings [\"b2.audio=0.8\"]")
+        raise ApiError(400, "search: 'factors' must be an object {\"b2.audio\": 0.8} or a "
+                            "list of strings [\"b2.audio=0.8\"]")
     preset = body.get("preset")
     if preset is not None and not isinstance(preset, str):
-        raise _ApiError(400, "search: 'preset' must be a string")
+        raise ApiError(400, "search: 'preset' must be a string")
     out["preset"] = preset or None
     return out
 
@@ -303,20 +553,29 @@ def _preset_values(index) -> dict:
 
 def serve(index_dir: str | os.PathLike, host: str = "127.0.0.1", port: int = 8765,
           max_upload: int = DEFAULT_MAX_UPLOAD, space_options=None, log_level: str = "warning",
-          on_start=None) -> None:
-    """Load the index and run the server until interrupted."""
+          on_start=None, allowed_hosts: Iterable[str] = (),
+          max_pixels: int = DEFAULT_MAX_PIXELS, max_seconds: float = DEFAULT_MAX_SECONDS,
+          head_timeout: float = 10.0) -> None:
+    """Load the index and run the server until interrupted (SIGINT/SIGTERM stop it
+    gracefully; the upload folder is removed)."""
     require_packages()
     import uvicorn
 
     from freebind.search import Index
+    from freebind.web import check_bind_host, guarded_protocol
 
+    check_bind_host(host)
     index = Index.load(index_dir, space_options=space_options)
-    app = create_app(index, max_upload=max_upload)
+    app = create_app(index, max_upload=max_upload, host=host, allowed_hosts=allowed_hosts,
+                     max_pixels=max_pixels, max_seconds=max_seconds)
     if on_start is not None:
         on_start(index)
-    uvicorn.run(app, host=host, port=port, log_level=log_level)
+    uvicorn.run(app, host=host, port=port, log_level=log_level,
+                http=guarded_protocol(head_timeout), timeout_keep_alive=5,
+                timeout_graceful_shutdown=5)
 
 
 def is_local(host: str) -> bool:
-    return host in LOCAL_HOSTS
+    from freebind.web import is_loopback
 
+    return is_loopback(host)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import threading
 from typing import Callable
 
 from freebind.errors import SpaceError
@@ -27,6 +28,9 @@ _ALIASES: dict[str, str] = {}
 _FAMILIES: dict[str, tuple[Callable[[str, str], SpaceInfo] | str, str, object]] = {}
 _LOADED: dict[tuple, Space] = {}
 _catalog_loaded = False
+_catalog_ready = False
+# the catalog and loaded spaces are filled on first use, possibly from several threads
+_LOCK = threading.RLock()
 
 
 def register(space: SpaceInfo, *, replace: bool = False) -> SpaceInfo:
@@ -48,8 +52,12 @@ def register_family(prefix: str, resolver: Callable[[str, str], SpaceInfo] | str
 
 
 def _ensure_catalog() -> None:
-    global _catalog_loaded
-    if not _catalog_loaded:
+    global _catalog_loaded, _catalog_ready
+    if _catalog_ready:
+        return
+    with _LOCK:  # another thread waits here until the catalog is complete
+        if _catalog_loaded:
+            return
         _catalog_loaded = True
         from freebind.spaces import catalog
 
@@ -58,6 +66,7 @@ def _ensure_catalog() -> None:
                 register(space)
         for prefix, resolver, example, fetcher in catalog.FAMILIES:
             _FAMILIES.setdefault(prefix, (resolver, example, fetcher))
+        _catalog_ready = True
 
 
 def _family_of(ref: str) -> tuple[str, str] | None:
@@ -100,7 +109,9 @@ def get(ref: str, **options) -> Space:
     meta = info(ref)
     key = (meta.name, tuple(sorted((k, repr(v)) for k, v in options.items())))
     if key not in _LOADED:
-        _LOADED[key] = meta.load(**options)
+        with _LOCK:  # loaded once even when threads ask at the same time
+            if key not in _LOADED:
+                _LOADED[key] = meta.load(**options)
     return _LOADED[key]
 
 

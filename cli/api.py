@@ -1,0 +1,61 @@
+"""``freebind api [TARGET]``: an OpenAI-compatible embeddings endpoint (:mod:`freebind.api`)."""
+
+from __future__ import annotations
+
+from typing import List, Optional
+
+import typer
+
+from freebind_cli.common import device_option, parse_space_options, precision_option, \
+    space_option_option
+
+
+def api_command(
+    target: Optional[str] = typer.Argument(None, help="A space, a bundle (bundle@preset) or "
+                                           "hf:ORG/NAME; default: the last build's bundle, "
+                                           "or the only one here."),
+    port: int = typer.Option(8000, "--port", min=1, max=65535),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on; anything but "
+                             "a loopback address lets other machines use the space."),
+    allowed_host: List[str] = typer.Option([], "--allowed-host", metavar="NAME",
+                                           help="Another Host name to answer to (a proxy's; "
+                                                ".example.org for a domain); repeatable."),
+    model: Optional[str] = typer.Option(None, "--model", help="The model id clients send "
+                                        "(default: the target's label)."),
+    max_body: int = typer.Option(25, "--max-body", min=1, help="Largest request body, in MB."),
+    batch_size: int = typer.Option(32, "--batch-size", min=1),
+    device: Optional[str] = device_option(),
+    precision: Optional[str] = precision_option(),
+    space_option: List[str] = space_option_option(),
+) -> None:
+    """Serve POST /v1/embeddings and GET /v1/models in the OpenAI format: text, plus audio
+    and images as data URLs or base64 objects; factors and presets as extension fields."""
+    from freebind.api import require_packages, serve
+    from freebind.target import open as open_target
+    from freebind.web import check_bind_host
+
+    require_packages()
+    warning = check_bind_host(host)
+    if warning:
+        typer.echo(warning, err=True)
+    if target is None:
+        from freebind.defaults import default_target
+
+        found = default_target()
+        typer.echo(found.describe("serving"), err=True)
+        target = found.value
+    resolved = open_target(target, space_options=parse_space_options(device, precision,
+                                                                      space_option))
+
+    def started(service):
+        shown = f"[{host}]" if ":" in host else host
+        typer.echo(f"freebind api: {service.model} ({service.target.dim}-d, "
+                   f"{', '.join(service.target.modalities)}) → http://{shown}:{port}/v1  "
+                   f"(Ctrl-C stops)", err=True)
+
+    serve(resolved, host=host, port=port, model=model, allowed_hosts=allowed_host,
+          max_body=max_body * 1024 * 1024, batch_size=batch_size, on_start=started)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("api")(api_command)

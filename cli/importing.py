@@ -1,0 +1,67 @@
+"""``freebind import SPACE DIR``: add precomputed embeddings to the store for a space."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from freebind_cli.common import console, print_json
+
+
+def import_(
+    space: str = typer.Argument(..., help="The space the rows belong to (CLAP_g, IB, "
+                                          "mini:clap, …); nothing is loaded."),
+    source: Path = typer.Argument(..., help="A clip-retrieval folder ({audio,image,img,text}"
+                                            "_emb/*.npy + metadata/*.parquet), freebind "
+                                            "embed's output, or one .npy with --ids/--texts."),
+    ids: Optional[Path] = typer.Option(None, "--ids", help="For a .npy: its rows' media "
+                                                            "paths, one a line."),
+    texts: Optional[Path] = typer.Option(None, "--texts", help="For a .npy: its rows' texts, "
+                                                                "one a line."),
+    modality: Optional[str] = typer.Option(None, "--modality",
+                                           help="For a .npy with --ids: the modality when "
+                                                "the extensions do not tell."),
+    weights_digest: Optional[str] = typer.Option(None, "--weights-digest",
+                                                 help="Declared digest of the weights that "
+                                                      "made the rows (part of their identity)."),
+    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir",
+                                             help="Embedding cache (default "
+                                                  "$FREEBIND_HOME/cache)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Add embeddings computed elsewhere to the store for SPACE, keyed by content: a build
+    naming SPACE then uses them without loading its encoder (its weights need not exist).
+    Rows of the wrong dimension or not finite are refused, naming the file."""
+    from freebind.importer import import_embeddings
+
+    report = import_embeddings(space, source, ids=ids, texts=texts, modality=modality,
+                               weights_digest=weights_digest, cache_dir=cache_dir,
+                               progress=not (as_json or quiet))
+    if as_json:
+        print_json(report.to_dict())
+        return
+    from rich.table import Table
+
+    out = console()
+    table = Table(title=f"imported for {report.space}")
+    for col in ("modality", "rows", "new in the store"):
+        table.add_column(col, justify="left" if col == "modality" else "right")
+    for m, n in report.rows.items():
+        table.add_row(m, str(n), str(report.written.get(m, 0)))
+    out.print(table)
+    ident = ("the embedding run's own fingerprint" if report.native else
+             f"{report.fingerprint}")
+    out.print(f"{report.files} file(s) read; identity: {ident}; cache {report.cache_dir}")
+    if report.skipped:
+        out.print(f"[yellow]skipped {len(report.skipped)} row(s):[/]")
+        for s in report.skipped[:10]:
+            out.print(f"  {s['path']}: {s['reason']}")
+        if len(report.skipped) > 10:
+            out.print(f"  … and {len(report.skipped) - 10} more (see --json)")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("import")(import_)

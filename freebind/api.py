@@ -1,0 +1,423 @@
+"""An OpenAI-compatible embeddings endpoint over a target (``freebind api TARGET``).
+
+``POST /v1/embeddings`` takes the OpenAI request — ``model``, ``input`` (a string or a list
+of strings), ``encoding_format`` (``float`` or ``base64``: little-endian float32),
+``dimensions`` (accepted only when equal to the space's), ``user`` (ignored) — and answers
+``{"object": "list", "data": [{"object": "embedding", "index": i, "embedding": …}],
+"model": …, "usage": {…}}``, so LangChain, LlamaIndex, vector databases and the official
+``openai`` client use a fused space as they use OpenAI's. Beyond text, the same ``input``
+list may hold audio and images (never fetched from a URL):
+
+* a data URL string: ``"data:audio/wav;base64,…"``, ``"data:image/png;base64,…"``;
+* OpenAI's content parts: ``{"type": "input_audio", "input_audio": {"data": B64,
+  "format": "wav"}}``, ``{"type": "image_url", "image_url": {"url": "data:image/…"}}``,
+  ``{"type": "text", "text": "…"}``;
+* ``{"type": "audio" | "image", "data": B64, "format": "wav" | "png" | …}``.
+
+Every row is in the same fused space, so a text and an audio clip of one request compare
+directly. Extension fields (bundles): ``factors`` (``["a=0.8", "b2=off"]`` or
+``{"a": 0.8}``) and ``preset``; a model id ``ID@PRESET`` selects a preset too. ``GET
+/v1/models`` lists the served id and one id per preset. ``usage`` counts inputs (there is no
+tokenizer common to every space).
+
+The server is :mod:`freebind.web`'s: loopback by default, ``Host``/``Origin`` checks, the
+body limited while it streams, JSON errors — in OpenAI's shape, ``{"error": {"message": …,
+"type": …, "param": null, "code": null}}``, which OpenAI clients show.
+"""
+
+# no ``from __future__ import annotations``: FastAPI reads the handlers' annotations
+# (``Request``, imported inside create_app) as objects
+import base64
+import binascii
+import os
+import re
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from freebind.errors import FreebindError, MediaError, UsageError
+
+DEFAULT_PORT = 8000
+DEFAULT_MAX_BODY = 25 * 1024 * 1024
+#: OpenAI's own limit on inputs per request
+MAX_INPUTS = 2048
+AUDIO_FORMATS = {"wav": ".wav", "x-wav": ".wav", "wave": ".wav", "flac": ".flac",
+                 "mp3": ".mp3", "mpeg": ".mp3", "ogg": ".ogg", "x-flac": ".flac"}
+IMAGE_FORMATS = {"png": ".png", "jpeg": ".jpg", "jpg": ".jpg", "webp": ".webp", "bmp": ".bmp"}
+_DATA_URL = re.compile(r"^data:(audio|image)/([A-Za-z0-9.+\-]+)(?:;[^,;]*)*;base64,(.*)$",
+                       re.DOTALL)
+
+
+def require_packages() -> None:
+    """Name the missing web packages before any work starts."""
+    import importlib.util
+
+    missing = [pkg for mod, pkg in (("fastapi", "fastapi"), ("uvicorn", "uvicorn"))
+               if importlib.util.find_spec(mod) is None]
+    if missing:
+        raise UsageError(f"the embeddings endpoint needs {', '.join(missing)} (pip install "
+                         f"'freebind[api]')")
+
+
+# --- requests ---------------------------------------------------------------------------
+
+class Item:
+    """One input: its modality and either a text or decoded media bytes with a suffix."""
+
+    __slots__ = ("modality", "text", "data", "suffix")
+
+    def __init__(self, modality: str, text: str | None = None, data: bytes | None = None,
+                 suffix: str = ""):
+        self.modality, self.text, self.data, self.suffix = modality, text, data, suffix
+
+
+def _b64(payload: str, where: str) -> bytes:
+    try:
+        data = base64.b64decode(payload.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        raise UsageError(f"{where}: the data is not valid base64") from None
+    if not data:
+        raise UsageError(f"{where}: the data is empty")
+    return data
+
+
+def _suffix(modality: str, fmt: str | None, where: str) -> str:
+    table = AUDIO_FORMATS if modality == "audio" else IMAGE_FORMATS
+    fmt = (fmt or ("wav" if modality == "audio" else "png")).lower().lstrip(".")
+    if fmt not in table:
+        raise UsageError(f"{where}: {modality} format {fmt!r} is not one of "
+                         f"{', '.join(sorted(set(table)))}")
+    return table[fmt]
+
+
+def _data_url(text: str, where: str) -> Item | None:
+    match = _DATA_URL.match(text)
+    if match is None:
+        return None
+    modality, fmt, payload = match.groups()
+    return Item(modality, data=_b64(payload, where), suffix=_suffix(modality, fmt, where))
+
+
+def parse_item(value: Any, i: int) -> Item:
+    """One element of ``input`` (see the module's docstring); raises UsageError."""
+    where = f"input[{i}]"
+    if isinstance(value, str):
+        if value.startswith("data:"):
+            found = _data_url(value, where)
+            if found is not None:
+                return found
+        return Item("text", text=value)
+    if isinstance(value, Mapping):
+        kind = value.get("type")
+        if kind == "text" and isinstance(value.get("text"), str):
+            return Item("text", text=value["text"])
+        if kind == "image_url":
+            url = value.get("image_url")
+            url = url.get("url") if isinstance(url, Mapping) else url
+            if not isinstance(url, str):
+                raise UsageError(f"{where}: image_url needs a url")
+            found = _data_url(url, where)
+            if found is None or found.modality != "image":
+                raise UsageError(f"{where}: only data:image/…;base64 URLs are accepted "
+                                 f"(nothing is downloaded)")
+            return found
+        if kind == "input_audio":
+            part = value.get("input_audio")
+            if not isinstance(part, Mapping) or not isinstance(part.get("data"), str):
+                raise UsageError(f"{where}: input_audio needs {{\"data\": BASE64, "
+                                 f"\"format\": \"wav\"}}")
+            return Item("audio", data=_b64(part["data"], where),
+                        suffix=_suffix("audio", part.get("format"), where))
+        if kind in ("audio", "image") and isinstance(value.get("data"), str):
+            return Item(kind, data=_b64(value["data"], where),
+                        suffix=_suffix(kind, value.get("format"), where))
+        raise UsageError(f"{where}: an object input is {{\"type\": \"text\", \"text\": …}}, "
+                         f"an input_audio or image_url part, or {{\"type\": \"audio\"|"
+                         f"\"image\", \"data\": BASE64}}")
+    if isinstance(value, (int, list)):
+        raise UsageError(f"{where}: token ids are not accepted; send the text itself")
+    raise UsageError(f"{where}: expected a string or an object, got "
+                     f"{type(value).__name__}")
+
+
+def parse_inputs(raw: Any) -> list[Item]:
+    if isinstance(raw, str):
+        return [parse_item(raw, 0)]
+    if not isinstance(raw, list):
+        raise UsageError("input: a string or a list of inputs")
+    if not raw:
+        raise UsageError("input: the list is empty")
+    if all(isinstance(x, int) and not isinstance(x, bool) for x in raw):
+        raise UsageError("input: token ids are not accepted; send the text itself")
+    if len(raw) > MAX_INPUTS:
+        raise UsageError(f"input: {len(raw)} inputs; at most {MAX_INPUTS} per request")
+    return [parse_item(v, i) for i, v in enumerate(raw)]
+
+
+def parse_factors(raw: Any) -> list[str]:
+    if raw is None:
+        return []
+    if isinstance(raw, str):
+        return [raw]
+    if isinstance(raw, list) and all(isinstance(x, str) for x in raw):
+        return list(raw)
+    if isinstance(raw, Mapping):
+        out = []
+        for k, v in raw.items():
+            if not isinstance(v, (int, float, str)) or isinstance(v, bool):
+                raise UsageError(f"factors.{k}: a number, 'on' or 'off'")
+            out.append(f"{k}={v}")
+        return out
+    raise UsageError("factors: a list of overrides (\"a=0.8\") or an object {\"a\": 0.8}")
+
+
+# --- the service (no web framework: testable on its own) --------------------------------
+
+class EmbeddingService:
+    """A target served under a model id: ``embed(body) -> response dict``."""
+
+    def __init__(self, target, model: str | None = None, batch_size: int = 32):
+        from freebind.target import open as open_target
+
+        self.target = open_target(target) if isinstance(target, (str, os.PathLike)) \
+            else target
+        self.model = model or self.target.label
+        self.batch_size = int(batch_size)
+        self.created = int(time.time())
+        self._lock = threading.Lock()
+
+    @property
+    def presets(self) -> list[str]:
+        return list(self.target.fused.presets) if self.target.is_bundle else []
+
+    def model_ids(self) -> list[str]:
+        return [self.model, *(f"{self.model}@{p}" for p in self.presets)]
+
+    def models(self) -> dict:
+        return {"object": "list", "data": [self.model_card(m) for m in self.model_ids()]}
+
+    def model_card(self, model_id: str) -> dict:
+        if model_id not in self.model_ids():
+            raise LookupError(model_id)
+        preset = model_id[len(self.model) + 1:] if model_id != self.model else None
+        return {"id": model_id, "object": "model", "created": self.created,
+                "owned_by": "freebind",
+                "freebind": {"target": self.target.name, "dimensions": self.target.dim,
+                             "modalities": list(self.target.modalities),
+                             "preset": preset or self.target.preset}}
+
+    def _view(self, model: Any, factors: list[str], preset: Any):
+        """The encoder for a request: the target, or its bundle under other factors."""
+        if not isinstance(model, str) or not model:
+            raise UsageError("model: required (GET /v1/models lists the ids)")
+        if model not in self.model_ids():
+            raise LookupError(model)
+        if model != self.model:
+            at = model[len(self.model) + 1:]
+            if preset is not None and preset != at:
+                raise UsageError(f"model {model} names preset {at!r} but preset={preset!r}")
+            preset = at
+        if preset is not None and not isinstance(preset, str):
+            raise UsageError("preset: a preset name")
+        if not factors and preset is None:
+            return None
+        if not self.target.is_bundle:
+            raise UsageError(f"factors and presets apply to fused bundles; {self.model} is "
+                             f"the plain space {self.target.name}")
+        return self.target.fused.with_factors(*factors, preset=preset)
+
+    def embed(self, body: Any) -> dict:
+        """The response to a ``/v1/embeddings`` request body. Raises UsageError (400),
+        LookupError (404: unknown model) or MediaError (400)."""
+        if not isinstance(body, Mapping):
+            raise UsageError("the request body is a JSON object")
+        fmt = body.get("encoding_format") or "float"
+        if fmt not in ("float", "base64"):
+            raise UsageError(f"encoding_format: 'float' or 'base64', not {fmt!r}")
+        dims = body.get("dimensions")
+        if dims is not None and dims != self.target.dim:
+            raise UsageError(f"dimensions: this space has {self.target.dim} dimensions and "
+                             f"cannot return {dims!r} (no shortening)")
+        view = self._view(body.get("model"), parse_factors(body.get("factors")),
+                          body.get("preset"))
+        items = parse_inputs(body.get("input"))
+        rows = self.encode(items, view)
+        data = [{"object": "embedding", "index": i,
+                 "embedding": _b64_row(r) if fmt == "base64" else r.tolist()}
+                for i, r in enumerate(rows)]
+        return {"object": "list", "data": data, "model": body["model"],
+                "usage": {"prompt_tokens": len(items), "total_tokens": len(items)}}
+
+    def encode(self, items: Sequence[Item], view=None) -> np.ndarray:
+        """``[len(items), dim]`` float32 rows, modalities grouped and put back in order."""
+        mods = self.target.modalities
+        for i, item in enumerate(items):
+            if item.modality not in mods:
+                raise UsageError(f"input[{i}]: {self.model} has no {item.modality} modality "
+                                 f"(it has {', '.join(mods)})")
+        out = np.zeros((len(items), self.target.dim), dtype=np.float32)
+        groups: dict[str, list[int]] = {}
+        for i, item in enumerate(items):
+            groups.setdefault(item.modality, []).append(i)
+        with self._lock, tempfile.TemporaryDirectory(prefix="freebind-api-") as tmp:
+            for modality, idx in groups.items():
+                if modality == "text":
+                    batch = [items[i].text for i in idx]
+                else:
+                    batch = []
+                    for i in idx:
+                        path = Path(tmp) / f"input{i}{items[i].suffix}"
+                        path.write_bytes(items[i].data)
+                        batch.append(str(path))
+                try:
+                    rows = self._encode(view, modality, batch)
+                except MediaError as exc:
+                    raise MediaError(_hide_paths(str(exc), tmp)) from None
+                out[idx] = rows
+        return out
+
+    def _encode(self, view, modality: str, batch: list):
+        if view is None:
+            rows = self.target.encode(modality, batch, batch_size=self.batch_size)
+        else:
+            rows = view.encode(modality, batch, batch_size=self.batch_size,
+                               **self.target.space_options)
+        if hasattr(rows, "detach"):
+            rows = rows.detach().cpu().numpy()
+        return np.asarray(rows, dtype=np.float32)
+
+
+def _b64_row(row: np.ndarray) -> str:
+    return base64.b64encode(np.ascontiguousarray(row, dtype="<f4").tobytes()).decode("ascii")
+
+
+def _hide_paths(message: str, tmp: str) -> str:
+    """``/tmp/freebind-api-x/input3.wav: cannot decode …`` → ``input[3]: cannot decode …``."""
+    return re.sub(re.escape(str(Path(tmp))) + r"/input(\d+)\.\w+", r"input[\1]", message)
+
+
+# --- the web app ------------------------------------------------------------------------
+
+def create_app(service: EmbeddingService):
+    """The FastAPI app (unguarded: :func:`guard` adds the Host/Origin checks and limits)."""
+    from fastapi import FastAPI, Request
+    from starlette.concurrency import run_in_threadpool
+
+    from freebind.web import ApiError, install_errors, read_json
+
+    app = FastAPI(title="freebind embeddings", docs_url=None, redoc_url=None,
+                  openapi_url=None)
+    install_errors(app)
+
+    def unknown(model) -> ApiError:
+        return ApiError(404, f"model {model!r} is not served here (GET /v1/models lists "
+                             f"{', '.join(service.model_ids())})")
+
+    @app.get("/v1/models")
+    def models():
+        return service.models()
+
+    @app.get("/v1/models/{model_id:path}")
+    def model(model_id: str):
+        try:
+            return service.model_card(model_id)
+        except LookupError:
+            raise unknown(model_id) from None
+
+    @app.post("/v1/embeddings")
+    async def embeddings(request: Request):
+        body = await read_json(request, "embeddings")
+        try:
+            return await run_in_threadpool(service.embed, body)
+        except LookupError as exc:
+            raise unknown(str(exc.args[0]) if exc.args else "") from None
+        except FreebindError as exc:
+            raise ApiError(400, str(exc)) from None
+
+    @app.get("/")
+    def root():
+        return {"object": "freebind.api", "model": service.model,
+                "endpoints": ["POST /v1/embeddings", "GET /v1/models"]}
+
+    return app
+
+
+def guard(app, host: str = "127.0.0.1", allowed_hosts: Sequence[str] = (),
+          max_body: int = DEFAULT_MAX_BODY):
+    """``app`` behind :class:`freebind.web.Guard`, its errors in OpenAI's shape."""
+    from freebind.web import Guard
+
+    return OpenAIErrors(Guard(app, host=host, allowed_hosts=allowed_hosts, max_body=max_body))
+
+
+class OpenAIErrors:
+    """ASGI wrapper: a JSON error ``{"error": "message"}`` (freebind.web's shape, from the
+    app or the guard) leaves as OpenAI's ``{"error": {"message", "type", "param", "code"}}``,
+    which OpenAI clients show (``Error code: 400 - message``)."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        held: dict = {}
+
+        async def rewrite(message):
+            if message["type"] == "http.response.start" and message["status"] >= 400:
+                held["start"], held["body"] = message, b""
+                return None
+            if "start" in held and message["type"] == "http.response.body":
+                held["body"] += message.get("body", b"")
+                if message.get("more_body"):
+                    return None
+                start = held.pop("start")
+                body = _openai_error(held["body"], start["status"])
+                headers = [(k, v) for k, v in start.get("headers", [])
+                           if k.lower() != b"content-length"]
+                headers.append((b"content-length", str(len(body)).encode()))
+                await send({**start, "headers": headers})
+                return await send({"type": "http.response.body", "body": body})
+            return await send(message)
+
+        await self.app(scope, receive, rewrite)
+
+
+def _openai_error(body: bytes, status: int) -> bytes:
+    import json
+
+    try:
+        parsed = json.loads(body)
+    except ValueError:
+        return body
+    if not isinstance(parsed, dict) or not isinstance(parsed.get("error"), str):
+        return body
+    kind = {401: "authentication_error", 403: "permission_error", 404: "not_found_error",
+            429: "rate_limit_error"}.get(status, "invalid_request_error" if status < 500
+                                         else "server_error")
+    return json.dumps({"error": {"message": parsed["error"], "type": kind, "param": None,
+                                 "code": None}}).encode()
+
+
+def serve(target, host: str = "127.0.0.1", port: int = DEFAULT_PORT, *,
+          model: str | None = None, allowed_hosts: Sequence[str] = (),
+          max_body: int = DEFAULT_MAX_BODY, batch_size: int = 32, head_timeout: float = 10.0,
+          log_level: str = "warning", on_start=None) -> None:
+    """Serve ``target`` (anything :func:`freebind.open` takes, or a Target) until
+    interrupted."""
+    require_packages()
+    import uvicorn
+
+    from freebind.web import check_bind_host, guarded_protocol
+
+    check_bind_host(host)
+    service = EmbeddingService(target, model=model, batch_size=batch_size)
+    app = guard(create_app(service), host, allowed_hosts, max_body)
+    if on_start is not None:
+        on_start(service)
+    uvicorn.run(app, host=host, port=port, log_level=log_level,
+                http=guarded_protocol(head_timeout))

@@ -1,0 +1,872 @@
+"""Pools and embedding inputs as people keep them: webdataset tar shards, tables (parquet, CSV,
+TSV, JSON lines) and Hugging Face ``datasets`` folders (``save_to_disk``), beside folders.
+
+A medium stored inside a container is a :class:`Member`: a ``str`` whose value is a readable
+locator, ``CONTAINER::NAME`` (``shards/000012.tar::000123.flac``,
+``clips.parquet::audio[17]``, ``ds::audio[17]``), carrying where its bytes are (the
+container, an offset and a size, or a row) and its content key. Nothing is extracted and no
+decoded bytes are kept: listing a shard reads it once, sequentially, hashing each member into
+the same content key a file with those bytes has (:func:`freebind.store.file_key`), so a
+clip in a folder, in a tar and in a table shares one cache entry and a build from tars and
+tables is the build from folders. The media decoders (:mod:`freebind.media`) read a member's
+bytes through :func:`open_member` when a space encodes it.
+
+:func:`read_pool` lists one pool (``build --audio/--image/--text``, ``pools.json``);
+:func:`read_inputs` the members of every modality in containers given to ``embed``. Both
+return a :class:`Listing` whose ``problems`` (a truncated shard, unreadable bytes skipped,
+null cells) are reported like unreadable files. See docs/building.md ("Your own pools").
+
+Tar shards are read with the standard library's :mod:`tarfile` (it gives each member's
+offset and size, which streaming readers do not), tables with pyarrow, ``datasets`` folders
+with ``datasets`` (the ``[hf]`` extra), memory-mapped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Mapping
+
+from freebind.errors import MediaError, UsageError
+
+_CHUNK = 1 << 20
+TAR_SUFFIXES = (".tar",)
+TABLE_SUFFIXES = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".tsv": "tsv",
+                  ".jsonl": "jsonl", ".ndjson": "jsonl"}
+#: columns (or JSON fields of a tar sample) tried, in order, when none is named
+DEFAULT_COLUMNS = {
+    "text": ("caption", "text", "captions", "txt", "sentence", "description"),
+    "audio": ("audio", "flac", "wav", "mp3", "ogg", "audio_path", "path", "file", "filename",
+              "file_name"),
+    "image": ("image", "jpg", "jpeg", "png", "webp", "img", "image_path", "path", "file",
+              "filename", "file_name"),
+}
+SEP = "::"
+
+
+class Member(str):
+    """A medium inside a container; its ``str`` is the locator ``CONTAINER::NAME``.
+
+    ``kind`` is ``tar`` (bytes ``[offset, offset + size)`` of the file ``container``),
+    ``parquet`` or ``hf`` (row ``offset`` of column ``column``); ``digest`` is the raw
+    SHA-256 of its content key (:func:`freebind.store.file_key`'s scheme)."""
+
+    __slots__ = ("container", "kind", "column", "offset", "size", "digest")
+
+    def __new__(cls, label: str, container: str, kind: str, offset: int, size: int,
+                digest: bytes | None = None, column: str | None = None):
+        self = super().__new__(cls, label)
+        self.container, self.kind, self.column = container, kind, column
+        self.offset, self.size, self.digest = int(offset), int(size), digest
+        return self
+
+    def __reduce__(self):
+        return (Member, (str(self), self.container, self.kind, self.offset, self.size,
+                         self.digest, self.column))
+
+    @property
+    def key(self) -> str:
+        """The content key (hex), hashing the bytes when the listing did not."""
+        if self.digest is None:
+            self.digest = _content_digest(self.read())
+        return self.digest.hex()
+
+    def read(self) -> bytes:
+        """The member's bytes (a MediaError naming the member when they cannot be read)."""
+        return read_member(self)
+
+
+def _content_digest(data: bytes) -> bytes:
+    h = hashlib.sha256(b"file\0")   # freebind.store.file_key's scheme: same bytes, same key
+    h.update(data)
+    return h.digest()
+
+
+@dataclass
+class Listing:
+    """What a reader found: ``items`` (Members, paths or texts) per modality, where they came
+    from, and the ``problems`` met (``{"path", "reason"}``, reported like unreadable files)."""
+
+    items: dict[str, list] = field(default_factory=dict)
+    origin: str = ""
+    problems: list[dict] = field(default_factory=list)
+    nulls: int = 0
+    #: where each text came from (``CONTAINER::NAME``), parallel to ``items["text"]``
+    sources: list[str] = field(default_factory=list)
+
+    def entries(self, modality: str) -> list[tuple[str, Any]]:
+        """``(source, item)`` pairs: a member's locator, a path, a text's locator."""
+        items = self.items.get(modality, [])
+        if modality == "text":
+            return list(zip(self.sources, items))
+        return [(str(it), it) for it in items]
+
+
+# ------------------------------------------------------------------------------ forms
+
+def is_brace_pattern(spec: str) -> bool:
+    return bool(re.search(r"\{[^{}]*(\.\.|,)[^{}]*\}", spec))
+
+
+def expand_braces(pattern: str) -> list[str]:
+    """Bash-style brace expansion as webdataset uses it: ``{000..123}`` (zero padding kept,
+    an optional ``..step``) and ``{a,b}``, nested and repeated; left to right."""
+    m = re.search(r"\{([^{}]*)\}", pattern)
+    if m is None:
+        return [pattern]
+    body, head, tail = m.group(1), pattern[:m.start()], pattern[m.end():]
+    rng = re.fullmatch(r"(-?\d+)\.\.(-?\d+)(?:\.\.(\d+))?", body)
+    if rng:
+        a, b = int(rng.group(1)), int(rng.group(2))
+        step = int(rng.group(3) or 1) or 1
+        width = max(len(rng.group(1)), len(rng.group(2))) \
+            if rng.group(1).startswith("0") or rng.group(2).startswith("0") else 0
+        seq = range(a, b + 1, step) if a <= b else range(a, b - 1, -step)
+        parts = [str(v).zfill(width) for v in seq]
+    elif "," in body:
+        parts = body.split(",")
+    else:   # not an expansion: keep the braces literally
+        return [head + "{" + body + "}" + t for t in expand_braces(tail)]
+    return [x for p in parts for x in expand_braces(head + p + tail)]
+
+
+def container_kind(spec) -> str | None:
+    """``tar``, ``table`` or ``hf`` when ``spec`` names one of those forms; None for a plain
+    folder or file (including a folder of media files)."""
+    if isinstance(spec, Mapping):
+        spec = spec.get("path")
+    if not isinstance(spec, (str, os.PathLike)):
+        return None
+    text = os.fspath(spec)
+    if is_brace_pattern(text):
+        return "tar"
+    path = Path(text)
+    suffix = path.suffix.lower()
+    if suffix in TAR_SUFFIXES:
+        return "tar"
+    if suffix in TABLE_SUFFIXES:
+        return "table"
+    if path.is_dir():
+        if any((path / n).is_file() for n in ("dataset_info.json", "state.json",
+                                               "dataset_dict.json")):
+            return "hf"
+        if any(p.suffix == ".tar" for p in path.iterdir()) and not _has_media(path):
+            return "tar"
+    return None
+
+
+def _has_media(folder: Path) -> bool:
+    from freebind.vocab import modality_of
+
+    return any(modality_of(p) is not None for p in folder.rglob("*") if p.is_file())
+
+
+def _split_spec(spec) -> tuple[str, str | None]:
+    if isinstance(spec, Mapping):
+        if "path" not in spec:
+            raise UsageError(f"{dict(spec)}: a pool given as an object needs a \"path\"")
+        col = spec.get("column")
+        return os.fspath(spec["path"]), (str(col) if col else None)
+    return os.fspath(spec), None
+
+
+# ------------------------------------------------------------------------------ pools
+
+def read_pool(modality: str, spec, column: str | None = None,
+              progress: bool = False) -> Listing | None:
+    """The ``modality`` pool of ``spec`` (a tar shard, brace pattern or folder of shards, a
+    table, a ``datasets`` folder, or ``{"path": ..., "column": ...}``), or None when ``spec``
+    is none of these (a plain folder or text file: the caller reads it as before).
+    ``column`` names the table column (or the JSON field of tar samples) to read."""
+    kind = container_kind(spec)
+    if kind is None:
+        return None
+    path, col = _split_spec(spec)
+    column = column or col
+    if kind == "tar":
+        listing = read_shards(path, progress=progress, text_field=column,
+                              modalities=(modality,))
+    elif kind == "table":
+        listing = read_table(path, modality, column, progress=progress)
+    else:
+        listing = read_hf(path, modality, column, progress=progress)
+    listing.items = {modality: listing.items.get(modality, [])}
+    if not listing.items[modality]:
+        where = f" (column {column})" if column else ""
+        raise UsageError(f"{path}{where}: no {modality} items found" +
+                         (f" ({len(listing.problems)} problem(s): "
+                          f"{_problem_line(listing.problems[0])})" if listing.problems else ""))
+    return listing
+
+
+def _problem_line(p: Mapping) -> str:
+    return f"{p['path']}: {p['reason']}"
+
+
+def read_inputs(paths: Iterable, progress: bool = False,
+                columns: Mapping[str, str] | None = None) -> tuple[list, Listing]:
+    """``embed``'s inputs: the paths that are containers are read (tar members of every
+    modality; tables and ``datasets`` folders for the modalities ``columns`` names, or
+    whose default column exists); the rest come back untouched, in order."""
+    plain: list = []
+    out = Listing(items={})
+    columns = dict(columns or {})
+    for p in paths:
+        kind = container_kind(p)
+        if kind is None:
+            plain.append(p)
+            continue
+        path, col = _split_spec(p)
+        if kind == "tar":
+            got = read_shards(path, progress=progress, text_field=columns.get("text"))
+        else:
+            got = Listing(items={})
+            named = any(columns.get(m) for m in ("audio", "image", "text")) or col
+            for m in ("audio", "image", "text"):
+                want = columns.get(m) or col
+                if named and not want:
+                    continue
+                reader = read_table if kind == "table" else read_hf
+                try:
+                    part = reader(path, m, want, progress=progress)
+                except _NoDefaultColumn:
+                    continue
+                except UsageError as exc:
+                    if named:
+                        raise
+                    raise UsageError(f"nothing to embed in {exc}") from None
+                got.items[m] = part.items.get(m, [])
+                got.problems += part.problems
+                got.nulls += part.nulls
+                if m == "text":
+                    got.sources += part.sources
+            if not any(got.items.values()):
+                raise UsageError(f"nothing to embed in {path}: no column of the usual names "
+                                 f"({', '.join(_names_present(path, kind))}); name one with "
+                                 "--text-column, --audio-column or --image-column")
+        for m, v in got.items.items():
+            out.items.setdefault(m, []).extend(v)
+        out.sources += got.sources
+        out.problems += got.problems
+        out.nulls += got.nulls
+    return plain, out
+
+
+class _NoDefaultColumn(UsageError):
+    pass
+
+
+def _names_present(path, kind: str) -> list[str]:
+    if kind == "table":
+        return table_columns(Path(path))
+    return list(_load_hf(Path(path)).column_names)
+
+
+# ------------------------------------------------------------------------------ tar shards
+
+def shard_paths(spec: str) -> list[Path]:
+    """The shard files of a path, a brace pattern or a folder of ``.tar`` files (sorted);
+    a pattern none of whose files exist is an error naming the pattern."""
+    if is_brace_pattern(spec):
+        names = expand_braces(spec)
+        found = [Path(n) for n in names if Path(n).is_file()]
+        if not found:
+            raise UsageError(f"{spec}: the pattern matches no file ({len(names)} name(s) "
+                             f"tried, e.g. {names[0]})")
+        return found
+    path = Path(spec)
+    if path.is_dir():
+        found = sorted(p for p in path.rglob("*.tar") if p.is_file())
+        if not found:
+            raise UsageError(f"{path}: no .tar shards in this folder")
+        return found
+    if not path.is_file():
+        raise UsageError(f"{path}: no such shard")
+    return [path]
+
+
+def _sample_key(name: str) -> tuple[str, str]:
+    """webdataset's grouping: the key is the member path up to the first dot of its file
+    name, the extension everything after it (``a/b.seg.flac`` → ``a/b``, ``seg.flac``)."""
+    head, _, base = name.rpartition("/")
+    stem, dot, ext = base.partition(".")
+    return (f"{head}/{stem}" if head else stem), (ext.lower() if dot else "")
+
+
+def _ext_modality(ext: str) -> str | None:
+    from freebind.vocab import AUDIO_EXTENSIONS, IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
+
+    last = "." + ext.rsplit(".", 1)[-1]
+    if last in AUDIO_EXTENSIONS:
+        return "audio"
+    if last in IMAGE_EXTENSIONS:
+        return "image"
+    if last in VIDEO_EXTENSIONS:
+        return "video"
+    if last in (".txt", ".json"):
+        return "text"
+    return None
+
+
+def read_shards(spec: str, progress: bool = False, text_field: str | None = None,
+                modalities: tuple[str, ...] | None = None) -> Listing:
+    """Members of every shard of ``spec`` grouped into samples by key: one item per sample
+    and modality (audio/image/video by extension; a ``.txt`` member's text, else the caption
+    field of a ``.json`` member). Each shard is read once, in order, and never extracted."""
+    shards = shard_paths(spec)
+    listing = Listing(items={}, origin=spec)
+    bar = None
+    if progress and len(shards) > 1:
+        from freebind.progress import bar as tqdm
+
+        bar = tqdm(total=len(shards), unit="shard", leave=False, desc="read shards")
+    try:
+        for shard in shards:
+            _read_shard(shard, listing, text_field, modalities)
+            if bar is not None:
+                bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
+    return listing
+
+
+def _read_shard(shard: Path, listing: Listing, text_field, modalities) -> None:
+    import tarfile
+
+    size = shard.stat().st_size
+    samples: dict[str, dict[str, Any]] = {}
+    order: list[str] = []
+    label = str(shard)
+    try:
+        tf = tarfile.open(shard, "r:", ignore_zeros=True)
+    except (tarfile.TarError, OSError) as exc:
+        listing.problems.append({"path": label, "reason": f"not a readable tar shard ({exc})"})
+        return
+    expected = 0
+    with tf, open(shard, "rb") as raw:
+        while True:
+            try:
+                info = tf.next()
+            except (tarfile.TarError, OSError, EOFError) as exc:
+                listing.problems.append({"path": label, "reason": f"unreadable at byte "
+                                         f"{tf.offset}: {exc}; the members before it are used"})
+                break
+            if info is None:
+                break
+            if info.offset > expected and _nonzero(raw, expected, info.offset):
+                listing.problems.append({"path": label, "reason": f"unreadable bytes at "
+                                         f"{expected}..{info.offset} skipped (a corrupt member)"})
+            expected = info.offset_data + -(-info.size // 512) * 512
+            if not info.isfile():
+                continue
+            if info.offset_data + info.size > size:
+                listing.problems.append({"path": label, "reason": f"truncated at byte {size} "
+                                         f"(member {info.name} at offset {info.offset} needs "
+                                         f"{info.size} bytes); the members before it are used"})
+                break
+            key, ext = _sample_key(info.name)
+            m = _ext_modality(ext)
+            if m is None or (modalities is not None and m not in modalities):
+                continue
+            sample = samples.get(key)
+            if sample is None:
+                sample = samples[key] = {}
+                order.append(key)
+            if m == "text":
+                kind = "txt" if ext.endswith("txt") else "json"
+                if kind in sample or (kind == "json" and "txt" in sample):
+                    continue
+                sample[kind] = (info.name, _read_range(raw, info.offset_data, info.size))
+                continue
+            if m in sample:   # one item of a modality per sample (the first member)
+                continue
+            digest = _hash_range(raw, info.offset_data, info.size, shard)
+            sample[m] = Member(f"{label}{SEP}{info.name}", label, "tar", info.offset_data,
+                               info.size, digest)
+        if expected < size and _nonzero(raw, expected, size):
+            listing.problems.append({"path": label, "reason": f"unreadable bytes from byte "
+                                     f"{expected} to the end skipped"})
+    for key in order:
+        sample = samples[key]
+        for m, v in sample.items():
+            if m in ("txt", "json"):
+                continue
+            listing.items.setdefault(m, []).append(v)
+        if "txt" in sample or "json" in sample:
+            texts, name = _sample_texts(sample, text_field, label, listing)
+            for i, t in enumerate(texts):
+                listing.items.setdefault("text", []).append(t)
+                listing.sources.append(f"{label}{SEP}{name}" + (f"[{i}]" if i else ""))
+
+
+def _sample_texts(sample, text_field, label, listing) -> tuple[list[str], str]:
+    """The texts of one sample and the member they came from: a ``.txt`` member's text, else
+    the caption field (``text_field``, or the first of :data:`DEFAULT_COLUMNS`) of its
+    ``.json`` member (a list of captions gives each)."""
+    if "txt" in sample and not (text_field and "json" in sample):
+        name, data = sample["txt"]
+        texts = member_texts(data, name)
+    else:
+        name, data = sample["json"]
+        texts = member_texts(data, name, text_field)
+    if isinstance(texts, str):
+        listing.problems.append({"path": f"{label}{SEP}{name}", "reason": texts})
+        return [], name
+    if not texts:
+        listing.nulls += 1
+    return texts, name
+
+
+def member_texts(data: bytes, name: str, text_field: str | None = None) -> list[str] | str:
+    """The texts of a ``.txt`` or ``.json`` caption member (a string: why there are none)."""
+    if not name.lower().endswith(".json"):
+        try:
+            text = data.decode("utf-8").strip()
+        except UnicodeDecodeError:
+            return "not UTF-8 text"
+        return [text] if text else []
+    try:
+        obj = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        return f"not JSON ({_short(exc)})"
+    for f in ((text_field,) if text_field else DEFAULT_COLUMNS["text"]):
+        if isinstance(obj, dict) and f in obj:
+            v = obj[f]
+            vals = v if isinstance(v, list) else [v]
+            return [str(x).strip() for x in vals if x is not None and str(x).strip()]
+    return []
+
+
+def _nonzero(raw, start: int, end: int) -> bool:
+    raw.seek(start)
+    left = end - start
+    while left > 0:
+        block = raw.read(min(left, _CHUNK))
+        if not block:
+            return False
+        if block.count(0) != len(block):
+            return True
+        left -= len(block)
+    return False
+
+
+def _read_range(raw, offset: int, size: int) -> bytes:
+    raw.seek(offset)
+    return raw.read(size)
+
+
+def _hash_range(raw, offset: int, size: int, where) -> bytes:
+    h = hashlib.sha256(b"file\0")
+    raw.seek(offset)
+    left = size
+    while left > 0:
+        block = raw.read(min(left, _CHUNK))
+        if not block:
+            raise MediaError(f"{where}: truncated at byte {offset + size - left}")
+        h.update(block)
+        left -= len(block)
+    return h.digest()
+
+
+# ------------------------------------------------------------------------------ tables
+
+def _table_format(path: Path) -> str:
+    fmt = TABLE_SUFFIXES.get(path.suffix.lower())
+    if fmt is None:
+        raise UsageError(f"{path}: not a table (use .parquet, .csv, .tsv or .jsonl)")
+    return fmt
+
+
+def _pick_column(path, modality: str, column: str | None, present: list[str]) -> str:
+    if column is not None:
+        if column not in present:
+            raise UsageError(f"{path}: no column {column!r}; the columns are "
+                             f"{', '.join(present) or '(none)'}")
+        return column
+    for c in DEFAULT_COLUMNS.get(modality, ()):
+        if c in present:
+            return c
+    raise _NoDefaultColumn(f"{path}: which column holds the {modality} items? name it with "
+                           f"--{modality}-column (the columns are "
+                           f"{', '.join(present) or '(none)'})")
+
+
+def table_columns(path: Path) -> list[str]:
+    """The column names of a table, from its schema or header (nothing else is read)."""
+    fmt = _table_format(path)
+    if not path.is_file():
+        raise UsageError(f"{path}: no such table")
+    try:
+        if fmt == "parquet":
+            import pyarrow.parquet as pq
+
+            return list(pq.ParquetFile(path).schema_arrow.names)
+        if fmt in ("csv", "tsv"):
+            import pyarrow.csv as pcsv
+
+            reader = pcsv.open_csv(path, parse_options=pcsv.ParseOptions(
+                delimiter="\t" if fmt == "tsv" else ","))
+            return list(reader.schema.names)
+        with open(path, encoding="utf-8") as fh:
+            for line in fh:
+                if line.strip():
+                    obj = json.loads(line)
+                    return list(obj) if isinstance(obj, dict) else []
+        return []
+    except UsageError:
+        raise
+    except Exception as exc:
+        raise UsageError(f"{path}: cannot read the table ({_short(exc)})") from None
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def read_table(path, modality: str, column: str | None = None,
+               progress: bool = False) -> Listing:
+    """The ``modality`` items of one column of a table: texts (text), file paths (relative
+    to the table's folder) or bytes (a Member per cell). Null and empty cells are skipped and
+    counted; the table is read in record batches."""
+    path = Path(path)
+    present = table_columns(path)
+    col = _pick_column(path, modality, column, present)
+    listing = Listing(items={modality: []}, origin=f"{path} ({col})")
+    out = listing.items[modality]
+    row = 0
+    for values in _column_batches(path, col):
+        for v in values:
+            item = _cell_item(path, modality, col, row, v, listing)
+            if item is not None:
+                out.append(item)
+                if modality == "text":
+                    listing.sources.append(f"{path}{SEP}{col}[{row}]")
+            row += 1
+    if listing.nulls:
+        listing.problems.append({"path": f"{path} ({col})",
+                                 "reason": f"{listing.nulls} null or empty cell(s) skipped"})
+    return listing
+
+
+def _column_batches(path: Path, col: str) -> Iterator[list]:
+    fmt = _table_format(path)
+    try:
+        if fmt == "parquet":
+            import pyarrow.parquet as pq
+
+            for batch in pq.ParquetFile(path).iter_batches(columns=[col], batch_size=4096):
+                yield batch.column(0).to_pylist()
+        elif fmt in ("csv", "tsv"):
+            import pyarrow as pa
+            import pyarrow.csv as pcsv
+
+            reader = pcsv.open_csv(
+                path, parse_options=pcsv.ParseOptions(delimiter="\t" if fmt == "tsv" else ",",
+                                                      newlines_in_values=True),
+                convert_options=pcsv.ConvertOptions(include_columns=[col],
+                                                    column_types={col: pa.string()},
+                                                    strings_can_be_null=True))
+            for batch in reader:
+                yield batch.column(0).to_pylist()
+        else:
+            with open(path, encoding="utf-8") as fh:
+                chunk = []
+                for n, line in enumerate(fh, 1):
+                    if not line.strip():
+                        continue
+                    try:
+                        obj = json.loads(line)
+                    except ValueError as exc:
+                        raise UsageError(f"{path}:{n}: not a JSON line ({exc})") from None
+                    chunk.append(obj.get(col) if isinstance(obj, dict) else None)
+                    if len(chunk) >= 4096:
+                        yield chunk
+                        chunk = []
+                yield chunk
+    except UsageError:
+        raise
+    except Exception as exc:
+        raise UsageError(f"{path}: cannot read column {col!r} ({_short(exc)})") from None
+
+
+def _cell_item(path: Path, modality: str, col: str, row: int, v, listing: Listing):
+    """One cell as a pool item: a text, a file path, or a Member holding its bytes."""
+    if isinstance(v, dict):   # a datasets-style {"bytes", "path"} struct
+        v = v.get("bytes") or v.get("path")
+    if v is None or (isinstance(v, (str, bytes)) and not v.strip()):
+        listing.nulls += 1
+        return None
+    if modality == "text":
+        if isinstance(v, list):   # a list of captions: each is a text
+            return None if not v else _first_texts(v, listing)
+        return str(v).strip()
+    if isinstance(v, (bytes, bytearray)):
+        kind = "hf" if path.is_dir() else "parquet"
+        return Member(f"{path}{SEP}{col}[{row}]", str(path), kind, row, len(v),
+                      _content_digest(bytes(v)), column=col)
+    p = Path(str(v))
+    return p if p.is_absolute() else path.parent / p if not path.is_dir() else path / p
+
+
+def _first_texts(v: list, listing: Listing):
+    texts = [str(x).strip() for x in v if x is not None and str(x).strip()]
+    if not texts:
+        listing.nulls += 1
+        return None
+    return texts[0]
+
+
+# ------------------------------------------------------------------------------ datasets
+
+_HF_CACHE: dict[str, Any] = {}
+
+
+def _load_hf(path: Path):
+    key = str(path.resolve())
+    ds = _HF_CACHE.get(key)
+    if ds is not None:
+        return ds
+    from freebind.optional import require
+
+    require("datasets", "reading a Hugging Face datasets folder", install="'freebind[hf]'")
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    import datasets
+
+    try:
+        ds = datasets.load_from_disk(str(path))
+    except Exception as exc:
+        raise UsageError(f"{path}: not a datasets folder ({_short(exc)})") from None
+    if isinstance(ds, datasets.DatasetDict):
+        splits = list(ds)
+        if len(splits) != 1:
+            raise UsageError(f"{path}: holds the splits {', '.join(splits)}; name one, e.g. "
+                             f"{path / splits[0]}")
+        ds = ds[splits[0]]
+    _HF_CACHE[key] = ds
+    return ds
+
+
+def _hf_default_column(ds, modality: str) -> str | None:
+    import datasets
+
+    want = {"audio": datasets.Audio, "image": datasets.Image}.get(modality)
+    if want is not None:
+        found = [c for c, f in ds.features.items() if isinstance(f, want)]
+        if len(found) == 1:
+            return found[0]
+    return None
+
+
+def read_hf(path, modality: str, column: str | None = None, progress: bool = False) -> Listing:
+    """The ``modality`` items of a ``datasets`` folder (``save_to_disk``): an Audio or Image
+    feature (bytes become Members, paths stay paths) or a text column; read from the
+    memory-mapped Arrow files, never decoded."""
+    path = Path(path)
+    ds = _load_hf(path)
+    present = list(ds.column_names)
+    col = column or _hf_default_column(ds, modality)
+    col = _pick_column(path, modality, col, present)
+    listing = Listing(items={modality: []}, origin=f"{path} ({col})")
+    out = listing.items[modality]
+    table = ds.data.table if hasattr(ds.data, "table") else ds.data
+    arr = table.column(col)
+    row = 0
+    for chunk in arr.chunks:
+        for start in range(0, len(chunk), 4096):
+            for v in chunk.slice(start, 4096).to_pylist():
+                if isinstance(v, dict):
+                    data, p = v.get("bytes"), v.get("path")
+                    v = data if data else p
+                item = _cell_item(path, modality, col, row, v, listing)
+                if item is not None:
+                    out.append(item)
+                    if modality == "text":
+                        listing.sources.append(f"{path}{SEP}{col}[{row}]")
+                row += 1
+    if listing.nulls:
+        listing.problems.append({"path": f"{path} ({col})",
+                                 "reason": f"{listing.nulls} null or empty cell(s) skipped"})
+    return listing
+
+
+# ------------------------------------------------------------------------------ reading back
+
+_ROW_GROUPS: dict[tuple, Any] = {}
+
+
+def read_member(item: Member) -> bytes:
+    """The bytes of a member: a positioned read in a shard, one cell of a table."""
+    try:
+        if item.kind == "tar":
+            with open(item.container, "rb") as fh:
+                fh.seek(item.offset)
+                data = fh.read(item.size)
+            if len(data) != item.size:
+                raise MediaError(f"{item}: truncated ({len(data)} of {item.size} bytes)")
+            return data
+        if item.kind == "parquet":
+            return _parquet_cell(item)
+        if item.kind == "hf":
+            ds = _load_hf(Path(item.container))
+            table = ds.data.table if hasattr(ds.data, "table") else ds.data
+            v = table.column(item.column)[item.offset].as_py()
+            if isinstance(v, dict):
+                v = v.get("bytes")
+            if not isinstance(v, (bytes, bytearray)):
+                raise MediaError(f"{item}: the cell holds no bytes")
+            return bytes(v)
+    except MediaError:
+        raise
+    except OSError as exc:
+        raise MediaError(f"{item}: cannot read ({exc.strerror or exc})") from None
+    except Exception as exc:
+        raise MediaError(f"{item}: cannot read ({_short(exc)})") from None
+    raise MediaError(f"{item}: unknown container kind {item.kind!r}")
+
+
+def _parquet_cell(item: Member) -> bytes:
+    """One cell, reading (and keeping, one at a time) the row group that holds it."""
+    import pyarrow.parquet as pq
+
+    st = os.stat(item.container)
+    ident = (os.path.abspath(item.container), st.st_size, st.st_mtime_ns, item.column)
+    got = _ROW_GROUPS.get("last")
+    if got is None or got[0] != ident or not (got[1] <= item.offset < got[2]):
+        pf = pq.ParquetFile(item.container)
+        start = 0
+        for g in range(pf.metadata.num_row_groups):
+            n = pf.metadata.row_group(g).num_rows
+            if start <= item.offset < start + n:
+                col = pf.read_row_group(g, columns=[item.column]).column(0)
+                got = (ident, start, start + n, col)
+                _ROW_GROUPS["last"] = got
+                break
+            start += n
+        else:
+            raise MediaError(f"{item}: row {item.offset} is past the table's end")
+    v = got[3][item.offset - got[1]].as_py()
+    if isinstance(v, dict):
+        v = v.get("bytes")
+    if not isinstance(v, (bytes, bytearray)):
+        raise MediaError(f"{item}: the cell holds no bytes")
+    return bytes(v)
+
+
+def as_member(item) -> Member | None:
+    """``item`` as a Member: itself, or a plain locator string (one that crossed a process
+    boundary as text) resolved again; None for anything else."""
+    if isinstance(item, Member):
+        return item
+    if not isinstance(item, str) or SEP not in item:
+        return None
+    container, _, name = item.rpartition(SEP)
+    cpath = Path(container)
+    if not container or not cpath.exists():
+        return None
+    suffix = cpath.suffix.lower()
+    if suffix in TAR_SUFFIXES:
+        index = _tar_index(cpath)
+        if name not in index:
+            raise MediaError(f"{item}: no member {name} in {container}")
+        offset, size = index[name]
+        return Member(item, container, "tar", offset, size)
+    m = re.fullmatch(r"(.+)\[(\d+)\]", name)
+    if m is None:
+        return None
+    kind = "parquet" if TABLE_SUFFIXES.get(suffix) == "parquet" else \
+        "hf" if cpath.is_dir() else None
+    if kind is None:
+        return None
+    return Member(item, container, kind, int(m.group(2)), 0, column=m.group(1))
+
+
+_TAR_INDEX: dict[tuple, dict[str, tuple[int, int]]] = {}
+
+
+def _tar_index(path: Path) -> dict[str, tuple[int, int]]:
+    import tarfile
+
+    st = path.stat()
+    ident = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    got = _TAR_INDEX.get(ident)
+    if got is None:
+        got = {}
+        try:
+            with tarfile.open(path, "r:", ignore_zeros=True) as tf:
+                for info in tf:
+                    if info.isfile():
+                        got.setdefault(info.name, (info.offset_data, info.size))
+        except (tarfile.TarError, OSError) as exc:
+            raise MediaError(f"{path}: not a readable tar shard ({exc})") from None
+        _TAR_INDEX.clear()
+        _TAR_INDEX[ident] = got
+    return got
+
+
+def open_member(item) -> io.BytesIO | None:
+    """A file object over a member's bytes (what the decoders read), or None when ``item``
+    is an ordinary path."""
+    m = as_member(item)
+    return None if m is None else io.BytesIO(m.read())
+
+
+def member_key(item) -> str | None:
+    """The content key of a member (None for an ordinary path)."""
+    m = as_member(item)
+    return None if m is None else m.key
+
+
+_TEXT_COLUMN: dict[str, Any] = {}
+
+
+def text_of(source: str) -> str | None:
+    """The text a text locator names (``SHARD::KEY.txt``, ``SHARD::KEY.json[i]``,
+    ``TABLE::COLUMN[ROW]``, ``DATASET::COLUMN[ROW]``), read again; None when ``source`` is
+    not one. How imported rows from ``embed`` runs over shards and tables are keyed."""
+    if SEP not in source:
+        return None
+    container, _, name = source.rpartition(SEP)
+    cpath = Path(container)
+    if not container or not cpath.exists():
+        return None
+    m = re.fullmatch(r"(.+?)(?:\[(\d+)\])?", name)
+    base, index = m.group(1), int(m.group(2) or 0)
+    if cpath.suffix.lower() in TAR_SUFFIXES:
+        entry = _tar_index(cpath).get(base)
+        if entry is None:
+            raise MediaError(f"{source}: no member {base} in {container}")
+        with open(cpath, "rb") as fh:
+            data = _read_range(fh, *entry)
+        texts = member_texts(data, base)
+        if isinstance(texts, str) or index >= len(texts):
+            raise MediaError(f"{source}: no text there")
+        return texts[index]
+    if m.group(2) is None:
+        return None
+    st = cpath.stat()
+    ident = f"{cpath.resolve()}|{st.st_mtime_ns}|{base}"
+    got = _TEXT_COLUMN.get(ident)
+    if got is None:
+        if cpath.is_dir():
+            ds = _load_hf(cpath)
+            table = ds.data.table if hasattr(ds.data, "table") else ds.data
+            got = table.column(base).to_pylist()
+        else:
+            got = [v for batch in _column_batches(cpath, base) for v in batch]
+        _TEXT_COLUMN.clear()
+        _TEXT_COLUMN[ident] = got
+    if index >= len(got) or got[index] is None:
+        raise MediaError(f"{source}: no text there")
+    v = got[index]
+    if isinstance(v, list):
+        v = next((x for x in v if x is not None and str(x).strip()), None)
+        if v is None:
+            raise MediaError(f"{source}: no text there")
+    return str(v).strip()

@@ -23,8 +23,8 @@ def embedded(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("cli")
     os.environ["FREEBIND_HOME"] = str(root / "home")
-    write_pools(root / "p1", n_audio=16, n_image=12, n_text=0, seed=1)
-    write_pools(root / "p2", n_audio=10, n_image=0, n_text=0, seed=2)
+    write_pools(root / "p1", n_audio=16, n_image=12, n_text=1, seed=1)
+    write_pools(root / "p2", n_audio=10, n_image=0, n_text=1, seed=2)
     bundle = make_bundle(root / "b.safetensors")
     for name in ("p1", "p2"):
         r = cli("embed", bundle, root / name, "-o", root / f"e_{name}", "-q",

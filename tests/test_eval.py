@@ -265,6 +265,15 @@ def test_eval_record_keeps_results_in_the_bundle(home):
     assert r.exit_code == 0 and "audiocaps" in r.stdout
 
 
+def test_output_folder_without_fields_holds_one_file_per_result():
+    from freebind.evaluate.runner import output_path
+
+    rec = {"dataset": "audiocaps", "model": "mini:bind", "task": "t2a"}
+    assert output_path("out", rec) == Path("out") / "mini_bind" / "audiocaps.json"
+    assert output_path("r/{dataset}.json", rec) == Path("r/audiocaps.json")
+    assert output_path("one.json", rec) == Path("one.json")
+
+
 def test_eval_streams_embeddings_fusion_and_metrics(home, monkeypatch):
     """Memory-mapped base rows, fusion in chunks of 2 rows into a memory-mapped scratch file
     and metric blocks of 3 rows give the numbers of whole arrays."""

@@ -184,7 +184,7 @@ def tune(bundle, suites, data, grids=(), *, suite_options: Mapping[str, Any] | N
 
     Writes ``out/factor_analysis.png`` and ``out/tune.json`` (``out`` defaults to
     ``tune/<bundle name>``) and, with ``save``, stores the presets (``<name>-…``) in the
-    bundle. Returns the :class:`~freebind.evaluate.tuning.TuneResult` with ``summary``
+    bundle (only when ``bundle`` is given: a default bundle is never written). Returns the :class:`~freebind.evaluate.tuning.TuneResult` with ``summary``
     (what tune.json holds), ``figure`` and ``path`` set."""
     from freebind.evaluate.heatmap import draw
     from freebind.evaluate.runner import store_presets, tune_target, write_json
@@ -197,6 +197,8 @@ def tune(bundle, suites, data, grids=(), *, suite_options: Mapping[str, Any] | N
 
     parsed = parse_grids(grids)
     require("matplotlib", "the factor-analysis figure of tune")  # before any work
+    # presets are written only into a bundle the caller named, never into a default one
+    save = bool(save) and bool(_as_list(bundle))
     bundle = default_targets(bundle)[0]
     if save:
         _check_writable(bundle, "store tuned presets")

@@ -233,7 +233,11 @@ def slug(text: str) -> str:
 
 
 def output_path(template: str, record: Mapping[str, Any]) -> Path:
-    """Fill ``{dataset}``, ``{model}``, ``{task}``, ``{preset}``, ``{tag}`` in ``template``."""
+    """Fill ``{dataset}``, ``{model}``, ``{task}``, ``{preset}``, ``{tag}`` in ``template``.
+    A template with no field that does not end in ``.json`` is a folder:
+    ``FOLDER/{model}/{dataset}.json``."""
+    if "{" not in template and not template.endswith(".json"):
+        template = str(Path(template) / "{model}" / "{dataset}.json")
     task = record["task"] if isinstance(record["task"], str) else "+".join(record["task"])
     fields = {"dataset": record["dataset"], "model": slug(record["model"]), "task": task,
               "preset": record.get("preset") or "default",

@@ -8,8 +8,8 @@ from typing import List, Optional
 import typer
 
 from freebind_cli.common import (
-    console, device_option, print_command, parse_space_options, precision_option, print_json,
-    space_option_option,
+    console, device_option, parse_space_options, precision_option, print_command, print_json,
+    print_table, space_option_option,
 )
 from freebind_cli.engines import (
     address_option, cpus_option, engine_kwargs, engine_option, gpus_option, print_workers,
@@ -67,7 +67,7 @@ def build(
                                               "datasets folder (save_to_disk)."),
     image: Optional[Path] = typer.Option(None, "--image",
                                          help="Image pool: the same forms as --audio."),
-    text: Optional[Path] = typer.Option(None, "--text",
+    text: Optional[Path] = typer.Option(None, "--texts",
                                         help="Text pool: a text file (one text per line), a "
                                              "table (--text-column), tar shards (.txt/.json "
                                              "captions) or a datasets folder."),
@@ -179,7 +179,7 @@ def render(report, out) -> None:
         table.add_row(j.id, f"{j.bond} {j.kind}", f"{j.source} → {j.target}",
                       str(len(j.modes)), str(j.tuples), str(j.epochs), f"{j.val_loss:.4f}",
                       f"{j.seconds:.1f}" + (" (reused)" if j.cached else ""))
-    out.print(table)
+    print_table(out, table)
     print_workers(report.engine, out)
     out.print(f"total {report.seconds.get('total', 0):.1f} s "
               f"(embedding {report.seconds.get('embed', 0):.1f} s)")

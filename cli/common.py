@@ -3,26 +3,80 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
+import types
 from typing import Any, Optional, Sequence
 
 import typer
-from typer.core import TyperGroup
+from typer.core import TyperCommand, TyperGroup
 
 from freebind.errors import FreebindError
 from freebind.vocab import PRECISIONS, parse_value  # noqa: F401  (re-exported)
 
 
+#: Width of a console that is not a terminal (a file, a pipe): wide enough that nothing is
+#: cut or folded; tables take their natural width and lines are never wrapped.
+PIPE_WIDTH = 100_000
+
+
+def _is_terminal(stream) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
+
+
 def console(stderr: bool = False):
+    """A rich console for stdout (or stderr). In a pipe or a file it has no width limit, so
+    a value is never cut, ellipsised or folded; on a terminal, use :func:`print_table`
+    for tables, which falls back to plain lines where a table would not fit."""
     from rich.console import Console
 
-    return Console(stderr=stderr, highlight=False, soft_wrap=False)
+    stream = sys.stderr if stderr else sys.stdout
+    width = None if _is_terminal(stream) else PIPE_WIDTH
+    return Console(stderr=stderr, highlight=False, soft_wrap=False, width=width)
+
+
+def print_table(out, table) -> None:
+    """Print a rich table whole: as a table when its natural width fits the console, else
+    as plain lines (``header: value``, one row after the other), so that no value is ever
+    cut or folded inside a word."""
+    from rich.markup import escape
+    from rich.text import Text
+
+    natural = out.measure(table, options=out.options.update_width(PIPE_WIDTH)).maximum
+    if natural <= out.width:
+        out.print(table)
+        return
+    if table.title:
+        out.print(table.title, soft_wrap=True)
+    headers = [Text.from_markup(c.header).plain if isinstance(c.header, str)
+               else str(c.header) for c in table.columns]
+    cells = [list(c.cells) for c in table.columns]
+    for r in range(table.row_count):
+        for k, (h, col) in enumerate(zip(headers, cells)):
+            value = col[r] if r < len(col) else ""
+            value = Text.from_markup(value).plain if isinstance(value, str) else str(value)
+            out.print(("" if k == 0 else "  ") + escape(f"{h.replace(chr(10), ' ')}: {value}"),
+                      soft_wrap=True, highlight=False)
 
 
 def print_command(out, text: str) -> None:
-    """Print a command for the user to copy: one line, never wrapped at the console's width
-    (80 columns in a pipe), no markup or highlighting."""
+    """Print a command for the user to copy: one line, never wrapped at the console's width,
+    no markup or highlighting."""
     out.print(text, soft_wrap=True, markup=False, highlight=False)
+
+
+def check_output_value(value) -> None:
+    """``-o KEY=VALUE`` meant a suite option before ``-o`` became the output everywhere:
+    say so instead of writing into a folder named ``split=val``."""
+    text = "" if value is None else str(value)
+    if "=" in text and "/" not in text and "{" not in text and os.sep not in text:
+        from freebind.errors import UsageError
+
+        raise UsageError(f"-o/--output {text!r} looks like a suite option: -o is the output "
+                         f"in every verb; pass suite options with --option {text}")
 
 
 def fail(exc: FreebindError) -> typer.Exit:
@@ -46,6 +100,54 @@ class FreebindGroup(TyperGroup):
 
     def list_commands(self, ctx):  # keep the order in which verbs were added
         return list(self.commands)
+
+    def get_command(self, ctx, name):
+        cmd = super().get_command(ctx, name)
+        if cmd is not None and getattr(type(cmd), "collect_usage_pieces", None) is \
+                getattr(TyperCommand, "collect_usage_pieces", None):
+            cmd.collect_usage_pieces = types.MethodType(_usage_pieces, cmd)
+        return cmd
+
+    def resolve_command(self, ctx, args):
+        """Old flag spellings (:data:`HIDDEN_ALIASES`) still work; help shows only the new."""
+        name, cmd, rest = super().resolve_command(ctx, args)
+        return name, cmd, rename_flags(rest, HIDDEN_ALIASES.get(name, {}))
+
+
+def _usage_pieces(cmd, ctx) -> list[str]:
+    """A readable usage line: ``[OPTIONS] EXPRESSION``, ``[TARGETS]...``, ``EMBED_DIRS...``
+    (typer writes ``{embed_dirs}...`` and lower-case names)."""
+    pieces = [cmd.options_metavar] if cmd.options_metavar else []
+    for param in cmd.get_params(ctx):
+        if getattr(param, "param_type_name", "") == "argument":
+            name = param.metavar or (param.name or "").upper()
+            if param.nargs != 1:
+                name += "..."
+            pieces.append(name if param.required else f"[{name}]")
+    return pieces
+
+
+#: Flag spellings kept working after a rename, per verb: ``{verb: {old: new}}``. Each flag
+#: has one meaning across verbs: ``-o``/``--output`` is where results go, ``--option`` a
+#: suite loader option, ``--texts FILE`` a file of texts (one per line), ``--cache-dir`` the
+#: embedding cache.
+HIDDEN_ALIASES: dict[str, dict[str, str]] = {
+    "tune": {"--out": "--output", "--cache": "--cache-dir"},
+    "eval": {"--cache": "--cache-dir"},
+    "build": {"--text": "--texts"},
+}
+
+
+def rename_flags(args: Sequence[str], renames: dict) -> list[str]:
+    """``args`` with each old flag (``--out X`` or ``--out=X``) spelt the new way; nothing
+    after ``--`` is touched."""
+    out: list[str] = []
+    for i, a in enumerate(args):
+        if a == "--":
+            return out + list(args[i:])
+        head, eq, tail = a.partition("=")
+        out.append(renames[head] + eq + tail if head in renames else a)
+    return out
 
 
 def print_json(data: Any) -> None:

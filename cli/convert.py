@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from freebind_cli.common import console, print_json
+from freebind_cli.common import console, print_json, print_table
 
 
 def convert(
@@ -42,7 +42,7 @@ def convert(
         table.add_row(r["job"], f"{r['bond']} {r['kind']}", f"{r['source']} → {r['target']}",
                       r["folder"], r["dims"], str(r["projectors"]), str(r["hidden"]))
     con = console()
-    con.print(table)
+    print_table(con, table)
     con.print(f"presets: {', '.join(summary['presets'])}")
     if summary["verified_max_abs_diff"] is not None:
         con.print(f"matches the authors' computation: max |Δ| = "

@@ -8,10 +8,11 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
+from typer.core import TyperCommand
 
 from freebind_cli.common import (
     console, device_option, parse_space_options, precision_option, print_json,
-    space_option_option,
+    print_command, print_table, space_option_option,
 )
 from freebind_cli.engines import (
     address_option, cpus_option, engine_kwargs, engine_option, gpus_option, print_workers,
@@ -23,14 +24,18 @@ def embed(
     args: List[str] = typer.Argument(None, metavar="[TARGET] PATH...",
                                      help="TARGET: a space reference (mini:bind, IB, …) or a "
                                           "fused bundle (.safetensors, .safetensors@preset); "
-                                          "default: the last build's bundle, or the only one "
-                                          "here. PATH: files or folders; modality by extension "
-                                          "(audio: wav flac mp3 ogg; image: png jpg jpeg webp "
-                                          "bmp; video: mp4 avi mov mkv webm; text: .txt, one "
-                                          "text per file) unless --as names it; webdataset "
-                                          "tar shards (shards/{000000..000099}.tar), tables "
-                                          "(.parquet .csv .tsv .jsonl) and datasets folders "
-                                          "are read in place."),
+                                          "default: the last build when it is in this "
+                                          "folder, else the only bundle here. PATH: files "
+                                          "or folders; modality by extension (audio: wav "
+                                          "flac mp3 ogg; image: png jpg jpeg webp bmp; "
+                                          "video: mp4 avi mov mkv webm; text: .txt, one text "
+                                          "per line, as --texts and build's text pools) "
+                                          "unless --as names it; files of other extensions "
+                                          "are counted in the summary, not embedded; "
+                                          "webdataset tar shards "
+                                          "(shards/{000000..000099}.tar), tables (.parquet "
+                                          ".csv .tsv .jsonl) and datasets folders are read "
+                                          "in place."),
     output: Path = typer.Option(..., "--output", "-o", help="Output folder."),
     texts: Optional[Path] = typer.Option(None, "--texts", help="Text file, one text per line "
                                                                 "(or a table: --text-column)."),
@@ -142,16 +147,28 @@ def print_report(report) -> None:
         table.add_column(col, justify="right" if col != "modality" else "left")
     for m, st in report.modalities.items():
         table.add_row(m, str(st["files"]), str(st["rows"]), str(st["partitions"]))
-    out.print(table)
+    print_table(out, table)
     print_workers(report.engine, out)
-    out.print(f"{report.written} partition(s) written, {report.reused} kept from an "
-              f"earlier run; {len(report.skipped)} file(s) skipped; "
-              f"{report.dim}-d {report.dtype}")
+    ignored = ""
+    if report.ignored:
+        ignored = (f"; {report.ignored} file(s) of an unknown extension left out (e.g. "
+                   f"{report.ignored_examples[0]})")
+    print_command(out, f"{report.written} partition(s) written, {report.reused} kept from an "
+                       f"earlier run; {len(report.skipped)} input(s) skipped{ignored}; "
+                       f"{report.dim}-d {report.dtype}")
     if report.slice:
         i, n = report.slice
         out.print(f"slice {i}/{n} of the partitions; run every slice, then once without "
                   f"--shard for the whole report")
 
 
+class _EmbedCommand(TyperCommand):
+    """The usage line reads ``[OPTIONS] [TARGET] PATH...`` (click would write the
+    optional variadic argument as ``[[TARGET] PATH...]...``)."""
+
+    def collect_usage_pieces(self, ctx):
+        return [self.options_metavar, "[TARGET] PATH..."]
+
+
 def register(app: typer.Typer) -> None:
-    app.command("embed")(embed)
+    app.command("embed", cls=_EmbedCommand)(embed)

@@ -71,4 +71,6 @@ def print_workers(report: Optional[dict], out) -> None:
         title += f", {report['done_before']} done before"
     if report.get("startup_seconds"):
         title += f"; start-up {report['startup_seconds']:.1f} s"
-    out.print(worker_table(report["workers"], title=title))
+    from freebind_cli.common import print_table
+
+    print_table(out, worker_table(report["workers"], title=title))

@@ -8,8 +8,8 @@ from typing import List, Optional
 import typer
 
 from freebind_cli.common import (
-    console, device_option, parse_space_options, precision_option, print_json,
-    space_option_option,
+    check_output_value, console, device_option, parse_space_options, precision_option,
+    print_json, print_table, space_option_option,
 )
 
 DEFAULT_OUTPUT = "results/{model}/{dataset}.json"
@@ -26,8 +26,8 @@ def parse_options(specs: List[str]) -> dict:
 def eval_command(
     targets: List[str] = typer.Argument(None, help="Space references (mini:bind, IB, …) or "
                                         "bundles (fused.safetensors, fused.safetensors@preset); "
-                                        "default: the last build's bundle, or the only one "
-                                        "here."),
+                                        "default: the last build when it is in this "
+                                        "folder, else the only bundle here."),
     suite: List[str] = typer.Option(..., "--suite", "-s", help="Suite name (repeatable): "
                                     "audiocaps, clotho, esc50, audioset, vggss, flickrnet, coco, "
                                     "flickr30k, imagenet, pairs."),
@@ -39,11 +39,12 @@ def eval_command(
                                      "(a=0.8, b2.t=0.5, CLAP_g.a=0.8, b2=off); repeatable."),
     preset: Optional[str] = typer.Option(None, "--preset", "-p", help="A preset stored in the "
                                          "bundles (versatile, at-expertise, tuned-…)."),
-    option: List[str] = typer.Option([], "--option", "-o", help="Suite loader option KEY=VALUE "
+    option: List[str] = typer.Option([], "--option", help="Suite loader option KEY=VALUE "
                                      "(split=val, templates=FILE, manifest=FILE, …)."),
-    output: str = typer.Option(DEFAULT_OUTPUT, "--output", help="Result file template; fields "
-                               "{dataset} {model} {task} {preset}. '' writes no files."),
-    cache: Optional[Path] = typer.Option(None, "--cache-dir", "--cache",
+    output: str = typer.Option(DEFAULT_OUTPUT, "--output", "-o", help="Result file template "
+                               "(fields {dataset} {model} {task} {preset}) or a folder "
+                               "(FOLDER/{model}/{dataset}.json); '' writes no files."),
+    cache: Optional[Path] = typer.Option(None, "--cache-dir",
                                          help="Embedding cache folder "
                                          "(default $FREEBIND_HOME/cache)."),
     batch_size: int = typer.Option(64, "--batch-size", min=1),
@@ -60,6 +61,7 @@ def eval_command(
     factors or presets re-encodes nothing."""
     from freebind.evaluate.api import evaluate
 
+    check_output_value(output)
     space_opts = parse_space_options(device, precision, space_option)
     err = console(stderr=True)
     targets, data = announce_defaults("evaluating", targets, suite, data, cache, err)
@@ -78,18 +80,32 @@ def announce_defaults(verb: str, targets, suites, data, cache_dir, err) -> tuple
     """Resolve a missing target and missing data (:mod:`freebind.defaults`) and say which,
     one line each, before any work."""
     from freebind.defaults import resolve_targets, suite_data
+    from freebind.errors import UsageError
+    from freebind.preflight import (
+        Problem, leaf_spaces, path_problems, raise_if, space_problems,
+    )
 
     resolved = resolve_targets(targets)
     if not targets:
         err.print(resolved[0].describe(verb), soft_wrap=True, highlight=False)
     refs = [r.value for r in resolved]
+    # libraries, weights, then data: every failure in one message, before any work
+    problems = space_problems([s for r in refs for s in leaf_spaces(r)])
+    what = {"evaluating": "evaluate", "tuning": "tune"}.get(verb, verb) + " " + ", ".join(refs)
     if data or not suites:
+        raise_if(what, problems + path_problems(("--data", d) for d in data or []))
         return refs, list(data or [])
+    found = {}
+    for s in suites:
+        try:
+            found[s] = suite_data(s, refs, cache_dir=cache_dir, progress=True)
+        except UsageError as exc:
+            problems.append(Problem("input", str(exc)))
+    raise_if(what, problems)
     folders = []
     for s in suites:
-        found = suite_data(s, refs, cache_dir=cache_dir, progress=True)
-        err.print(f"{s}: {found.value} ({found.why})", soft_wrap=True, highlight=False)
-        folders.append(Path(found.value))
+        err.print(f"{s}: {found[s].value} ({found[s].why})", soft_wrap=True, highlight=False)
+        folders.append(Path(found[s].value))
     return refs, folders
 
 
@@ -122,7 +138,7 @@ def _table(records: list[dict], suites: list[str]) -> None:
             row.append(f"[bold]{cell}[/]" if v == best[(s, n)] and len(labels) > 1 else cell)
         table.add_row(*row)
     out = console()
-    out.print(table)
+    print_table(out, table)
     for r in records:
         note = f"{r['dataset']}: {r['protocol']['missing']} missing" if r["protocol"]["missing"] \
             else ""

@@ -11,7 +11,7 @@ import typer
 
 from freebind_cli.common import (
     console, device_option, parse_space_options, precision_option, print_json,
-    space_option_option,
+    print_table, space_option_option,
 )
 
 
@@ -74,7 +74,7 @@ def index_command(
     for m, row in report["modalities"].items():
         table.add_row(m, str(row["rows"]), row["search"])
     out = console()
-    out.print(table)
+    print_table(out, table)
     out.print(f"{report['partitions']} new partition(s), {report['added']} item(s) added, "
               f"{len(report['skipped'])} skipped; {report['items']} in all")
 

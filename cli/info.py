@@ -6,13 +6,14 @@ from typing import Optional
 
 import typer
 
-from freebind_cli.common import console, print_json
+from freebind_cli.common import console, print_json, print_table
 
 
 def info(
     bundle: Optional[str] = typer.Argument(None, help="A bundle (.safetensors) written by "
                                            "freebind (bundle@preset accepted); default: the "
-                                           "last build's, or the only one here."),
+                                           "last build when it is in this folder, else the "
+                                           "only bundle here."),
     as_json: bool = typer.Option(False, "--json", help="Print the metadata as JSON."),
 ) -> None:
     """Show a bundle's expression, spaces, jobs, presets, training and evaluation."""
@@ -44,7 +45,7 @@ def info(
     for ref, s in sorted(meta.get("spaces", plan.get("spaces", {})).items()):
         spaces.add_row(ref, s.get("family", ""), str(s.get("dim", "")),
                        ",".join(s.get("modalities", [])), str(s.get("fingerprint", "-")))
-    out.print(spaces)
+    print_table(out, spaces)
     jobs = Table(title="projector groups")
     for col in ("job", "bond", "source → target", "dims", "projectors", "hidden"):
         jobs.add_column(col)
@@ -52,7 +53,7 @@ def info(
         jobs.add_row(j["id"], f"{j['bond']} {j['kind']}", f"{j['source']} → {j['target']}",
                      f"{j['source_dim']}→{j['target_dim']}", str(len(j["data_modes"])),
                      str(j["hyper"].get("hidden")))
-    out.print(jobs)
+    print_table(out, jobs)
     routed = [b for b in _bonds(graph) if b.get("route") == "learned"]
     if routed:
         routers = Table(title="learned routers (route=learned; route=off for fixed factors)")
@@ -68,16 +69,96 @@ def info(
                                 " ".join(f"{w:.2f}" for w in st.get("w_mean", [])) or "-",
                                 f"{summary.get('initial_val_loss', 0):.3f} → "
                                 f"{summary.get('final_val_loss', 0):.3f}")
-        out.print(routers)
+        print_table(out, routers)
     presets = Table(title="presets")
     presets.add_column("name")
     presets.add_column("factors")
     for name, specs in meta.get("presets", {}).items():
         presets.add_row(name, " ".join(specs) or "(the expression's factors)")
-    out.print(presets)
-    for key in ("training", "data", "evaluation"):
-        if meta.get(key):
-            out.print(f"[bold]{key}[/]: ", meta[key])
+    print_table(out, presets)
+    for table in (_training(meta), _data(meta), _evaluation(meta), _tuning(meta)):
+        if table is not None:
+            print_table(out, table)
+    out.print("[dim]every field: freebind info --json[/]")
+
+
+def _training(meta: dict):
+    """One row per projector group: tuples, epochs, validation loss (routers: their table)."""
+    from rich.table import Table
+
+    rows = {k: v for k, v in (meta.get("training") or {}).items()
+            if isinstance(v, dict) and v.get("kind") != "router"}
+    if not rows:
+        return None
+    table = Table(title="training")
+    for col in ("job", "tuples (train + val)", "epochs", "final val loss", "modes"):
+        table.add_column(col, justify="left" if col in ("job", "modes") else "right")
+    for job, t in rows.items():
+        loss = t.get("final_val_loss")
+        table.add_row(job, f"{t.get('train_tuples', '?')} + {t.get('val_tuples', '?')}",
+                      str(t.get("epochs", "?")), f"{loss:.4f}" if isinstance(loss, float)
+                      else "-", " ".join(t.get("modes", [])))
+    return table
+
+
+def _data(meta: dict):
+    from rich.table import Table
+
+    data = meta.get("data") or {}
+    if not data:
+        return None
+    table = Table(title="pools it was trained on")
+    for col in ("modality", "items", "fingerprint"):
+        table.add_column(col, justify="right" if col == "items" else "left")
+    for m, d in data.items():
+        d = d if isinstance(d, dict) else {"items": d}
+        table.add_row(m, str(d.get("items", "?")), str(d.get("fingerprint", "-")))
+    return table
+
+
+def _evaluation(meta: dict):
+    """Results kept by ``eval --record``: one row per (dataset, setting), metrics in %."""
+    from rich.table import Table
+
+    evaluation = meta.get("evaluation") or {}
+    if not evaluation:
+        return None
+    table = Table(title="recorded evaluation (%)")
+    for col in ("dataset", "setting", "metrics"):
+        table.add_column(col)
+    for dataset, settings in evaluation.items():
+        for setting, entry in settings.items():
+            metrics = entry.get("metrics", {}) if isinstance(entry, dict) else {}
+            table.add_row(dataset, setting, "  ".join(
+                f"{k} {100 * v:.1f}" for k, v in metrics.items()
+                if isinstance(v, (int, float))))
+    return table
+
+
+def _tuning(meta: dict):
+    from rich.table import Table
+
+    tuning = meta.get("tuning") or {}
+    if not tuning:
+        return None
+    table = Table(title=f"tuning on {', '.join(tuning.get('suites', []))} (%)")
+    for col in ("preset", "factors", "scores"):
+        table.add_column(col)
+    best = tuning.get("best", {})
+    for name, specs in (tuning.get("presets") or {}).items():
+        if name.endswith("-versatile"):
+            scores = tuning.get("versatile", {})
+        else:
+            scores = {t: v for t, v in best.items() if name.endswith(_suffix(t))}
+        table.add_row(name, " ".join(specs) or "(defaults)",
+                      "  ".join(f"{t} {100 * v:.1f}" for t, v in scores.items()))
+    return table
+
+
+def _suffix(task: str) -> str:
+    from freebind.evaluate.tuning import task_preset_name
+
+    return task_preset_name("", task)
 
 
 def _bonds(graph: dict) -> list[dict]:

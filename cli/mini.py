@@ -9,9 +9,10 @@ from typing import List, Optional
 
 import typer
 
-from freebind_cli.common import console, print_json
+from freebind_cli.common import FreebindGroup, console, print_json, print_table
 
-mini = typer.Typer(help="The mini world: generated pools, evaluation sets, role table.",
+mini = typer.Typer(cls=FreebindGroup,
+                   help="The mini world: generated pools, evaluation sets, role table.",
                    no_args_is_help=True, rich_markup_mode=None)
 
 
@@ -44,7 +45,7 @@ def pools(
     for m, rel in (("audio", summary["audio"]), ("image", summary["image"]),
                    ("text", summary["text"])):
         table.add_row(m, str(summary["counts"][m]), str(Path(directory) / rel))
-    console().print(table)
+    print_table(console(), table)
 
 
 @mini.command("evalsets")
@@ -75,7 +76,7 @@ def evalsets(
     for name, spec in index["suites"].items():
         table.add_row(name, str(spec["items"]), spec["task"],
                       str(Path(directory) / spec["path"]))
-    console().print(table)
+    print_table(console(), table)
 
 
 @mini.command("roles")
@@ -99,7 +100,8 @@ def roles(
     elif markdown:
         typer.echo(to_markdown(report))
     else:
-        render_report(report, console())
+        out = console()
+        render_report(report, out, show=lambda table: print_table(out, table))
     if not report.get("ok", True):
         raise typer.Exit(code=1)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from freebind_cli.common import console, print_json
+from freebind_cli.common import console, print_json, print_table
 
 
 def plan(
@@ -35,7 +35,7 @@ def plan(
                       f"{j.source_dim}→{j.target_dim}", ",".join(j.modalities),
                       f"{len(j.data_modes)}: {' '.join(j.data_modes)}",
                       ",".join(j.depends_on) or "-")
-    out.print(table)
+    print_table(out, table)
 
 
 def _tree(tree, node) -> None:

@@ -9,7 +9,7 @@ import typer
 
 from freebind_cli.common import (
     console, device_option, parse_space_options, precision_option, print_json,
-    space_option_option,
+    print_table, space_option_option,
 )
 
 
@@ -71,7 +71,7 @@ def search_command(
         for h in hits:
             table.add_row(str(h.rank), f"{h.score:.4f}", h.modality,
                           h.text if h.text is not None else h.path)
-        out.print(table)
+        print_table(out, table)
 
 
 def register(app: typer.Typer) -> None:

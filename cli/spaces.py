@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from freebind_cli.common import console, print_json
+from freebind_cli.common import console, print_json, print_table
 
 
 def spaces(
@@ -35,7 +35,7 @@ def spaces(
         name = r["name"] + (f" ({', '.join(r['aliases'])})" if r["aliases"] else "")
         table.add_row(escape(name), r["family"], ",".join(r["modalities"]), str(r["dim"]),
                       "yes" if r["available"] else "no", escape(r["detail"]))
-    console().print(table)
+    print_table(console(), table)
 
 
 def register(app: typer.Typer) -> None:

@@ -9,15 +9,16 @@ from typing import List, Optional
 import typer
 
 from freebind_cli.common import (
-    console, device_option, parse_space_options, precision_option, print_json,
-    space_option_option,
+    check_output_value, console, device_option, parse_space_options, precision_option,
+    print_command, print_json, print_table, space_option_option,
 )
 
 
 def tune_command(
     bundle: Optional[Path] = typer.Argument(None, help="A bundle (.safetensors) written by "
-                                            "freebind; default: the last build's, or the only "
-                                            "one here."),
+                                            "freebind; default: the last build when it is "
+                                            "in this folder, else the only bundle here "
+                                            "(presets are stored only in a named bundle)."),
     suite: List[str] = typer.Option(..., "--suite", "-s", help="Suite name (repeatable)."),
     data: List[Path] = typer.Option([], "--data", "-d", help="Dataset folder (one per suite, "
                                     "or one root with a folder per suite); default "
@@ -25,13 +26,14 @@ def tune_command(
     grid: List[str] = typer.Option([], "--grid", "-g", help="Factor grid KEY=START:STOP:STEP "
                                    "or KEY=V1,V2 (a, t, i, b2.a, CLAP_g.a, …); at most two "
                                    "for heatmaps."),
-    option: List[str] = typer.Option([], "--option", "-o", help="Suite option KEY=VALUE."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Folder for the heatmap PNG and "
-                                       "tune.json (default tune/<bundle name>)."),
+    option: List[str] = typer.Option([], "--option", help="Suite loader option KEY=VALUE "
+                                     "(split=val, …); repeatable."),
+    out: Optional[Path] = typer.Option(None, "--output", "-o", help="Folder for the heatmap "
+                                       "PNG and tune.json (default tune/<bundle name>)."),
     name: str = typer.Option("tuned", "--name", help="Prefix of the stored preset names."),
-    save: bool = typer.Option(True, "--save/--no-save", help="Store the presets in the bundle."),
-    cache: Optional[Path] = typer.Option(None, "--cache-dir", "--cache",
-                                         help="Embedding cache folder."),
+    save: bool = typer.Option(True, "--save/--no-save", help="Store the presets in the bundle "
+                              "(only a bundle named on the command line)."),
+    cache: Optional[Path] = typer.Option(None, "--cache-dir", help="Embedding cache folder."),
     batch_size: int = typer.Option(64, "--batch-size", min=1),
     as_json: bool = typer.Option(False, "--json", help="Print the tuning result as JSON."),
     device: Optional[str] = device_option(),
@@ -43,24 +45,29 @@ def tune_command(
     from freebind.evaluate.api import tune
     from freebind_cli.eval import announce_defaults, parse_options
 
+    check_output_value(out)
     targets, data = announce_defaults("tuning", [str(bundle)] if bundle else [], suite, data,
                                       cache, console(stderr=True))
+    named = bundle is not None    # presets go only into a bundle the user named
     result = tune(targets[0], suite, data, grid, suite_options=parse_options(option),
-                  out=out, name=name, save=save, cache_dir=cache, batch_size=batch_size,
+                  out=out, name=name, save=save and named, cache_dir=cache, batch_size=batch_size,
                   progress=not as_json,
                   space_options=parse_space_options(device, precision, space_option))
     if as_json:
         print_json(result.summary)
         return
-    _report(result, result.summary, save)
+    _report(result, result.summary, save and named,
+            "" if named or not save else "name the bundle to store them")
 
 
-def _report(result, summary: dict, saved: bool) -> None:
+def _report(result, summary: dict, saved: bool, why_not: str = "") -> None:
     from rich.table import Table
+
+    from freebind.evaluate.tuning import scope_notes
 
     out = console()
     pct = lambda v: f"{100 * v:.1f}"  # noqa: E731
-    coarse = Table(title="coarse: bonds on/off (%)")
+    coarse = Table(title="coarse: bonds on/off at the bundle's factors (%)")
     coarse.add_column("switched off")
     for t in result.tasks:
         coarse.add_column(t, justify="right")
@@ -69,8 +76,9 @@ def _report(result, summary: dict, saved: bool) -> None:
         mark = " ←" if p.overrides == result.coarse_choice else ""
         coarse.add_row((", ".join(o.split("=")[0] for o in p.overrides) or "none") + mark,
                        *[pct(p.metrics[t]) for t in result.tasks])
-    out.print(coarse)
-    best = Table(title=f"fine: best factors over {len(result.fine)} grid points (%)")
+    print_table(out, coarse)
+    n = len(result.coarse) + len(result.fine)
+    best = Table(title=f"presets: the best of all {n} points, coarse and fine (%)")
     for col in ("preset", "factors", *result.tasks):
         best.add_column(col, justify="right" if col in result.tasks else "left")
     rows = [(n, p) for n, p in zip(result.presets, [result.versatile, *result.best.values()])]
@@ -80,8 +88,11 @@ def _report(result, summary: dict, saved: bool) -> None:
             d = 100 * (p.metrics[t] - result.base[t])
             cells.append(f"{pct(p.metrics[t])} ({d:+.1f})")
         best.add_row(preset, " ".join(p.overrides) or "(defaults)", *cells)
-    out.print(best)
-    where = f"stored in {summary['bundle']}" if saved else "not stored (--no-save)"
+    print_table(out, best)
+    for note in scope_notes(result.grid_scope):
+        print_command(out, f"note: {note}")
+    where = f"stored in {summary['bundle']}" if saved else \
+        f"not stored ({why_not or '--no-save'})"
     out.print(f"[dim]{summary['points']} points in {summary['seconds']:.1f}s; figure "
               f"{summary['figure']}; presets {where}[/]")
 

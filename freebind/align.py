@@ -31,17 +31,20 @@ def _as_numpy(x) -> np.ndarray:
 
 
 def encode_skipping(space, modality: str, items: Sequence[Any], *, store=None,
-                    batch_size: int = 64, progress: bool = False):
+                    batch_size: int = 64, progress: bool = False, lazy: bool = False):
     """``(rows [len(kept), dim] float32, kept indices int64, failures)`` of ``items``.
 
     With ``store`` (an :class:`freebind.store.EmbeddingStore`) the rows come from and go to
-    its cache; without one ``space.encode`` runs batch by batch and a batch that raises
+    its cache (``lazy=True``: as a memory-mapped :class:`~freebind.store.PoolView`); without one ``space.encode`` runs batch by batch and a batch that raises
     :class:`MediaError` is retried item by item, so only the undecodable items are lost.
     ``failures`` are :class:`freebind.store.EmbedFailure` records in item order."""
     from freebind.store import EmbedFailure
 
     items = list(items)
     if store is not None:
+        if lazy:
+            return store.embed(space, modality, items, batch_size=batch_size,
+                               progress=progress, on_error="skip", lazy=True)
         return store.embed(space, modality, items, batch_size=batch_size, progress=progress,
                            on_error="skip")
     rows: list[np.ndarray] = []
@@ -107,14 +110,16 @@ class Aligned:
 
 
 def encode_aligned(requests: Sequence[tuple[Hashable, Any, str]], items: Sequence[Any], *,
-                   store=None, batch_size: int = 64, progress: bool = False) -> Aligned:
+                   store=None, batch_size: int = 64, progress: bool = False,
+                   lazy: bool = False) -> Aligned:
     """Encode ``items`` with every ``(key, space, modality)`` of ``requests``; keep only the
-    items all of them could encode, with aligned rows."""
+    items all of them could encode, with aligned rows (``lazy``: store views, see
+    :func:`encode_skipping`)."""
     items = list(items)
     raw, firsts, every = {}, {}, []
     for key, space, modality in requests:
         arr, idx, fails = encode_skipping(space, modality, items, store=store,
-                                          batch_size=batch_size, progress=progress)
+                                          batch_size=batch_size, progress=progress, lazy=lazy)
         raw[key] = (arr, idx)
         for f in fails:
             every.append((key, f))

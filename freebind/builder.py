@@ -28,6 +28,7 @@ import numpy as np
 from freebind.align import align
 from freebind.config import MINI_POOL_SIZE, BuildConfig
 from freebind.errors import UsageError
+from freebind.preflight import PreflightError
 from freebind.vocab import POOL_MODALITIES, is_mini_only
 
 MINI_POOL_SEED = 0
@@ -37,6 +38,10 @@ MINI_POOL_SEED = 0
 
 class PoolError(UsageError):
     """Pools are missing, empty or malformed."""
+
+
+class BuildPreflightError(PreflightError, PoolError):
+    """The pre-flight of a build failed (:mod:`freebind.preflight`); a PoolError too."""
 
 
 # ------------------------------------------------------------------------------ pools
@@ -142,8 +147,9 @@ def resolve_pools(audio=None, image=None, text=None, pools=None) -> Pools:
 
 
 def default_mini_pools(root: Path, n: int = MINI_POOL_SIZE, seed: int = MINI_POOL_SEED,
-                       progress: bool = True) -> Path:
-    """Write (once) the default mini pools under ``root``; returns the pools file."""
+                       progress: bool = True, log: Callable[[str], None] | None = None) -> Path:
+    """Write (once) the default mini pools under ``root``; returns the pools file. ``log``
+    hears one line when they are generated (not when they are reused)."""
     from freebind.mini import GENERATOR_VERSION, write_pools
 
     folder = root / f"mini-pools-g{GENERATOR_VERSION}-s{seed}-n{n}"
@@ -155,6 +161,8 @@ def default_mini_pools(root: Path, n: int = MINI_POOL_SIZE, seed: int = MINI_POO
                 return marker
         except ValueError:
             pass
+    if log is not None:
+        log("generating the default mini pools (once; cached)")
     write_pools(folder, n_audio=n, n_image=n, n_text=n, seed=seed, progress=progress)
     return marker
 
@@ -435,6 +443,13 @@ def _build(expression, config: BuildConfig, engine=None, shard=None):
     for job in plan.jobs:  # router settings are checked before any work
         router_hyper({**overrides, **job.hyper})
     store = EmbeddingStore(cache_dir, dtype=store_dtype or "float32")
+    from freebind.defaults import declared_pools
+    from freebind.preflight import check_build
+
+    # libraries, weights, then pools: every failure in one message, before any work
+    check_build(plan, audio, image, text, pools, space_options,
+                have_default_pools=is_mini_only(families), declared=declared_pools(),
+                cls=BuildPreflightError, store=store)
     lazy = store.dtype == np.float16      # pools read memory-mapped, not loaded
     device = space_options.get("device")  # also where pseudo tuples and training run
 
@@ -444,8 +459,7 @@ def _build(expression, config: BuildConfig, engine=None, shard=None):
         from freebind.spaces.weights import freebind_home
 
         if is_mini_only(families):
-            say("generating the default mini pools (once; cached)")
-            pools = default_mini_pools(store.root, mini_pool_size, progress=progress)
+            pools = default_mini_pools(store.root, mini_pool_size, progress=progress, log=say)
         elif declared_pools() is not None:
             pools = declared_pools()
             say(f"pools: {pools}")

@@ -1,8 +1,10 @@
 """What a verb uses when it is not told: the target, a suite's data, the build pools.
 
 * **Target**: the bundle the last :func:`freebind.build` wrote (recorded in
-  ``$FREEBIND_HOME/last_build.json``), else the only ``*.safetensors`` bundle in the current
-  folder. Several candidates and no record is an error that lists them.
+  ``$FREEBIND_HOME/last_build.json``) when it lives in the current folder (or below), else
+  the only ``*.safetensors`` bundle in the current folder. A bundle built in another folder
+  is never used unnamed: several candidates, or none here, is a one-line error naming them.
+  ``tune`` stores presets only in a bundle the user named.
 * **Suite data**: ``$FREEBIND_DATA/<suite>`` when that folder exists; for a target whose
   spaces are all mini spaces, the mini evaluation sets, written once into the cache (beside
   the default mini pools); else an error naming the variable, the folder looked in and the
@@ -76,21 +78,36 @@ def _display(path: Path, cwd: Path) -> str:
         return str(path)
 
 
+def _under(path: Path, folder: Path) -> bool:
+    try:
+        path.resolve().relative_to(folder.resolve())
+        return True
+    except ValueError:
+        return False
+
+
 def default_target(cwd: str | os.PathLike | None = None) -> Resolved:
-    """The bundle a verb uses when given no target (see the module docstring)."""
+    """The bundle a verb uses when given no target (see the module docstring): the last
+    build when it lives in the current folder (or below), else the only bundle here; a
+    bundle built elsewhere is never picked behind the user's back, only named."""
     cwd = Path(cwd or os.getcwd())
     recorded = last_build()
-    if recorded is not None:
+    if recorded is not None and _under(recorded, cwd):
         return Resolved(_display(recorded, cwd), "the last build")
     here = sorted(p for p in cwd.glob("*.safetensors") if p.is_file())
     if len(here) == 1:
         return Resolved(here[0].name, "the only bundle here")
+    elsewhere = (f"; the last build, {recorded}, is in another folder: name it to use it"
+                 if recorded is not None else "")
     if not here:
+        if recorded is not None:
+            raise UsageError(f"no target given and no *.safetensors bundle in {cwd}"
+                             f"{elsewhere}")
         raise UsageError(f"no target given, no build recorded in {freebind_home()} and no "
                          f"*.safetensors bundle in {cwd}: name a space or a bundle, or run "
                          f"freebind build EXPR first")
     raise UsageError(f"no target given and {len(here)} bundles in {cwd} "
-                     f"({', '.join(p.name for p in here)}): name one")
+                     f"({', '.join(p.name for p in here)}): name one{elsewhere}")
 
 
 def resolve_targets(targets: Sequence[str] | None, cwd=None) -> list[Resolved]:
@@ -202,7 +219,8 @@ def suite_data(suite: str, targets: Sequence[str], cache_dir=None,
     looked = (f"{root / suite} does not exist" if root is not None
               else f"${DATA_VAR} is not set")
     raise UsageError(f"no data for suite {suite}: {looked}; set {DATA_VAR} to a folder "
-                     f"holding {suite}/ ({layout}), or pass the folder as data")
+                     f"holding {suite}/ ({layout}), or pass the folder with --data (data= in "
+                     f"Python)")
 
 
 # --------------------------------------------------------------------------- pools

@@ -41,6 +41,8 @@ from freebind.vocab import ALL_MODALITIES
 MODALITY_ORDER = ALL_MODALITIES
 METADATA_FORMATS = ("parquet", "jsonl")
 MANIFEST = "embed.json"
+#: how many paths of files left out for an unknown extension a report lists
+IGNORED_EXAMPLES = 5
 
 
 # --- the plan -----------------------------------------------------------------------------
@@ -126,6 +128,9 @@ class EmbedPlan:
     fingerprint: str = ""
     counts: Mapping[str, int] = field(default_factory=dict)   # inputs found per modality
     skipped: tuple[Mapping[str, str], ...] = ()               # skipped while planning
+    #: files left out for an unknown extension: how many, and the first few
+    ignored: int = 0
+    ignored_examples: tuple[str, ...] = ()
     _target: Any = field(default=None, repr=False, compare=False)
 
     @property
@@ -145,6 +150,7 @@ class EmbedPlan:
                 "options": self.options.to_dict(), "name": self.name, "dim": self.dim,
                 "fingerprint": self.fingerprint, "counts": dict(self.counts),
                 "skipped": [dict(s) for s in self.skipped],
+                "ignored": self.ignored, "ignored_examples": list(self.ignored_examples),
                 "shards": [s.to_dict() for s in self.shards]}
 
     @classmethod
@@ -152,7 +158,8 @@ class EmbedPlan:
         return cls(str(d["target"]), str(d["output"]), EmbedOptions.from_dict(d["options"]),
                    tuple(Shard.from_dict(s) for s in d["shards"]), str(d.get("name", "")),
                    int(d.get("dim", 0)), str(d.get("fingerprint", "")),
-                   dict(d.get("counts", {})), tuple(dict(s) for s in d.get("skipped", ())))
+                   dict(d.get("counts", {})), tuple(dict(s) for s in d.get("skipped", ())),
+                   int(d.get("ignored", 0)), tuple(d.get("ignored_examples", ())))
 
     def open_target(self):
         """The resolved target (:func:`freebind.open`), loaded once per plan object."""
@@ -174,15 +181,16 @@ class EmbedPlan:
 
 
 def _collect(paths: Sequence, texts, as_modality: str | None, columns=None,
-             problems: list | None = None):
+             problems: list | None = None, ignored: list | None = None):
     """``{modality: [(source, item or MediaError)]}``: files by extension (``as_modality``:
-    every file given or found in a folder given); a text file is one text (its content);
-    ``texts`` gives one text per line, sourced ``FILE:LINE``. Tar shards (paths, brace
-    patterns), tables and ``datasets`` folders among ``paths`` (and a table as ``texts``)
-    are read by :mod:`freebind.readers` (``columns``: ``{modality: column}``); what they
-    could not read goes to ``problems``."""
+    every file given or found in a folder given); a ``.txt`` file holds one text per
+    non-empty line, as ``texts`` and the build's text pools do, each sourced ``FILE:N`` (its
+    N-th text). Tar shards (paths, brace patterns), tables and ``datasets`` folders among
+    ``paths`` (and a table as ``texts``) are read by :mod:`freebind.readers` (``columns``:
+    ``{modality: column}``); what they could not read, and text files with no text, go to
+    ``problems``; files of an unknown extension to ``ignored``."""
     from freebind.errors import MediaError
-    from freebind.media import discover, read_texts
+    from freebind.media import discover
     from freebind.readers import container_kind, read_inputs, read_pool
 
     problems = [] if problems is None else problems
@@ -191,7 +199,7 @@ def _collect(paths: Sequence, texts, as_modality: str | None, columns=None,
     if paths:
         paths, held = read_inputs(paths, columns=columns)
         problems += held.problems
-    found = discover(paths, as_modality=as_modality) if paths else {}
+    found = discover(paths, as_modality=as_modality, ignored=ignored) if paths else {}
     out: dict[str, list[tuple[str, object]]] = {m: [] for m in MODALITY_ORDER}
     if held is not None:
         for m in held.items:
@@ -206,16 +214,28 @@ def _collect(paths: Sequence, texts, as_modality: str | None, columns=None,
             out[m] = [(str(p), str(p)) for p in files]
             continue
         for p in files:
-            try:
-                content = p.read_text(encoding="utf-8").strip()
-            except (OSError, UnicodeDecodeError) as exc:
-                out["text"].append((str(p), MediaError(f"{p}: cannot read text ({exc})")))
-                continue
-            out["text"].append((str(p), content))
+            lines = _text_lines(p, MediaError)
+            if lines:
+                out["text"] += lines
+            else:
+                problems.append({"path": str(p), "reason": "no text in the file"})
     if texts is not None:
-        lines = read_texts(texts)
-        out["text"] += [(f"{texts}:{i + 1}", t) for i, t in enumerate(lines)]
+        out["text"] += _text_lines(texts, None)
     return {m: v for m, v in out.items() if v}
+
+
+def _text_lines(path, error) -> list:
+    """``[(FILE:N, text)]`` of a text file, one per non-empty line; an unreadable file found
+    in a folder is one skipped entry (``error`` given), else an error; an empty one, []."""
+    from freebind.media import read_texts
+
+    try:
+        lines = read_texts(path)
+    except Exception as exc:
+        if error is None:
+            raise
+        return [(str(path), exc)]
+    return [(f"{path}:{i + 1}", t) for i, t in enumerate(lines)]
 
 
 def plan_embed(target, paths: Iterable = (), texts=None, output=None, *,
@@ -284,11 +304,14 @@ def plan_embed(target, paths: Iterable = (), texts=None, output=None, *,
         target = target.ref
     paths = [Path(p) for p in ([paths] if isinstance(paths, (str, os.PathLike)) else paths)]
     problems: list[dict] = []
-    items = _collect(paths, texts, as_modality, columns, problems)
+    ignored: list[Path] = []
+    items = _collect(paths, texts, as_modality, columns, problems, ignored)
     if not items:
+        unknown = (f" ({len(ignored)} file(s) of an unknown extension, e.g. {ignored[0]})"
+                   if ignored else "")
         raise UsageError("nothing to embed: no files found" if as_modality else
                          "nothing to embed: no audio, image, video or text files found "
-                         "(by extension), and no texts")
+                         f"(by extension), and no texts{unknown}")
     plan = EmbedPlan(os.fspath(target), str(output), options, (), _target=given)
     tgt = plan.open_target()
     skipped: list[dict] = [{"path": p["path"], "reason": p["reason"]} for p in problems]
@@ -312,7 +335,9 @@ def plan_embed(target, paths: Iterable = (), texts=None, output=None, *,
                                 tuple(s for s, _ in good), failed, digest))
     return replace(plan, shards=tuple(shards), name=tgt.name, dim=tgt.dim,
                    fingerprint=tgt.fingerprint, counts={m: len(v) for m, v in items.items()},
-                   skipped=tuple(skipped), _target=tgt)
+                   skipped=tuple(skipped), ignored=len(ignored),
+                   ignored_examples=tuple(str(p) for p in sorted(ignored)[:IGNORED_EXAMPLES]),
+                   _target=tgt)
 
 
 def _reason(msg: str, source: str) -> str:
@@ -523,6 +548,9 @@ class EmbedReport:
     engine: dict | None = None
     #: ``[i, n]`` when only slice i of n was run (see ``embed(shard=)``)
     slice: list[int] | None = None
+    #: files left out for an unknown extension (not skipped inputs): count, first few
+    ignored: int = 0
+    ignored_examples: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -566,6 +594,7 @@ def finish(plan: EmbedPlan, results: Sequence[ShardResult], *,
     report = EmbedReport(plan.name, plan.output, plan.dim, plan.dtype, len(plan.shards),
                          sum(r.written for r in ordered), sum(not r.written for r in ordered),
                          sum(r.rows for r in ordered), skipped, dict(plan.counts), per, shards)
+    report.ignored, report.ignored_examples = plan.ignored, list(plan.ignored_examples)
     if partial:
         return report
     data = {**plan.manifest(), **bundle_record(plan.target),
@@ -625,7 +654,14 @@ def embed(target, paths: Iterable = (), texts=None, output=None, *, engine: str 
     the partitions ``k`` with ``k % n == i`` and returns their report (``slice`` set):
     run every slice, then once without ``shard`` for the whole report."""
     from freebind.engine import EngineOptions, parse_shard
+    from freebind.preflight import leaf_spaces, path_problems, raise_if, space_problems
 
+    paths = list(paths or ())
+    # libraries, weights, then inputs: every failure in one message, before any work
+    raise_if(f"embed with {target}",
+             space_problems(leaf_spaces(target), options.get("space_options"))
+             + path_problems([("PATH", p) for p in paths]
+                             + [("--texts", texts if isinstance(texts, (str, Path)) else None)]))
     engine_options = dict(engine_options or {})
     if isinstance(engine, EngineOptions):
         engine_options = {**engine.to_dict(), **engine_options}

@@ -24,13 +24,15 @@ from freebind.vocab import (  # noqa: E402,F401  (re-exported)
 
 
 def discover(paths: Iterable[str | os.PathLike],
-             as_modality: str | None = None) -> dict[str, list[Path]]:
+             as_modality: str | None = None,
+             ignored: list | None = None) -> dict[str, list[Path]]:
     """Walk files and folders; group media files by modality, each list sorted.
 
     Without ``as_modality`` the modality comes from the extension (files with other
-    extensions are ignored) and the result has a (possibly empty) list for each of
-    :data:`EXTENSION_MODALITIES`. With it, every file given and every file under a folder
-    given (except hidden ones, ``.name``) is of that modality: ``{as_modality: [...]}``."""
+    extensions are left out, and appended to ``ignored`` when a list is given; hidden
+    files, ``.name``, are not counted) and the result has a (possibly empty) list for each
+    of :data:`EXTENSION_MODALITIES`. With it, every file given and every file under a
+    folder given (except hidden ones) is of that modality: ``{as_modality: [...]}``."""
     if as_modality is not None:
         found: dict[str, list[Path]] = {as_modality: []}
     else:
@@ -50,6 +52,8 @@ def discover(paths: Iterable[str | os.PathLike],
             m = as_modality if as_modality is not None else modality_of(p)
             if m is not None:
                 found[m].append(p)
+            elif ignored is not None and not p.name.startswith("."):
+                ignored.append(p)
     return {m: sorted(set(v)) for m, v in found.items()}
 
 
@@ -63,10 +67,19 @@ def resample(wave: np.ndarray, src_rate: int, dst_rate: int) -> np.ndarray:
     return resample_poly(wave, ratio.numerator, ratio.denominator).astype(np.float32)
 
 
-def load_audio(path: str | os.PathLike, rate: int) -> np.ndarray:
-    """Decode ``path`` to a mono float32 signal in [-1, 1] at ``rate`` Hz.
+def load_audio(path: str | os.PathLike, rate: int, mono: bool = True,
+               resampler=None) -> np.ndarray:
+    """Decode ``path`` to a float32 signal in [-1, 1] at ``rate`` Hz.
 
-    Stereo and multi-channel audio are averaged to mono. An empty file is an error."""
+    ``mono=True``: channels are averaged, the result is ``[samples]``; ``mono=False``:
+    ``[channels, samples]``. ``resampler(wave, src_rate, dst_rate)`` resamples along the last
+    axis (default :func:`resample`, polyphase); the real encoders pass the resampler of their
+    reference pipeline. An empty file is an error, and so is a WAV file whose header promises
+    more samples than it holds (a cut download)."""
+    short = wav_shortfall(path)
+    if short is not None:
+        raise MediaError(f"{path}: truncated WAV: the header promises {short[0]} bytes of "
+                         f"samples, the file holds {short[1]}")
     try:
         import soundfile as sf
 
@@ -75,10 +88,43 @@ def load_audio(path: str | os.PathLike, rate: int) -> np.ndarray:
         raise MediaError(f"{path}: cannot decode audio ({_short(exc)})") from None
     if data.shape[0] == 0:
         raise MediaError(f"{path}: audio has no samples")
-    wave = data.mean(axis=1)
+    wave = data.mean(axis=1) if mono else np.ascontiguousarray(data.T)
     if not np.isfinite(wave).all():
         raise MediaError(f"{path}: audio contains NaN or infinite samples")
-    return resample(wave, int(src_rate), rate)
+    if int(src_rate) == rate:
+        return wave.astype(np.float32, copy=False)
+    if resampler is None:
+        if not mono:
+            return np.stack([resample(ch, int(src_rate), rate) for ch in wave])
+        return resample(wave, int(src_rate), rate)
+    return np.asarray(resampler(wave, int(src_rate), rate), dtype=np.float32)
+
+
+def wav_shortfall(path: str | os.PathLike) -> tuple[int, int] | None:
+    """``(promised, held)`` bytes of a RIFF/WAVE file's ``data`` chunk when the file holds
+    fewer than its header says; None for a complete WAV or any other file. Reads only the
+    chunk headers. A size of 0 or 0xFFFFFFFF (written by streaming recorders) is not
+    checked; an object that is not a path (a tar member's bytes) is not checked."""
+    if not isinstance(path, (str, os.PathLike)):
+        return None
+    try:
+        with open(path, "rb") as f:
+            head = f.read(12)
+            if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+                return None
+            size = os.fstat(f.fileno()).st_size
+            pos = 12
+            while pos + 8 <= size:
+                f.seek(pos)
+                chunk = f.read(8)
+                n = int.from_bytes(chunk[4:8], "little")
+                if chunk[:4] == b"data":
+                    held = size - pos - 8
+                    return (n, held) if 0 < n < 0xFFFFFFFF and n > held else None
+                pos += 8 + n + (n & 1)
+    except OSError:
+        return None
+    return None
 
 
 def load_image(path: str | os.PathLike):

@@ -36,6 +36,8 @@ from freebind.errors import MediaError, UsageError
 
 _CHUNK = 1 << 20
 TAR_SUFFIXES = (".tar",)
+#: compressed shards cannot be read back by offset: refused with what to do
+COMPRESSED_TAR = (".tar.gz", ".tgz", ".tar.bz2", ".tar.xz", ".tar.zst")
 TABLE_SUFFIXES = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".tsv": "tsv",
                   ".jsonl": "jsonl", ".ndjson": "jsonl"}
 #: columns (or JSON fields of a tar sample) tried, in order, when none is named
@@ -147,7 +149,7 @@ def container_kind(spec) -> str | None:
         return "tar"
     path = Path(text)
     suffix = path.suffix.lower()
-    if suffix in TAR_SUFFIXES:
+    if suffix in TAR_SUFFIXES or text.lower().endswith(COMPRESSED_TAR):
         return "tar"
     if suffix in TABLE_SUFFIXES:
         return "table"
@@ -272,6 +274,9 @@ def _names_present(path, kind: str) -> list[str]:
 def shard_paths(spec: str) -> list[Path]:
     """The shard files of a path, a brace pattern or a folder of ``.tar`` files (sorted);
     a pattern none of whose files exist is an error naming the pattern."""
+    if spec.lower().endswith(COMPRESSED_TAR):
+        raise UsageError(f"{spec}: compressed shards cannot be read in place (a member is read "
+                         "back by its offset); decompress them (gunzip, zstd -d) into .tar files")
     if is_brace_pattern(spec):
         names = expand_braces(spec)
         found = [Path(n) for n in names if Path(n).is_file()]

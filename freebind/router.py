@@ -291,9 +291,9 @@ def train_router(bond: dict, data: _Data, hyper: Mapping, temp: float, seed: int
     history = []
     bar = None
     if progress:
-        from tqdm.auto import tqdm
+        from freebind.progress import bar as progress_bar   # one line in a file or a pipe
 
-        bar = tqdm(total=int(h["epochs"]), desc=desc, unit="epoch", leave=False)
+        bar = progress_bar(total=int(h["epochs"]), desc=desc, unit="epoch", leave=False)
     try:
         for epoch in range(1, int(h["epochs"]) + 1):
             epochs = epoch

@@ -20,6 +20,11 @@ if [ "${1:-all}" != core ]; then
   # and ImageBind with these libraries' own forward. They declare what freebind's users must
   # not get (laion-clap: numpy<2; imagebind-unofficial: torchaudio, pytorchvideo, decord), so
   # they come without their dependencies; what their model code imports is in [test].
-  .venv/bin/python -m pip install -q --no-deps laion-clap imagebind-unofficial
+  .venv/bin/python -m pip install -q --no-deps laion-clap imagebind-unofficial pytorchvideo==0.1.5
+  # torchaudio's pure-Python Kaldi fbank, resampler and mel transforms, the references of
+  # ImageBind's and LAION-CLAP's loaders: unpacked outside the environment (import torchaudio
+  # still fails; tests/preprocess_reference.py imports these files without its native library)
+  .venv/bin/python -m pip install -q --no-deps --upgrade --target .venv/reference/torchaudio \
+      torchaudio==2.11.0
 fi
 echo "freebind installed in .venv ($(.venv/bin/python -c 'import freebind; print(freebind.__version__)'))"

@@ -205,3 +205,16 @@ def test_options_are_validated():
     assert set(OPTIONS) >= {"hidden", "temp", "epochs", "lr", "batch", "topk", "tau", "seed"}
     p = plan("mini:bind + c(mini:clap, hidden=64, epochs=3)")
     assert p.jobs[0].hyper["hidden"] == 64 and p.jobs[0].hyper["epochs"] == 3
+
+
+def test_the_same_expert_twice_in_a_bond_is_an_error_with_a_caret():
+    import freebind
+    from freebind.errors import ExpressionError
+
+    for expr, col in (("IB + c(CLAP, CLAP)", 13), ("IB + c(CLAP_g, CLAP)", 15)):
+        with pytest.raises(ExpressionError) as err:
+            freebind.plan(expr)
+        assert "twice in one bond" in err.value.message
+        assert err.value.start == col, err.value.render()
+        assert err.value.render().splitlines()[2] == "  " + " " * col + "^^^^"
+    freebind.plan("mini:bind + c(mini:clap, mini:clap2)")     # different spaces: fine

@@ -42,7 +42,7 @@ def test_build_json_report(world, tmp_path):
     out = tmp_path / "g.safetensors"
     r = CliRunner().invoke(app, ["build", "test:base + d(test:vl)", "--audio",
                                  str(world / "audio"), "--image", str(world / "image"),
-                                 "--text", str(world / "texts.txt"), "-o", str(out),
+                                 "--texts", str(world / "texts.txt"), "-o", str(out),
                                  "--cache-dir", str(tmp_path / "c"), "--json", *HYPER])
     assert r.exit_code == 0, r.output
     data = json.loads(r.stdout)
@@ -56,7 +56,8 @@ def test_build_errors_are_one_line(world, tmp_path):
     r = CliRunner().invoke(app, ["build", "test:base + c(test:at)", "--audio",
                                  str(tmp_path / "missing"), "--cache-dir", str(tmp_path)])
     assert r.exit_code == 2
-    assert "no such audio folder" in r.output and "Traceback" not in r.output
+    assert "--audio" in r.output and "no such file or folder" in r.output
+    assert "Traceback" not in r.output
     r = CliRunner().invoke(app, ["build", "test:base + c(test:at)", "--pools", str(world),
                                  "--hyper", "epochs"])
     assert r.exit_code == 2 and "KEY=VALUE" in r.output

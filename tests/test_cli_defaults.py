@@ -70,9 +70,13 @@ def test_eval_without_anything_uses_the_bundle_and_the_mini_set(bundle, home, mo
 def test_eval_real_target_without_data_is_one_line(home, monkeypatch):
     monkeypatch.delenv("FREEBIND_DATA", raising=False)
     r = _run(["eval", "IB", "--suite", "audiocaps"])
-    assert r.exit_code == 2
+    assert r.exit_code == 1       # weights missing here: not a usage error
     err = [line for line in r.output.splitlines() if line.strip()]
-    assert len(err) == 1 and "FREEBIND_DATA" in err[0] and "test.csv" in err[0], r.output
+    # one message: the weights (offline here), then the data, each one line
+    assert err[0] == "error: cannot evaluate IB, 2 problems:", r.output
+    assert "1. IB: weights missing" in err[1] and "freebind download IB" in err[1]
+    assert "2. no data" in err[2] and "FREEBIND_DATA" in err[2] and "test.csv" in err[2]
+    assert len(err) == 3
 
 
 def test_eval_freebind_data_is_looked_up(bundle, home, monkeypatch):
@@ -127,5 +131,16 @@ def test_tune_without_target_and_data(bundle, home, monkeypatch):
 
 def test_build_without_pools_names_the_pools_file(home):
     r = _run(["build", "IB + d(InternVL) + c(CLAP)"])
-    assert r.exit_code == 2
+    assert r.exit_code == 1          # the weights are missing here (offline), then the pools
     assert str(home / "home" / "pools.json") in r.output.replace("\n", "")
+
+
+def test_tune_without_target_does_not_write_the_bundle(bundle, home, monkeypatch):
+    import freebind
+
+    monkeypatch.delenv("FREEBIND_DATA", raising=False)
+    r = _run(["tune", "--suite", "esc50", "--grid", "a=0,1", "-o", str(home / "tune"),
+              "--cache-dir", str(home / "cache")])
+    assert r.exit_code == 0, r.output
+    assert "not stored (name the bundle to store them)" in r.output
+    assert not any(n.startswith("tuned") for n in freebind.load(bundle).presets)

@@ -175,7 +175,7 @@ def test_options_reach_every_loader_of_every_verb(world, home):
     mark = len(LOADS)
     bundle = home / "f.safetensors"
     r = run("build", "opt:base + c(opt:expert)", "--audio", world / "pool" / "audio",
-            "--text", world / "pool" / "texts.txt", "-o", bundle, "--hyper", "epochs=1",
+            "--texts", world / "pool" / "texts.txt", "-o", bundle, "--hyper", "epochs=1",
             "--hyper", "hidden=8", "--hyper", "batch=8", "-q", "--json",
             *common, "--space-option", "run=build")
     assert r.exit_code == 0, r.output

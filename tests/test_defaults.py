@@ -119,3 +119,35 @@ def test_declared_pools(home):
     (home / "home").mkdir()
     (home / "home" / "pools.json").write_text('{"text": "t.txt"}')
     assert defaults.declared_pools() == home / "home" / "pools.json"
+
+
+def test_a_last_build_in_another_folder_is_named_not_used(home, monkeypatch):
+    built = _bundle(home / "elsewhere" / "built.safetensors")
+    defaults.record_build(built, "x + c(y)")
+    (home / "work").mkdir()
+    monkeypatch.chdir(home / "work")
+    with pytest.raises(UsageError) as err:
+        defaults.default_target()
+    msg = str(err.value)
+    assert "\n" not in msg and str(built.resolve()) in msg and "name it" in msg
+    # a bundle here wins over a last build elsewhere
+    _bundle(home / "work" / "here.safetensors")
+    assert defaults.default_target().value == "here.safetensors"
+    # below the current folder the last build is used
+    monkeypatch.chdir(home)
+    r = defaults.default_target()
+    assert (r.value, r.why) == (str(Path("elsewhere") / "built.safetensors"), "the last build")
+
+
+def test_tune_stores_presets_only_in_a_named_bundle(home, monkeypatch):
+    import freebind
+    from tests.test_eval import make_audiocaps, make_bundle
+
+    make_audiocaps(home / "ac")
+    bundle = make_bundle(home / "only.safetensors")
+    result = freebind.tune(None, ["audiocaps"], [home / "ac"], ["a=0,1"], out=home / "o",
+                           progress=False)
+    assert not result.saved and "tuned-versatile" not in freebind.load(bundle).presets
+    result = freebind.tune(str(bundle), ["audiocaps"], [home / "ac"], ["a=0,1"],
+                           out=home / "o", progress=False)
+    assert result.saved and "tuned-versatile" in freebind.load(bundle).presets

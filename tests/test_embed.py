@@ -65,15 +65,15 @@ def test_space_target_writes_partitions_in_row_order(world, tmp_path):
 def test_fp16_jsonl_and_txt_files(world, tmp_path):
     docs = tmp_path / "docs"
     docs.mkdir()
-    (docs / "b.txt").write_text("caption 7\n")
+    (docs / "b.txt").write_text("caption 7\n\ncaption 8\n")   # one text per non-empty line
     (docs / "a.txt").write_text("caption 3")
     out = tmp_path / "o"
     run("test:base", docs, output=out, fp16=True, metadata="jsonl", cache_dir=tmp_path / "c")
     arr = np.load(out / "text_emb" / "text_emb_0.npy")
-    assert arr.dtype == np.float16 and arr.shape == (2, 24)
+    assert arr.dtype == np.float16 and arr.shape == (3, 24)
     rows = [json.loads(x) for x in (out / "metadata" / "metadata_0.jsonl").read_text().split("\n")
             if x]
-    assert [Path(r_["path"]).name for r_ in rows] == ["a.txt", "b.txt"]
+    assert [Path(r_["path"]).name for r_ in rows] == ["a.txt:1", "b.txt:1", "b.txt:2"]
 
 
 def test_bad_files_are_reported_and_skipped_strict_fails(world, tmp_path):
@@ -148,3 +148,23 @@ def test_nothing_to_embed(tmp_path):
     with pytest.raises(UsageError, match="nothing to embed") as info:
         run("test:base", tmp_path / "x.csv", output=tmp_path / "o")
     assert info.value.exit_code == 2
+
+
+def test_wav_shortfall_reads_the_data_chunk_header(tmp_path):
+    import soundfile as sf
+
+    from freebind.errors import MediaError
+    from freebind.media import load_audio, wav_shortfall
+
+    path = tmp_path / "a.wav"
+    sf.write(str(path), np.zeros(1000, dtype=np.float32), 16000, subtype="PCM_16")
+    assert wav_shortfall(path) is None
+    data = path.read_bytes()
+    cut = tmp_path / "cut.wav"
+    cut.write_bytes(data[:-500])
+    assert wav_shortfall(cut) == (2000, 1500)       # 1000 int16 samples promised
+    with pytest.raises(MediaError, match="truncated WAV"):
+        load_audio(cut, 16000)
+    assert load_audio(path, 16000).shape == (1000,)
+    (tmp_path / "x.wav").write_bytes(b"not a wav")
+    assert wav_shortfall(tmp_path / "x.wav") is None

@@ -66,7 +66,7 @@ def test_json_is_the_library_report_and_the_table_names_every_modality(world, tm
             "--cache-dir", tmp_path / "c", env={"COLUMNS": "200"})
     assert r.exit_code == 0, r.output
     assert "image" in r.stdout and "text" in r.stdout and "12" in r.stdout
-    assert "0 partition(s) written, 2 kept from an earlier run; 0 file(s) skipped; 24-d " \
+    assert "0 partition(s) written, 2 kept from an earlier run; 0 input(s) skipped; 24-d " \
            "float32" in r.stdout
 
 
@@ -104,3 +104,39 @@ def test_errors_are_one_line_with_exit_2(world, tmp_path, args, message):
     r = run("test:base", world / "image", "-o", tmp_path / "o", *args)
     assert r.exit_code == 2 and message in r.output and "Traceback" not in r.output
     assert len(r.output.strip().splitlines()) == 1
+
+
+def test_text_files_are_one_text_per_line_and_unknown_files_are_counted(tmp_path):
+    """write_pools' texts.txt (one caption per line) gives one row per caption, as --texts
+    and the build's text pools do; unknown extensions are counted; a cut WAV is skipped."""
+    import json as _json
+
+    import numpy as np
+    from typer.testing import CliRunner
+
+    from freebind.mini import write_pools
+    from freebind_cli.main import app
+
+    media = tmp_path / "media"
+    write_pools(media, n_audio=2, n_image=0, n_text=8)
+    (media / "notes.csv").write_text("a,b\n")
+    (media / ".hidden").write_text("x")
+    wav = sorted((media / "audio").glob("*.wav"))[0].read_bytes()
+    (media / "audio" / "zz_cut.wav").write_bytes(wav[: len(wav) // 2])
+    r = CliRunner().invoke(app, ["embed", "mini:bind", str(media), "-o", str(tmp_path / "out"),
+                                 "--metadata-format", "jsonl", "--json", "-q"])
+    assert r.exit_code == 0, r.output
+    rep = _json.loads(r.stdout)
+    assert rep["modalities"]["text"]["rows"] == 8
+    assert rep["modalities"]["audio"]["rows"] == 2
+    assert [s["path"] for s in rep["skipped"]] == [str(media / "audio" / "zz_cut.wav")]
+    assert "truncated WAV" in rep["skipped"][0]["reason"]
+    assert rep["ignored"] == 2      # notes.csv and pools.json; hidden files are not counted
+    assert rep["ignored_examples"] == [str(media / "notes.csv"), str(media / "pools.json")]
+    parts = sorted((tmp_path / "out" / "text_emb").glob("*.npy"))
+    assert sum(np.load(f).shape[0] for f in parts) == 8
+    r = CliRunner().invoke(app, ["embed", "mini:bind", str(media), "-o", str(tmp_path / "out2"),
+                                 "--metadata-format", "jsonl", "-q"])
+    assert r.exit_code == 0, r.output
+    assert "2 file(s) of an unknown extension left out (e.g. " + str(media / "notes.csv") \
+        in r.stdout.replace("\n", "")

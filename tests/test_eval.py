@@ -263,3 +263,75 @@ def test_eval_record_keeps_results_in_the_bundle(home):
     assert ev_["default[a=0.2]"]["metrics"] == last["metrics"]
     r = run("info", bundle)
     assert r.exit_code == 0 and "audiocaps" in r.stdout
+
+
+def test_output_folder_without_fields_holds_one_file_per_result():
+    from freebind.evaluate.runner import output_path
+
+    rec = {"dataset": "audiocaps", "model": "mini:bind", "task": "t2a"}
+    assert output_path("out", rec) == Path("out") / "mini_bind" / "audiocaps.json"
+    assert output_path("r/{dataset}.json", rec) == Path("r/audiocaps.json")
+    assert output_path("one.json", rec) == Path("one.json")
+
+
+def test_eval_streams_embeddings_fusion_and_metrics(home, monkeypatch):
+    """Memory-mapped base rows, fusion in chunks of 2 rows into a memory-mapped scratch file
+    and metric blocks of 3 rows give the numbers of whole arrays."""
+    from freebind.evaluate import runner as rn
+    from freebind.evaluate.metrics import paired_retrieval_metrics
+    from freebind.evaluate.suites import load_suite
+    from freebind.store import PoolView
+
+    import freebind
+
+    data = make_audiocaps(home / "ac")
+    make_esc50(home / "esc50")
+    bundle = make_bundle(home / "b.safetensors")
+    whole = {r["dataset"]: r["metrics"] for r in ev(str(bundle), ["audiocaps", "esc50"],
+                                                    [data, home / "esc50"])}
+    # the whole-array reference: fuse every row at once, one similarity matrix
+    fused = freebind.load(bundle)
+    task = load_suite("audiocaps", data).tasks[0]
+    a = fused.encode("audio", task.items).numpy()
+    t = fused.encode("text", task.captions).numpy()
+    assert whole["audiocaps"] == paired_retrieval_metrics(t @ a.T, task.caption_item)
+
+    made = []
+    real_scratch = rn.scratch_array
+
+    def tracked(n, dim, folder=None):
+        arr = real_scratch(n, dim, folder)
+        made.append(arr)
+        return arr
+
+    real_blocks = freebind.FusedSpace.fuse_blocks
+    seen = []
+
+    def small_chunks(self, embeddings, *args, **kw):
+        seen.extend(type(v).__name__ for mods in embeddings.values() for v in mods.values())
+        kw["chunk_rows"] = 2
+        return real_blocks(self, embeddings, *args, **kw)
+
+    monkeypatch.setattr(rn, "IN_MEMORY_BYTES", 0)
+    monkeypatch.setattr(rn, "scratch_array", tracked)
+    monkeypatch.setattr(freebind.FusedSpace, "fuse_blocks", small_chunks)
+    streamed = {r["dataset"]: r["metrics"] for r in ev(str(bundle), ["audiocaps", "esc50"],
+                                                       [data, home / "esc50"], block_rows=3)}
+    assert streamed == whole
+    assert made and all(isinstance(x, np.memmap) for x in made)
+    assert set(seen) == {PoolView.__name__}
+    scratch = Path(made[0].filename).parent
+    assert scratch.name == "scratch"                     # next to the embedding cache
+    assert not list(scratch.glob("fused-*.npy"))        # names removed at once
+
+
+def test_scratch_array_in_memory_or_a_nameless_map(tmp_path, monkeypatch):
+    from freebind.evaluate import runner as rn
+
+    small = rn.scratch_array(4, 3, tmp_path)
+    assert not isinstance(small, np.memmap) and small.shape == (4, 3)
+    monkeypatch.setattr(rn, "IN_MEMORY_BYTES", 0)
+    big = rn.scratch_array(5, 2, tmp_path / "s")
+    big[:] = np.arange(10, dtype=np.float32).reshape(5, 2)
+    assert isinstance(big, np.memmap) and big[4, 1] == 9.0
+    assert list((tmp_path / "s").iterdir()) == []

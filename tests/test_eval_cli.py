@@ -35,15 +35,15 @@ def test_eval_errors_are_one_line(home):
     r = run("eval", "test:tone", "-s", "nosuch", "-d", data)
     assert r.exit_code == 2 and "unknown suite" in r.output and "Traceback" not in r.output
     r = run("eval", "test:tone", "-s", "audiocaps", "-d", home / "nowhere")
-    assert r.exit_code == 2 and "no such folder" in r.output
+    assert r.exit_code == 2 and "--data" in r.output and "no such file or folder" in r.output
     r = run("eval", "test:tone", "-s", "audiocaps", "-d", data, "-f", "a=0.5")
     assert r.exit_code == 2 and "plain space" in r.output
     make_vggss(home / "vg")
     r = run("eval", "test:expert", "-s", "vggss", "-d", home / "vg")
     assert r.exit_code == 2 and "no image modality" in r.output
-    r = run("eval", "test:tone", "-s", "audiocaps", "-d", data, "-o", "split")
+    r = run("eval", "test:tone", "-s", "audiocaps", "-d", data, "--option", "split")
     assert r.exit_code == 2 and "KEY=VALUE" in r.output
-    r = run("eval", "test:tone", "-s", "audiocaps", "-d", data, "-o", "folds=1")
+    r = run("eval", "test:tone", "-s", "audiocaps", "-d", data, "--option", "folds=1")
     assert r.exit_code == 2 and "no chosen suite takes it" in r.output
 
 
@@ -55,8 +55,9 @@ def test_flags_become_the_library_call(home, monkeypatch):
         return []
 
     monkeypatch.setattr(api, "evaluate", fake)
+    (home / "sets").mkdir()
     r = run("eval", "a.safetensors@x", "mini:bind", "-s", "audiocaps", "-s", "coco", "-d",
-            home / "sets", "-f", "a=0.8", "-p", "versatile", "-o", "split=val", "--cache-dir",
+            home / "sets", "-f", "a=0.8", "-p", "versatile", "--option", "split=val", "--cache-dir",
             home / "c", "--batch-size", "3", "--record", "--json", "--device", "cpu")
     assert r.exit_code == 0, r.output
     warn = seen.pop("warn")
@@ -69,6 +70,15 @@ def test_flags_become_the_library_call(home, monkeypatch):
     seen.clear()
     run("eval", "mini:bind", "-s", "audiocaps", "-d", home, "--output", "")
     assert seen["output"] is None and seen["progress"] is True
+    # -o is the output, as in every verb (it was --option here)
+    r = run("eval", "mini:bind", "-s", "audiocaps", "-d", home, "-o", "out", "--json")
+    assert r.exit_code == 0, r.output
+    assert seen["output"] == "out" and seen["suite_options"] == {}
+    r = run("eval", "--help")
+    assert "--cache " not in r.stdout and "-o" in r.stdout
+    # the old meaning of -o is caught, not turned into a folder named split=val
+    r = run("eval", "mini:bind", "-s", "audiocaps", "-d", home, "-o", "split=val")
+    assert r.exit_code == 2 and "--option split=val" in r.output
 
 
 def test_json_is_the_library_records(home):

@@ -77,12 +77,12 @@ def test_embed_cli_reports_and_skips_a_nan_item(tmp_path, monkeypatch):
     assert r.exit_code == 0, r.output
     rep = json.loads(r.stdout)
     assert [(Path(s["path"]).name, "non-finite" in s["reason"]) for s in rep["skipped"]] == \
-        [("b.txt", True)]
+        [("b.txt:1", True)]
     arr = np.load(out / "text_emb" / "text_emb_0.npy")
     assert arr.shape == (2, 64) and np.isfinite(arr).all()
     rows = [json.loads(x) for x in (out / "metadata" / "metadata_0.jsonl").read_text().split("\n")
             if x]
-    assert [Path(r_["path"]).name for r_ in rows] == ["a.txt", "c.txt"]
+    assert [Path(r_["path"]).name for r_ in rows] == ["a.txt:1", "c.txt:1"]
     strict = CliRunner().invoke(app, [*args[:4], str(tmp_path / "o2"), *args[5:], "--strict",
                                       "-q"])
     assert strict.exit_code == 1 and "b.txt" in strict.output

@@ -213,3 +213,29 @@ def test_pools_json_accepts_every_form(forms, tmp_path):
     pools = resolve_pools(pools=tmp_path / "pools.json")
     assert pools.counts() == {"audio": N, "image": N, "text": N}
     assert pools.items["text"] == forms["texts"]
+
+
+def test_compressed_shards_are_refused_with_what_to_do(tmp_path):
+    (tmp_path / "a.tar.gz").write_bytes(b"\x1f\x8b")
+    with pytest.raises(UsageError, match=r"a\.tar\.gz: compressed shards cannot be read in "
+                                         r"place .*decompress them"):
+        readers.read_pool("audio", tmp_path / "a.tar.gz")
+
+
+def test_embed_cli_reads_shards_and_a_caption_table(forms, tmp_path):
+    from typer.testing import CliRunner
+
+    from freebind_cli.main import app
+
+    r = CliRunner().invoke(app, ["embed", "mini:clap", forms["audio_tars"], "--texts",
+                                 str(forms["tables"]["jsonl"]), "--text-column", "caption",
+                                 "-o", str(tmp_path / "out"), "--cache-dir",
+                                 str(tmp_path / "c"), "--json"])
+    assert r.exit_code == 0, r.output
+    rep = json.loads(r.stdout)
+    assert rep["counts"] == {"audio": N, "text": N} and rep["skipped"] == []
+    import pyarrow.parquet as pq
+
+    meta = pq.read_table(tmp_path / "out" / "metadata" / "metadata_1.parquet").to_pydict()
+    assert meta["path"][:2] == [f"{forms['tables']['jsonl']}::caption[0]",
+                                f"{forms['tables']['jsonl']}::caption[1]"]

@@ -20,15 +20,16 @@ REF = np.load(Path(__file__).parent / "data" / "audio_frontends_ref.npz")
 def test_kaldi_fbank_matches_torchaudio_reference():
     mine = af.kaldi_fbank(torch.from_numpy(REF["ib_signal"])).numpy()
     assert mine.shape == REF["ib_fbank"].shape == (48, 128)
-    np.testing.assert_allclose(mine, REF["ib_fbank"], atol=2e-3, rtol=0)
+    # measured 8.4e-5 (log energy); docs/real-spaces.md states < 1e-4
+    np.testing.assert_allclose(mine, REF["ib_fbank"], atol=1e-4, rtol=0)
 
 
 def test_clap_mel_db_matches_torchaudio_reference():
     mine = af.htk_mel_db(torch.from_numpy(REF["clap_signal"])).numpy()
     assert mine.shape == REF["clap_meldb"].shape == (21, 64)
-    # dB of low-energy bins amplifies the reference's own float32 rounding: the FFT library
-    # of the machine moves a few of them by up to 3e-3 dB (5e-5 relative)
-    np.testing.assert_allclose(mine, REF["clap_meldb"], atol=2e-3, rtol=1e-4)
+    # dB of low-energy bins amplifies float32 rounding of the FFT: measured 3.1e-4 dB
+    # (7.7e-5 relative); docs/real-spaces.md states < 5e-4 dB
+    np.testing.assert_allclose(mine, REF["clap_meldb"], atol=5e-4, rtol=0)
 
 
 def test_kaldi_fbank_of_a_tone_peaks_at_its_mel_bin():

@@ -122,8 +122,9 @@ def test_pickled_code_is_refused(tmp_path):
 
     bad = tmp_path / "evil.pth"
     torch.save({"x": Evil()}, bad)
-    with pytest.raises(SpaceError, match="weights_only=True"):
+    with pytest.raises(SpaceError, match="holds Python objects") as err:
         weights.load_state_dict(bad)
+    assert "weights_only" not in str(err.value) and "Re-running" not in str(err.value)
 
 
 def test_registry_loads_ib_with_options(tiny):

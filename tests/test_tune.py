@@ -89,10 +89,17 @@ def test_tune_end_to_end(home):
     # `freebind.embed` accepts the tuned preset too
     freebind.embed(bundle, [home / "sets" / "audiocaps" / "audio"], output=home / "emb",
                    preset="tuned-audiocaps-t2a", metadata="jsonl", progress=False)
-    got = np.load(sorted((home / "emb").rglob("audio_emb_*.npy"))[0])
-    items = sorted(str(p) for p in (home / "sets" / "audiocaps" / "audio").glob("*.wav"))
+    emb = sorted((home / "emb").rglob("audio_emb_*.npy"))
+    assert len(emb) == 1
+    got = np.load(emb[0])
+    # row by row, in the order the metadata gives (a mix-up of rows must fail)
+    part = emb[0].stem.rsplit("_", 1)[1]
+    meta = (home / "emb" / "metadata" / f"metadata_{part}.jsonl").read_text().splitlines()
+    items = [json.loads(line)["path"] for line in meta if line]
+    assert sorted(Path(p).name for p in items) == sorted(
+        p.name for p in (home / "sets" / "audiocaps" / "audio").glob("*.wav"))
     want = freebind.load(bundle, preset="tuned-audiocaps-t2a").encode("audio", items).numpy()
-    assert got.shape == want.shape and np.allclose(np.sort(got, 0), np.sort(want, 0), atol=1e-5)
+    assert got.shape == want.shape and np.allclose(got, want, atol=1e-5)
 
 
 def test_tune_no_save_and_errors(home):
@@ -190,3 +197,53 @@ def test_store_presets_is_atomic_and_checked(home):
     assert fused.factors["b1"]["factors"]["audio"] == 0.2
     assert fused.metadata["tuning"] == {"note": 1}
     assert set(fused.presets) >= {"default", "versatile", "at-expertise", "mine"}
+
+
+def test_presets_are_the_best_of_every_point_coarse_included():
+    """A coarse row (a bond switched off) that beats the whole fine grid is the preset: no
+    preset is worse on its task than a row the report printed."""
+    import types
+
+    import freebind
+    from freebind.evaluate import tuning
+
+    import tests.test_eval  # noqa: F401  (registers the test spaces)
+
+    plan = freebind.plan("test:tone + d(test:expert) + c(test:expert)")
+    fused = types.SimpleNamespace(graph=plan.graph)
+    # the score of a point: switching b1 off is best on "s:x"; the grid is best on "s:y"
+    def score(suite, overrides):
+        x = 0.9 if overrides == ["b1=off"] else 0.5 - 0.1 * ("t=1" in overrides)
+        y = 0.2 + 0.3 * ("t=1" in overrides)
+        return {"x_m": x, "y_m": y}
+
+    result = tuning.tune(fused, [("s", None)], [("t", [0.0, 1.0])],
+                         tasks_of=lambda s, m: ["x_m", "y_m"],
+                         score_base=lambda s: {"x_m": 0.1, "y_m": 0.1},
+                         score=score, fuse=lambda overrides: overrides, progress=False)
+    assert result.best["s:x_m"].overrides == ["b1=off"]
+    assert result.presets["tuned-s-x"] == ["b1=off"]
+    assert result.presets["tuned-s-y"] == result.coarse_choice + ["t=1"]
+    assert max(p.metrics["s:x_m"] for p in result.fine) < 0.9
+    printed = result.coarse + result.fine
+    for t, p in result.best.items():
+        assert p.metrics[t] == max(q.metrics[t] for q in printed)
+    assert result.grid_scope == {"t": ["b1.text", "b2.text"]}
+    assert tuning.scope_notes(result.grid_scope) == [
+        "t= sets b1.text and b2.text together; name a bond, e.g. b2.t=, to move one"]
+    assert tuning.grid_scope(plan.graph, "b2.t") == ["b2.text"]
+    assert tuning.grid_scope(plan.graph, "a") == ["b1.audio", "b2.audio"]
+
+
+def test_two_bond_bundle_presets_never_worse_than_a_coarse_row(home):
+    make_audiocaps(home / "ac")
+    bundle = make_bundle(home / "two.safetensors",
+                         "test:tone + d(test:expert) + c(test:expert)")
+    result, res = tune(bundle, ["audiocaps"], home / "ac", ["t=0,1"], save=False,
+                       out=home / "o")
+    assert res["grid_scope"] == {"t": ["b1.text", "b2.text"]}
+    rows = res["coarse"] + res["fine"]
+    for t, p in res["best"].items():
+        assert p["metrics"][t] == max(r["metrics"][t] for r in rows)
+    # the preset table reports presets that equal the best printed row
+    assert result.presets["tuned-versatile"] == res["versatile"]["overrides"]

@@ -190,6 +190,17 @@ class _Compiler:
             node, deps = self.node(expert)
             experts.append(node)
             expert_deps += deps
+        seen: dict[str, str] = {}
+        for expert, node in zip(bond.experts, experts):
+            key = (self.spaces[node["ref"]]["name"] if node.get("op") == "space"
+                   else node["text"])
+            if key in seen:
+                same = node["text"] if seen[key] == node["text"] else \
+                    f"{node['text']} (the same space as {seen[key]})"
+                raise self.fail(f"{same} is twice in one bond: each expert of a bond must be "
+                                f"a different space", _span(expert),
+                                hint="drop the repeated expert, or bind it in a second bond")
+            seen[key] = node["text"]
         base_mods = set(base["modalities"])
         all_shared: set[str] = set()
         for expert, node in zip(bond.experts, experts):

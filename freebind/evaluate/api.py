@@ -94,7 +94,8 @@ def evaluate(targets, suites, data, *, factors: Sequence[str] | str = (),
              batch_size: int = 64, progress: bool = True,
              space_options: Mapping[str, Any] | None = None, device: str | None = None,
              precision: str | None = None,
-             warn: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
+             warn: Callable[[str], None] | None = None, block_rows: int | None = None,
+             budget_bytes: int | None = None) -> list[dict[str, Any]]:
     """Evaluate every target (space references, bundles, ``bundle@preset``, or targets from
     :func:`freebind.open`) on every suite; one result record per (target, suite), in suite
     order then target order.
@@ -104,7 +105,11 @@ def evaluate(targets, suites, data, *, factors: Sequence[str] | str = (),
     them (``split``, ``templates``, ``manifest``, …); ``output`` is a file template
     (``{dataset}``, ``{model}``, ``{task}``, ``{preset}``) each record is written to (its
     ``path``); ``record=True`` also keeps each bundle's results in its metadata. ``warn``
-    receives a line for every suite whose listed files are partly missing."""
+    receives a line for every suite whose listed files are partly missing.
+
+    Memory is bounded by blocks, not by a suite: embeddings are read memory-mapped from
+    the cache, a bundle fuses chunk by chunk, and the metrics score ``block_rows`` ×
+    ``block_rows`` similarities at a time (default from ``budget_bytes``, 256 MiB)."""
     from freebind.evaluate.runner import (
         evaluate as evaluate_one, output_path, record_evaluation, write_json,
     )
@@ -114,6 +119,10 @@ def evaluate(targets, suites, data, *, factors: Sequence[str] | str = (),
 
     if int(batch_size) < 1:
         raise UsageError(f"batch_size={batch_size}: must be at least 1")
+    if block_rows is not None and int(block_rows) < 1:
+        raise UsageError(f"block_rows={block_rows}: must be at least 1")
+    if budget_bytes is not None and int(budget_bytes) < 1:
+        raise UsageError(f"budget_bytes={budget_bytes}: must be positive")
     targets = default_targets(targets)
     if record:
         for t in targets:
@@ -134,7 +143,8 @@ def evaluate(targets, suites, data, *, factors: Sequence[str] | str = (),
                  f"(e.g. {evalset.missing[0]})")
         for target in loaded:
             rec = evaluate_one(target, evalset, store=store, batch_size=batch_size,
-                               progress=progress)
+                               progress=progress, block_rows=block_rows,
+                               budget_bytes=budget_bytes)
             if output:
                 rec["path"] = str(write_json(output_path(output, rec), rec))
             if record and target.is_bundle:
@@ -174,7 +184,7 @@ def tune(bundle, suites, data, grids=(), *, suite_options: Mapping[str, Any] | N
 
     Writes ``out/factor_analysis.png`` and ``out/tune.json`` (``out`` defaults to
     ``tune/<bundle name>``) and, with ``save``, stores the presets (``<name>-…``) in the
-    bundle. Returns the :class:`~freebind.evaluate.tuning.TuneResult` with ``summary``
+    bundle (only when ``bundle`` is given: a default bundle is never written). Returns the :class:`~freebind.evaluate.tuning.TuneResult` with ``summary``
     (what tune.json holds), ``figure`` and ``path`` set."""
     from freebind.evaluate.heatmap import draw
     from freebind.evaluate.runner import store_presets, tune_target, write_json
@@ -187,6 +197,8 @@ def tune(bundle, suites, data, grids=(), *, suite_options: Mapping[str, Any] | N
 
     parsed = parse_grids(grids)
     require("matplotlib", "the factor-analysis figure of tune")  # before any work
+    # presets are written only into a bundle the caller named, never into a default one
+    save = bool(save) and bool(_as_list(bundle))
     bundle = default_targets(bundle)[0]
     if save:
         _check_writable(bundle, "store tuned presets")

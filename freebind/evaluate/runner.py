@@ -21,6 +21,7 @@ import numpy as np
 
 from freebind.errors import UsageError
 from freebind.evaluate.suites import EvalSet, info as suite_info, load_suite
+from freebind.evaluate.suites.base import select_rows
 from freebind.target import Target, is_bundle_ref, open as open_target  # noqa: F401
 
 
@@ -41,13 +42,59 @@ def _store(store):
 
 @dataclass
 class Embedded:
-    """A suite's inputs embedded by a target's spaces: ``rows[ref][modality] = array``
-    aligned with ``items[modality]`` (only items every space could decode)."""
+    """A suite's inputs embedded by a target's spaces: ``rows[ref][modality]`` (memory-mapped
+    store views, or arrays) aligned with ``items[modality]`` (only items every space could
+    decode); ``scratch`` is where fused rows too large for memory go (next to the cache)."""
 
     evalset: EvalSet
     items: dict[str, list[Any]]
     rows: dict[str, dict[str, np.ndarray]]
     encoded: int = 0
+    scratch: Path | None = None
+
+
+#: Fused rows of a suite up to this size stay in memory; larger ones are written, chunk by
+#: chunk, to a temporary memory-mapped file (:func:`scratch_array`).
+IN_MEMORY_BYTES = 16 << 20
+
+
+def scratch_array(n: int, dim: int, folder: str | Path | None = None) -> np.ndarray:
+    """A float32 ``[n, dim]`` array to fill block by block: in memory up to
+    :data:`IN_MEMORY_BYTES`, else an ``np.lib.format.open_memmap`` file in ``folder`` (the
+    system's temporary folder when None) whose name is removed at once, so the file goes
+    when the array does."""
+    import os
+    import tempfile
+
+    if n * dim * 4 <= IN_MEMORY_BYTES:
+        return np.empty((n, dim), dtype=np.float32)
+    folder = Path(folder) if folder is not None else Path(tempfile.gettempdir())
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(suffix=".npy", prefix="fused-", dir=folder)
+    os.close(fd)
+    arr = np.lib.format.open_memmap(name, mode="w+", dtype=np.float32, shape=(n, dim))
+    try:
+        os.unlink(name)          # the mapping keeps the data until the array is dropped
+    except OSError:              # pragma: no cover - platforms that keep open files
+        import weakref
+
+        weakref.finalize(arr, lambda p=name: Path(p).unlink(missing_ok=True))
+    return arr
+
+
+def collect_blocks(blocks, n_rows: Mapping[str, int],
+                   folder: str | Path | None = None) -> dict[str, np.ndarray]:
+    """``{modality: float32 rows}`` from ``(modality, start, block)`` chunks (as
+    :meth:`FusedSpace.fuse_blocks` yields them), each modality's rows in one
+    :func:`scratch_array`: what is held in memory is one chunk."""
+    out: dict[str, np.ndarray] = {}
+    for m, a, block in blocks:
+        arr = block.detach().to("cpu").float().numpy() if hasattr(block, "detach") \
+            else np.asarray(block, dtype=np.float32)
+        if m not in out:
+            out[m] = scratch_array(int(n_rows[m]), arr.shape[1], folder)
+        out[m][a:a + arr.shape[0]] = arr
+    return out
 
 
 def embed_suite(target: Target, evalset: EvalSet, store=None, batch_size: int = 64,
@@ -67,7 +114,8 @@ def embed_suite(target: Target, evalset: EvalSet, store=None, batch_size: int = 
     failed: dict[str, set] = {}
     for m, items in needed.items():
         got = encode_aligned([(ref, target.base_space(ref), m) for ref in target.leaf_refs(m)],
-                             items, store=store, batch_size=batch_size, progress=progress)
+                             items, store=store, batch_size=batch_size, progress=progress,
+                             lazy=_lazy(store))
         kept_items = [items[i] for i in got.kept]
         for ref, arr in got.rows.items():
             per_space.setdefault(ref, {})[m] = (kept_items, arr)
@@ -79,8 +127,20 @@ def embed_suite(target: Target, evalset: EvalSet, store=None, batch_size: int = 
     for ref, mods in per_space.items():
         for m, (kept_items, arr) in mods.items():
             pos = {x: i for i, x in enumerate(kept_items)}
-            rows.setdefault(ref, {})[m] = arr[[pos[x] for x in items[m]]]
-    return Embedded(evalset, items, rows, getattr(store, "encoded", 0) - before)
+            rows.setdefault(ref, {})[m] = select_rows(arr, [pos[x] for x in items[m]])
+    root = getattr(store, "root", None)
+    return Embedded(evalset, items, rows, getattr(store, "encoded", 0) - before,
+                    Path(root) / "scratch" if root is not None else None)
+
+
+def _lazy(store) -> bool:
+    """Whether ``store`` hands out memory-mapped views (an EmbeddingStore does)."""
+    import inspect
+
+    try:
+        return "lazy" in inspect.signature(store.embed).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 def target_embeddings(target: Target, emb: Embedded, factors: Sequence[str] = (),
@@ -88,9 +148,17 @@ def target_embeddings(target: Target, emb: Embedded, factors: Sequence[str] = ()
     """``{modality: (items, array)}`` in the target's space with these factors."""
     if not target.is_bundle:
         return {m: (emb.items[m], emb.rows[target.ref][m]) for m in emb.items}
-    fused = target.fused.fuse(emb.rows, factors=list(factors) or None, preset=preset,
-                              modalities=list(emb.items))
-    return {m: (emb.items[m], fused[m].detach().cpu().numpy()) for m in emb.items}
+    fused = fuse_suite(target.fused, emb, factors, preset)
+    return {m: (emb.items[m], fused[m]) for m in emb.items}
+
+
+def fuse_suite(fused, emb: Embedded, factors: Sequence[str] = (), preset: str | None = None,
+               chunk_rows: int | None = None) -> dict[str, np.ndarray]:
+    """The bundle's fused rows of every modality of the suite, fused chunk by chunk
+    (:meth:`FusedSpace.fuse_blocks`) into :func:`scratch_array` s."""
+    blocks = fused.fuse_blocks(emb.rows, factors=list(factors) or None, preset=preset,
+                               modalities=list(emb.items), chunk_rows=chunk_rows)
+    return collect_blocks(blocks, {m: len(v) for m, v in emb.items.items()}, emb.scratch)
 
 
 def base_embeddings(target: Target, emb: Embedded) -> dict[str, tuple[list, np.ndarray]]:
@@ -130,17 +198,22 @@ def result_record(target: Target, evalset: EvalSet, metrics: Mapping[str, float]
 def evaluate(target: Target | str, suite: str | EvalSet, data: str | Path | None = None, *,
              factors: Sequence[str] = (), preset: str | None = None, store=None,
              suite_options: Mapping | None = None, batch_size: int = 64,
-             progress: bool = True, space_options: Mapping | None = None) -> dict[str, Any]:
+             progress: bool = True, space_options: Mapping | None = None,
+             block_rows: int | None = None,
+             budget_bytes: int | None = None) -> dict[str, Any]:
     """Evaluate one target on one suite (a name with its ``data`` folder, or a loaded
     :class:`EvalSet`); returns the result record. ``space_options`` (device, precision, …)
-    apply when ``target`` is a reference to load; a loaded Target keeps its own."""
+    apply when ``target`` is a reference to load; a loaded Target keeps its own.
+    ``block_rows``/``budget_bytes`` size the metrics' blocks (see
+    :func:`freebind.evaluate.metrics.retrieval.block_rows_for`)."""
     t0 = time.perf_counter()
     if isinstance(target, str):
         target = load_target(target, space_options=space_options)
     evalset = suite if isinstance(suite, EvalSet) else \
         load_suite(suite, data, **dict(suite_options or {}))
     emb = embed_suite(target, evalset, store=store, batch_size=batch_size, progress=progress)
-    metrics = emb.evalset.score(target_embeddings(target, emb, factors, preset))
+    metrics = emb.evalset.score(target_embeddings(target, emb, factors, preset),
+                                block_rows=block_rows, budget_bytes=budget_bytes)
     rec = result_record(target, emb.evalset, metrics, factors, preset,
                         time.perf_counter() - t0)
     rec["encoded"] = emb.encoded
@@ -160,7 +233,11 @@ def slug(text: str) -> str:
 
 
 def output_path(template: str, record: Mapping[str, Any]) -> Path:
-    """Fill ``{dataset}``, ``{model}``, ``{task}``, ``{preset}``, ``{tag}`` in ``template``."""
+    """Fill ``{dataset}``, ``{model}``, ``{task}``, ``{preset}``, ``{tag}`` in ``template``.
+    A template with no field that does not end in ``.json`` is a folder:
+    ``FOLDER/{model}/{dataset}.json``."""
+    if "{" not in template and not template.endswith(".json"):
+        template = str(Path(template) / "{model}" / "{dataset}.json")
     task = record["task"] if isinstance(record["task"], str) else "+".join(record["task"])
     fields = {"dataset": record["dataset"], "model": slug(record["model"]), "task": task,
               "preset": record.get("preset") or "default",
@@ -191,7 +268,7 @@ def tune_target(target: Target, suites: Sequence[tuple[str, Path, Mapping]],
     :mod:`freebind.evaluate.tuning`). Returns ``(TuneResult, {suite: Embedded})``."""
     from freebind.evaluate.tuning import LastBondMixer, MemoProjectors, tune
     from freebind.factors import resolve
-    from freebind.graph import fuse as graph_fuse
+    from freebind.graph import fuse_blocks
 
     if not target.is_bundle:
         raise UsageError(f"{target.ref}: tune needs a bundle (.safetensors), not a plain space")
@@ -212,8 +289,10 @@ def tune_target(target: Target, suites: Sequence[tuple[str, Path, Mapping]],
         out = {}
         for name, emb in embedded.items():
             mods = [m for m in (modalities or list(emb.items)) if m in emb.items]
-            res = graph_fuse(fused.graph, projectors, emb.rows, table=table, modalities=mods)
-            out[name] = {m: res[m].numpy() for m in mods}
+            blocks = fuse_blocks(fused.graph, projectors, emb.rows, table=table,
+                                 modalities=mods)
+            out[name] = collect_blocks(blocks, {m: len(emb.items[m]) for m in mods},
+                                       emb.scratch)
         return out
 
     def fuse(overrides: list[str]) -> dict:

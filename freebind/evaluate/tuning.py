@@ -5,6 +5,11 @@
 * **fine** — a grid over factor overrides (``a=0:1:0.1``, ``t=0:1:0.1``, ``b2.a=…``), with
   the coarse switches.
 
+The presets are chosen among every point evaluated, the coarse rows included, so no preset
+is worse on its task than a row the report shows. A grid key without a bond (``t=``) sets
+that factor in every bond that mixes the modality; :func:`grid_scope` names them and the
+report says so.
+
 Each point fuses the cached base embeddings (projections are memoised, so a point costs a
 mix and a normalisation) and scores every suite. Tasks are the suites' headline metrics
 (``audiocaps:t2a_R@1``, ``esc50:acc1``, …). The per-task best is the grid point with the
@@ -57,6 +62,26 @@ def parse_grid(spec: str) -> tuple[str, list[float]]:
     return key, values
 
 
+def grid_scope(graph: dict, key: str) -> list[str]:
+    """The bond factors a grid key sets, e.g. ``["b1.text", "b2.text"]`` for ``t`` in a
+    bundle with two bonds that mix text (``b2.t`` → ``["b2.text"]``)."""
+    from freebind.factors import _targets, bond_nodes, parse_override
+
+    ov = parse_override(f"{key}=0")
+    return [f"{b['id']}.{ov.modality}" for b in _targets(bond_nodes(graph), ov, strict=False)
+            if ov.modality in b["factors"]]
+
+
+def scope_notes(scope: dict[str, list[str]]) -> list[str]:
+    """One line per grid key that sets several bonds: ``t= sets b1.text and b2.text
+    together; …``."""
+    def joined(items):
+        return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+    return [f"{k}= sets {joined(v)} together; name a bond, e.g. {v[-1].split('.')[0]}.{k}=, to "
+            f"move one" for k, v in scope.items() if len(v) > 1]
+
+
 class MemoProjectors(dict):
     """Projector groups whose ``mixture`` results are memoised by input content: sweeping
     factors re-projects nothing that an earlier point already projected."""
@@ -103,6 +128,8 @@ class TuneResult:
     best: dict[str, Point]
     versatile: Point
     presets: dict[str, list[str]]
+    #: the bond factors each grid key sets (``{"t": ["b1.text", "b2.text"]}``)
+    grid_scope: dict[str, list[str]] = field(default_factory=dict)
     #: set by :func:`freebind.evaluate.api.tune`: what tune.json holds, the heatmap, the
     #: tune.json file, whether the presets were stored in the bundle
     summary: dict[str, Any] = field(default_factory=dict)
@@ -118,6 +145,7 @@ class TuneResult:
             "tasks": self.tasks, "base": self.base,
             "coarse": [pt(p) for p in self.coarse], "coarse_choice": self.coarse_choice,
             "grid": {k: v for k, v in zip(self.grid_keys, self.grid_values)},
+            "grid_scope": self.grid_scope,
             "fine": [pt(p) for p in self.fine],
             "best": {t: pt(p) for t, p in self.best.items()},
             "versatile": pt(self.versatile), "presets": self.presets,
@@ -202,14 +230,17 @@ def tune(fused, suites: Sequence[tuple[str, Any]], grids: Sequence[tuple[str, li
         fine.append(evaluate(spec, values, scorer))
         bar.update()
     bar.close()
-    candidates = fine or coarse
+    # every evaluated point is a candidate: a coarse row (a bond switched off at the bundle's
+    # factors) can beat the whole fine grid, which moves shared keys in every bond at once
+    candidates = coarse + fine
     best = {t: max(candidates, key=lambda p: p.metrics[t]) for t in tasks}
     versatile = candidates[int(np.argmax(balanced_scores(candidates, tasks)))]
     presets = {f"{prefix}-versatile": versatile.overrides}
     for t, p in best.items():
         presets[task_preset_name(prefix, t)] = p.overrides
+    scope = {k: grid_scope(fused.graph, k) for k in keys}
     return TuneResult(tasks, base, coarse, switches, keys, [list(v) for _, v in grids], fine,
-                      best, versatile, presets)
+                      best, versatile, presets, scope)
 
 
 def _fmt(v: float) -> str:

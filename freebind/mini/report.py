@@ -20,11 +20,14 @@ def _cell(values: dict, col: str) -> str:
     return f"{values[col]:.3f}" if col in values else "–"
 
 
-def render_report(report: dict, console=None) -> None:
+def render_report(report: dict, console=None, show=None) -> None:
+    """Print the report's tables on ``console``; ``show(table)`` prints one table (default
+    ``console.print``)."""
     from rich.console import Console
     from rich.table import Table
 
     console = console or Console(highlight=False)
+    show = show or console.print
     t = Table(title=f"mini world roles: held-out R@1 ({report['items']} items, "
                     f"chance {report['chance']:.3f})")
     t.add_column("space", no_wrap=True)
@@ -32,7 +35,7 @@ def render_report(report: dict, console=None) -> None:
         t.add_column(HEADERS[c], justify="right")
     for name, values in report["spaces"].items():
         t.add_row(name, *(_cell(values, c) for c in COLUMNS))
-    console.print(t)
+    show(t)
     if report.get("probes"):
         p = Table(title="zero-shot probes through each space's text tower (accuracy)")
         p.add_column("space", no_wrap=True)
@@ -41,7 +44,7 @@ def render_report(report: dict, console=None) -> None:
         p.add_row("chance", *(f"{PROBE_CHANCE[c]:.2f}" for c in PROBES))
         for name, values in report["probes"].items():
             p.add_row(name, *(f"{values[c]:.2f}" if c in values else "–" for c in PROBES))
-        console.print(p)
+        show(p)
     if "conditions" in report:
         c = Table(title="role conditions")
         c.add_column("condition")
@@ -49,7 +52,7 @@ def render_report(report: dict, console=None) -> None:
         c.add_column("ok")
         for row in report["conditions"]:
             c.add_row(row["condition"], row["measured"], "yes" if row["ok"] else "NO")
-        console.print(c)
+        show(c)
     if report.get("timings_s"):
         console.print("timings (s): " + ", ".join(f"{k} {v}" for k, v in
                                                    report["timings_s"].items()))

@@ -352,12 +352,19 @@ def write_evalsets(root, seed: int = 0, suites: list[str] | None = None,
     if items is not None:
         _check_count("items", items, minimum=len(CLASSES))
     root = _prepare_dir(root)
+    previous = _read_index(root)
+    for name in suites:   # never mix a rewritten set with another's files
+        folder = root / EVALSETS[name]["path"]
+        if folder.exists() and any(folder.iterdir()) and name not in previous.get("suites", {}):
+            raise UsageError(f"{folder}: exists and was not written by write_evalsets (no "
+                             f"entry in {root / 'evalsets.json'}); choose another folder")
     index = {"generator": GENERATOR_VERSION, "seed": seed, "suites": {}}
     jobs = []
+    scratch = root / f".evalsets-tmp-{os.getpid()}"
     for name in suites:
         spec = EVALSETS[name]
         n = spec["items"] if items is None else items
-        jobs.append((name, str(root / spec["path"]), seed, n, progress))
+        jobs.append((name, str(scratch / spec["path"]), seed, n, progress))
         if name in ("esc50", "imagenet"):
             n = (n // len(CLASSES)) * len(CLASSES)
         index["suites"][name] = {**spec, "items": n}
@@ -370,5 +377,30 @@ def write_evalsets(root, seed: int = 0, suites: list[str] | None = None,
     else:
         for job in jobs:
             _write_suite(job)
+    # each rewritten set replaces the old one whole: no file of a larger earlier set stays
+    import shutil
+
+    for name in suites:
+        folder, fresh = root / EVALSETS[name]["path"], scratch / EVALSETS[name]["path"]
+        old = folder.with_name(f".{folder.name}-old-{os.getpid()}")
+        if folder.exists():
+            os.replace(folder, old)
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(fresh, folder)
+        shutil.rmtree(old, ignore_errors=True)
+    shutil.rmtree(scratch, ignore_errors=True)
+    if previous.get("generator") == GENERATOR_VERSION and previous.get("seed") == seed:
+        kept = {k: v for k, v in previous.get("suites", {}).items()
+                if k not in index["suites"] and k in EVALSETS
+                and (root / EVALSETS[k]["path"]).is_dir()}
+        index["suites"] = {**kept, **index["suites"]}
     _atomic_text(root / "evalsets.json", json.dumps(index, indent=2) + "\n")
     return index
+
+
+def _read_index(root: Path) -> dict:
+    try:
+        data = json.loads((root / "evalsets.json").read_text(encoding="utf-8"))
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}

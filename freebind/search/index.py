@@ -71,6 +71,7 @@ class _Block:
         self.leaves = {r: None for r in refs}
         self.comps: "OrderedDict[str, tuple]" = OrderedDict()
         self.ann: dict | None = None  # {"key", "A": faiss index|None, "B": …, "recall@10"}
+        self.scans: dict = {}  # components key -> _Scan (float16 copies for one-query scans)
 
     @property
     def rows(self) -> int:
@@ -225,6 +226,7 @@ class Index:
                                       modality, table)
             block.comps[k] = (pv, _cat(a, na), _cat(b, nb), _cat(dot, _rowdot(na, nb)), table)
         block.ann = None  # rebuilt by build_ann() / save()
+        block.scans.clear()
         return len(keep)
 
     def add(self, modality: str, items: Sequence, store=None, batch_size: int = 64,
@@ -337,6 +339,7 @@ class Index:
             own = parts.key(self.graph, block.modality, self.table)
             for old in [x for x in block.comps if x not in (own, k)][:-2]:
                 block.comps.pop(old)  # keep the index's own components and the latest two
+                block.scans.pop(old, None)
         block.comps.move_to_end(k)
         pv, a, b, dot, _ = block.comps[k]
         return k, pv, a, b, dot
@@ -427,8 +430,21 @@ class Index:
                              f"(it yields {', '.join(yields)})")
         rows = len(next(iter(next(iter(leaves.values())).values())))
         with _few_threads(rows):
-            out = fuse(self.graph, self.projectors, leaves, table=table, modalities=[modality])
+            out = fuse(self.graph, self._query_projectors(), leaves, table=table,
+                       modalities=[modality])
         return out[modality].numpy()
+
+    def _query_projectors(self) -> dict:
+        """The projectors, remembering their outputs for a few query rows: a factor change
+        moves how a query's projections combine, not the projections (the same numbers,
+        no projector run)."""
+        memo = getattr(self, "_memo", None)
+        if memo is None or memo[0] is not self.projectors:
+            cache: OrderedDict = OrderedDict()
+            memo = self._memo = (self.projectors, {
+                k: _Remembered(g, cache) if hasattr(g, "mixture") else g
+                for k, g in self.projectors.items()})
+        return memo[1]
 
     def _query_leaves(self, modality, items, table) -> dict:
         refs = self._leaf_refs(modality) if self.fused is not None else [self.ref]
@@ -522,6 +538,12 @@ class Index:
                     per_query[qi] += [(float(s[j]), int(block.ids[r]), m)
                                       for j, r in enumerate(rows)]
                 continue
+            if len(q) == 1 and block.rows > max(k, SCAN_MIN_ROWS):
+                top, col = _scan_topk(block, key, q[0], a, b, dot, f, k)
+                if top is not None:
+                    per_query[0] += [(float(s_), int(block.ids[r]), m)
+                                     for r, s_ in zip(top, col)]
+                    continue
             s = parts.scores(q[0] if len(q) == 1 else q, a, b, dot, f)  # [N] or [N, Q]
             for qi in range(len(q)):
                 col = s if s.ndim == 1 else s[:, qi]
@@ -722,7 +744,137 @@ def _topk(scores: np.ndarray, k: int) -> np.ndarray:
     if n <= k:
         return np.lexsort((np.arange(n), -scores))
     part = np.argpartition(-scores, k - 1)[:k]
+    kth = scores[part].min()
+    if np.count_nonzero(scores == kth) > np.count_nonzero(scores[part] == kth):
+        # rows tied with the k-th score fall on both sides of the partition: the lower ones
+        above = np.nonzero(scores > kth)[0]
+        part = np.concatenate([above, np.nonzero(scores == kth)[0][:k - len(above)]])
     return part[np.lexsort((part, -scores[part]))]
+
+
+class _Remembered:
+    """A projector group whose mixtures of a few rows are remembered (bounded, LRU)."""
+
+    ROWS, ENTRIES = 8, 256
+
+    def __init__(self, group, cache: OrderedDict):
+        self.group, self.cache = group, cache
+
+    def mixture(self, x):
+        if x.shape[0] > self.ROWS or x.requires_grad or x.device.type != "cpu":
+            return self.group.mixture(x)
+        x = x.contiguous()
+        key = (id(self.group), str(x.dtype), tuple(x.shape), x.numpy().tobytes())
+        hit = self.cache.get(key)
+        if hit is None:
+            hit = self.cache[key] = self.group.mixture(x)
+            while len(self.cache) > self.ENTRIES:
+                self.cache.popitem(last=False)
+        self.cache.move_to_end(key)
+        return hit.clone()
+
+    def __getattr__(self, name):
+        return getattr(self.group, name)
+
+
+#: one query over more rows than this scans float16 copies first (below, the float32 scan
+#: costs less than building them)
+SCAN_MIN_ROWS = 20_000
+_U16 = 2.0 ** -11      # float16 unit roundoff (round to nearest)
+_ETA16 = 2.0 ** -25    # float16 absolute rounding error in the subnormal range
+
+
+class _Scan:
+    """Float16 copies of a block's components (half the memory read per query) and what the
+    rounding error bound of a row needs: its components' norms."""
+
+    def __init__(self, a, b):
+        import torch
+
+        self.a, self.b = a, b   # the arrays copied (a stale copy is rebuilt)
+        self.half = {}
+        self.norm = {}
+        for side, x in (("a", a), ("b", b)):
+            if x is None:
+                continue
+            self.half[side] = torch.from_numpy(np.ascontiguousarray(x)).to(torch.float16)
+            self.norm[side] = np.sqrt(np.einsum("ij,ij->i", x, x, dtype=np.float64))
+        self.ok = all(bool(torch.isfinite(h).all()) for h in self.half.values()) \
+            and _half_mv_accumulates_in_float32()
+
+    def bound(self, side: str, dim: int) -> np.ndarray:
+        """Per row: the largest difference between the float16 product of a unit query and
+        the exact one (inputs and output rounded to float16, a float32 sum), with a margin."""
+        x = self.norm[side]
+        gamma = dim * 2.0 ** -24 / (1.0 - dim * 2.0 ** -24)
+        eta = _ETA16
+        return 1.25 * ((3.0 * _U16 + 1.1 * gamma) * x + 1.1 * eta * np.sqrt(dim) * (1.0 + x)
+                       + dim * eta * eta) + 1e-7
+
+
+def _scan_topk(block, key, q, a, b, dot, f, k):
+    """Exact top ``k`` of ``parts.scores(q, a, b, dot, f)`` (the same rows in the same order,
+    the same float32 scores) from a float16 scan: every row's float16 score is within a
+    proven bound of its exact one, so the rows that can reach the top ``k`` are those whose
+    upper bound reaches the ``k``-th best lower bound; only they are scored in float32.
+    ``(None, None)`` when the float16 scan does not apply (the caller scans in float32)."""
+    import torch
+
+    qn = float(np.linalg.norm(q))
+    if not np.isfinite(qn) or qn == 0.0 or not np.isfinite(f):
+        return None, None
+    scan = block.scans.get(key)
+    if scan is None or scan.a is not a or scan.b is not b:
+        scan = block.scans[key] = _Scan(a, b)
+    if not scan.ok:
+        return None, None
+    u = np.asarray(q, dtype=np.float32) / np.float32(qn)
+    uh = torch.from_numpy(u).to(torch.float16)
+    dim = len(u)
+    sides = [("a", 1.0)] if (f == 0.0 or b is None) else [("b", 1.0)] \
+        if (f == 1.0 or a is None) else [("a", 1.0 - f), ("b", f)]
+    approx = None
+    err = None
+    for side, w in sides:
+        part = torch.mv(scan.half[side], uh).numpy().astype(np.float64)
+        approx = w * part if approx is None else approx + w * part
+        e = w * scan.bound(side, dim)
+        err = e if err is None else err + e
+    if len(sides) == 2:
+        norm = np.sqrt((1.0 - f) ** 2 + f ** 2 + 2.0 * f * (1.0 - f)
+                       * dot.astype(np.float64))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            approx, err = approx / norm, err / norm
+    lower = approx - err
+    if not np.isfinite(lower).all():
+        return None, None
+    tau = np.partition(lower, len(lower) - k)[len(lower) - k]
+    cand = np.nonzero(approx + err >= tau)[0]
+    s = parts.scores(q, None if a is None else a[cand], None if b is None else b[cand],
+                     None if dot is None else dot[cand], f)
+    order = _topk(s, k)
+    # ties: lower row first, as _topk over every row orders them
+    order = order[np.lexsort((cand[order], -s[order]))]
+    return cand[order], s[order]
+
+
+_HALF_MV_OK: list = []
+
+
+def _half_mv_accumulates_in_float32() -> bool:
+    """Whether torch's float16 matrix–vector product sums in float32 and rounds once (the
+    scan's error bound assumes it): on 64 random positive rows of 4096 terms every result
+    is within one float16 rounding of the exact sum, which float16 sums would not reach."""
+    if not _HALF_MV_OK:
+        import torch
+
+        rng = np.random.default_rng(0)
+        x = rng.random((64, 4096)).astype(np.float16)
+        v = rng.random(4096).astype(np.float16)
+        exact = x.astype(np.float64) @ v.astype(np.float64)
+        got = torch.mv(torch.from_numpy(x), torch.from_numpy(v)).numpy().astype(np.float64)
+        _HALF_MV_OK.append(bool((np.abs(got - exact) <= 1.001 * _U16 * exact).all()))
+    return _HALF_MV_OK[0]
 
 
 @contextmanager

@@ -5,10 +5,17 @@
   per-frame DC removal, pre-emphasis 0.97, FFT size rounded up to a power of two, power
   spectrum, Kaldi mel banks from 20 Hz to Nyquist, natural log floored at float32 eps,
   ``snip_edges`` framing, no dither).
-* :func:`imagebind_audio` — ImageBind's clip pipeline: 16 kHz mono; three 2-second clips
+* :func:`sinc_resample` — the resampler ImageBind's loader calls
+  (``torchaudio.functional.resample`` defaults: Hann-windowed sinc, 6 zero crossings, rolloff
+  0.99, rates reduced by their gcd, kernel in float32).
+* :func:`soxr_resample` — the resampler LAION-CLAP's loader calls (``librosa.load(sr=48000)``:
+  soxr's high-quality mode, length ``ceil(n · dst / src)``).
+* :func:`imagebind_audio` — ImageBind's clip pipeline: 16 kHz; three 2-second clips
   whose starts are spaced by (duration − 2)/3 seconds (pytorchvideo's constant-clips sampler);
   per-clip mean removal applied in place on the shared signal, exactly as the reference
-  loader does (overlapping clips see the earlier clips' shifts); 128-bin fbank padded or cut to
+  loader does (overlapping clips see the earlier clips' shifts; the mean is taken over all
+  channels and the fbank reads the first, as torchaudio's Kaldi fbank does on the reference's
+  ``[channels, samples]`` clip); 128-bin fbank padded or cut to
   204 frames; normalised with mean −4.268 and std 9.138. Clips shorter than 2 s (short files)
   are zero-padded in the mel domain, as upstream.
 * :func:`htk_mel_db` — the log mel spectrogram LAION-CLAP's fusion models take
@@ -122,15 +129,65 @@ def constant_clips(duration: float, clip_seconds: int, clips: int) -> list[tuple
     return bounds
 
 
+def sinc_resample(wave, src_rate: int, dst_rate: int, zero_crossings: int = 6,
+                  rolloff: float = 0.99) -> np.ndarray:
+    """Band-limited resampling along the last axis with a Hann-windowed sinc kernel (the method
+    and defaults of ``torchaudio.functional.resample``, which ImageBind's loader calls): the
+    rates are reduced by their gcd to ``orig → new``; output phase ``j`` of each block of
+    ``new`` samples is a ``conv1d`` (stride ``orig``) of the zero-padded input with its own
+    kernel; the cutoff is ``rolloff · min(orig, new)``; the output has ``ceil(n · new / orig)``
+    samples. Computed in float32, as the reference does for float32 input."""
+    signal = torch.as_tensor(np.asarray(wave, dtype=np.float32))
+    if int(src_rate) == int(dst_rate):
+        return signal.numpy()
+    g = math.gcd(int(src_rate), int(dst_rate))
+    orig, new = int(src_rate) // g, int(dst_rate) // g
+    base = min(orig, new) * rolloff
+    half = int(math.ceil(zero_crossings * orig / base))
+    idx = torch.arange(-half, half + orig, dtype=torch.float32)[None, None] / orig
+    t = torch.arange(0, -new, -1, dtype=torch.float32)[:, None, None] / new + idx
+    t = (t * base).clamp(-zero_crossings, zero_crossings)
+    window = torch.cos(t * math.pi / zero_crossings / 2) ** 2
+    t = t * math.pi
+    kernel = torch.where(t == 0, torch.tensor(1.0), t.sin() / t) * (window * (base / orig))
+    shape = signal.shape
+    x = signal.reshape(-1, 1, shape[-1])
+    y = F.conv1d(F.pad(x, (half, half + orig)), kernel, stride=orig)
+    y = y.transpose(1, 2).reshape(x.shape[0], -1)[:, :int(math.ceil(new * shape[-1] / orig))]
+    return y.reshape(*shape[:-1], -1).numpy()
+
+
+def soxr_resample(wave, src_rate: int, dst_rate: int) -> np.ndarray:
+    """soxr's high-quality resampling along the last axis, cut or zero-padded to
+    ``ceil(n · (dst / src))`` samples in float64 (``librosa.load(path, sr=...)``, LAION-CLAP's
+    loader: 5 s at 44.1 kHz gives 240001 samples at 48 kHz, as there)."""
+    from freebind.spaces import compat
+
+    soxr = compat.require("soxr", "clap")
+    x = np.asarray(wave, dtype=np.float32)
+    if int(src_rate) == int(dst_rate):
+        return x
+    ratio = float(dst_rate) / src_rate   # librosa's length, rounding included: n · (dst / src)
+    n = int(np.ceil(x.shape[-1] * ratio))
+    rows = [soxr.resample(r, int(src_rate), int(dst_rate), quality="soxr_hq")
+            for r in x.reshape(-1, x.shape[-1])]
+    rows = [r[:n] if r.shape[0] >= n else np.pad(r, (0, n - r.shape[0])) for r in rows]
+    return np.stack(rows).reshape(*x.shape[:-1], n).astype(np.float32)
+
+
 def imagebind_audio(wave: np.ndarray) -> torch.Tensor:
-    """ImageBind's audio input ``[3, 1, 128, 204]`` from a 16 kHz mono float signal."""
+    """ImageBind's audio input ``[3, 1, 128, 204]`` from a 16 kHz float signal, mono
+    ``[samples]`` or ``[channels, samples]`` (each clip's mean is taken over all channels, the
+    fbank reads the first channel, as the reference does)."""
     signal = torch.as_tensor(np.asarray(wave, dtype=np.float32)).clone()
+    if signal.dim() == 1:
+        signal = signal[None]
     out = []
-    for a, b in imagebind_clip_bounds(signal.shape[0]):
-        clip = signal[a:b]  # a view: the in-place shift below reaches the shared signal
+    for a, b in imagebind_clip_bounds(signal.shape[1]):
+        clip = signal[:, a:b]  # a view: the in-place shift below reaches the shared signal
         if clip.numel():
             clip -= clip.mean()
-        fbank = kaldi_fbank(clip).T  # [mel, frames]
+        fbank = kaldi_fbank(clip[0]).T  # [mel, frames]
         frames = fbank.shape[1]
         if frames < IB_TARGET_FRAMES:
             fbank = F.pad(fbank, (0, IB_TARGET_FRAMES - frames))

@@ -13,15 +13,16 @@ reference the tests compare against.
   read from the checkpoint's tensors), or a transformers ``save_pretrained`` folder / a
   Hugging Face repo id of a converted one (``clap:laion/clap-htsat-fused``), loaded as is.
 
-Audio: decoded to 48 kHz mono, int16-quantised, 10 s window: repeat-padded when shorter;
-longer clips are centre-cropped (non-fusion) or fused from deterministic chunks (see
-:mod:`freebind.spaces.audio_features`). Non-fusion models take the log mel spectrogram
-LAION-CLAP computes inside its model (torchlibrosa: centred STFT, Slaney mel, dB), computed
-here on the batch before the tower. Text: RoBERTa's byte-level BPE, padded/truncated to 77
-tokens. The tokenizer files (``vocab.json``, ``merges.txt`` of ``roberta-base``, or those of
-a ``save_pretrained`` folder) are resolved like weights; a tokenizer whose vocabulary does not
-match the text tower (laion_clap offline silently gets a 5-token one) makes text encoding fail
-instead of returning garbage.
+Audio: decoded to mono and resampled to 48 kHz as ``librosa.load`` does (soxr, high quality;
+:func:`~freebind.spaces.audio_features.soxr_resample`), int16-quantised, 10 s window:
+repeat-padded when shorter; longer clips are centre-cropped (non-fusion) or fused from
+deterministic chunks (see :mod:`freebind.spaces.audio_features`). Non-fusion models take the
+log mel spectrogram LAION-CLAP computes inside its model (torchlibrosa: centred STFT, Slaney
+mel, dB), computed here on the batch before the tower. Text: RoBERTa's byte-level BPE,
+padded/truncated to 77 tokens. The tokenizer files (``vocab.json``, ``merges.txt`` of
+``roberta-base``, or those of a ``save_pretrained`` folder) are resolved like weights; a
+tokenizer whose vocabulary does not match the text tower (laion_clap offline silently gets a
+5-token one) makes text encoding fail instead of returning garbage.
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ HTSAT = {"HTSAT-tiny": dict(embed_dim=96, depths=[2, 2, 6, 2], num_heads=[4, 8, 
          "HTSAT-large": dict(embed_dim=256, depths=[2, 2, 12, 2], num_heads=[4, 8, 16, 32])}
 HTSAT_WIDTH = {96: "HTSAT-tiny", 128: "HTSAT-base", 256: "HTSAT-large"}
 CONTEXT_LENGTH = 77
-PREPROCESS_VERSION = "clap-pre-1"
+PREPROCESS_VERSION = "clap-pre-2"   # 2: soxr resampling, as librosa.load
 CLASSES = 527  # the AudioSet head LAION-CLAP keeps in its audio tower (unused for embeddings)
 
 
@@ -456,8 +457,8 @@ class ClapSpace(EncoderAdapter):
         from freebind import media
         from freebind.spaces import audio_features as af
 
-        return af.clap_inputs(media.load_audio(path, self.audio_cfg["sample_rate"]),
-                              self.fusion, self.audio_cfg, self.max_len)
+        wave = media.load_audio(path, self.audio_cfg["sample_rate"], resampler=af.soxr_resample)
+        return af.clap_inputs(wave, self.fusion, self.audio_cfg, self.max_len)
 
     @staticmethod
     def collate(items: list) -> dict:

@@ -8,8 +8,10 @@ torchaudio/pytorchvideo:
 
 * image: resize the short side to 224 (bicubic), centre crop 224, CLIP mean/std;
 * text: CLIP's BPE tokenizer (:mod:`freebind.spaces.clip_bpe`), 77 tokens;
-* audio: 16 kHz mono, three 2 s clips, 128-bin Kaldi fbank, 204 frames, mean −4.268 /
-  std 9.138 (see :mod:`freebind.spaces.audio_features`); the clip embeddings are averaged.
+* audio: resampled to 16 kHz as torchaudio does (:func:`~freebind.spaces.audio_features.
+  sinc_resample`), three 2 s clips, 128-bin Kaldi fbank of the first channel, 204 frames,
+  mean −4.268 / std 9.138 (see :mod:`freebind.spaces.audio_features`); the clip embeddings
+  are averaged.
 * video (ImageBind's ``load_and_transform_video_data``, decoded with PyAV instead of decord):
   duration = frames / average fps; five 2 s clips placed by the constant-clips sampler (starts
   0, (D−2)/5, …); a clip holds the frames ceil(fps·start) … ceil(fps·end)−1, of which the
@@ -63,7 +65,7 @@ DEPTH_MIN, DEPTH_MAX, DEPTH_MEAN, DEPTH_STD = 0.01, 75.0, 0.0418, 0.0295
 IMU_CHANNELS, IMU_LENGTH = 6, 2000
 IMAGE_MEAN = (0.48145466, 0.4578275, 0.40821073)
 IMAGE_STD = (0.26862954, 0.26130258, 0.27577711)
-PREPROCESS_VERSION = "ib-pre-1"
+PREPROCESS_VERSION = "ib-pre-2"   # 2: torchaudio's sinc resampler, first channel
 
 
 def weight_file() -> weights.WeightFile:
@@ -173,7 +175,8 @@ class ImageBindSpace(EncoderAdapter):
         if modality == "image":
             return self.image_transform()(media.load_image(item))
         if modality == "audio":
-            return af.imagebind_audio(media.load_audio(item, af.IB_RATE))
+            return af.imagebind_audio(media.load_audio(item, af.IB_RATE, mono=False,
+                                                       resampler=af.sinc_resample))
         if modality == "video":
             return imagebind_video(item)
         if modality == "depth":

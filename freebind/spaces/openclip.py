@@ -302,5 +302,6 @@ def _embed_dim(model) -> int:
         return int(out)
     import torch
 
+    context = int(getattr(model, "context_length", None) or 77)   # SigLIP's is 64
     with torch.no_grad():
-        return int(model.encode_text(torch.zeros(1, 77, dtype=torch.long)).shape[-1])
+        return int(model.encode_text(torch.zeros(1, context, dtype=torch.long)).shape[-1])

@@ -220,13 +220,12 @@ def load_state_dict(path: str | os.PathLike, what: str = "checkpoint") -> dict:
         try:
             return load_file(str(path))
         except Exception as exc:
-            raise SpaceError(f"{path}: cannot read {what} ({_short(exc)})") from None
+            raise unreadable(path, what, exc) from None
     try:
         with torch.serialization.safe_globals(_numpy_safe_globals()):
             obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise SpaceError(f"{path}: cannot read {what} with weights_only=True "
-                         f"({_short(exc)})") from None
+        raise unreadable(path, what, exc) from None
     for key in ("state_dict", "model", "module"):
         if isinstance(obj, dict) and key in obj and isinstance(obj[key], dict):
             obj = obj[key]
@@ -234,6 +233,37 @@ def load_state_dict(path: str | os.PathLike, what: str = "checkpoint") -> dict:
     if not isinstance(obj, dict):
         raise SpaceError(f"{path}: {what} holds a {type(obj).__name__}, not a state dict")
     return obj
+
+
+def unreadable(path: Path, what: str, exc: BaseException) -> SpaceError:
+    """The error for a weights file that cannot be read: empty, truncated or damaged files
+    are to be downloaded again; a file holding more than tensors is refused. Never suggests
+    loading unsafely (torch's own hint to re-run with ``weights_only=False`` is dropped)."""
+    try:
+        size = Path(path).stat().st_size
+    except OSError:
+        size = None
+    if size == 0:
+        return SpaceError(f"{path}: {what} file is empty (0 bytes): delete it and download it "
+                          f"again (`freebind download SPACE`)")
+    text = str(exc).replace("WeightsUnpickler error:", "\n")
+    # torch's own advice (re-run with weights_only=False, read the docs) is never repeated
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not any(
+        k in ln for k in ("weights_only", "Re-running", "Weights only load failed",
+                          "Check the documentation", "two options"))]
+    lines = [ln.lstrip("(0123456789) ").strip() for ln in lines] or [type(exc).__name__]
+    objects = next((ln for ln in lines if "GLOBAL" in ln or "Unsupported global" in ln), None)
+    if objects is not None:
+        detail = objects.split(" was not", 1)[0].split(" whose module", 1)[0][:160]
+        return SpaceError(f"{path}: {what} holds Python objects, not only tensors ({detail}); "
+                          f"freebind reads tensors only: use the official file (`freebind "
+                          f"download SPACE`) or save the state dict as safetensors")
+    reason = lines[0].split(". ", 1)[0][:160]
+    if type(exc).__name__ not in reason:
+        reason = f"{type(exc).__name__}: {reason}"
+    return SpaceError(f"{path}: cannot read {what}, the file is damaged or incomplete "
+                      f"({reason}): delete it and download it again (`freebind download "
+                      f"SPACE`)")
 
 
 def strip_prefix(state: dict, prefix: str = "module.") -> dict:

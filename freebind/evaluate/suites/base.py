@@ -208,16 +208,21 @@ class EvalSet:
     def modalities(self) -> tuple[str, ...]:
         return tuple(self.inputs())
 
-    def score(self, embeddings: dict[str, dict[Any, np.ndarray] | tuple]) -> dict[str, float]:
-        """``embeddings[modality]`` is ``(items, array)``: the rows of ``array`` embed
-        ``items`` (any superset of what the tasks need, in any order)."""
+    def score(self, embeddings: dict[str, dict[Any, np.ndarray] | tuple],
+              block_rows: int | None = None,
+              budget_bytes: int | None = None) -> dict[str, float]:
+        """``embeddings[modality]`` is ``(items, array)``: the rows of ``array`` (in memory,
+        memory-mapped or a store view) embed ``items`` (any superset of what the tasks need,
+        in any order). The metrics stream in blocks (``block_rows``, else from
+        ``budget_bytes``)."""
         metrics: dict[str, float] = {}
         for task in self.tasks:
             emb = {}
             for m, wanted in task.inputs().items():
                 items, array = embeddings[m]
                 emb[m] = select_rows(array, rows_of(items, wanted))
-            for k, v in task.score(emb).items():
+            for k, v in task.score(emb, block_rows=block_rows,
+                                   budget_bytes=budget_bytes).items():
                 if k in metrics:
                     raise SuiteError(f"{self.suite}: two tasks report {k}")
                 metrics[k] = v

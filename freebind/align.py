@@ -35,7 +35,8 @@ def encode_skipping(space, modality: str, items: Sequence[Any], *, store=None,
     """``(rows [len(kept), dim] float32, kept indices int64, failures)`` of ``items``.
 
     With ``store`` (an :class:`freebind.store.EmbeddingStore`) the rows come from and go to
-    its cache (``lazy=True``: as a memory-mapped :class:`~freebind.store.PoolView`); without one ``space.encode`` runs batch by batch and a batch that raises
+    its cache (``lazy=True``: as a memory-mapped :class:`~freebind.store.PoolView`);
+    without one ``space.encode`` runs batch by batch and a batch that raises
     :class:`MediaError` is retried item by item, so only the undecodable items are lost.
     ``failures`` are :class:`freebind.store.EmbedFailure` records in item order."""
     from freebind.store import EmbedFailure

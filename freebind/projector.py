@@ -54,6 +54,53 @@ def _batch_norm(x, mean, var, weight, bias, training, momentum, eps=BN_EPS):
         + bias[:, None, :]
 
 
+class _TrainBatchNorm(torch.autograd.Function):
+    """Training-mode BatchNorm over x [K, N, C] (optionally followed by ReLU) in few passes.
+
+    ``x`` is the linear layer's output WITHOUT its bias: a constant shift before a batch
+    normalisation cancels exactly (the output and every other gradient are unchanged, the
+    bias's own gradient is exactly zero), so it only enters the batch mean reported for the
+    running statistics. Forward: one pass for mean and variance, one for the affine map
+    (and one for ReLU, in place); backward: the closed-form gradient in four passes."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, relu: bool):
+        var, mean = torch.var_mean(x, dim=1, correction=0)
+        rstd = torch.rsqrt(var + BN_EPS)
+        scale = weight * rstd
+        y = torch.addcmul((bias - mean * scale)[:, None, :], x, scale[:, None, :])
+        if relu:
+            y.clamp_(min=0)
+        ctx.relu = relu
+        ctx.save_for_backward(x, y if relu else None, mean, rstd, scale)
+        ctx.mark_non_differentiable(mean, var)
+        return y, mean, var
+
+    @staticmethod
+    def backward(ctx, g, _gm=None, _gv=None):
+        x, y, mean, rstd, scale = ctx.saved_tensors
+        if ctx.relu:
+            g = torch.where(y > 0, g, 0.0)
+        n = x.shape[1]
+        sum_g = g.sum(dim=1)                                       # dbias
+        sum_gxhat = rstd * ((g * x).sum(dim=1) - mean * sum_g)     # dweight
+        c1 = -scale * rstd * sum_gxhat / n
+        c0 = -scale * sum_g / n - c1 * mean
+        gx = torch.addcmul(c0[:, None, :], g, scale[:, None, :])
+        gx.addcmul_(x, c1[:, None, :])
+        return gx, sum_gxhat, sum_g, None
+
+
+def _train_batch_norm(x, b_in, bn, momentum, relu):
+    """``bn(x + b_in)`` in training mode (then ReLU), updating ``bn``'s running statistics."""
+    y, mean, var = _TrainBatchNorm.apply(x, bn.weight, bn.bias, relu)
+    n = x.shape[1]
+    with torch.no_grad():
+        bn.running_mean.mul_(1 - momentum).add_(momentum * (mean + b_in))
+        bn.running_var.mul_(1 - momentum).add_(momentum * var * n / max(n - 1, 1))
+    return y
+
+
 class ProjectorGroup(nn.Module):
     """K projectors ``in -> out`` trained and evaluated together.
 
@@ -91,6 +138,11 @@ class ProjectorGroup(nn.Module):
             h = torch.einsum("ni,kih->knh", x, self.w1)
         else:
             h = torch.bmm(x, self.w1)
+        if self.training:  # the fused training step (the same function, fewer passes)
+            h = _train_batch_norm(h, self.b1.detach(), self.bn1, self.momentum, relu=True)
+            y = torch.bmm(h, self.w2)
+            y = _train_batch_norm(y, self.b2.detach(), self.bn2, self.momentum, relu=False)
+            return F.normalize(y, dim=-1)
         h = h + self.b1[:, None, :]
         h = self.bn1(h, self.training, self.momentum)
         h = F.relu(h)

@@ -216,3 +216,135 @@ def test_plain_space_index_and_text_queries(tmp_path):
     assert [h.path for h in index.search(vector=vec, k=1)] == ["a siren wails"]
     with pytest.raises(UsageError, match="apply to bundles"):
         index.search("a dog", factors=["a=0.5"])
+
+
+def _scan_block(a, b):
+    from freebind.search.index import _Block
+
+    block = _Block("audio", [])
+    block.ids = np.arange(len(a if a is not None else b))
+    return block
+
+
+def _near_ties(rng, n, d):
+    """Unit rows in groups of 50 that differ by ~1e-6 (scores closer than float16 can tell),
+    some exact duplicates."""
+    base = rng.normal(size=(n // 50, d))
+    x = np.repeat(base, 50, axis=0) + 1e-6 * rng.normal(size=(n // 50 * 50, d))
+    x[::7] = x[1::7][: len(x[::7])] if len(x[1::7]) >= len(x[::7]) else x[::7]
+    x = x.astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize("f", [0.0, 0.3, 0.5, 1.0])
+@pytest.mark.parametrize("k", [1, 10, 120])
+def test_float16_scan_is_exact(f, k):
+    """The float16 scan returns the float32 scan's rows, order and scores, bit for bit, on
+    near ties float16 cannot separate and on exact duplicates."""
+    from freebind.search.index import _scan_topk, _topk
+
+    rng = np.random.default_rng(int(10 * f) + k)
+    n, d = 5000, 96
+    a, b = _near_ties(rng, n, d), _near_ties(rng, n, d)
+    dot = np.einsum("ij,ij->i", a, b).astype(np.float32)
+    block = _scan_block(a, b)
+    for qi in range(4):
+        q = (a[rng.integers(n)] + 0.05 * rng.normal(size=d)).astype(np.float32) * (qi + 0.5)
+        rows, scores = _scan_topk(block, "key", q, a, b, dot, f, k)
+        full = parts.scores(q, a, b, dot, f)
+        expect = _topk(full, k)
+        assert rows.tolist() == expect.tolist()
+        assert scores.tobytes() == full[expect].tobytes()
+    # one component only
+    rows, scores = _scan_topk(_scan_block(a, None), "key", q, a, None, None, 0.0, k)
+    assert rows.tolist() == _topk(parts.scores(q, a, None, None, 0.0), k).tolist()
+
+
+def test_float16_scan_bound_is_needed():
+    """Without its error bound the float16 scan misses rows of the exact top k (so the test
+    above can fail)."""
+    import freebind.search.index as ix
+
+    rng = np.random.default_rng(5)
+    n, d, k = 5000, 96, 10
+    a, b = _near_ties(rng, n, d), _near_ties(rng, n, d)
+    dot = np.einsum("ij,ij->i", a, b).astype(np.float32)
+    bound = ix._Scan.bound
+    misses = 0
+    try:
+        ix._Scan.bound = lambda self, side, dim: np.zeros(len(self.norm[side]))
+        for _ in range(20):
+            q = (a[rng.integers(n)] + 0.05 * rng.normal(size=d)).astype(np.float32)
+            rows, _ = ix._scan_topk(_scan_block(a, b), "key", q, a, b, dot, 0.5, k)
+            misses += rows.tolist() != ix._topk(parts.scores(q, a, b, dot, 0.5), k).tolist()
+    finally:
+        ix._Scan.bound = bound
+    assert misses > 0
+
+
+def test_large_modality_search_scans_float16_with_the_same_hits(monkeypatch):
+    import freebind.search.index as ix
+
+    fs = random_fused()
+    n = 3000
+    monkeypatch.setattr(ix, "SCAN_MIN_ROWS", 1000)
+    leaves = random_leaves(fs, n, seed=3)
+    index = Index(fs)
+    index.add_leaves("audio", [f"a{i}" for i in range(n)],
+                     {r: leaves[r]["audio"] for r in leaves if "audio" in leaves[r]})
+    rng = np.random.default_rng(2)
+    for factors in ([], ["a=0.3"], ["b2=off"]):
+        q = rng.normal(size=fs.dim).astype(np.float32)
+        fast = index.search(vector=q, k=20, factors=factors)
+        assert index.blocks["audio"].scans
+        monkeypatch.setattr(ix, "SCAN_MIN_ROWS", 10 ** 9)
+        slow = index.search(vector=q, k=20, factors=factors)
+        monkeypatch.setattr(ix, "SCAN_MIN_ROWS", 1000)
+        assert [(h.id, h.score) for h in fast] == [(h.id, h.score) for h in slow]
+    # a float16 product that does not sum in float32: the float32 scan, same hits
+    monkeypatch.setattr(ix, "_HALF_MV_OK", [False])
+    index.blocks["audio"].scans.clear()
+    assert [(h.id, h.score) for h in index.search(vector=q, k=20, factors=factors)] == \
+        [(h.id, h.score) for h in slow]
+
+
+def test_topk_ties_take_the_lower_rows():
+    from freebind.search.index import _topk
+
+    rng = np.random.default_rng(0)
+    s = np.round(rng.random(1000), 1).astype(np.float32)   # ~100 rows tie at each value
+    best = np.nonzero(s == s.max())[0]
+    assert _topk(s, 5).tolist() == best[:5].tolist()
+    top = _topk(s, len(best) + 3)
+    assert top[:len(best)].tolist() == best.tolist()
+    assert top[len(best):].tolist() == np.nonzero(s == np.sort(np.unique(s))[-2])[0][:3].tolist()
+
+
+def test_factor_change_reuses_the_query_projections(world):
+    """A query fused under other factors: the same numbers as fusing it afresh, and no
+    projector run again for it."""
+    fs, leaves, index, n = world
+    rng = np.random.default_rng(4)
+    q = {ref: {"text": rng.normal(size=(1, meta["dim"])).astype(np.float32)}
+         for ref, meta in fs.plan.spaces.items() if "text" in meta["modalities"]}
+    calls = []
+    for g in fs.projectors.values():
+        if hasattr(g, "mixture"):
+            orig = g.mixture
+            g.mixture = lambda x, orig=orig: (calls.append(1), orig(x))[1]
+    try:
+        index._memo = None
+        for factors in (["a=0.2"], ["a=0.7", "t=0.4"], ["b2.t=0.9"], ["a=0.2"]):
+            table = index._table(factors)
+            got = index._fuse_query_leaves("text", q, table)
+            want = fuse(fs.graph, fs.projectors, q, table=table, modalities=["text"])["text"]
+            assert got.tobytes() == want.numpy().tobytes()
+            if factors == ["a=0.2"] and len(calls):
+                first = len(calls)
+        calls.clear()
+        index._fuse_query_leaves("text", q, index._table(["a=0.55", "t=0.1"]))
+        assert not calls and first > 0
+    finally:
+        for g in fs.projectors.values():
+            g.__dict__.pop("mixture", None)
+        index._memo = None

@@ -114,3 +114,54 @@ def test_errors_and_defaults():
         train_group(t, src, tgt, [], HYPER)
     assert defaults_for(["mini", "mini"])["hidden"] < defaults_for(["mini", "clap"])["hidden"]
     assert defaults_for(["imagebind"])["hidden"] == 2048
+
+
+def test_fused_training_step_equals_the_reference_composition():
+    """The training forward (BatchNorm statistics in one pass, closed-form backward, the
+    first layers' biases cancelled by the normalisation) gives the output, the gradients
+    and the running statistics of the plain composition of linear, BatchNorm, ReLU, linear,
+    BatchNorm and normalisation (autograd through every op)."""
+    import torch
+    from torch.nn import functional as F
+
+    from freebind.projector import ProjectorGroup, _batch_norm
+
+    g = torch.Generator().manual_seed(0)
+    group = ProjectorGroup(3, 12, 10, hidden=16, generator=g).double()
+    with torch.no_grad():
+        for bn in (group.bn1, group.bn2):
+            bn.weight.uniform_(0.5, 1.5, generator=g)
+            bn.bias.uniform_(-0.5, 0.5, generator=g)
+    ref = ProjectorGroup(3, 12, 10, hidden=16).double()
+    ref.load_state_dict(group.state_dict())
+    x = torch.randn(3, 40, 12, generator=g, dtype=torch.float64)
+    w = torch.randn(3, 40, 10, generator=g, dtype=torch.float64)
+
+    def reference(m, x):
+        h = torch.bmm(x, m.w1) + m.b1[:, None, :]
+        h = F.relu(_batch_norm(h, m.bn1.running_mean, m.bn1.running_var, m.bn1.weight,
+                               m.bn1.bias, True, m.momentum))
+        y = torch.bmm(h, m.w2) + m.b2[:, None, :]
+        y = _batch_norm(y, m.bn2.running_mean, m.bn2.running_var, m.bn2.weight, m.bn2.bias,
+                        True, m.momentum)
+        return F.normalize(y, dim=-1)
+
+    group.train()
+    out = group(x)
+    (out * w).sum().backward()
+    expect = reference(ref, x)
+    (expect * w).sum().backward()
+    torch.testing.assert_close(out, expect, rtol=1e-10, atol=1e-12)
+    for name in ("w1", "w2", "bn1.weight", "bn1.bias", "bn2.weight", "bn2.bias"):
+        torch.testing.assert_close(group._get(name).grad, ref._get(name).grad,
+                                   rtol=1e-9, atol=1e-12)
+    for name in ("bn1.running_mean", "bn1.running_var", "bn2.running_mean",
+                 "bn2.running_var"):
+        torch.testing.assert_close(group._get(name), ref._get(name), rtol=1e-12, atol=1e-14)
+    # the biases before a batch normalisation: no gradient (the reference's is rounding)
+    assert group.b1.grad is None and group.b2.grad is None
+    assert ref.b1.grad.abs().max() < 1e-12 and ref.b2.grad.abs().max() < 1e-12
+    # evaluation mode is the plain composition with the running statistics
+    group.eval()
+    ref.eval()
+    torch.testing.assert_close(group(x), ref(x), rtol=1e-12, atol=1e-14)

@@ -35,12 +35,17 @@ import numpy as np
 from freebind.atomic import atomic_write, atomic_write_text
 from freebind.errors import FreebindError, MediaError, UsageError
 from freebind.search import parts
+from freebind.graph import OnDevice
+from freebind.store import PoolView
 
 FORMAT = "freebind-index"
 VERSION = 1
 #: exact search while rows × dim ≤ this (per component): 122k rows at 1024-d, 2.6M at 48-d;
 #: about 1 GB read per query at the limit (see benchmarks/bench_search.py)
 EXACT_CELLS = 125_000_000
+#: Score cells (items x queries) one block of ``search_many`` holds: 64 M float32 cells,
+#: 256 MiB (``search --texts`` with many queries runs block after block).
+SCORE_CELLS = 1 << 26
 QUERY_MODALITIES = ("text", "audio", "image", "video", "depth", "thermal", "imu")
 
 
@@ -71,6 +76,7 @@ class _Block:
         self.leaves = {r: None for r in refs}
         self.comps: "OrderedDict[str, tuple]" = OrderedDict()
         self.ann: dict | None = None  # {"key", "A": faiss index|None, "B": …, "recall@10"}
+        self.scans: dict = {}  # components key -> _Scan (float16 copies for one-query scans)
 
     @property
     def rows(self) -> int:
@@ -190,11 +196,14 @@ class Index:
                              f"{', '.join(missing)}")
         arrays = {}
         for r in block.refs:
-            a = np.asarray(leaves[r], dtype=np.float32)
+            a = leaves[r] if isinstance(leaves[r], PoolView) else \
+                np.asarray(leaves[r], dtype=np.float32)
             if a.ndim != 2 or a.shape[0] != len(paths):
                 raise UsageError(f"{r} {modality} embeddings: expected [{len(paths)}, d], "
                                  f"got {list(a.shape)}")
-            arrays[r] = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
+            # store views stay memory-mapped (their rows are normalised when fused)
+            arrays[r] = a if isinstance(a, PoolView) else \
+                a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
         keep = []
         seen = set()
         for i, p in enumerate(paths):
@@ -215,16 +224,16 @@ class Index:
         new_ids = np.arange(start, start + len(keep), dtype=np.int64)
         block.ids = np.concatenate([block.ids, new_ids])
         for r in block.refs:
-            new = arrays[r][keep_idx]
-            block.leaves[r] = new if block.leaves[r] is None else \
-                np.concatenate([block.leaves[r], new])
+            new = _rows(arrays[r], keep_idx)
+            block.leaves[r] = new if block.leaves[r] is None else _cat(block.leaves[r], new)
         # components of the new rows under every cached key, appended (no full recompute)
         for k, (pv, a, b, dot, table) in list(block.comps.items()):
-            na, nb = parts.components(self.graph, self.projectors,
-                                      {r: {modality: arrays[r][keep_idx]} for r in block.refs},
-                                      modality, table)
+            na, nb = _components_in_chunks(self.graph, self.projectors,
+                                           {r: {modality: _rows(arrays[r], keep_idx)}
+                                            for r in block.refs}, modality, table)
             block.comps[k] = (pv, _cat(a, na), _cat(b, nb), _cat(dot, _rowdot(na, nb)), table)
         block.ann = None  # rebuilt by build_ann() / save()
+        block.scans.clear()
         return len(keep)
 
     def add(self, modality: str, items: Sequence, store=None, batch_size: int = 64,
@@ -240,7 +249,7 @@ class Index:
         items = list(items)
         requests = [(ref, self._space_of(ref), modality) for ref in block_refs]
         got = encode_aligned(requests, items, store=store, batch_size=batch_size,
-                             progress=progress)
+                             progress=progress, lazy=True)   # leaves stay memory-mapped
         kept = got.kept
         failures = {f.index: {"path": _item_name(items[f.index]) if names is None
                               else str(names[f.index]), "reason": f.reason}
@@ -332,11 +341,13 @@ class Index:
         if k not in block.comps:
             pv = parts.pivot(self.graph, block.modality, table)
             leaves = {r: {block.modality: block.leaves[r]} for r in block.refs}
-            a, b = parts.components(self.graph, self.projectors, leaves, block.modality, table)
+            a, b = _components_in_chunks(self.graph, self.projectors, leaves, block.modality,
+                                         table)
             block.comps[k] = (pv, a, b, _rowdot(a, b), table)
             own = parts.key(self.graph, block.modality, self.table)
             for old in [x for x in block.comps if x not in (own, k)][:-2]:
                 block.comps.pop(old)  # keep the index's own components and the latest two
+                block.scans.pop(old, None)
         block.comps.move_to_end(k)
         pv, a, b, dot, _ = block.comps[k]
         return k, pv, a, b, dot
@@ -427,8 +438,22 @@ class Index:
                              f"(it yields {', '.join(yields)})")
         rows = len(next(iter(next(iter(leaves.values())).values())))
         with _few_threads(rows):
-            out = fuse(self.graph, self.projectors, leaves, table=table, modalities=[modality])
-        return out[modality].numpy()
+            out = fuse(self.graph, self._query_projectors(), leaves, table=table,
+                       modalities=[modality])
+        return out[modality].cpu().numpy()
+
+    def _query_projectors(self) -> dict:
+        """The projectors, remembering their outputs for a few query rows: a factor change
+        moves how a query's projections combine, not the projections (the same numbers,
+        no projector run)."""
+        memo = getattr(self, "_memo", None)
+        if memo is None or memo[0] is not self.projectors:
+            cache: OrderedDict = OrderedDict()
+            on_cpu = OnDevice(self.projectors, "cpu")   # queries are fused on the CPU
+            memo = self._memo = (self.projectors, {
+                k: _Remembered(on_cpu[k], cache) if hasattr(g, "mixture") else on_cpu[k]
+                for k, g in self.projectors.items()})
+        return memo[1]
 
     def _query_leaves(self, modality, items, table) -> dict:
         refs = self._leaf_refs(modality) if self.fused is not None else [self.ref]
@@ -522,11 +547,22 @@ class Index:
                     per_query[qi] += [(float(s[j]), int(block.ids[r]), m)
                                       for j, r in enumerate(rows)]
                 continue
-            s = parts.scores(q[0] if len(q) == 1 else q, a, b, dot, f)  # [N] or [N, Q]
-            for qi in range(len(q)):
-                col = s if s.ndim == 1 else s[:, qi]
-                top = _topk(col, k)
-                per_query[qi] += [(float(col[r]), int(block.ids[r]), m) for r in top]
+            if len(q) == 1 and block.rows > max(k, SCAN_MIN_ROWS):
+                top, col = _scan_topk(block, key, q[0], a, b, dot, f, k)
+                if top is not None:
+                    per_query[0] += [(float(s_), int(block.ids[r]), m)
+                                     for r, s_ in zip(top, col)]
+                    continue
+            # queries in blocks: one block's [N, Q'] scores at a time, never [N, Q]
+            step = max(1, SCORE_CELLS // max(1, block.rows))
+            for q0 in range(0, len(q), step):
+                qs = q[q0:q0 + step]
+                s = parts.scores(qs[0] if len(qs) == 1 else qs, a, b, dot, f)  # [N] / [N, Q']
+                for j in range(len(qs)):
+                    col = s if s.ndim == 1 else s[:, j]
+                    top = _topk(col, k)
+                    per_query[q0 + j] += [(float(col[r]), int(block.ids[r]), m) for r in top]
+                del s
         out = []
         for hits in per_query:
             hits.sort(key=lambda h: (-h[0], h[1]))
@@ -704,10 +740,70 @@ def _override_text(o) -> str:
     return o if isinstance(o, str) else _text(o)
 
 
+def _components_in_chunks(graph, projectors, leaves, modality, table, chunk_rows=None):
+    """:func:`parts.components` computed ``chunk_rows`` rows at a time (default: what the
+    fusion memory budget allows, :func:`freebind.graph.fusion_chunk_rows`), so the
+    projectors' activations never grow with the index."""
+    from freebind.graph import fusion_chunk_rows
+
+    # the index scores on the CPU: a bundle moved to a device is read through CPU copies
+    projectors = OnDevice(projectors, "cpu")
+    n = int(next(iter(next(iter(leaves.values())).values())).shape[0])
+    step = max(1, int(chunk_rows or fusion_chunk_rows(projectors)))
+    if n <= step:
+        return parts.components(graph, projectors, leaves, modality, table)
+    a_out = b_out = None
+    for start in range(0, n, step):
+        stop = min(n, start + step)
+        sub = {r: {m: v[start:stop] for m, v in mods.items()} for r, mods in leaves.items()}
+        a, b = parts.components(graph, projectors, sub, modality, table)
+        if start == 0:
+            a_out = None if a is None else _spill_array((n, a.shape[1]))
+            b_out = None if b is None else _spill_array((n, b.shape[1]))
+        if a is not None:
+            a_out[start:stop] = a
+        if b is not None:
+            b_out[start:stop] = b
+    return a_out, b_out
+
+
+#: Arrays (leaves joined, components) larger than this live in an unlinked temporary file,
+#: memory-mapped: the page cache holds them, not the process (an index of millions of rows).
+SPILL_BYTES = 64 << 20
+
+
+def _spill_array(shape, dtype=np.float32) -> np.ndarray:
+    """A writable float array: in memory when small, else memory-mapped on an unlinked
+    temporary file (removed by the OS when the last reference goes)."""
+    nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    if nbytes <= SPILL_BYTES:
+        return np.empty(shape, dtype=dtype)
+    import tempfile
+
+    fh = tempfile.TemporaryFile(prefix="freebind-index-")
+    fh.truncate(max(1, nbytes))
+    return np.memmap(fh, dtype=dtype, mode="r+", shape=shape)
+
+
+def _rows(x, idx):
+    """Rows ``idx`` of an array or a store view (a view stays a view)."""
+    return x.subset(idx) if isinstance(x, PoolView) else x[idx]
+
+
 def _cat(old, new):
+    """Rows of ``old`` then ``new``: views joined without reading, arrays copied block by
+    block into a spill array when large."""
     if old is None or new is None:
         return None
-    return np.concatenate([old, new])
+    if isinstance(old, PoolView) and isinstance(new, PoolView):
+        return PoolView.concat([old, new])
+    n_old, n_new = len(old), len(new)
+    out = _spill_array((n_old + n_new,) + tuple(old.shape[1:]))
+    for src, base in ((old, 0), (new, n_old)):
+        for a in range(0, len(src), 65536):
+            b = min(len(src), a + 65536)
+            out[base + a:base + b] = np.asarray(src[a:b])
+    return out
 
 
 def _rowdot(a, b):
@@ -722,7 +818,137 @@ def _topk(scores: np.ndarray, k: int) -> np.ndarray:
     if n <= k:
         return np.lexsort((np.arange(n), -scores))
     part = np.argpartition(-scores, k - 1)[:k]
+    kth = scores[part].min()
+    if np.count_nonzero(scores == kth) > np.count_nonzero(scores[part] == kth):
+        # rows tied with the k-th score fall on both sides of the partition: the lower ones
+        above = np.nonzero(scores > kth)[0]
+        part = np.concatenate([above, np.nonzero(scores == kth)[0][:k - len(above)]])
     return part[np.lexsort((part, -scores[part]))]
+
+
+class _Remembered:
+    """A projector group whose mixtures of a few rows are remembered (bounded, LRU)."""
+
+    ROWS, ENTRIES = 8, 256
+
+    def __init__(self, group, cache: OrderedDict):
+        self.group, self.cache = group, cache
+
+    def mixture(self, x):
+        if x.shape[0] > self.ROWS or x.requires_grad or x.device.type != "cpu":
+            return self.group.mixture(x)
+        x = x.contiguous()
+        key = (id(self.group), str(x.dtype), tuple(x.shape), x.numpy().tobytes())
+        hit = self.cache.get(key)
+        if hit is None:
+            hit = self.cache[key] = self.group.mixture(x)
+            while len(self.cache) > self.ENTRIES:
+                self.cache.popitem(last=False)
+        self.cache.move_to_end(key)
+        return hit.clone()
+
+    def __getattr__(self, name):
+        return getattr(self.group, name)
+
+
+#: one query over more rows than this scans float16 copies first (below, the float32 scan
+#: costs less than building them)
+SCAN_MIN_ROWS = 20_000
+_U16 = 2.0 ** -11      # float16 unit roundoff (round to nearest)
+_ETA16 = 2.0 ** -25    # float16 absolute rounding error in the subnormal range
+
+
+class _Scan:
+    """Float16 copies of a block's components (half the memory read per query) and what the
+    rounding error bound of a row needs: its components' norms."""
+
+    def __init__(self, a, b):
+        import torch
+
+        self.a, self.b = a, b   # the arrays copied (a stale copy is rebuilt)
+        self.half = {}
+        self.norm = {}
+        for side, x in (("a", a), ("b", b)):
+            if x is None:
+                continue
+            self.half[side] = torch.from_numpy(np.ascontiguousarray(x)).to(torch.float16)
+            self.norm[side] = np.sqrt(np.einsum("ij,ij->i", x, x, dtype=np.float64))
+        self.ok = all(bool(torch.isfinite(h).all()) for h in self.half.values()) \
+            and _half_mv_accumulates_in_float32()
+
+    def bound(self, side: str, dim: int) -> np.ndarray:
+        """Per row: the largest difference between the float16 product of a unit query and
+        the exact one (inputs and output rounded to float16, a float32 sum), with a margin."""
+        x = self.norm[side]
+        gamma = dim * 2.0 ** -24 / (1.0 - dim * 2.0 ** -24)
+        eta = _ETA16
+        return 1.25 * ((3.0 * _U16 + 1.1 * gamma) * x + 1.1 * eta * np.sqrt(dim) * (1.0 + x)
+                       + dim * eta * eta) + 1e-7
+
+
+def _scan_topk(block, key, q, a, b, dot, f, k):
+    """Exact top ``k`` of ``parts.scores(q, a, b, dot, f)`` (the same rows in the same order,
+    the same float32 scores) from a float16 scan: every row's float16 score is within a
+    proven bound of its exact one, so the rows that can reach the top ``k`` are those whose
+    upper bound reaches the ``k``-th best lower bound; only they are scored in float32.
+    ``(None, None)`` when the float16 scan does not apply (the caller scans in float32)."""
+    import torch
+
+    qn = float(np.linalg.norm(q))
+    if not np.isfinite(qn) or qn == 0.0 or not np.isfinite(f):
+        return None, None
+    scan = block.scans.get(key)
+    if scan is None or scan.a is not a or scan.b is not b:
+        scan = block.scans[key] = _Scan(a, b)
+    if not scan.ok:
+        return None, None
+    u = np.asarray(q, dtype=np.float32) / np.float32(qn)
+    uh = torch.from_numpy(u).to(torch.float16)
+    dim = len(u)
+    sides = [("a", 1.0)] if (f == 0.0 or b is None) else [("b", 1.0)] \
+        if (f == 1.0 or a is None) else [("a", 1.0 - f), ("b", f)]
+    approx = None
+    err = None
+    for side, w in sides:
+        part = torch.mv(scan.half[side], uh).numpy().astype(np.float64)
+        approx = w * part if approx is None else approx + w * part
+        e = w * scan.bound(side, dim)
+        err = e if err is None else err + e
+    if len(sides) == 2:
+        norm = np.sqrt((1.0 - f) ** 2 + f ** 2 + 2.0 * f * (1.0 - f)
+                       * dot.astype(np.float64))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            approx, err = approx / norm, err / norm
+    lower = approx - err
+    if not np.isfinite(lower).all():
+        return None, None
+    tau = np.partition(lower, len(lower) - k)[len(lower) - k]
+    cand = np.nonzero(approx + err >= tau)[0]
+    s = parts.scores(q, None if a is None else a[cand], None if b is None else b[cand],
+                     None if dot is None else dot[cand], f)
+    order = _topk(s, k)
+    # ties: lower row first, as _topk over every row orders them
+    order = order[np.lexsort((cand[order], -s[order]))]
+    return cand[order], s[order]
+
+
+_HALF_MV_OK: list = []
+
+
+def _half_mv_accumulates_in_float32() -> bool:
+    """Whether torch's float16 matrix–vector product sums in float32 and rounds once (the
+    scan's error bound assumes it): on 64 random positive rows of 4096 terms every result
+    is within one float16 rounding of the exact sum, which float16 sums would not reach."""
+    if not _HALF_MV_OK:
+        import torch
+
+        rng = np.random.default_rng(0)
+        x = rng.random((64, 4096)).astype(np.float16)
+        v = rng.random(4096).astype(np.float16)
+        exact = x.astype(np.float64) @ v.astype(np.float64)
+        got = torch.mv(torch.from_numpy(x), torch.from_numpy(v)).numpy().astype(np.float64)
+        _HALF_MV_OK.append(bool((np.abs(got - exact) <= 1.001 * _U16 * exact).all()))
+    return _HALF_MV_OK[0]
 
 
 @contextmanager
@@ -751,17 +977,31 @@ def _faiss():
     return faiss
 
 
-def _save_npy(path: Path, arr: np.ndarray) -> None:
-    def write(tmp):
-        with open(tmp, "wb") as fh:
-            np.save(fh, np.ascontiguousarray(arr), allow_pickle=False)
+def _save_npy(path: Path, arr) -> None:
+    """An ``.npy`` of ``arr`` (an array, a memory map or a store view), written block by
+    block (atomic; the bytes of ``np.save``)."""
+    if isinstance(arr, np.ndarray) and not isinstance(arr, np.memmap):
+        def write(tmp):
+            with open(tmp, "wb") as fh:
+                np.save(fh, np.ascontiguousarray(arr), allow_pickle=False)
+    else:
+        def write(tmp):
+            out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32,
+                                            shape=tuple(arr.shape))
+            for a in range(0, len(arr), 65536):
+                b = min(len(arr), a + 65536)
+                out[a:b] = np.asarray(arr[a:b])
+            out.flush()
+            del out
 
     atomic_write(path, write)
 
 
 def _load_npy(path: Path) -> np.ndarray:
+    """An index file: memory-mapped when large (read through the page cache)."""
     try:
-        return np.load(path, allow_pickle=False)
+        big = path.stat().st_size > SPILL_BYTES
+        return np.load(path, allow_pickle=False, mmap_mode="r" if big else None)
     except (OSError, ValueError) as exc:
         raise IndexError_(f"{path}: cannot read ({exc})") from None
 

@@ -63,6 +63,45 @@ LOGIT_SCALES = {"audio": 20.0, "depth": 5.0, "thermal": 10.0, "imu": 5.0}
 MAX_LOGIT_SCALE = 100.0
 
 
+def _onednn_linear_ok(x) -> bool:
+    return (x.device.type == "cpu" and not torch.is_grad_enabled()
+            and x.dtype in (torch.float32, torch.bfloat16) and _ONEDNN[0])
+
+
+def _onednn_available() -> bool:
+    try:
+        op = torch.ops.mkldnn._linear_pointwise
+        x = torch.ones(2, 3)
+        with torch.no_grad():
+            y = op(x, torch.ones(4, 3), torch.zeros(4), "gelu", [], "none")
+        return torch.backends.mkldnn.is_available() and bool((y - F.gelu(x @ torch.ones(3, 4)))
+                                                             .abs().max() < 1e-6)
+    except (AttributeError, RuntimeError):
+        return False
+
+
+class _Lazy(list):
+    def __getitem__(self, i):
+        if not len(self):
+            self.append(_onednn_available())
+        return list.__getitem__(self, i)
+
+
+#: whether oneDNN's linear with a fused bias and GELU runs here (CPU inference)
+_ONEDNN = _Lazy()
+
+
+def linear(x, weight, bias=None, gelu: bool = False):
+    """``F.linear`` (then exact GELU); on the CPU without autograd, oneDNN's inner product
+    with the bias and the GELU applied in the same pass (no separate passes over the
+    output, float32 sums as before: the same values up to summation order)."""
+    if _onednn_linear_ok(x) and weight.dtype == x.dtype:
+        return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "gelu" if gelu else "none",
+                                                  [], "none" if gelu else "")
+    y = F.linear(x, weight, bias)
+    return F.gelu(y) if gelu else y
+
+
 class SelfAttention(nn.Module):
     """Multi-head self-attention with a packed input projection (``in_proj_weight`` holds
     the query, key and value maps), optionally one learned key/value pair appended to every
@@ -92,18 +131,28 @@ class SelfAttention(nn.Module):
         b, n, _ = x.shape
         return x.view(b, n, self.heads, self.dim // self.heads).transpose(1, 2)
 
-    def forward(self, x, causal: bool = False, query=None, key_mask=None):
+    def forward(self, x, causal: bool = False, query=None, key_mask=None, slot: bool = False):
         """``x`` ``[B, L, D]`` (already normalised). ``query`` ``[B, Q, D]``: only those
         positions' outputs (keys and values still come from all of ``x``); ``key_mask``
-        ``[B, L]`` bool: keys each row may attend to."""
+        ``[B, L]`` bool: keys each row may attend to. ``slot``: the last position of ``x``
+        is a placeholder whose key and value become ``bias_k``/``bias_v`` (written in place
+        of a concatenation per block; its own output is never read)."""
         d = self.dim
         w, b = self.in_proj_weight, self.in_proj_bias
         if query is None:
-            q, k, v = F.linear(x, w, b).chunk(3, dim=-1)
+            qkv = linear(x, w, b)
+            if slot:
+                qkv[:, -1, d:2 * d] = self.bias_k[0, 0]
+                qkv[:, -1, 2 * d:] = self.bias_v[0, 0]
+            q, k, v = qkv.chunk(3, dim=-1)
         else:
-            q = F.linear(query, w[:d], b[:d])
-            k, v = F.linear(x, w[d:], b[d:]).chunk(2, dim=-1)
-        if self.bias_k is not None:
+            q = linear(query, w[:d], b[:d])
+            kv = linear(x, w[d:], b[d:])
+            if slot:
+                kv[:, -1, :d] = self.bias_k[0, 0]
+                kv[:, -1, d:] = self.bias_v[0, 0]
+            k, v = kv.chunk(2, dim=-1)
+        if self.bias_k is not None and not slot:
             n = x.shape[0]
             k = torch.cat([k, self.bias_k.expand(n, 1, d)], dim=1)
             v = torch.cat([v, self.bias_v.expand(n, 1, d)], dim=1)
@@ -113,7 +162,7 @@ class SelfAttention(nn.Module):
         out = F.scaled_dot_product_attention(self._split(q), self._split(k), self._split(v),
                                              attn_mask=mask, is_causal=causal and mask is None)
         out = out.transpose(1, 2).reshape(q.shape)
-        return self.out_proj(out)
+        return linear(out, self.out_proj.weight, self.out_proj.bias)
 
 
 class Mlp(nn.Module):
@@ -123,7 +172,8 @@ class Mlp(nn.Module):
         self.fc2 = nn.Linear(hidden, dim)
 
     def forward(self, x):
-        return self.fc2(F.gelu(self.fc1(x)))
+        h = linear(x, self.fc1.weight, self.fc1.bias, gelu=True)
+        return linear(h, self.fc2.weight, self.fc2.bias)
 
 
 class Block(nn.Module):
@@ -136,15 +186,16 @@ class Block(nn.Module):
         self.mlp = Mlp(dim, mlp_ratio * dim)
         self.norm_2 = nn.LayerNorm(dim, eps=1e-6)
 
-    def forward(self, x, causal: bool = False, inplace: bool = False):
-        """``inplace``: add the residuals into ``x`` (inference: saves two allocations)."""
+    def forward(self, x, causal: bool = False, inplace: bool = False, slot: bool = False):
+        """``inplace``: add the residuals into ``x`` (inference: saves two allocations);
+        ``slot``: ``x``'s last position is the attention's key/value placeholder."""
         if inplace:
-            x.add_(self.attn(self.norm_1(x), causal))
+            x.add_(self.attn(self.norm_1(x), causal, slot=slot))
             return x.add_(self.mlp(self.norm_2(x)))
-        x = x + self.attn(self.norm_1(x), causal)
+        x = x + self.attn(self.norm_1(x), causal, slot=slot)
         return x + self.mlp(self.norm_2(x))
 
-    def forward_one(self, x, index, causal: bool = False):
+    def forward_one(self, x, index, causal: bool = False, slot: bool = False):
         """The block's output at one position per row (``index`` ``[B]``), ``[B, D]``."""
         rows = torch.arange(x.shape[0], device=x.device)
         h = self.norm_1(x)
@@ -152,7 +203,7 @@ class Block(nn.Module):
         if causal:
             key_mask = torch.arange(x.shape[1], device=x.device)[None, :] <= index[:, None]
         y = x[rows, index][:, None] + self.attn(h, query=h[rows, index][:, None],
-                                                key_mask=key_mask)
+                                                key_mask=key_mask, slot=slot)
         y = y + self.mlp(self.norm_2(y))
         return y[:, 0]
 
@@ -170,13 +221,19 @@ class Trunk(nn.Module):
     def forward(self, tokens, index, causal: bool = False):
         """The last block's output at position ``index[b]`` of each row ``b``: ``[B, D]``."""
         inplace = not torch.is_grad_enabled() and len(self.blocks) > 1
+        # a trunk with a learned extra key/value pair: one placeholder position appended
+        # once, whose key and value each block overwrites (no concatenation per block)
+        slot = self.blocks[0].attn.bias_k is not None and not causal
         if self.pre_transformer_layer is not None:
             tokens = self.pre_transformer_layer(tokens)
-        elif inplace:
+        elif inplace and not slot:
             tokens = tokens.clone()  # the caller's tensor stays as it was
+        if slot:
+            tokens = torch.cat([tokens, tokens.new_zeros(tokens.shape[0], 1, tokens.shape[2])],
+                               dim=1)
         for block in self.blocks[:-1]:
-            tokens = block(tokens, causal, inplace)
-        return self.blocks[-1].forward_one(tokens, index, causal)
+            tokens = block(tokens, causal, inplace, slot)
+        return self.blocks[-1].forward_one(tokens, index, causal, slot)
 
 
 class PosEmbedding(nn.Module):

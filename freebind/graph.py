@@ -26,13 +26,13 @@ needs are read (see :func:`inputs_needed`).
 
 from __future__ import annotations
 
-import weakref
 from typing import Callable, Mapping
 
 import numpy as np
 import torch
 from torch.nn import functional as F
 
+from freebind.devices import OnDevice, tensors_of
 from freebind.errors import FreebindError, UsageError
 from freebind.factors import BondFactors, resolve
 
@@ -243,59 +243,9 @@ def compute_device(projectors: Mapping, embeddings: Mapping | None = None, devic
             if isinstance(v, torch.Tensor) and v.device.type != "cpu":
                 return v.device
     for group in projectors.values():
-        for p in _tensors_of(group):
+        for p in tensors_of(group):
             return p.device
     return torch.device("cpu")
-
-
-def _tensors_of(module) -> list:
-    if not isinstance(module, torch.nn.Module):
-        return []
-    return list(module.parameters()) + list(module.buffers())
-
-
-def module_on(module, device):
-    """``module`` on ``device``: itself when it is there already, else a copy kept beside it
-    (the caller's module is never moved; fusion reuses the copy while the module lives)."""
-    device = torch.device(device)
-    params = _tensors_of(module)
-    if not params or params[0].device == device or (
-            device.type == "cuda" and params[0].device.type == "cuda"
-            and device.index is None):
-        return module
-    copies = _COPIES.setdefault(module, {})
-    key = str(device)
-    if key not in copies:
-        import copy
-
-        copies[key] = copy.deepcopy(module).to(device).eval()
-    return copies[key]
-
-
-
-_COPIES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
-
-
-class OnDevice(Mapping):
-    """A projector mapping whose modules are read on one device (copies made once)."""
-
-    def __init__(self, projectors: Mapping, device):
-        self._p, self._device = projectors, device
-
-    def __getitem__(self, key):
-        return module_on(self._p[key], self._device)
-
-    def get(self, key, default=None):
-        return self[key] if key in self._p else default
-
-    def __iter__(self):
-        return iter(self._p)
-
-    def __len__(self):
-        return len(self._p)
-
-    def __contains__(self, key):
-        return key in self._p
 
 
 def fusion_chunk_rows(projectors: Mapping, budget_bytes: int | None = None) -> int:

@@ -383,7 +383,7 @@ class TupleBatches:
 
     def __init__(self, bond: dict, tuples_list, base_emb: Mapping, expert_embs: list[Mapping],
                  projectors: list, device=None):
-        from freebind.graph import module_on
+        from freebind.devices import module_on
 
         self.bond, self.spec = bond, router_spec(bond)
         self.device = torch.device(device) if device is not None else torch.device("cpu")

@@ -117,6 +117,10 @@ class MiniSpace:
 
     def encode_decoded(self, modality: str, inputs, batch_size: int = 256):
         """Rows of inputs made by :meth:`decode_item`."""
+        with one_thread():
+            return self._encode_decoded(modality, inputs, batch_size)
+
+    def _encode_decoded(self, modality: str, inputs, batch_size: int = 256):
         import numpy as np
         import torch
 
@@ -135,7 +139,12 @@ class MiniSpace:
 
     # -- the Space protocol --------------------------------------------------------------
     def encode(self, modality: str, items: Sequence[Any], batch_size: int = 32):
-        """Audio/image file paths or text strings -> float32 tensor [N, dim], unit rows."""
+        """Audio/image file paths or text strings -> float32 tensor [N, dim], unit rows.
+        Computed on one thread (:func:`one_thread`)."""
+        with one_thread():
+            return self._encode(modality, items, batch_size)
+
+    def _encode(self, modality: str, items: Sequence[Any], batch_size: int = 32):
         from freebind.mini.features import load_pixels, load_waves
 
         self._require(modality)
@@ -227,3 +236,33 @@ def load(info=None, which: str = "bind", weights: str | None = None, **options) 
                          f"{', '.join(space.modalities)}, but {info.name} is registered as "
                          f"{info.dim}-d over {', '.join(info.modalities)}")
     return space
+
+
+_THREADS_LOCK = __import__("threading").Lock()
+_THREADS_DEPTH = [0, 0]   # [active encodes, torch's thread count before the first]
+
+
+class one_thread:
+    """Mini encoders run on one torch thread: small models are fastest there, and the
+    numbers do not depend on the machine's core count, so every engine (the local process,
+    Ray workers started with one thread) writes the same bits. Re-entrant and safe across
+    threads: the count in force before the first active encode is restored after the last."""
+
+    def __enter__(self):
+        import torch
+
+        with _THREADS_LOCK:
+            if _THREADS_DEPTH[0] == 0:
+                _THREADS_DEPTH[1] = torch.get_num_threads()
+                torch.set_num_threads(1)
+            _THREADS_DEPTH[0] += 1
+        return self
+
+    def __exit__(self, *exc):
+        import torch
+
+        with _THREADS_LOCK:
+            _THREADS_DEPTH[0] -= 1
+            if _THREADS_DEPTH[0] == 0:
+                torch.set_num_threads(_THREADS_DEPTH[1])
+        return False

@@ -35,7 +35,7 @@ import numpy as np
 from freebind.atomic import atomic_write, atomic_write_text
 from freebind.errors import FreebindError, MediaError, UsageError
 from freebind.search import parts
-from freebind.graph import OnDevice
+from freebind.devices import OnDevice
 from freebind.store import PoolView
 
 FORMAT = "freebind-index"

@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Paper scale on one GPU, in one run of at most 8 minutes (one H200-class GPU, 16 cores, no
 # network, no weights):
+#   0. the CUDA test set first (pytest -m gpu, tests/test_gpu.py): a build on the device with
+#      fp32/tf32/bf16 similarities and bf16 autocast, training, the router, embed, index and
+#      search with a CUDA bundle, fusion of CUDA tensors, each against the CPU
 #   1. pseudo tuples 2M queries x 2.3M pool items x 1024 dims, bf16 similarity with exact
 #      float32 re-scoring of the candidates (benchmarks/bench_scale.py --mode retrieve)
 #   2. one training epoch of 7 projectors IB (1024) -> InternVL-C (768) on 1M tuples, bf16
@@ -40,13 +43,13 @@ if [ "$DRY" = 1 ]; then
   TRAIN=(--tuples 1500 --items 1000 --hidden 64 --batch 64 --amp bf16 --budget-mb 0 --rounds 1
          --step-reps 1)
   IMAGEBIND=(--device cpu --size tiny --precision fp32 --items 2 --rounds 1)
-  LIMITS=(300 300 300)
+  LIMITS=(300 300 300 300)
 else
   DEV=cuda
   RETRIEVE=(--queries 2000000 --items 2300000 --dim 1024 --sim bf16 --budget-mb 0)
   TRAIN=(--tuples 1000000 --items 1000000 --hidden 2048 --batch 4096 --amp bf16 --budget-mb 0)
   IMAGEBIND=(--device cuda --size huge --precision bf16)
-  LIMITS=(230 110 110)
+  LIMITS=(200 110 110 90)
 fi
 
 step() {  # name limit command...
@@ -59,6 +62,16 @@ step() {  # name limit command...
   echo "[$name] exit $(cat "$OUT_DIR/$name.rc") after $(cat "$OUT_DIR/$name.wall") s" >&2
 }
 
+# the GPU test set: JSON summary of pytest's outcome (passed / skipped / failed counts)
+step gpu-tests "${LIMITS[3]}" "$PY" - <<'PYEOF'
+import json, subprocess, sys
+r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-m", "gpu", "-p", "no:cacheprovider",
+                    "tests/test_gpu.py"], capture_output=True, text=True)
+last = (r.stdout.strip().splitlines() or [""])[-1]
+print(json.dumps({"rc": r.returncode, "summary": last}))
+sys.stderr.write(r.stdout[-4000:] + r.stderr[-2000:])
+sys.exit(0 if r.returncode in (0, 5) else r.returncode)
+PYEOF
 step retrieve "${LIMITS[0]}" "$PY" benchmarks/bench_scale.py --mode retrieve --device "$DEV" \
   "${RETRIEVE[@]}" --json
 step train "${LIMITS[1]}" "$PY" benchmarks/bench_scale.py --mode train --device "$DEV" \
@@ -99,6 +112,9 @@ def f(v, scale=1.0, p=1):
 
 
 rows = []
+data, note = load("gpu-tests")
+rows.append(("GPU tests", "-", "-", "-", "-", "-",
+             note if data is None else f"pytest -m gpu: {data['summary']}"))
 for name in ("retrieve", "train"):
     data, note = load(name)
     if data is None:

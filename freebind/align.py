@@ -35,18 +35,16 @@ def encode_skipping(space, modality: str, items: Sequence[Any], *, store=None,
     """``(rows [len(kept), dim] float32, kept indices int64, failures)`` of ``items``.
 
     With ``store`` (an :class:`freebind.store.EmbeddingStore`) the rows come from and go to
-    its cache (``lazy=True``: as a memory-mapped :class:`~freebind.store.PoolView`); without one ``space.encode`` runs batch by batch and a batch that raises
+    its cache (``lazy=True``: as a memory-mapped :class:`~freebind.store.PoolView`);
+    without one ``space.encode`` runs batch by batch and a batch that raises
     :class:`MediaError` is retried item by item, so only the undecodable items are lost.
     ``failures`` are :class:`freebind.store.EmbedFailure` records in item order."""
     from freebind.store import EmbedFailure
 
     items = list(items)
     if store is not None:
-        if lazy:
-            return store.embed(space, modality, items, batch_size=batch_size,
-                               progress=progress, on_error="skip", lazy=True)
         return store.embed(space, modality, items, batch_size=batch_size, progress=progress,
-                           on_error="skip")
+                           on_error="skip", lazy=lazy)
     rows: list[np.ndarray] = []
     kept: list[int] = []
     failures: list = []
@@ -113,13 +111,14 @@ def encode_aligned(requests: Sequence[tuple[Hashable, Any, str]], items: Sequenc
                    store=None, batch_size: int = 64, progress: bool = False,
                    lazy: bool = False) -> Aligned:
     """Encode ``items`` with every ``(key, space, modality)`` of ``requests``; keep only the
-    items all of them could encode, with aligned rows (``lazy``: store views, see
-    :func:`encode_skipping`)."""
+    items all of them could encode, with aligned rows (memory-mapped store views with
+    ``lazy=True`` and a store)."""
     items = list(items)
     raw, firsts, every = {}, {}, []
     for key, space, modality in requests:
         arr, idx, fails = encode_skipping(space, modality, items, store=store,
-                                          batch_size=batch_size, progress=progress, lazy=lazy)
+                                          batch_size=batch_size, progress=progress,
+                                          lazy=lazy)
         raw[key] = (arr, idx)
         for f in fails:
             every.append((key, f))

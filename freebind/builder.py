@@ -73,7 +73,8 @@ def _files_of(modality: str, spec) -> tuple[list[Path], str]:
         if not found:
             raise PoolError(f"{path}: no {modality} files found (by extension)")
         return found, str(path)
-    paths = [Path(p) for p in spec]
+    # items that carry their own content key (archive members, table rows) stay as they are
+    paths = [p if hasattr(p, "content_key") else Path(p) for p in spec]
     return paths, f"{len(paths)} {modality} paths"
 
 
@@ -215,22 +216,115 @@ def default_output(expression: str) -> Path:
     return Path(_slug(expression))
 
 
-def _sub_embeddings(plan, text: str, projectors, leaf: Mapping) -> dict:
-    """Pool embeddings of a (sub-)space of the plan: a leaf space, or a chain evaluated
-    with the projectors trained so far and the expression's own factors."""
-    if text in leaf:
-        return dict(leaf[text])
-    from freebind.graph import find_node, fuse
+#: Pools (and the space built so far) up to this many bytes per (space, modality) are read
+#: into memory; larger ones stay memory-mapped in the store and are read chunk by chunk.
+RESIDENT_POOL_BYTES = 64 << 20
+
+
+def resident(view):
+    """A store view read into memory when it is small (:data:`RESIDENT_POOL_BYTES`), else
+    the view itself: every later stage reads it block by block."""
+    from freebind.store import PoolView
+
+    if isinstance(view, PoolView) and len(view) * view.dim * 4 <= RESIDENT_POOL_BYTES:
+        return np.asarray(view)
+    return view
+
+
+@dataclass
+class LeafPools:
+    """The embedding stage's result: per leaf space and modality the rows of the items
+    every space decoded (memory-mapped store views, or arrays when small), aligned across
+    spaces; ``kept[m]`` are those items' indices in the pool; ``pool`` the pool itself."""
+
+    rows: dict
+    kept: dict
+    pool: Pools
+    store: object
+    _keys: dict = field(default_factory=dict)
+
+    def keys(self, modality: str) -> np.ndarray:
+        """The content keys (``S64``) of the kept items of ``modality`` (computed once)."""
+        if modality not in self._keys:
+            items = self.pool.items[modality]
+            keys = np.zeros(len(self.kept[modality]), dtype="S64")
+            for j, i in enumerate(self.kept[modality]):
+                keys[j] = self.store.key(modality, items[i])
+            self._keys[modality] = keys
+        return self._keys[modality]
+
+
+class SubSpace:
+    """The identity of a space built so far (a chain of bonds) in the embedding store: its
+    sub-expression, the keys of the jobs it depends on (which carry their training data and
+    weights) and its factors, so a rebuild and later jobs reuse its rows."""
+
+    def __init__(self, node: dict, job_keys: Mapping[str, str], table):
+        from freebind.factors import describe
+
+        self.name = node["text"]
+        self.dim = int(node["dim"])
+        self.modalities = tuple(node["modalities"])
+        jobs = sorted(_jobs_under(node))
+        spec = {"text": node["text"], "jobs": [job_keys[j] for j in jobs],
+                "factors": describe(table), "format": 1}
+        self.fingerprint = "space-so-far:" + hashlib.sha256(
+            json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+
+def _jobs_under(node: dict) -> set[str]:
+    if node["op"] == "space":
+        return set()
+    out = _jobs_under(node["base"])
+    for bond in node["bonds"]:
+        out.update(bond["jobs"])
+        for expert in bond["experts"]:
+            out |= _jobs_under(expert)
+    return out
+
+
+def space_so_far(plan, text: str, projectors, leaf: LeafPools, job_keys: Mapping[str, str],
+                 chunk_rows: int | None = None, device=None, progress: bool = False) -> dict:
+    """Pool embeddings of a (sub-)space of the plan: a leaf space's rows, or a chain
+    evaluated with the projectors trained so far and the expression's own factors,
+    computed chunk by chunk into the embedding store (in the store's dtype) and read back
+    memory-mapped (or into memory when small). A rebuild, or a later job over the same
+    sub-space, reads what the store holds."""
+    if text in leaf.rows:
+        return dict(leaf.rows[text])
+    from freebind.factors import resolve
+    from freebind.graph import find_node, fuse_blocks, output_modalities
 
     node = find_node(plan.graph, text)
     if node["op"] == "space":
-        return dict(leaf[node["ref"]])
-    from freebind.store import PoolView
+        return dict(leaf.rows[node["ref"]])
+    table = resolve(node)
+    space = SubSpace(node, job_keys, table)
+    store = leaf.store
+    mods = [m for m in output_modalities(node, table) if m in leaf.kept
+            and _inputs_present(node, m, table, leaf.rows)]
+    out = {}
+    for m in mods:
+        keys = leaf.keys(m)
+        todo = store.index(space, m).find(keys) < 0
+        if todo.any():
+            mdir = store.modality_dir(space, m)
+            store._write_space_meta(space)
+            for _, a, block in fuse_blocks(node, projectors, leaf.rows, table=table,
+                                           modalities=[m], chunk_rows=chunk_rows,
+                                           device=device):
+                b = a + block.shape[0]
+                if todo[a:b].any():
+                    store._write_shard(mdir, keys[a:b], block.detach().cpu().float().numpy())
+        out[m] = resident(store.view(space, m, keys))
+    return out
 
-    # the space built so far is computed in memory (memory-mapped leaf pools are read)
-    loaded = {ref: {m: np.asarray(v) if isinstance(v, PoolView) else v
-                    for m, v in mods.items()} for ref, mods in leaf.items()}
-    return fuse(node, projectors, loaded)
+
+def _inputs_present(node, modality, table, rows) -> bool:
+    from freebind.graph import inputs_needed
+
+    need = inputs_needed(node, modality, table)
+    return all(m in rows.get(ref, {}) for ref, ms in need.items() for m in ms)
 
 
 def _job_key(job, hyper: Mapping, source: Mapping, target: Mapping, device=None) -> str:
@@ -256,7 +350,7 @@ def _job_key(job, hyper: Mapping, source: Mapping, target: Mapping, device=None)
             arr = side[m]
             if isinstance(arr, PoolView):   # hashed block by block: same digest as loaded
                 h.update(f"{m}:{arr.shape}".encode())
-                for _, blk in arr.blocks(1 << 16):
+                for _, blk in arr.blocks(1 << 14):
                     h.update(np.ascontiguousarray(blk).tobytes())
                 continue
             arr = arr.detach().cpu().numpy() if isinstance(arr, torch.Tensor) else arr
@@ -298,33 +392,64 @@ def _load_job(root: Path, key: str):
         return None
 
 
-def _pool_fingerprint(store, modality: str, items: Sequence) -> str:
-    h = hashlib.sha256(modality.encode())
-    for item in items:
-        h.update(store.key(modality, item).encode())
-    return h.hexdigest()[:16]
-
-
-def _router_step(plan, job, projectors, training, leaf, h, job_keys, root, progress, say):
-    """A ``route=learned`` bond's router, once its last projector group exists."""
+def make_tuples(job, source: Mapping, target: Mapping, h: Mapping, device=None,
+                progress: bool = False):
+    """A job's pseudo tuples: retrieval on ``device`` at the job's ``sim`` precision, over
+    pools that may be memory-mapped (:func:`freebind.pseudo.build`)."""
     from freebind.pseudo import build as build_tuples
+
+    expert, base = (job.source, job.target) if job.kind == "c" else (job.target, job.source)
+    return build_tuples({job.source: source, job.target: target}, expert=expert, base=base,
+                        modalities=job.modalities, topk=int(h["topk"]), tau=float(h["tau"]),
+                        seed=int(h["seed"]), max_queries=h.get("max_queries"),
+                        progress=progress, desc=f"{job.id} pseudo tuples", device=device,
+                        sim=str(h.get("sim", "fp32")))
+
+
+@dataclass
+class JobResult:
+    group: object
+    summary: dict
+    key: str
+    cached: bool
+    #: the job's pseudo tuples when they were built in this run (a router reuses them)
+    tuples: object = None
+
+
+def train_job(job, source: Mapping, target: Mapping, h: Mapping, root: Path, device=None,
+              progress: bool = False) -> JobResult:
+    """One projector job: its key (spec, hyper-parameters, training embeddings), then the
+    group trained before under that key, or pseudo tuples and training."""
+    from freebind.train import train_group
+
+    key = _job_key(job, h, source, target, device)
+    cached = _load_job(root, key)
+    if cached is not None:
+        return JobResult(cached[0], cached[1], key, True)
+    tuples = make_tuples(job, source, target, h, device, progress)
+    expert_name = job.source if job.kind == "c" else job.target
+    result = train_group(tuples, source, target, job.data_modes, h, progress=progress,
+                         device=device, desc=f"{job.id} train {job.kind}({expert_name})")
+    summary = {**result.summary(), "hyper": dict(h), "routes": tuples.routes()}
+    _save_job(root, key, result.group, summary)
+    return JobResult(result.group, summary, key, False, tuples)
+
+
+def _router_step(plan, job, projectors, training, embeddings, h, job_keys, tuples_of, root,
+                 device, progress, say):
+    """A ``route=learned`` bond's router, once its last projector group exists: trained on
+    the very tuples of its bond's jobs (rebuilt the same way when a job was reused), on the
+    build's device, reading batches from the (memory-mapped) pools."""
     from freebind.router import build_step
 
-    def make_tuples(j, source, target):
-        expert, base = (j.source, j.target) if j.kind == "c" else (j.target, j.source)
-        return build_tuples({j.source: source, j.target: target}, expert=expert, base=base,
-                            modalities=j.modalities, topk=int(h["topk"]), tau=float(h["tau"]),
-                            seed=int(h["seed"]), max_queries=h.get("max_queries"),
-                            progress=False)
+    def tuples(j, source, target):
+        got = tuples_of.get(j.id)
+        if got is None:
+            got = make_tuples(j, source, target, {**h, **j.hyper}, device)
+        return got
 
-    from freebind.store import PoolView
-
-    def embeddings(text):   # the router works in memory (memory-mapped pools are read)
-        return {m: np.asarray(v) if isinstance(v, PoolView) else v
-                for m, v in _sub_embeddings(plan, text, projectors, leaf).items()}
-
-    build_step(plan, job, projectors, training, embeddings, h, job_keys, root,
-               make_tuples, progress=progress, log=say)
+    build_step(plan, job, projectors, training, embeddings, h, job_keys, root, tuples,
+               progress=progress, log=say, device=device)
 
 
 def build(expression, audio=None, image=None, text=None, pools=None, output=None,
@@ -333,7 +458,7 @@ def build(expression, audio=None, image=None, text=None, pools=None, output=None
           log: Callable[[str], None] | None = None, save: bool = True,
           threads: int | None = None, space_options: Mapping | None = None,
           store_dtype: str | None = None, config: BuildConfig | None = None,
-          engine=None, shard=None, **engine_kw):
+          engine=None, shard=None, chunk_rows: int | None = None, **engine_kw):
     """Build the fused space of ``expression`` and save it as a bundle.
 
     Pools: ``audio``/``image`` folders (or lists of paths), ``text`` a file with one text
@@ -349,7 +474,10 @@ def build(expression, audio=None, image=None, text=None, pools=None, output=None
     is also where pseudo tuples and training run (default the CPU), and ``hyper["sim"]``
     (``fp32``, ``tf32``, ``bf16``) the precision of the retrieval similarities.
     ``store_dtype="fp16"`` keeps new cache entries as float16 and reads the pools
-    memory-mapped (see docs/building.md). ``config`` (a
+    memory-mapped (see docs/building.md). ``chunk_rows`` bounds the rows the space built so
+    far is fused at once (default: from a memory budget, :func:`freebind.graph.
+    fusion_chunk_rows`); no stage holds a pool's rows beyond small pools (see
+    docs/building.md, "Paper scale"). ``config`` (a
     :class:`freebind.config.BuildConfig`) gives all of these at once instead.
 
     ``engine`` (``"local"``, ``"ray"`` or :class:`freebind.engine.EngineOptions`, with
@@ -373,7 +501,7 @@ def build(expression, audio=None, image=None, text=None, pools=None, output=None
     if config is None:
         config = BuildConfig(audio, image, text, pools, output, cache_dir, seed, hyper,
                              batch_size, mini_pool_size, progress, log, save, threads,
-                             dict(space_options or {}), store_dtype)
+                             dict(space_options or {}), store_dtype, chunk_rows)
     plan = algebra.plan(expression) if isinstance(expression, str) else expression
     threads = config.threads
     if threads is None and is_mini_only([s["family"] for s in plan.spaces.values()]):
@@ -404,27 +532,61 @@ def _fill_store(plan, pool, store, engine, shard, batch_size, progress, space_op
                 progress=progress, space_options=space_options)
 
 
-def _build(expression, config: BuildConfig, engine=None, shard=None):
-    import torch
+def embed_pools(plan, pool: Pools, store, report: BuildReport, batch_size: int = 64,
+                progress: bool = False, leaves: Mapping | None = None) -> LeafPools:
+    """Step 1: every pool item embedded with every leaf space through the store (cached,
+    resumable; rows imported for a space are read from their own identity, and a space
+    whose rows were all imported is never loaded: ``leaves`` from
+    :func:`freebind.importer.resolve_leaf`), read back as memory-mapped views (arrays when
+    small), only the items every space decoded, rows aligned across spaces. Failures go
+    into ``report.skipped``."""
+    leaf_raw: dict[str, dict[str, tuple]] = {}
+    for ref in plan.spaces:
+        space, fallback = leaves[ref].space, leaves[ref].fallback
+        for m in pool.modalities():
+            if m not in space.modalities:
+                continue
+            before = store.encoded
+            view, idx, failures = store.embed(space, m, pool.items[m], batch_size=batch_size,
+                                              progress=progress, on_error="skip", lazy=True,
+                                              fallback=fallback)
+            encoded = store.encoded - before
+            report.encoded += encoded
+            report.reused += len(idx) - encoded
+            for f in failures:
+                entry = {"path": f.item, "reason": f.reason, "modality": m}
+                if entry not in report.skipped:
+                    report.skipped.append(entry)
+            leaf_raw.setdefault(ref, {})[m] = (view, idx)
+    rows: dict[str, dict] = {ref: {} for ref in leaf_raw}
+    kept: dict[str, np.ndarray] = {}
+    modalities = {m for mods in leaf_raw.values() for m in mods}
+    for m in sorted(modalities):  # only the items every space decoded, rows aligned
+        aligned, kept[m] = align({ref: mods[m] for ref, mods in leaf_raw.items()
+                                  if m in mods})
+        for ref, view in aligned.items():
+            rows[ref][m] = resident(view)
+        if len(kept[m]) == 0:
+            raise PoolError(f"no {m} pool item could be decoded")
+    return LeafPools(rows, kept, pool, store)
 
-    from freebind import algebra, spaces
-    from freebind.fused import FusedSpace
-    from freebind.pseudo import build as build_tuples
+
+def _fit_modalities(job, source: Mapping, target: Mapping, available) -> None:
+    """Narrow a job to the modalities its pools and spaces have (its data modes follow)."""
     from freebind.algebra import data_modes as modes_of
-    from freebind.store import EmbeddingStore
-    from freebind.train import defaults_for, train_group
 
-    audio, image, text, pools = config.audio, config.image, config.text, config.pools
-    output, cache_dir, seed, hyper = config.output, config.cache_dir, config.seed, config.hyper
-    batch_size, mini_pool_size = config.batch_size, config.mini_pool_size
-    progress, log, save = config.progress, config.log, config.save
-    space_options = dict(config.space_options or {})
-    store_dtype = config.store_dtype
-    say = log or (lambda msg: None)
-    t_start = time.perf_counter()
-    overrides = dict(hyper or {})
-    if seed is not None:
-        overrides["seed"] = int(seed)
+    mods = tuple(m for m in job.modalities if m in available
+                 and (m in source or m in target))
+    if not [m for m in mods if m in source and m in target]:
+        raise PoolError(f"job {job.id} ({job.source} → {job.target}) needs a pool of a "
+                        f"modality both spaces have ({', '.join(job.modalities)}); "
+                        f"pools given: {', '.join(available)}")
+    if tuple(job.modalities) != mods:
+        job.modalities = mods
+        job.data_modes = modes_of(mods)
+
+
+def _check_hyper(overrides: Mapping) -> None:
     from freebind.pseudo import SIM_PRECISIONS
     from freebind.train import AMP_CHOICES
 
@@ -433,33 +595,19 @@ def _build(expression, config: BuildConfig, engine=None, shard=None):
                          f"{', '.join(SIM_PRECISIONS)}")
     if overrides.get("amp") not in (None, "none", *AMP_CHOICES):
         raise UsageError(f"hyper amp={overrides['amp']!r}: expected bf16, fp16 or none")
-    if isinstance(expression, str):
-        plan = algebra.plan(expression, hyper=overrides)
-    else:
-        plan = expression
-    families = [s["family"] for s in plan.spaces.values()]
-    from freebind.router import router_hyper
 
-    for job in plan.jobs:  # router settings are checked before any work
-        router_hyper({**overrides, **job.hyper})
-    store = EmbeddingStore(cache_dir, dtype=store_dtype or "float32")
-    from freebind.defaults import declared_pools
-    from freebind.preflight import check_build
 
-    # libraries, weights, then pools: every failure in one message, before any work
-    check_build(plan, audio, image, text, pools, space_options,
-                have_default_pools=is_mini_only(families), declared=declared_pools(),
-                cls=BuildPreflightError, store=store)
-    lazy = store.dtype == np.float16      # pools read memory-mapped, not loaded
-    device = space_options.get("device")  # also where pseudo tuples and training run
-
-    no_pools = all(v is None for v in (audio, image, text, pools))
-    if no_pools:
+def build_pools(config: BuildConfig, families, store, say) -> Pools:
+    """The pools of a build: given ones, else the default mini pools (every space a mini
+    space), else those declared in ``$FREEBIND_HOME/pools.json``."""
+    audio, image, text, pools = config.audio, config.image, config.text, config.pools
+    if all(v is None for v in (audio, image, text, pools)):
         from freebind.defaults import POOLS_FILE, declared_pools
         from freebind.spaces.weights import freebind_home
 
         if is_mini_only(families):
-            pools = default_mini_pools(store.root, mini_pool_size, progress=progress, log=say)
+            pools = default_mini_pools(store.root, config.mini_pool_size,
+                                       progress=config.progress, log=say)
         elif declared_pools() is not None:
             pools = declared_pools()
             say(f"pools: {pools}")
@@ -472,7 +620,42 @@ def _build(expression, config: BuildConfig, engine=None, shard=None):
     pool = resolve_pools(audio, image, text, pools)
     if not pool.modalities():
         raise PoolError("every pool is empty")
+    return pool
 
+
+def _build(expression, config: BuildConfig, engine=None, shard=None):
+    """The data path (docs/architecture.md): pools → embed (store) → per job: the space so
+    far (store), pseudo tuples, training, router → bundle."""
+    import torch
+
+    from freebind import algebra, spaces
+    from freebind.router import router_hyper
+    from freebind.store import EmbeddingStore
+    from freebind.train import defaults_for
+
+    batch_size, progress = config.batch_size, config.progress
+    space_options = dict(config.space_options or {})
+    say = config.log or (lambda msg: None)
+    t_start = time.perf_counter()
+    overrides = dict(config.hyper or {})
+    if config.seed is not None:
+        overrides["seed"] = int(config.seed)
+    _check_hyper(overrides)
+    plan = algebra.plan(expression, hyper=overrides) if isinstance(expression, str) \
+        else expression
+    families = [s["family"] for s in plan.spaces.values()]
+    for job in plan.jobs:  # router settings are checked before any work
+        router_hyper({**overrides, **job.hyper})
+    store = EmbeddingStore(config.cache_dir, dtype=config.store_dtype or "float32")
+    from freebind.defaults import declared_pools
+    from freebind.preflight import check_build
+
+    # libraries, weights, then pools: every failure in one message, before any work
+    check_build(plan, config.audio, config.image, config.text, config.pools, space_options,
+                have_default_pools=is_mini_only(families), declared=declared_pools(),
+                cls=BuildPreflightError, store=store)
+    device = space_options.get("device")  # also where pseudo tuples and training run
+    pool = build_pools(config, families, store, say)
     report = BuildReport(plan.expression, None, pool.counts(), pool.origin, str(store.root),
                          skipped=list(pool.problems))
 
@@ -497,112 +680,59 @@ def _build(expression, config: BuildConfig, engine=None, shard=None):
             report.seconds["embed"] = report.seconds["total"] = round(
                 time.perf_counter() - t, 2)
             return report
-    leaf_raw: dict[str, dict[str, np.ndarray]] = {}
-    kept: dict[str, np.ndarray] = {}
-    for ref in plan.spaces:
-        space, fallback = leaves[ref].space, leaves[ref].fallback
-        if leaves[ref].rows != "encoded":
-            ident = space if fallback is None else fallback
-            say(f"{ref}: rows {leaves[ref].rows} ({ident.fingerprint})")
-        for m in pool.modalities():
-            if m not in space.modalities:
-                continue
-            before = store.encoded
-            arr, idx, failures = store.embed(space, m, pool.items[m], batch_size=batch_size,
-                                             progress=progress, on_error="skip", lazy=lazy,
-                                             fallback=fallback)
-            encoded = store.encoded - before
-            report.encoded += encoded
-            report.reused += len(idx) - encoded
-            for f in failures:
-                entry = {"path": f.item, "reason": f.reason, "modality": m}
-                if entry not in report.skipped:
-                    report.skipped.append(entry)
-            leaf_raw.setdefault(ref, {})[m] = (arr, idx)
-            kept[m] = idx
+    for ref, got in leaves.items():
+        if got.rows != "encoded":
+            ident = got.space if got.fallback is None else got.fallback
+            say(f"{ref}: rows {got.rows} ({ident.fingerprint})")
+    leaf = embed_pools(plan, pool, store, report, batch_size, progress, leaves)
     if filled is not None:  # the engine's encodes, counted as such, not as cache reuse
         report.encoded += filled.encoded
         report.reused -= filled.encoded
-    leaf: dict[str, dict[str, np.ndarray]] = {ref: {} for ref in leaf_raw}
-    for m in list(kept):  # only the items every space decoded, rows aligned across spaces
-        rows, kept[m] = align({ref: mods[m] for ref, mods in leaf_raw.items() if m in mods})
-        for ref, arr in rows.items():
-            leaf[ref][m] = arr
-    for m, idx in kept.items():
-        if len(idx) == 0:
-            raise PoolError(f"no {m} pool item could be decoded")
+    kept = leaf.kept
     report.seconds["embed"] = round(time.perf_counter() - t, 2)
     available = tuple(m for m in POOL_MODALITIES if m in kept)
     if report.skipped:
         say(f"skipped {len(report.skipped)} unreadable pool item(s)")
 
-    # 2-3. jobs in dependency order
+    # 2-3. jobs in dependency order: the space so far, pseudo tuples, training, routers
     projectors: dict[str, torch.nn.Module] = {}
     training = {}
     job_keys: dict[str, str] = {}
+    tuples_of: dict[str, object] = {}
+
+    def embeddings(text):
+        return space_so_far(plan, text, projectors, leaf, job_keys, config.chunk_rows,
+                            device)
+
     for job in plan.jobs:
         t_job = time.perf_counter()
-        source = _sub_embeddings(plan, job.source, projectors, leaf)
-        target = _sub_embeddings(plan, job.target, projectors, leaf)
-        mods = tuple(m for m in job.modalities if m in available
-                     and (m in source or m in target))
-        shared = [m for m in mods if m in source and m in target]
-        if not shared:
-            raise PoolError(f"job {job.id} ({job.source} → {job.target}) needs a pool of a "
-                            f"modality both spaces have ({', '.join(job.modalities)}); "
-                            f"pools given: {', '.join(available)}")
-        if tuple(job.modalities) != mods:
-            job.modalities = mods
-            job.data_modes = modes_of(mods)
+        source, target = embeddings(job.source), embeddings(job.target)
+        _fit_modalities(job, source, target, available)
         h = {**defaults_for(families), **job.hyper}
-        expert, base = (job.source, job.target) if job.kind == "c" else (job.target, job.source)
-        key = _job_key(job, h, source, target, device)
-        job_keys[job.id] = key
-        cached = _load_job(store.root, key)
-        if cached is not None:
-            group, summary = cached
-            n_tuples, routes = summary["tuples"], summary["routes"]
-        else:
-            tuples = build_tuples({job.source: source, job.target: target}, expert=expert,
-                                  base=base, modalities=mods, topk=int(h["topk"]),
-                                  tau=float(h["tau"]), seed=int(h["seed"]),
-                                  max_queries=h.get("max_queries"), progress=progress,
-                                  desc=f"{job.id} pseudo tuples", device=device,
-                                  sim=str(h.get("sim", "fp32")))
-            expert_name = job.source if job.kind == "c" else job.target
-            result = train_group(tuples, source, target, job.data_modes, h,
-                                 progress=progress, device=device,
-                                 desc=f"{job.id} train {job.kind}({expert_name})")
-            group, n_tuples, routes = result.group, len(tuples), tuples.routes()
-            summary = {**result.summary(), "hyper": h, "routes": routes}
-            _save_job(store.root, key, group, summary)
-        projectors[job.id] = group
-        training[job.id] = summary
+        done = train_job(job, source, target, h, store.root, device, progress)
+        job_keys[job.id] = done.key
+        if done.tuples is not None:
+            tuples_of[job.id] = done.tuples
+        projectors[job.id] = done.group
+        training[job.id] = summary = done.summary
         seconds = time.perf_counter() - t_job
         report.jobs.append(JobReport(job.id, job.bond, job.kind, job.source, job.target,
-                                     list(job.data_modes), n_tuples, summary["epochs"],
-                                     round(summary["final_val_loss"], 4), round(seconds, 2),
-                                     routes, cached=cached is not None))
-        say(f"{job.id}: {n_tuples} tuples, {summary['epochs']} epochs, "
+                                     list(job.data_modes), summary["tuples"],
+                                     summary["epochs"], round(summary["final_val_loss"], 4),
+                                     round(seconds, 2), summary["routes"],
+                                     cached=done.cached))
+        say(f"{job.id}: {summary['tuples']} tuples, {summary['epochs']} epochs, "
             f"val loss {summary['final_val_loss']:.4f}, {seconds:.1f} s"
-            + (" (trained before: reused)" if cached is not None else ""))
-        _router_step(plan, job, projectors, training, leaf, h, job_keys, store.root,
-                     progress, say)
+            + (" (trained before: reused)" if done.cached else ""))
+        _router_step(plan, job, projectors, training, embeddings, h, job_keys, tuples_of,
+                     store.root, device, progress, say)
+        del source, target
 
     # 4. the bundle (deterministic content: no times, no absolute paths)
-    space_meta = {}
-    for ref in plan.spaces:
-        space_meta[ref] = {**plan.spaces[ref],
-                           "fingerprint": str(leaves[ref].space.fingerprint),
-                           **leaves[ref].meta()}
-    data_fp = {m: {"items": int(len(kept[m])),
-                   "fingerprint": _pool_fingerprint(store, m,
-                                                    [pool.items[m][i] for i in kept[m]])}
-               for m in available}
-    fused = FusedSpace.from_plan(plan, projectors, spaces=space_meta, training=training,
-                                 data=data_fp)
-    if save:
-        out = Path(output) if output is not None else default_output(plan.expression)
+    fused = make_bundle(plan, projectors, training, leaf, leaves)
+    if config.save:
+        out = Path(config.output) if config.output is not None \
+            else default_output(plan.expression)
         fused.save(out)
         from freebind.defaults import record_build
 
@@ -611,3 +741,23 @@ def _build(expression, config: BuildConfig, engine=None, shard=None):
     report.seconds["total"] = round(time.perf_counter() - t_start, 2)
     fused.build_report = report
     return fused
+
+
+def make_bundle(plan, projectors: Mapping, training: Mapping, leaf: LeafPools,
+                leaves: Mapping):
+    """The :class:`~freebind.fused.FusedSpace` of a finished build: projectors, routers,
+    training summaries, each space's fingerprint (and where its rows came from) and each
+    pool's (items kept, content fingerprint)."""
+    from freebind.fused import FusedSpace
+
+    space_meta = {ref: {**plan.spaces[ref], "fingerprint": str(leaves[ref].space.fingerprint),
+                        **leaves[ref].meta()} for ref in plan.spaces}
+    data_fp = {}
+    for m in POOL_MODALITIES:
+        if m in leaf.kept:
+            h = hashlib.sha256(m.encode())
+            for k in leaf.keys(m).tolist():
+                h.update(k)
+            data_fp[m] = {"items": int(len(leaf.kept[m])), "fingerprint": h.hexdigest()[:16]}
+    return FusedSpace.from_plan(plan, projectors, spaces=space_meta, training=training,
+                                data=data_fp)

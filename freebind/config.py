@@ -34,8 +34,10 @@ class BuildConfig:
     ``hyper`` overrides training defaults for every job; ``seed`` the training seed;
     ``threads`` torch's CPU threads for the build; ``space_options`` go to every
     ``spaces.get``; ``log`` receives progress lines; ``save=False`` keeps the bundle in
-    memory; ``store_dtype="fp16"`` keeps new cache entries as float16 and reads the pools
-    memory-mapped."""
+    memory; ``store_dtype="fp16"`` keeps new cache entries as float16; ``chunk_rows`` the
+    rows fused at once when the space built so far is computed (default from
+    :data:`FUSE_BUDGET_BYTES`). Pools larger than a few tens of MB are read memory-mapped
+    from the store whatever the dtype (:data:`freebind.builder.RESIDENT_POOL_BYTES`)."""
 
     audio: Any = None
     image: Any = None
@@ -52,7 +54,9 @@ class BuildConfig:
     save: bool = True
     threads: int | None = None
     space_options: Mapping[str, Any] = field(default_factory=dict)
-    store_dtype: str | None = None   # "fp16": new cache entries float16, pools memory-mapped
+    store_dtype: str | None = None   # "fp16": new cache entries float16
+    #: rows of the space built so far fused at once (None: from FUSE_BUDGET_BYTES)
+    chunk_rows: int | None = None
 
     @classmethod
     def names(cls) -> tuple[str, ...]:

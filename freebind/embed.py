@@ -455,7 +455,7 @@ def run_shard(plan: EmbedPlan, shard: Shard, target=None, store=None) -> ShardRe
     store = store if store is not None else plan.open_store()
     rows, kept, failures = target.embed(shard.modality, list(shard.items), store=store,
                                         batch_size=plan.options.batch_size,
-                                        progress=plan.options.progress)
+                                        progress=plan.options.progress, lazy=True)
     return write_shard(plan, shard, rows, kept, failures)
 
 
@@ -469,7 +469,9 @@ def _failure(f) -> tuple[int, str]:
 
 def write_shard(plan: EmbedPlan, shard: Shard, rows, kept, failures=()) -> ShardResult:
     """Write partition ``shard.index`` from ``rows`` ``[len(kept), dim]`` (the embeddings of
-    ``shard.items[i]`` for ``i`` in ``kept``, in that order) and ``failures`` (records with
+    ``shard.items[i]`` for ``i`` in ``kept``, in that order; an array, or rows computed
+    block by block, :class:`freebind.target.Rows`, written as they come so a partition is
+    never held whole) and ``failures`` (records with
     ``index`` into ``shard.items`` and ``reason``, or ``(index, reason)`` pairs). Atomic
     per file, the embeddings last (their presence marks the partition complete); the same
     inputs always give the same bytes."""
@@ -479,13 +481,15 @@ def write_shard(plan: EmbedPlan, shard: Shard, rows, kept, failures=()) -> Shard
         begin(plan)
     files = shard_files(plan, shard)
     kept = [int(i) for i in np.asarray(kept, dtype=np.int64).tolist()]
-    arr = np.ascontiguousarray(np.asarray(rows),
-                               dtype=np.float16 if plan.options.fp16 else np.float32)
-    if arr.ndim != 2 or arr.shape[0] != len(kept) or (len(kept) and arr.shape[1] != plan.dim):
-        raise UsageError(f"partition {shard.index}: rows of shape {tuple(arr.shape)} do not "
+    dtype = np.float16 if plan.options.fp16 else np.float32
+    streamed = hasattr(rows, "blocks")
+    arr = rows if streamed else np.ascontiguousarray(np.asarray(rows), dtype=dtype)
+    shape = tuple(arr.shape)
+    if len(shape) != 2 or shape[0] != len(kept) or (len(kept) and shape[1] != plan.dim):
+        raise UsageError(f"partition {shard.index}: rows of shape {shape} do not "
                          f"match {len(kept)} kept items of dim {plan.dim}")
-    if arr.shape[0] == 0:
-        arr = np.zeros((0, plan.dim), dtype=arr.dtype)
+    if shape[0] == 0:
+        arr, streamed = np.zeros((0, plan.dim), dtype=dtype), False
     meta = [{"path": shard.sources[i], "modality": shard.modality, "row": r}
             for r, i in enumerate(kept)]
     fails = sorted(_failure(f) for f in failures)
@@ -494,7 +498,11 @@ def write_shard(plan: EmbedPlan, shard: Shard, rows, kept, failures=()) -> Shard
     _write_metadata(files["metadata"], meta, plan.options.metadata)
     text = "".join(json.dumps(x) + "\n" for x in skipped)
     atomic_write(files["skipped"], lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
-    _write_npy(files["embeddings"], arr)  # last: its presence marks the partition complete
+    # last: its presence marks the partition complete
+    if streamed:
+        _write_npy_blocks(files["embeddings"], (len(kept), plan.dim), dtype, arr.blocks())
+    else:
+        _write_npy(files["embeddings"], arr)
     return ShardResult(shard.index, shard.modality, len(meta), skipped, True,
                        {k: str(v) for k, v in files.items()})
 
@@ -505,6 +513,23 @@ def _write_npy(path: Path, arr) -> None:
     def w(tmp):
         with open(tmp, "wb") as fh:
             np.save(fh, arr)
+
+    atomic_write(path, w)
+
+
+def _write_npy_blocks(path: Path, shape: tuple, dtype, blocks) -> None:
+    """An ``.npy`` of ``shape`` filled from ``(start, rows)`` blocks through a memory map
+    of the temporary file (atomic; the same bytes as ``np.save`` of the whole array)."""
+    import numpy as np
+
+    def w(tmp):
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=shape)
+        try:
+            for start, block in blocks:
+                out[start:start + len(block)] = block
+            out.flush()
+        finally:
+            del out
 
     atomic_write(path, w)
 

@@ -26,6 +26,7 @@ needs are read (see :func:`inputs_needed`).
 
 from __future__ import annotations
 
+import weakref
 from typing import Callable, Mapping
 
 import numpy as np
@@ -271,12 +272,11 @@ def module_on(module, device):
     return copies[key]
 
 
-import weakref  # noqa: E402
 
 _COPIES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
-class _OnDevice(Mapping):
+class OnDevice(Mapping):
     """A projector mapping whose modules are read on one device (copies made once)."""
 
     def __init__(self, projectors: Mapping, device):
@@ -371,7 +371,7 @@ def fuse_blocks(graph: dict, projectors: Mapping, embeddings: Mapping[str, Mappi
     embeddings = _sliceable(embeddings)
     needs, rows = _plan_fusion(graph, table, embeddings, modalities)
     dev = compute_device(projectors, embeddings, device)
-    on_dev = _OnDevice(projectors, dev)
+    on_dev = OnDevice(projectors, dev)
     step = max(1, int(chunk_rows) if chunk_rows else fusion_chunk_rows(projectors))
     for m, need in needs.items():
         n = rows[m]

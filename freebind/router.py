@@ -48,7 +48,7 @@ from freebind.errors import FreebindError, UsageError
 ROUTER_DEFAULTS = {"hidden": 64, "epochs": 30, "patience": 4, "lr": 3e-3, "batch": 512,
                    "reg": 0.01, "val_frac": 0.1, "weight_decay": 0.0, "pairs": "all",
                    "fills": "routed", "temp": 0.05, "seed": -1,
-                   "experts": "fixed"}
+                   "experts": "fixed", "val_batch": 4096}
 CHOICES = {"pairs": ("all", "query"), "fills": ("routed", "fixed"),
            "experts": ("learned", "fixed")}
 #: σ₀ is clipped into [EPS, 1 − EPS] for its logit.
@@ -214,7 +214,9 @@ class _Data:
         self.query = query if query is not None else np.array([""] * self.n)
 
     def rows(self, idx):
-        t = torch.from_numpy(idx)
+        t = torch.from_numpy(np.asarray(idx))
+        if self.u or self.fixed:
+            t = t.to(next(iter({**self.u, **self.fixed}.values())).device)
         return (_Data({m: x[t] for m, x in self.u.items()},
                       {m: [y[t] for y in ys] for m, ys in self.mixtures.items()},
                       {m: x[t] for m, x in self.fixed.items()}, self.query[idx]))
@@ -236,7 +238,7 @@ def _loss(router: BondRouter, data: _Data, temp: float, reg: float, pairs: str =
             z = torch.cat([z[:, :1], torch.zeros_like(z[:, 1:])], dim=1)
         sigma, w = router.from_logits(m, z)
         if fills == "fixed":
-            is_q = torch.from_numpy(data.query == m)
+            is_q = torch.from_numpy(data.query == m).to(z.device)
             z = torch.where(is_q[:, None], z, torch.zeros_like(z))
             sigma, w = router.from_logits(m, z)
         fused[m] = mix(data.u[m], mixtures, sigma, w)
@@ -248,7 +250,8 @@ def _loss(router: BondRouter, data: _Data, temp: float, reg: float, pairs: str =
             if a not in router.spec and b not in router.spec:
                 continue
             if pairs == "query":
-                sel = torch.from_numpy((data.query == a) | (data.query == b))
+                sel = torch.from_numpy((data.query == a) | (data.query == b)) \
+                    .to(fused[a].device)
                 if int(sel.sum()) < 2:
                     continue
                 loss = loss + _infonce(fused[a][sel], fused[b][sel], temp)
@@ -257,15 +260,21 @@ def _loss(router: BondRouter, data: _Data, temp: float, reg: float, pairs: str =
     return loss + reg * penalty
 
 
-def train_router(bond: dict, data: _Data, hyper: Mapping, temp: float, seed: int,
-                 progress: bool = False, desc: str = "router") -> tuple[BondRouter, dict]:
-    """Train a bond's router on prepared tuple data; returns (router in eval mode, summary)."""
+def train_router(bond: dict, data, hyper: Mapping, temp: float, seed: int,
+                 progress: bool = False, desc: str = "router", device=None
+                 ) -> tuple[BondRouter, dict]:
+    """Train a bond's router on tuple data (a :class:`_Data` in memory, or
+    :class:`TupleBatches` that computes each batch from the pools) on ``device``; returns
+    (router in eval mode, summary). The held-out loss is the mean over held-out batches of
+    ``val_batch`` tuples (one batch when the held-out split is smaller)."""
     h = {**ROUTER_DEFAULTS, **dict(hyper)}
     temp = float(h["temp"]) or temp
     seed = int(h["seed"]) if int(h["seed"]) >= 0 else int(seed)
     t0 = time.perf_counter()
     gen = torch.Generator().manual_seed(int(seed))
     router = BondRouter(bond, int(h["hidden"]), generator=gen)
+    if device is not None:
+        router.to(device)
     if not router.spec:
         raise FreebindError(f"bond {bond['id']}: route=learned needs a modality in both the "
                             f"base and an expert")
@@ -273,7 +282,8 @@ def train_router(bond: dict, data: _Data, hyper: Mapping, temp: float, seed: int
     order = rng.permutation(data.n)
     n_val = max(1, int(round(data.n * float(h["val_frac"]))))
     val_idx, train_idx = np.sort(order[:n_val]), order[n_val:]
-    val = data.rows(val_idx)
+    vb = max(1, int(h["val_batch"]))
+    val_parts = [val_idx[i:i + vb] for i in range(0, len(val_idx), vb)]
     opt = torch.optim.Adam(router.parameters(), lr=float(h["lr"]),
                            weight_decay=float(h["weight_decay"]))
     batch = int(h["batch"])
@@ -282,9 +292,13 @@ def train_router(bond: dict, data: _Data, hyper: Mapping, temp: float, seed: int
         return _loss(router, rows, temp, float(h["reg"]), str(h["pairs"]), str(h["fills"]),
                      str(h["experts"]))
 
+    def val_loss():
+        with torch.no_grad():
+            return float(np.mean([float(loss_of(data.rows(part))) for part in val_parts]))
+
     with torch.no_grad():
         router.eval()
-        best = float(loss_of(val))
+        best = val_loss()
     initial = best
     best_state = {k: v.clone() for k, v in router.state_dict().items()}
     best_epoch, stale, epochs = 0, 0, 0
@@ -306,8 +320,7 @@ def train_router(bond: dict, data: _Data, hyper: Mapping, temp: float, seed: int
                 loss.backward()
                 opt.step()
             router.eval()
-            with torch.no_grad():
-                v = float(loss_of(val))
+            v = val_loss()
             history.append(round(v, 6))
             if bar is not None:
                 bar.update()
@@ -324,28 +337,35 @@ def train_router(bond: dict, data: _Data, hyper: Mapping, temp: float, seed: int
             bar.close()
     router.load_state_dict(best_state)
     router.eval()
-    with torch.no_grad():
-        stats = weight_stats(router, val)
+    stats = weight_stats(router, data, val_parts)
+    router.cpu()
     summary = {"kind": "router", "bond": bond["id"], "tuples": int(data.n),
                "val_tuples": int(n_val), "epochs": epochs, "best_epoch": best_epoch,
                "initial_val_loss": round(initial, 6), "final_val_loss": round(best, 6),
                "history": history, "hyper": {**h, "temp": temp, "seed": int(seed)},
-               "modalities": router.modalities, "weights": stats,
-               "seconds": round(time.perf_counter() - t0, 2)}
+               "modalities": router.modalities, "weights": stats}
     return router, summary
 
 
-def weight_stats(router: BondRouter, data: _Data) -> dict:
-    """Mean, spread and range of the routed σ (and mean expert weights) per modality."""
-    out = {}
+def weight_stats(router: BondRouter, data, parts=None) -> dict:
+    """Mean, spread and range of the routed σ (and mean expert weights) per modality, over
+    the tuples ``parts`` (lists of tuple rows; default: every tuple of an in-memory
+    :class:`_Data`), read part by part."""
+    if parts is None:
+        parts = [np.arange(data.n)]
+    sigmas: dict[str, list] = {m: [] for m in router.spec}
+    ws: dict[str, list] = {m: [] for m in router.spec}
     with torch.no_grad():
-        return _stats(router, data, out)
-
-
-def _stats(router, data, out):
+        for part in parts:
+            rows = data.rows(part)
+            for m in router.spec:
+                projections = [F.normalize(x, dim=-1) for x in rows.mixtures[m]]
+                sigma, w = router.weights(m, rows.u[m], projections)
+                sigmas[m].append(sigma.cpu())
+                ws[m].append(w.cpu())
+    out = {}
     for m in router.spec:
-        projections = [F.normalize(x, dim=-1) for x in data.mixtures[m]]
-        sigma, w = router.weights(m, data.u[m], projections)
+        sigma, w = torch.cat(sigmas[m]), torch.cat(ws[m])
         out[m] = {"sigma_mean": round(float(sigma.mean()), 4),
                   "sigma_std": round(float(sigma.std()) if len(sigma) > 1 else 0.0, 4),
                   "sigma_min": round(float(sigma.min()), 4),
@@ -354,50 +374,96 @@ def _stats(router, data, out):
     return out
 
 
-def tuple_data(bond: dict, tuples_list, base_emb: Mapping, expert_embs: list[Mapping],
-               projectors: list) -> _Data:
-    """Embeddings of every tuple of the bond (tuples of each expert's job, concatenated): base
-    rows u, the frozen experts' mixtures m_i(e_i), and the fixed fusion of the modalities the
-    router does not weigh (only in the base: u; only in experts: the fixed projection)."""
-    spec = router_spec(bond)
-    base_mods = set(base_emb)
-    u: dict[str, list] = {}
-    mixtures: dict[str, list[list]] = {}
-    fixed: dict[str, list] = {}
-    all_mods = sorted({m for t in tuples_list for m in t.modalities})
-    query = []
-    with torch.no_grad():
+class TupleBatches:
+    """The tuples of a bond (every expert job's, concatenated) read batch by batch: for
+    tuple rows ``idx``, the base rows u, the frozen experts' mixtures m_i(e_i) and the fixed
+    fusion of the modalities the router does not weigh (only in the base: u; only in experts:
+    the fixed projection), gathered from the (memory-mapped) pools and projected on
+    ``device``. Nothing pool-sized is held: the tuples' indices and weights, one batch."""
+
+    def __init__(self, bond: dict, tuples_list, base_emb: Mapping, expert_embs: list[Mapping],
+                 projectors: list, device=None):
+        from freebind.graph import module_on
+
+        self.bond, self.spec = bond, router_spec(bond)
+        self.device = torch.device(device) if device is not None else torch.device("cpu")
+        self.base, self.experts = base_emb, expert_embs
+        self.projectors = [module_on(p, self.device) for p in projectors]
+        self.parts = []         # (tuples, query modality, first row, end row)
+        start = 0
         for tuples in tuples_list:
             for q in tuples.modalities:
-                query += [q] * tuples.size(q)
-                b = tuples.gather(base_emb, q)
-                es = [tuples.gather(e, q) for e in expert_embs]
+                self.parts.append((tuples, q, start, start + tuples.size(q)))
+                start += tuples.size(q)
+        self.n = start
+        self.all_mods = sorted({m for t in tuples_list for m in t.modalities})
+        # modalities of the fixed fusion every tuple has (as the whole-set concatenation)
+        self.fixed_mods = [m for m in self.all_mods if m not in self.spec and all(
+            m in t.modalities and (m in base_emb or any(
+                m in e and w > 0 for e, w in zip(expert_embs, bond["weights"])))
+            for t, _, _, _ in self.parts)]
+        self.query_names = np.array(sorted({q for _, q, _, _ in self.parts}))
+        self._query_code = {q: i for i, q in enumerate(self.query_names)}
+
+    @property
+    def query(self) -> np.ndarray:
+        codes = np.empty(self.n, dtype=np.int8)
+        for _, q, a, b in self.parts:
+            codes[a:b] = self._query_code[q]
+        return self.query_names[codes]
+
+    def rows(self, idx) -> _Data:
+        idx = np.asarray(idx, dtype=np.int64)
+        u: dict[str, list] = {}
+        mixtures: dict[str, list[list]] = {}
+        fixed: dict[str, list] = {}
+        order, query = [], []
+        with torch.no_grad():
+            for tuples, q, a, b in self.parts:
+                sel = np.nonzero((idx >= a) & (idx < b))[0]
+                if sel.size == 0:
+                    continue
+                order.append(sel)
+                query += [q] * sel.size
+                local = idx[sel] - a
+                base = {m: x.to(self.device) for m, x in
+                        tuples.gather(self.base, q, local).items()}
                 mix_of = {}
-                for i, e in enumerate(es):
-                    for m, x in e.items():
-                        mix_of[(i, m)] = projectors[i].mixture(x)
-                for m in all_mods:
-                    if m in spec:
-                        u.setdefault(m, []).append(b[m])
-                        ms = [mix_of[(i, m)] for i in spec[m]["experts"]]
-                        slot = mixtures.setdefault(m, [[] for _ in ms])
-                        for j, x in enumerate(ms):
-                            slot[j].append(x)
-                    elif m in base_mods and m in b:
-                        fixed.setdefault(m, []).append(b[m])
-                    else:
+                for i, e in enumerate(self.experts):
+                    for m, x in tuples.gather(e, q, local).items():
+                        mix_of[(i, m)] = self.projectors[i].mixture(x.to(self.device))
+                for m in self.all_mods:
+                    if m in self.spec:
+                        u.setdefault(m, []).append(base[m])
+                        slot = mixtures.setdefault(m, [[] for _ in self.spec[m]["experts"]])
+                        for j, i in enumerate(self.spec[m]["experts"]):
+                            slot[j].append(mix_of[(i, m)])
+                    elif m in self.fixed_mods:
+                        if m in base:
+                            fixed.setdefault(m, []).append(base[m])
+                            continue
                         total = None
-                        for i, w in enumerate(bond["weights"]):
+                        for i, w in enumerate(self.bond["weights"]):
                             if (i, m) in mix_of and w > 0:
                                 t = w * mix_of[(i, m)]
                                 total = t if total is None else total + t
-                        if total is not None:
-                            fixed.setdefault(m, []).append(F.normalize(total, dim=-1))
-    n_rows = sum(len(t) for t in tuples_list)
-    fixed = {m: torch.cat(v) for m, v in fixed.items() if sum(len(x) for x in v) == n_rows}
-    return _Data({m: torch.cat(v) for m, v in u.items()},
-                 {m: [torch.cat(x) for x in v] for m, v in mixtures.items()}, fixed,
-                 np.array(query))
+                        fixed.setdefault(m, []).append(F.normalize(total, dim=-1))
+        perm = np.argsort(np.concatenate(order), kind="stable")
+        inverse = torch.from_numpy(perm).to(self.device)
+
+        def cat(parts):
+            return torch.cat(parts)[inverse]
+
+        return _Data({m: cat(v) for m, v in u.items()},
+                     {m: [cat(x) for x in v] for m, v in mixtures.items()},
+                     {m: cat(v) for m, v in fixed.items()},
+                     np.array(query)[perm])
+
+
+def tuple_data(bond: dict, tuples_list, base_emb: Mapping, expert_embs: list[Mapping],
+               projectors: list, device=None) -> TupleBatches:
+    """The bond's tuple data, read batch by batch (:class:`TupleBatches`)."""
+    return TupleBatches(bond, tuples_list, base_emb, expert_embs, projectors, device)
 
 
 # ------------------------------------------------------------------------------ build step
@@ -440,12 +506,14 @@ def router_cache_key(bond: dict, job_keys: list[str], hyper: Mapping) -> str:
 
 def build_step(plan, job, projectors: dict, training: dict, embeddings_of: Callable,
                job_hyper: Mapping, job_keys: Mapping[str, str], cache_root, make_tuples,
-               progress: bool = False, log: Callable[[str], None] | None = None):
+               progress: bool = False, log: Callable[[str], None] | None = None,
+               device=None):
     """After ``job``: when it is the last job of a ``route=learned`` bond, train (or load
     from the cache) that bond's router and add it to ``projectors`` and ``training``.
 
-    ``embeddings_of(text)`` gives pool embeddings of a (sub-)space; ``make_tuples(job,
-    source, target)`` the job's pseudo tuples (as the builder made them)."""
+    ``embeddings_of(text)`` gives pool embeddings of a (sub-)space (memory-mapped views
+    or arrays); ``make_tuples(job, source, target)`` the job's pseudo tuples (the very ones
+    its projectors trained on). Training runs on ``device``, batch by batch."""
     from freebind import bundle as bundle_io
     from freebind.algebra.compile import bond_nodes
 
@@ -474,9 +542,10 @@ def build_step(plan, job, projectors: dict, training: dict, embeddings_of: Calla
         base = embeddings_of(jobs[0].target)
         experts = [embeddings_of(j.source) for j in jobs]
         tuples = [make_tuples(j, experts[i], base) for i, j in enumerate(jobs)]
-        data = tuple_data(bond, tuples, base, experts, [projectors[j.id] for j in jobs])
+        data = tuple_data(bond, tuples, base, experts, [projectors[j.id] for j in jobs],
+                          device)
         router, summary = train_router(bond, data, hyper, temp, seed, progress=progress,
-                                       desc=f"{bond['id']} router")
+                                       desc=f"{bond['id']} router", device=device)
         try:
             bundle_io.save(path, router.tensors(),
                            {"kind": "freebind-router", "summary": summary})

@@ -140,7 +140,12 @@ class EmbeddingStore:
 
     # --- keys -----------------------------------------------------------------------------
     def key(self, modality: str, item: Any) -> str:
-        """The content key of one item (raises MediaError when a file cannot be read)."""
+        """The content key of one item (raises MediaError when a file cannot be read). An
+        item that carries its own ``content_key`` (64 hex digits: a member of an archive,
+        a row of a table, an item whose embedding was computed elsewhere) keeps it."""
+        own = getattr(item, "content_key", None)
+        if own is not None:
+            return str(own)
         if modality in TEXT_MODALITIES:
             if not isinstance(item, str):
                 raise MediaError(f"{item!r}: a text item must be a string")
@@ -168,19 +173,37 @@ class EmbeddingStore:
             return []
         return sorted(p for p in mdir.glob("shard-*.npz"))
 
-    def _index(self, mdir: Path) -> dict[str, tuple[Path, int]]:
-        """key -> (shard file, row) over every complete shard."""
-        index: dict[str, tuple[Path, int]] = {}
-        for path in self._shards(mdir):
+    def _index(self, mdir: Path) -> "ShardIndex":
+        """key -> (shard file, row) over every complete shard, as sorted arrays."""
+        shards = self._shards(mdir)
+        keys, shard_of, row_of = [], [], []
+        for i, path in enumerate(shards):
             with np.load(path) as z:
-                keys = z["keys"]
-            for row, k in enumerate(keys.tolist()):
-                index.setdefault(k.decode("ascii"), (path, row))
-        return index
+                k = z["keys"]
+            keys.append(k.astype("S64", copy=False))
+            shard_of.append(np.full(len(k), i, dtype=np.int32))
+            row_of.append(np.arange(len(k), dtype=np.int32))
+        if not keys:
+            return ShardIndex([], np.zeros(0, "S64"), np.zeros(0, np.int32),
+                              np.zeros(0, np.int32))
+        return ShardIndex(shards, np.concatenate(keys), np.concatenate(shard_of),
+                          np.concatenate(row_of))
 
     def cached(self, space, modality: str) -> int:
         """How many distinct items of ``modality`` the cache holds for ``space``."""
         return len(self._index(self.modality_dir(space, modality)))
+
+    def _index_with(self, mdir: Path, fallback, modality: str) -> "ShardIndex":
+        """``mdir``'s index, with ``fallback``'s entries for the keys it lacks."""
+        own = self._index(mdir)
+        if fallback is None:
+            return own
+        return ShardIndex.union(own, self._index(self.modality_dir(fallback, modality)))
+
+    def index(self, space, modality: str) -> "ShardIndex":
+        """The cached keys of ``modality`` for ``space`` and where they live (compact,
+        searchable: :meth:`ShardIndex.find`)."""
+        return self._index(self.modality_dir(space, modality))
 
     def cached_keys(self, space, modality: str) -> set[str]:
         """The content keys of ``modality`` the cache holds for ``space``."""
@@ -211,55 +234,44 @@ class EmbeddingStore:
                                 f"{modality!r} encoder (it has {', '.join(space.modalities)})")
         items = list(items)
         failures: dict[int, EmbedFailure] = {}
-        keys: list[str | None] = []
+        keys = np.zeros(len(items), dtype="S64")    # b"": the item could not be keyed
         for i, item in enumerate(items):
             try:
-                keys.append(self.key(modality, item))
+                keys[i] = self.key(modality, item)
             except MediaError as exc:
                 if on_error == "raise":
                     raise
-                keys.append(None)
                 failures[i] = EmbedFailure(i, _item_text(item), _reason(exc, item))
 
         mdir = self.modality_dir(space, modality)
-        extra = {} if fallback is None else self._index(self.modality_dir(fallback, modality))
-        index = {**extra, **self._index(mdir)}
+        index = self._index_with(mdir, fallback, modality)
         # distinct keys still missing, in first-appearance order (the shard layout)
-        missing: dict[str, int] = {}
-        for i, k in enumerate(keys):
-            if k is not None and k not in index and k not in missing:
-                missing[k] = i
-        if missing:
+        absent = np.flatnonzero((index.find(keys) < 0) & (keys != b""))
+        if absent.size:
+            _, first = np.unique(keys[absent], return_index=True)
+            firsts = absent[np.sort(first)]
+            missing = {keys[i].decode("ascii"): int(i) for i in firsts}
             self._write_space_meta(space)
             bad_keys = self._encode_missing(space, modality, items, missing, mdir, batch_size,
                                             progress, on_error)
             for k, exc in bad_keys.items():
-                for i, kk in enumerate(keys):
-                    if kk == k and i not in failures:
-                        failures[i] = EmbedFailure(i, _item_text(items[i]), _reason(exc, items[i]))
-            index = {**extra, **self._index(mdir)}
+                for i in np.flatnonzero(keys == k.encode("ascii")):
+                    i = int(i)
+                    if i not in failures:
+                        failures[i] = EmbedFailure(i, _item_text(items[i]),
+                                                   _reason(exc, items[i]))
+            index = self._index_with(mdir, fallback, modality)
 
-        kept = [i for i in range(len(items)) if i not in failures]
+        kept = np.ones(len(items), dtype=bool)
+        kept[list(failures)] = False
+        kept = np.flatnonzero(kept)
         if lazy:
-            out = self._view(mdir, index, [keys[i] for i in kept], int(space.dim))
+            out = self._view(mdir, index, keys[kept], int(space.dim))
             if on_error == "skip":
-                return (out, np.asarray(kept, dtype=np.int64),
-                        [failures[i] for i in sorted(failures)])
+                return (out, kept.astype(np.int64), [failures[i] for i in sorted(failures)])
             return out
-        out = np.empty((len(kept), int(space.dim)), dtype=np.float32)
-        by_shard: dict[Path, list[tuple[int, int]]] = {}
-        for pos, i in enumerate(kept):
-            s, row = index[keys[i]]
-            by_shard.setdefault(s, []).append((pos, row))
-        for s, pairs in by_shard.items():
-            with np.load(s) as z:
-                emb = z["emb"]
-            if emb.shape[1] != out.shape[1]:
-                raise FreebindError(f"{s}: cached embeddings have dim {emb.shape[1]}, "
-                                    f"space has {out.shape[1]}; delete the folder to rebuild")
-            pos = np.fromiter((p for p, _ in pairs), dtype=np.int64, count=len(pairs))
-            rows = np.fromiter((r for _, r in pairs), dtype=np.int64, count=len(pairs))
-            out[pos] = emb[rows]
+        view = self._view(mdir, index, keys[kept], int(space.dim))
+        out = np.asarray(view) if len(kept) else np.empty((0, int(space.dim)), np.float32)
         if on_error == "skip":
             return out, np.asarray(kept, dtype=np.int64), [failures[i] for i in sorted(failures)]
         return out
@@ -301,9 +313,10 @@ class EmbeddingStore:
     def _write_shard(self, mdir: Path, keys: Sequence[str], emb: np.ndarray) -> Path:
         """One shard file, named by its keys, in the store's dtype (atomic)."""
         emb = np.asarray(emb, dtype=np.float32).astype(self.dtype, copy=False)
-        name = hashlib.sha256("".join(keys).encode("ascii")).hexdigest()[:24]
+        karr = np.asarray(keys, dtype="S64")
+        name = hashlib.sha256(b"".join(karr.tolist())).hexdigest()[:24]
         path = mdir / f"shard-{name}.npz"
-        atomic_save_npz(path, keys=np.array(list(keys), dtype="S64"), emb=emb)
+        atomic_save_npz(path, keys=karr, emb=emb)
         return path
 
     # --- precomputed embeddings and views -------------------------------------------------
@@ -320,7 +333,7 @@ class EmbeddingStore:
                 raise FreebindError(f"write: key {k[:80]!r} is not 64 lowercase hex digits")
         mdir = self.modality_dir(space, modality)
         have = self._index(mdir)
-        todo = [i for i, k in enumerate(keys) if k not in have]
+        todo = np.flatnonzero(have.find(np.asarray(keys, dtype="S64")) < 0).tolist()
         if todo:
             self._write_space_meta(space)
         for start in range(0, len(todo), self.shard_size):
@@ -332,23 +345,17 @@ class EmbeddingStore:
         """The cached rows of ``keys`` (in that order) as a memory-mapped :class:`PoolView`;
         a key the cache lacks is an error."""
         mdir = self.modality_dir(space, modality)
-        return self._view(mdir, self._index(mdir), list(keys), int(space.dim))
+        return self._view(mdir, self._index(mdir), keys, int(space.dim))
 
-    def _view(self, mdir: Path, index, keys: Sequence[str], dim: int) -> "PoolView":
-        shards: list[Path] = []
-        slot: dict[Path, int] = {}
-        shard_of = np.empty(len(keys), dtype=np.int32)
-        row_of = np.empty(len(keys), dtype=np.int64)
-        for i, k in enumerate(keys):
-            try:
-                path, row = index[k]
-            except KeyError:
-                raise FreebindError(f"{mdir}: no cached embedding for key {k}") from None
-            if path not in slot:
-                slot[path] = len(shards)
-                shards.append(path)
-            shard_of[i], row_of[i] = slot[path], row
-        return PoolView(shards, shard_of, row_of, dim)
+    def _view(self, mdir: Path, index: "ShardIndex", keys, dim: int) -> "PoolView":
+        keys = np.asarray(keys, dtype="S64")
+        pos = index.find(keys)
+        if (pos < 0).any():
+            k = keys[int(np.flatnonzero(pos < 0)[0])].decode("ascii")
+            raise FreebindError(f"{mdir}: no cached embedding for key {k}")
+        used, shard_of = np.unique(index.shard_of[pos], return_inverse=True)
+        return PoolView([index.shards[int(i)] for i in used], shard_of.astype(np.int32),
+                        index.row_of[pos].astype(np.int64), dim)
 
     def _encode_batch(self, space, modality, batch, on_error):
         """Rows of one batch; under ``skip`` a failing batch is retried item by item and the
@@ -386,6 +393,59 @@ def _reason(exc: Exception, item: Any) -> str:
     msg = str(exc)
     prefix = f"{_item_text(item)}: "
     return msg[len(prefix):] if msg.startswith(prefix) else msg
+
+
+# ------------------------------------------------------------------------------ index
+
+class ShardIndex:
+    """Where each cached key lives: sorted fixed-width keys (``S64``) with their shard and
+    row, searched with :func:`numpy.searchsorted`: about 72 bytes per entry, where a Python
+    dict of hex strings costs several hundred. A key stored twice resolves to its first
+    shard (in file-name order)."""
+
+    def __init__(self, shards: Sequence[Path], keys: np.ndarray, shard_of: np.ndarray,
+                 row_of: np.ndarray):
+        order = np.argsort(keys, kind="stable")
+        k = keys[order]
+        first = np.ones(len(k), dtype=bool)
+        first[1:] = k[1:] != k[:-1]
+        sel = order[first]
+        self.shards = list(shards)
+        self.keys = keys[sel]
+        self.shard_of = shard_of[sel]
+        self.row_of = row_of[sel]
+
+    @staticmethod
+    def union(first: "ShardIndex", second: "ShardIndex") -> "ShardIndex":
+        """Both indexes' keys; a key in both resolves to ``first``'s entry."""
+        return ShardIndex(first.shards + second.shards,
+                          np.concatenate([first.keys, second.keys]),
+                          np.concatenate([first.shard_of,
+                                          second.shard_of + len(first.shards)]).astype(np.int32),
+                          np.concatenate([first.row_of, second.row_of]))
+
+    def find(self, keys) -> np.ndarray:
+        """Positions of ``keys`` (an ``S64`` array or strings) in the index, -1 if absent."""
+        q = np.asarray(keys, dtype="S64")
+        if not len(self.keys):
+            return np.full(q.shape, -1, dtype=np.int64)
+        pos = np.minimum(np.searchsorted(self.keys, q), len(self.keys) - 1)
+        return np.where(self.keys[pos] == q, pos, -1)
+
+    def __contains__(self, key) -> bool:
+        return bool(self.find([key])[0] >= 0)
+
+    def __getitem__(self, key) -> tuple[Path, int]:
+        p = int(self.find([key])[0])
+        if p < 0:
+            raise KeyError(key)
+        return self.shards[int(self.shard_of[p])], int(self.row_of[p])
+
+    def __len__(self) -> int:
+        return int(len(self.keys))
+
+    def __iter__(self):
+        return (k.decode("ascii") for k in self.keys.tolist())
 
 
 # ------------------------------------------------------------------------------ views
@@ -459,6 +519,26 @@ class PoolView:
                                     f"{got[1]}, space has dim {self.dim}; delete the folder "
                                     "to rebuild")
         return got
+
+    @staticmethod
+    def concat(views: Sequence["PoolView"]) -> "PoolView":
+        """One view of several views' rows, one after the other (nothing is read)."""
+        shards: list[Path] = []
+        slot: dict[Path, int] = {}
+        shard_of, row_of = [], []
+        dims = {v.dim for v in views}
+        if len(dims) != 1:
+            raise FreebindError(f"cannot join views of dims {sorted(dims)}")
+        for v in views:
+            remap = np.empty(len(v.shards), dtype=np.int32)
+            for i, s in enumerate(v.shards):
+                if s not in slot:
+                    slot[s] = len(shards)
+                    shards.append(s)
+                remap[i] = slot[s]
+            shard_of.append(remap[v.shard_of] if len(v.shards) else v.shard_of)
+            row_of.append(v.row_of)
+        return PoolView(shards, np.concatenate(shard_of), np.concatenate(row_of), dims.pop())
 
     def subset(self, rows) -> "PoolView":
         rows = np.asarray(rows, dtype=np.int64)

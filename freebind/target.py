@@ -67,6 +67,11 @@ class Target:
     #: loader options of every ``spaces.get`` for this target (device, precision, …)
     space_options: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self):
+        # a bundle fuses where its encoders run
+        if self.fused is not None and self.space_options.get("device"):
+            self.fused.to(self.space_options["device"])
+
     # --- what it is ---------------------------------------------------------------------
     @property
     def is_bundle(self) -> bool:
@@ -145,14 +150,21 @@ class Target:
         return out.detach().cpu().numpy().astype(np.float32, copy=False)
 
     def embed(self, modality: str, items: Sequence[Any], *, store=None, batch_size: int = 64,
-              progress: bool = False):
+              progress: bool = False, lazy: bool = False):
         """``(rows [kept, dim] float32, kept indices, failures)``: ``items`` encoded through
-        ``store`` (cached base embeddings) or directly; undecodable items skipped."""
+        ``store`` (cached base embeddings) or directly; undecodable items skipped.
+
+        ``lazy=True`` (with a store) returns the rows as :class:`Rows`: the base
+        embeddings stay memory-mapped in the store and are fused chunk by chunk as they
+        are read (``rows.blocks()``), so nothing of the items' size is held."""
         from freebind.align import encode_aligned
 
         self._check_modality(modality)
         got = encode_aligned(self.requests(modality), items, store=store,
-                             batch_size=batch_size, progress=progress)
+                             batch_size=batch_size, progress=progress,
+                             lazy=lazy and store is not None)
+        if lazy and store is not None:
+            return Rows(self, modality, got.rows, len(got.kept)), got.kept, got.failures
         return self._fuse(modality, got.rows, len(got.kept)), got.kept, got.failures
 
     def encode(self, modality: str, items: Sequence[Any], batch_size: int = 32):
@@ -323,3 +335,45 @@ def load_bundle_space(info, path: str, preset: str | None = None, **space_option
 def check_bundle_space(info) -> tuple[bool, str]:
     path = dict(info.options).get("path", "")
     return (Path(path).is_file(), path if Path(path).is_file() else f"missing: {path}")
+
+
+class Rows:
+    """A target's rows of some items, computed block by block from the (memory-mapped) base
+    embeddings: ``.shape``, ``blocks()`` yielding ``(start, float32 array)``, and
+    ``np.asarray(rows)`` for everything at once."""
+
+    def __init__(self, target: Target, modality: str, inputs, n: int):
+        self.target, self.modality, self.inputs, self.n = target, modality, inputs, int(n)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.n, int(self.target.dim))
+
+    def __len__(self) -> int:
+        return self.n
+
+    def blocks(self, chunk_rows: int | None = None):
+        import numpy as np
+
+        if self.n == 0:
+            return
+        if not self.target.is_bundle:
+            view = self.inputs[(self.target.ref, self.modality)]
+            step = int(chunk_rows or 16384)
+            for a in range(0, self.n, step):
+                yield a, np.asarray(view[a:min(self.n, a + step)], dtype=np.float32)
+            return
+        inputs: dict[str, dict[str, Any]] = {}
+        for (ref, m), arr in self.inputs.items():
+            inputs.setdefault(ref, {})[m] = arr
+        for _, a, block in self.target.fused.fuse_blocks(inputs, modalities=[self.modality],
+                                                         chunk_rows=chunk_rows):
+            yield a, block.detach().cpu().numpy().astype(np.float32, copy=False)
+
+    def __array__(self, dtype=None, copy=None):
+        import numpy as np
+
+        out = np.empty(self.shape, dtype=np.float32)
+        for a, block in self.blocks():
+            out[a:a + len(block)] = block
+        return out if dtype is None else out.astype(dtype, copy=False)

@@ -186,3 +186,18 @@ def test_a_plain_space_is_served_too():
             client.embeddings.create(model="clap", input=[{"type": "image", "data": "eA=="}])
     finally:
         live.stop()
+
+
+def test_cli_refuses_bad_arguments_before_serving(tmp_path):
+    from typer.testing import CliRunner
+
+    from freebind_cli.main import app
+
+    runner = CliRunner()
+    for args, msg in ((["api", "mini:clap", "--host", " "], "--host: give an address"),
+                      (["api", str(tmp_path / "none.safetensors")], "no such bundle file"),
+                      (["api", "hf:org/absent"], "hf:org/absent: fused.safetensors of "
+                                                 "org/absent at revision main")):
+        r = runner.invoke(app, args)
+        assert r.exit_code in (1, 2) and msg in r.output, (args, r.output)
+        assert "Traceback" not in r.output

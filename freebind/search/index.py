@@ -35,12 +35,17 @@ import numpy as np
 from freebind.atomic import atomic_write, atomic_write_text
 from freebind.errors import FreebindError, MediaError, UsageError
 from freebind.search import parts
+from freebind.graph import OnDevice
+from freebind.store import PoolView
 
 FORMAT = "freebind-index"
 VERSION = 1
 #: exact search while rows × dim ≤ this (per component): 122k rows at 1024-d, 2.6M at 48-d;
 #: about 1 GB read per query at the limit (see benchmarks/bench_search.py)
 EXACT_CELLS = 125_000_000
+#: Score cells (items x queries) one block of ``search_many`` holds: 64 M float32 cells,
+#: 256 MiB (``search --texts`` with many queries runs block after block).
+SCORE_CELLS = 1 << 26
 QUERY_MODALITIES = ("text", "audio", "image", "video", "depth", "thermal", "imu")
 
 
@@ -191,11 +196,14 @@ class Index:
                              f"{', '.join(missing)}")
         arrays = {}
         for r in block.refs:
-            a = np.asarray(leaves[r], dtype=np.float32)
+            a = leaves[r] if isinstance(leaves[r], PoolView) else \
+                np.asarray(leaves[r], dtype=np.float32)
             if a.ndim != 2 or a.shape[0] != len(paths):
                 raise UsageError(f"{r} {modality} embeddings: expected [{len(paths)}, d], "
                                  f"got {list(a.shape)}")
-            arrays[r] = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
+            # store views stay memory-mapped (their rows are normalised when fused)
+            arrays[r] = a if isinstance(a, PoolView) else \
+                a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
         keep = []
         seen = set()
         for i, p in enumerate(paths):
@@ -216,14 +224,13 @@ class Index:
         new_ids = np.arange(start, start + len(keep), dtype=np.int64)
         block.ids = np.concatenate([block.ids, new_ids])
         for r in block.refs:
-            new = arrays[r][keep_idx]
-            block.leaves[r] = new if block.leaves[r] is None else \
-                np.concatenate([block.leaves[r], new])
+            new = _rows(arrays[r], keep_idx)
+            block.leaves[r] = new if block.leaves[r] is None else _cat(block.leaves[r], new)
         # components of the new rows under every cached key, appended (no full recompute)
         for k, (pv, a, b, dot, table) in list(block.comps.items()):
-            na, nb = parts.components(self.graph, self.projectors,
-                                      {r: {modality: arrays[r][keep_idx]} for r in block.refs},
-                                      modality, table)
+            na, nb = _components_in_chunks(self.graph, self.projectors,
+                                           {r: {modality: _rows(arrays[r], keep_idx)}
+                                            for r in block.refs}, modality, table)
             block.comps[k] = (pv, _cat(a, na), _cat(b, nb), _cat(dot, _rowdot(na, nb)), table)
         block.ann = None  # rebuilt by build_ann() / save()
         block.scans.clear()
@@ -242,7 +249,7 @@ class Index:
         items = list(items)
         requests = [(ref, self._space_of(ref), modality) for ref in block_refs]
         got = encode_aligned(requests, items, store=store, batch_size=batch_size,
-                             progress=progress)
+                             progress=progress, lazy=True)   # leaves stay memory-mapped
         kept = got.kept
         failures = {f.index: {"path": _item_name(items[f.index]) if names is None
                               else str(names[f.index]), "reason": f.reason}
@@ -334,7 +341,8 @@ class Index:
         if k not in block.comps:
             pv = parts.pivot(self.graph, block.modality, table)
             leaves = {r: {block.modality: block.leaves[r]} for r in block.refs}
-            a, b = parts.components(self.graph, self.projectors, leaves, block.modality, table)
+            a, b = _components_in_chunks(self.graph, self.projectors, leaves, block.modality,
+                                         table)
             block.comps[k] = (pv, a, b, _rowdot(a, b), table)
             own = parts.key(self.graph, block.modality, self.table)
             for old in [x for x in block.comps if x not in (own, k)][:-2]:
@@ -432,7 +440,7 @@ class Index:
         with _few_threads(rows):
             out = fuse(self.graph, self._query_projectors(), leaves, table=table,
                        modalities=[modality])
-        return out[modality].numpy()
+        return out[modality].cpu().numpy()
 
     def _query_projectors(self) -> dict:
         """The projectors, remembering their outputs for a few query rows: a factor change
@@ -441,8 +449,9 @@ class Index:
         memo = getattr(self, "_memo", None)
         if memo is None or memo[0] is not self.projectors:
             cache: OrderedDict = OrderedDict()
+            on_cpu = OnDevice(self.projectors, "cpu")   # queries are fused on the CPU
             memo = self._memo = (self.projectors, {
-                k: _Remembered(g, cache) if hasattr(g, "mixture") else g
+                k: _Remembered(on_cpu[k], cache) if hasattr(g, "mixture") else on_cpu[k]
                 for k, g in self.projectors.items()})
         return memo[1]
 
@@ -544,11 +553,16 @@ class Index:
                     per_query[0] += [(float(s_), int(block.ids[r]), m)
                                      for r, s_ in zip(top, col)]
                     continue
-            s = parts.scores(q[0] if len(q) == 1 else q, a, b, dot, f)  # [N] or [N, Q]
-            for qi in range(len(q)):
-                col = s if s.ndim == 1 else s[:, qi]
-                top = _topk(col, k)
-                per_query[qi] += [(float(col[r]), int(block.ids[r]), m) for r in top]
+            # queries in blocks: one block's [N, Q'] scores at a time, never [N, Q]
+            step = max(1, SCORE_CELLS // max(1, block.rows))
+            for q0 in range(0, len(q), step):
+                qs = q[q0:q0 + step]
+                s = parts.scores(qs[0] if len(qs) == 1 else qs, a, b, dot, f)  # [N] / [N, Q']
+                for j in range(len(qs)):
+                    col = s if s.ndim == 1 else s[:, j]
+                    top = _topk(col, k)
+                    per_query[q0 + j] += [(float(col[r]), int(block.ids[r]), m) for r in top]
+                del s
         out = []
         for hits in per_query:
             hits.sort(key=lambda h: (-h[0], h[1]))
@@ -726,10 +740,70 @@ def _override_text(o) -> str:
     return o if isinstance(o, str) else _text(o)
 
 
+def _components_in_chunks(graph, projectors, leaves, modality, table, chunk_rows=None):
+    """:func:`parts.components` computed ``chunk_rows`` rows at a time (default: what the
+    fusion memory budget allows, :func:`freebind.graph.fusion_chunk_rows`), so the
+    projectors' activations never grow with the index."""
+    from freebind.graph import fusion_chunk_rows
+
+    # the index scores on the CPU: a bundle moved to a device is read through CPU copies
+    projectors = OnDevice(projectors, "cpu")
+    n = int(next(iter(next(iter(leaves.values())).values())).shape[0])
+    step = max(1, int(chunk_rows or fusion_chunk_rows(projectors)))
+    if n <= step:
+        return parts.components(graph, projectors, leaves, modality, table)
+    a_out = b_out = None
+    for start in range(0, n, step):
+        stop = min(n, start + step)
+        sub = {r: {m: v[start:stop] for m, v in mods.items()} for r, mods in leaves.items()}
+        a, b = parts.components(graph, projectors, sub, modality, table)
+        if start == 0:
+            a_out = None if a is None else _spill_array((n, a.shape[1]))
+            b_out = None if b is None else _spill_array((n, b.shape[1]))
+        if a is not None:
+            a_out[start:stop] = a
+        if b is not None:
+            b_out[start:stop] = b
+    return a_out, b_out
+
+
+#: Arrays (leaves joined, components) larger than this live in an unlinked temporary file,
+#: memory-mapped: the page cache holds them, not the process (an index of millions of rows).
+SPILL_BYTES = 64 << 20
+
+
+def _spill_array(shape, dtype=np.float32) -> np.ndarray:
+    """A writable float array: in memory when small, else memory-mapped on an unlinked
+    temporary file (removed by the OS when the last reference goes)."""
+    nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    if nbytes <= SPILL_BYTES:
+        return np.empty(shape, dtype=dtype)
+    import tempfile
+
+    fh = tempfile.TemporaryFile(prefix="freebind-index-")
+    fh.truncate(max(1, nbytes))
+    return np.memmap(fh, dtype=dtype, mode="r+", shape=shape)
+
+
+def _rows(x, idx):
+    """Rows ``idx`` of an array or a store view (a view stays a view)."""
+    return x.subset(idx) if isinstance(x, PoolView) else x[idx]
+
+
 def _cat(old, new):
+    """Rows of ``old`` then ``new``: views joined without reading, arrays copied block by
+    block into a spill array when large."""
     if old is None or new is None:
         return None
-    return np.concatenate([old, new])
+    if isinstance(old, PoolView) and isinstance(new, PoolView):
+        return PoolView.concat([old, new])
+    n_old, n_new = len(old), len(new)
+    out = _spill_array((n_old + n_new,) + tuple(old.shape[1:]))
+    for src, base in ((old, 0), (new, n_old)):
+        for a in range(0, len(src), 65536):
+            b = min(len(src), a + 65536)
+            out[base + a:base + b] = np.asarray(src[a:b])
+    return out
 
 
 def _rowdot(a, b):
@@ -903,17 +977,31 @@ def _faiss():
     return faiss
 
 
-def _save_npy(path: Path, arr: np.ndarray) -> None:
-    def write(tmp):
-        with open(tmp, "wb") as fh:
-            np.save(fh, np.ascontiguousarray(arr), allow_pickle=False)
+def _save_npy(path: Path, arr) -> None:
+    """An ``.npy`` of ``arr`` (an array, a memory map or a store view), written block by
+    block (atomic; the bytes of ``np.save``)."""
+    if isinstance(arr, np.ndarray) and not isinstance(arr, np.memmap):
+        def write(tmp):
+            with open(tmp, "wb") as fh:
+                np.save(fh, np.ascontiguousarray(arr), allow_pickle=False)
+    else:
+        def write(tmp):
+            out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32,
+                                            shape=tuple(arr.shape))
+            for a in range(0, len(arr), 65536):
+                b = min(len(arr), a + 65536)
+                out[a:b] = np.asarray(arr[a:b])
+            out.flush()
+            del out
 
     atomic_write(path, write)
 
 
 def _load_npy(path: Path) -> np.ndarray:
+    """An index file: memory-mapped when large (read through the page cache)."""
     try:
-        return np.load(path, allow_pickle=False)
+        big = path.stat().st_size > SPILL_BYTES
+        return np.load(path, allow_pickle=False, mmap_mode="r" if big else None)
     except (OSError, ValueError) as exc:
         raise IndexError_(f"{path}: cannot read ({exc})") from None
 

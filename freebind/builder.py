@@ -308,14 +308,12 @@ def space_so_far(plan, text: str, projectors, leaf: LeafPools, job_keys: Mapping
         keys = leaf.keys(m)
         todo = store.index(space, m).find(keys) < 0
         if todo.any():
-            mdir = store.modality_dir(space, m)
-            store._write_space_meta(space)
             for _, a, block in fuse_blocks(node, projectors, leaf.rows, table=table,
                                            modalities=[m], chunk_rows=chunk_rows,
                                            device=device):
                 b = a + block.shape[0]
                 if todo[a:b].any():
-                    store._write_shard(mdir, keys[a:b], block.detach().cpu().float().numpy())
+                    store.put(space, m, keys[a:b], block.detach().cpu().float().numpy())
         out[m] = resident(store.view(space, m, keys))
     return out
 

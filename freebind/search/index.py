@@ -20,6 +20,7 @@ measured when it is built, under the index's factors and under each preset).
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import threading
@@ -1048,10 +1049,17 @@ def _text_of(source: str) -> str:
     """The text behind a text row's source: ``FILE:LINE`` (``--texts``) or a .txt file."""
     path, _, line = source.rpartition(":")
     if path and line.isdigit() and Path(path).is_file():
-        from freebind.media import read_texts
-
-        return read_texts(path)[int(line) - 1]
+        st = os.stat(path)
+        return _texts_in(os.path.abspath(path), st.st_mtime_ns, st.st_size)[int(line) - 1]
     return Path(source).read_text(encoding="utf-8").strip()
+
+
+@functools.lru_cache(maxsize=2)
+def _texts_in(path: str, mtime_ns: int, size: int) -> list[str]:
+    """A texts file's lines, read once per version of the file (not once per row)."""
+    from freebind.media import read_texts
+
+    return read_texts(path)
 
 
 def _item_name(item) -> str:

@@ -697,6 +697,7 @@ def _build(expression, config: BuildConfig, engine=None, shard=None):
     training = {}
     job_keys: dict[str, str] = {}
     tuples_of: dict[str, object] = {}
+    routed = {b["id"]: b["jobs"] for b in plan.bonds() if b.get("route") == "learned"}
 
     def embeddings(text):
         return space_so_far(plan, text, projectors, leaf, job_keys, config.chunk_rows,
@@ -709,7 +710,7 @@ def _build(expression, config: BuildConfig, engine=None, shard=None):
         h = {**defaults_for(families), **job.hyper}
         done = train_job(job, source, target, h, store.root, device, progress)
         job_keys[job.id] = done.key
-        if done.tuples is not None:
+        if done.tuples is not None and job.bond in routed:   # kept for its router only
             tuples_of[job.id] = done.tuples
         projectors[job.id] = done.group
         training[job.id] = summary = done.summary
@@ -724,6 +725,9 @@ def _build(expression, config: BuildConfig, engine=None, shard=None):
             + (" (trained before: reused)" if done.cached else ""))
         _router_step(plan, job, projectors, training, embeddings, h, job_keys, tuples_of,
                      store.root, device, progress, say)
+        if job.id == routed.get(job.bond, [None])[-1]:   # the router is done with them
+            for j in routed[job.bond]:
+                tuples_of.pop(j, None)
         del source, target
 
     # 4. the bundle (deterministic content: no times, no absolute paths)

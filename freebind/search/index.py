@@ -869,13 +869,23 @@ class _Scan:
         self.a, self.b = a, b   # the arrays copied (a stale copy is rebuilt)
         self.half = {}
         self.norm = {}
+        finite = True
         for side, x in (("a", a), ("b", b)):
             if x is None:
                 continue
-            self.half[side] = torch.from_numpy(np.ascontiguousarray(x)).to(torch.float16)
-            self.norm[side] = np.sqrt(np.einsum("ij,ij->i", x, x, dtype=np.float64))
-        self.ok = all(bool(torch.isfinite(h).all()) for h in self.half.values()) \
-            and _half_mv_accumulates_in_float32()
+            # copied block by block (round to nearest, as torch's cast) into a spill array:
+            # a large index's copies live in memory-mapped files, not in the process
+            half = _spill_array(tuple(x.shape), np.float16)
+            norm = np.empty(len(x), dtype=np.float64)
+            for r0 in range(0, len(x), 65536):
+                blk = np.asarray(x[r0:r0 + 65536], dtype=np.float32)
+                half[r0:r0 + len(blk)] = blk
+                finite = finite and bool(np.isfinite(half[r0:r0 + len(blk)]).all())
+                norm[r0:r0 + len(blk)] = np.sqrt(np.einsum("ij,ij->i", blk, blk,
+                                                           dtype=np.float64))
+            self.half[side] = torch.from_numpy(half)
+            self.norm[side] = norm
+        self.ok = finite and _half_mv_accumulates_in_float32()
 
     def bound(self, side: str, dim: int) -> np.ndarray:
         """Per row: the largest difference between the float16 product of a unit query and

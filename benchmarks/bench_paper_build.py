@@ -60,6 +60,17 @@ def anon_bytes() -> int:
     return 0
 
 
+def _trim() -> None:
+    """glibc's ``malloc_trim(0)``: return freed heap memory to the OS, so that memory an
+    earlier stage freed is not counted as held by the next (no-op elsewhere)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 class Stages:
     """Seconds and peak anonymous memory per stage, sampled every few milliseconds."""
 
@@ -79,6 +90,7 @@ class Stages:
 
     def begin(self, name: str) -> None:
         self.end()
+        _trim()    # what the last stage freed goes back to the OS: a stage's peak is its own
         with self._lock:
             self._name, self._t0, self._peak = name, time.perf_counter(), anon_bytes()
 

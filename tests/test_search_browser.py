@@ -187,8 +187,16 @@ def drive(url: str, query: str, upload: Path, shots: Path, slider: str = "f-b2-a
         seen["stale"] = js(driver, "return document.getElementById('results').classList"
                                    ".contains('stale') && document.querySelectorAll('.card')"
                                    ".length > 0")
-        seen["opacity"] = float(js(driver, "return getComputedStyle(document.getElementById("
-                                           "'results')).opacity"))
+        def opacity(d):
+            return float(js(d, "return getComputedStyle(document.getElementById('results'))"
+                               ".opacity"))
+
+        # the dimming is a 0.15 s transition: wait for it to end (or the wait to time out)
+        try:
+            wait.until(lambda d: opacity(d) < 0.5)
+        except Exception:   # noqa: BLE001  (the assert below reports the value)
+            pass
+        seen["opacity"] = opacity(driver)
     finally:
         driver.quit()
     # the phone: controls folded, two columns

@@ -543,17 +543,21 @@ def read_table(path, modality: str, column: str | None = None,
     path = Path(path)
     present = table_columns(path)
     col = _pick_column(path, modality, column, present)
+    return _cells_listing(path, modality, col,
+                          (v for values in _column_batches(path, col) for v in values))
+
+
+def _cells_listing(path, modality: str, col: str, cells) -> "Listing":
+    """The listing of one column's ``cells`` (in row order): the items kept, the sources of
+    texts, null and empty cells skipped and counted."""
     listing = Listing(items={modality: []}, origin=f"{path} ({col})")
     out = listing.items[modality]
-    row = 0
-    for values in _column_batches(path, col):
-        for v in values:
-            item = _cell_item(path, modality, col, row, v, listing)
-            if item is not None:
-                out.append(item)
-                if modality == "text":
-                    listing.sources.append(f"{path}{SEP}{col}[{row}]")
-            row += 1
+    for row, v in enumerate(cells):
+        item = _cell_item(path, modality, col, row, v, listing)
+        if item is not None:
+            out.append(item)
+            if modality == "text":
+                listing.sources.append(f"{path}{SEP}{col}[{row}]")
     if listing.nulls:
         listing.problems.append({"path": f"{path} ({col})",
                                  "reason": f"{listing.nulls} null or empty cell(s) skipped"})
@@ -678,27 +682,17 @@ def read_hf(path, modality: str, column: str | None = None, progress: bool = Fal
     present = list(ds.column_names)
     col = column or _hf_default_column(ds, modality)
     col = _pick_column(path, modality, col, present)
-    listing = Listing(items={modality: []}, origin=f"{path} ({col})")
-    out = listing.items[modality]
     table = ds.data.table if hasattr(ds.data, "table") else ds.data
-    arr = table.column(col)
-    row = 0
-    for chunk in arr.chunks:
-        for start in range(0, len(chunk), 4096):
-            for v in chunk.slice(start, 4096).to_pylist():
-                if isinstance(v, dict):
-                    data, p = v.get("bytes"), v.get("path")
-                    v = data if data else p
-                item = _cell_item(path, modality, col, row, v, listing)
-                if item is not None:
-                    out.append(item)
-                    if modality == "text":
-                        listing.sources.append(f"{path}{SEP}{col}[{row}]")
-                row += 1
-    if listing.nulls:
-        listing.problems.append({"path": f"{path} ({col})",
-                                 "reason": f"{listing.nulls} null or empty cell(s) skipped"})
-    return listing
+
+    def cells():
+        for chunk in table.column(col).chunks:
+            for start in range(0, len(chunk), 4096):
+                for v in chunk.slice(start, 4096).to_pylist():
+                    if isinstance(v, dict):   # an Audio/Image feature: bytes, else its path
+                        v = v.get("bytes") or v.get("path")
+                    yield v
+
+    return _cells_listing(path, modality, col, cells())
 
 
 # ------------------------------------------------------------------------------ reading back

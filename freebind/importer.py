@@ -135,7 +135,8 @@ def imported_space(store, ref: str, keys: dict[str, Sequence[str]]):
     for ident in imported_identities(store, info.name):
         if int(ident.dim) != int(info.dim):
             continue
-        if all(m in ident.modalities and set(k) <= store.cached_keys(ident, m)
+        if all(m in ident.modalities
+               and bool((store.index(ident, m).find(list(k)) >= 0).all())
                for m, k in wanted.items()):
             return ident
     return None
@@ -173,26 +174,26 @@ def resolve_leaf(store, ref: str, items: dict[str, Sequence], open_space) -> Lea
     idents = [i for i in imported_identities(store, info.name) if int(i.dim) == int(info.dim)]
     if not idents:
         return Leaf(open_space(ref))
-    keys: dict[str, set[str]] = {}
+    keys: dict[str, np.ndarray] = {}   # distinct keys as fixed-width arrays, not sets
     for m, its in items.items():
         if m not in info.modalities:
             continue
-        got = set()
+        got = []
         for it in its:
             try:
-                got.add(store.key(m, it))
+                got.append(store.key(m, it))
             except MediaError:   # reported by the embedding stage
                 continue
-        keys[m] = got
+        keys[m] = np.unique(np.asarray(got, dtype="S64"))
     if not keys:
         return Leaf(open_space(ref))
     cover = []
     for ident in idents:
-        have = {m: (k & store.cached_keys(ident, m) if m in ident.modalities else set())
-                for m, k in keys.items()}
-        if all(len(have[m]) == len(k) for m, k in keys.items()):
+        have = {m: (int((store.index(ident, m).find(k) >= 0).sum())
+                    if m in ident.modalities else 0) for m, k in keys.items()}
+        if all(have[m] == len(k) for m, k in keys.items()):
             return Leaf(ident, None, "imported")
-        cover.append((sum(len(v) for v in have.values()), ident))
+        cover.append((sum(have.values()), ident))
     space = open_space(ref)
     n, best = max(cover, key=lambda c: c[0])
     if n == 0 or str(best.fingerprint) == str(space.fingerprint):

@@ -62,7 +62,7 @@ def plan_chunks(store, spaces: Mapping[str, Any], calls: Iterable[StoreCall]):
         # the store dir is the space's identity: two references to one space share it
         ident = (str(store.modality_dir(space, call.modality)), call.modality)
         if ident not in cached:
-            cached[ident] = store.cached_keys(space, call.modality)
+            cached[ident] = store.index(space, call.modality)   # compact, searched
             seen[ident] = set()
         distinct: list[tuple[str, str]] = []
         for item in call.items:
@@ -81,7 +81,8 @@ def plan_chunks(store, spaces: Mapping[str, Any], calls: Iterable[StoreCall]):
         size = store.shard_size
         for start in range(0, len(distinct), size):
             part = distinct[start:start + size]
-            todo = tuple((k, it) for k, it in part if k not in cached[ident])
+            absent = cached[ident].find([k for k, _ in part]) < 0
+            todo = tuple(p for p, new in zip(part, absent) if new)
             chunks.append(Chunk(len(chunks), call.ref, call.modality, len(part), todo))
     return chunks, failures
 

@@ -55,9 +55,9 @@ def write_clips(root: Path, n: int) -> list[str]:
 def run_engine(engine: str, clips, cache: Path, workers: int, batch_size: int,
                shard_size: int):
     from freebind import spaces
-    from freebind.engine import engine_options, fill
-    from freebind.engine.chunks import StoreCall
-    from freebind.store import EmbeddingStore
+    from freebind.run.engines import engine_options, fill
+    from freebind.run.engines.chunks import StoreCall
+    from freebind.data.store import EmbeddingStore
 
     store = EmbeddingStore(cache, shard_size=shard_size)
     opts = engine_options(engine, workers=workers)

@@ -29,9 +29,9 @@ def main(rows=4096, threads=2):
     import onnxruntime as ort
 
     from freebind.algebra import plan
-    from freebind.export import export
-    from freebind.fused import FusedSpace
-    from freebind.projector import ProjectorGroup
+    from freebind.share.onnx import export
+    from freebind.fusion.fused import FusedSpace
+    from freebind.fusion.projector import ProjectorGroup
 
     torch.set_num_threads(threads)
     p = plan(EXPR)

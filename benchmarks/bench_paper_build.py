@@ -14,7 +14,7 @@ are a pair and the retrieval suite has an answer. The build runs through
 :func:`freebind.build` exactly as a user's does (``--route`` puts ``route=learned`` on the
 combination bond); ``--queries`` caps the pseudo-tuple queries per modality (the bond
 option ``max_queries``) so that a 2-core machine finishes, while every pool stays whole.
-Then N texts are embedded with ``freebind.embed`` (partitions written block by block), N
+Then N texts are embedded with ``freebind.run.partitions`` (partitions written block by block), N
 audio clips with the bundle through the target API, the texts are indexed for search, and
 text→audio retrieval is evaluated on the embedded rows (memory-mapped).
 
@@ -131,7 +131,7 @@ class StandIn:
         self.fingerprint = f"paper-bench:{name}:{dim}:1"
 
     def encode(self, modality, items, batch_size=32):
-        from freebind.errors import FreebindError
+        from freebind.util.errors import FreebindError
 
         raise FreebindError(f"{self.name} is a stand-in: its {modality} rows must be in the "
                             f"store")
@@ -165,7 +165,7 @@ def write_rows(store, stand_ins: dict, pools: dict, seed: int, chunk: int = 8192
     """Every (space, modality) pool row: n(W·z_i + noise), z_i the item's latent (shared by
     audio i, image i and text i), W a fixed random map per space (its modalities aligned,
     the spaces not), the noise drawn per space and modality."""
-    from freebind.store import text_key
+    from freebind.data.store import text_key
 
     n = len(pools["text"])
     for s_i, (name, space) in enumerate(stand_ins.items()):
@@ -200,7 +200,7 @@ def _latents(seed: int, a: int, b: int) -> np.ndarray:
 
 def run(args) -> dict:
     import freebind
-    from freebind.store import EmbeddingStore
+    from freebind.data.store import EmbeddingStore
 
     root = Path(args.root) if args.root else Path(tempfile.mkdtemp(prefix="paper-build-"))
     os.environ["FREEBIND_HOME"] = str(root / "home")
@@ -234,20 +234,20 @@ def run(args) -> dict:
         jobs = [j.id for j in fused.build_report.jobs]
         del fused
 
-        stages.begin("embed texts (freebind.embed)")
+        stages.begin("embed texts (freebind.run.partitions)")
         text_file = root / "texts.txt"
         with open(text_file, "w", encoding="utf-8") as fh:
             for t in pools["text"]:
                 fh.write(t + "\n")
         out = root / "embedded"
-        from freebind.embed import embed
+        from freebind.run.partitions import embed
 
         embed(str(bundle), texts=text_file, output=out, cache_dir=root / "cache",
               partition_size=args.partition, progress=False)
         text_rows = _partition_rows(out, "text")
 
         stages.begin("embed audio (target API)")
-        from freebind.target import open as open_target
+        from freebind.run.targets import open as open_target
 
         target = open_target(str(bundle))
         rows, kept, _ = target.embed("audio", pools["audio"], store=store, lazy=True)

@@ -35,7 +35,7 @@ def main(argv=None):
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
 
-    from freebind import pseudo
+    from freebind.build import pseudo_tuples as pseudo
 
     rng = np.random.default_rng(0)
     pools = {"expert": {m: unit_rows(rng, args.n, args.dim) for m in ("audio", "text")},

@@ -32,7 +32,7 @@ def main(argv=None):
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
 
-    from freebind import pseudo
+    from freebind.build import pseudo_tuples as pseudo
 
     rng = np.random.default_rng(0)
 

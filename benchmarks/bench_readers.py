@@ -16,9 +16,9 @@ import numpy as np
 
 
 def main(n: int = 50_000, size: int = 4096, per_shard: int = 5000):
-    from freebind.media import discover
-    from freebind.readers import read_pool
-    from freebind.store import EmbeddingStore
+    from freebind.data.media import discover
+    from freebind.data.readers import read_pool
+    from freebind.data.store import EmbeddingStore
 
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as tmp:

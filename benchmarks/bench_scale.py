@@ -218,10 +218,10 @@ def float32_bytes(n: int) -> int:
 def run_paper(args, device) -> list[dict]:
     import torch
 
-    from freebind import pseudo
+    from freebind.build import pseudo_tuples as pseudo
     from freebind.algebra import data_modes
-    from freebind.store import EmbeddingStore
-    from freebind.train import train_group
+    from freebind.data.store import EmbeddingStore
+    from freebind.build.projector_training import train_group
 
     rows = []
     root = Path(args.root) if args.root else Path(tempfile.mkdtemp(prefix="bench-scale-"))
@@ -303,7 +303,7 @@ def _reference_forward(group, x):
     import torch
     from torch.nn import functional as F
 
-    from freebind.projector import _batch_norm
+    from freebind.fusion.projector import _batch_norm
 
     h = torch.bmm(x, group.w1) + group.b1[:, None, :]
     h = F.relu(_batch_norm(h, group.bn1.running_mean, group.bn1.running_var, group.bn1.weight,
@@ -335,8 +335,8 @@ def interleaved_step_ratio(k, batch, n_src, pairs, d_in, hidden, d_out, dtype, d
     import torch
     from torch.nn import functional as F
 
-    from freebind.projector import ProjectorGroup
-    from freebind.train import _adam, _infonce, train_step
+    from freebind.fusion.projector import ProjectorGroup
+    from freebind.build.projector_training import _adam, _infonce, train_step
 
     g = torch.Generator().manual_seed(args.seed)
     src_mods = sorted({a for a, _ in pairs})
@@ -392,7 +392,7 @@ def interleaved_step_ratio(k, batch, n_src, pairs, d_in, hidden, d_out, dtype, d
 def run_retrieve(args, device) -> list[dict]:
     import torch
 
-    from freebind.pseudo import topk_retrieve
+    from freebind.build.pseudo_tuples import topk_retrieve
 
     g = torch.Generator(device=device).manual_seed(args.seed)
     with Meter(device) as m:
@@ -427,8 +427,8 @@ def run_train(args, device) -> list[dict]:
     import torch
 
     from freebind.algebra import data_modes
-    from freebind.pseudo import Fill, PseudoTuples, Route
-    from freebind.train import train_group
+    from freebind.build.pseudo_tuples import Fill, PseudoTuples, Route
+    from freebind.build.projector_training import train_group
 
     g = torch.Generator(device=device).manual_seed(args.seed)
     n = args.items

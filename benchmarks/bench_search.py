@@ -26,9 +26,9 @@ import numpy as np
 import torch
 
 import freebind
-from freebind.fused import FusedSpace
-from freebind.graph import fuse
-from freebind.projector import ProjectorGroup
+from freebind.fusion.fused import FusedSpace
+from freebind.fusion.graph import fuse
+from freebind.fusion.projector import ProjectorGroup
 from freebind.search import Index, parts
 
 

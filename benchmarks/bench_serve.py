@@ -36,8 +36,8 @@ def build_index(n: int):
     import torch
 
     from freebind.algebra import plan
-    from freebind.fused import FusedSpace
-    from freebind.projector import ProjectorGroup
+    from freebind.fusion.fused import FusedSpace
+    from freebind.fusion.projector import ProjectorGroup
     from freebind.search import Index
 
     p = plan("mini:bind + d(mini:vl) + c(mini:clap)")
@@ -58,8 +58,8 @@ def build_index(n: int):
 def run_server(port: int, items: int, searchers: int) -> None:
     import uvicorn
 
-    from freebind.search.serve import create_app
-    from freebind.web import guarded_protocol
+    from freebind.serve.search_server import create_app
+    from freebind.serve.guard import guarded_protocol
 
     app = create_app(build_index(items), searchers=searchers)
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="error",

@@ -52,7 +52,7 @@ def make_data(cfg, seed=0):
 
 
 def run_batched(cfg, data):
-    from freebind.projector import ProjectorGroup
+    from freebind.fusion.projector import ProjectorGroup
 
     src, tgt, idx = data
     group = ProjectorGroup(K, cfg["d_in"], cfg["d_out"], cfg["hidden"],

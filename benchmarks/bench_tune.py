@@ -16,8 +16,8 @@ import torch
 import freebind
 from freebind.evaluate import runner
 from freebind.evaluate.suites.base import EvalSet, RetrievalTask
-from freebind.fused import FusedSpace
-from freebind.projector import ProjectorGroup
+from freebind.fusion.fused import FusedSpace
+from freebind.fusion.projector import ProjectorGroup
 
 
 def main(n_items=1000, captions_per_item=5, expression="IB + c(CLAP_g, CLAP_m)"):

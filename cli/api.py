@@ -1,4 +1,4 @@
-"""``freebind api [TARGET]``: an OpenAI-compatible embeddings endpoint (:mod:`freebind.api`)."""
+"""``freebind api [TARGET]``: an OpenAI-compatible embeddings endpoint (:mod:`freebind.serve.embeddings_api`)."""
 
 from __future__ import annotations
 
@@ -30,16 +30,16 @@ def api_command(
 ) -> None:
     """Serve POST /v1/embeddings and GET /v1/models in the OpenAI format: text, plus audio
     and images as data URLs or base64 objects; factors and presets as extension fields."""
-    from freebind.api import require_packages, serve
-    from freebind.target import open as open_target
-    from freebind.web import check_bind_host
+    from freebind.serve.embeddings_api import require_packages, serve
+    from freebind.run.targets import open as open_target
+    from freebind.serve.guard import check_bind_host
 
     require_packages()
     warning = check_bind_host(host)
     if warning:
         typer.echo(warning, err=True)
     if target is None:
-        from freebind.defaults import default_target
+        from freebind.run.implicit import default_target
 
         found = default_target()
         typer.echo(found.describe("serving"), err=True)

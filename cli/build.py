@@ -18,7 +18,7 @@ from freebind_cli.engines import (
 
 
 def _parse_hyper(specs: list[str]) -> dict:
-    from freebind.errors import UsageError
+    from freebind.util.errors import UsageError
 
     out = {}
     for spec in specs or []:
@@ -38,7 +38,7 @@ def _parse_hyper(specs: list[str]) -> dict:
 
 
 def _store_dtype(value: str) -> str:
-    from freebind.errors import UsageError
+    from freebind.util.errors import UsageError
 
     if value.strip().lower() not in ("fp32", "fp16", "float32", "float16"):
         raise UsageError(f"--store-dtype {value!r}: expected fp32 or fp16")
@@ -50,7 +50,7 @@ def _with_column(modality: str, spec, column):
     if column is None:
         return spec
     if spec is None:
-        from freebind.errors import UsageError
+        from freebind.util.errors import UsageError
 
         raise UsageError(f"--{modality}-column {column}: give the table with --{modality}")
     return {"path": str(spec), "column": column}
@@ -122,7 +122,7 @@ def build(
     JSON lines) or datasets folders, read in place; a space whose rows were all imported
     (freebind import) is not loaded. With only mini spaces and no pools, the default mini
     pools are generated once."""
-    from freebind.builder import build as run_build
+    from freebind.build.orchestrator import build as run_build
 
     options = parse_space_options(device, precision, space_option)
     engine_kw = engine_kwargs(engine, workers, cpus_per_worker, gpus_per_worker, ray_address,
@@ -194,7 +194,7 @@ def render(report, out) -> None:
 def closing_hints(expression: str, path: str) -> list[str]:
     """The commands the build suggests next (printed whole, never wrapped)."""
     from freebind.algebra import plan as make_plan
-    from freebind.vocab import is_mini_only
+    from freebind.util.vocab import is_mini_only
 
     hints = [f"freebind info {path}",
              f"freebind embed {path} FILES_OR_FOLDERS... -o embeddings/"]

@@ -11,8 +11,8 @@ from typing import Any, Optional, Sequence
 import typer
 from typer.core import TyperCommand, TyperGroup
 
-from freebind.errors import FreebindError
-from freebind.vocab import PRECISIONS, parse_value  # noqa: F401  (re-exported)
+from freebind.util.errors import FreebindError
+from freebind.util.vocab import PRECISIONS, parse_value  # noqa: F401  (re-exported)
 
 
 #: Width of a console that is not a terminal (a file, a pipe): wide enough that nothing is
@@ -73,7 +73,7 @@ def check_output_value(value) -> None:
     say so instead of writing into a folder named ``split=val``."""
     text = "" if value is None else str(value)
     if "=" in text and "/" not in text and "{" not in text and os.sep not in text:
-        from freebind.errors import UsageError
+        from freebind.util.errors import UsageError
 
         raise UsageError(f"-o/--output {text!r} looks like a suite option: -o is the output "
                          f"in every verb; pass suite options with --option {text}")
@@ -187,7 +187,7 @@ def parse_space_options(device: Optional[str] = None, precision: Optional[str] =
     """The options for ``freebind.spaces.get(ref, **options)`` from ``--device``,
     ``--precision`` and ``--space-option KEY=VALUE`` (only what was given, so spaces
     fall back to their defaults and FREEBIND_* variables). Raises UsageError (exit 2)."""
-    from freebind.vocab import merge_space_options, parse_key_values
+    from freebind.util.vocab import merge_space_options, parse_key_values
 
     return merge_space_options(parse_key_values(specs, what="--space-option"),
                                device=device, precision=precision,

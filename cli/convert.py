@@ -22,7 +22,7 @@ def convert(
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
     """Convert released FreeBind projectors into a bundle with the paper's presets."""
-    from freebind.convert import convert as run, variant as get_variant
+    from freebind.share.authors import convert as run, variant as get_variant
 
     var = get_variant(variant)
     out = console(stderr=True)

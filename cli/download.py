@@ -20,8 +20,8 @@ def download(
 
     First checks that each space's library is installed (naming the extra to install), so
     that no gigabytes are fetched for a space that cannot run here."""
-    from freebind.errors import FreebindError
-    from freebind.preflight import raise_if, space_problems
+    from freebind.util.errors import FreebindError
+    from freebind.run.preflight import raise_if, space_problems
     from freebind.spaces import prefetch
 
     if not any_library:

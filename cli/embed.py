@@ -1,5 +1,5 @@
 """``freebind embed TARGET PATH... -o OUT``: argument parsing and printing over
-:func:`freebind.embed.embed` (the layout, resume and skipping rules are described there
+:func:`freebind.run.partitions.embed` (the layout, resume and skipping rules are described there
 and in docs/architecture.md)."""
 
 from __future__ import annotations
@@ -86,10 +86,10 @@ def embed(
 
     Re-running the same command resumes: finished partitions are kept, cached embeddings
     reused. Unreadable files are reported and skipped (--strict: exit 1)."""
-    from freebind.embed import embed as run_embed
-    from freebind.errors import EmbedSkipped, UsageError
+    from freebind.run.partitions import embed as run_embed
+    from freebind.util.errors import EmbedSkipped, UsageError
 
-    from freebind.defaults import split_target
+    from freebind.run.implicit import split_target
 
     options = parse_space_options(device, precision, space_option)
     found, words = split_target(args)
@@ -102,7 +102,7 @@ def embed(
     if fmt not in ("parquet", "jsonl"):
         raise UsageError(f"--metadata-format {metadata_format!r}: use parquet or jsonl")
     if fmt == "parquet":
-        from freebind.optional import require
+        from freebind.util.optional import require
 
         require("pyarrow", "parquet metadata", alternative="or use --metadata-format jsonl")
     if partition_size < 1:

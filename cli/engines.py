@@ -47,9 +47,9 @@ def shard_option():
 def engine_kwargs(engine: str, workers: Optional[int], cpus: Optional[float],
                   gpus: Optional[float], address: Optional[str],
                   shard: Optional[str]) -> dict:
-    """Keyword arguments for ``freebind.builder.build`` / the embed API (validated):
+    """Keyword arguments for ``freebind.build.orchestrator.build`` / the embed API (validated):
     none when every engine flag is left at its default (the plain local call)."""
-    from freebind.engine import engine_options, parse_shard
+    from freebind.run.engines import engine_options, parse_shard
 
     given = {"workers": workers, "cpus_per_worker": cpus, "gpus_per_worker": gpus,
              "ray_address": address}
@@ -64,7 +64,7 @@ def print_workers(report: Optional[dict], out) -> None:
     """The per-worker table of an engine's work (nothing when no engine work was done)."""
     if not report or not report.get("workers"):
         return
-    from freebind.engine import worker_table
+    from freebind.run.engines import worker_table
 
     title = f"{report['engine']} engine: {report['written']} store shard(s) written"
     if report.get("done_before"):

@@ -17,7 +17,7 @@ DEFAULT_OUTPUT = "results/{model}/{dataset}.json"
 
 def parse_options(specs: List[str]) -> dict:
     """``--option key=value`` pairs for the suite loaders (values stay strings)."""
-    from freebind.vocab import parse_key_values
+    from freebind.util.vocab import parse_key_values
 
     return parse_key_values(specs, "--option", convert=False, allow_empty=True,
                             example="split=val")
@@ -59,7 +59,7 @@ def eval_command(
 
     Embeddings are cached (for a bundle: its base spaces' embeddings), so evaluating other
     factors or presets re-encodes nothing."""
-    from freebind.evaluate.api import evaluate
+    from freebind.evaluate.entrypoints import evaluate
 
     check_output_value(output)
     space_opts = parse_space_options(device, precision, space_option)
@@ -77,11 +77,12 @@ def eval_command(
 
 
 def announce_defaults(verb: str, targets, suites, data, cache_dir, err) -> tuple[list, list]:
-    """Resolve a missing target and missing data (:mod:`freebind.defaults`) and say which,
+    """Resolve a missing target and missing data (:mod:`freebind.run.implicit`) and say which,
     one line each, before any work."""
-    from freebind.defaults import resolve_targets, suite_data
-    from freebind.errors import UsageError
-    from freebind.preflight import (
+    from freebind.evaluate.suite_data import suite_data
+    from freebind.run.implicit import resolve_targets
+    from freebind.util.errors import UsageError
+    from freebind.run.preflight import (
         Problem, leaf_spaces, path_problems, raise_if, space_problems,
     )
 

@@ -1,5 +1,5 @@
 """``freebind export BUNDLE --format onnx -o fusion.onnx``: the fusion graph for other
-runtimes (:mod:`freebind.export`)."""
+runtimes (:mod:`freebind.share.onnx`)."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ def export_command(
     """Export the fusion (projectors, mixing, normalisation) with the base embeddings
     (SPACE/MODALITY) and the factors (BOND.MODALITY) as inputs, one output per modality.
     The encoders are not exported (docs/sharing.md)."""
-    from freebind.export import export
+    from freebind.share.onnx import export
 
     report = export(bundle, output, format=format, factors=factor, preset=preset,
                     modalities=modality or None, verify=verify)

@@ -35,7 +35,7 @@ def import_(
     """Add embeddings computed elsewhere to the store for SPACE, keyed by content: a build
     naming SPACE then uses them without loading its encoder (its weights need not exist).
     Rows of the wrong dimension or not finite are refused, naming the file."""
-    from freebind.importer import import_embeddings
+    from freebind.run.importer import import_embeddings
 
     report = import_embeddings(space, source, ids=ids, texts=texts, modality=modality,
                                weights_digest=weights_digest, cache_dir=cache_dir,

@@ -53,7 +53,7 @@ def index_command(
 
     For a bundle the index keeps what the fusion needs to rank under any factors or preset
     without re-encoding (the base spaces' embeddings come from the embedding cache)."""
-    from freebind.search.build import build_index
+    from freebind.search.indexing import build_index
 
     options = parse_space_options(device, precision, space_option)
     report = build_index(embed_dirs, output, target=target, factors=factor, preset=preset,

@@ -17,11 +17,11 @@ def info(
     as_json: bool = typer.Option(False, "--json", help="Print the metadata as JSON."),
 ) -> None:
     """Show a bundle's expression, spaces, jobs, presets, training and evaluation."""
-    from freebind.bundle import read_metadata
-    from freebind.target import split_ref
+    from freebind.fusion.bundle import read_metadata
+    from freebind.run.targets import split_ref
 
     if bundle is None:
-        from freebind.defaults import default_target
+        from freebind.run.implicit import default_target
 
         found = default_target()
         console(stderr=True).print(found.describe("showing"), soft_wrap=True, highlight=False)

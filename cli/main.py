@@ -34,7 +34,7 @@ def _root(
                                  is_eager=True),
 ) -> None:
     if version:
-        from freebind import __version__
+        from freebind.util.version import __version__
 
         typer.echo(f"freebind {__version__}")
         raise typer.Exit()

@@ -1,5 +1,5 @@
 """``freebind push BUNDLE ORG/NAME [--private] [--dry-run DIR]``: publish a bundle on the
-Hugging Face Hub with a generated model card (:mod:`freebind.share`)."""
+Hugging Face Hub with a generated model card (:mod:`freebind.share.push`)."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ def push_command(
     """Publish BUNDLE as the model repository ORG/NAME: the bundle as fused.safetensors and a
     model card (expression, spaces and licences, presets, data fingerprints, evaluation,
     usage), so that `hf:ORG/NAME` works anywhere a target or an expert goes."""
-    from freebind.share import push
+    from freebind.share.push import push
 
     report = push(bundle, repo, private=private, dry_run=dry_run, license=license)
     if as_json:

@@ -37,8 +37,8 @@ def search_command(
 ) -> None:
     """Cross-modal top-k: the indexed items closest to a text, an audio clip or an image,
     under the index's factors or the ones given."""
-    from freebind.errors import UsageError
-    from freebind.media import read_texts
+    from freebind.util.errors import UsageError
+    from freebind.data.media import read_texts
     from freebind.search import Index
 
     given = [(n, v) for n, v in (("text", text), ("audio", audio), ("image", image),

@@ -42,7 +42,7 @@ def tune_command(
 ) -> None:
     """Switch bonds on/off (coarse), sweep factors (fine), draw the change of every task
     versus the base space, and store per-task and versatile presets in the bundle."""
-    from freebind.evaluate.api import tune
+    from freebind.evaluate.entrypoints import tune
     from freebind_cli.eval import announce_defaults, parse_options
 
     check_output_value(out)

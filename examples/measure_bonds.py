@@ -77,7 +77,7 @@ def main(argv=None):
     import freebind
     from freebind.evaluate.runner import evaluate
     from freebind.mini import write_evalsets
-    from freebind.store import EmbeddingStore
+    from freebind.data.store import EmbeddingStore
 
     log = (lambda *a: print(*a, file=sys.stderr)) if args.json else print
     args.out.mkdir(parents=True, exist_ok=True)

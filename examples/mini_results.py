@@ -101,7 +101,7 @@ def ensure_bundles(work: Path, rebuild: bool, router_seed: int | None = None
 def measure(work: Path, evalsets: Path, bundles: dict[str, Path]) -> list[dict]:
     from freebind.evaluate.runner import evaluate, load_target
     from freebind.evaluate.suites import load_suite
-    from freebind.store import EmbeddingStore
+    from freebind.data.store import EmbeddingStore
 
     store = EmbeddingStore(work / "cache")
     index = json.loads((evalsets / "evalsets.json").read_text())["suites"]

@@ -16,27 +16,27 @@ The curated API, imported lazily so ``import freebind`` stays cheap::
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from freebind.util.version import __version__
 
 _LAZY = {
     "parse": ("freebind.algebra", "parse"),
     "format": ("freebind.algebra", "format"),
     "plan": ("freebind.algebra", "plan"),
-    "load": ("freebind.fused", "load"),
-    "open": ("freebind.target", "open"),
-    "Target": ("freebind.target", "Target"),
-    "embed": ("freebind.embed", "embed"),
-    "plan_embed": ("freebind.embed", "plan_embed"),
-    "EmbedReport": ("freebind.embed", "EmbedReport"),
-    "evaluate": ("freebind.evaluate", None),     # callable: freebind.evaluate.api.evaluate
-    "tune": ("freebind.evaluate.api", "tune"),
-    "FusedSpace": ("freebind.fused", "FusedSpace"),
-    "build": ("freebind.builder", "build"),
-    "import_embeddings": ("freebind.importer", "import_embeddings"),
+    "load": ("freebind.fusion.fused", "load"),
+    "open": ("freebind.run.targets", "open"),
+    "Target": ("freebind.run.targets", "Target"),
+    "embed": ("freebind.run.partitions", "embed"),
+    "plan_embed": ("freebind.run.partitions", "plan_embed"),
+    "EmbedReport": ("freebind.run.partitions", "EmbedReport"),
+    "evaluate": ("freebind.evaluate", None),     # callable: freebind.evaluate.entrypoints.evaluate
+    "tune": ("freebind.evaluate.entrypoints", "tune"),
+    "FusedSpace": ("freebind.fusion.fused", "FusedSpace"),
+    "build": ("freebind.build.orchestrator", "build"),
+    "import_embeddings": ("freebind.run.importer", "import_embeddings"),
     "Index": ("freebind.search", "Index"),
-    "push": ("freebind.share", "push"),
+    "push": ("freebind.share.push", "push"),
     "spaces": ("freebind.spaces", None),
-    "FreebindError": ("freebind.errors", "FreebindError"),
+    "FreebindError": ("freebind.util.errors", "FreebindError"),
 }
 
 __all__ = ["__version__", *_LAZY]

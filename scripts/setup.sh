@@ -23,7 +23,7 @@ if [ "${1:-all}" != core ]; then
   .venv/bin/python -m pip install -q --no-deps laion-clap imagebind-unofficial pytorchvideo==0.1.5
   # torchaudio's pure-Python Kaldi fbank, resampler and mel transforms, the references of
   # ImageBind's and LAION-CLAP's loaders: unpacked outside the environment (import torchaudio
-  # still fails; tests/preprocess_reference.py imports these files without its native library)
+  # still fails; tests/support/preprocess_reference.py imports these files without its native library)
   .venv/bin/python -m pip install -q --no-deps --upgrade --target .venv/reference/torchaudio \
       torchaudio==2.11.0
 fi

@@ -1,6 +1,16 @@
+"""Shared fixtures of the test tree (which mirrors the package: tests/build/ for
+freebind/build/, …). The helpers several test folders use (worlds of tiny spaces, reference
+implementations) live in tests/support/, importable by name from every test module."""
+
 import os
+import sys
+from pathlib import Path
 
 import pytest
+
+#: tests/support: the shared worlds and references (``from build_world import …``)
+SUPPORT = Path(__file__).resolve().parent / "support"
+sys.path.insert(0, str(SUPPORT))
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")

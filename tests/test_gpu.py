@@ -20,7 +20,7 @@ def offline(monkeypatch):
 
 
 def _build(tmp_path, name, device=None, **hyper):
-    from freebind.builder import build
+    from freebind.build.orchestrator import build
 
     opts = {"device": device} if device else {}
     return build(EXPR, output=tmp_path / f"{name}.safetensors", cache_dir=tmp_path / "cache",
@@ -49,8 +49,8 @@ def test_build_on_cuda_trains_like_the_cpu(tmp_path, sim, amp):
 
 def test_training_on_cuda_equals_cpu():
     from freebind.algebra import data_modes
-    from freebind.pseudo import build as build_tuples
-    from freebind.train import train_group
+    from freebind.build.pseudo_tuples import build as build_tuples
+    from freebind.build.projector_training import train_group
 
     rng = np.random.default_rng(0)
 
@@ -74,7 +74,7 @@ def test_training_on_cuda_equals_cpu():
 def test_router_weights_on_cuda():
     """A router's per-item σ and w computed on the GPU equal the CPU's."""
     from freebind.algebra import plan
-    from freebind.router import BondRouter
+    from freebind.fusion.router import BondRouter
 
     p = plan("mini:bind + c(mini:clap, mini:clap2, route=learned)")
     bond = next(b for b in p.bonds() if b.get("route") == "learned")
@@ -99,7 +99,7 @@ def test_fuse_cuda_tensors_with_a_cpu_bundle(tmp_path):
     """CUDA inputs fuse on the GPU (the projectors are copied there; the bundle stays put)
     and equal the CPU result; a bundle moved with .to("cuda") fuses CPU arrays there."""
     from freebind import spaces
-    from freebind.fused import load
+    from freebind.fusion.fused import load
 
     _build(tmp_path, "b")
     fused = load(tmp_path / "b.safetensors")
@@ -120,7 +120,7 @@ def test_fuse_cuda_tensors_with_a_cpu_bundle(tmp_path):
 
 
 def test_embed_index_and_search_with_a_cuda_bundle(tmp_path):
-    from freebind.embed import embed
+    from freebind.run.partitions import embed
     from freebind.search.index import Index
 
     _build(tmp_path, "b")

@@ -97,7 +97,7 @@ def test_the_cycle_finder_finds_a_cycle():
 
 def test_no_import_cycle_in_freebind():
     graph = import_graph()
-    assert "freebind.spaces.weights" in graph and "freebind.embed" in graph
+    assert "freebind.spaces.weights" in graph and "freebind.run.partitions" in graph
     assert "freebind.spaces.weights" in graph["freebind.spaces.clap"]
     assert cycles(graph) == []
     # the weights layer knows no family
@@ -145,8 +145,42 @@ def test_import_freebind_is_cheap_and_the_api_is_lazy():
     code = ("import sys, freebind; "
             "names = ['open', 'embed', 'plan_embed', 'evaluate', 'tune', 'load', 'plan']; "
             "assert all(n in dir(freebind) for n in names), dir(freebind); "
-            "print(sorted(m for m in sys.modules if m in ('torch', 'numpy', 'freebind.fused',"
-            " 'freebind.embed')))")
+            "print(sorted(m for m in sys.modules if m in ('torch', 'numpy', 'freebind.fusion.fused',"
+            " 'freebind.run.partitions')))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "[]"
+
+
+#: The stages of the data path, lowest first (docs/architecture.md, "Layout"): a module
+#: imports only from its own package and the packages listed before it. The root modules
+#: (``freebind``, the public facades ``freebind.embed``/``api``/``export``) sit above all.
+LAYERS = ("util", "data", "spaces", "mini", "algebra", "fusion", "run", "build", "evaluate",
+          "search", "serve", "share")
+
+
+def layer_of(module: str) -> int:
+    parts = module.split(".")
+    if len(parts) > 2 or (len(parts) == 2 and parts[1] in LAYERS):
+        return LAYERS.index(parts[1])
+    return len(LAYERS)          # the root package and its public facade modules
+
+
+def upward_imports(graph: dict[str, set[str]]) -> list[str]:
+    return sorted(f"{m} -> {t}" for m, targets in graph.items() for t in targets
+                  if layer_of(t) > layer_of(m))
+
+
+def test_the_layer_check_finds_an_upward_import():
+    assert upward_imports({"freebind.data.store": {"freebind.fusion.graph"}}) == [
+        "freebind.data.store -> freebind.fusion.graph"]
+    assert upward_imports({"freebind.spaces.clap": {"freebind"}}) == [
+        "freebind.spaces.clap -> freebind"]
+    assert upward_imports({"freebind.build.orchestrator": {"freebind.run.engines"}}) == []
+
+
+def test_imports_point_one_way_down_the_data_path():
+    graph = import_graph()
+    assert set(LAYERS) == {m.split(".")[1] for m in graph if m.count(".") >= 1} - {
+        "embed", "api", "export"}
+    assert upward_imports(graph) == []

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from freebind.errors import UsageError
-from freebind.optional import require
-from tests.test_eval import make_audiocaps, make_bundle, make_esc50, run
+from freebind.util.errors import UsageError
+from freebind.util.optional import require
+from tests.evaluate.test_eval import make_audiocaps, make_bundle, make_esc50, run
 
 ROOT = Path(__file__).resolve().parent.parent
 PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())

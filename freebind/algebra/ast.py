@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Union
 
 #: Canonical modality order; also the order factors are printed in.
-from freebind.vocab import ALL_MODALITIES as MODALITY_ORDER  # noqa: E402
+from freebind.util.vocab import ALL_MODALITIES as MODALITY_ORDER  # noqa: E402
 
 
 @dataclass(frozen=True)

@@ -14,9 +14,9 @@ from itertools import combinations
 from freebind.algebra.ast import MODALITY_ORDER, Bond, Chain, Expr, SpaceRef, space_refs
 from freebind.algebra.formatter import format_expr
 from freebind.algebra.keywords import factor_keyword
-from freebind.errors import ExpressionError, SpaceError
-from freebind.config import DEFAULT_HYPER, MINI_HYPER  # noqa: F401  (training defaults)
-from freebind.vocab import POOL_MODALITIES, is_mini_only
+from freebind.util.errors import ExpressionError, SpaceError
+from freebind.algebra.keywords import DEFAULT_HYPER, MINI_HYPER
+from freebind.util.vocab import POOL_MODALITIES, is_mini_only
 
 #: Letters of data modes (the paper's A, T, V).
 MODE_LETTERS = {"audio": "A", "text": "T", "image": "V"}

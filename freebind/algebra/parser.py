@@ -23,7 +23,7 @@ from typing import Callable
 
 from freebind.algebra.ast import MODALITY_ORDER, Bond, Expr, SpaceRef, chain
 from freebind.algebra.keywords import FACTOR_KEYWORDS, OPTIONS, valid_keywords
-from freebind.errors import ExpressionError
+from freebind.util.errors import ExpressionError
 
 NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-/:~@]*")
 NUMBER_RE = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")

@@ -1,12 +1,12 @@
 """Building a fused space: Plan → embed pools with every space → pseudo tuples → train jobs in
-dependency order → a :class:`~freebind.fused.FusedSpace` bundle (docs/architecture.md, "The data path").
+dependency order → a :class:`~freebind.fusion.fused.FusedSpace` bundle (docs/architecture.md, "The data path").
 
     fused = freebind.build("mini:bind + d(mini:vl) + c(mini:clap)")      # default mini pools
     fused = freebind.build("IB + d(InternVL)", audio="pools/audio", image="pools/image",
                            text="pools/texts.txt", output="ib_vl.safetensors")
 
 Pool items are embedded once per space through the content-addressed
-:class:`~freebind.store.EmbeddingStore`, so rebuilding, or building another expression over
+:class:`~freebind.data.store.EmbeddingStore`, so rebuilding, or building another expression over
 the same spaces and pools, re-encodes nothing. Jobs run in the plan's dependency order: a
 sequential bond trains on the embeddings of the space built so far (the plan's sub-graph
 evaluated with the projectors trained before it); parallel experts train one group each.
@@ -25,15 +25,15 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-from freebind.align import align
-from freebind.config import MINI_POOL_SIZE, BuildConfig
-from freebind.errors import UsageError
-from freebind.preflight import PreflightError
-from freebind.vocab import POOL_MODALITIES, is_mini_only
+from freebind.data.align import align
+from freebind.build.config import MINI_POOL_SIZE, BuildConfig
+from freebind.util.errors import UsageError
+from freebind.run.preflight import PreflightError
+from freebind.util.vocab import POOL_MODALITIES, is_mini_only
 
 MINI_POOL_SEED = 0
 # Training defaults (the paper's, and faster ones for mini-only plans) live in
-# freebind.config; they sit under ``hyper=`` and under bond options of the expression.
+# freebind.build.config; they sit under ``hyper=`` and under bond options of the expression.
 
 
 class PoolError(UsageError):
@@ -41,7 +41,7 @@ class PoolError(UsageError):
 
 
 class BuildPreflightError(PreflightError, PoolError):
-    """The pre-flight of a build failed (:mod:`freebind.preflight`); a PoolError too."""
+    """The pre-flight of a build failed (:mod:`freebind.run.preflight`); a PoolError too."""
 
 
 # ------------------------------------------------------------------------------ pools
@@ -63,7 +63,7 @@ class Pools:
 
 
 def _files_of(modality: str, spec) -> tuple[list[Path], str]:
-    from freebind.media import discover
+    from freebind.data.media import discover
 
     if isinstance(spec, (str, os.PathLike)):
         path = Path(spec)
@@ -79,7 +79,7 @@ def _files_of(modality: str, spec) -> tuple[list[Path], str]:
 
 
 def _texts_of(spec) -> tuple[list[str], str]:
-    from freebind.media import read_texts
+    from freebind.data.media import read_texts
 
     if isinstance(spec, (str, os.PathLike)):
         path = Path(spec)
@@ -122,8 +122,8 @@ def read_pools_file(path: str | os.PathLike) -> dict[str, str]:
 def resolve_pools(audio=None, image=None, text=None, pools=None) -> Pools:
     """Pools from flags (folders, a text file, or lists) and/or a pools file. A flag may
     also name tar shards, a table or a datasets folder, or be ``{"path", "column"}``
-    (:func:`freebind.readers.read_pool`)."""
-    from freebind.readers import read_pool
+    (:func:`freebind.data.readers.read_pool`)."""
+    from freebind.data.readers import read_pool
 
     spec: dict[str, object] = {}
     if pools is not None:
@@ -198,7 +198,7 @@ class BuildReport:
     skipped: list[dict] = field(default_factory=list)
     jobs: list[JobReport] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
-    #: the embedding stage's engine work (freebind.engine.FillReport.to_dict()), if any
+    #: the embedding stage's engine work (freebind.run.engines.FillReport.to_dict()), if any
     engine: dict | None = None
 
     def to_dict(self) -> dict:
@@ -224,7 +224,7 @@ RESIDENT_POOL_BYTES = 64 << 20
 def resident(view):
     """A store view read into memory when it is small (:data:`RESIDENT_POOL_BYTES`), else
     the view itself: every later stage reads it block by block."""
-    from freebind.store import PoolView
+    from freebind.data.store import PoolView
 
     if isinstance(view, PoolView) and len(view) * view.dim * 4 <= RESIDENT_POOL_BYTES:
         return np.asarray(view)
@@ -260,7 +260,7 @@ class SubSpace:
     weights) and its factors, so a rebuild and later jobs reuse its rows."""
 
     def __init__(self, node: dict, job_keys: Mapping[str, str], table):
-        from freebind.factors import describe
+        from freebind.fusion.factors import describe
 
         self.name = node["text"]
         self.dim = int(node["dim"])
@@ -292,8 +292,8 @@ def space_so_far(plan, text: str, projectors, leaf: LeafPools, job_keys: Mapping
     sub-space, reads what the store holds."""
     if text in leaf.rows:
         return dict(leaf.rows[text])
-    from freebind.factors import resolve
-    from freebind.graph import find_node, fuse_blocks, output_modalities
+    from freebind.fusion.factors import resolve
+    from freebind.fusion.graph import find_node, fuse_blocks, output_modalities
 
     node = find_node(plan.graph, text)
     if node["op"] == "space":
@@ -319,7 +319,7 @@ def space_so_far(plan, text: str, projectors, leaf: LeafPools, job_keys: Mapping
 
 
 def _inputs_present(node, modality, table, rows) -> bool:
-    from freebind.graph import inputs_needed
+    from freebind.fusion.graph import inputs_needed
 
     need = inputs_needed(node, modality, table)
     return all(m in rows.get(ref, {}) for ref, ms in need.items() for m in ms)
@@ -341,7 +341,7 @@ def _job_key(job, hyper: Mapping, source: Mapping, target: Mapping, device=None)
     if device is not None and torch.device(device).type != "cpu":
         spec["device"] = str(device)     # weights trained elsewhere differ in the last bits
     h.update(json.dumps(spec, sort_keys=True, default=str).encode())
-    from freebind.store import PoolView
+    from freebind.data.store import PoolView
 
     for side in (source, target):
         for m in sorted(side):
@@ -363,7 +363,7 @@ def _job_path(root: Path, key: str) -> Path:
 
 
 def _save_job(root: Path, key: str, group, summary: dict) -> None:
-    from freebind import bundle as bundle_io
+    from freebind.fusion import bundle as bundle_io
 
     try:
         bundle_io.save(_job_path(root, key), group.tensors("group"),
@@ -373,9 +373,9 @@ def _save_job(root: Path, key: str, group, summary: dict) -> None:
 
 
 def _load_job(root: Path, key: str):
-    from freebind import bundle as bundle_io
-    from freebind.errors import BundleError
-    from freebind.projector import ProjectorGroup
+    from freebind.fusion import bundle as bundle_io
+    from freebind.util.errors import BundleError
+    from freebind.fusion.projector import ProjectorGroup
 
     path = _job_path(root, key)
     if not path.is_file():
@@ -393,8 +393,8 @@ def _load_job(root: Path, key: str):
 def make_tuples(job, source: Mapping, target: Mapping, h: Mapping, device=None,
                 progress: bool = False):
     """A job's pseudo tuples: retrieval on ``device`` at the job's ``sim`` precision, over
-    pools that may be memory-mapped (:func:`freebind.pseudo.build`)."""
-    from freebind.pseudo import build as build_tuples
+    pools that may be memory-mapped (:func:`freebind.build.pseudo_tuples.build`)."""
+    from freebind.build.pseudo_tuples import build as build_tuples
 
     expert, base = (job.source, job.target) if job.kind == "c" else (job.target, job.source)
     return build_tuples({job.source: source, job.target: target}, expert=expert, base=base,
@@ -418,7 +418,7 @@ def train_job(job, source: Mapping, target: Mapping, h: Mapping, root: Path, dev
               progress: bool = False) -> JobResult:
     """One projector job: its key (spec, hyper-parameters, training embeddings), then the
     group trained before under that key, or pseudo tuples and training."""
-    from freebind.train import train_group
+    from freebind.build.projector_training import train_group
 
     key = _job_key(job, h, source, target, device)
     cached = _load_job(root, key)
@@ -438,7 +438,7 @@ def _router_step(plan, job, projectors, training, embeddings, h, job_keys, tuple
     """A ``route=learned`` bond's router, once its last projector group exists: trained on
     the very tuples of its bond's jobs (rebuilt the same way when a job was reused), on the
     build's device, reading batches from the (memory-mapped) pools."""
-    from freebind.router import build_step
+    from freebind.build.router_training import build_step
 
     def tuples(j, source, target):
         got = tuples_of.get(j.id)
@@ -463,7 +463,7 @@ def build(expression, audio=None, image=None, text=None, pools=None, output=None
     per line (or a list of strings), and/or ``pools`` a pools file. When every space is a
     mini space and no pool is given, the default mini pools are generated (once) in the
     cache. ``hyper`` overrides training defaults for every job (bond options still win);
-    ``seed`` is the training seed. Returns the :class:`~freebind.fused.FusedSpace`, with the
+    ``seed`` is the training seed. Returns the :class:`~freebind.fusion.fused.FusedSpace`, with the
     :class:`BuildReport` as ``.build_report``. ``threads`` sets torch's CPU threads for the
     build (default: 1 when every space is a mini space — small models run fastest on one
     thread and never oversubscribe a shared machine — else torch's setting).
@@ -473,12 +473,12 @@ def build(expression, audio=None, image=None, text=None, pools=None, output=None
     (``fp32``, ``tf32``, ``bf16``) the precision of the retrieval similarities.
     ``store_dtype="fp16"`` keeps new cache entries as float16 and reads the pools
     memory-mapped (see docs/building.md). ``chunk_rows`` bounds the rows the space built so
-    far is fused at once (default: from a memory budget, :func:`freebind.graph.
+    far is fused at once (default: from a memory budget, :func:`freebind.fusion.graph.
     fusion_chunk_rows`); no stage holds a pool's rows beyond small pools (see
     docs/building.md, "Paper scale"). ``config`` (a
-    :class:`freebind.config.BuildConfig`) gives all of these at once instead.
+    :class:`freebind.build.config.BuildConfig`) gives all of these at once instead.
 
-    ``engine`` (``"local"``, ``"ray"`` or :class:`freebind.engine.EngineOptions`, with
+    ``engine`` (``"local"``, ``"ray"`` or :class:`freebind.run.engines.EngineOptions`, with
     ``workers=``, ``cpus_per_worker=``, ``gpus_per_worker=``, ``ray_address=``, …) runs the
     embedding stage, filling the store, on that engine; the later steps read the store.
     ``shard=(i, n)`` (or ``"i/n"``) runs only slice i of n of the embedding stage and
@@ -486,7 +486,7 @@ def build(expression, audio=None, image=None, text=None, pools=None, output=None
     ``shard`` to train and save (see docs/scale-out.md)."""
     import torch
 
-    from freebind.engine import engine_options, parse_shard
+    from freebind.run.engines import engine_options, parse_shard
 
     shard = parse_shard(shard)
     if engine is not None or shard is not None or engine_kw:
@@ -518,8 +518,8 @@ def _fill_store(plan, pool, store, engine, shard, batch_size, progress, space_op
                 leaves):
     """The embedding stage on an engine: every (space, modality) store call of step 1
     (none for a space whose rows were all imported)."""
-    from freebind.engine import fill
-    from freebind.engine.chunks import StoreCall
+    from freebind.run.engines import fill
+    from freebind.run.engines.chunks import StoreCall
 
     opened = {ref: leaf.space for ref, leaf in leaves.items() if leaf.rows != "imported"}
     calls = [StoreCall(ref, m, pool.items[m]) for ref, sp in opened.items()
@@ -535,7 +535,7 @@ def embed_pools(plan, pool: Pools, store, report: BuildReport, batch_size: int =
     """Step 1: every pool item embedded with every leaf space through the store (cached,
     resumable; rows imported for a space are read from their own identity, and a space
     whose rows were all imported is never loaded: ``leaves`` from
-    :func:`freebind.importer.resolve_leaf`), read back as memory-mapped views (arrays when
+    :func:`freebind.run.importer.resolve_leaf`), read back as memory-mapped views (arrays when
     small), only the items every space decoded, rows aligned across spaces. Failures go
     into ``report.skipped``."""
     leaf_raw: dict[str, dict[str, tuple]] = {}
@@ -585,8 +585,8 @@ def _fit_modalities(job, source: Mapping, target: Mapping, available) -> None:
 
 
 def _check_hyper(overrides: Mapping) -> None:
-    from freebind.pseudo import SIM_PRECISIONS
-    from freebind.train import AMP_CHOICES
+    from freebind.build.pseudo_tuples import SIM_PRECISIONS
+    from freebind.build.projector_training import AMP_CHOICES
 
     if "sim" in overrides and overrides["sim"] not in SIM_PRECISIONS:
         raise UsageError(f"hyper sim={overrides['sim']!r}: expected one of "
@@ -600,7 +600,7 @@ def build_pools(config: BuildConfig, families, store, say) -> Pools:
     space), else those declared in ``$FREEBIND_HOME/pools.json``."""
     audio, image, text, pools = config.audio, config.image, config.text, config.pools
     if all(v is None for v in (audio, image, text, pools)):
-        from freebind.defaults import POOLS_FILE, declared_pools
+        from freebind.run.implicit import POOLS_FILE, declared_pools
         from freebind.spaces.weights import freebind_home
 
         if is_mini_only(families):
@@ -626,10 +626,12 @@ def _build(expression, config: BuildConfig, engine=None, shard=None):
     far (store), pseudo tuples, training, router → bundle."""
     import torch
 
-    from freebind import algebra, spaces
-    from freebind.router import router_hyper
-    from freebind.store import EmbeddingStore
-    from freebind.train import defaults_for
+    from freebind import algebra
+
+    from freebind import spaces
+    from freebind.build.router_training import router_hyper
+    from freebind.data.store import EmbeddingStore
+    from freebind.build.projector_training import defaults_for
 
     batch_size, progress = config.batch_size, config.progress
     space_options = dict(config.space_options or {})
@@ -645,8 +647,8 @@ def _build(expression, config: BuildConfig, engine=None, shard=None):
     for job in plan.jobs:  # router settings are checked before any work
         router_hyper({**overrides, **job.hyper})
     store = EmbeddingStore(config.cache_dir, dtype=config.store_dtype or "float32")
-    from freebind.defaults import declared_pools
-    from freebind.preflight import check_build
+    from freebind.run.implicit import declared_pools
+    from freebind.run.preflight import check_build
 
     # libraries, weights, then pools: every failure in one message, before any work
     check_build(plan, config.audio, config.image, config.text, config.pools, space_options,
@@ -658,9 +660,9 @@ def _build(expression, config: BuildConfig, engine=None, shard=None):
                          skipped=list(pool.problems))
 
     # 1. embed every pool item with every leaf space (cached); a space whose rows were all
-    # imported is not loaded (freebind.importer)
+    # imported is not loaded (freebind.run.importer)
     t = time.perf_counter()
-    from freebind.importer import resolve_leaf
+    from freebind.run.importer import resolve_leaf
 
     items = {m: pool.items[m] for m in pool.modalities()}
     leaves = {ref: resolve_leaf(store, ref, items, lambda r: spaces.get(r, **space_options))
@@ -736,7 +738,7 @@ def _build(expression, config: BuildConfig, engine=None, shard=None):
         out = Path(config.output) if config.output is not None \
             else default_output(plan.expression)
         fused.save(out)
-        from freebind.defaults import record_build
+        from freebind.run.implicit import record_build
 
         record_build(out, plan.expression)
         report.output = str(out)
@@ -747,10 +749,10 @@ def _build(expression, config: BuildConfig, engine=None, shard=None):
 
 def make_bundle(plan, projectors: Mapping, training: Mapping, leaf: LeafPools,
                 leaves: Mapping):
-    """The :class:`~freebind.fused.FusedSpace` of a finished build: projectors, routers,
+    """The :class:`~freebind.fusion.fused.FusedSpace` of a finished build: projectors, routers,
     training summaries, each space's fingerprint (and where its rows came from) and each
     pool's (items kept, content fingerprint)."""
-    from freebind.fused import FusedSpace
+    from freebind.fusion.fused import FusedSpace
 
     space_meta = {ref: {**plan.spaces[ref], "fingerprint": str(leaves[ref].space.fingerprint),
                         **leaves[ref].meta()} for ref in plan.spaces}

@@ -26,7 +26,7 @@ without autocast gives bit-identical weights for a seed, run to run.
 
 The step is fused where it is memory-bound: the group's training forward runs each
 BatchNorm (and the ReLU after the first) as one autograd function with one-pass statistics
-and a closed-form backward (:mod:`freebind.projector`), and Adam is the fused kernel.
+and a closed-form backward (:mod:`freebind.fusion.projector`), and Adam is the fused kernel.
 """
 
 from __future__ import annotations
@@ -38,9 +38,9 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from freebind.errors import FreebindError
-from freebind.config import DEFAULT_HYPER, MINI_HYPER
-from freebind.pseudo import PseudoTuples, mode_modalities
+from freebind.util.errors import FreebindError
+from freebind.algebra.keywords import DEFAULT_HYPER, MINI_HYPER
+from freebind.build.pseudo_tuples import PseudoTuples, mode_modalities
 
 #: The plan's defaults (``freebind plan`` shows them per job) plus knobs of the loop itself.
 DEFAULTS = {
@@ -63,7 +63,7 @@ class TrainingError(FreebindError):
 
 def defaults_for(families: Sequence[str]) -> dict:
     """Mini defaults when every space involved is a mini space, else the paper's."""
-    from freebind.vocab import is_mini_only
+    from freebind.util.vocab import is_mini_only
 
     return dict(MINI_DEFAULTS if is_mini_only(families) else DEFAULTS)
 
@@ -227,7 +227,7 @@ def train_group(tuples: PseudoTuples, source: Mapping[str, object],
 
     ``source`` / ``target`` map modalities to pool embeddings ``[N_modality, dim]`` of the
     source and the target space (numpy, torch or memory-mapped
-    :class:`~freebind.store.PoolView`; the tuples index into them); ``modes`` are the data
+    :class:`~freebind.data.store.PoolView`; the tuples index into them); ``modes`` are the data
     modes, one projector each. ``device`` is where the group trains (default the CPU);
     ``hyper["amp"] = "bf16"`` turns on bf16 autocast. Tuples are gathered into memory up
     to ``materialise_bytes`` (default 2 GiB), beyond that batch by batch. The returned group
@@ -258,7 +258,7 @@ def train_group(tuples: PseudoTuples, source: Mapping[str, object],
 def _train_group(tuples, source, target, modes, h, progress, desc) -> TrainResult:
     import torch
 
-    from freebind.projector import ProjectorGroup
+    from freebind.fusion.projector import ProjectorGroup
 
     t0 = time.perf_counter()
     modes = list(modes)
@@ -317,7 +317,7 @@ def _train_group(tuples, source, target, modes, h, progress, desc) -> TrainResul
     history, stale, epochs_run = [], 0, 0
     bar = None
     if progress:
-        from freebind.progress import bar as tqdm
+        from freebind.util.progress import bar as tqdm
 
         bar = tqdm(total=int(h["epochs"]) * steps, unit="step", desc=desc, leave=False)
     try:
@@ -397,7 +397,7 @@ def _adam(params, **kw):
 
 def _state(group) -> dict:
     """Every parameter and BatchNorm buffer of the group (all have K as first dim)."""
-    from freebind.projector import PARAM_NAMES
+    from freebind.fusion.projector import PARAM_NAMES
 
     return {n: group._get(n) for n in PARAM_NAMES}
 

@@ -19,7 +19,7 @@ pool × pool. Everything is deterministic; the seed only picks query subsets
 
 On a device, or for pools larger than memory, retrieval runs *blocked*
 (:func:`topk_retrieve` with ``device=``, ``sim=`` or ``budget_bytes=``, or a
-:class:`~freebind.store.PoolView` pool): queries go in super-chunks, the pool in blocks
+:class:`~freebind.data.store.PoolView` pool): queries go in super-chunks, the pool in blocks
 (resident on the device when it fits the budget, else streamed block by block from host
 memory or the memory-mapped store), and a running top-k per query is merged block by
 block. ``sim="bf16"|"fp16"|"tf32"`` computes the similarities in reduced precision, keeps a
@@ -37,8 +37,8 @@ import numpy as np
 
 from freebind.algebra.compile import MODE_LETTERS
 # the defaults (``topk=``, ``tau=``; bonds override them) are set once, with the build's
-from freebind.config import DEFAULT_TAU, DEFAULT_TOPK  # noqa: F401
-from freebind.errors import FreebindError
+from freebind.algebra.keywords import DEFAULT_TAU, DEFAULT_TOPK  # noqa: F401
+from freebind.util.errors import FreebindError
 
 #: Bytes of similarity scores one chunk may hold.
 DEFAULT_CHUNK_BYTES = 128 << 20
@@ -125,7 +125,7 @@ class PseudoTuples:
 
 
 def _is_view(x) -> bool:
-    from freebind.store import PoolView
+    from freebind.data.store import PoolView
 
     return isinstance(x, PoolView)
 
@@ -211,7 +211,7 @@ def topk_retrieve(queries, pool, k: int, tau: float, chunk: int | None = None,
     """Top-k rows of ``pool`` for each query (cosine on unit rows) and their softmax(sim/τ)
     weights, computed in chunks of queries. Returns (index int64 [Nq, k], weight f32).
 
-    ``device``, ``sim``, ``budget_bytes`` (and a :class:`~freebind.store.PoolView` as
+    ``device``, ``sim``, ``budget_bytes`` (and a :class:`~freebind.data.store.PoolView` as
     queries or pool) select the blocked path (see the module); on the CPU in float32 with
     arrays in memory the plain chunked path runs."""
     import torch
@@ -430,7 +430,7 @@ def build(pools: Mapping[str, Mapping[str, object]], expert: str, base: str,
     """Pseudo tuples for one bond.
 
     ``pools[key][modality]`` are unit-row pool embeddings ``[N_modality, dim]`` (numpy,
-    torch, or a memory-mapped :class:`~freebind.store.PoolView`) for the expert and the
+    torch, or a memory-mapped :class:`~freebind.data.store.PoolView`) for the expert and the
     base (the space built so far); every space's pool of a modality holds the same items in
     the same order. ``modalities`` defaults to every modality some space has a pool for.
     ``device``, ``sim`` and ``budget_bytes`` go to :func:`topk_retrieve`."""
@@ -472,7 +472,7 @@ def build(pools: Mapping[str, Mapping[str, object]], expert: str, base: str,
 
     bar = None
     if progress:
-        from freebind.progress import bar as tqdm
+        from freebind.util.progress import bar as tqdm
 
         total = sum(len(queries[q]) * len(r.hops) for (q, _), r in routes.items())
         bar = tqdm(total=total, unit="query", desc=desc, leave=False)

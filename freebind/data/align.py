@@ -3,7 +3,7 @@
 A fused space reads one item's embedding from several base spaces; an item that one of
 them cannot decode (a truncated file, a mislabelled one) must be dropped from all of
 them, or the rows of the others no longer describe the same items. The steps, shared by
-:meth:`freebind.fused.FusedSpace.encode`, :func:`freebind.embed.embed`, the builder and
+:meth:`freebind.fusion.fused.FusedSpace.encode`, :func:`freebind.run.partitions.embed`, the builder and
 the evaluation runner:
 
 * :func:`encode_skipping` — one space, one modality: ``(rows, kept, failures)``, through
@@ -21,7 +21,7 @@ from typing import Any, Hashable, Mapping, Sequence
 
 import numpy as np
 
-from freebind.errors import MediaError
+from freebind.util.errors import MediaError
 
 
 def _as_numpy(x) -> np.ndarray:
@@ -34,12 +34,12 @@ def encode_skipping(space, modality: str, items: Sequence[Any], *, store=None,
                     batch_size: int = 64, progress: bool = False, lazy: bool = False):
     """``(rows [len(kept), dim] float32, kept indices int64, failures)`` of ``items``.
 
-    With ``store`` (an :class:`freebind.store.EmbeddingStore`) the rows come from and go to
-    its cache (``lazy=True``: as a memory-mapped :class:`~freebind.store.PoolView`);
+    With ``store`` (an :class:`freebind.data.store.EmbeddingStore`) the rows come from and go to
+    its cache (``lazy=True``: as a memory-mapped :class:`~freebind.data.store.PoolView`);
     without one ``space.encode`` runs batch by batch and a batch that raises
     :class:`MediaError` is retried item by item, so only the undecodable items are lost.
-    ``failures`` are :class:`freebind.store.EmbedFailure` records in item order."""
-    from freebind.store import EmbedFailure
+    ``failures`` are :class:`freebind.data.store.EmbedFailure` records in item order."""
+    from freebind.data.store import EmbedFailure
 
     items = list(items)
     if store is not None:
@@ -90,7 +90,7 @@ def align(results: Mapping[Hashable, tuple[np.ndarray, np.ndarray]], n: int | No
     for key, (arr, idx) in results.items():
         if len(idx) == len(kept):
             out[key] = arr
-        else:  # a memory-mapped pool (freebind.store.PoolView) stays memory-mapped
+        else:  # a memory-mapped pool (freebind.data.store.PoolView) stays memory-mapped
             rows = np.searchsorted(idx, kept)
             out[key] = arr.subset(rows) if hasattr(arr, "subset") else arr[rows]
     return out, kept

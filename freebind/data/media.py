@@ -2,7 +2,7 @@
 
 Decoding never uses torchaudio's native library: WAV/FLAC/OGG (and MP3 where libsndfile
 supports it) go through soundfile, resampling through a polyphase filter (scipy). Every
-failure raises :class:`freebind.errors.MediaError` naming the file and the reason.
+failure raises :class:`freebind.util.errors.MediaError` naming the file and the reason.
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ from typing import Iterable
 
 import numpy as np
 
-from freebind.errors import MediaError
+from freebind.util.errors import MediaError
 
-# the extensions and modality_of live in freebind.vocab (the readers use them too)
-from freebind.vocab import (  # noqa: E402,F401  (re-exported)
+# the extensions and modality_of live in freebind.util.vocab (the readers use them too)
+from freebind.util.vocab import (  # noqa: E402,F401  (re-exported)
     AUDIO_EXTENSIONS, EXTENSION_MODALITIES, IMAGE_EXTENSIONS, TEXT_EXTENSIONS, VIDEO_EXTENSIONS,
     modality_of,
 )
@@ -159,8 +159,8 @@ def fit_length(wave: np.ndarray, length: int) -> np.ndarray:
 
 def _source(path):
     """What a decoder opens: the path, or a file object over the bytes of a medium stored
-    in a tar shard or a table (:class:`freebind.readers.Member`, or its locator string)."""
-    from freebind.readers import open_member
+    in a tar shard or a table (:class:`freebind.data.readers.Member`, or its locator string)."""
+    from freebind.data.readers import open_member
 
     got = open_member(path)
     return str(path) if got is None else got

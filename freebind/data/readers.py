@@ -6,9 +6,9 @@ locator, ``CONTAINER::NAME`` (``shards/000012.tar::000123.flac``,
 ``clips.parquet::audio[17]``, ``ds::audio[17]``), carrying where its bytes are (the
 container, an offset and a size, or a row) and its content key. Nothing is extracted and no
 decoded bytes are kept: listing a shard reads it once, sequentially, hashing each member into
-the same content key a file with those bytes has (:func:`freebind.store.file_key`), so a
+the same content key a file with those bytes has (:func:`freebind.data.store.file_key`), so a
 clip in a folder, in a tar and in a table shares one cache entry and a build from tars and
-tables is the build from folders. The media decoders (:mod:`freebind.media`) read a member's
+tables is the build from folders. The media decoders (:mod:`freebind.data.media`) read a member's
 bytes through :func:`open_member` when a space encodes it.
 
 :func:`read_pool` lists one pool (``build --audio/--image/--text``, ``pools.json``);
@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
 
-from freebind.errors import MediaError, UsageError
+from freebind.util.errors import MediaError, UsageError
 
 _CHUNK = 1 << 20
 TAR_SUFFIXES = (".tar",)
@@ -56,7 +56,7 @@ class Member(str):
 
     ``kind`` is ``tar`` (bytes ``[offset, offset + size)`` of the file ``container``),
     ``parquet`` or ``hf`` (row ``offset`` of column ``column``); ``digest`` is the raw
-    SHA-256 of its content key (:func:`freebind.store.file_key`'s scheme)."""
+    SHA-256 of its content key (:func:`freebind.data.store.file_key`'s scheme)."""
 
     __slots__ = ("container", "kind", "column", "offset", "size", "digest")
 
@@ -84,7 +84,7 @@ class Member(str):
 
 
 def _content_digest(data: bytes) -> bytes:
-    h = hashlib.sha256(b"file\0")   # freebind.store.file_key's scheme: same bytes, same key
+    h = hashlib.sha256(b"file\0")   # freebind.data.store.file_key's scheme: same bytes, same key
     h.update(data)
     return h.digest()
 
@@ -163,7 +163,7 @@ def container_kind(spec) -> str | None:
 
 
 def _has_media(folder: Path) -> bool:
-    from freebind.vocab import modality_of
+    from freebind.util.vocab import modality_of
 
     return any(modality_of(p) is not None for p in folder.rglob("*") if p.is_file())
 
@@ -304,7 +304,7 @@ def _sample_key(name: str) -> tuple[str, str]:
 
 
 def _ext_modality(ext: str) -> str | None:
-    from freebind.vocab import AUDIO_EXTENSIONS, IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
+    from freebind.util.vocab import AUDIO_EXTENSIONS, IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
 
     last = "." + ext.rsplit(".", 1)[-1]
     if last in AUDIO_EXTENSIONS:
@@ -327,7 +327,7 @@ def read_shards(spec: str, progress: bool = False, text_field: str | None = None
     listing = Listing(items={}, origin=spec)
     bar = None
     if progress and len(shards) > 1:
-        from freebind.progress import bar as tqdm
+        from freebind.util.progress import bar as tqdm
 
         bar = tqdm(total=len(shards), unit="shard", leave=False, desc="read shards")
     try:
@@ -642,7 +642,7 @@ def _load_hf(path: Path):
     ds = _HF_CACHE.get(key)
     if ds is not None:
         return ds
-    from freebind.optional import require
+    from freebind.util.optional import require
 
     require("datasets", "reading a Hugging Face datasets folder", install="'freebind[hf]'")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")

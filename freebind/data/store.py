@@ -35,10 +35,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from freebind.atomic import atomic_write, atomic_write_text
-from freebind.errors import FreebindError, MediaError
+from freebind.util.atomic import atomic_write, atomic_write_text
+from freebind.util.errors import FreebindError, MediaError
 
-from freebind.vocab import TEXT_MODALITIES  # noqa: E402  (items are strings)
+from freebind.util.vocab import TEXT_MODALITIES  # noqa: E402  (items are strings)
 _HASH_CHUNK = 1 << 20
 #: Storage precisions by name (``--store-dtype``).
 STORE_DTYPES = {"fp32": np.float32, "float32": np.float32, "fp16": np.float16,
@@ -151,7 +151,7 @@ class EmbeddingStore:
                 raise MediaError(f"{item!r}: a text item must be a string")
             return text_key(item)
         if isinstance(item, str) and "::" in item:  # a medium inside a tar shard or table
-            from freebind.readers import member_key
+            from freebind.data.readers import member_key
 
             key = member_key(item)
             if key is not None:
@@ -225,7 +225,7 @@ class EmbeddingStore:
               fallback=None):
         """Embeddings of ``items`` (see the class). ``lazy=True`` returns a
         :class:`PoolView` of the rows instead of loading them. ``fallback`` (a space-like
-        identity, such as rows imported for this space: :mod:`freebind.importer`) is read
+        identity, such as rows imported for this space: :mod:`freebind.run.importer`) is read
         for the keys ``space``'s own entries lack, so only what neither holds is encoded."""
         if on_error not in ("raise", "skip"):
             raise ValueError("on_error must be 'raise' or 'skip'")
@@ -282,7 +282,7 @@ class EmbeddingStore:
         bad: dict[str, Exception] = {}
         bar = None
         if progress:
-            from freebind.progress import bar as tqdm
+            from freebind.util.progress import bar as tqdm
 
             bar = tqdm(total=len(todo), unit="item", leave=False,
                        desc=f"embed {getattr(space, 'name', '')} {modality}")

@@ -1,22 +1,13 @@
 """Evaluation: metrics (pure functions on similarity matrices), suites (loaders for the
 published datasets' on-disk layouts), the runner that embeds, fuses and scores, the
-factor sweeps behind tuning, and the APIs over them (:mod:`freebind.evaluate.api`).
+factor sweeps behind tuning, and the APIs over them (:mod:`freebind.evaluate.entrypoints`).
 
-``freebind.evaluate(targets, suites, data, …)`` calls :func:`freebind.evaluate.api.evaluate`:
+``freebind.evaluate(targets, suites, data, …)`` calls :func:`freebind.evaluate.entrypoints.evaluate`:
 the package itself is callable, since it and the function share the name.
 ``freebind.evaluate.retrieval_from_embeddings`` and ``paired_retrieval_from_embeddings``
 score precomputed (memory-mapped) embeddings, streamed."""
 
-import sys as _sys
-import types as _types
-
-
-class _CallablePackage(_types.ModuleType):
-    def __call__(self, targets, suites, data, **kwargs):
-        from freebind.evaluate.api import evaluate
-
-        return evaluate(targets, suites, data, **kwargs)
-
+from freebind.util.callable_module import make_callable as _make_callable
 
 #: Streamed metrics of precomputed embeddings (:mod:`freebind.evaluate.metrics.retrieval`).
 _METRICS = ("retrieval_from_embeddings", "paired_retrieval_from_embeddings")
@@ -30,4 +21,4 @@ def __getattr__(name):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-_sys.modules[__name__].__class__ = _CallablePackage
+_make_callable(__name__, "freebind.evaluate.entrypoints", "evaluate")

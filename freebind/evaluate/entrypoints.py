@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from freebind.errors import UsageError
+from freebind.util.errors import UsageError
 
 
 def _as_list(value) -> list:
@@ -43,23 +43,23 @@ def pair_data(suites: Sequence[str], data: Sequence) -> list[tuple[str, Path]]:
 
 
 def default_targets(targets) -> list:
-    """``targets`` as given, or the default bundle (:mod:`freebind.defaults`) when none is."""
+    """``targets`` as given, or the default bundle (:mod:`freebind.run.implicit`) when none is."""
     targets = _as_list(targets)
     if targets:
         return targets
-    from freebind.defaults import default_target
+    from freebind.run.implicit import default_target
 
     return [default_target().value]
 
 
 def default_data(suites, data, targets, store=None, cache_dir=None,
                  progress: bool = False) -> list:
-    """``data`` as given, or each suite's default folder (:func:`freebind.defaults.suite_data`:
+    """``data`` as given, or each suite's default folder (:func:`freebind.evaluate.suite_data.suite_data`:
     ``$FREEBIND_DATA/<suite>``, or the mini evaluation sets for mini targets)."""
     data = _as_list(data)
     if data:
         return data
-    from freebind.defaults import suite_data
+    from freebind.evaluate.suite_data import suite_data
 
     if store is not None:
         cache_dir = store.root
@@ -83,7 +83,7 @@ def split_suite_options(pairs: Sequence[tuple[str, Path]], options: Mapping[str,
 def _store(store, cache_dir):
     if store is not None:
         return store
-    from freebind.store import EmbeddingStore
+    from freebind.data.store import EmbeddingStore
 
     return EmbeddingStore(cache_dir)
 
@@ -114,8 +114,8 @@ def evaluate(targets, suites, data, *, factors: Sequence[str] | str = (),
         evaluate as evaluate_one, output_path, record_evaluation, write_json,
     )
     from freebind.evaluate.suites import load_suite
-    from freebind.target import open as open_target
-    from freebind.vocab import merge_space_options
+    from freebind.run.targets import open as open_target
+    from freebind.util.vocab import merge_space_options
 
     if int(batch_size) < 1:
         raise UsageError(f"batch_size={batch_size}: must be at least 1")
@@ -188,12 +188,12 @@ def tune(bundle, suites, data, grids=(), *, suite_options: Mapping[str, Any] | N
     (what tune.json holds), ``figure`` and ``path`` set."""
     from freebind.evaluate.heatmap import draw
     from freebind.evaluate.runner import store_presets, tune_target, write_json
-    from freebind.target import open as open_target
-    from freebind.vocab import merge_space_options
+    from freebind.run.targets import open as open_target
+    from freebind.util.vocab import merge_space_options
 
     if int(batch_size) < 1:
         raise UsageError(f"batch_size={batch_size}: must be at least 1")
-    from freebind.optional import require
+    from freebind.util.optional import require
 
     parsed = parse_grids(grids)
     require("matplotlib", "the factor-analysis figure of tune")  # before any work

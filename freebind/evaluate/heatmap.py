@@ -74,7 +74,7 @@ def draw(result, path: str | Path, title: str = "") -> Path:
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    from freebind.atomic import atomic_write
+    from freebind.util.atomic import atomic_write
 
     try:
         return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=130, format="png"))

@@ -19,15 +19,15 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from freebind.errors import UsageError
+from freebind.util.errors import UsageError
 from freebind.evaluate.suites import EvalSet, info as suite_info, load_suite
 from freebind.evaluate.suites.base import select_rows
-from freebind.target import Target, is_bundle_ref, open as open_target  # noqa: F401
+from freebind.run.targets import Target, is_bundle_ref, open as open_target  # noqa: F401
 
 
 def load_target(ref: str, factors: Sequence[str] = (), preset: str | None = None, *,
                 space_options: Mapping[str, Any] | None = None) -> Target:
-    """Resolve ``ref`` (:func:`freebind.target.open`); a bundle may carry a preset as
+    """Resolve ``ref`` (:func:`freebind.run.targets.open`); a bundle may carry a preset as
     ``path@preset``. ``space_options`` go to every ``spaces.get`` of the target."""
     return open_target(ref, factors, preset, space_options=space_options)
 
@@ -35,7 +35,7 @@ def load_target(ref: str, factors: Sequence[str] = (), preset: str | None = None
 def _store(store):
     if store is not None and not isinstance(store, (str, Path)):
         return store
-    from freebind.store import EmbeddingStore
+    from freebind.data.store import EmbeddingStore
 
     return EmbeddingStore(store)
 
@@ -101,7 +101,7 @@ def embed_suite(target: Target, evalset: EvalSet, store=None, batch_size: int = 
                 progress: bool = True) -> Embedded:
     """Embed every input of ``evalset`` with the target's (base) spaces, through the cache.
     Undecodable items are dropped from the set and reported in its ``missing`` list."""
-    from freebind.align import encode_aligned
+    from freebind.data.align import encode_aligned
 
     store = _store(store)
     before = getattr(store, "encoded", 0)
@@ -170,7 +170,7 @@ def base_embeddings(target: Target, emb: Embedded) -> dict[str, tuple[list, np.n
 def result_record(target: Target, evalset: EvalSet, metrics: Mapping[str, float],
                   factors: Sequence[str] = (), preset: str | None = None,
                   seconds: float | None = None) -> dict[str, Any]:
-    from freebind import __version__
+    from freebind.util.version import __version__
 
     tasks = sorted({t.kind for t in evalset.tasks})
     rec: dict[str, Any] = {
@@ -253,7 +253,7 @@ def write_json(path: Path, data: Any) -> Path:
     """Write ``data`` as indented JSON, atomically."""
     import json
 
-    from freebind.atomic import atomic_write_text
+    from freebind.util.atomic import atomic_write_text
 
     text = json.dumps(data, indent=2, default=lambda o: o.tolist()) + "\n"
     return atomic_write_text(path, text)
@@ -267,8 +267,8 @@ def tune_target(target: Target, suites: Sequence[tuple[str, Path, Mapping]],
     """Coarse-to-fine customised inference of a bundle on cached embeddings (see
     :mod:`freebind.evaluate.tuning`). Returns ``(TuneResult, {suite: Embedded})``."""
     from freebind.evaluate.tuning import LastBondMixer, MemoProjectors, tune
-    from freebind.factors import resolve
-    from freebind.graph import fuse_blocks
+    from freebind.fusion.factors import resolve
+    from freebind.fusion.graph import fuse_blocks
 
     if not target.is_bundle:
         raise UsageError(f"{target.ref}: tune needs a bundle (.safetensors), not a plain space")
@@ -317,8 +317,8 @@ def store_presets(path: str | Path, presets: Mapping[str, list[str]],
                   tuning: Mapping | None = None) -> Path:
     """Add (or replace) named presets in a bundle file, atomically; ``tuning`` is kept in
     the metadata under ``"tuning"`` (what was swept, on which data, with which results)."""
-    from freebind import bundle as bundle_io
-    from freebind.factors import resolve
+    from freebind.fusion import bundle as bundle_io
+    from freebind.fusion.factors import resolve
 
     tensors, meta = bundle_io.load(path)
     merged = {**meta.get("presets", {}), **{k: list(v) for k, v in presets.items()}}
@@ -334,7 +334,7 @@ def store_presets(path: str | Path, presets: Mapping[str, list[str]],
 def record_evaluation(path: str | Path, record: Mapping[str, Any]) -> Path:
     """Keep a result in the bundle's metadata (``"evaluation"``, keyed by dataset and by the
     preset/factors it was measured with), rewriting the bundle atomically."""
-    from freebind import bundle as bundle_io
+    from freebind.fusion import bundle as bundle_io
 
     tensors, meta = bundle_io.load(path)
     setting = record.get("preset") or "default"

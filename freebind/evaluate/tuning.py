@@ -28,7 +28,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from freebind.errors import UsageError
+from freebind.util.errors import UsageError
 
 MAX_GRID_POINTS = 10_000
 MAX_COARSE_BONDS = 6
@@ -36,7 +36,7 @@ MAX_COARSE_BONDS = 6
 
 def parse_grid(spec: str) -> tuple[str, list[float]]:
     """``a=0:1:0.1`` (start:stop:step, stop included) or ``a=0,0.5,1`` → ``("a", values)``."""
-    from freebind.factors import parse_override
+    from freebind.fusion.factors import parse_override
 
     key, eq, body = spec.partition("=")
     key = key.strip()
@@ -65,7 +65,7 @@ def parse_grid(spec: str) -> tuple[str, list[float]]:
 def grid_scope(graph: dict, key: str) -> list[str]:
     """The bond factors a grid key sets, e.g. ``["b1.text", "b2.text"]`` for ``t`` in a
     bundle with two bonds that mix text (``b2.t`` → ``["b2.text"]``)."""
-    from freebind.factors import _targets, bond_nodes, parse_override
+    from freebind.fusion.factors import _targets, bond_nodes, parse_override
 
     ov = parse_override(f"{key}=0")
     return [f"{b['id']}.{ov.modality}" for b in _targets(bond_nodes(graph), ov, strict=False)
@@ -130,7 +130,7 @@ class TuneResult:
     presets: dict[str, list[str]]
     #: the bond factors each grid key sets (``{"t": ["b1.text", "b2.text"]}``)
     grid_scope: dict[str, list[str]] = field(default_factory=dict)
-    #: set by :func:`freebind.evaluate.api.tune`: what tune.json holds, the heatmap, the
+    #: set by :func:`freebind.evaluate.entrypoints.tune`: what tune.json holds, the heatmap, the
     #: tune.json file, whether the presets were stored in the bundle
     summary: dict[str, Any] = field(default_factory=dict)
     figure: Any = None
@@ -176,7 +176,7 @@ def tune(fused, suites: Sequence[tuple[str, Any]], grids: Sequence[tuple[str, li
     ``score_base(suite) -> metrics`` of the base space, ``tasks_of(suite, metrics)``;
     ``fast(point_overrides)`` may return an object whose ``score(overrides)`` gives
     ``{suite: metrics}`` for those points more cheaply (:class:`LastBondMixer`)."""
-    from freebind.factors import bond_nodes
+    from freebind.fusion.factors import bond_nodes
 
     n_points = int(np.prod([len(v) for _, v in grids])) if grids else 0
     if n_points > MAX_GRID_POINTS:
@@ -248,7 +248,7 @@ def _fmt(v: float) -> str:
 
 
 def _bar(total: int, progress: bool):
-    from freebind.progress import bar
+    from freebind.util.progress import bar
 
     return bar(total=total, desc="tune", unit="pt", disable=not progress, leave=False)
 
@@ -292,7 +292,7 @@ class LastBondMixer:
         """The mixer, or None when the grid changes more than the last combination bond.
         ``table_of(overrides)`` resolves factors; ``fuse_rows(overrides, modalities)`` gives
         ``{suite: {modality: rows}}`` through the generic graph."""
-        from freebind.graph import output_modalities
+        from freebind.fusion.graph import output_modalities
 
         if graph.get("op") != "chain" or not points:
             return None

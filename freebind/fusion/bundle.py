@@ -16,8 +16,8 @@ from typing import Mapping
 
 import numpy as np
 
-from freebind.atomic import atomic_write
-from freebind.errors import BundleError
+from freebind.util.atomic import atomic_write
+from freebind.util.errors import BundleError
 
 FORMAT_VERSION = 1
 METADATA_KEY = "freebind"
@@ -33,7 +33,7 @@ def save(path: str | os.PathLike, tensors: Mapping[str, object], metadata: dict)
     """Write ``tensors`` and ``metadata`` (JSON-able) to ``path`` atomically."""
     from safetensors.numpy import save_file
 
-    from freebind import __version__
+    from freebind.util.version import __version__
 
     meta = {"format_version": FORMAT_VERSION, "freebind_version": __version__, **metadata}
     meta["format_version"] = FORMAT_VERSION

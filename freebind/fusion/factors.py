@@ -23,7 +23,7 @@ from typing import Iterable, Mapping
 
 from freebind.algebra.compile import bond_nodes
 from freebind.algebra.keywords import FACTOR_KEYWORDS
-from freebind.errors import UsageError
+from freebind.util.errors import UsageError
 
 
 @dataclass(frozen=True)

@@ -14,11 +14,11 @@ import os
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from freebind import bundle as bundle_io
+from freebind.fusion import bundle as bundle_io
 from freebind.algebra import Plan
-from freebind.errors import BundleError
-from freebind.factors import as_overrides, describe, paper_presets, resolve
-from freebind.projector import PARAM_NAMES
+from freebind.util.errors import BundleError
+from freebind.fusion.factors import as_overrides, describe, paper_presets, resolve
+from freebind.fusion.projector import PARAM_NAMES
 
 
 class FusedSpace:
@@ -44,7 +44,7 @@ class FusedSpace:
 
     @property
     def modalities(self) -> tuple[str, ...]:
-        from freebind.graph import output_modalities
+        from freebind.fusion.graph import output_modalities
 
         return tuple(output_modalities(self.graph, self.table))
 
@@ -59,7 +59,7 @@ class FusedSpace:
     @property
     def routers(self) -> dict:
         """The learned routers, by bond id (bonds built with ``route=learned``)."""
-        from freebind.router import BondRouter
+        from freebind.fusion.router import BondRouter
 
         return {g.bond_id: g for g in self.projectors.values() if isinstance(g, BondRouter)}
 
@@ -113,9 +113,9 @@ class FusedSpace:
         tensors, memory maps or store views) into ``{modality: Tensor}``;
         ``factors``/``preset`` override this view's for this call. The work runs
         ``chunk_rows`` rows at a time (default: what the memory budget allows,
-        :func:`freebind.graph.fusion_chunk_rows`), on ``device`` (default: where the inputs
+        :func:`freebind.fusion.graph.fusion_chunk_rows`), on ``device`` (default: where the inputs
         or the projectors are)."""
-        from freebind.graph import fuse
+        from freebind.fusion.graph import fuse
 
         return fuse(self.graph, self.projectors, embeddings,
                     table=self.table_for(factors, preset), modalities=modalities,
@@ -125,8 +125,8 @@ class FusedSpace:
                     preset: str | None = None, modalities: list[str] | None = None,
                     chunk_rows: int | None = None, device=None):
         """Like :meth:`fuse`, block by block: yields ``(modality, start, Tensor)``, so
-        nothing pool-sized is held (:func:`freebind.graph.fuse_blocks`)."""
-        from freebind.graph import fuse_blocks
+        nothing pool-sized is held (:func:`freebind.fusion.graph.fuse_blocks`)."""
+        from freebind.fusion.graph import fuse_blocks
 
         return fuse_blocks(self.graph, self.projectors, embeddings,
                            table=self.table_for(factors, preset), modalities=modalities,
@@ -140,7 +140,7 @@ class FusedSpace:
         return self
 
     def inputs_needed(self, modality: str) -> dict[str, set[str]]:
-        from freebind.graph import inputs_needed
+        from freebind.fusion.graph import inputs_needed
 
         return inputs_needed(self.graph, modality, self.table)
 
@@ -151,9 +151,9 @@ class FusedSpace:
         ``store`` (an embedding store with ``embed(space, modality, items, …)``) caches the
         base embeddings; without one the spaces encode directly. ``on_error="skip"`` drops
         the items any base space cannot decode and returns ``(rows, kept)``: the fused rows
-        of the items kept and their indices in ``items`` (:mod:`freebind.align`)."""
+        of the items kept and their indices in ``items`` (:mod:`freebind.data.align`)."""
         from freebind import spaces
-        from freebind.align import encode_aligned
+        from freebind.data.align import encode_aligned
 
         if on_error not in ("raise", "skip"):
             raise ValueError("on_error must be 'raise' or 'skip'")
@@ -207,7 +207,7 @@ class FusedSpace:
 
 
 def required_tensors(plan: Plan) -> list[str]:
-    from freebind.router import required_tensors as router_tensors
+    from freebind.fusion.router import required_tensors as router_tensors
 
     names = [f"{job.id}.{name}" for job in plan.jobs for name in PARAM_NAMES]
     for bond in plan.bonds():
@@ -220,7 +220,7 @@ def load(path: str | os.PathLike, factors=None, preset: str | None = None) -> Fu
     """Load a bundle written by ``freebind build``/``convert`` as a :class:`FusedSpace`."""
     import torch
 
-    from freebind.projector import ProjectorGroup
+    from freebind.fusion.projector import ProjectorGroup
 
     meta = bundle_io.read_metadata(path)
     try:
@@ -236,8 +236,8 @@ def load(path: str | os.PathLike, factors=None, preset: str | None = None) -> Fu
             raise BundleError(f"{path}: projector {job.id} maps {group.d_in}->{group.d_out} "
                               f"but the plan says {job.source_dim}->{job.target_dim}")
         projectors[job.id] = group
-    from freebind.errors import FreebindError
-    from freebind.router import BondRouter, router_key
+    from freebind.util.errors import FreebindError
+    from freebind.fusion.router import BondRouter, router_key
 
     for bond in plan.bonds():
         if bond.get("route") == "learned":

@@ -15,7 +15,7 @@ P(x) = n(m(x)), m(x) = mean_k n(P_k(x)). Parallel experts: P(e1, e2, …) = n(Σ
 over the experts that have the modality. A bond switched off uses none of its expert: a
 combination yields u (the expert's own modalities disappear), a displacement P(u).
 
-A combination bond built with ``route=learned`` carries a router (:mod:`freebind.router`,
+A combination bond built with ``route=learned`` carries a router (:mod:`freebind.fusion.router`,
 under ``router.<bond>`` in the projector mapping) that gives every item its own σ and w;
 the formula stays the same. A factor pinned by an override or preset, or ``route=off``,
 brings back the fixed weights for that bond and modality.
@@ -26,15 +26,23 @@ needs are read (see :func:`inputs_needed`).
 
 from __future__ import annotations
 
+import os
 from typing import Callable, Mapping
 
 import numpy as np
 import torch
 from torch.nn import functional as F
 
-from freebind.devices import OnDevice, tensors_of
-from freebind.errors import FreebindError, UsageError
-from freebind.factors import BondFactors, resolve
+from freebind.fusion.devices import OnDevice, tensors_of
+from freebind.util.errors import FreebindError, UsageError
+from freebind.fusion.factors import BondFactors, resolve
+
+#: Memory one chunk of fusion may take for the projectors' activations (bytes): fusion,
+#: the space built so far, embed partitions, index builds and eval read their inputs in
+#: chunks of :func:`freebind.fusion.graph.fusion_chunk_rows` rows under this budget (256 MiB: about
+#: 1,400 rows for the paper's K=7, H=2048 groups). ``FREEBIND_FUSE_BUDGET_MB`` overrides it.
+FUSE_BUDGET_BYTES = int(float(os.environ.get("FREEBIND_FUSE_BUDGET_MB", 256))
+                        * 2**20)
 
 Fetch = Callable[[str, str], "torch.Tensor | None"]
 
@@ -108,7 +116,7 @@ class _Evaluator:
         """The bond's router when it weighs ``modality`` here, else None."""
         if not entry.routes(modality):
             return None
-        from freebind.router import router_key
+        from freebind.fusion.router import router_key
 
         router = self.projectors.get(router_key(bond["id"]))
         if router is None:
@@ -122,7 +130,7 @@ class _Evaluator:
 
     def routed(self, bond, router, modality, u):
         """n((1 − σ)·u + σ·n(Σ_i w_i m_i(e_i))) with the router's per-item σ and w."""
-        from freebind.router import mix, router_spec
+        from freebind.fusion.router import mix, router_spec
 
         experts = router_spec(bond)[modality]["experts"]
         base = u()
@@ -182,7 +190,7 @@ class _Evaluator:
 
 
 def _router_experts(bond: dict, modality: str) -> list[int]:
-    from freebind.router import router_spec
+    from freebind.fusion.router import router_spec
 
     return router_spec(bond).get(modality, {}).get("experts", [])
 
@@ -250,9 +258,8 @@ def compute_device(projectors: Mapping, embeddings: Mapping | None = None, devic
 
 def fusion_chunk_rows(projectors: Mapping, budget_bytes: int | None = None) -> int:
     """Rows fused at once so that the projectors' activations of one chunk fit in
-    ``budget_bytes`` (default :data:`freebind.config.FUSE_BUDGET_BYTES`): a group of K
+    ``budget_bytes`` (default :data:`FUSE_BUDGET_BYTES`): a group of K
     projectors holds about ``K·(3·H + 2·out)`` floats per row while it runs."""
-    from freebind.config import FUSE_BUDGET_BYTES
 
     budget = int(budget_bytes if budget_bytes is not None else FUSE_BUDGET_BYTES)
     per_row = 1
@@ -313,7 +320,7 @@ def fuse_blocks(graph: dict, projectors: Mapping, embeddings: Mapping[str, Mappi
     """Fuse in chunks: yields ``(modality, start, Tensor [rows, dim])`` block by block.
 
     Inputs are read ``chunk_rows`` rows at a time (tensors, arrays, memory maps or store
-    :class:`~freebind.store.PoolView` s), so what is held is one chunk's inputs and
+    :class:`~freebind.data.store.PoolView` s), so what is held is one chunk's inputs and
     activations, never a pool's (default chunk: :func:`chunk_rows` of the projectors).
     Fusion runs on ``device`` (default :func:`compute_device`)."""
     if table is None:
@@ -343,7 +350,7 @@ def fuse(graph: dict, projectors: Mapping, embeddings: Mapping[str, Mapping[str,
 
     Returns ``{modality: Tensor [N, dim]}`` for every requested modality (default: every
     output modality whose inputs are all present). ``factors`` are override strings (see
-    :mod:`freebind.factors`); ``preset`` selects one of ``presets``. The work runs in
+    :mod:`freebind.fusion.factors`); ``preset`` selects one of ``presets``. The work runs in
     chunks of ``chunk_rows`` rows (see :func:`fuse_blocks`): only the output is pool-sized;
     to keep even that out of memory, consume :func:`fuse_blocks` or call :func:`fuse_into`."""
     if table is None:

@@ -71,7 +71,7 @@ def log_mel(waves):
 def load_waves(paths: Sequence) -> np.ndarray:
     """Decode audio files (any rate, any channels) to [N, CLIP_SAMPLES] float32 at 16 kHz
     (centre-crop long clips, zero-pad short ones)."""
-    from freebind.media import fit_length, load_audio
+    from freebind.data.media import fit_length, load_audio
 
     out = np.zeros((len(paths), CLIP_SAMPLES), dtype=np.float32)
     for i, p in enumerate(paths):
@@ -84,7 +84,7 @@ def load_pixels(paths: Sequence) -> np.ndarray:
     of the centre square crop)."""
     from PIL import Image
 
-    from freebind.media import load_image
+    from freebind.data.media import load_image
 
     out = np.zeros((len(paths), IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8)
     for i, p in enumerate(paths):

@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 from typing import Any, Sequence
 
-from freebind.errors import SpaceError, UsageError
+from freebind.util.errors import SpaceError, UsageError
 from freebind.spaces.guard import check_finite
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"

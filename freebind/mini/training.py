@@ -288,7 +288,7 @@ def save_weights(path, tensors: dict, metadata: dict) -> None:
     """Atomic safetensors write (temporary file, then ``os.replace``)."""
     from safetensors.torch import save_file
 
-    from freebind.atomic import atomic_write
+    from freebind.util.atomic import atomic_write
 
     atomic_write(path, lambda tmp: save_file(dict(sorted(tensors.items())), tmp,
                                              metadata=metadata))

@@ -17,9 +17,9 @@ from typing import Callable
 
 import numpy as np
 
-from freebind.atomic import atomic_write_bytes, atomic_write_text
+from freebind.util.atomic import atomic_write_bytes, atomic_write_text
 
-from freebind.errors import UsageError
+from freebind.util.errors import UsageError
 from freebind.mini.captions import caption
 from freebind.mini.render import SAMPLE_RATE, render_audio, render_image
 from freebind.mini.world import CLASSES, GENERATOR_VERSION, balanced_events, rng, sample_event
@@ -101,7 +101,7 @@ def _prepare_dir(root) -> Path:
 
 
 def _bar(total: int, desc: str, progress: bool):
-    from freebind.progress import bar
+    from freebind.util.progress import bar
 
     return bar(total=total, desc=desc, unit="file", disable=not progress, leave=False)
 

@@ -28,7 +28,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from freebind.errors import SpaceError, UsageError
+from freebind.util.errors import SpaceError, UsageError
 
 PREFIX = "hf:"
 #: the bundle's file name in a repository written by ``freebind push``
@@ -124,7 +124,7 @@ def hub_cache() -> Path:
 
 
 def _hub():
-    from freebind.optional import require
+    from freebind.util.optional import require
 
     return require("huggingface_hub", "the Hugging Face Hub (hf: references, push)",
                    install="'freebind[hub]'")
@@ -180,13 +180,13 @@ def split(ref: str) -> tuple[str, str | None]:
 
 
 # --- the ``hf`` family of the space registry (experts in expressions) --------------------
-# (its resolver is freebind.target:resolve_hub_family, beside the bundle family's)
+# (its resolver is freebind.run.targets:resolve_hub_family, beside the bundle family's)
 
 def fetch_entry(info) -> list[Path]:
     """``freebind download hf:…``: the newest commit of the bundle's revision, then every
     file its base spaces need (their own fetchers), so the bundle runs offline after."""
     from freebind import spaces
-    from freebind.bundle import read_metadata
+    from freebind.fusion.bundle import read_metadata
 
     path = resolve(info.name, refresh=True)
     meta = read_metadata(path)
@@ -197,7 +197,7 @@ def fetch_entry(info) -> list[Path]:
 
 
 def _version() -> str:
-    from freebind import __version__
+    from freebind.util.version import __version__
 
     return __version__
 

@@ -10,7 +10,7 @@ Accepted sources:
   ``FILE:LINE`` are read back from the file);
 * one ``.npy`` with ``ids`` (media paths, one a line, or a list) or ``texts``.
 
-Rows are keyed by content (:meth:`freebind.store.EmbeddingStore.key`), so the media and text
+Rows are keyed by content (:meth:`freebind.data.store.EmbeddingStore.key`), so the media and text
 files they describe must be readable here; the rows never go through an encoder. A space's
 identity for imported rows is its reference plus an optional declared weights digest
 (:func:`declared_fingerprint`), recorded in ``<cache>/imports/``; a build naming that space
@@ -31,7 +31,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from freebind.errors import FreebindError, MediaError, UsageError
+from freebind.util.errors import FreebindError, MediaError, UsageError
 
 IMPORTS_DIR = "imports"
 #: folder names of the embedding partitions per modality (clip-retrieval says ``img``)
@@ -112,7 +112,7 @@ def imported_identities(store, name: str) -> list[ImportedSpace]:
 
 
 def _record(store, space: ImportedSpace) -> None:
-    from freebind.atomic import atomic_write_text
+    from freebind.util.atomic import atomic_write_text
 
     path = _records_path(store, space.name)
     have = [s.record() for s in reversed(imported_identities(store, space.name))]
@@ -289,7 +289,7 @@ class _TextLines:
             return None
         lines = self._files.get(str(path))
         if lines is None:
-            from freebind.media import read_texts
+            from freebind.data.media import read_texts
 
             lines = self._files[str(path)] = read_texts(path)
         i = int(m.group(2)) - 1
@@ -309,7 +309,7 @@ def _resolve(p: str, base: Path) -> Path | None:
 def _row_keys(store, modality: str, meta: dict[str, list], n: int, where: Path, base: Path,
               lines: _TextLines, skipped: list) -> list[str | None]:
     """One content key per row (None for a row whose file or text cannot be read)."""
-    from freebind.store import _reason, text_key
+    from freebind.data.store import _reason, text_key
 
     names = list(meta)
     col = next((c for c in PATH_COLUMNS[modality] if c in meta), None)
@@ -335,7 +335,7 @@ def _row_keys(store, modality: str, meta: dict[str, list], n: int, where: Path, 
         try:
             if modality == "text":
                 if col == "path":    # freebind embed: FILE:LINE, a shard's or a table's
-                    from freebind.readers import text_of   # caption, or a text file
+                    from freebind.data.readers import text_of   # caption, or a text file
 
                     text = text_of(v)
                     if text is None:
@@ -366,7 +366,7 @@ def import_embeddings(space: str, source, *, ids=None, texts=None, modality: str
     loaded). Returns an :class:`ImportReport`; rows whose file or text cannot be read are
     skipped and listed. See the module doc."""
     from freebind import spaces
-    from freebind.store import EmbeddingStore
+    from freebind.data.store import EmbeddingStore
 
     info = spaces.info(space)
     store = EmbeddingStore(cache_dir)
@@ -429,7 +429,7 @@ def import_embeddings(space: str, source, *, ids=None, texts=None, modality: str
                           native)
     bar = None
     if progress:
-        from freebind.progress import bar as tqdm
+        from freebind.util.progress import bar as tqdm
 
         bar = tqdm(total=sum(a.shape[0] for a in arrays), unit="row", desc=f"import {name}")
     try:
@@ -474,7 +474,7 @@ def _lines(spec) -> list[str]:
 
 
 def _modality_of_ids(values: list[str], source: Path) -> str:
-    from freebind.media import modality_of
+    from freebind.data.media import modality_of
 
     found = {modality_of(str(v).rpartition("::")[2] or v) for v in values}
     found.discard(None)

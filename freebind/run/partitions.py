@@ -33,9 +33,9 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from freebind.atomic import atomic_write
-from freebind.errors import UsageError
-from freebind.vocab import ALL_MODALITIES
+from freebind.util.atomic import atomic_write
+from freebind.util.errors import UsageError
+from freebind.util.vocab import ALL_MODALITIES
 
 #: output order of the modalities (and of the partition numbers)
 MODALITY_ORDER = ALL_MODALITIES
@@ -164,7 +164,7 @@ class EmbedPlan:
     def open_target(self):
         """The resolved target (:func:`freebind.open`), loaded once per plan object."""
         if self._target is None:
-            from freebind.target import open as open_target
+            from freebind.run.targets import open as open_target
 
             tgt = open_target(self.target, self.options.factors, self.options.preset,
                               space_options=self.options.space_options)
@@ -175,7 +175,7 @@ class EmbedPlan:
         return self._target
 
     def open_store(self):
-        from freebind.store import EmbeddingStore
+        from freebind.data.store import EmbeddingStore
 
         return EmbeddingStore(self.options.cache_dir, shard_size=self.options.shard_size)
 
@@ -186,12 +186,12 @@ def _collect(paths: Sequence, texts, as_modality: str | None, columns=None,
     every file given or found in a folder given); a ``.txt`` file holds one text per
     non-empty line, as ``texts`` and the build's text pools do, each sourced ``FILE:N`` (its
     N-th text). Tar shards (paths, brace patterns), tables and ``datasets`` folders among
-    ``paths`` (and a table as ``texts``) are read by :mod:`freebind.readers` (``columns``:
+    ``paths`` (and a table as ``texts``) are read by :mod:`freebind.data.readers` (``columns``:
     ``{modality: column}``); what they could not read, and text files with no text, go to
     ``problems``; files of an unknown extension to ``ignored``."""
-    from freebind.errors import MediaError
-    from freebind.media import discover
-    from freebind.readers import container_kind, read_inputs, read_pool
+    from freebind.util.errors import MediaError
+    from freebind.data.media import discover
+    from freebind.data.readers import container_kind, read_inputs, read_pool
 
     problems = [] if problems is None else problems
     columns = dict(columns or {})
@@ -227,7 +227,7 @@ def _collect(paths: Sequence, texts, as_modality: str | None, columns=None,
 def _text_lines(path, error) -> list:
     """``[(FILE:N, text)]`` of a text file, one per non-empty line; an unreadable file found
     in a folder is one skipped entry (``error`` given), else an error; an empty one, []."""
-    from freebind.media import read_texts
+    from freebind.data.media import read_texts
 
     try:
         lines = read_texts(path)
@@ -254,14 +254,14 @@ def plan_embed(target, paths: Iterable = (), texts=None, output=None, *,
     go to every ``spaces.get``; ``metadata`` is ``"parquet"`` or ``"jsonl"``. ``paths``
     may name webdataset tar shards (brace patterns too), tables and ``datasets`` folders,
     ``texts`` a table; ``columns`` (``{"text": "caption", "audio": ...}``) names the table
-    columns to read (see :mod:`freebind.readers`). Reads the
+    columns to read (see :mod:`freebind.data.readers`). Reads the
     inputs and resolves the target; writes nothing. ``target=None`` is the default bundle
-    (:func:`freebind.defaults.default_target`)."""
+    (:func:`freebind.run.implicit.default_target`)."""
     if target is None:
-        from freebind.defaults import default_target
+        from freebind.run.implicit import default_target
 
         target = default_target().value
-    from freebind.vocab import merge_space_options
+    from freebind.util.vocab import merge_space_options
 
     if output is None:
         raise UsageError("output: the folder to write the partitions to is required")
@@ -275,7 +275,7 @@ def plan_embed(target, paths: Iterable = (), texts=None, output=None, *,
     if fmt not in METADATA_FORMATS:
         raise UsageError(f"metadata={metadata!r}: use parquet or jsonl")
     if fmt == "parquet":
-        from freebind.optional import require
+        from freebind.util.optional import require
 
         require("pyarrow", "parquet metadata", alternative="or use jsonl metadata")
     if as_modality is not None:
@@ -294,7 +294,7 @@ def plan_embed(target, paths: Iterable = (), texts=None, output=None, *,
         metadata=fmt, strict=bool(strict), progress=bool(progress))
 
     given = None
-    from freebind.target import Target
+    from freebind.run.targets import Target
 
     if isinstance(target, Target):  # a resolved target: its reference and options
         given = target
@@ -391,7 +391,7 @@ _BUNDLE_HASHES: dict[tuple, str] = {}
 def bundle_record(ref: str) -> dict:
     """``{"bundle": {"path", "content", "preset"}}`` for a bundle target (its absolute path
     and content hash, so that ``freebind index`` finds it, moved or not), else ``{}``."""
-    from freebind.target import is_bundle_ref, split_ref
+    from freebind.run.targets import is_bundle_ref, split_ref
 
     if not is_bundle_ref(ref):
         return {}
@@ -404,7 +404,7 @@ def bundle_record(ref: str) -> dict:
 
 def bundle_hash(path: os.PathLike) -> str:
     """A bundle file's content hash (cached per path, size and modification time)."""
-    from freebind.store import file_key
+    from freebind.data.store import file_key
 
     st = os.stat(path)
     key = (str(path), st.st_size, st.st_mtime_ns)
@@ -470,7 +470,7 @@ def _failure(f) -> tuple[int, str]:
 def write_shard(plan: EmbedPlan, shard: Shard, rows, kept, failures=()) -> ShardResult:
     """Write partition ``shard.index`` from ``rows`` ``[len(kept), dim]`` (the embeddings of
     ``shard.items[i]`` for ``i`` in ``kept``, in that order; an array, or rows computed
-    block by block, :class:`freebind.target.Rows`, written as they come so a partition is
+    block by block, :class:`freebind.run.targets.Rows`, written as they come so a partition is
     never held whole) and ``failures`` (records with
     ``index`` into ``shard.items`` and ``reason``, or ``(index, reason)`` pairs). Atomic
     per file, the embeddings last (their presence marks the partition complete); the same
@@ -569,7 +569,7 @@ class EmbedReport:
     counts: dict[str, int]
     modalities: dict[str, dict[str, int]]
     shards: list[dict]
-    #: the engine's encoder work (freebind.engine.FillReport.to_dict()), if any
+    #: the engine's encoder work (freebind.run.engines.FillReport.to_dict()), if any
     engine: dict | None = None
     #: ``[i, n]`` when only slice i of n was run (see ``embed(shard=)``)
     slice: list[int] | None = None
@@ -642,15 +642,15 @@ def run_local(plan: EmbedPlan, target=None, store=None) -> list[ShardResult]:
 
 def _run_engine(name: str):
     def runner(plan, **options):
-        from freebind.engine import embedding
+        from freebind.run.engines import shards
 
-        return embedding.run(plan, name, run_shard, shard_done, **options)
+        return shards.run(plan, name, run_shard, shard_done, **options)
 
     return runner
 
 
 #: name -> runner(plan, **engine_options) -> [ShardResult] (or ([ShardResult], engine
-#: report)); runners of freebind.engine take ``shard=(i, n)``
+#: report)); runners of freebind.run.engines take ``shard=(i, n)``
 ENGINES: dict[str, Callable[..., list[ShardResult]]] = {"local": run_local,
                                                         "ray": _run_engine("ray")}
 
@@ -670,16 +670,16 @@ def embed(target, paths: Iterable = (), texts=None, output=None, *, engine: str 
     space_options, device, precision, partition_size, batch_size, shard_size, cache_dir,
     metadata, strict, progress). ``engine`` picks who runs the shards (``"local"``: this
     process). With ``strict=True`` a run that skipped anything raises
-    :class:`freebind.errors.EmbedSkipped` (its ``report`` attribute holds the report)
+    :class:`freebind.util.errors.EmbedSkipped` (its ``report`` attribute holds the report)
     after writing everything else.
 
     ``engine="ray"`` runs the encoders on Ray Data; ``engine_options`` are those of
-    :class:`freebind.engine.EngineOptions` (workers, cpus_per_worker, gpus_per_worker,
+    :class:`freebind.run.engines.EngineOptions` (workers, cpus_per_worker, gpus_per_worker,
     ray_address, …; see docs/scale-out.md). ``shard=(i, n)`` (or ``"i/n"``) writes only
     the partitions ``k`` with ``k % n == i`` and returns their report (``slice`` set):
     run every slice, then once without ``shard`` for the whole report."""
-    from freebind.engine import EngineOptions, parse_shard
-    from freebind.preflight import leaf_spaces, path_problems, raise_if, space_problems
+    from freebind.run.engines import EngineOptions, parse_shard
+    from freebind.run.preflight import leaf_spaces, path_problems, raise_if, space_problems
 
     paths = list(paths or ())
     # libraries, weights, then inputs: every failure in one message, before any work
@@ -699,7 +699,7 @@ def embed(target, paths: Iterable = (), texts=None, output=None, *, engine: str 
     if engine == "local" and shard is None and not engine_options:
         runner = ENGINES["local"]
     elif engine in ("local", "ray"):
-        from freebind.engine import engine_options as check
+        from freebind.run.engines import engine_options as check
 
         check(engine, **engine_options)  # bad options (and a missing Ray) before any work
         runner = _run_engine(engine)
@@ -717,7 +717,7 @@ def embed(target, paths: Iterable = (), texts=None, output=None, *, engine: str 
     if shard is not None:
         report.slice = list(shard)
     if plan.options.strict and report.skipped:
-        from freebind.errors import EmbedSkipped
+        from freebind.util.errors import EmbedSkipped
 
         raise EmbedSkipped(f"{len(report.skipped)} input(s) skipped (first: "
                            f"{report.skipped[0]['path']}: {report.skipped[0]['reason']})",
@@ -726,7 +726,7 @@ def embed(target, paths: Iterable = (), texts=None, output=None, *, engine: str 
 
 
 class _CallableModule(types.ModuleType):
-    """``freebind.embed`` is both this module and its :func:`embed`: importing the module
+    """``freebind.run.partitions`` is both this module and its :func:`embed`: importing the module
     as a submodule rebinds the package's attribute to it, so the module itself calls
     :func:`embed`."""
 

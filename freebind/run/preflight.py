@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
-from freebind.errors import UsageError
+from freebind.util.errors import UsageError
 
 #: the stages, in the order they are checked and reported
 STAGES = ("library", "weights", "input")
@@ -83,7 +83,7 @@ def space_problems(refs: Iterable[str], space_options: Mapping | None = None,
                    store=None) -> list[Problem]:
     """Library and weight problems of the spaces ``refs`` (space references; nothing heavy
     is imported and nothing is downloaded). A space with rows imported into ``store`` (an
-    :class:`~freebind.store.EmbeddingStore`; :mod:`freebind.importer`) needs neither here:
+    :class:`~freebind.data.store.EmbeddingStore`; :mod:`freebind.run.importer`) needs neither here:
     its encoder is loaded only for items the rows lack, and reports its own problem then."""
     from freebind import spaces
     from freebind.spaces.weights import offline
@@ -125,7 +125,7 @@ def space_problems(refs: Iterable[str], space_options: Mapping | None = None,
 
 
 def _has_imported_rows(store, name: str) -> bool:
-    from freebind.importer import imported_identities
+    from freebind.run.importer import imported_identities
 
     try:
         return bool(imported_identities(store, name))
@@ -137,14 +137,14 @@ def leaf_spaces(target) -> list[str]:
     """The base spaces of a target: an expression, a plan, a bundle path
     (``x.safetensors[@preset]``) or a space reference."""
     from freebind import spaces
-    from freebind.target import split_ref
+    from freebind.run.targets import split_ref
 
     if hasattr(target, "spaces"):  # a plan
         return list(target.spaces)
     ref = str(target)
     path = split_ref(ref)[0]
     if path.endswith(".safetensors"):
-        from freebind.bundle import read_metadata
+        from freebind.fusion.bundle import read_metadata
 
         try:
             return list(read_metadata(path).get("plan", {}).get("spaces", {}))
@@ -179,7 +179,7 @@ def check_build(plan, audio=None, image=None, text=None, pools=None,
                 declared: Path | None = None, cls=None, store=None) -> None:
     """The pre-flight of :func:`freebind.build`: the plan's spaces, then its pools; raises
     ``cls`` (a :class:`PreflightError` subclass; the builder's is also a ``PoolError``)."""
-    from freebind.defaults import POOLS_FILE
+    from freebind.run.implicit import POOLS_FILE
     from freebind.spaces.weights import freebind_home
 
     problems = space_problems(plan.spaces, space_options, store=store)

@@ -20,19 +20,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from freebind.errors import MediaError, UsageError
+from freebind.util.errors import MediaError, UsageError
 
-from freebind.vocab import TEXT_MODALITIES  # noqa: E402  (items are strings)
+from freebind.util.vocab import TEXT_MODALITIES  # noqa: E402  (items are strings)
 
 
 def split_ref(ref: str) -> tuple[str, str | None]:
     """``"b.safetensors@versatile"`` → ``("b.safetensors", "versatile")``; a reference
     without ``@`` (or a space reference) → ``(ref, None)``; a hub reference
-    (``hf:org/name@main@versatile``) → its bundle's local path (:mod:`freebind.hub`,
+    (``hf:org/name@main@versatile``) → its bundle's local path (:mod:`freebind.run.hub_refs`,
     cached or downloaded) and preset."""
     ref = os.fspath(ref)
     if ref.startswith("hf:"):
-        from freebind import hub
+        from freebind.run import hub_refs as hub
 
         return hub.split(ref)
     path, at, preset = ref.rpartition("@")
@@ -157,7 +157,7 @@ class Target:
         ``lazy=True`` (with a store) returns the rows as :class:`Rows`: the base
         embeddings stay memory-mapped in the store and are fused chunk by chunk as they
         are read (``rows.blocks()``), so nothing of the items' size is held."""
-        from freebind.align import encode_aligned
+        from freebind.data.align import encode_aligned
 
         self._check_modality(modality)
         got = encode_aligned(self.requests(modality), items, store=store,
@@ -204,7 +204,7 @@ def open(ref, factors: Sequence[str] | str | None = None,  # noqa: A001  (freebi
          preset: str | None = None, *, space_options: Mapping[str, Any] | None = None) -> Target:
     """Resolve a target string: a space reference, a bundle path, ``bundle@preset``, or a
     Hugging Face Hub reference ``hf:ORG/NAME[@REVISION][:FILE][@preset]``
-    (:mod:`freebind.hub`).
+    (:mod:`freebind.run.hub_refs`).
 
     ``factors`` (``["a=0.8", "b2=off"]``) and ``preset`` apply to bundles only;
     ``space_options`` (device, precision, checkpoint, …) go to every ``spaces.get`` of the
@@ -218,7 +218,7 @@ def open(ref, factors: Sequence[str] | str | None = None,  # noqa: A001  (freebi
     factors = [str(f) for f in (factors or ())]
     options = dict(space_options or {})
     if is_bundle_ref(ref):
-        from freebind.fused import load
+        from freebind.fusion.fused import load
 
         path, inline = split_ref(ref)
         if not Path(path).is_file():
@@ -229,7 +229,7 @@ def open(ref, factors: Sequence[str] | str | None = None,  # noqa: A001  (freebi
         chosen = inline or preset
         fused = load(path, factors=factors, preset=chosen)
         if ref.startswith("hf:"):
-            from freebind import hub
+            from freebind.run import hub_refs as hub
 
             label = hub.parse(ref).bundle_ref.split(":", 1)[1]
             label += (f"@{chosen}" if chosen else "")
@@ -292,8 +292,8 @@ def encode_decoded(space, modality: str, inputs: Sequence[Any]):
 def resolve_bundle_family(spec: str, ref: str):
     """``bundle:fused.safetensors[@preset]`` → the bundle's registry entry, so that a fused
     space can be bound again (``mini:bind + c(bundle:f.safetensors)``)."""
-    from freebind.errors import SpaceError
-    from freebind.fused import load
+    from freebind.util.errors import SpaceError
+    from freebind.fusion.fused import load
     from freebind.spaces.base import SpaceInfo
 
     if not spec:
@@ -305,16 +305,16 @@ def resolve_bundle_family(spec: str, ref: str):
     return SpaceInfo(name=ref, family="bundle", modalities=tuple(fused.modalities),
                      dim=int(fused.dim), description=f"fused bundle {fused.name}",
                      options=(("path", str(path)), ("preset", preset)),
-                     loader="freebind.target:load_bundle_space",
-                     checker="freebind.target:check_bundle_space")
+                     loader="freebind.run.targets:load_bundle_space",
+                     checker="freebind.run.targets:check_bundle_space")
 
 
 def resolve_hub_family(spec: str, ref: str):
-    """``hf:ORG/NAME…`` as a registry entry: the bundle it names (:mod:`freebind.hub`),
+    """``hf:ORG/NAME…`` as a registry entry: the bundle it names (:mod:`freebind.run.hub_refs`),
     usable as an expert (``mini:bind + c(hf:org/name)``) or bound again."""
     import dataclasses
 
-    from freebind import hub
+    from freebind.run import hub_refs as hub
 
     parsed = hub.parse(ref)
     path = hub.resolve(parsed)

@@ -1,5 +1,5 @@
 """Search what was embedded: a factor-aware index (:class:`Index`), and a web page
-(:mod:`freebind.search.serve`). See docs/search.md."""
+(:mod:`freebind.serve.search_server`). See docs/search.md."""
 
 from freebind.search.index import Hit, Index
 

@@ -33,11 +33,11 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from freebind.atomic import atomic_write, atomic_write_text
-from freebind.errors import FreebindError, MediaError, UsageError
+from freebind.util.atomic import atomic_write, atomic_write_text
+from freebind.util.errors import FreebindError, MediaError, UsageError
 from freebind.search import parts
-from freebind.devices import OnDevice
-from freebind.store import PoolView
+from freebind.fusion.devices import OnDevice
+from freebind.data.store import PoolView
 
 FORMAT = "freebind-index"
 VERSION = 1
@@ -127,7 +127,7 @@ class Index:
 
     # --- factors ------------------------------------------------------------------------
     def _table(self, factors=None, preset: str | None = None):
-        from freebind.factors import resolve
+        from freebind.fusion.factors import resolve
 
         if self.fused is None:
             if factors or preset:
@@ -144,7 +144,7 @@ class Index:
 
     @property
     def query_modalities(self) -> list[str]:
-        from freebind.graph import output_modalities
+        from freebind.fusion.graph import output_modalities
 
         return list(output_modalities(self.graph, self.table)) if self.fused is not None \
             else list(self.space.modalities)
@@ -173,7 +173,7 @@ class Index:
 
     def _block(self, modality: str) -> _Block:
         if modality not in self.blocks:
-            from freebind.graph import output_modalities
+            from freebind.fusion.graph import output_modalities
 
             yields = output_modalities(self.graph, self.table) if self.fused is not None \
                 else list(self.space.modalities)
@@ -243,7 +243,7 @@ class Index:
         (through the embedding cache) and add them; ``names`` name them (default: the path
         or the text). Undecodable items are skipped and reported: returns
         ``{"added": n, "skipped": [{"path", "reason"}]}``."""
-        from freebind.align import encode_aligned
+        from freebind.data.align import encode_aligned
 
         store = self._get_store(store)
         block_refs = self._block(modality).refs
@@ -328,7 +328,7 @@ class Index:
             return store
         if store is None and self._store is not None:
             return self._get_store(self._store)
-        from freebind.store import EmbeddingStore
+        from freebind.data.store import EmbeddingStore
 
         return EmbeddingStore(store)
 
@@ -431,7 +431,7 @@ class Index:
         """Query rows ``[Q, dim]`` from their base embeddings ``{ref: {modality: [Q, d]}}``."""
         if self.fused is None:
             return leaves[self.ref][modality]
-        from freebind.graph import fuse, output_modalities
+        from freebind.fusion.graph import fuse, output_modalities
 
         yields = output_modalities(self.graph, table)
         if modality not in yields:
@@ -701,7 +701,7 @@ class Index:
 
 # --- helpers --------------------------------------------------------------------------------
 def _resolve_target(target, space_options):
-    from freebind.fused import FusedSpace
+    from freebind.fusion.fused import FusedSpace
 
     if isinstance(target, FusedSpace):
         ref = str(target.path.resolve()) if target.path is not None else target.name
@@ -711,7 +711,7 @@ def _resolve_target(target, space_options):
             return str(target.name), None, target
         raise UsageError(f"index target {target!r}: expected a bundle path or a space "
                          f"reference")
-    from freebind.target import open as open_target
+    from freebind.run.targets import open as open_target
 
     t = open_target(os.fspath(target), space_options=space_options)
     if t.is_bundle:
@@ -730,22 +730,22 @@ def _as_list(specs) -> list:
 
 
 def _parsed(overrides):
-    from freebind.factors import as_overrides
+    from freebind.fusion.factors import as_overrides
 
     return as_overrides(list(overrides))
 
 
 def _override_text(o) -> str:
-    from freebind.factors import _text
+    from freebind.fusion.factors import _text
 
     return o if isinstance(o, str) else _text(o)
 
 
 def _components_in_chunks(graph, projectors, leaves, modality, table, chunk_rows=None):
     """:func:`parts.components` computed ``chunk_rows`` rows at a time (default: what the
-    fusion memory budget allows, :func:`freebind.graph.fusion_chunk_rows`), so the
+    fusion memory budget allows, :func:`freebind.fusion.graph.fusion_chunk_rows`), so the
     projectors' activations never grow with the index."""
-    from freebind.graph import fusion_chunk_rows
+    from freebind.fusion.graph import fusion_chunk_rows
 
     # the index scores on the CPU: a bundle moved to a device is read through CPU copies
     projectors = OnDevice(projectors, "cpu")
@@ -1067,7 +1067,7 @@ def _text_of(source: str) -> str:
 @functools.lru_cache(maxsize=2)
 def _texts_in(path: str, mtime_ns: int, size: int) -> list[str]:
     """A texts file's lines, read once per version of the file (not once per row)."""
-    from freebind.media import read_texts
+    from freebind.data.media import read_texts
 
     return read_texts(path)
 
@@ -1079,7 +1079,7 @@ def _item_name(item) -> str:
 def _query_key(modality: str, item) -> str:
     if modality == "text":
         return str(item)
-    from freebind.store import file_key
+    from freebind.data.store import file_key
 
     try:
         return file_key(item)

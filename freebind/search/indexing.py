@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from freebind.errors import UsageError
+from freebind.util.errors import UsageError
 from freebind.search.index import Index
 
 
@@ -34,7 +34,7 @@ def embed_ref(folder: Path) -> str:
     rec = meta.get("bundle")
     if not isinstance(rec, dict) or not rec.get("path"):
         return str(meta.get("target", ""))
-    from freebind.embed import bundle_hash
+    from freebind.run.partitions import bundle_hash
 
     suffix = f"@{rec['preset']}" if rec.get("preset") else ""
     want = rec.get("content")

@@ -34,8 +34,8 @@ import torch
 from torch.nn import functional as F
 
 from freebind.algebra.compile import bond_nodes
-from freebind.factors import BondFactors
-from freebind.graph import _Evaluator
+from freebind.fusion.factors import BondFactors
+from freebind.fusion.graph import _Evaluator
 
 
 @dataclass(frozen=True)
@@ -75,7 +75,7 @@ def _routes(ev: _Evaluator, bond: dict, entry: BondFactors, modality: str) -> bo
     on, routed and not pinned, a modality the router weighs, every routed expert has it)."""
     if not entry.on or not entry.routes(modality):
         return False
-    from freebind.router import router_spec
+    from freebind.fusion.router import router_spec
 
     spec = router_spec(bond).get(modality)
     return spec is not None and all(ev.has(bond["experts"][i], modality)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from freebind.atomic import atomic_write_text
+from freebind.util.atomic import atomic_write_text
 
 WIDTH, HEIGHT = 240, 48
 MEDIA_INFO = "media.json"
@@ -82,7 +82,7 @@ def file_captions(table: os.PathLike, column: str | None = None) -> dict[str, st
     stem (AudioCaps names clips by YouTube id without an extension)."""
     import csv
 
-    from freebind.errors import UsageError
+    from freebind.util.errors import UsageError
 
     table = Path(table)
     try:
@@ -111,7 +111,7 @@ def write_media_info(index_dir: os.PathLike, captions: os.PathLike | None = None
                      progress: bool = False) -> dict:
     """Thumbnails, durations and captions of the index's audio and image items (those
     without an entry yet). Returns ``{"thumbnails": n, "captions": n}`` (new ones)."""
-    from freebind.progress import bar
+    from freebind.util.progress import bar
 
     index_dir = Path(index_dir)
     items = json.loads((index_dir / "items.json").read_text(encoding="utf-8"))

@@ -7,7 +7,7 @@ to it blind. The pieces here refuse both, bound every request body while it stre
 turn every error into a JSON ``{"error": message}`` that never carries a server path or a
 traceback::
 
-    from freebind.web import ApiError, Guard, check_bind_host, install_errors, read_json
+    from freebind.serve.guard import ApiError, Guard, check_bind_host, install_errors, read_json
 
     app = FastAPI()
     install_errors(app)                       # every error → JSON 4xx/5xx
@@ -48,7 +48,7 @@ import ipaddress
 import json
 from typing import Any, Iterable, Mapping
 
-from freebind.errors import UsageError
+from freebind.util.errors import UsageError
 
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 WILDCARDS = ("0.0.0.0", "::", "")

@@ -5,7 +5,7 @@ The release is a ``checkpoints`` folder with one sub-folder per projector group,
 ``best.pt`` is the state dict of one projector, Linear(in, 2048) – BatchNorm1d – ReLU –
 Linear(2048, out) – BatchNorm1d, stored under ``Head2.mlps.{0,1,3,4}.*`` (the Linear layers
 at 0 and 3, the BatchNorms at 1 and 4). freebind keeps the K projectors of a group stacked
-(:class:`freebind.projector.ProjectorGroup`): ``w1 = mlps.0.weightᵀ``, ``b1 = mlps.0.bias``,
+(:class:`freebind.fusion.projector.ProjectorGroup`): ``w1 = mlps.0.weightᵀ``, ``b1 = mlps.0.bias``,
 ``bn1 = mlps.1``, ``w2 = mlps.3.weightᵀ``, ``b2 = mlps.3.bias``, ``bn2 = mlps.4``; projector k
 of a group is data mode k, in the order above.
 
@@ -28,7 +28,7 @@ import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from freebind.errors import FreebindError, UsageError
+from freebind.util.errors import FreebindError, UsageError
 
 DATA_MODES = ("mix", "A", "T", "V", "AT", "AV", "TV")
 HIDDEN = 2048
@@ -83,7 +83,7 @@ def projector_tensors(path: Path, d_in: int, d_out: int, hidden: int | None = No
     """One released projector as freebind's per-projector tensors (unstacked).
 
     ``hidden`` defaults to the checkpoint's own width (2048 in the release)."""
-    from freebind.errors import SpaceError
+    from freebind.util.errors import SpaceError
     from freebind.spaces import weights
 
     try:
@@ -126,7 +126,7 @@ def group_from_folder(folder: Path, d_in: int, d_out: int, modes=DATA_MODES):
     """The stacked :class:`ProjectorGroup` of ``folder/<mode>/best.pt`` for every mode."""
     import torch
 
-    from freebind.projector import PARAM_NAMES, ProjectorGroup
+    from freebind.fusion.projector import PARAM_NAMES, ProjectorGroup
 
     if not folder.is_dir():
         raise ConvertError(f"{folder}: release folder missing")
@@ -147,8 +147,8 @@ def convert(release_dir, variant_name: str, out_path, verify: bool = True,
             progress=None) -> dict:
     """Convert a release folder into a bundle at ``out_path``; returns a summary dict."""
     from freebind.algebra import plan as make_plan
-    from freebind.factors import paper_presets
-    from freebind.fused import FusedSpace
+    from freebind.fusion.factors import paper_presets
+    from freebind.fusion.fused import FusedSpace
 
     var = variant(variant_name)
     root = Path(release_dir)

@@ -3,8 +3,8 @@
 The exported graph is the fusion only — input normalisation, projector groups (stacked
 Linear–BatchNorm–ReLU–Linear–BatchNorm, per-projector normalisation, mean), parallel
 experts' weighted sum, combination and displacement mixing, learned routers, output
-normalisation — the same computation as :meth:`freebind.fused.FusedSpace.fuse` (the bond
-table in :mod:`freebind.graph`). The encoders are not exported: the base embeddings are the
+normalisation — the same computation as :meth:`freebind.fusion.fused.FusedSpace.fuse` (the bond
+table in :mod:`freebind.fusion.graph`). The encoders are not exported: the base embeddings are the
 graph's inputs, one per base space and modality, named ``SPACE/MODALITY`` (``mini:bind/audio``,
 ``[N_audio, dim]`` float32: every modality has its own batch size, and a modality not wanted
 can be fed zero rows). The factors are inputs too, named ``BOND.MODALITY`` (``b2.audio``, a
@@ -27,7 +27,7 @@ from typing import Sequence
 
 import numpy as np
 
-from freebind.errors import UsageError
+from freebind.util.errors import UsageError
 
 OPSET = 17
 IR_VERSION = 8
@@ -56,7 +56,7 @@ class ExportReport:
 
 
 def _onnx():
-    from freebind.optional import require
+    from freebind.util.optional import require
 
     return require("onnx", "the ONNX export", install="'freebind[onnx]'")
 
@@ -155,10 +155,10 @@ def _mixture(b: _Builder, group, job_id: str, x: str) -> str:
 
 
 def _evaluator_class():
-    from freebind.graph import _Evaluator, _router_experts
+    from freebind.fusion.graph import _Evaluator, _router_experts
 
     class OnnxEvaluator(_Evaluator):
-        """The fusion graph's evaluator (:mod:`freebind.graph`), emitting ONNX nodes: the
+        """The fusion graph's evaluator (:mod:`freebind.fusion.graph`), emitting ONNX nodes: the
         same structure (switches, which side has a modality), factors as graph inputs."""
 
         def __init__(self, builder: _Builder, projectors, table, dims):
@@ -215,7 +215,7 @@ def _evaluator_class():
 
             h = b.op("Relu", [b.op("Add", [b.op("MatMul", [x, w("w1")]), w("b1")])])
             z = b.op("Add", [b.op("MatMul", [h, w("w2")]), w("b2")], "logits")
-            from freebind.router import EPS as R_EPS
+            from freebind.fusion.router import EPS as R_EPS
 
             s0 = min(max(spec["sigma0"], R_EPS), 1.0 - R_EPS)
             z0 = b.op("Slice", [z, _i64(b, [0]), _i64(b, [1]), _i64(b, [-1])])     # [N, 1]
@@ -286,7 +286,7 @@ def to_onnx(fused, modalities: Sequence[str] | None = None):
     (:meth:`FusedSpace.with_factors`): inputs ``SPACE/MODALITY`` and ``BOND.MODALITY``,
     outputs named by modality."""
     onnx = _onnx()
-    from freebind import __version__
+    from freebind.util.version import __version__
 
     mods = list(modalities) if modalities else list(fused.modalities)
     unknown = [m for m in mods if m not in fused.modalities]
@@ -310,7 +310,7 @@ def to_onnx(fused, modalities: Sequence[str] | None = None):
                                    producer_name="freebind", producer_version=__version__)
     model.ir_version = IR_VERSION
     onnx.helper.set_model_props(model, {"freebind.expression": fused.name,
-                                        "freebind.factors": _json(fused.factors),
+                                        "freebind.fusion.factors": _json(fused.factors),
                                         "freebind.factor_defaults": _json(b.factor_defaults),
                                         "freebind.preset": fused.preset or ""})
     if _weight_bytes(model) <= EXTERNAL_AT:
@@ -326,7 +326,7 @@ def save(model, output) -> list[Path]:
     """Write ``model`` to ``output`` atomically; weights past :data:`EXTERNAL_AT` bytes go
     to ``<output>.data`` beside it (ONNX's external data: protobuf stops at 2 GB). Returns
     the files written."""
-    from freebind.atomic import atomic_write
+    from freebind.util.atomic import atomic_write
 
     onnx = _onnx()
     output = Path(output)
@@ -377,7 +377,7 @@ def export(bundle, output, *, format: str = "onnx", factors=None,  # noqa: A002
             report.max_abs_diff = verify_onnx(output, fused, rows=rows, seed=seed)
             worst = max(report.max_abs_diff.values(), default=0.0)
             if not worst <= TOLERANCE:
-                from freebind.errors import FreebindError
+                from freebind.util.errors import FreebindError
 
                 raise FreebindError(f"{output}: onnxruntime differs from freebind's fusion by "
                                     f"{worst:.2e} (more than {TOLERANCE:g}); please report it")
@@ -405,12 +405,12 @@ def default_feeds(session) -> dict[str, np.ndarray]:
 
 
 def _as_fused(bundle, factors, preset):
-    from freebind.fused import FusedSpace
+    from freebind.fusion.fused import FusedSpace
 
     if isinstance(bundle, FusedSpace):
         return bundle.with_factors(*(factors or ()), preset=preset) if factors or preset \
             else bundle
-    from freebind.target import open as open_target
+    from freebind.run.targets import open as open_target
 
     target = open_target(os.fspath(bundle), factors=factors, preset=preset)
     if not target.is_bundle:

@@ -2,7 +2,7 @@
 card generated from it, uploaded with ``huggingface_hub`` (``freebind push``).
 
 The folder holds ``fused.safetensors`` (the name ``hf:ORG/NAME`` references resolve by
-default, :mod:`freebind.hub`) and ``README.md``: YAML front matter the Hub reads
+default, :mod:`freebind.run.hub_refs`) and ``README.md``: YAML front matter the Hub reads
 (``library_name``, ``license``, ``tags``, ``pipeline_tag``), then the expression, every
 space with its reference and licence, the bonds' factors and presets, the training data's
 fingerprints, the evaluation results stored in the bundle, and how to use the space from
@@ -16,7 +16,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from freebind.errors import UsageError
+from freebind.util.errors import UsageError
 
 #: licences of the spaces' weights, by family (what their publishers state)
 FAMILY_LICENSES = {
@@ -71,7 +71,7 @@ def card_license(spaces: dict) -> str:
 
 
 def _bond_rows(graph: dict) -> list[list]:
-    from freebind.factors import bond_nodes
+    from freebind.fusion.factors import bond_nodes
 
     rows = []
     for b in bond_nodes(graph):
@@ -89,7 +89,7 @@ def _fmt(v) -> str:
 
 
 def model_card(meta: dict, repo_id: str, *, license: str | None = None) -> str:  # noqa: A002
-    """The README.md model card of a bundle's metadata (:func:`freebind.bundle.read_metadata`)
+    """The README.md model card of a bundle's metadata (:func:`freebind.fusion.bundle.read_metadata`)
     published as ``repo_id``."""
     plan = meta.get("plan", {})
     graph = plan.get("graph", {})
@@ -172,9 +172,9 @@ def write_repo(bundle, repo_id: str, folder, *, license: str | None = None  # no
                ) -> PushReport:
     """Write the repository folder of ``bundle`` for ``repo_id`` into ``folder`` (created;
     its files replaced atomically). Raises :class:`UsageError` for a bad repo id."""
-    from freebind import bundle as bundle_io
-    from freebind.atomic import atomic_write, atomic_write_text
-    from freebind.hub import _REPO_RE
+    from freebind.fusion import bundle as bundle_io
+    from freebind.util.atomic import atomic_write, atomic_write_text
+    from freebind.run.hub_refs import _REPO_RE
 
     if not _REPO_RE.match(repo_id or ""):
         raise UsageError(f"{repo_id!r}: a repository is named ORG/NAME")
@@ -211,7 +211,7 @@ def push(bundle, repo_id: str, *, private: bool = False, dry_run=None, token=Non
     (the repository is created when missing, ``private`` if asked)."""
     import tempfile
 
-    from freebind.errors import SpaceError
+    from freebind.util.errors import SpaceError
     from freebind.spaces.weights import offline
 
     if dry_run is not None:
@@ -222,7 +222,7 @@ def push(bundle, repo_id: str, *, private: bool = False, dry_run=None, token=Non
         raise SpaceError(f"push {repo_id}: downloads and uploads are off "
                          f"(HF_HUB_OFFLINE/FREEBIND_OFFLINE); use --dry-run DIR to write the "
                          f"folder only")
-    from freebind.hub import _hub
+    from freebind.run.hub_refs import _hub
 
     lib = _hub()
     from huggingface_hub import errors

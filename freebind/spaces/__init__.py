@@ -13,9 +13,9 @@ import difflib
 import threading
 from typing import Callable
 
-from freebind.errors import SpaceError
+from freebind.util.errors import SpaceError
 from freebind.spaces.base import Space, SpaceInfo, _resolve
-from freebind.vocab import ALL_MODALITIES, POOL_MODALITIES
+from freebind.util.vocab import ALL_MODALITIES, POOL_MODALITIES
 
 __all__ = ["Space", "SpaceInfo", "get", "info", "list", "names", "register",
            "register_family", "suggest", "is_known", "prefetch", "ALL_MODALITIES",

@@ -10,7 +10,7 @@ engines that decode in one stage and encode in another (docs/architecture.md).
 
 from __future__ import annotations
 
-from freebind.errors import SpaceError
+from freebind.util.errors import SpaceError
 from freebind.spaces import guard
 
 PRECISIONS = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}

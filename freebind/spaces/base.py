@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol, Sequence, runtime_checkable
 
-from freebind.vocab import ALL_MODALITIES, POOL_MODALITIES  # noqa: F401  (re-exported)
+from freebind.util.vocab import ALL_MODALITIES, POOL_MODALITIES  # noqa: F401  (re-exported)
 
 
 @runtime_checkable
@@ -63,7 +63,7 @@ class SpaceInfo:
         return _resolve(self.checker)(self)
 
     def load(self, **options) -> Space:
-        from freebind.errors import SpaceError
+        from freebind.util.errors import SpaceError
 
         if self.loader is None:
             raise SpaceError(f"space {self.name!r} has no encoder here "
@@ -78,7 +78,7 @@ class SpaceInfo:
         Nothing is built or loaded."""
         from pathlib import Path
 
-        from freebind.errors import SpaceError
+        from freebind.util.errors import SpaceError
 
         if self.fetcher is not None:
             return list(_resolve(self.fetcher)(self))

@@ -66,10 +66,10 @@ FAMILIES += [
      "imagebind:/data/imagebind_huge.pth", "freebind.spaces.fetch:imagebind"),
     ("open_clip", "freebind.spaces.openclip:resolve_family",
      "open_clip:ViT-B-32/laion2b_s34b_b79k", "freebind.spaces.fetch:open_clip"),
-    ("bundle", "freebind.target:resolve_bundle_family", "bundle:fused.safetensors@versatile",
+    ("bundle", "freebind.run.targets:resolve_bundle_family", "bundle:fused.safetensors@versatile",
      None),
-    ("hf", "freebind.target:resolve_hub_family", "hf:ORG/NAME[@REVISION][:FILE][@preset]",
-     "freebind.hub:fetch_entry"),
+    ("hf", "freebind.run.targets:resolve_hub_family", "hf:ORG/NAME[@REVISION][:FILE][@preset]",
+     "freebind.run.hub_refs:fetch_entry"),
 ]
 from freebind.spaces.openclip import ALIASES as _OC_ALIASES  # noqa: E402
 

@@ -33,7 +33,7 @@ import re
 from pathlib import Path
 from typing import Sequence
 
-from freebind.errors import SpaceError
+from freebind.util.errors import SpaceError
 from freebind.spaces import compat, weights
 from freebind.spaces.adapter import EncoderAdapter
 
@@ -454,7 +454,7 @@ class ClapSpace(EncoderAdapter):
     # --- audio --------------------------------------------------------------------------------
     def audio_item(self, path) -> dict:
         """One file's inputs (decoded at 48 kHz, quantised, 10 s policy, fusion mels)."""
-        from freebind import media
+        from freebind.data import media
         from freebind.spaces import audio_features as af
 
         wave = media.load_audio(path, self.audio_cfg["sample_rate"], resampler=af.soxr_resample)

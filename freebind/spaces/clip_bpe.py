@@ -17,7 +17,7 @@ import html
 from functools import lru_cache
 from pathlib import Path
 
-from freebind.errors import SpaceError
+from freebind.util.errors import SpaceError
 
 VOCAB_FILE = "bpe_simple_vocab_16e6.txt.gz"
 VOCAB_SHA256 = "924691ac288e54409236115652ad4aa250f48203de50a9e4722a6ecd48d6804a"

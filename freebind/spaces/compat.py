@@ -17,7 +17,7 @@ import importlib.util
 import sys
 import types
 
-from freebind.errors import SpaceError
+from freebind.util.errors import SpaceError
 
 _TV_OPS = ("nms", "qnms")
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from freebind.errors import SpaceError
+from freebind.util.errors import SpaceError
 from freebind.spaces.weights import resolve
 
 

@@ -3,7 +3,7 @@ returned (and so never written to a cache or an output file).
 
 :func:`check_finite` runs on what an encoder produced for one ``encode`` call and raises
 :class:`NonFiniteEmbedding` naming the space, the modality and the first offending item.
-The error is a :class:`~freebind.errors.MediaError`, so the embedding store and
+The error is a :class:`~freebind.util.errors.MediaError`, so the embedding store and
 ``freebind embed`` treat it like an undecodable file: under their skip policy the batch is
 retried item by item, the offending item is reported (path or text and reason) and skipped;
 under the strict policy the run stops with that one line. See docs/real-spaces.md.
@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 from typing import Any, Sequence
 
-from freebind.errors import MediaError
+from freebind.util.errors import MediaError
 
 _LABEL_CHARS = 80
 

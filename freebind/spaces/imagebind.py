@@ -46,7 +46,7 @@ import json
 from pathlib import Path
 from typing import Sequence
 
-from freebind.errors import SpaceError
+from freebind.util.errors import SpaceError
 from freebind.spaces import clip_bpe, compat, weights
 from freebind.spaces.adapter import EncoderAdapter
 
@@ -169,7 +169,7 @@ class ImageBindSpace(EncoderAdapter):
 
     def prepare_item(self, modality: str, item):
         """One file's model input (decoded, resampled, transformed)."""
-        from freebind import media
+        from freebind.data import media
         from freebind.spaces import audio_features as af
 
         if modality == "image":
@@ -278,8 +278,8 @@ def imagebind_video(path):
     """ImageBind's video input ``[15, 3, 2, 224, 224]`` for a video file (see module doc)."""
     import torch
 
-    from freebind import media
-    from freebind.errors import MediaError
+    from freebind.data import media
+    from freebind.util.errors import MediaError
 
     n, fps = media.video_info(path)
     try:
@@ -328,7 +328,7 @@ def imagebind_imu(imu):
     import numpy as np
     import torch
 
-    from freebind.media import fit_length
+    from freebind.data.media import fit_length
 
     return torch.from_numpy(np.stack([fit_length(ch, IMU_LENGTH) for ch in imu]))
 

@@ -48,7 +48,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from freebind.errors import SpaceError
+from freebind.util.errors import SpaceError
 from freebind.spaces import compat, weights
 from freebind.spaces.adapter import EncoderAdapter
 
@@ -192,7 +192,7 @@ class InternVLSpace(EncoderAdapter):
         self.last_timings: dict = {}
 
     def prepare(self, modality: str, items: Sequence):
-        from freebind import media
+        from freebind.data import media
 
         if modality == "image":
             images = [media.load_image(p) for p in items]
@@ -210,7 +210,7 @@ class InternVLSpace(EncoderAdapter):
     def _per_item(self, modality: str):  # the encode hook of EncoderAdapter
         if modality == "text":
             return None
-        from freebind import media
+        from freebind.data import media
 
         return lambda p: self.processor(images=[media.load_image(p)],
                                         return_tensors="pt").pixel_values[0]

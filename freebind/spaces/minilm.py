@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 from typing import Sequence
 
-from freebind.errors import SpaceError
+from freebind.util.errors import SpaceError
 from freebind.spaces import compat, weights
 from freebind.spaces.adapter import EncoderAdapter
 

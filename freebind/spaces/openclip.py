@@ -20,7 +20,7 @@ import json
 from pathlib import Path
 from typing import Sequence
 
-from freebind.errors import SpaceError
+from freebind.util.errors import SpaceError
 from freebind.spaces import compat, weights
 from freebind.spaces.adapter import EncoderAdapter
 
@@ -261,7 +261,7 @@ class OpenClipSpace(EncoderAdapter):
     def prepare(self, modality: str, items: Sequence):
         import torch
 
-        from freebind import media
+        from freebind.data import media
 
         if modality == "image":
             return torch.stack([self.transform(media.load_image(p)) for p in items])
@@ -283,7 +283,7 @@ class OpenClipSpace(EncoderAdapter):
     def _per_item(self, modality: str):
         if modality == "text":
             return None
-        from freebind import media
+        from freebind.data import media
 
         return lambda p: self.transform(media.load_image(p))
 

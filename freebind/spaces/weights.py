@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
-from freebind.errors import SpaceError
+from freebind.util.errors import SpaceError
 
 #: Environment variables that forbid network access for weights.
 OFFLINE_VARS = ("FREEBIND_OFFLINE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
@@ -144,14 +144,14 @@ def download_url(url: str, dest: Path, progress: bool = True, timeout: float = 3
     """Stream ``url`` to ``dest`` atomically (``.part`` file, then ``os.replace``)."""
     import urllib.request
 
-    from freebind.atomic import atomic_write
+    from freebind.util.atomic import atomic_write
 
     dest = Path(dest)
 
     def stream(tmp):
         with urllib.request.urlopen(url, timeout=timeout) as response, open(tmp, "wb") as out:
             total = int(response.headers.get("Content-Length") or 0) or None
-            from freebind.progress import bar as tqdm
+            from freebind.util.progress import bar as tqdm
 
             with tqdm(total=total, unit="B", unit_scale=True, desc=dest.name,
                       disable=not progress, leave=False) as bar:

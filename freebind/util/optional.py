@@ -2,14 +2,14 @@
 
 ``require("matplotlib", "the factor-analysis figure")`` imports the module (a package that
 is installed but cannot be imported, e.g. built against another numpy, counts as missing)
-and otherwise raises one :class:`~freebind.errors.UsageError` line saying what to install,
+and otherwise raises one :class:`~freebind.util.errors.UsageError` line saying what to install,
 so that no verb computes for minutes and then dies on a missing package."""
 
 from __future__ import annotations
 
 import importlib
 
-from freebind.errors import UsageError
+from freebind.util.errors import UsageError
 
 
 def require(module: str, purpose: str, install: str | None = None,

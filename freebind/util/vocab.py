@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Any, Mapping, Sequence
 
-from freebind.errors import UsageError
+from freebind.util.errors import UsageError
 
 #: every modality name freebind knows, in canonical order (also the partition order)
 ALL_MODALITIES = ("audio", "image", "text", "video", "depth", "thermal", "imu")
@@ -96,7 +96,7 @@ def is_mini_only(families: Sequence[str]) -> bool:
     return bool(families) and set(families) == {"mini"}
 
 
-# --- media files by extension (freebind.media, freebind.readers) ---------------------------
+# --- media files by extension (freebind.data.media, freebind.data.readers) ---------------------------
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")

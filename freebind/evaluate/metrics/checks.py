@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from freebind.errors import FreebindError
+from freebind.util.errors import FreebindError
 
 
 class MetricInputError(FreebindError, ValueError):

@@ -113,7 +113,7 @@ def _gather(x, idx: np.ndarray) -> np.ndarray:
         import torch
 
         return x[torch.from_numpy(idx)].detach().cpu().numpy()
-    if hasattr(x, "rows"):               # freebind.store.PoolView
+    if hasattr(x, "rows"):               # freebind.data.store.PoolView
         return x.rows(idx)
     return np.asarray(x[idx])
 
@@ -142,7 +142,7 @@ class _MatrixBlocks:
 
 class EmbeddingBlocks:
     """Cosine similarity blocks of ``queries`` [Q, d] × ``gallery`` [G, d] (arrays, memory
-    maps, :class:`~freebind.store.PoolView`, tensors), rows read and normalised a block at
+    maps, :class:`~freebind.data.store.PoolView`, tensors), rows read and normalised a block at
     a time: float32, as ``unit(queries) @ unit(gallery).T`` would give them."""
 
     def __init__(self, queries, gallery, names=("queries", "gallery")):
@@ -237,7 +237,7 @@ def stream_positions(blocks, relevant: np.ndarray, relevant_cols: np.ndarray | N
     thr = scores.astype(blocks.dtype)          # exact: the scores are of that dtype
     if cols is not None:
         cthr = cols.astype(blocks.dtype)
-    from freebind.progress import bar
+    from freebind.util.progress import bar
 
     with bar(total=nq, desc=desc, unit="q", disable=not progress, leave=False) as pbar:
         for qa in range(0, nq, b):
@@ -345,7 +345,7 @@ def paired_retrieval_from_embeddings(captions, items, caption_item: Sequence[int
                                      budget_bytes: int | None = None,
                                      progress: bool = False) -> dict[str, float]:
     """:func:`paired_retrieval_metrics` of the cosine similarities of ``captions`` [C, d]
-    and ``items`` [I, d] — arrays, ``np.memmap``, :class:`~freebind.store.PoolView` or
+    and ``items`` [I, d] — arrays, ``np.memmap``, :class:`~freebind.data.store.PoolView` or
     tensors — streamed: rows are read ``block_rows`` at a time (default from
     ``budget_bytes``, :func:`block_rows_for`) and no ``[C, I]`` matrix is ever held.
     The values equal those of the whole matrix ``unit(captions) @ unit(items).T``."""

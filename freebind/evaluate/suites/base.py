@@ -17,8 +17,8 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from freebind.errors import UsageError
-from freebind.media import AUDIO_EXTENSIONS, IMAGE_EXTENSIONS
+from freebind.util.errors import UsageError
+from freebind.data.media import AUDIO_EXTENSIONS, IMAGE_EXTENSIONS
 
 #: Retrieval cut-offs and the mAP depth used by every retrieval suite.
 RETRIEVAL_KS = (1, 5, 10)
@@ -269,7 +269,7 @@ def select_rows(array, rows: np.ndarray):
     n = len(array)
     if len(rows) == n and np.array_equal(rows, np.arange(n)):
         return array
-    if hasattr(array, "subset"):                     # freebind.store.PoolView
+    if hasattr(array, "subset"):                     # freebind.data.store.PoolView
         return array.subset(rows)
     if isinstance(array, np.ndarray) and not isinstance(array, np.memmap):
         return array[rows]

@@ -1,6 +1,6 @@
 """Engine options, slices and reports: what every engine and its callers share (the
-engines themselves live in :mod:`freebind.engine.local` and
-:mod:`freebind.engine.ray_engine`; :func:`freebind.engine.fill` runs one)."""
+engines themselves live in :mod:`freebind.run.engines.local` and
+:mod:`freebind.run.engines.ray_engine`; :func:`freebind.run.engines.fill` runs one)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Sequence
 
-from freebind.errors import UsageError
+from freebind.util.errors import UsageError
 
 ENGINES = ("local", "ray")
 

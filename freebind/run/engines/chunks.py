@@ -16,7 +16,7 @@ import os
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
-from freebind.errors import MediaError
+from freebind.util.errors import MediaError
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,7 @@ class Chunk:
 def plan_chunks(store, spaces: Mapping[str, Any], calls: Iterable[StoreCall]):
     """(chunks, key failures): every chunk of ``calls`` in order, and the items whose file
     could not even be read for its key (reported like the store reports them)."""
-    from freebind.store import _reason
+    from freebind.data.store import _reason
 
     chunks: list[Chunk] = []
     failures: list[dict] = []

@@ -10,16 +10,16 @@ import time
 def run(chunks, spaces, store, report, batch_size: int = 64, progress: bool = True) -> None:
     """Encode ``chunks`` here; each becomes one store shard (what ``store.embed`` writes for
     exactly those items)."""
-    from freebind.engine.base import WorkerStats
+    from freebind.run.engines.base import WorkerStats
 
     stats = WorkerStats(f"{socket.gethostname()}:{os.getpid()} (local)")
     bar = None
     if progress:
-        from freebind.progress import bar as tqdm
+        from freebind.util.progress import bar as tqdm
 
         bar = tqdm(total=sum(len(c.todo) for c in chunks), unit="item",
                    desc="embed (local)")
-    from freebind.store import _reason
+    from freebind.data.store import _reason
 
     try:
         for chunk in chunks:

@@ -2,7 +2,7 @@
 
 Every encoder batch of every chunk still to do becomes one row of a dataset. A read stage
 (stateless Ray tasks, in parallel) decodes the batch's items (the space's ``decode_item``,
-see :func:`freebind.target.decode_item`; undecodable items are marked there with their
+see :func:`freebind.run.targets.decode_item`; undecodable items are marked there with their
 reason); an actor pool (``workers`` actors, each holding the job's encoders, loaded once)
 encodes the decoded batch (``encode_decoded``) exactly as the store would: at once, or
 item by item when one of its items failed, so every row is the same float the local engine
@@ -28,7 +28,7 @@ import time
 
 import numpy as np
 
-from freebind.errors import FreebindError, MediaError
+from freebind.util.errors import FreebindError, MediaError
 
 #: per-process state of Ray worker processes: setup hooks run, spaces opened
 _SETUP_DONE: set[str] = set()
@@ -51,10 +51,10 @@ def _space(ref: str, options: dict):
 
 def _decode(batch: dict, setup=None, space_options=None) -> dict:
     """Read stage: one row per encoder batch; its items decoded to encoder inputs
-    (:func:`freebind.target.decode_item`: the space's own decoder where it has one, else a
+    (:func:`freebind.run.targets.decode_item`: the space's own decoder where it has one, else a
     readability check), undecodable ones marked with their reason."""
-    from freebind.store import _reason
-    from freebind.target import decode_item
+    from freebind.data.store import _reason
+    from freebind.run.targets import decode_item
 
     _run_setup(setup)
     payloads = []
@@ -73,15 +73,15 @@ def _decode(batch: dict, setup=None, space_options=None) -> dict:
 
 
 def _encode_decoded(space, modality: str, inputs: list):
-    """:func:`freebind.target.encode_decoded` as one encoder batch of ``len(inputs)``
+    """:func:`freebind.run.targets.encode_decoded` as one encoder batch of ``len(inputs)``
     (what the store's ``space.encode(batch, batch_size=len(batch))`` runs)."""
     import inspect
 
-    from freebind.target import encode_decoded
+    from freebind.run.targets import encode_decoded
 
     hook = getattr(space, "encode_decoded", None)
     if hook is not None and "batch_size" in inspect.signature(hook).parameters:
-        from freebind.store import _as_numpy
+        from freebind.data.store import _as_numpy
 
         return _as_numpy(hook(modality, inputs, batch_size=max(1, len(inputs))))
     return encode_decoded(space, modality, inputs)
@@ -94,7 +94,7 @@ def encode_entries(space, modality: str, entries, items):
     fails on a bad item). Rows with a NaN or an infinity are refused like ``encode``
     refuses them (:mod:`freebind.spaces.guard`)."""
     from freebind.spaces.guard import check_finite
-    from freebind.store import _reason
+    from freebind.data.store import _reason
 
     def enc(values, of):
         return check_finite(_encode_decoded(space, modality, values), str(space.name),
@@ -215,8 +215,8 @@ def run(chunks, spaces, store, options, report, batch_size: int = 64, progress: 
     import ray
     import ray.data
 
-    from freebind.engine.base import WorkerStats
-    from freebind.engine.chunks import batches
+    from freebind.run.engines.base import WorkerStats
+    from freebind.run.engines.chunks import batches
 
     space_options = dict(space_options or {})
     rows, expected = [], {}
@@ -246,7 +246,7 @@ def run(chunks, spaces, store, options, report, batch_size: int = 64, progress: 
                             num_cpus=options.cpus_per_worker,
                             num_gpus=options.gpus_per_worker or None)
         if progress:
-            from freebind.progress import bar as tqdm
+            from freebind.util.progress import bar as tqdm
 
             bar = tqdm(total=total, unit="item",
                        desc=f"embed (ray, {options.workers} worker(s))")
@@ -294,7 +294,7 @@ def run(chunks, spaces, store, options, report, batch_size: int = 64, progress: 
 
 def _put(store, space, chunk, parts: dict, batch_size: int, report) -> None:
     """Assemble a chunk's batches in order and write its store shard."""
-    from freebind.engine.chunks import batches
+    from freebind.run.engines.chunks import batches
 
     keys, embs = [], []
     for b, items in enumerate(batches(chunk, batch_size)):

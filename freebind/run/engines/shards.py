@@ -1,17 +1,17 @@
-"""The engines of :func:`freebind.embed.embed` over an embed plan's shards (partitions).
+"""The engines of :func:`freebind.run.partitions.embed` over an embed plan's shards (partitions).
 
 ``shard=(i, n)`` keeps the partitions ``k`` with ``k % n == i``. On the ray engine the
 embedding store is filled first for every partition still to write (see
-:mod:`freebind.engine`); each partition is then written by the embed module's own
+:mod:`freebind.run.engines`); each partition is then written by the embed module's own
 ``run_shard``, which finds its embeddings cached: the partitions are the local engine's,
-byte for byte. ``run_shard`` and ``shard_done`` come from the caller (freebind.embed), so
+byte for byte. ``run_shard`` and ``shard_done`` come from the caller (freebind.run.partitions), so
 this module does not import it back.
 """
 
 from __future__ import annotations
 
-from freebind.engine.base import engine_options, in_slice
-from freebind.engine.chunks import StoreCall
+from freebind.run.engines.base import engine_options, in_slice
+from freebind.run.engines.chunks import StoreCall
 
 
 def run(plan, engine: str, run_shard, shard_done, shard=None, target=None, store=None,
@@ -19,7 +19,7 @@ def run(plan, engine: str, run_shard, shard_done, shard=None, target=None, store
     """``([ShardResult], FillReport | None)``: the shards of slice ``shard`` of ``plan``
     run on ``engine`` (``"local"``: partition by partition in process; ``"ray"``: the
     store filled on Ray Data, then the partitions written here)."""
-    from freebind.engine import fill
+    from freebind.run.engines import fill
 
     opts = engine_options(engine, **options)
     chosen = [s for s in plan.shards if in_slice(s.index, shard)]

@@ -1,0 +1,26 @@
+"""Modules that are also the function of the same name: ``freebind.build``,
+``freebind.embed`` and ``freebind.evaluate`` are packages or modules *and* the API calls
+``freebind.build(...)``, ``freebind.embed(...)``, ``freebind.evaluate(...)``.
+
+Once such a module is imported, Python binds it as the attribute of its parent package,
+where the lazily exported function of the same name would otherwise be found; making the
+module callable keeps both spellings working whatever was imported first."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import types
+
+
+def make_callable(module_name: str, target: str, attr: str, doc: str = "") -> None:
+    """Make the module ``module_name`` callable: calling it imports ``target`` and calls its
+    ``attr`` with the same arguments."""
+
+    def __call__(self, *args, **kwargs):
+        return getattr(importlib.import_module(target), attr)(*args, **kwargs)
+
+    __call__.__doc__ = doc or f"Calls :func:`{target}.{attr}`."
+    module = sys.modules[module_name]
+    module.__class__ = type(f"Callable{attr.title()}Module", (types.ModuleType,),
+                            {"__call__": __call__})

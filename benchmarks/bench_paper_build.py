@@ -139,7 +139,7 @@ class StandIn:
 
 def register() -> dict:
     from freebind import spaces
-    from freebind.spaces.base import SpaceInfo
+    from freebind.spaces.protocol import SpaceInfo
 
     out = {}
     for name, (dim, mods) in PAPER.items():

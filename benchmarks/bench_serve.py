@@ -59,7 +59,7 @@ def run_server(port: int, items: int, searchers: int) -> None:
     import uvicorn
 
     from freebind.serve.search_server import create_app
-    from freebind.serve.guard import guarded_protocol
+    from freebind.serve.localhost import guarded_protocol
 
     app = create_app(build_index(items), searchers=searchers)
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="error",

@@ -15,7 +15,7 @@ import torch
 
 import freebind
 from freebind.evaluate import runner
-from freebind.evaluate.suites.base import EvalSet, RetrievalTask
+from freebind.evaluate.suites.tasks import EvalSet, RetrievalTask
 from freebind.fusion.fused import FusedSpace
 from freebind.fusion.projector import ProjectorGroup
 

@@ -32,7 +32,7 @@ def api_command(
     and images as data URLs or base64 objects; factors and presets as extension fields."""
     from freebind.serve.embeddings_api import require_packages, serve
     from freebind.run.targets import open as open_target
-    from freebind.serve.guard import check_bind_host
+    from freebind.serve.localhost import check_bind_host
 
     require_packages()
     warning = check_bind_host(host)

@@ -34,7 +34,7 @@ def serve_command(
     """Serve a search page: a query box, audio/image upload, a result grid with thumbnails and
     players, a modality filter, a preset menu and one slider per bond factor."""
     from freebind.serve.search_server import require_packages, serve
-    from freebind.serve.guard import WILDCARDS, check_bind_host
+    from freebind.serve.localhost import WILDCARDS, check_bind_host
 
     require_packages()
     options = parse_space_options(device, precision, space_option)

@@ -21,7 +21,7 @@ import numpy as np
 
 from freebind.util.errors import UsageError
 from freebind.evaluate.suites import EvalSet, info as suite_info, load_suite
-from freebind.evaluate.suites.base import select_rows
+from freebind.evaluate.suites.tasks import select_rows
 from freebind.run.targets import Target, is_bundle_ref, open as open_target  # noqa: F401
 
 

@@ -326,7 +326,7 @@ class LastBondMixer:
         return cls(lid, base_has, expert_has, rows_u, rows_p, embedded, table_of)
 
     def _index(self, s, m, wanted):
-        from freebind.evaluate.suites.base import rows_of
+        from freebind.evaluate.suites.tasks import rows_of
 
         return rows_of(self.embedded[s].items[m], wanted)
 

@@ -1,4 +1,4 @@
-"""The mini spaces as :class:`freebind.spaces.base.Space` objects, loaded from the weights
+"""The mini spaces as :class:`freebind.spaces.protocol.Space` objects, loaded from the weights
 that ship in ``freebind/mini/weights/<which>.safetensors``.
 
 Registered in :mod:`freebind.spaces.catalog` as ``mini:bind``, ``mini:vl``, ``mini:clap``

@@ -294,7 +294,7 @@ def resolve_bundle_family(spec: str, ref: str):
     space can be bound again (``mini:bind + c(bundle:f.safetensors)``)."""
     from freebind.util.errors import SpaceError
     from freebind.fusion.fused import load
-    from freebind.spaces.base import SpaceInfo
+    from freebind.spaces.protocol import SpaceInfo
 
     if not spec:
         raise SpaceError(f"{ref}: give a bundle file, e.g. bundle:fused.safetensors")

@@ -20,7 +20,7 @@ directly. Extension fields (bundles): ``factors`` (``["a=0.8", "b2=off"]`` or
 /v1/models`` lists the served id and one id per preset. ``usage`` counts inputs (there is no
 tokenizer common to every space).
 
-The server is :mod:`freebind.serve.guard`'s: loopback by default, ``Host``/``Origin`` checks, the
+The server is :mod:`freebind.serve.localhost`'s: loopback by default, ``Host``/``Origin`` checks, the
 body limited while it streams, JSON errors — in OpenAI's shape, ``{"error": {"message": …,
 "type": …, "param": null, "code": null}}``, which OpenAI clients show.
 """
@@ -307,7 +307,7 @@ def create_app(service: EmbeddingService):
     from fastapi import FastAPI, Request
     from starlette.concurrency import run_in_threadpool
 
-    from freebind.serve.guard import ApiError, install_errors, read_json
+    from freebind.serve.localhost import ApiError, install_errors, read_json
 
     app = FastAPI(title="freebind embeddings", docs_url=None, redoc_url=None,
                   openapi_url=None)
@@ -348,14 +348,14 @@ def create_app(service: EmbeddingService):
 
 def guard(app, host: str = "127.0.0.1", allowed_hosts: Sequence[str] = (),
           max_body: int = DEFAULT_MAX_BODY):
-    """``app`` behind :class:`freebind.serve.guard.Guard`, its errors in OpenAI's shape."""
-    from freebind.serve.guard import Guard
+    """``app`` behind :class:`freebind.serve.localhost.Guard`, its errors in OpenAI's shape."""
+    from freebind.serve.localhost import Guard
 
     return OpenAIErrors(Guard(app, host=host, allowed_hosts=allowed_hosts, max_body=max_body))
 
 
 class OpenAIErrors:
-    """ASGI wrapper: a JSON error ``{"error": "message"}`` (freebind.serve.guard's shape, from the
+    """ASGI wrapper: a JSON error ``{"error": "message"}`` (freebind.serve.localhost's shape, from the
     app or the guard) leaves as OpenAI's ``{"error": {"message", "type", "param", "code"}}``,
     which OpenAI clients show (``Error code: 400 - message``)."""
 
@@ -412,7 +412,7 @@ def serve(target, host: str = "127.0.0.1", port: int = DEFAULT_PORT, *,
     require_packages()
     import uvicorn
 
-    from freebind.serve.guard import check_bind_host, guarded_protocol
+    from freebind.serve.localhost import check_bind_host, guarded_protocol
 
     check_bind_host(host)
     service = EmbeddingService(target, model=model, batch_size=batch_size)

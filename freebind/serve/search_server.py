@@ -11,7 +11,7 @@ Routes (GET routes answer HEAD too)::
     GET  /api/media/<id>       the file of indexed item <id> (audio and images only)
     GET  /api/thumb/<id>       the waveform thumbnail of audio item <id> (PNG), if indexed
 
-Safe by default (:mod:`freebind.serve.guard`): the Host header must name this machine or an
+Safe by default (:mod:`freebind.serve.localhost`): the Host header must name this machine or an
 ``allowed_hosts`` entry, foreign Origins are refused, bodies are limited while they stream,
 ``/api/search`` takes ``application/json`` only, and every error is a JSON
 ``{"error": …}`` without server paths. Files are served by item id from the index's own list,
@@ -39,7 +39,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from freebind.util.errors import FreebindError, UsageError
-from freebind.serve.guard import ApiError, BodyTooLarge, Guard, install_errors, read_json
+from freebind.serve.localhost import ApiError, BodyTooLarge, Guard, install_errors, read_json
 
 STATIC = Path(__file__).parent / "static"
 #: the only static files the server hands out: name → media type
@@ -128,7 +128,7 @@ def create_app(index, max_upload: int = DEFAULT_MAX_UPLOAD, upload_dir: str | No
                upload_ttl: float = DEFAULT_UPLOAD_TTL, decoders: int | None = None,
                searchers: int | None = None):
     """The ASGI application serving ``index`` (an :class:`Index`): a FastAPI app inside a
-    :class:`freebind.serve.guard.Guard`. ``app.state`` holds ``index``, ``upload_dir``, ``uploads``."""
+    :class:`freebind.serve.localhost.Guard`. ``app.state`` holds ``index``, ``upload_dir``, ``uploads``."""
     require_packages()
     import anyio
     from fastapi import FastAPI, Request
@@ -164,7 +164,7 @@ def create_app(index, max_upload: int = DEFAULT_MAX_UPLOAD, upload_dir: str | No
 
     @app.exception_handler(FreebindError)
     async def _freebind_error(request, exc: FreebindError):
-        from freebind.serve.guard import json_error
+        from freebind.serve.localhost import json_error
 
         if isinstance(exc, UsageError):
             return json_error(400, _scrub(str(exc), tmp))
@@ -562,7 +562,7 @@ def serve(index_dir: str | os.PathLike, host: str = "127.0.0.1", port: int = 876
     import uvicorn
 
     from freebind.search import Index
-    from freebind.serve.guard import check_bind_host, guarded_protocol
+    from freebind.serve.localhost import check_bind_host, guarded_protocol
 
     check_bind_host(host)
     index = Index.load(index_dir, space_options=space_options)
@@ -576,6 +576,6 @@ def serve(index_dir: str | os.PathLike, host: str = "127.0.0.1", port: int = 876
 
 
 def is_local(host: str) -> bool:
-    from freebind.serve.guard import is_loopback
+    from freebind.serve.localhost import is_loopback
 
     return is_loopback(host)

@@ -14,7 +14,7 @@ import threading
 from typing import Callable
 
 from freebind.util.errors import SpaceError
-from freebind.spaces.base import Space, SpaceInfo, _resolve
+from freebind.spaces.protocol import Space, SpaceInfo, _resolve
 from freebind.util.vocab import ALL_MODALITIES, POOL_MODALITIES
 
 __all__ = ["Space", "SpaceInfo", "get", "info", "list", "names", "register",

@@ -2,7 +2,7 @@
 they share: device and precision choice, decoding threads, batching.
 
 An adapter wraps one encoder library (ImageBind, LAION-CLAP, OpenCLIP, InternVL, MiniLM)
-as a :class:`freebind.spaces.base.Space`. It defines how a batch is prepared and run;
+as a :class:`freebind.spaces.protocol.Space`. It defines how a batch is prepared and run;
 :class:`EncoderAdapter` turns that into ``encode`` (decoding ahead of the encoder in
 background threads) and into its two halves, ``decode_item`` and ``encode_decoded``, for
 engines that decode in one stage and encode in another (docs/architecture.md).

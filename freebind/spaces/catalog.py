@@ -6,7 +6,7 @@ nothing here imports an adapter or the registry."""
 
 from __future__ import annotations
 
-from freebind.spaces.base import SpaceInfo
+from freebind.spaces.protocol import SpaceInfo
 
 #: every built-in space, in registration order
 SPACES: list[SpaceInfo] = []

@@ -145,7 +145,7 @@ def check(info=None) -> tuple[bool, str]:
 
 def resolve_family(spec: str, ref: str):
     """``clap:<checkpoint name, path, folder or repo id>`` → SpaceInfo (512-d, audio+text)."""
-    from freebind.spaces.base import SpaceInfo
+    from freebind.spaces.protocol import SpaceInfo
 
     if not spec:
         raise SpaceError(f"{ref}: give a checkpoint, e.g. clap:630k-audioset-best.pt")

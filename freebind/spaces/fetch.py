@@ -1,6 +1,6 @@
 """How each real family's weights are fetched (``freebind download``): the ``fetcher`` hooks
 that the catalog puts on the families' registry entries. Each takes the entry
-(:class:`freebind.spaces.base.SpaceInfo`) and returns the local paths of every file the
+(:class:`freebind.spaces.protocol.SpaceInfo`) and returns the local paths of every file the
 space needs, downloading when allowed; nothing is built or loaded. The weights layer
 (:mod:`freebind.spaces.weights`) knows no family; the adapters never import this module.
 """

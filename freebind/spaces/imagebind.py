@@ -335,7 +335,7 @@ def imagebind_imu(imu):
 
 def resolve_family(spec: str, ref: str):
     """``imagebind:PATH`` → ImageBind-huge loaded from a local checkpoint file."""
-    from freebind.spaces.base import SpaceInfo
+    from freebind.spaces.protocol import SpaceInfo
 
     if not spec:
         raise SpaceError(f"{ref}: give a checkpoint path, e.g. imagebind:/data/imagebind_huge.pth")

@@ -75,7 +75,7 @@ def config_dim(arch: str) -> int | None:
 
 def resolve_family(spec: str, ref: str):
     """``open_clip:ARCH/TAG`` → SpaceInfo (dimension from open_clip's config)."""
-    from freebind.spaces.base import SpaceInfo
+    from freebind.spaces.protocol import SpaceInfo
 
     arch, tag = split_spec(spec)
     known = {v[0]: v[1] for v in ALIASES.values()}

@@ -13,7 +13,7 @@ comes from and where to put it. Checkpoints are read with ``torch.load(weights_o
 (or safetensors), never by unpickling arbitrary objects.
 
 This layer knows no family: each family's registry entry names how its weights are fetched
-(:attr:`freebind.spaces.base.SpaceInfo.fetcher`, see :mod:`freebind.spaces.fetch`).
+(:attr:`freebind.spaces.protocol.SpaceInfo.fetcher`, see :mod:`freebind.spaces.fetch`).
 """
 
 from __future__ import annotations

@@ -149,7 +149,7 @@ def test_unknown_space_suggests_closest():
 
 def test_no_shared_modality_names_both_sets():
     from freebind import spaces
-    from freebind.spaces.base import SpaceInfo
+    from freebind.spaces.protocol import SpaceInfo
 
     spaces.register(SpaceInfo("test:depthonly", "test", ("depth",), 8), replace=True)
     with pytest.raises(ExpressionError) as info:

@@ -17,7 +17,7 @@ from freebind.data.store import EmbeddingStore
 
 def register_spaces():
     from freebind import spaces
-    from freebind.spaces.base import SpaceInfo
+    from freebind.spaces.protocol import SpaceInfo
 
     for name, mods, dim in (("stream:base", ("audio", "image", "text"), 6),
                             ("stream:vl", ("image", "text"), 5),

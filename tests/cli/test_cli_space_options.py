@@ -16,7 +16,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from freebind import spaces
-from freebind.spaces.base import SpaceInfo
+from freebind.spaces.protocol import SpaceInfo
 from freebind_cli.main import app
 
 LATENT = 8

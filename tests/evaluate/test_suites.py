@@ -10,7 +10,7 @@ import soundfile as sf
 from PIL import Image
 
 from freebind.evaluate.suites import SuiteError, load_suite, names
-from freebind.evaluate.suites.base import EvalSet
+from freebind.evaluate.suites.tasks import EvalSet
 
 
 def wav(path: Path, seed: int = 0) -> Path:
@@ -369,7 +369,7 @@ def test_scoring_reads_memory_mapped_rows_in_any_order(tmp_path):
     """EvalSet.score takes memory maps whose rows are in another order (or hold more items)
     than the task's: the rows are selected block by block, with the in-memory result."""
     from freebind.evaluate.metrics import paired_retrieval_metrics
-    from freebind.evaluate.suites.base import ClassificationTask, RetrievalTask, RowSelection
+    from freebind.evaluate.suites.tasks import ClassificationTask, RetrievalTask, RowSelection
 
     rng = np.random.default_rng(4)
     owner = np.repeat(np.arange(12), 3)

@@ -35,7 +35,7 @@ IDENT = [[1.0, 0.0], [0.0, 1.0]]
 
 def register_toys():
     from freebind import spaces
-    from freebind.spaces.base import SpaceInfo
+    from freebind.spaces.protocol import SpaceInfo
 
     for name, mods in (("toy:base", ("audio", "image")), ("toy:ex", ("audio", "text")),
                        ("toy:ex2", ("audio", "text"))):

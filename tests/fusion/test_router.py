@@ -31,7 +31,7 @@ class Linear:
 
 def register_toys():
     from freebind import spaces
-    from freebind.spaces.base import SpaceInfo
+    from freebind.spaces.protocol import SpaceInfo
 
     for name, mods in (("toy:base", ("audio", "image")), ("toy:ex", ("audio", "text")),
                        ("toy:ex2", ("audio", "text"))):

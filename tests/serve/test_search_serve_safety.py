@@ -251,7 +251,7 @@ class Running:
     def __init__(self, app):
         import uvicorn
 
-        from freebind.serve.guard import guarded_protocol
+        from freebind.serve.localhost import guarded_protocol
 
         self.port = _free_port()
         self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port,

@@ -1,4 +1,4 @@
-"""freebind.serve.guard: Host/Origin checks, the streamed body limit, JSON errors, the head timeout."""
+"""freebind.serve.localhost: Host/Origin checks, the streamed body limit, JSON errors, the head timeout."""
 
 import json
 import socket
@@ -14,7 +14,7 @@ from fastapi import FastAPI, Request  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 
 from freebind.util.errors import UsageError  # noqa: E402
-from freebind.serve.guard import (ApiError, Guard, HostPolicy, check_bind_host,  # noqa: E402
+from freebind.serve.localhost import (ApiError, Guard, HostPolicy, check_bind_host,  # noqa: E402
                           guarded_protocol, install_errors, is_loopback, read_json)
 
 

@@ -76,7 +76,7 @@ SPACES = {
 
 def register_world():
     from freebind import spaces
-    from freebind.spaces.base import SpaceInfo
+    from freebind.spaces.protocol import SpaceInfo
 
     for name, (mods, dim, noise) in SPACES.items():
         if spaces.is_known(name):

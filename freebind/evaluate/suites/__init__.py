@@ -10,7 +10,7 @@ import importlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from freebind.evaluate.suites.base import (
+from freebind.evaluate.suites.tasks import (
     ClassificationTask, EvalSet, RetrievalTask, SuiteError,
 )
 

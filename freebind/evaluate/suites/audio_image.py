@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from freebind.evaluate.suites.base import (
+from freebind.evaluate.suites.tasks import (
     EvalSet, RetrievalTask, SuiteError, find_dir, find_file, index_media, lookup, require_some,
 )
 

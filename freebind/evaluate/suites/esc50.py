@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from freebind.evaluate.suites.base import (
+from freebind.evaluate.suites.tasks import (
     ClassificationTask, EvalSet, SuiteError, data_file, find_dir, find_file, read_csv,
     read_templates, require_some,
 )

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from freebind.evaluate.suites.base import (
+from freebind.evaluate.suites.tasks import (
     ClassificationTask, EvalSet, SuiteError, data_file, find_dir, read_templates,
 )
 from freebind.data.media import IMAGE_EXTENSIONS

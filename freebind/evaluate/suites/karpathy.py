@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from freebind.evaluate.suites.base import (
+from freebind.evaluate.suites.tasks import (
     EvalSet, RetrievalTask, SuiteError, find_file, require_some,
 )
 

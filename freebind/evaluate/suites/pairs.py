@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from freebind.evaluate.suites.base import EvalSet, RetrievalTask, SuiteError, find_file, read_csv
+from freebind.evaluate.suites.tasks import EvalSet, RetrievalTask, SuiteError, find_file, read_csv
 
 ORDER = ("audio", "image", "text")
 

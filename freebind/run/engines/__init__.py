@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Mapping
 
-from freebind.run.engines.base import (  # noqa: F401  (the package's API)
+from freebind.run.engines.options import (  # noqa: F401  (the package's API)
     ENGINES, EngineOptions, FillReport, WorkerStats, engine_options, in_slice, parse_shard,
     require_ray, worker_table,
 )

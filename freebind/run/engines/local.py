@@ -10,7 +10,7 @@ import time
 def run(chunks, spaces, store, report, batch_size: int = 64, progress: bool = True) -> None:
     """Encode ``chunks`` here; each becomes one store shard (what ``store.embed`` writes for
     exactly those items)."""
-    from freebind.run.engines.base import WorkerStats
+    from freebind.run.engines.options import WorkerStats
 
     stats = WorkerStats(f"{socket.gethostname()}:{os.getpid()} (local)")
     bar = None

@@ -215,7 +215,7 @@ def run(chunks, spaces, store, options, report, batch_size: int = 64, progress: 
     import ray
     import ray.data
 
-    from freebind.run.engines.base import WorkerStats
+    from freebind.run.engines.options import WorkerStats
     from freebind.run.engines.chunks import batches
 
     space_options = dict(space_options or {})

@@ -10,7 +10,7 @@ this module does not import it back.
 
 from __future__ import annotations
 
-from freebind.run.engines.base import engine_options, in_slice
+from freebind.run.engines.options import engine_options, in_slice
 from freebind.run.engines.chunks import StoreCall
 
 

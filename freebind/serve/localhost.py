@@ -7,7 +7,7 @@ to it blind. The pieces here refuse both, bound every request body while it stre
 turn every error into a JSON ``{"error": message}`` that never carries a server path or a
 traceback::
 
-    from freebind.serve.guard import ApiError, Guard, check_bind_host, install_errors, read_json
+    from freebind.serve.localhost import ApiError, Guard, check_bind_host, install_errors, read_json
 
     app = FastAPI()
     install_errors(app)                       # every error → JSON 4xx/5xx

@@ -22,12 +22,8 @@ from typing import Any, Hashable, Mapping, Sequence
 import numpy as np
 
 from freebind.util.errors import MediaError
-
-
-def _as_numpy(x) -> np.ndarray:
-    if hasattr(x, "detach"):
-        x = x.detach().cpu().numpy()
-    return np.asarray(x, dtype=np.float32)
+from freebind.util.text import reason
+from freebind.util.arrays import as_float32
 
 
 def encode_skipping(space, modality: str, items: Sequence[Any], *, store=None,
@@ -51,7 +47,7 @@ def encode_skipping(space, modality: str, items: Sequence[Any], *, store=None,
     for start in range(0, len(items), max(1, int(batch_size))):
         batch = items[start:start + batch_size]
         try:
-            got = _as_numpy(space.encode(modality, batch, batch_size=len(batch)))
+            got = as_float32(space.encode(modality, batch, batch_size=len(batch)))
             rows.extend(got)
             kept.extend(range(start, start + len(batch)))
             continue
@@ -59,21 +55,15 @@ def encode_skipping(space, modality: str, items: Sequence[Any], *, store=None,
             pass
         for j, item in enumerate(batch):
             try:
-                rows.append(_as_numpy(space.encode(modality, [item], batch_size=1))[0])
+                rows.append(as_float32(space.encode(modality, [item], batch_size=1))[0])
                 kept.append(start + j)
             except MediaError as exc:
                 text = item if isinstance(item, str) else str(item)
-                failures.append(EmbedFailure(start + j, text, _reason(exc, text)))
+                failures.append(EmbedFailure(start + j, text, reason(exc, text)))
     dim = int(space.dim)
     arr = np.stack(rows).astype(np.float32, copy=False) if rows else \
         np.zeros((0, dim), dtype=np.float32)
     return arr, np.asarray(kept, dtype=np.int64), failures
-
-
-def _reason(exc: Exception, item: str) -> str:
-    msg = str(exc)
-    prefix = f"{item}: "
-    return msg[len(prefix):] if msg.startswith(prefix) else msg
 
 
 def align(results: Mapping[Hashable, tuple[np.ndarray, np.ndarray]], n: int | None = None

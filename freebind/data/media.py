@@ -15,6 +15,7 @@ from typing import Iterable
 import numpy as np
 
 from freebind.util.errors import MediaError
+from freebind.util.text import first_line
 
 # the extensions and modality_of live in freebind.util.vocab (the readers use them too)
 from freebind.util.vocab import (  # noqa: E402,F401  (re-exported)
@@ -85,7 +86,7 @@ def load_audio(path: str | os.PathLike, rate: int, mono: bool = True,
 
         data, src_rate = sf.read(_source(path), dtype="float32", always_2d=True)
     except Exception as exc:  # soundfile raises several types; all mean "cannot decode"
-        raise MediaError(f"{path}: cannot decode audio ({_short(exc)})") from None
+        raise MediaError(f"{path}: cannot decode audio ({first_line(exc)})") from None
     if data.shape[0] == 0:
         raise MediaError(f"{path}: audio has no samples")
     wave = data.mean(axis=1) if mono else np.ascontiguousarray(data.T)
@@ -136,7 +137,7 @@ def load_image(path: str | os.PathLike):
             img.load()
             return img.convert("RGB")
     except Exception as exc:
-        raise MediaError(f"{path}: cannot decode image ({_short(exc)})") from None
+        raise MediaError(f"{path}: cannot decode image ({first_line(exc)})") from None
 
 
 def read_texts(path: str | os.PathLike) -> list[str]:
@@ -144,7 +145,7 @@ def read_texts(path: str | os.PathLike) -> list[str]:
     try:
         raw = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise MediaError(f"{path}: cannot read texts ({_short(exc)})") from None
+        raise MediaError(f"{path}: cannot read texts ({first_line(exc)})") from None
     return [line.strip() for line in raw.splitlines() if line.strip()]
 
 
@@ -166,12 +167,6 @@ def _source(path):
     return str(path) if got is None else got
 
 
-def _short(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
-
-
-
 # --- ImageBind's extra modalities: video, single-channel maps (depth, thermal), IMU ----------
 
 def video_info(path: str | os.PathLike) -> tuple[int, float]:
@@ -186,7 +181,7 @@ def video_info(path: str | os.PathLike) -> tuple[int, float]:
     except MediaError:
         raise
     except Exception as exc:
-        raise MediaError(f"{path}: cannot decode video ({_short(exc)})") from None
+        raise MediaError(f"{path}: cannot decode video ({first_line(exc)})") from None
     finally:
         container.close()
     if not fps or float(fps) <= 0:
@@ -218,7 +213,7 @@ def load_video_frames(path: str | os.PathLike, indices) -> np.ndarray:
         if last is not None and last[0] not in kept:
             kept[last[0]] = last[1].to_ndarray(format="rgb24")
     except Exception as exc:
-        raise MediaError(f"{path}: cannot decode video ({_short(exc)})") from None
+        raise MediaError(f"{path}: cannot decode video ({first_line(exc)})") from None
     finally:
         container.close()
     if last is None:
@@ -236,7 +231,7 @@ def _open_video(path):
     try:
         container = av.open(_source(path))
     except Exception as exc:
-        raise MediaError(f"{path}: cannot decode video ({_short(exc)})") from None
+        raise MediaError(f"{path}: cannot decode video ({first_line(exc)})") from None
     if not container.streams.video:
         container.close()
         raise MediaError(f"{path}: no video stream")
@@ -267,7 +262,7 @@ def load_single_channel(path: str | os.PathLike, normalise: bool = False) -> np.
                     mode = "RGB"
                 arr = np.asarray(img)
         except Exception as exc:
-            raise MediaError(f"{path}: cannot decode image ({_short(exc)})") from None
+            raise MediaError(f"{path}: cannot decode image ({first_line(exc)})") from None
         if arr.ndim == 3:
             if not (np.array_equal(arr[..., 0], arr[..., 1])
                     and np.array_equal(arr[..., 0], arr[..., 2])):
@@ -306,7 +301,7 @@ def _load_npy(path) -> np.ndarray:
     try:
         arr = np.load(_source(path), allow_pickle=False)
     except Exception as exc:
-        raise MediaError(f"{path}: cannot read array ({_short(exc)})") from None
+        raise MediaError(f"{path}: cannot read array ({first_line(exc)})") from None
     if not isinstance(arr, np.ndarray) or not np.issubdtype(arr.dtype, np.number):
         raise MediaError(f"{path}: not a numeric array")
     return arr

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
 
 from freebind.util.errors import MediaError, UsageError
+from freebind.util.text import first_line
 
 _CHUNK = 1 << 20
 TAR_SUFFIXES = (".tar",)
@@ -83,8 +84,15 @@ class Member(str):
         return read_member(self)
 
 
+def file_hasher():
+    """A SHA-256 started with the store's file-key scheme (``b"file\\0"``, then the bytes):
+    a file on disk (:func:`freebind.data.store.file_key`), a tar member and a table cell with
+    the same bytes get the same key, so their embeddings are shared."""
+    return hashlib.sha256(b"file\0")
+
+
 def _content_digest(data: bytes) -> bytes:
-    h = hashlib.sha256(b"file\0")   # freebind.data.store.file_key's scheme: same bytes, same key
+    h = file_hasher()
     h.update(data)
     return h.digest()
 
@@ -439,7 +447,7 @@ def member_texts(data: bytes, name: str, text_field: str | None = None) -> list[
     try:
         obj = json.loads(data)
     except (ValueError, UnicodeDecodeError) as exc:
-        return f"not JSON ({_short(exc)})"
+        return f"not JSON ({first_line(exc)})"
     for f in ((text_field,) if text_field else DEFAULT_COLUMNS["text"]):
         if isinstance(obj, dict) and f in obj:
             v = obj[f]
@@ -467,7 +475,7 @@ def _read_range(raw, offset: int, size: int) -> bytes:
 
 
 def _hash_range(raw, offset: int, size: int, where) -> bytes:
-    h = hashlib.sha256(b"file\0")
+    h = file_hasher()
     raw.seek(offset)
     left = size
     while left > 0:
@@ -527,12 +535,7 @@ def table_columns(path: Path) -> list[str]:
     except UsageError:
         raise
     except Exception as exc:
-        raise UsageError(f"{path}: cannot read the table ({_short(exc)})") from None
-
-
-def _short(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
+        raise UsageError(f"{path}: cannot read the table ({first_line(exc)})") from None
 
 
 def read_table(path, modality: str, column: str | None = None,
@@ -602,7 +605,7 @@ def _column_batches(path: Path, col: str) -> Iterator[list]:
     except UsageError:
         raise
     except Exception as exc:
-        raise UsageError(f"{path}: cannot read column {col!r} ({_short(exc)})") from None
+        raise UsageError(f"{path}: cannot read column {col!r} ({first_line(exc)})") from None
 
 
 def _cell_item(path: Path, modality: str, col: str, row: int, v, listing: Listing):
@@ -651,7 +654,7 @@ def _load_hf(path: Path):
     try:
         ds = datasets.load_from_disk(str(path))
     except Exception as exc:
-        raise UsageError(f"{path}: not a datasets folder ({_short(exc)})") from None
+        raise UsageError(f"{path}: not a datasets folder ({first_line(exc)})") from None
     if isinstance(ds, datasets.DatasetDict):
         splits = list(ds)
         if len(splits) != 1:
@@ -726,7 +729,7 @@ def read_member(item: Member) -> bytes:
     except OSError as exc:
         raise MediaError(f"{item}: cannot read ({exc.strerror or exc})") from None
     except Exception as exc:
-        raise MediaError(f"{item}: cannot read ({_short(exc)})") from None
+        raise MediaError(f"{item}: cannot read ({first_line(exc)})") from None
     raise MediaError(f"{item}: unknown container kind {item.kind!r}")
 
 

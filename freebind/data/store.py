@@ -39,6 +39,8 @@ from freebind.util.atomic import atomic_write, atomic_write_text
 from freebind.util.errors import FreebindError, MediaError
 
 from freebind.util.vocab import TEXT_MODALITIES  # noqa: E402  (items are strings)
+from freebind.util.text import reason
+from freebind.util.arrays import as_float32
 _HASH_CHUNK = 1 << 20
 #: Storage precisions by name (``--store-dtype``).
 STORE_DTYPES = {"fp32": np.float32, "float32": np.float32, "fp16": np.float16,
@@ -82,7 +84,9 @@ def text_key(text: str) -> str:
 
 
 def file_key(path: str | os.PathLike) -> str:
-    h = hashlib.sha256(b"file\0")
+    from freebind.data.readers import file_hasher
+
+    h = file_hasher()
     try:
         with open(path, "rb") as fh:
             while True:
@@ -241,7 +245,7 @@ class EmbeddingStore:
             except MediaError as exc:
                 if on_error == "raise":
                     raise
-                failures[i] = EmbedFailure(i, _item_text(item), _reason(exc, item))
+                failures[i] = EmbedFailure(i, _item_text(item), reason(exc, item))
 
         mdir = self.modality_dir(space, modality)
         index = self._index_with(mdir, fallback, modality)
@@ -259,7 +263,7 @@ class EmbeddingStore:
                     i = int(i)
                     if i not in failures:
                         failures[i] = EmbedFailure(i, _item_text(items[i]),
-                                                   _reason(exc, items[i]))
+                                                   reason(exc, items[i]))
             index = self._index_with(mdir, fallback, modality)
 
         kept = np.ones(len(items), dtype=bool)
@@ -361,7 +365,7 @@ class EmbeddingStore:
         """Rows of one batch; under ``skip`` a failing batch is retried item by item and the
         undecodable items come back as their exception."""
         try:
-            return list(_as_numpy(space.encode(modality, batch, batch_size=len(batch))))
+            return list(as_float32(space.encode(modality, batch, batch_size=len(batch))))
         except MediaError:
             if on_error == "raise" and len(batch) == 1:
                 raise
@@ -372,27 +376,14 @@ class EmbeddingStore:
         rows: list[Any] = []
         for item in batch:
             try:
-                rows.append(_as_numpy(space.encode(modality, [item], batch_size=1))[0])
+                rows.append(as_float32(space.encode(modality, [item], batch_size=1))[0])
             except MediaError as exc:
                 rows.append(exc)
         return rows
 
 
-def _as_numpy(x) -> np.ndarray:
-    if hasattr(x, "detach"):
-        x = x.detach().cpu().numpy()
-    return np.asarray(x, dtype=np.float32)
-
-
 def _item_text(item: Any) -> str:
     return item if isinstance(item, str) else os.fspath(item)
-
-
-def _reason(exc: Exception, item: Any) -> str:
-    """The reason part of a MediaError (its message without the leading path)."""
-    msg = str(exc)
-    prefix = f"{_item_text(item)}: "
-    return msg[len(prefix):] if msg.startswith(prefix) else msg
 
 
 # ------------------------------------------------------------------------------ index

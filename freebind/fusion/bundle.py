@@ -18,6 +18,7 @@ import numpy as np
 
 from freebind.util.atomic import atomic_write
 from freebind.util.errors import BundleError
+from freebind.util.text import first_line
 
 FORMAT_VERSION = 1
 METADATA_KEY = "freebind"
@@ -61,7 +62,7 @@ def load(path: str | os.PathLike, required: list[str] | None = None
         try:
             tensors = {k: f.get_tensor(k) for k in sorted(keys)}
         except Exception as exc:
-            raise BundleError(f"{path}: cannot read tensors ({_first_line(exc)}); the file "
+            raise BundleError(f"{path}: cannot read tensors ({first_line(exc)}); the file "
                               f"is probably truncated") from None
     return tensors, meta
 
@@ -85,7 +86,7 @@ def _open(path):
     except Exception as exc:
         reason = "truncated" if size > 8 and _looks_like_safetensors(path) else \
             "not a safetensors file"
-        raise BundleError(f"{path}: {reason} ({_first_line(exc)})") from None
+        raise BundleError(f"{path}: {reason} ({first_line(exc)})") from None
     raw = (handle.metadata() or {}).get(METADATA_KEY)
     if raw is None:
         raise BundleError(f"{path}: a safetensors file but not a freebind bundle (no "
@@ -105,8 +106,3 @@ def _looks_like_safetensors(path: Path) -> bool:
     with open(path, "rb") as fh:
         head = fh.read(9)
     return len(head) == 9 and head[8:9] == b"{"
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__

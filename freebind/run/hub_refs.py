@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from freebind.util.errors import SpaceError, UsageError
+from freebind.util.text import first_line
 
 PREFIX = "hf:"
 #: the bundle's file name in a repository written by ``freebind push``
@@ -153,7 +154,7 @@ def resolve(ref: str | HubRef, *, refresh: bool = False) -> Path:
                                  f"and downloads are off (HF_HUB_OFFLINE/FREEBIND_OFFLINE); "
                                  f"run `freebind download {hub.bundle_ref}` online") from None
         except (errors.HFValidationError, ValueError) as exc:
-            raise SpaceError(f"{where}: {_first_line(exc)}") from None
+            raise SpaceError(f"{where}: {first_line(exc)}") from None
     try:
         return Path(lib.hf_hub_download(**kwargs))
     except errors.RepositoryNotFoundError:
@@ -168,9 +169,9 @@ def resolve(ref: str | HubRef, *, refresh: bool = False) -> Path:
         raise SpaceError(f"{where}: the repository has no such file") from None
     except errors.LocalEntryNotFoundError as exc:
         raise SpaceError(f"{where}: not cached and the Hub cannot be reached "
-                         f"({_first_line(exc)})") from None
+                         f"({first_line(exc)})") from None
     except (errors.HfHubHTTPError, OSError, ValueError) as exc:
-        raise SpaceError(f"{where}: download failed ({_first_line(exc)})") from None
+        raise SpaceError(f"{where}: download failed ({first_line(exc)})") from None
 
 
 def split(ref: str) -> tuple[str, str | None]:
@@ -200,8 +201,3 @@ def _version() -> str:
     from freebind.util.version import __version__
 
     return __version__
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__

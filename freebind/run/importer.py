@@ -309,7 +309,8 @@ def _resolve(p: str, base: Path) -> Path | None:
 def _row_keys(store, modality: str, meta: dict[str, list], n: int, where: Path, base: Path,
               lines: _TextLines, skipped: list) -> list[str | None]:
     """One content key per row (None for a row whose file or text cannot be read)."""
-    from freebind.data.store import _reason, text_key
+    from freebind.data.store import text_key
+    from freebind.util.text import reason
 
     names = list(meta)
     col = next((c for c in PATH_COLUMNS[modality] if c in meta), None)
@@ -353,7 +354,7 @@ def _row_keys(store, modality: str, meta: dict[str, list], n: int, where: Path, 
                 keys.append(store.key(modality, f if f is not None else v))
         except (MediaError, OSError, UnicodeDecodeError) as exc:
             keys.append(None)
-            skipped.append({"path": v, "reason": _reason(exc, v) if isinstance(exc, MediaError)
+            skipped.append({"path": v, "reason": reason(exc, v) if isinstance(exc, MediaError)
                             else str(exc)})
     return keys
 

@@ -36,6 +36,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 from freebind.util.atomic import atomic_write
 from freebind.util.errors import UsageError
 from freebind.util.vocab import ALL_MODALITIES
+from freebind.util.text import reason
 
 #: output order of the modalities (and of the partition numbers)
 MODALITY_ORDER = ALL_MODALITIES
@@ -328,7 +329,7 @@ def plan_embed(target, paths: Iterable = (), texts=None, output=None, *,
             part = entries[start:start + options.partition_size]
             digest = hashlib.sha256("\n".join(s for s, _ in part).encode()).hexdigest()[:16]
             good = [(s, it) for s, it in part if not isinstance(it, Exception)]
-            failed = tuple((s, _reason(str(it), s)) for s, it in part
+            failed = tuple((s, reason(str(it), s)) for s, it in part
                            if isinstance(it, Exception))
             shards.append(Shard(len(shards), m,
                                 tuple(it if isinstance(it, str) else str(it) for _, it in good),
@@ -338,11 +339,6 @@ def plan_embed(target, paths: Iterable = (), texts=None, output=None, *,
                    skipped=tuple(skipped), ignored=len(ignored),
                    ignored_examples=tuple(str(p) for p in sorted(ignored)[:IGNORED_EXAMPLES]),
                    _target=tgt)
-
-
-def _reason(msg: str, source: str) -> str:
-    prefix = f"{source}: "
-    return msg[len(prefix):] if msg.startswith(prefix) else msg
 
 
 # --- the output folder --------------------------------------------------------------------

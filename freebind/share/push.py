@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from freebind.util.errors import UsageError
+from freebind.util.text import first_line
 
 #: licences of the spaces' weights, by family (what their publishers state)
 FAMILY_LICENSES = {
@@ -236,17 +237,12 @@ def push(bundle, repo_id: str, *, private: bool = False, dry_run=None, token=Non
                                      commit_message=commit_message
                                      or f"freebind push {Path(os.fspath(bundle)).name}")
         except errors.HfHubHTTPError as exc:
-            raise SpaceError(f"push {repo_id}: the Hub refused ({_first_line(exc)}); log in "
+            raise SpaceError(f"push {repo_id}: the Hub refused ({first_line(exc)}); log in "
                              f"with `hf auth login` or pass a token with write access") from None
         except OSError as exc:
-            raise SpaceError(f"push {repo_id}: cannot reach the Hub ({_first_line(exc)})"
+            raise SpaceError(f"push {repo_id}: cannot reach the Hub ({first_line(exc)})"
                              ) from None
     report.folder = None
     report.uploaded, report.private = True, private
     report.url = str(getattr(info, "commit_url", None) or f"https://huggingface.co/{repo_id}")
     return report
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__

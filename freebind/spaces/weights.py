@@ -352,8 +352,3 @@ def _numpy_safe_globals() -> list:
         return out
     except Exception:
         return []
-
-
-def _short(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return (text[0] if text else type(exc).__name__)[:200]

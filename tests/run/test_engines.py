@@ -234,7 +234,8 @@ class _SplitSpace:
 def test_encoding_half_gives_the_stores_rows_skips_and_reasons(tmp_path):
     from freebind.run.engines.ray_engine import encode_entries
     from freebind.util.errors import MediaError
-    from freebind.data.store import EmbeddingStore, _reason
+    from freebind.data.store import EmbeddingStore
+    from freebind.util.text import reason
 
     space = _SplitSpace()
     items = ["a", "bad one", "ccc", "nan", "dddd", "ee"]
@@ -250,7 +251,7 @@ def test_encoding_half_gives_the_stores_rows_skips_and_reasons(tmp_path):
             try:
                 entries.append((True, space.decode_item("text", t)))
             except MediaError as exc:
-                entries.append((False, _reason(exc, t)))
+                entries.append((False, reason(exc, t)))
         emb, mask, why = encode_entries(space, "text", entries, batch)
         assert emb.shape == (sum(mask), 3)
         rows.append(emb)

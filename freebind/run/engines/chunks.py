@@ -51,7 +51,7 @@ class Chunk:
 def plan_chunks(store, spaces: Mapping[str, Any], calls: Iterable[StoreCall]):
     """(chunks, key failures): every chunk of ``calls`` in order, and the items whose file
     could not even be read for its key (reported like the store reports them)."""
-    from freebind.data.store import _reason
+    from freebind.util.text import reason
 
     chunks: list[Chunk] = []
     failures: list[dict] = []
@@ -70,7 +70,7 @@ def plan_chunks(store, spaces: Mapping[str, Any], calls: Iterable[StoreCall]):
             try:
                 key = store.key(call.modality, item)
             except MediaError as exc:
-                entry = {"path": text, "reason": _reason(exc, item), "modality": call.modality}
+                entry = {"path": text, "reason": reason(exc, item), "modality": call.modality}
                 if entry not in failures:
                     failures.append(entry)
                 continue

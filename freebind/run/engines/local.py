@@ -19,7 +19,7 @@ def run(chunks, spaces, store, report, batch_size: int = 64, progress: bool = Tr
 
         bar = tqdm(total=sum(len(c.todo) for c in chunks), unit="item",
                    desc="embed (local)")
-    from freebind.data.store import _reason
+    from freebind.util.text import reason
 
     try:
         for chunk in chunks:
@@ -38,7 +38,7 @@ def run(chunks, spaces, store, report, batch_size: int = 64, progress: bool = Tr
             report.encoded += store.encoded - before
             if store.encoded > before:
                 report.written += 1
-            report.failures += [{"path": it, "reason": _reason(bad[k], it),
+            report.failures += [{"path": it, "reason": reason(bad[k], it),
                                  "modality": chunk.modality}
                                 for k, it in chunk.todo if k in bad]
             if bar is not None:

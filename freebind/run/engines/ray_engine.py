@@ -53,7 +53,7 @@ def _decode(batch: dict, setup=None, space_options=None) -> dict:
     """Read stage: one row per encoder batch; its items decoded to encoder inputs
     (:func:`freebind.run.targets.decode_item`: the space's own decoder where it has one, else a
     readability check), undecodable ones marked with their reason."""
-    from freebind.data.store import _reason
+    from freebind.util.text import reason
     from freebind.run.targets import decode_item
 
     _run_setup(setup)
@@ -65,7 +65,7 @@ def _decode(batch: dict, setup=None, space_options=None) -> dict:
             try:
                 entries.append((True, decode_item(space, str(modality), item)))
             except MediaError as exc:
-                entries.append((False, _reason(exc, item)))
+                entries.append((False, reason(exc, item)))
         payloads.append(pickle.dumps(entries, protocol=pickle.HIGHEST_PROTOCOL))
     out = {k: batch[k] for k in ("chunk", "batch", "ref", "modality", "items")}
     out["payload"] = np.array(payloads, dtype=object)
@@ -81,9 +81,9 @@ def _encode_decoded(space, modality: str, inputs: list):
 
     hook = getattr(space, "encode_decoded", None)
     if hook is not None and "batch_size" in inspect.signature(hook).parameters:
-        from freebind.data.store import _as_numpy
+        from freebind.util.arrays import as_float32
 
-        return _as_numpy(hook(modality, inputs, batch_size=max(1, len(inputs))))
+        return as_float32(hook(modality, inputs, batch_size=max(1, len(inputs))))
     return encode_decoded(space, modality, inputs)
 
 
@@ -94,7 +94,7 @@ def encode_entries(space, modality: str, entries, items):
     fails on a bad item). Rows with a NaN or an infinity are refused like ``encode``
     refuses them (:mod:`freebind.spaces.guard`)."""
     from freebind.spaces.guard import check_finite
-    from freebind.data.store import _reason
+    from freebind.util.text import reason
 
     def enc(values, of):
         return check_finite(_encode_decoded(space, modality, values), str(space.name),
@@ -117,7 +117,7 @@ def encode_entries(space, modality: str, entries, items):
             mask.append(True)
         except MediaError as exc:
             mask.append(False)
-            reasons.append(_reason(_named(exc, item), item))
+            reasons.append(reason(_named(exc, item), item))
     emb = np.stack(rows).astype(np.float32) if rows else np.zeros((0, dim), np.float32)
     return emb, mask, reasons
 

@@ -21,7 +21,6 @@ bond), as in the paper's factor analysis.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
@@ -84,29 +83,15 @@ def scope_notes(scope: dict[str, list[str]]) -> list[str]:
 
 class MemoProjectors(dict):
     """Projector groups whose ``mixture`` results are memoised by input content: sweeping
-    factors re-projects nothing that an earlier point already projected."""
+    factors re-projects nothing that an earlier point already projected (a suite's inputs
+    per group and modality: a few dozen entries)."""
 
-    class _Memo:
-        def __init__(self, group):
-            self.group = group
-            self.cache: dict[tuple, Any] = {}
-
-        def mixture(self, x):
-            import torch
-
-            arr = x.detach().cpu().contiguous().numpy()
-            key = (tuple(arr.shape), hashlib.blake2b(arr.tobytes(), digest_size=16).digest())
-            if key not in self.cache:
-                if len(self.cache) > 64:
-                    self.cache.clear()
-                with torch.no_grad():
-                    self.cache[key] = self.group.mixture(x)
-            return self.cache[key]
+    ENTRIES = 64
 
     def __init__(self, projectors):
-        # routers (``router.<bond>``) give per-item weights; only projections are memoised
-        super().__init__({k: g if k.startswith("router.") else self._Memo(g)
-                          for k, g in projectors.items()})
+        from freebind.fusion.memo import remembered
+
+        super().__init__(remembered(projectors, self.ENTRIES))
 
 
 @dataclass

@@ -37,6 +37,7 @@ from freebind.util.atomic import atomic_write, atomic_write_text
 from freebind.util.errors import FreebindError, MediaError, UsageError
 from freebind.search import parts
 from freebind.fusion.devices import OnDevice
+from freebind.fusion.memo import remembered
 from freebind.data.store import PoolView
 
 FORMAT = "freebind-index"
@@ -449,11 +450,10 @@ class Index:
         no projector run)."""
         memo = getattr(self, "_memo", None)
         if memo is None or memo[0] is not self.projectors:
-            cache: OrderedDict = OrderedDict()
             on_cpu = OnDevice(self.projectors, "cpu")   # queries are fused on the CPU
-            memo = self._memo = (self.projectors, {
-                k: _Remembered(on_cpu[k], cache) if hasattr(g, "mixture") else on_cpu[k]
-                for k, g in self.projectors.items()})
+            memo = self._memo = (self.projectors, remembered(
+                {k: on_cpu[k] for k in self.projectors}, QUERY_MEMO_ENTRIES,
+                max_rows=QUERY_MEMO_ROWS, cpu_only=True, clone=True))
         return memo[1]
 
     def _query_leaves(self, modality, items, table) -> dict:
@@ -827,29 +827,9 @@ def _topk(scores: np.ndarray, k: int) -> np.ndarray:
     return part[np.lexsort((part, -scores[part]))]
 
 
-class _Remembered:
-    """A projector group whose mixtures of a few rows are remembered (bounded, LRU)."""
-
-    ROWS, ENTRIES = 8, 256
-
-    def __init__(self, group, cache: OrderedDict):
-        self.group, self.cache = group, cache
-
-    def mixture(self, x):
-        if x.shape[0] > self.ROWS or x.requires_grad or x.device.type != "cpu":
-            return self.group.mixture(x)
-        x = x.contiguous()
-        key = (id(self.group), str(x.dtype), tuple(x.shape), x.numpy().tobytes())
-        hit = self.cache.get(key)
-        if hit is None:
-            hit = self.cache[key] = self.group.mixture(x)
-            while len(self.cache) > self.ENTRIES:
-                self.cache.popitem(last=False)
-        self.cache.move_to_end(key)
-        return hit.clone()
-
-    def __getattr__(self, name):
-        return getattr(self.group, name)
+#: the query projections remembered per index: queries of at most this many rows, this many
+#: (group, query) entries
+QUERY_MEMO_ROWS, QUERY_MEMO_ENTRIES = 8, 256
 
 
 #: one query over more rows than this scans float16 copies first (below, the float32 scan

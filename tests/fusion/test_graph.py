@@ -198,3 +198,37 @@ def test_numpy_inputs_accepted():
                {"toy:base": {"audio": np.array([[1.0, 0.0]])},
                 "toy:ex": {"audio": np.array([[0.0, 1.0]])}})
     assert set(out) == {"audio"}
+
+
+def test_remembered_projections_equal_and_reuse_and_stay_bounded():
+    """fusion.memo: the same rows project once (by content), results equal the group's,
+    other rows or shapes are projected anew, and the cache keeps at most ``entries``."""
+    import torch
+
+    from freebind.fusion.memo import remembered
+
+    class Counting:
+        calls = 0
+
+        def mixture(self, x):
+            Counting.calls += 1
+            return x * 2.0
+
+    memo = remembered({"j1": Counting(), "router.b1": "router"}, entries=2)
+    assert memo["router.b1"] == "router"                    # routers pass through
+    x = torch.arange(6.0).reshape(3, 2)
+    first = memo["j1"].mixture(x)
+    again = memo["j1"].mixture(x.clone())                   # same content: remembered
+    assert torch.equal(first, x * 2) and again is first and Counting.calls == 1
+    memo["j1"].mixture(x + 1)
+    memo["j1"].mixture(x + 2)                               # evicts x (two entries kept)
+    assert Counting.calls == 3 and len(memo["j1"].cache) == 2
+    memo["j1"].mixture(x)
+    assert Counting.calls == 4
+    small = remembered({"j1": Counting()}, entries=8, max_rows=2, clone=True)["j1"]
+    small.mixture(x)
+    small.mixture(x)                                        # 3 rows > max_rows: never kept
+    assert Counting.calls == 6 and not small.cache
+    y = torch.ones(2, 2)
+    assert small.mixture(y) is not small.mixture(y)         # clones handed out
+    assert Counting.calls == 7

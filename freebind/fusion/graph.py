@@ -52,6 +52,11 @@ def _n(x):
 
 
 class _Evaluator:
+    """The bond table evaluated over a graph, one modality at a time, on the inputs
+    ``fetch(space_ref, modality)`` returns; ``dry`` follows the switches and which side has
+    a modality without computing (which inputs a modality reads, which modalities exist).
+    Subclasses emit other forms of the same computation (:mod:`freebind.share.onnx`)."""
+
     def __init__(self, projectors: Mapping, fetch: Fetch, table: Mapping[str, BondFactors],
                  dry: bool):
         self.projectors = projectors
@@ -147,6 +152,9 @@ class _Evaluator:
         return mix(base, mixtures, sigma, w)
 
     def combination(self, bond, entry: BondFactors, modality, base_has, u):
+        """A combination bond's row of the bond table: u when it is off or no expert has
+        ``modality``, P(e) when only the experts have it, the router's mix when it weighs
+        ``modality``, else :meth:`fixed_combination`."""
         expert_has = any(self.has(e, modality) for e in bond["experts"])
         if not entry.on or not expert_has:
             return u()
@@ -156,6 +164,10 @@ class _Evaluator:
         if router is not None and all(self.has(bond["experts"][i], modality)
                                       for i in _router_experts(bond, modality)):
             return self.routed(bond, router, modality, u)
+        return self.fixed_combination(bond, entry, modality, u)
+
+    def fixed_combination(self, bond, entry: BondFactors, modality, u):
+        """n((1 − σ)·u + σ·P(e)) with the bond's factor σ (0 and 1 read one side only)."""
         sigma = entry.factors.get(modality, 0.0)
         if sigma == 0.0:
             return u()
@@ -167,17 +179,24 @@ class _Evaluator:
         return _n((1.0 - sigma) * base + sigma * proj)
 
     def displacement(self, bond, entry: BondFactors, modality, base_has, u):
+        """A displacement bond's row of the bond table: P(u) when it is off or its expert
+        lacks ``modality``, e when only the expert has it, else :meth:`fixed_displacement`."""
         expert = bond["experts"][0]
         job_id = bond["jobs"][0]
-        expert_has = self.has(expert, modality)
 
         def pu():
-            return _n(self.project(job_id, u()))
+            return self.normalize(self.project(job_id, u()))
 
-        if not entry.on or not expert_has:
+        if not entry.on or not self.has(expert, modality):
             return pu()
         if not base_has:
             return self.value(expert, modality)
+        return self.fixed_displacement(bond, entry, modality, pu)
+
+    def fixed_displacement(self, bond, entry: BondFactors, modality, pu):
+        """n(λ·e + (1 − λ)·P(u)) with the bond's factor λ (0 and 1 read one side only);
+        ``pu()`` computes P(u)."""
+        expert = bond["experts"][0]
         lam = entry.factors.get(modality, 0.0)
         if lam == 1.0:
             return self.value(expert, modality)
@@ -187,6 +206,10 @@ class _Evaluator:
         if self.dry:
             return None
         return _n(lam * e + (1.0 - lam) * p)
+
+    def normalize(self, x):
+        """n(x) (None stays None: a dry run)."""
+        return _n(x)
 
 
 def _router_experts(bond: dict, modality: str) -> list[int]:

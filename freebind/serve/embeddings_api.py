@@ -34,12 +34,15 @@ import re
 import tempfile
 import threading
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from freebind.util.errors import FreebindError, MediaError, UsageError
+from freebind.serve.localhost import (ApiError, Guard, check_bind_host, json_app, read_json,
+                                      require_web_packages, run_guarded)
 
 DEFAULT_PORT = 8000
 DEFAULT_MAX_BODY = 25 * 1024 * 1024
@@ -52,15 +55,8 @@ _DATA_URL = re.compile(r"^data:(audio|image)/([A-Za-z0-9.+\-]+)(?:;[^,;]*)*;base
                        re.DOTALL)
 
 
-def require_packages() -> None:
-    """Name the missing web packages before any work starts."""
-    import importlib.util
-
-    missing = [pkg for mod, pkg in (("fastapi", "fastapi"), ("uvicorn", "uvicorn"))
-               if importlib.util.find_spec(mod) is None]
-    if missing:
-        raise UsageError(f"the embeddings endpoint needs {', '.join(missing)} (pip install "
-                         f"'freebind[api]')")
+#: the packages ``freebind api`` needs
+require_packages = partial(require_web_packages, "the embeddings endpoint", "api")
 
 
 # --- requests ---------------------------------------------------------------------------
@@ -304,14 +300,10 @@ def _hide_paths(message: str, tmp: str) -> str:
 
 def create_app(service: EmbeddingService):
     """The FastAPI app (unguarded: :func:`guard` adds the Host/Origin checks and limits)."""
-    from fastapi import FastAPI, Request
+    from fastapi import Request
     from starlette.concurrency import run_in_threadpool
 
-    from freebind.serve.localhost import ApiError, install_errors, read_json
-
-    app = FastAPI(title="freebind embeddings", docs_url=None, redoc_url=None,
-                  openapi_url=None)
-    install_errors(app)
+    app = json_app("freebind embeddings")
 
     def unknown(model) -> ApiError:
         return ApiError(404, f"model {model!r} is not served here (GET /v1/models lists "
@@ -349,8 +341,6 @@ def create_app(service: EmbeddingService):
 def guard(app, host: str = "127.0.0.1", allowed_hosts: Sequence[str] = (),
           max_body: int = DEFAULT_MAX_BODY):
     """``app`` behind :class:`freebind.serve.localhost.Guard`, its errors in OpenAI's shape."""
-    from freebind.serve.localhost import Guard
-
     return OpenAIErrors(Guard(app, host=host, allowed_hosts=allowed_hosts, max_body=max_body))
 
 
@@ -410,14 +400,9 @@ def serve(target, host: str = "127.0.0.1", port: int = DEFAULT_PORT, *,
     """Serve ``target`` (anything :func:`freebind.open` takes, or a Target) until
     interrupted."""
     require_packages()
-    import uvicorn
-
-    from freebind.serve.localhost import check_bind_host, guarded_protocol
-
     check_bind_host(host)
     service = EmbeddingService(target, model=model, batch_size=batch_size)
     app = guard(create_app(service), host, allowed_hosts, max_body)
     if on_start is not None:
         on_start(service)
-    uvicorn.run(app, host=host, port=port, log_level=log_level,
-                http=guarded_protocol(head_timeout))
+    run_guarded(app, host, port, log_level=log_level, head_timeout=head_timeout)

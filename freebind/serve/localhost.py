@@ -7,13 +7,12 @@ to it blind. The pieces here refuse both, bound every request body while it stre
 turn every error into a JSON ``{"error": message}`` that never carries a server path or a
 traceback::
 
-    from freebind.serve.localhost import ApiError, Guard, check_bind_host, install_errors, read_json
+    from freebind.serve.localhost import ApiError, Guard, json_app, read_json, run_guarded
 
-    app = FastAPI()
-    install_errors(app)                       # every error → JSON 4xx/5xx
+    app = json_app("my tool")                 # every error → JSON 4xx/5xx
     guarded = Guard(app, host="127.0.0.1", allowed_hosts=["box.lan"],
                     max_body=64 * 1024, limits={"/api/upload": 50 << 20})
-    uvicorn.run(guarded, host=..., http=guarded_protocol(head_timeout=10))
+    run_guarded(guarded, "127.0.0.1", 8765, log_level="warning", head_timeout=10)
 
 API (small on purpose):
 
@@ -22,7 +21,12 @@ API (small on purpose):
 * :func:`json_error` ``(status, message, headers=None)``: the ASGI response itself.
 * :func:`install_errors` ``(app)``: JSON handlers on a FastAPI/Starlette app for ApiError,
   HTTPException, validation errors, ``RecursionError`` (JSON nested too deeply → 400) and
-  anything else (500 naming only the exception type).
+  anything else (:func:`internal_error`: 500 naming only the exception type).
+* :func:`json_app` ``(title, lifespan=None)``: a FastAPI app without documentation pages, its
+  errors installed.
+* :func:`require_web_packages` ``(purpose, extra, packages=WEB_PACKAGES)``: a UsageError
+  naming the missing web packages (``pip install 'freebind[EXTRA]'``), before any work
+  starts.
 * :class:`Guard` ``(app, host, allowed_hosts=(), max_body, limits={path prefix: bytes})``: pure
   ASGI middleware (not ``@app.middleware("http")``, which wraps errors in an ExceptionGroup):
 
@@ -40,6 +44,8 @@ API (small on purpose):
 * :func:`guarded_protocol` ``(head_timeout)``: a uvicorn HTTP protocol class that closes a
   connection whose request head does not arrive within ``head_timeout`` seconds (idle and
   half-open connections, slow headers) or whose body stalls that long between reads.
+* :func:`run_guarded` ``(app, host, port, log_level=, head_timeout=, **uvicorn_options)``:
+  uvicorn serving ``app`` with :func:`guarded_protocol`, until interrupted.
 """
 
 from __future__ import annotations
@@ -53,6 +59,20 @@ from freebind.util.errors import UsageError
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 WILDCARDS = ("0.0.0.0", "::", "")
 DEFAULT_MAX_BODY = 64 * 1024
+#: the packages every server needs: module → what to pip install
+WEB_PACKAGES = {"fastapi": "fastapi", "uvicorn": "uvicorn"}
+
+
+def require_web_packages(purpose: str, extra: str,
+                         packages: Mapping[str, str] = WEB_PACKAGES) -> None:
+    """Name the missing web packages before any work starts: ``PURPOSE needs fastapi, …
+    (pip install 'freebind[EXTRA]')``."""
+    import importlib.util
+
+    missing = [pkg for mod, pkg in packages.items() if importlib.util.find_spec(mod) is None]
+    if missing:
+        raise UsageError(f"{purpose} needs {', '.join(missing)} (pip install "
+                         f"'freebind[{extra}]')")
 
 
 class ApiError(Exception):
@@ -108,7 +128,23 @@ def install_errors(app) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request, exc: Exception):
-        return json_error(500, f"internal error ({type(exc).__name__})")
+        return internal_error(exc)
+
+
+def internal_error(exc: BaseException):
+    """The 500 answer to an unexpected error: its type only (no message, path or traceback)."""
+    return json_error(500, f"internal error ({type(exc).__name__})")
+
+
+def json_app(title: str, lifespan=None):
+    """A FastAPI app without documentation pages or OpenAPI schema, every error answered as
+    JSON (:func:`install_errors`)."""
+    from fastapi import FastAPI
+
+    app = FastAPI(title=title, docs_url=None, redoc_url=None, openapi_url=None,
+                  lifespan=lifespan)
+    install_errors(app)
+    return app
 
 
 async def read_json(request, what: str = "request") -> Any:
@@ -313,3 +349,13 @@ def guarded_protocol(head_timeout: float = 10.0):
                 self._arm_head()
 
     return GuardedH11Protocol
+
+
+def run_guarded(app, host: str, port: int, *, log_level: str, head_timeout: float,
+                **uvicorn_options) -> None:
+    """Serve ``app`` with uvicorn until interrupted, connections under
+    :func:`guarded_protocol` (``head_timeout``); ``uvicorn_options`` go to ``uvicorn.run``."""
+    import uvicorn
+
+    uvicorn.run(app, host=host, port=port, log_level=log_level,
+                http=guarded_protocol(head_timeout), **uvicorn_options)

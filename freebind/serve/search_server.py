@@ -33,13 +33,17 @@ import time
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
 
 from freebind.util.errors import FreebindError, UsageError
-from freebind.serve.localhost import ApiError, BodyTooLarge, Guard, install_errors, read_json
+from freebind.serve.localhost import (WEB_PACKAGES, ApiError, BodyTooLarge, Guard,
+                                      check_bind_host, internal_error, json_app, json_error,
+                                      read_json, require_web_packages, run_guarded)
 
 STATIC = Path(__file__).parent / "static"
 #: the only static files the server hands out: name → media type
@@ -58,26 +62,13 @@ DEFAULT_UPLOAD_TTL = 3600.0
 FORM_OVERHEAD = 64 * 1024
 #: JSON bodies (searches)
 MAX_JSON = 256 * 1024
-LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 _ID = re.compile(r"[0-9]{1,12}")
 _RANGE = re.compile(r"bytes=\s*(\d*)\s*-\s*(\d*)\s*((,\s*\d*\s*-\s*\d*\s*)*)")
 
 
-def require_packages() -> None:
-    """Name the missing web packages before any work starts."""
-    missing = []
-    import importlib.util
-
-    for mod, pkg in (("fastapi", "fastapi"), ("uvicorn", "uvicorn"),
-                     ("python_multipart", "python-multipart")):
-        if importlib.util.find_spec(mod) is None:
-            missing.append(pkg)
-    if missing:
-        raise UsageError(f"serving needs {', '.join(missing)} (pip install "
-                         f"'freebind[search]')")
-
-
-_ApiError = ApiError  # the name the tests and older code use
+#: the packages ``freebind serve`` needs (uploads are multipart forms)
+require_packages = partial(require_web_packages, "serving", "search",
+                           {**WEB_PACKAGES, "python_multipart": "python-multipart"})
 
 
 class Uploads:
@@ -121,18 +112,35 @@ class Uploads:
         return len(self._items)
 
 
-def create_app(index, max_upload: int = DEFAULT_MAX_UPLOAD, upload_dir: str | None = None,
-               *, host: str = "127.0.0.1", allowed_hosts: Iterable[str] = (),
-               max_pixels: int = DEFAULT_MAX_PIXELS, max_seconds: float = DEFAULT_MAX_SECONDS,
-               upload_budget: int = DEFAULT_UPLOAD_BUDGET,
-               upload_ttl: float = DEFAULT_UPLOAD_TTL, decoders: int | None = None,
-               searchers: int | None = None):
-    """The ASGI application serving ``index`` (an :class:`Index`): a FastAPI app inside a
-    :class:`freebind.serve.localhost.Guard`. ``app.state`` holds ``index``, ``upload_dir``, ``uploads``."""
-    require_packages()
+@dataclass
+class ServerState:
+    """What the routes of one search server share: the index and what was read beside it at
+    startup, the limits, the upload folder and tokens, the decode pool, the search limiter."""
+
+    index: Any
+    max_upload: int
+    max_pixels: int
+    max_seconds: float
+    #: the temporary folder uploads are written to while they decode
+    tmp: Path
+    uploads: Uploads
+    pool: ThreadPoolExecutor
+    search_limit: Any
+    #: real path of every folder of indexed audio and image files, as of startup
+    real_dirs: dict[str, str]
+    thumbs: Path | None
+    media_info: dict
+    #: uploads waiting for the decode pool
+    waiting: int = 0
+
+
+def _server_state(index, max_upload: int, upload_dir: str | None, max_pixels: int,
+                  max_seconds: float, upload_budget: int, upload_ttl: float,
+                  decoders: int | None, searchers: int | None) -> ServerState:
+    """Start the decode pool and make the upload folder (under ``upload_dir`` if given)."""
     import anyio
-    from fastapi import FastAPI, Request
-    from fastapi.responses import FileResponse, Response
+
+    from freebind.search.thumbs import read_media_info
 
     cpus = os.cpu_count() or 2
     decoders = int(decoders or min(4, max(2, cpus)))
@@ -142,175 +150,254 @@ def create_app(index, max_upload: int = DEFAULT_MAX_UPLOAD, upload_dir: str | No
     if parent is not None:
         parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix="freebind-serve-", dir=parent))
-    uploads = Uploads(upload_budget, upload_ttl)
-    real_dirs = _real_dirs(index)
-    waiting = {"n": 0}
-    thumbs = _thumb_dir(index)
-    from freebind.search.thumbs import read_media_info
+    return ServerState(index=index, max_upload=max_upload, max_pixels=max_pixels,
+                       max_seconds=max_seconds, tmp=tmp,
+                       uploads=Uploads(upload_budget, upload_ttl), pool=pool,
+                       search_limit=search_limit, real_dirs=_real_dirs(index),
+                       thumbs=_thumb_dir(index),
+                       media_info=read_media_info(getattr(index, "path", None)))
 
-    media_info = read_media_info(getattr(index, "path", None))
+
+def create_app(index, max_upload: int = DEFAULT_MAX_UPLOAD, upload_dir: str | None = None,
+               *, host: str = "127.0.0.1", allowed_hosts: Iterable[str] = (),
+               max_pixels: int = DEFAULT_MAX_PIXELS, max_seconds: float = DEFAULT_MAX_SECONDS,
+               upload_budget: int = DEFAULT_UPLOAD_BUDGET,
+               upload_ttl: float = DEFAULT_UPLOAD_TTL, decoders: int | None = None,
+               searchers: int | None = None):
+    """The ASGI application serving ``index`` (an :class:`Index`): a FastAPI app inside a
+    :class:`freebind.serve.localhost.Guard`. ``app.state`` holds ``index``, ``upload_dir``, ``uploads``."""
+    require_packages()
+    state = _server_state(index, max_upload, upload_dir, max_pixels, max_seconds,
+                          upload_budget, upload_ttl, decoders, searchers)
+    app = json_app("freebind search", lifespan=_lifespan(state))
+    _add_usage_errors(app, state.tmp)
+    _add_page_routes(app)
+    _add_info_route(app, state)
+    _add_file_routes(app, state)
+    _add_upload_route(app, state)
+    _add_search_route(app, state)
+    app.state.upload_dir = state.tmp
+    app.state.index = index
+    app.state.uploads = state.uploads
+    guard = Guard(app, host=host, allowed_hosts=allowed_hosts, max_body=MAX_JSON,
+                  limits={"/api/upload": max_upload + FORM_OVERHEAD})
+    guard.state = app.state
+    return guard
+
+
+def _lifespan(state: ServerState):
+    """The app's lifespan: after a graceful stop, the decode pool ends and the upload folder
+    is removed (uvicorn then re-raises the signal: no atexit)."""
 
     @asynccontextmanager
     async def lifespan(app):
         try:
             yield
-        finally:  # after a graceful stop (uvicorn then re-raises the signal: no atexit)
-            pool.shutdown(wait=False, cancel_futures=True)
-            shutil.rmtree(tmp, ignore_errors=True)
+        finally:
+            state.pool.shutdown(wait=False, cancel_futures=True)
+            shutil.rmtree(state.tmp, ignore_errors=True)
 
-    app = FastAPI(title="freebind search", docs_url=None, redoc_url=None, openapi_url=None,
-                  lifespan=lifespan)
-    install_errors(app)
+    return lifespan
+
+
+def _add_usage_errors(app, tmp: Path) -> None:
+    """A UsageError answers 400 with its message (the upload folder's path hidden); any
+    other FreebindError is an internal error."""
 
     @app.exception_handler(FreebindError)
     async def _freebind_error(request, exc: FreebindError):
-        from freebind.serve.localhost import json_error
-
         if isinstance(exc, UsageError):
             return json_error(400, _scrub(str(exc), tmp))
-        return json_error(500, f"internal error ({type(exc).__name__})")
+        return internal_error(exc)
 
-    def asset(name: str):
-        return FileResponse(STATIC / name, media_type=ASSETS[name],
-                            headers={"Cache-Control": "no-cache"})
+
+def _asset(name: str):
+    from fastapi.responses import FileResponse
+
+    return FileResponse(STATIC / name, media_type=ASSETS[name],
+                        headers={"Cache-Control": "no-cache"})
+
+
+def _add_page_routes(app) -> None:
+    """``/`` (the page), ``/favicon.ico`` and ``/static/<name>`` (only :data:`ASSETS`)."""
 
     @app.api_route("/", methods=["GET", "HEAD"])
     def page():
-        return asset("index.html")
+        return _asset("index.html")
 
     @app.api_route("/favicon.ico", methods=["GET", "HEAD"])
     def favicon():
-        return asset("favicon.svg")
+        return _asset("favicon.svg")
 
     @app.api_route("/static/{name}", methods=["GET", "HEAD"])
     def static(name: str):
         if name not in ASSETS or name == "index.html":
             raise ApiError(404, "no such asset")
-        return asset(name)
+        return _asset(name)
+
+
+def _add_info_route(app, state: ServerState) -> None:
+    """``/api/info``: the index's description (no server paths), its presets' slider values
+    and the server's limits."""
 
     @app.api_route("/api/info", methods=["GET", "HEAD"])
     def info():
-        data = index.info()
+        data = state.index.info()
         if data.get("bundle"):
             data["target"] = Path(str(data["target"])).name  # no server paths
-        data["preset_values"] = _preset_values(index)
-        data["max_upload"] = max_upload
-        data["max_pixels"] = max_pixels
-        data["max_seconds"] = max_seconds
-        data["captions"] = any("caption" in v for v in media_info.values())
-        data["thumbnails"] = thumbs is not None
+        data["preset_values"] = _preset_values(state.index)
+        data["max_upload"] = state.max_upload
+        data["max_pixels"] = state.max_pixels
+        data["max_seconds"] = state.max_seconds
+        data["captions"] = any("caption" in v for v in state.media_info.values())
+        data["thumbnails"] = state.thumbs is not None
         return data
 
-    def indexed_file(item_id: str, modalities=("audio", "image")) -> tuple[int, str]:
-        if not _ID.fullmatch(item_id):
-            raise ApiError(404, "no such item")
-        i = int(item_id)
-        if i >= len(index.items):
-            raise ApiError(404, "no such item")
-        item = index.items[i]
-        path = item["path"]
-        if item["modality"] not in modalities or Path(path).suffix.lower() not in MEDIA_TYPES:
-            raise ApiError(404, f"item {i} has no audio or image file to show")
-        real = _still_indexed(path, real_dirs)
-        if real is None:
-            raise ApiError(404, f"item {i}: its file is gone or no longer the indexed one")
-        return i, real
+
+def _indexed_file(state: ServerState, item_id: str,
+                  modalities=("audio", "image")) -> tuple[int, str]:
+    """The id and real path of the indexed file of item ``item_id``, else a 404."""
+    if not _ID.fullmatch(item_id):
+        raise ApiError(404, "no such item")
+    i = int(item_id)
+    if i >= len(state.index.items):
+        raise ApiError(404, "no such item")
+    item = state.index.items[i]
+    path = item["path"]
+    if item["modality"] not in modalities or Path(path).suffix.lower() not in MEDIA_TYPES:
+        raise ApiError(404, f"item {i} has no audio or image file to show")
+    real = _still_indexed(path, state.real_dirs)
+    if real is None:
+        raise ApiError(404, f"item {i}: its file is gone or no longer the indexed one")
+    return i, real
+
+
+def _add_file_routes(app, state: ServerState) -> None:
+    """``/api/media/<id>`` (an indexed audio or image file) and ``/api/thumb/<id>`` (the
+    waveform thumbnail of an audio item)."""
+    from fastapi import Request
+    from fastapi.responses import FileResponse
 
     @app.api_route("/api/media/{item_id}", methods=["GET", "HEAD"])
     def media(item_id: str, request: Request):
-        _, real = indexed_file(item_id)
+        _, real = _indexed_file(state, item_id)
         _check_range(request.headers.get("range"), os.path.getsize(real))
         return FileResponse(real, media_type=MEDIA_TYPES[Path(real).suffix.lower()],
                             headers={"Cache-Control": "private, max-age=3600"})
 
     @app.api_route("/api/thumb/{item_id}", methods=["GET", "HEAD"])
     def thumb(item_id: str):
-        i, _ = indexed_file(item_id, ("audio",))
-        path = None if thumbs is None else thumbs / f"{i}.png"
+        i, _ = _indexed_file(state, item_id, ("audio",))
+        path = None if state.thumbs is None else state.thumbs / f"{i}.png"
         if path is None or not path.is_file() or path.is_symlink():
             raise ApiError(404, f"item {i} has no thumbnail (rebuild the index to draw them)")
         return FileResponse(path, media_type="image/png",
                             headers={"Cache-Control": "private, max-age=3600"})
 
+
+def _add_upload_route(app, state: ServerState) -> None:
+    """``POST /api/upload``: a multipart ``file`` (audio or image) kept as its base
+    embeddings under a token."""
+    from fastapi import Request
+
     @app.post("/api/upload")
     async def upload(request: Request):
-        ctype = request.headers.get("content-type", "")
-        if not ctype.startswith("multipart/form-data"):
-            raise ApiError(415, "upload: send multipart/form-data with a 'file' field")
-        try:
-            form = await request.form(max_files=1, max_fields=4,
-                                      max_part_size=max_upload + 1)
-        except BodyTooLarge:
-            raise ApiError(413, f"upload: larger than the limit of {max_upload} bytes") \
-                from None
-        except Exception as exc:  # noqa: BLE001  (multipart parse errors of several types)
-            msg = str(exc) or type(exc).__name__
-            status = 413 if "size" in msg.lower() or "large" in msg.lower() else 400
-            raise ApiError(status, f"upload: malformed form ({_scrub(msg, tmp)})") from None
-        try:
-            file = form.get("file")
-            if file is None or isinstance(file, str):
-                raise ApiError(400, "upload: no 'file' field")
-            from freebind.data.media import modality_of
-
-            name = _safe_name(file.filename)
-            suffix = Path(name).suffix.lower()
-            modality = modality_of(name) if suffix else None
-            if modality not in ("audio", "image") or suffix not in MEDIA_TYPES:
-                raise ApiError(415, f"upload {name!r}: not an audio or image file by its "
-                                    f"extension (audio: wav flac mp3 ogg; image: png jpg "
-                                    f"jpeg webp bmp)")
-            if modality not in index.query_modalities:
-                raise ApiError(400, f"{index.name} has no {modality} queries")
-            path = tmp / f"{secrets.token_hex(8)}{suffix}"
-            size = await _save_upload(file, path, max_upload)
-        finally:
-            await form.close()
-        if size > max_upload:
-            path.unlink(missing_ok=True)
-            raise ApiError(413, f"upload: larger than the limit of {max_upload} bytes")
-        if size == 0:
-            path.unlink(missing_ok=True)
-            raise ApiError(400, "upload: the file is empty")
-        if waiting["n"] >= 1024:
-            path.unlink(missing_ok=True)
-            raise ApiError(503, "upload: the server is busy decoding; try again")
-        waiting["n"] += 1
-        try:
-            leaves = await asyncio.get_running_loop().run_in_executor(
-                pool, _decode, index, modality, path, name, max_pixels, max_seconds)
-        finally:
-            waiting["n"] -= 1
-            path.unlink(missing_ok=True)
+        path, name, modality, size = await _receive_upload(request, state)
+        leaves = await _decode_upload(state, path, name, modality, size)
         nbytes = sum(a.nbytes for mods in leaves.values() for a in mods.values())
-        token = uploads.add({"leaves": leaves, "modality": modality, "name": name,
-                             "bytes": nbytes})
+        token = state.uploads.add({"leaves": leaves, "modality": modality, "name": name,
+                                   "bytes": nbytes})
         return {"upload": token, "modality": modality, "name": name, "bytes": size}
+
+
+async def _read_form(request, max_upload: int, tmp: Path):
+    """The multipart form of an upload request (one file part at most), else a 413, 415 or
+    400 naming the problem."""
+    ctype = request.headers.get("content-type", "")
+    if not ctype.startswith("multipart/form-data"):
+        raise ApiError(415, "upload: send multipart/form-data with a 'file' field")
+    try:
+        return await request.form(max_files=1, max_fields=4, max_part_size=max_upload + 1)
+    except BodyTooLarge:
+        raise ApiError(413, f"upload: larger than the limit of {max_upload} bytes") from None
+    except Exception as exc:  # noqa: BLE001  (multipart parse errors of several types)
+        msg = str(exc) or type(exc).__name__
+        status = 413 if "size" in msg.lower() or "large" in msg.lower() else 400
+        raise ApiError(status, f"upload: malformed form ({_scrub(msg, tmp)})") from None
+
+
+async def _receive_upload(request, state: ServerState) -> tuple[Path, str, str, int]:
+    """Save an upload's file part to the upload folder (at most one byte past the limit):
+    its path, safe name, modality and size. Refuses a file that is no audio or image by
+    its extension, or of a modality the index cannot query."""
+    from freebind.data.media import modality_of
+
+    form = await _read_form(request, state.max_upload, state.tmp)
+    try:
+        file = form.get("file")
+        if file is None or isinstance(file, str):
+            raise ApiError(400, "upload: no 'file' field")
+        name = _safe_name(file.filename)
+        suffix = Path(name).suffix.lower()
+        modality = modality_of(name) if suffix else None
+        if modality not in ("audio", "image") or suffix not in MEDIA_TYPES:
+            raise ApiError(415, f"upload {name!r}: not an audio or image file by its "
+                                f"extension (audio: wav flac mp3 ogg; image: png jpg "
+                                f"jpeg webp bmp)")
+        if modality not in state.index.query_modalities:
+            raise ApiError(400, f"{state.index.name} has no {modality} queries")
+        path = state.tmp / f"{secrets.token_hex(8)}{suffix}"
+        size = await _save_upload(file, path, state.max_upload)
+    finally:
+        await form.close()
+    return path, name, modality, size
+
+
+async def _decode_upload(state: ServerState, path: Path, name: str, modality: str,
+                         size: int) -> dict:
+    """The base embeddings of a saved upload, decoded in the pool; the file is removed."""
+    if size > state.max_upload:
+        path.unlink(missing_ok=True)
+        raise ApiError(413, f"upload: larger than the limit of {state.max_upload} bytes")
+    if size == 0:
+        path.unlink(missing_ok=True)
+        raise ApiError(400, "upload: the file is empty")
+    if state.waiting >= 1024:
+        path.unlink(missing_ok=True)
+        raise ApiError(503, "upload: the server is busy decoding; try again")
+    state.waiting += 1
+    try:
+        return await asyncio.get_running_loop().run_in_executor(
+            state.pool, _decode, state.index, modality, path, name, state.max_pixels,
+            state.max_seconds)
+    finally:
+        state.waiting -= 1
+        path.unlink(missing_ok=True)
+
+
+def _add_search_route(app, state: ServerState) -> None:
+    """``POST /api/search``: a JSON search by text, upload token or item id, run in a worker
+    thread (at most ``state.search_limit`` at once)."""
+    import anyio
+    from fastapi import Request
 
     @app.post("/api/search")
     async def search(request: Request):
         body = await read_json(request, "search")
         if not isinstance(body, dict):
             raise ApiError(400, "search: the body must be a JSON object")
-        req = _parse_search(body, index)
+        req = _parse_search(body, state.index)
         up = None
         if "upload" in req:
-            up = uploads.get(req["upload"])
+            up = state.uploads.get(req["upload"])
             if up is None:
                 raise ApiError(404, "search: unknown or expired upload; upload the file "
                                     "again")
-        elif "item" in req and req["item"] >= len(index.items):
+        elif "item" in req and req["item"] >= len(state.index.items):
             raise ApiError(404, f"search: no item {req['item']}")
-        return await anyio.to_thread.run_sync(_run_search, index, req, up, media_info,
-                                              thumbs is not None, limiter=search_limit)
-
-    app.state.upload_dir = tmp
-    app.state.index = index
-    app.state.uploads = uploads
-    guard = Guard(app, host=host, allowed_hosts=allowed_hosts, max_body=MAX_JSON,
-                  limits={"/api/upload": max_upload + FORM_OVERHEAD})
-    guard.state = app.state
-    return guard
+        return await anyio.to_thread.run_sync(_run_search, state.index, req, up,
+                                              state.media_info, state.thumbs is not None,
+                                              limiter=state.search_limit)
 
 
 def _run_search(index, req: dict, up: dict | None, media_info: dict | None = None,
@@ -559,10 +646,7 @@ def serve(index_dir: str | os.PathLike, host: str = "127.0.0.1", port: int = 876
     """Load the index and run the server until interrupted (SIGINT/SIGTERM stop it
     gracefully; the upload folder is removed)."""
     require_packages()
-    import uvicorn
-
     from freebind.search import Index
-    from freebind.serve.localhost import check_bind_host, guarded_protocol
 
     check_bind_host(host)
     index = Index.load(index_dir, space_options=space_options)
@@ -570,12 +654,5 @@ def serve(index_dir: str | os.PathLike, host: str = "127.0.0.1", port: int = 876
                      max_pixels=max_pixels, max_seconds=max_seconds)
     if on_start is not None:
         on_start(index)
-    uvicorn.run(app, host=host, port=port, log_level=log_level,
-                http=guarded_protocol(head_timeout), timeout_keep_alive=5,
-                timeout_graceful_shutdown=5)
-
-
-def is_local(host: str) -> bool:
-    from freebind.serve.localhost import is_loopback
-
-    return is_loopback(host)
+    run_guarded(app, host, port, log_level=log_level, head_timeout=head_timeout,
+                timeout_keep_alive=5, timeout_graceful_shutdown=5)

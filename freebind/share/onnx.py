@@ -155,7 +155,9 @@ def _mixture(b: _Builder, group, job_id: str, x: str) -> str:
 
 
 def _evaluator_class():
-    from freebind.fusion.graph import _Evaluator, _router_experts
+    """The ONNX evaluator's class (made on first use: :mod:`freebind.fusion.graph` imports
+    torch)."""
+    from freebind.fusion.graph import _Evaluator
 
     class OnnxEvaluator(_Evaluator):
         """The fusion graph's evaluator (:mod:`freebind.fusion.graph`), emitting ONNX nodes: the
@@ -174,6 +176,9 @@ def _evaluator_class():
                 self.b.graph_input(name, self.dims[ref], modality)
                 self._inputs[name] = self.b.normalize(name)    # fuse normalises its inputs
             return self._inputs[name]
+
+        def normalize(self, x):
+            return self.b.normalize(x)
 
         def project(self, job_id: str, x):
             key = (job_id, x)
@@ -204,72 +209,65 @@ def _evaluator_class():
                                      f"{modality} here; export with {bond['id']}.route=off")
                 mixtures.append(self.project(bond["jobs"][i],
                                              self.value(bond["experts"][i], modality)))
-            b = self.b
-            net = router.nets[modality]
-            prefix = f"router.{bond['id']}.{modality}"
-            x = b.op("Concat", [base, *[b.normalize(m) for m in mixtures]], axis=-1)
+            return _routed_mix(self.b, router.nets[modality], spec,
+                               f"router.{bond['id']}.{modality}", base, mixtures)
 
-            def w(name):
-                return b.weight(f"{prefix}.{name}",
-                                lambda: getattr(net, name).detach().cpu().float())
-
-            h = b.op("Relu", [b.op("Add", [b.op("MatMul", [x, w("w1")]), w("b1")])])
-            z = b.op("Add", [b.op("MatMul", [h, w("w2")]), w("b2")], "logits")
-            from freebind.fusion.router import EPS as R_EPS
-
-            s0 = min(max(spec["sigma0"], R_EPS), 1.0 - R_EPS)
-            z0 = b.op("Slice", [z, _i64(b, [0]), _i64(b, [1]), _i64(b, [-1])])     # [N, 1]
-            sigma = b.op("Sigmoid", [b.op("Add", [b.scalar(float(np.log(s0 / (1.0 - s0)))),
-                                                  z0])], "sigma")
-            k = len(spec["experts"])
-            total = None
-            if k == 1:
-                total = mixtures[0]
-            else:
-                import torch
-
-                prior = torch.log(torch.tensor(spec["w0"]).clamp_min(1e-12))
-                zw = b.op("Slice", [z, _i64(b, [1]), _i64(b, [1 + k]), _i64(b, [-1])])
-                w = b.op("Softmax", [b.op("Add", [b.tensor(prior, prefix + ".log_w0"), zw])],
-                         "w", axis=-1)
-                for i, m in enumerate(mixtures):
-                    wi = b.op("Slice", [w, _i64(b, [i]), _i64(b, [i + 1]), _i64(b, [-1])])
-                    term = b.op("Mul", [wi, m])
-                    total = term if total is None else b.op("Add", [total, term])
-            proj = b.normalize(total)
-            return b.normalize(b.axpy(b.op("Sub", [b.scalar(1.0), sigma]), base, sigma, proj))
-
-        def combination(self, bond, entry, modality, base_has, u):
-            expert_has = any(self.has(e, modality) for e in bond["experts"])
-            if not entry.on or not expert_has:
-                return u()
-            if not base_has:
-                return self.expert_projection(bond, modality)
-            router = self.router(bond, entry, modality)
-            if router is not None and all(self.has(bond["experts"][i], modality)
-                                          for i in _router_experts(bond, modality)):
-                return self.routed(bond, router, modality, u)
+        def fixed_combination(self, bond, entry, modality, u):
             sigma = self.b.factor(f"{bond['id']}.{modality}", entry.factors.get(modality, 0.0))
             base, proj = u(), self.expert_projection(bond, modality)
             one_minus = self.b.op("Sub", [self.b.scalar(1.0), sigma])
             return self.b.normalize(self.b.axpy(one_minus, base, sigma, proj))
 
-        def displacement(self, bond, entry, modality, base_has, u):
-            expert, job_id = bond["experts"][0], bond["jobs"][0]
-
-            def pu():
-                return self.b.normalize(self.project(job_id, u()))
-
-            if not entry.on or not self.has(expert, modality):
-                return pu()
-            if not base_has:
-                return self.value(expert, modality)
+        def fixed_displacement(self, bond, entry, modality, pu):
             lam = self.b.factor(f"{bond['id']}.{modality}", entry.factors.get(modality, 0.0))
-            e, p = self.value(expert, modality), pu()
+            e, p = self.value(bond["experts"][0], modality), pu()
             one_minus = self.b.op("Sub", [self.b.scalar(1.0), lam])
             return self.b.normalize(self.b.axpy(lam, e, one_minus, p))
 
     return OnnxEvaluator
+
+
+def _routed_mix(b: _Builder, net, spec: dict, prefix: str, base: str,
+                mixtures: list[str]) -> str:
+    """n((1 − σ)·u + σ·n(Σ_i w_i m_i)) with a router's per-item σ and w
+    (:mod:`freebind.fusion.router`), as nodes: ``net`` the router's network for the
+    modality, ``spec`` its spec, ``prefix`` its weights' names."""
+    from freebind.fusion.router import EPS as R_EPS
+
+    x = b.op("Concat", [base, *[b.normalize(m) for m in mixtures]], axis=-1)
+
+    def w(name):
+        return b.weight(f"{prefix}.{name}", lambda: getattr(net, name).detach().cpu().float())
+
+    h = b.op("Relu", [b.op("Add", [b.op("MatMul", [x, w("w1")]), w("b1")])])
+    z = b.op("Add", [b.op("MatMul", [h, w("w2")]), w("b2")], "logits")
+    s0 = min(max(spec["sigma0"], R_EPS), 1.0 - R_EPS)
+    z0 = b.op("Slice", [z, _i64(b, [0]), _i64(b, [1]), _i64(b, [-1])])     # [N, 1]
+    sigma = b.op("Sigmoid", [b.op("Add", [b.scalar(float(np.log(s0 / (1.0 - s0)))), z0])],
+                 "sigma")
+    proj = b.normalize(_weighted_mixtures(b, z, spec, prefix, mixtures))
+    return b.normalize(b.axpy(b.op("Sub", [b.scalar(1.0), sigma]), base, sigma, proj))
+
+
+def _weighted_mixtures(b: _Builder, z: str, spec: dict, prefix: str,
+                       mixtures: list[str]) -> str:
+    """Σ_i w_i m_i with w = softmax(log w0 + the router's logits 1…k) (one expert: its
+    mixture)."""
+    k = len(spec["experts"])
+    if k == 1:
+        return mixtures[0]
+    import torch
+
+    prior = torch.log(torch.tensor(spec["w0"]).clamp_min(1e-12))
+    zw = b.op("Slice", [z, _i64(b, [1]), _i64(b, [1 + k]), _i64(b, [-1])])
+    w = b.op("Softmax", [b.op("Add", [b.tensor(prior, prefix + ".log_w0"), zw])], "w",
+             axis=-1)
+    total = None
+    for i, m in enumerate(mixtures):
+        wi = b.op("Slice", [w, _i64(b, [i]), _i64(b, [i + 1]), _i64(b, [-1])])
+        term = b.op("Mul", [wi, m])
+        total = term if total is None else b.op("Add", [total, term])
+    return total
 
 
 def _i64(b: _Builder, values) -> str:

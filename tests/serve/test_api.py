@@ -4,49 +4,29 @@
 from __future__ import annotations
 
 import base64
-import sys
-import threading
-import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+from live_server import LiveServer  # noqa: E402
 from search_world import make_bundle  # noqa: E402
 
 import freebind  # noqa: E402
 
 openai = pytest.importorskip("openai")
 pytest.importorskip("fastapi")
-uvicorn = pytest.importorskip("uvicorn")
+pytest.importorskip("uvicorn")
 httpx = pytest.importorskip("httpx")
 
 TEXTS = ["a dog barking", "rain on a tin roof", "a violin playing softly"]
-
-
-class Live:
-    def __init__(self, app):
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0,
-                                                    log_level="warning"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-        deadline = time.time() + 30
-        while not self.server.started:
-            assert time.time() < deadline, "server did not start"
-            time.sleep(0.02)
-        port = self.server.servers[0].sockets[0].getsockname()[1]
-        self.url = f"http://127.0.0.1:{port}"
-
-    def stop(self):
-        self.server.should_exit = True
-        self.thread.join(10)
 
 
 def start(target, **kw):
     from freebind.serve.embeddings_api import EmbeddingService, create_app, guard
 
     max_body = kw.pop("max_body", 1 << 20)
-    return Live(guard(create_app(EmbeddingService(target, **kw)), max_body=max_body))
+    app = guard(create_app(EmbeddingService(target, **kw)), max_body=max_body)
+    return LiveServer(app, log_level="warning").start()
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +40,7 @@ def world(tmp_path_factory):
     yield {"root": root, "bundle": bundle, "live": live,
            "wav": sorted((root / "pools" / "audio").glob("*.wav")),
            "png": sorted((root / "pools" / "image").glob("*.png")),
-           "client": openai.OpenAI(base_url=live.url + "/v1", api_key="unused",
+           "client": openai.OpenAI(base_url=live.url("/v1"), api_key="unused",
                                    max_retries=0)}
     live.stop()
 
@@ -153,7 +133,7 @@ def test_errors_reach_the_client_as_json(world, kwargs, error, message):
 
 
 def test_localhost_safety_and_body_limit(world):
-    url = world["live"].url
+    url = world["live"].url()
     ok = httpx.get(url + "/v1/models")
     assert ok.status_code == 200 and ok.headers["x-content-type-options"] == "nosniff"
     rebound = httpx.get(url + "/v1/models", headers={"Host": "evil.example"})
@@ -174,7 +154,7 @@ def test_localhost_safety_and_body_limit(world):
 def test_a_plain_space_is_served_too():
     live = start("mini:clap", model="clap")
     try:
-        client = openai.OpenAI(base_url=live.url + "/v1", api_key="x", max_retries=0)
+        client = openai.OpenAI(base_url=live.url("/v1"), api_key="x", max_retries=0)
         got = rows(client.embeddings.create(model="clap", input=TEXTS))
         want = freebind.spaces.get("mini:clap").encode("text", TEXTS).numpy()
         np.testing.assert_array_equal(got, want)

@@ -3,7 +3,6 @@ chromium-driver, against `freebind serve` started on a free port."""
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -19,18 +18,13 @@ from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.common.keys import Keys  # noqa: E402
 from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
 
+from live_server import free_port  # noqa: E402
 from search_world import make_index  # noqa: E402
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 DRIVER = shutil.which("chromedriver")
 pytestmark = pytest.mark.skipif(not (CHROMIUM and DRIVER),
                                 reason="needs Debian's chromium and chromium-driver")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start_server(index_dir: Path, port: int, env=None) -> subprocess.Popen:

@@ -1,10 +1,6 @@
 """freebind serve's JSON API: searches, uploads, served files, and 4xx errors that name the
 problem (never a 500, never a file outside the index)."""
 
-import io
-import json
-
-import numpy as np
 import pytest
 
 pytest.importorskip("fastapi")

@@ -27,6 +27,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 
 from freebind.search import Index  # noqa: E402
 from freebind.serve.search_server import Uploads, create_app  # noqa: E402
+from live_server import LiveServer, free_port, send_chunks_until_answered  # noqa: E402
 from search_world import make_index  # noqa: E402
 
 BASE = "http://127.0.0.1:8765"
@@ -241,44 +242,10 @@ def test_symlinks_and_swapped_folders_are_not_served(tmp_path):
 
 
 # --- a real server ----------------------------------------------------------------------------
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Running:
-    def __init__(self, app):
-        import uvicorn
-
-        from freebind.serve.localhost import guarded_protocol
-
-        self.port = _free_port()
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port,
-                                                   log_level="error",
-                                                   http=guarded_protocol(10)))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        for _ in range(200):
-            if self.server.started:
-                return self
-            time.sleep(0.05)
-        raise AssertionError("server did not start")
-
-    def __exit__(self, *exc):
-        self.server.should_exit = True
-        self.thread.join(10)
-
-    def url(self, path):
-        return f"http://127.0.0.1:{self.port}{path}"
-
-
 def test_chunked_upload_stops_at_the_limit(world):
     root, index_dir = world
     app = create_app(Index.load(index_dir), max_upload=100_000, upload_dir=str(root / "u3"))
-    with Running(app) as srv:
+    with LiveServer(app, head_timeout=10) as srv:
         s = socket.create_connection(("127.0.0.1", srv.port))
         s.sendall(b"POST /api/upload HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked"
                   b"\r\nContent-Type: multipart/form-data; boundary=XX\r\n\r\n")
@@ -286,19 +253,7 @@ def test_chunked_upload_stops_at_the_limit(world):
                 b"\r\nContent-Type: audio/wav\r\n\r\n")
         s.sendall(b"%x\r\n%s\r\n" % (len(head), head))
         s.settimeout(0.05)
-        data, sent = b"", 0
-        block = b"x" * 16384
-        for _ in range(2000):  # up to 32 MB
-            try:
-                s.sendall(b"%x\r\n%s\r\n" % (len(block), block))
-                sent += len(block)
-                data += s.recv(4096)
-            except (socket.timeout, BlockingIOError):
-                continue
-            except OSError:
-                break
-            if data:
-                break
+        data, sent = send_chunks_until_answered(s, b"x" * 16384, 2000)  # up to 32 MB
         s.close()
         assert data.startswith(b"HTTP/1.1 413"), data[:100]
         assert sent < 5_000_000, sent
@@ -320,7 +275,7 @@ def test_info_answers_while_uploads_decode(world):
     app = create_app(index, upload_dir=str(root / "u4"))
     import httpx
 
-    with Running(app) as srv:
+    with LiveServer(app, head_timeout=10) as srv:
         results = []
 
         def send(i):
@@ -368,7 +323,7 @@ def test_host_checks_in_the_cli(monkeypatch, world):
 @pytest.mark.slow
 def test_sigterm_removes_the_upload_folder(world, tmp_path):
     _, index_dir = world
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "TMPDIR": str(tmp_path), "HF_HUB_OFFLINE": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "freebind_cli.main", "serve", str(index_dir),
                              "--port", str(port)], env=env, stdout=subprocess.PIPE,

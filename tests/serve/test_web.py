@@ -2,7 +2,6 @@
 
 import json
 import socket
-import threading
 import time
 
 import pytest
@@ -15,7 +14,8 @@ from fastapi.testclient import TestClient  # noqa: E402
 
 from freebind.util.errors import UsageError  # noqa: E402
 from freebind.serve.localhost import (ApiError, Guard, HostPolicy, check_bind_host,  # noqa: E402
-                          guarded_protocol, install_errors, is_loopback, read_json)
+                                      install_errors, is_loopback, read_json)
+from live_server import LiveServer, send_chunks_until_answered  # noqa: E402
 
 
 def make_app(**guard):
@@ -136,27 +136,10 @@ def test_bind_host_checks():
     assert "every machine" in check_bind_host("192.168.1.4")
 
 
-def _free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
 def test_half_open_connections_time_out():
-    uvicorn = pytest.importorskip("uvicorn")
-    port = _free_port()
-    config = uvicorn.Config(make_app(), host="127.0.0.1", port=port, log_level="error",
-                            http=guarded_protocol(head_timeout=0.5), lifespan="off")
-    server = uvicorn.Server(config)
-    t = threading.Thread(target=server.run, daemon=True)
-    t.start()
-    try:
-        for _ in range(100):
-            if server.started:
-                break
-            time.sleep(0.05)
+    pytest.importorskip("uvicorn")
+    with LiveServer(make_app(), head_timeout=0.5, lifespan="off") as srv:
+        port = srv.port
         s = socket.create_connection(("127.0.0.1", port))
         s.sendall(b"GET /teapot HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # never finished
         s.settimeout(5)
@@ -179,21 +162,7 @@ def test_half_open_connections_time_out():
         s.sendall(b"POST /upload HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                   b"Transfer-Encoding: chunked\r\n\r\n")
         s.settimeout(0.2)
-        data, sent = b"", 0
-        for _ in range(20_000):  # up to 20 MB
-            try:
-                s.sendall(b"3e8\r\n" + b"y" * 1000 + b"\r\n")
-                sent += 1000
-                data += s.recv(4096)
-            except (socket.timeout, BlockingIOError):
-                continue
-            except OSError:
-                break
-            if data:
-                break
+        data, sent = send_chunks_until_answered(s, b"y" * 1000, 20_000)  # up to 20 MB
         assert data.startswith(b"HTTP/1.1 413"), data[:80]
         assert sent < 1_000_000, sent
         s.close()
-    finally:
-        server.should_exit = True
-        t.join(5)

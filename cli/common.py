@@ -63,6 +63,20 @@ def print_table(out, table) -> None:
                       soft_wrap=True, highlight=False)
 
 
+def new_table(title: str, columns, rows=()):
+    """A rich table titled ``title``: ``columns`` are its headers, or a mapping of each header
+    to its ``add_column`` options (``{"items": {"justify": "right"}}``); ``rows`` its cells."""
+    from rich.table import Table
+
+    table = Table(title=title)
+    styles = columns if isinstance(columns, dict) else dict.fromkeys(columns, {})
+    for header, style in styles.items():
+        table.add_column(header, **style)
+    for row in rows:
+        table.add_row(*row)
+    return table
+
+
 def print_command(out, text: str) -> None:
     """Print a command for the user to copy: one line, never wrapped at the console's width,
     no markup or highlighting."""

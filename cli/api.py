@@ -1,4 +1,5 @@
-"""``freebind api [TARGET]``: an OpenAI-compatible embeddings endpoint (:mod:`freebind.serve.embeddings_api`)."""
+"""``freebind api [TARGET]``: an OpenAI-compatible embeddings endpoint over a space or a
+bundle (:mod:`freebind.serve.embeddings_api`)."""
 
 from __future__ import annotations
 

@@ -13,7 +13,6 @@ import typer
 from typer.core import TyperCommand, TyperGroup
 
 from freebind.util.errors import FreebindError
-from freebind.util.vocab import PRECISIONS, parse_value  # noqa: F401  (re-exported)
 
 
 #: Width of a console that is not a terminal (a file, a pipe): wide enough that nothing is

@@ -1,4 +1,5 @@
-"""``freebind search INDEX (--text "…" | --audio FILE | --image FILE | --texts FILE)``."""
+"""``freebind search INDEX (--text "…" | --audio FILE | --image FILE | --texts FILE)``: the
+indexed items closest to one query (or a file of text queries), as tables or JSON."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""``freebind api [TARGET]``: an OpenAI-compatible embeddings endpoint (:mod:`freebind.serve.embeddings_api`)."""
+"""``freebind api [TARGET]``: an OpenAI-compatible embeddings endpoint over a space or a
+bundle (:mod:`freebind.serve.embeddings_api`)."""
 
 from __future__ import annotations
 
@@ -6,10 +7,10 @@ from typing import List, Optional
 
 import typer
 
-from freebind_cli.common import device_option, parse_space_options, precision_option, \
-    space_option_option
+from freebind_cli.options import SpaceFlags, batch_size_option, with_flag_groups
 
 
+@with_flag_groups
 def api_command(
     target: Optional[str] = typer.Argument(None, help="A space, a bundle (bundle@preset) or "
                                            "hf:ORG/NAME; default: the last build's bundle, "
@@ -23,10 +24,8 @@ def api_command(
     model: Optional[str] = typer.Option(None, "--model", help="The model id clients send "
                                         "(default: the target's label)."),
     max_body: int = typer.Option(25, "--max-body", min=1, help="Largest request body, in MB."),
-    batch_size: int = typer.Option(32, "--batch-size", min=1),
-    device: Optional[str] = device_option(),
-    precision: Optional[str] = precision_option(),
-    space_option: List[str] = space_option_option(),
+    batch_size: int = batch_size_option(32),
+    space_flags: SpaceFlags = ...,
 ) -> None:
     """Serve POST /v1/embeddings and GET /v1/models in the OpenAI format: text, plus audio
     and images as data URLs or base64 objects; factors and presets as extension fields."""
@@ -44,8 +43,7 @@ def api_command(
         found = default_target()
         typer.echo(found.describe("serving"), err=True)
         target = found.value
-    resolved = open_target(target, space_options=parse_space_options(device, precision,
-                                                                      space_option))
+    resolved = open_target(target, space_options=space_flags.parse())
 
     def started(service):
         shown = f"[{host}]" if ":" in host else host

@@ -8,13 +8,27 @@ from typing import List, Optional
 import typer
 
 from freebind_cli.common import (
-    console, device_option, parse_space_options, precision_option, print_command, print_json,
-    print_table, space_option_option,
+    console, print_command, print_json, print_skipped, print_table,
 )
-from freebind_cli.engines import (
-    address_option, cpus_option, engine_kwargs, engine_option, gpus_option, print_workers,
-    shard_option, workers_option,
+from freebind_cli.engines import EngineFlags, print_workers
+from freebind_cli.options import (
+    SpaceFlags, batch_size_option, cache_dir_option, json_option, quiet_option,
+    with_flag_groups,
 )
+
+AUDIO_POOL_HELP = (
+    "Audio pool: a folder of files, webdataset tar shards ('shards/{000000..000099}.tar', a "
+    ".tar, a folder of .tar), a table (.parquet .csv .tsv .jsonl: --audio-column of paths or "
+    "bytes) or a datasets folder (save_to_disk).")
+TEXT_POOL_HELP = (
+    "Text pool: a text file (one text per line), a table (--text-column), tar shards "
+    "(.txt/.json captions) or a datasets folder.")
+POOLS_HELP = (
+    'Pools file (JSON: audio/image/text paths, or {"path": ..., "column": ...}) or a folder '
+    "holding pools.json.")
+HYPER_HELP = (
+    "Training option KEY=VALUE for every job (hidden, epochs, batch, lr, temp, topk, tau, "
+    "patience, sim=fp32|tf32|bf16, amp=bf16, …); repeatable.")
 
 
 def _parse_hyper(specs: list[str]) -> dict:
@@ -56,64 +70,40 @@ def _with_column(modality: str, spec, column):
     return {"path": str(spec), "column": column}
 
 
+@with_flag_groups
 def build(
     expression: str = typer.Argument(..., help='Space expression, e.g. '
                                                '"mini:bind + d(mini:vl) + c(mini:clap)".'),
-    audio: Optional[Path] = typer.Option(None, "--audio",
-                                         help="Audio pool: a folder of files, webdataset tar "
-                                              "shards ('shards/{000000..000099}.tar', a .tar, "
-                                              "a folder of .tar), a table (.parquet .csv .tsv "
-                                              ".jsonl: --audio-column of paths or bytes) or a "
-                                              "datasets folder (save_to_disk)."),
+    audio: Optional[Path] = typer.Option(None, "--audio", help=AUDIO_POOL_HELP),
     image: Optional[Path] = typer.Option(None, "--image",
                                          help="Image pool: the same forms as --audio."),
-    text: Optional[Path] = typer.Option(None, "--texts",
-                                        help="Text pool: a text file (one text per line), a "
-                                             "table (--text-column), tar shards (.txt/.json "
-                                             "captions) or a datasets folder."),
+    text: Optional[Path] = typer.Option(None, "--texts", help=TEXT_POOL_HELP),
     audio_column: Optional[str] = typer.Option(None, "--audio-column",
                                                help="Table column of the audio pool."),
     image_column: Optional[str] = typer.Option(None, "--image-column",
                                                help="Table column of the image pool."),
-    text_column: Optional[str] = typer.Option(None, "--text-column",
-                                              help="Table column (or tar .json field) of the "
-                                                   "text pool."),
-    pools: Optional[Path] = typer.Option(None, "--pools",
-                                         help="Pools file (JSON: audio/image/text paths, or "
-                                              '{"path": ..., "column": ...}) or a folder '
-                                              "holding pools.json."),
+    text_column: Optional[str] = typer.Option(
+        None, "--text-column", help="Table column (or tar .json field) of the text pool."),
+    pools: Optional[Path] = typer.Option(None, "--pools", help=POOLS_HELP),
     output: Optional[Path] = typer.Option(None, "--output", "-o",
                                           help="Bundle to write (.safetensors); default: "
                                                "named after the expression."),
-    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir",
-                                             help="Embedding cache (default "
-                                                  "$FREEBIND_HOME/cache)."),
+    cache_dir: Optional[Path] = cache_dir_option(),
     seed: int = typer.Option(0, "--seed", help="Training seed (same seed: same bundle)."),
-    hyper: List[str] = typer.Option([], "--hyper",
-                                    help="Training option KEY=VALUE for every job "
-                                         "(hidden, epochs, batch, lr, temp, topk, tau, "
-                                         "patience, sim=fp32|tf32|bf16, amp=bf16, …); "
-                                         "repeatable."),
+    hyper: List[str] = typer.Option([], "--hyper", help=HYPER_HELP),
     mini_pool_size: int = typer.Option(2000, "--mini-pool-size",
                                        help="Items per modality of the default mini pools."),
-    batch_size: int = typer.Option(64, "--batch-size", help="Encoder batch size."),
+    batch_size: int = batch_size_option(help="Encoder batch size."),
     threads: Optional[int] = typer.Option(None, "--threads",
                                           help="torch CPU threads (default: 1 for mini "
                                                "spaces, else torch's default)."),
     store_dtype: str = typer.Option("fp32", "--store-dtype", metavar="fp32|fp16",
                                     help="Precision of new cache entries; fp16 halves the "
                                          "cache and reads pools memory-mapped."),
-    as_json: bool = typer.Option(False, "--json", help="Print the build report as JSON."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
-    device: Optional[str] = device_option(),
-    precision: Optional[str] = precision_option(),
-    space_option: List[str] = space_option_option(),
-    engine: str = engine_option(),
-    workers: Optional[int] = workers_option(),
-    cpus_per_worker: Optional[float] = cpus_option(),
-    gpus_per_worker: Optional[float] = gpus_option(),
-    ray_address: Optional[str] = address_option(),
-    shard: Optional[str] = shard_option(),
+    as_json: bool = json_option("the build report"),
+    quiet: bool = quiet_option(),
+    space_flags: SpaceFlags = ...,
+    engine_flags: EngineFlags = ...,
 ) -> None:
     """Build a fused space: embed pools with every space (cached), build pseudo tuples, train
     each bond's projector group, and save one .safetensors bundle.
@@ -124,9 +114,8 @@ def build(
     pools are generated once."""
     from freebind.build.orchestrator import build as run_build
 
-    options = parse_space_options(device, precision, space_option)
-    engine_kw = engine_kwargs(engine, workers, cpus_per_worker, gpus_per_worker, ray_address,
-                              shard)
+    options = space_flags.parse()
+    engine_kw = engine_flags.kwargs()
     audio, image, text = (_with_column(flag, spec, col) for flag, spec, col in (
         ("audio", audio, audio_column), ("image", image, image_column),
         ("text", text, text_column)))
@@ -138,38 +127,34 @@ def build(
                       mini_pool_size=mini_pool_size, progress=not (as_json or quiet), log=log,
                       threads=threads, space_options=options,
                       store_dtype=_store_dtype(store_dtype), **engine_kw)
-    if engine_kw.get("shard") is not None:  # one slice of the embedding stage: no bundle
-        report = fused
-        if as_json:
-            print_json(report.to_dict())
-            return
-        out = console()
-        i, n = engine_kw["shard"]
-        print_workers(report.engine, out)
-        out.print(f"slice {i}/{n}: {report.encoded} item(s) encoded into the cache "
-                  f"({report.cache_dir}); {len(report.skipped)} unreadable. Run every "
-                  f"slice, then once without --shard to train and write the bundle.")
-        return
-    report = fused.build_report
+    shard = engine_kw.get("shard")
+    report = fused if shard is not None else fused.build_report
     if as_json:
         print_json(report.to_dict())
-        return
-    render(report, console())
+    elif shard is not None:  # one slice of the embedding stage: no bundle
+        render_slice(report, shard, console())
+    else:
+        render(report, console())
+
+
+def render_slice(report, shard: tuple[int, int], out) -> None:
+    """What one ``--shard I/N`` run did (it writes the cache, not a bundle)."""
+    i, n = shard
+    print_workers(report.engine, out)
+    out.print(f"slice {i}/{n}: {report.encoded} item(s) encoded into the cache "
+              f"({report.cache_dir}); {len(report.skipped)} unreadable. Run every "
+              f"slice, then once without --shard to train and write the bundle.")
 
 
 def render(report, out) -> None:
+    """The build report: pools, embeddings, the training jobs, timings, the bundle's use."""
     from rich.table import Table
 
     pools = ", ".join(f"{n} {m}" for m, n in report.pools.items())
     out.print(f"[bold]{report.expression}[/]  pools: {pools}")
     out.print(f"embeddings: {report.encoded} encoded, {report.reused} reused from the cache "
               f"({report.cache_dir})")
-    if report.skipped:
-        out.print(f"[yellow]skipped {len(report.skipped)} unreadable pool item(s):[/]")
-        for s in report.skipped[:10]:
-            out.print(f"  {s['path']}: {s['reason']}")
-        if len(report.skipped) > 10:
-            out.print(f"  … and {len(report.skipped) - 10} more (see --json)")
+    print_skipped(out, report.skipped, "unreadable pool item(s)")
     table = Table(title="training jobs")
     for col, just in (("job", "left"), ("bond", "left"), ("source → target", "left"),
                       ("projectors", "right"), ("tuples", "right"), ("epochs", "right"),

@@ -1,4 +1,5 @@
-"""Shared pieces of the CLI: consoles, error reporting, JSON output."""
+"""Shared pieces of the CLI: consoles and tables, error reporting, old flag spellings, JSON
+output, the skipped-items list and the parsing of the space-loading flags."""
 
 from __future__ import annotations
 
@@ -12,7 +13,6 @@ import typer
 from typer.core import TyperCommand, TyperGroup
 
 from freebind.util.errors import FreebindError
-from freebind.util.vocab import PRECISIONS, parse_value  # noqa: F401  (re-exported)
 
 
 #: Width of a console that is not a terminal (a file, a pipe): wide enough that nothing is
@@ -60,6 +60,20 @@ def print_table(out, table) -> None:
             value = Text.from_markup(value).plain if isinstance(value, str) else str(value)
             out.print(("" if k == 0 else "  ") + escape(f"{h.replace(chr(10), ' ')}: {value}"),
                       soft_wrap=True, highlight=False)
+
+
+def new_table(title: str, columns, rows=()):
+    """A rich table titled ``title``: ``columns`` are its headers, or a mapping of each header
+    to its ``add_column`` options (``{"items": {"justify": "right"}}``); ``rows`` its cells."""
+    from rich.table import Table
+
+    table = Table(title=title)
+    styles = columns if isinstance(columns, dict) else dict.fromkeys(columns, {})
+    for header, style in styles.items():
+        table.add_column(header, **style)
+    for row in rows:
+        table.add_row(*row)
+    return table
 
 
 def print_command(out, text: str) -> None:
@@ -162,28 +176,20 @@ def _default(obj):
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
-# --- loader options shared by the verbs that encode (embed, build, eval, tune) ---------------
-
-def device_option():
-    return typer.Option(None, "--device", metavar="DEVICE",
-                        help="Device the encoders run on (cpu, cuda, cuda:1, …; default "
-                             "$FREEBIND_DEVICE, else CUDA when available).")
-
-
-def precision_option():
-    return typer.Option(None, "--precision", metavar="fp32|fp16|bf16",
-                        help="Encoder precision (default $FREEBIND_PRECISION, else the "
-                             "space's own; fp16 needs a GPU).")
-
-
-def space_option_option():
-    return typer.Option([], "--space-option", metavar="KEY=VALUE",
-                        help="Loader option for the spaces (checkpoint=PATH, "
-                             "trust_remote_code=true, workers=4, …); repeatable.")
+def print_skipped(out, skipped: list[dict], what: str) -> None:
+    """The first ten of ``skipped`` (``{"path", "reason"}``), one line each, under a yellow
+    count of ``what`` (``unreadable pool item(s)``); the rest are counted (see ``--json``)."""
+    if not skipped:
+        return
+    out.print(f"[yellow]skipped {len(skipped)} {what}:[/]")
+    for s in skipped[:10]:
+        out.print(f"  {s['path']}: {s['reason']}")
+    if len(skipped) > 10:
+        out.print(f"  … and {len(skipped) - 10} more (see --json)")
 
 
 def parse_space_options(device: Optional[str] = None, precision: Optional[str] = None,
-                  specs: Optional[Sequence[str]] = ()) -> dict:
+                        specs: Optional[Sequence[str]] = ()) -> dict:
     """The options for ``freebind.spaces.get(ref, **options)`` from ``--device``,
     ``--precision`` and ``--space-option KEY=VALUE`` (only what was given, so spaces
     fall back to their defaults and FREEBIND_* variables). Raises UsageError (exit 2)."""

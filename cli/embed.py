@@ -10,77 +10,61 @@ from typing import List, Optional
 import typer
 from typer.core import TyperCommand
 
-from freebind_cli.common import (
-    console, device_option, parse_space_options, precision_option, print_json,
-    print_command, print_table, space_option_option,
-)
-from freebind_cli.engines import (
-    address_option, cpus_option, engine_kwargs, engine_option, gpus_option, print_workers,
-    shard_option, workers_option,
+from freebind_cli.common import console, print_command, print_json, print_table
+from freebind_cli.engines import EngineFlags, print_workers
+from freebind_cli.options import (
+    SpaceFlags, batch_size_option, cache_dir_option, factor_option, json_option,
+    preset_option, quiet_option, with_flag_groups,
 )
 
+TARGET_AND_PATHS_HELP = (
+    "TARGET: a space reference (mini:bind, IB, …) or a fused bundle (.safetensors, "
+    ".safetensors@preset); default: the last build when it is in this folder, else the only "
+    "bundle here. PATH: files or folders; modality by extension (audio: wav flac mp3 ogg; "
+    "image: png jpg jpeg webp bmp; video: mp4 avi mov mkv webm; text: .txt, one text per "
+    "line, as --texts and build's text pools) unless --as names it; files of other "
+    "extensions are counted in the summary, not embedded; webdataset tar shards "
+    "(shards/{000000..000099}.tar), tables (.parquet .csv .tsv .jsonl) and datasets folders "
+    "are read in place.")
+AS_MODALITY_HELP = (
+    "Every file given (or in a folder given) is of this modality: depth, thermal, imu, "
+    "video, audio, image or text (depth/thermal PNGs and .npy files cannot be told apart by "
+    "extension).")
 
+
+@with_flag_groups
 def embed(
     args: List[str] = typer.Argument(None, metavar="[TARGET] PATH...",
-                                     help="TARGET: a space reference (mini:bind, IB, …) or a "
-                                          "fused bundle (.safetensors, .safetensors@preset); "
-                                          "default: the last build when it is in this "
-                                          "folder, else the only bundle here. PATH: files "
-                                          "or folders; modality by extension (audio: wav "
-                                          "flac mp3 ogg; image: png jpg jpeg webp bmp; "
-                                          "video: mp4 avi mov mkv webm; text: .txt, one text "
-                                          "per line, as --texts and build's text pools) "
-                                          "unless --as names it; files of other extensions "
-                                          "are counted in the summary, not embedded; "
-                                          "webdataset tar shards "
-                                          "(shards/{000000..000099}.tar), tables (.parquet "
-                                          ".csv .tsv .jsonl) and datasets folders are read "
-                                          "in place."),
+                                     help=TARGET_AND_PATHS_HELP),
     output: Path = typer.Option(..., "--output", "-o", help="Output folder."),
     texts: Optional[Path] = typer.Option(None, "--texts", help="Text file, one text per line "
                                                                 "(or a table: --text-column)."),
-    text_column: Optional[str] = typer.Option(None, "--text-column",
-                                              help="Table column (or tar .json field) of the "
-                                                   "texts."),
-    audio_column: Optional[str] = typer.Option(None, "--audio-column",
-                                               help="Table column of audio paths or bytes."),
-    image_column: Optional[str] = typer.Option(None, "--image-column",
-                                               help="Table column of image paths or bytes."),
+    text_column: Optional[str] = typer.Option(
+        None, "--text-column", help="Table column (or tar .json field) of the texts."),
+    audio_column: Optional[str] = typer.Option(
+        None, "--audio-column", help="Table column of audio paths or bytes."),
+    image_column: Optional[str] = typer.Option(
+        None, "--image-column", help="Table column of image paths or bytes."),
     as_modality: Optional[str] = typer.Option(None, "--as", metavar="MODALITY",
-                                              help="Every file given (or in a folder given) "
-                                                   "is of this modality: depth, thermal, imu, "
-                                                   "video, audio, image or text (depth/thermal "
-                                                   "PNGs and .npy files cannot be told apart "
-                                                   "by extension)."),
-    factor: List[str] = typer.Option([], "--factor", help="Factor override for a bundle "
-                                                         "(a=0.8, b2.t=0.5, b2=off); "
-                                                         "repeatable."),
-    preset: Optional[str] = typer.Option(None, "--preset", help="A preset stored in the "
-                                                                "bundle (versatile, …)."),
+                                              help=AS_MODALITY_HELP),
+    factor: List[str] = factor_option("Factor override for a bundle (a=0.8, b2.t=0.5, "
+                                      "b2=off); repeatable.", short=False),
+    preset: Optional[str] = preset_option("A preset stored in the bundle (versatile, …).",
+                                          short=False),
     fp16: bool = typer.Option(False, "--fp16", help="Write float16 embeddings."),
     partition_size: int = typer.Option(100_000, "--partition-size",
                                        help="Rows per output partition."),
-    batch_size: int = typer.Option(64, "--batch-size", help="Encoder batch size."),
-    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir",
-                                             help="Embedding cache (default "
-                                                  "$FREEBIND_HOME/cache)."),
-    shard_size: int = typer.Option(2048, "--shard-size",
-                                   help="Items per cache shard: the most a killed run "
-                                        "recomputes."),
+    batch_size: int = batch_size_option(help="Encoder batch size."),
+    cache_dir: Optional[Path] = cache_dir_option(),
+    shard_size: int = typer.Option(2048, "--shard-size", help="Items per cache shard: the "
+                                   "most a killed run recomputes."),
     metadata_format: str = typer.Option("parquet", "--metadata-format",
                                         help="parquet or jsonl."),
     strict: bool = typer.Option(False, "--strict", help="Exit 1 if any file was skipped."),
-    as_json: bool = typer.Option(False, "--json", help="Print the run report as JSON."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
-    device: Optional[str] = device_option(),
-    precision: Optional[str] = precision_option(),
-    space_option: List[str] = space_option_option(),
-    engine: str = engine_option(),
-    workers: Optional[int] = workers_option(),
-    cpus_per_worker: Optional[float] = cpus_option(),
-    gpus_per_worker: Optional[float] = gpus_option(),
-    ray_address: Optional[str] = address_option(),
-    shard: Optional[str] = shard_option(),
+    as_json: bool = json_option("the run report"),
+    quiet: bool = quiet_option(),
+    space_flags: SpaceFlags = ...,
+    engine_flags: EngineFlags = ...,
 ) -> None:
     """Embed files with a space or a fused bundle into .npy partitions plus metadata.
 
@@ -89,28 +73,14 @@ def embed(
     from freebind.run.partitions import embed as run_embed
     from freebind.util.errors import EmbedSkipped, UsageError
 
-    from freebind.run.implicit import split_target
-
-    options = parse_space_options(device, precision, space_option)
-    found, words = split_target(args)
-    paths = [Path(p) for p in words]
-    if found.why != "given":
-        console(stderr=True).print(found.describe("embedding with"), soft_wrap=True,
-                                   highlight=False)
-    target = found.value
-    fmt = metadata_format.lower()
-    if fmt not in ("parquet", "jsonl"):
-        raise UsageError(f"--metadata-format {metadata_format!r}: use parquet or jsonl")
-    if fmt == "parquet":
-        from freebind.util.optional import require
-
-        require("pyarrow", "parquet metadata", alternative="or use --metadata-format jsonl")
+    options = space_flags.parse()
+    target, paths = _target_and_paths(args)
+    fmt = _metadata_format(metadata_format)
     if partition_size < 1:
         raise UsageError("--partition-size must be at least 1")
-    engine_kw = engine_kwargs(engine, workers, cpus_per_worker, gpus_per_worker, ray_address,
-                              shard)
+    engine_kw = engine_flags.kwargs()
     try:
-        report = run_embed(target, list(paths or []), texts, output, factors=factor,
+        report = run_embed(target, paths, texts, output, factors=factor,
                            preset=preset, fp16=fp16, partition_size=partition_size,
                            batch_size=batch_size, cache_dir=cache_dir, metadata=fmt,
                            progress=not (quiet or as_json), shard_size=shard_size,
@@ -127,6 +97,31 @@ def embed(
         print_report(report)
     if failed:
         raise typer.Exit(code=1)
+
+
+def _target_and_paths(args: Optional[List[str]]) -> tuple[str, list[Path]]:
+    """The target (said on stderr where it was not given) and the paths of the arguments."""
+    from freebind.run.implicit import split_target
+
+    found, words = split_target(args)
+    if found.why != "given":
+        console(stderr=True).print(found.describe("embedding with"), soft_wrap=True,
+                                   highlight=False)
+    return found.value, [Path(p) for p in words]
+
+
+def _metadata_format(value: str) -> str:
+    """``--metadata-format``: parquet (pyarrow needed) or jsonl."""
+    from freebind.util.errors import UsageError
+
+    fmt = value.lower()
+    if fmt not in ("parquet", "jsonl"):
+        raise UsageError(f"--metadata-format {value!r}: use parquet or jsonl")
+    if fmt == "parquet":
+        from freebind.util.optional import require
+
+        require("pyarrow", "parquet metadata", alternative="or use --metadata-format jsonl")
+    return fmt
 
 
 def _columns(text, audio, image) -> dict:

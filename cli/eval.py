@@ -7,9 +7,10 @@ from typing import List, Optional
 
 import typer
 
-from freebind_cli.common import (
-    check_output_value, console, device_option, parse_space_options, precision_option,
-    print_json, print_table, space_option_option,
+from freebind_cli.common import check_output_value, console, print_json, print_table
+from freebind_cli.options import (
+    SpaceFlags, batch_size_option, cache_dir_option, data_option, factor_option, json_option,
+    preset_option, suite_loader_option, suite_option, with_flag_groups,
 )
 
 DEFAULT_OUTPUT = "results/{model}/{dataset}.json"
@@ -23,37 +24,31 @@ def parse_options(specs: List[str]) -> dict:
                             example="split=val")
 
 
+@with_flag_groups
 def eval_command(
     targets: List[str] = typer.Argument(None, help="Space references (mini:bind, IB, …) or "
                                         "bundles (fused.safetensors, fused.safetensors@preset); "
                                         "default: the last build when it is in this "
                                         "folder, else the only bundle here."),
-    suite: List[str] = typer.Option(..., "--suite", "-s", help="Suite name (repeatable): "
-                                    "audiocaps, clotho, esc50, audioset, vggss, flickrnet, coco, "
-                                    "flickr30k, imagenet, pairs."),
-    data: List[Path] = typer.Option([], "--data", "-d", help="Dataset folder (one per suite, "
-                                    "or one root with a folder per suite); default "
-                                    "$FREEBIND_DATA/<suite>, or the mini evaluation sets for "
-                                    "mini targets."),
-    factor: List[str] = typer.Option([], "--factor", "-f", help="Factor override for bundles "
-                                     "(a=0.8, b2.t=0.5, CLAP_g.a=0.8, b2=off); repeatable."),
-    preset: Optional[str] = typer.Option(None, "--preset", "-p", help="A preset stored in the "
-                                         "bundles (versatile, at-expertise, tuned-…)."),
-    option: List[str] = typer.Option([], "--option", help="Suite loader option KEY=VALUE "
-                                     "(split=val, templates=FILE, manifest=FILE, …)."),
+    suite: List[str] = suite_option("Suite name (repeatable): audiocaps, clotho, esc50, "
+                                    "audioset, vggss, flickrnet, coco, flickr30k, imagenet, "
+                                    "pairs."),
+    data: List[Path] = data_option("the mini evaluation sets for mini targets"),
+    factor: List[str] = factor_option("Factor override for bundles (a=0.8, b2.t=0.5, "
+                                      "CLAP_g.a=0.8, b2=off); repeatable."),
+    preset: Optional[str] = preset_option("A preset stored in the bundles (versatile, "
+                                          "at-expertise, tuned-…)."),
+    option: List[str] = suite_loader_option("(split=val, templates=FILE, manifest=FILE, …)."),
     output: str = typer.Option(DEFAULT_OUTPUT, "--output", "-o", help="Result file template "
                                "(fields {dataset} {model} {task} {preset}) or a folder "
                                "(FOLDER/{model}/{dataset}.json); '' writes no files."),
-    cache: Optional[Path] = typer.Option(None, "--cache-dir",
-                                         help="Embedding cache folder "
-                                         "(default $FREEBIND_HOME/cache)."),
-    batch_size: int = typer.Option(64, "--batch-size", min=1),
+    cache: Optional[Path] = cache_dir_option("Embedding cache folder "
+                                             "(default $FREEBIND_HOME/cache)."),
+    batch_size: int = batch_size_option(),
     record: bool = typer.Option(False, "--record", help="Also keep each bundle's results in "
                                 "its metadata (shown by `freebind info`)."),
-    as_json: bool = typer.Option(False, "--json", help="Print the result records as JSON."),
-    device: Optional[str] = device_option(),
-    precision: Optional[str] = precision_option(),
-    space_option: List[str] = space_option_option(),
+    as_json: bool = json_option("the result records"),
+    space_flags: SpaceFlags = ...,
 ) -> None:
     """Evaluate spaces and bundles on the paper's suites; one JSON per (target, suite).
 
@@ -62,7 +57,7 @@ def eval_command(
     from freebind.evaluate.entrypoints import evaluate
 
     check_output_value(output)
-    space_opts = parse_space_options(device, precision, space_option)
+    space_opts = space_flags.parse()
     err = console(stderr=True)
     targets, data = announce_defaults("evaluating", targets, suite, data, cache, err)
     records = evaluate(targets, suite, data, factors=factor, preset=preset,

@@ -7,7 +7,8 @@ from typing import Optional
 
 import typer
 
-from freebind_cli.common import console, print_json
+from freebind_cli.common import console, print_json, print_skipped
+from freebind_cli.options import cache_dir_option, json_option, quiet_option
 
 
 def import_(
@@ -26,11 +27,9 @@ def import_(
     weights_digest: Optional[str] = typer.Option(None, "--weights-digest",
                                                  help="Declared digest of the weights that "
                                                       "made the rows (part of their identity)."),
-    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir",
-                                             help="Embedding cache (default "
-                                                  "$FREEBIND_HOME/cache)."),
-    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    cache_dir: Optional[Path] = cache_dir_option(),
+    as_json: bool = json_option("the report"),
+    quiet: bool = quiet_option("bar"),
 ) -> None:
     """Add embeddings computed elsewhere to the store for SPACE, keyed by content: a build
     naming SPACE then uses them without loading its encoder (its weights need not exist).
@@ -55,12 +54,7 @@ def import_(
     ident = ("the embedding run's own fingerprint" if report.native else
              f"{report.fingerprint}")
     out.print(f"{report.files} file(s) read; identity: {ident}; cache {report.cache_dir}")
-    if report.skipped:
-        out.print(f"[yellow]skipped {len(report.skipped)} row(s):[/]")
-        for s in report.skipped[:10]:
-            out.print(f"  {s['path']}: {s['reason']}")
-        if len(report.skipped) > 10:
-            out.print(f"  … and {len(report.skipped) - 10} more (see --json)")
+    print_skipped(out, report.skipped, "row(s)")
 
 
 def register(app: typer.Typer) -> None:

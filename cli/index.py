@@ -9,12 +9,14 @@ from typing import List, Optional
 
 import typer
 
-from freebind_cli.common import (
-    console, device_option, parse_space_options, precision_option, print_json,
-    print_table, space_option_option,
+from freebind_cli.common import console, print_json, print_table
+from freebind_cli.options import (
+    SpaceFlags, batch_size_option, cache_dir_option, factor_option, json_option,
+    preset_option, quiet_option, with_flag_groups,
 )
 
 
+@with_flag_groups
 def index_command(
     embed_dirs: List[Path] = typer.Argument(..., help="Folders written by `freebind embed`."),
     output: Path = typer.Option(..., "--output", "-o", help="Index folder (created, or "
@@ -23,17 +25,16 @@ def index_command(
                                          "the folders were embedded with (default: the bundle "
                                          "embed.json records, found by its content if "
                                          "moved)."),
-    factor: List[str] = typer.Option([], "--factor", "-f", help="The index's default factor "
-                                     "overrides (queries may give others); repeatable."),
-    preset: Optional[str] = typer.Option(None, "--preset", "-p", help="The index's default "
-                                         "preset."),
+    factor: List[str] = factor_option("The index's default factor overrides (queries may "
+                                      "give others); repeatable."),
+    preset: Optional[str] = preset_option("The index's default preset."),
     exact_limit: Optional[int] = typer.Option(None, "--exact-limit", min=1,
                                               help="Rows per modality searched exactly; "
                                               "beyond, an HNSW graph (default 1.25e8 / "
                                               "dim: 122070 at 1024-d)."),
-    cache: Optional[Path] = typer.Option(None, "--cache-dir", help="Embedding cache that "
-                                         "`embed` filled (default $FREEBIND_HOME/cache)."),
-    batch_size: int = typer.Option(64, "--batch-size", min=1),
+    cache: Optional[Path] = cache_dir_option("Embedding cache that `embed` filled (default "
+                                             "$FREEBIND_HOME/cache)."),
+    batch_size: int = batch_size_option(),
     captions: Optional[Path] = typer.Option(None, "--captions", help="A CSV/TSV of captions "
                                             "to show on the search page (a file column and "
                                             "a caption column; matched by file stem). "
@@ -43,11 +44,9 @@ def index_command(
                                                  "caption, caption_1, text or category)."),
     thumbnails: bool = typer.Option(True, "--thumbnails/--no-thumbnails", help="Draw a "
                                     "waveform thumbnail of every audio item for the page."),
-    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
-    device: Optional[str] = device_option(),
-    precision: Optional[str] = precision_option(),
-    space_option: List[str] = space_option_option(),
+    as_json: bool = json_option("the report"),
+    quiet: bool = quiet_option(),
+    space_flags: SpaceFlags = ...,
 ) -> None:
     """Index embeddings for `freebind search` and `freebind serve`.
 
@@ -55,7 +54,7 @@ def index_command(
     without re-encoding (the base spaces' embeddings come from the embedding cache)."""
     from freebind.search.indexing import build_index
 
-    options = parse_space_options(device, precision, space_option)
+    options = space_flags.parse()
     report = build_index(embed_dirs, output, target=target, factors=factor, preset=preset,
                          exact_limit=exact_limit, store=cache, batch_size=batch_size,
                          progress=not (quiet or as_json), space_options=options,

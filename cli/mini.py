@@ -9,7 +9,7 @@ from typing import List, Optional
 
 import typer
 
-from freebind_cli.common import FreebindGroup, console, print_json, print_table
+from freebind_cli.common import FreebindGroup, console, new_table, print_json, print_table
 
 mini = typer.Typer(cls=FreebindGroup,
                    help="The mini world: generated pools, evaluation sets, role table.",
@@ -28,24 +28,24 @@ def pools(
     """Write unpaired pools (each modality sampled independently): the input of build."""
     from freebind.mini import write_pools
 
-    t0 = time.time()
-    summary = write_pools(directory, n_audio=audio, n_image=image, n_text=text, seed=seed,
-                          progress=not as_json)
-    summary = {"directory": str(directory), **summary, "seconds": round(time.time() - t0, 1)}
+    summary = _timed(directory, lambda: write_pools(directory, n_audio=audio, n_image=image,
+                                                    n_text=text, seed=seed,
+                                                    progress=not as_json))
     if as_json:
         print_json(summary)
         return
-    from rich.table import Table
+    rows = [(m, str(summary["counts"][m]), str(Path(directory) / summary[m]))
+            for m in ("audio", "image", "text")]
+    print_table(console(), new_table(
+        f"mini pools in {directory} (seed {seed}, {summary['seconds']} s)",
+        {"modality": {}, "items": {"justify": "right"}, "path": {"overflow": "fold"}}, rows))
 
-    table = Table(title=f"mini pools in {directory} (seed {seed}, "
-                        f"{summary['seconds']} s)")
-    table.add_column("modality")
-    table.add_column("items", justify="right")
-    table.add_column("path", overflow="fold")
-    for m, rel in (("audio", summary["audio"]), ("image", summary["image"]),
-                   ("text", summary["text"])):
-        table.add_row(m, str(summary["counts"][m]), str(Path(directory) / rel))
-    print_table(console(), table)
+
+def _timed(directory: Path, write) -> dict:
+    """What ``write()`` returns, with the folder it wrote and the seconds it took."""
+    t0 = time.time()
+    summary = write()
+    return {"directory": str(directory), **summary, "seconds": round(time.time() - t0, 1)}
 
 
 @mini.command("evalsets")
@@ -60,23 +60,18 @@ def evalsets(
     Flickr30k, ImageNet, VGG-SS), from random streams that training never uses."""
     from freebind.mini import write_evalsets
 
-    t0 = time.time()
-    index = write_evalsets(directory, seed=seed, suites=suite or None, progress=not as_json)
-    index = {"directory": str(directory), **index, "seconds": round(time.time() - t0, 1)}
+    index = _timed(directory, lambda: write_evalsets(directory, seed=seed, suites=suite or None,
+                                                     progress=not as_json))
     if as_json:
         print_json(index)
         return
-    from rich.table import Table
-
-    table = Table(title=f"mini evaluation sets in {directory} (seed {seed}, "
-                        f"{index['seconds']} s)")
-    for col in ("suite", "items", "task", "--data"):
-        table.add_column(col, justify="right" if col == "items" else "left",
-                         overflow="fold")
-    for name, spec in index["suites"].items():
-        table.add_row(name, str(spec["items"]), spec["task"],
-                      str(Path(directory) / spec["path"]))
-    print_table(console(), table)
+    fold = {"overflow": "fold"}
+    rows = [(name, str(spec["items"]), spec["task"], str(Path(directory) / spec["path"]))
+            for name, spec in index["suites"].items()]
+    print_table(console(), new_table(
+        f"mini evaluation sets in {directory} (seed {seed}, {index['seconds']} s)",
+        {"suite": fold, "items": {**fold, "justify": "right"}, "task": fold, "--data": fold},
+        rows))
 
 
 @mini.command("roles")

@@ -1,4 +1,5 @@
-"""``freebind search INDEX (--text "…" | --audio FILE | --image FILE | --texts FILE)``."""
+"""``freebind search INDEX (--text "…" | --audio FILE | --image FILE | --texts FILE)``: the
+indexed items closest to one query (or a file of text queries), as tables or JSON."""
 
 from __future__ import annotations
 
@@ -7,12 +8,13 @@ from typing import List, Optional
 
 import typer
 
-from freebind_cli.common import (
-    console, device_option, parse_space_options, precision_option, print_json,
-    print_table, space_option_option,
+from freebind_cli.common import console, print_json, print_table
+from freebind_cli.options import (
+    SpaceFlags, factor_option, json_option, preset_option, with_flag_groups,
 )
 
 
+@with_flag_groups
 def search_command(
     index_dir: Path = typer.Argument(..., help="An index folder (`freebind index`)."),
     text: Optional[str] = typer.Option(None, "--text", help="A text query."),
@@ -23,17 +25,14 @@ def search_command(
     k: int = typer.Option(10, "-k", "--top", min=1, help="Results per query."),
     modality: Optional[str] = typer.Option(None, "--modality", "-m", help="Only items of this "
                                            "modality (default: every one indexed)."),
-    factor: List[str] = typer.Option([], "--factor", "-f", help="Factor override (a=0.8, "
-                                     "b2.t=0.5, b2=off) for the query and the items alike; "
-                                     "repeatable."),
-    preset: Optional[str] = typer.Option(None, "--preset", "-p", help="A preset of the "
-                                         "bundle (versatile, at-expertise, …)."),
+    factor: List[str] = factor_option("Factor override (a=0.8, b2.t=0.5, b2=off) for the "
+                                      "query and the items alike; repeatable."),
+    preset: Optional[str] = preset_option("A preset of the bundle (versatile, at-expertise, "
+                                          "…)."),
     exact: bool = typer.Option(False, "--exact", help="Exact search even where the index "
                                "has an HNSW graph."),
-    as_json: bool = typer.Option(False, "--json", help="Print the hits as JSON."),
-    device: Optional[str] = device_option(),
-    precision: Optional[str] = precision_option(),
-    space_option: List[str] = space_option_option(),
+    as_json: bool = json_option("the hits"),
+    space_flags: SpaceFlags = ...,
 ) -> None:
     """Cross-modal top-k: the indexed items closest to a text, an audio clip or an image,
     under the index's factors or the ones given."""
@@ -48,7 +47,7 @@ def search_command(
     kind, value = given[0]
     if kind in ("audio", "image") and not Path(value).is_file():
         raise UsageError(f"--{kind} {value}: no such file")
-    options = parse_space_options(device, precision, space_option)
+    options = space_flags.parse()
     index = Index.load(index_dir, space_options=options)
     if kind == "texts":
         queries, qmod = read_texts(value), "text"

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
+from typing import List
 
 import typer
 
-from freebind_cli.common import device_option, parse_space_options, precision_option, \
-    space_option_option
+from freebind_cli.options import SpaceFlags, with_flag_groups
 
 
+@with_flag_groups
 def serve_command(
     index_dir: Path = typer.Argument(..., help="An index folder (`freebind index`)."),
     port: int = typer.Option(8765, "--port", min=1, max=65535),
@@ -27,9 +27,7 @@ def serve_command(
                                         "decoding)."),
     max_seconds: float = typer.Option(600.0, "--max-seconds", min=0.1,
                                       help="Longest uploaded audio, in seconds."),
-    device: Optional[str] = device_option(),
-    precision: Optional[str] = precision_option(),
-    space_option: List[str] = space_option_option(),
+    space_flags: SpaceFlags = ...,
 ) -> None:
     """Serve a search page: a query box, audio/image upload, a result grid with thumbnails and
     players, a modality filter, a preset menu and one slider per bond factor."""
@@ -37,7 +35,7 @@ def serve_command(
     from freebind.serve.localhost import WILDCARDS, check_bind_host
 
     require_packages()
-    options = parse_space_options(device, precision, space_option)
+    options = space_flags.parse()
     warning = check_bind_host(host)
     if warning:
         typer.echo(f"{warning} (the index's audio and image files included)", err=True)

@@ -9,36 +9,35 @@ from typing import List, Optional
 import typer
 
 from freebind_cli.common import (
-    check_output_value, console, device_option, parse_space_options, precision_option,
-    print_command, print_json, print_table, space_option_option,
+    check_output_value, console, print_command, print_json, print_table,
+)
+from freebind_cli.options import (
+    SpaceFlags, batch_size_option, cache_dir_option, data_option, json_option,
+    suite_loader_option, suite_option, with_flag_groups,
 )
 
 
+@with_flag_groups
 def tune_command(
     bundle: Optional[Path] = typer.Argument(None, help="A bundle (.safetensors) written by "
                                             "freebind; default: the last build when it is "
                                             "in this folder, else the only bundle here "
                                             "(presets are stored only in a named bundle)."),
-    suite: List[str] = typer.Option(..., "--suite", "-s", help="Suite name (repeatable)."),
-    data: List[Path] = typer.Option([], "--data", "-d", help="Dataset folder (one per suite, "
-                                    "or one root with a folder per suite); default "
-                                    "$FREEBIND_DATA/<suite>, or the mini evaluation sets."),
+    suite: List[str] = suite_option("Suite name (repeatable)."),
+    data: List[Path] = data_option("the mini evaluation sets"),
     grid: List[str] = typer.Option([], "--grid", "-g", help="Factor grid KEY=START:STOP:STEP "
                                    "or KEY=V1,V2 (a, t, i, b2.a, CLAP_g.a, …); at most two "
                                    "for heatmaps."),
-    option: List[str] = typer.Option([], "--option", help="Suite loader option KEY=VALUE "
-                                     "(split=val, …); repeatable."),
+    option: List[str] = suite_loader_option("(split=val, …); repeatable."),
     out: Optional[Path] = typer.Option(None, "--output", "-o", help="Folder for the heatmap "
                                        "PNG and tune.json (default tune/<bundle name>)."),
     name: str = typer.Option("tuned", "--name", help="Prefix of the stored preset names."),
     save: bool = typer.Option(True, "--save/--no-save", help="Store the presets in the bundle "
                               "(only a bundle named on the command line)."),
-    cache: Optional[Path] = typer.Option(None, "--cache-dir", help="Embedding cache folder."),
-    batch_size: int = typer.Option(64, "--batch-size", min=1),
-    as_json: bool = typer.Option(False, "--json", help="Print the tuning result as JSON."),
-    device: Optional[str] = device_option(),
-    precision: Optional[str] = precision_option(),
-    space_option: List[str] = space_option_option(),
+    cache: Optional[Path] = cache_dir_option("Embedding cache folder."),
+    batch_size: int = batch_size_option(),
+    as_json: bool = json_option("the tuning result"),
+    space_flags: SpaceFlags = ...,
 ) -> None:
     """Switch bonds on/off (coarse), sweep factors (fine), draw the change of every task
     versus the base space, and store per-task and versatile presets in the bundle."""
@@ -52,7 +51,7 @@ def tune_command(
     result = tune(targets[0], suite, data, grid, suite_options=parse_options(option),
                   out=out, name=name, save=save and named, cache_dir=cache, batch_size=batch_size,
                   progress=not as_json,
-                  space_options=parse_space_options(device, precision, space_option))
+                  space_options=space_flags.parse())
     if as_json:
         print_json(result.summary)
         return

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
-from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner

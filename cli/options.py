@@ -1,0 +1,127 @@
+"""The options several verbs share, declared once: flag groups (a dataclass of flags that a
+command takes as one parameter, see :func:`with_flag_groups`), :class:`SpaceFlags`
+(``--device``, ``--precision``, ``--space-option``) and one-flag helpers (``--json``,
+``--quiet``, ``--cache-dir``, ``--batch-size``, ``--factor``, ``--preset``, ``--data``,
+``--suite``, ``--option``)."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import inspect
+import typing
+from typing import List, Optional
+
+import typer
+
+from freebind_cli.common import parse_space_options
+
+CACHE_HELP = "Embedding cache (default $FREEBIND_HOME/cache)."
+
+
+def flag(default, *names: str, **click):
+    """A field of a flag group: the flag ``names`` with its ``default`` and help."""
+    return dataclasses.field(metadata={"option": typer.Option(default, *names, **click)})
+
+
+class FlagGroup:
+    """Base of the flag groups: a frozen dataclass whose fields are made with :func:`flag`.
+    A command parameter annotated with a group becomes one option per field."""
+
+    @classmethod
+    def parameters(cls, kind) -> list[inspect.Parameter]:
+        types = typing.get_type_hints(cls)
+        return [inspect.Parameter(f.name, kind, default=f.metadata["option"],
+                                  annotation=types[f.name]) for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def take(cls, values: dict):
+        """The group made of its flags' values, removed from ``values``."""
+        return cls(**{f.name: values.pop(f.name) for f in dataclasses.fields(cls)})
+
+
+def with_flag_groups(command):
+    """``command`` as typer should see it: each parameter annotated with a
+    :class:`FlagGroup` is spread into one parameter per flag (so ``--help`` lists each
+    where the parameter stands), and the command receives the group whole."""
+    hints = typing.get_type_hints(command)
+    groups = {name: kind for name, kind in hints.items()
+              if isinstance(kind, type) and issubclass(kind, FlagGroup)}
+    params = []
+    for p in inspect.signature(command).parameters.values():
+        if p.name in groups:
+            params += groups[p.name].parameters(p.kind)
+        else:
+            params.append(p.replace(annotation=hints.get(p.name, p.annotation)))
+
+    @functools.wraps(command)
+    def spread(**values):
+        for name, group in groups.items():
+            values[name] = group.take(values)
+        return command(**values)
+
+    spread.__signature__ = inspect.Signature(params, return_annotation=None)
+    spread.__annotations__ = {p.name: p.annotation for p in params}
+    return spread
+
+
+@dataclasses.dataclass(frozen=True)
+class SpaceFlags(FlagGroup):
+    """How the spaces load, for every verb that encodes or opens a target."""
+
+    device: Optional[str] = flag(None, "--device", metavar="DEVICE",
+                                 help="Device the encoders run on (cpu, cuda, cuda:1, …; "
+                                      "default $FREEBIND_DEVICE, else CUDA when available).")
+    precision: Optional[str] = flag(None, "--precision", metavar="fp32|fp16|bf16",
+                                    help="Encoder precision (default $FREEBIND_PRECISION, "
+                                         "else the space's own; fp16 needs a GPU).")
+    space_option: List[str] = flag([], "--space-option", metavar="KEY=VALUE",
+                                   help="Loader option for the spaces (checkpoint=PATH, "
+                                        "trust_remote_code=true, workers=4, …); repeatable.")
+
+    def parse(self) -> dict:
+        """The options for ``freebind.spaces.get`` (:func:`parse_space_options`)."""
+        return parse_space_options(self.device, self.precision, self.space_option)
+
+
+def json_option(what: str):
+    """``--json``: print ``what`` as JSON instead of tables."""
+    return typer.Option(False, "--json", help=f"Print {what} as JSON.")
+
+
+def quiet_option(bars: str = "bars"):
+    return typer.Option(False, "--quiet", "-q", help=f"No progress {bars}.")
+
+
+def cache_dir_option(help: str = CACHE_HELP):  # noqa: A002
+    return typer.Option(None, "--cache-dir", help=help)
+
+
+def batch_size_option(default: int = 64, help: Optional[str] = None):  # noqa: A002
+    """``--batch-size``: at least 1 where no help is given (the evaluation verbs)."""
+    if help is None:
+        return typer.Option(default, "--batch-size", min=1)
+    return typer.Option(default, "--batch-size", help=help)
+
+
+def factor_option(help: str, short: bool = True):  # noqa: A002
+    return typer.Option([], "--factor", *(("-f",) if short else ()), help=help)
+
+
+def preset_option(help: str, short: bool = True):  # noqa: A002
+    return typer.Option(None, "--preset", *(("-p",) if short else ()), help=help)
+
+
+def suite_option(help: str):  # noqa: A002
+    return typer.Option(..., "--suite", "-s", help=help)
+
+
+def data_option(default_help: str):
+    return typer.Option([], "--data", "-d", help="Dataset folder (one per suite, or one root "
+                                                 "with a folder per suite); default "
+                                                 f"$FREEBIND_DATA/<suite>, or {default_help}.")
+
+
+def suite_loader_option(examples: str):
+    """``--option KEY=VALUE``; ``examples`` ends the help."""
+    return typer.Option([], "--option", help=f"Suite loader option KEY=VALUE {examples}")

@@ -27,7 +27,7 @@ class BuildConfig:
     memory; ``store_dtype="fp16"`` keeps new cache entries as float16; ``chunk_rows`` the
     rows fused at once when the space built so far is computed (default from
     :data:`freebind.fusion.graph.FUSE_BUDGET_BYTES`). Pools larger than a few tens of MB are read memory-mapped
-    from the store whatever the dtype (:data:`freebind.build.orchestrator.RESIDENT_POOL_BYTES`)."""
+    from the store whatever the dtype (:data:`freebind.build.leaf_embeddings.RESIDENT_POOL_BYTES`)."""
 
     audio: Any = None
     image: Any = None

@@ -39,6 +39,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from freebind.util.errors import FreebindError
+from freebind.util.progress import bar
 from freebind.algebra.keywords import DEFAULT_HYPER, MINI_HYPER
 from freebind.build.pseudo_tuples import PseudoTuples, mode_modalities
 
@@ -264,34 +265,83 @@ def _train_group(tuples, source, target, modes, h, progress, desc) -> TrainResul
     modes = list(modes)
     if not modes:
         raise TrainingError("a projector group needs at least one data mode")
+    src_mods, tgt_mods, pairs = _modality_pairs(tuples, source, target)
+    d_in = int(next(iter(source.values())).shape[1])
+    d_out = int(next(iter(target.values())).shape[1])
+
+    per_tuple = 4 * (len(src_mods) * d_in + len(tgt_mods) * d_out)
+    dev = torch.device(h["_device"]) if h["_device"] is not None else torch.device("cpu")
+    data = _Tuples(tuples, source, target, src_mods, tgt_mods,
+                   lazy=len(tuples) * per_tuple > h["_materialise"], device=dev)
+
+    rng = np.random.default_rng(int(h["seed"]))
+    split = _Split(data, tuples.modalities, modes, float(h["val_frac"]), rng)
+    batch, vbatch, steps = _batch_sizes(split, modes, h)
+
+    gen = torch.Generator().manual_seed(int(h["seed"]))
+    group = ProjectorGroup(len(modes), d_in, d_out, hidden=int(h["hidden"]), generator=gen)
+    if dev.type != "cpu":
+        group = group.to(dev)
+    opt = _adam(group.parameters(), lr=float(h["lr"]), weight_decay=float(h["weight_decay"]))
+    samplers = [_Sampler(ids, batch, rng) for ids in split.mode_train]
+    val_batches = _val_batches(split.mode_val, vbatch) if vbatch else []
+
+    best = _Best(group, len(modes))
+    loop = _Loop(group, opt, data, samplers, val_batches, pairs, float(h["temp"]), h["_amp"],
+                 steps)
+    epochs_run, history = loop.run(best, h, progress, desc)
+    best.restore(group)
+    if dev.type != "cpu":
+        group = group.cpu()
+    group.eval()
+    return TrainResult(group=group, modes=modes, tuples=len(tuples),
+                       train_tuples=split.size(split.train_ids),
+                       val_tuples=split.size(split.val_ids), epochs=epochs_run,
+                       best_epoch=best.epoch, val_loss=[float(v) for v in best.loss],
+                       history=history, seconds=time.perf_counter() - t0, pairs=pairs,
+                       batch=batch, steps=steps, val_batch=vbatch,
+                       val_batches=len(val_batches))
+
+
+def _modality_pairs(tuples, source, target):
+    """The source and target modalities the tuples have, and every (source, target) pair
+    of them the loss covers."""
     src_mods = [m for m in tuples.modalities if m in source]
     tgt_mods = [m for m in tuples.modalities if m in target]
     pairs = [(a, b) for a in src_mods for b in tgt_mods]
     if not pairs:
         raise TrainingError(f"no modality pair to train on: source has {list(source)}, "
                             f"target has {list(target)}, tuples have {list(tuples.modalities)}")
-    d_in = int(next(iter(source.values())).shape[1])
-    d_out = int(next(iter(target.values())).shape[1])
+    return src_mods, tgt_mods, pairs
 
-    per_tuple = 4 * (len(src_mods) * d_in + len(tgt_mods) * d_out)
-    dev = torch.device(h["_device"]) if h["_device"] is not None else torch.device("cpu")
-    amp = h["_amp"]
-    data = _Tuples(tuples, source, target, src_mods, tgt_mods,
-                   lazy=len(tuples) * per_tuple > h["_materialise"], device=dev)
 
-    # held-out split per query modality
-    rng = np.random.default_rng(int(h["seed"]))
-    train_ids, val_ids = {}, {}
-    for q in tuples.modalities:
-        ids = data.ids_of(q)
-        perm = rng.permutation(ids)
-        n_val = int(math.ceil(len(ids) * float(h["val_frac"]))) if len(ids) >= 4 else 0
-        val_ids[q], train_ids[q] = np.sort(perm[:n_val]), np.sort(perm[n_val:])
-    mode_train, mode_val = [], []
-    for mode in modes:
-        qs = mode_modalities(mode, tuples.modalities)
-        mode_train.append(np.concatenate([train_ids[q] for q in qs]))
-        mode_val.append(np.concatenate([val_ids[q] for q in qs]))
+class _Split:
+    """The held-out split per query modality (``val_frac`` of each, none under four tuples),
+    and each data mode's training and held-out tuple ids."""
+
+    def __init__(self, data: _Tuples, modalities, modes, val_frac: float,
+                 rng: np.random.Generator):
+        self.train_ids, self.val_ids = {}, {}
+        for q in modalities:
+            ids = data.ids_of(q)
+            perm = rng.permutation(ids)
+            n_val = int(math.ceil(len(ids) * val_frac)) if len(ids) >= 4 else 0
+            self.val_ids[q], self.train_ids[q] = np.sort(perm[:n_val]), np.sort(perm[n_val:])
+        self.mode_train, self.mode_val = [], []
+        for mode in modes:
+            qs = mode_modalities(mode, modalities)
+            self.mode_train.append(np.concatenate([self.train_ids[q] for q in qs]))
+            self.mode_val.append(np.concatenate([self.val_ids[q] for q in qs]))
+
+    @staticmethod
+    def size(ids: dict) -> int:
+        return int(sum(len(v) for v in ids.values()))
+
+
+def _batch_sizes(split: _Split, modes, h: Mapping) -> tuple[int, int, int]:
+    """(tuples per projector per training step, per validation batch (0: no held-out
+    data), steps per epoch)."""
+    mode_train, mode_val = split.mode_train, split.mode_val
     if min(len(t) for t in mode_train) < 2:
         raise TrainingError(f"too few tuples to train (data modes {modes}: "
                             f"{[len(t) for t in mode_train]} training tuples)")
@@ -301,76 +351,93 @@ def _train_group(tuples, source, target, modes, h, progress, desc) -> TrainResul
     steps = int(math.ceil(max(len(t) for t in mode_train) / batch))
     if int(h.get("max_steps_per_epoch") or 0) > 0:
         steps = min(steps, int(h["max_steps_per_epoch"]))
+    return batch, vbatch, steps
 
-    gen = torch.Generator().manual_seed(int(h["seed"]))
-    group = ProjectorGroup(len(modes), d_in, d_out, hidden=int(h["hidden"]), generator=gen)
-    if dev.type != "cpu":
-        group = group.to(dev)
-    opt = _adam(group.parameters(), lr=float(h["lr"]), weight_decay=float(h["weight_decay"]))
-    temp = float(h["temp"])
-    samplers = [_Sampler(ids, batch, rng) for ids in mode_train]
-    val_batches = _val_batches(mode_val, vbatch) if has_val else []
 
-    best = [math.inf] * len(modes)
-    best_epoch = [0] * len(modes)
-    best_state = {n: t.detach().clone() for n, t in _state(group).items()}
-    history, stale, epochs_run = [], 0, 0
-    bar = None
-    if progress:
-        from freebind.util.progress import bar as tqdm
+class _Best:
+    """Each projector's best validation loss so far, its (1-based) epoch and its weights."""
 
-        bar = tqdm(total=int(h["epochs"]) * steps, unit="step", desc=desc, leave=False)
-    try:
-        for epoch in range(1, int(h["epochs"]) + 1):
-            group.train()
-            running = 0.0
-            for _ in range(steps):
-                ids = np.stack([s.next() for s in samplers])        # [K, B]
-                src, tgt = data.batch(ids)
-                loss = train_step(group, opt, src, tgt, pairs, temp, amp)
-                if dev.type == "cpu":
-                    running += float(loss.detach().mean())
-                else:   # no host sync per step on a device
-                    running = loss.detach().double().mean() + running
-                if bar is not None:
-                    bar.update(1)
-            epochs_run = epoch
-            train_loss = float(running) / steps
-            if has_val:
-                val = _validate(group, data, val_batches, pairs, temp, amp)
-            else:  # no held-out data: fall back to the training loss
-                val = [train_loss] * len(modes)
-            improved = False
-            with torch.no_grad():
-                for k, v in enumerate(val):
-                    if v < best[k] - float(h["min_delta"]) * max(1.0, abs(best[k])) \
-                            or not math.isfinite(best[k]):
-                        best[k], best_epoch[k], improved = v, epoch, True
-                        for n, t in _state(group).items():
-                            best_state[n][k].copy_(t[k])
-            history.append({"epoch": epoch, "train_loss": round(train_loss, 6),
-                            "val_loss": round(float(np.mean(val)), 6)})
-            if bar is not None:
-                bar.set_postfix(val=f"{np.mean(val):.4f}")
-            stale = 0 if improved else stale + 1
-            if stale >= int(h["patience"]):
-                break
-    finally:
-        if bar is not None:
-            bar.close()
-    with torch.no_grad():
-        for n, t in _state(group).items():
-            t.copy_(best_state[n])
-    if dev.type != "cpu":
-        group = group.cpu()
-    group.eval()
-    n_train = int(sum(len(v) for v in train_ids.values()))
-    n_val = int(sum(len(v) for v in val_ids.values()))
-    return TrainResult(group=group, modes=modes, tuples=len(tuples), train_tuples=n_train,
-                       val_tuples=n_val, epochs=epochs_run, best_epoch=best_epoch,
-                       val_loss=[float(v) for v in best], history=history,
-                       seconds=time.perf_counter() - t0, pairs=pairs, batch=batch,
-                       steps=steps, val_batch=vbatch, val_batches=len(val_batches))
+    def __init__(self, group, k: int):
+        self.loss = [math.inf] * k
+        self.epoch = [0] * k
+        self.state = {n: t.detach().clone() for n, t in _state(group).items()}
+
+    def update(self, group, val: list[float], epoch: int, min_delta: float) -> bool:
+        """Keep the weights of every projector that improved by ``min_delta`` (relative
+        above 1); whether any did."""
+        import torch
+
+        improved = False
+        with torch.no_grad():
+            for k, v in enumerate(val):
+                if v < self.loss[k] - min_delta * max(1.0, abs(self.loss[k])) \
+                        or not math.isfinite(self.loss[k]):
+                    self.loss[k], self.epoch[k], improved = v, epoch, True
+                    for n, t in _state(group).items():
+                        self.state[n][k].copy_(t[k])
+        return improved
+
+    def restore(self, group) -> None:
+        import torch
+
+        with torch.no_grad():
+            for n, t in _state(group).items():
+                t.copy_(self.state[n])
+
+
+@dataclass
+class _Loop:
+    """The training loop of one group: ``steps`` batched steps an epoch, then the held-out
+    loss (the training loss when there is no held-out data)."""
+
+    group: object
+    opt: object
+    data: _Tuples
+    samplers: list
+    val_batches: list
+    pairs: list
+    temp: float
+    amp: object
+    steps: int
+
+    def run(self, best: _Best, h: Mapping, progress: bool, desc: str):
+        """Epochs until ``h["epochs"]``, or ``h["patience"]`` epochs in which no projector
+        improved; returns (epochs run, history)."""
+        history, stale, epochs_run = [], 0, 0
+        epochs = int(h["epochs"])
+        with bar(total=epochs * self.steps, unit="step", desc=desc,
+                 disable=not progress) as pbar:
+            for epoch in range(1, epochs + 1):
+                train_loss = self.epoch(pbar)
+                epochs_run = epoch
+                if self.val_batches:
+                    val = _validate(self.group, self.data, self.val_batches, self.pairs,
+                                    self.temp, self.amp)
+                else:  # no held-out data: fall back to the training loss
+                    val = [train_loss] * len(self.samplers)
+                improved = best.update(self.group, val, epoch, float(h["min_delta"]))
+                history.append({"epoch": epoch, "train_loss": round(train_loss, 6),
+                                "val_loss": round(float(np.mean(val)), 6)})
+                pbar.set_postfix(val=f"{np.mean(val):.4f}")
+                stale = 0 if improved else stale + 1
+                if stale >= int(h["patience"]):
+                    break
+        return epochs_run, history
+
+    def epoch(self, pbar) -> float:
+        """One epoch of training steps; the mean training loss."""
+        self.group.train()
+        running = 0.0
+        for _ in range(self.steps):
+            ids = np.stack([s.next() for s in self.samplers])        # [K, B]
+            src, tgt = self.data.batch(ids)
+            loss = train_step(self.group, self.opt, src, tgt, self.pairs, self.temp, self.amp)
+            if self.data.device.type == "cpu":
+                running += float(loss.detach().mean())
+            else:   # no host sync per step on a device
+                running = loss.detach().double().mean() + running
+            pbar.update(1)
+        return float(running) / self.steps
 
 
 def train_step(group, opt, src, tgt, pairs, temp: float, amp=None):

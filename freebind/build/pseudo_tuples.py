@@ -39,6 +39,7 @@ from freebind.algebra.compile import MODE_LETTERS
 # the defaults (``topk=``, ``tau=``; bonds override them) are set once, with the build's
 from freebind.algebra.keywords import DEFAULT_TAU, DEFAULT_TOPK  # noqa: F401
 from freebind.util.errors import FreebindError
+from freebind.util.progress import bar
 
 #: Bytes of similarity scores one chunk may hold.
 DEFAULT_CHUNK_BYTES = 128 << 20
@@ -273,8 +274,6 @@ def _host_rows(x, start: int, stop: int, buf: dict | None = None):
 
 
 def _to(t, dev, dtype=None):
-    import torch
-
     if t.device == dev:
         return t if dtype is None else t.to(dtype)
     if dev.type == "cuda" and t.device.type == "cpu" and not t.is_pinned() \
@@ -330,6 +329,49 @@ def _block_topk(sims, c: int, group: int = TOPK_GROUP):
     return v, torch.gather(cols, 1, pos)
 
 
+@dataclass
+class _Cut:
+    """How a blocked retrieval cuts its work within the memory budget: ``c`` candidates kept
+    per query, the pool in blocks of ``block`` rows (one block, kept on the device, when
+    ``resident``), queries in super-chunks of ``sup`` and similarity chunks of ``qchunk``;
+    ``mm_dtype`` the matmul dtype (``reduced``: half precision), ``rescore`` whether the
+    candidates are scored again in float32."""
+
+    c: int
+    block: int
+    sup: int
+    qchunk: int
+    resident: bool
+    reduced: bool
+    mm_dtype: object
+    rescore: bool
+
+
+def _cut(n: int, pool, k: int, dev, sim: str, budget_bytes, candidates, chunk) -> _Cut:
+    import torch
+
+    npool, d = int(pool.shape[0]), int(pool.shape[1])
+    reduced = sim in ("bf16", "fp16")
+    mm_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(sim, torch.float32)
+    rescore = sim != "fp32"
+    c = min(npool, max(k, int(candidates))) if candidates else \
+        (min(npool, max(2 * k, k + 16)) if rescore else k)
+    budget = _budget(dev, budget_bytes)
+    el = 2 if reduced else 4
+    # the pool resident on the device when its copies take at most half the budget
+    pool_bytes = npool * d * (4 + (el if reduced else 0))
+    resident = pool_bytes <= budget // 2
+    rest = budget - pool_bytes if resident else budget
+    # what remains: a third each for the pool block, the query super-chunk (+ running
+    # top-c) and the similarity chunk
+    third = max(1 << 20, rest // 3)
+    block = npool if resident else int(max(1, min(npool, third // (d * (4 + el)))))
+    sup = int(max(1, min(n, third // (d * (4 + el) + c * 24))))
+    sims_bytes = min(third, DEFAULT_CHUNK_BYTES if dev.type == "cpu" else third)
+    qchunk = int(chunk or max(1, min(sup, 8192, sims_bytes // max(1, el * block))))
+    return _Cut(c, block, sup, min(qchunk, sup), resident, reduced, mm_dtype, rescore)
+
+
 def _retrieve_blocked(queries, pool, k, tau, device, sim, budget_bytes, candidates, chunk,
                       progress):
     """Blocked top-k: query super-chunks × pool blocks, a running top-c merged per block,
@@ -340,85 +382,84 @@ def _retrieve_blocked(queries, pool, k, tau, device, sim, budget_bytes, candidat
     n, npool = int(queries.shape[0]), int(pool.shape[0])
     if npool == 0:
         raise PseudoTupleError("cannot retrieve from an empty pool")
-    d = int(pool.shape[1])
     k = min(k, npool)
-    reduced = sim in ("bf16", "fp16")
-    mm_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(sim, torch.float32)
-    rescore = sim != "fp32"
-    c = min(npool, max(k, int(candidates))) if candidates else \
-        (min(npool, max(2 * k, k + 16)) if rescore else k)
-    budget = _budget(dev, budget_bytes)
-    el = 2 if reduced else 4
+    cut = _cut(n, pool, k, dev, sim, budget_bytes, candidates, chunk)
     index = np.empty((n, k), dtype=np.int64)
     weight = np.empty((n, k), dtype=np.float32)
     if n == 0:
         return index, weight
-
-    # the pool resident on the device when its copies take at most half the budget
-    pool_bytes = npool * d * (4 + (el if reduced else 0))
-    resident = pool_bytes <= budget // 2
-    if resident:
+    pool32 = pool_mm = None
+    if cut.resident:
         pool32 = _to(_host_rows(pool, 0, npool), dev).float()
-        pool_mm = pool32.to(mm_dtype) if reduced else pool32
-        rest = budget - pool_bytes
-    else:
-        pool32 = pool_mm = None
-        rest = budget
-    # what remains: a third each for the pool block, the query super-chunk (+ running
-    # top-c) and the similarity chunk
-    third = max(1 << 20, rest // 3)
-    block = npool if resident else int(max(1, min(npool, third // (d * (4 + el)))))
-    sup = int(max(1, min(n, third // (d * (4 + el) + c * 24))))
-    sims_bytes = min(third, DEFAULT_CHUNK_BYTES if dev.type == "cpu" else third)
-    qchunk = int(chunk or max(1, min(sup, 8192, sims_bytes // max(1, el * block))))
-    qchunk = min(qchunk, sup)
+        pool_mm = pool32.to(cut.mm_dtype) if cut.reduced else pool32
 
     block_buf: dict = {}   # one host buffer for every streamed block
     with torch.no_grad(), _Precision(sim):
-        for s0 in range(0, n, sup):
-            s1 = min(n, s0 + sup)
+        for s0 in range(0, n, cut.sup):
+            s1 = min(n, s0 + cut.sup)
             q32 = _to(_host_rows(queries, s0, s1), dev).float()
-            q_mm = q32.to(mm_dtype) if reduced else q32
-            run_v = torch.full((s1 - s0, c), -torch.inf, device=dev)
-            run_i = torch.zeros((s1 - s0, c), dtype=torch.int64, device=dev)
-            for p0 in range(0, npool, block):
-                p1 = min(npool, p0 + block)
-                if resident:
-                    pb = pool_mm[p0:p1]
-                else:
-                    pb = _to(_host_rows(pool, p0, p1, block_buf), dev, mm_dtype)
-                cb = min(c, p1 - p0)
-                for a in range(0, s1 - s0, qchunk):
-                    b = min(s1 - s0, a + qchunk)
-                    sims = q_mm[a:b] @ pb.t()
-                    v, i = _block_topk(sims, cb)
-                    del sims
-                    v = v.float()
-                    v = torch.cat([run_v[a:b], v], dim=1)
-                    i = torch.cat([run_i[a:b], i + p0], dim=1)
-                    top, pos = torch.topk(v, c, dim=1, largest=True, sorted=False)
-                    run_v[a:b], run_i[a:b] = top, torch.gather(i, 1, pos)
-                del pb
-            for a in range(0, s1 - s0, qchunk):
-                b = min(s1 - s0, a + qchunk)
-                cand = run_i[a:b]
-                if rescore:   # exact float32 scores of the candidates
-                    if resident:
-                        rows = pool32[cand.reshape(-1)]
-                    else:
-                        rows = _to(_take(pool, cand.reshape(-1).cpu()), dev)
-                    rows = rows.reshape(b - a, c, d)
-                    with _Precision("fp32"):
-                        exact = torch.bmm(rows, q32[a:b, :, None])[..., 0]
-                else:
-                    exact = run_v[a:b]
-                top, pos = torch.topk(exact, k, dim=1, largest=True, sorted=True)
-                idx = torch.gather(cand, 1, pos)
-                index[s0 + a:s0 + b] = idx.cpu().numpy()
-                weight[s0 + a:s0 + b] = torch.softmax(top / tau, dim=1).cpu().numpy()
+            q_mm = q32.to(cut.mm_dtype) if cut.reduced else q32
+            run_v, run_i = _top_candidates(q_mm, pool, pool_mm, cut, dev, block_buf)
+            _rank(q32, run_v, run_i, pool, pool32, cut, dev, tau, index[s0:s1],
+                  weight[s0:s1])
             if progress is not None:
                 progress(s1 - s0)
     return index, weight
+
+
+def _top_candidates(q_mm, pool, pool_mm, cut: _Cut, dev, block_buf: dict):
+    """The running top-c (values, pool rows) of a super-chunk of queries, merged block by
+    block of the pool (``pool_mm`` when resident, else streamed through ``block_buf``)."""
+    import torch
+
+    rows, npool = int(q_mm.shape[0]), int(pool.shape[0])
+    run_v = torch.full((rows, cut.c), -torch.inf, device=dev)
+    run_i = torch.zeros((rows, cut.c), dtype=torch.int64, device=dev)
+    for p0 in range(0, npool, cut.block):
+        p1 = min(npool, p0 + cut.block)
+        if cut.resident:
+            pb = pool_mm[p0:p1]
+        else:
+            pb = _to(_host_rows(pool, p0, p1, block_buf), dev, cut.mm_dtype)
+        cb = min(cut.c, p1 - p0)
+        for a in range(0, rows, cut.qchunk):
+            b = min(rows, a + cut.qchunk)
+            sims = q_mm[a:b] @ pb.t()
+            v, i = _block_topk(sims, cb)
+            del sims
+            v = v.float()
+            v = torch.cat([run_v[a:b], v], dim=1)
+            i = torch.cat([run_i[a:b], i + p0], dim=1)
+            top, pos = torch.topk(v, cut.c, dim=1, largest=True, sorted=False)
+            run_v[a:b], run_i[a:b] = top, torch.gather(i, 1, pos)
+        del pb
+    return run_v, run_i
+
+
+def _rank(q32, run_v, run_i, pool, pool32, cut: _Cut, dev, tau, index, weight) -> None:
+    """The k best of each query's c candidates (scored again in float32 when ``cut.rescore``)
+    and their softmax(score / τ) weights, written into the super-chunk's ``index`` and
+    ``weight`` rows."""
+    import torch
+
+    rows, k, d = int(q32.shape[0]), index.shape[1], int(pool.shape[1])
+    for a in range(0, rows, cut.qchunk):
+        b = min(rows, a + cut.qchunk)
+        cand = run_i[a:b]
+        if cut.rescore:   # exact float32 scores of the candidates
+            if cut.resident:
+                found = pool32[cand.reshape(-1)]
+            else:
+                found = _to(_take(pool, cand.reshape(-1).cpu()), dev)
+            found = found.reshape(b - a, cut.c, d)
+            with _Precision("fp32"):
+                exact = torch.bmm(found, q32[a:b, :, None])[..., 0]
+        else:
+            exact = run_v[a:b]
+        top, pos = torch.topk(exact, k, dim=1, largest=True, sorted=True)
+        idx = torch.gather(cand, 1, pos)
+        index[a:b] = idx.cpu().numpy()
+        weight[a:b] = torch.softmax(top / tau, dim=1).cpu().numpy()
 
 
 def build(pools: Mapping[str, Mapping[str, object]], expert: str, base: str,
@@ -434,20 +475,52 @@ def build(pools: Mapping[str, Mapping[str, object]], expert: str, base: str,
     base (the space built so far); every space's pool of a modality holds the same items in
     the same order. ``modalities`` defaults to every modality some space has a pool for.
     ``device``, ``sim`` and ``budget_bytes`` go to :func:`topk_retrieve`."""
-    import torch
-
-    if topk < 1:
-        raise PseudoTupleError(f"topk must be at least 1 (got {topk})")
-    if not tau > 0:
-        raise PseudoTupleError(f"tau must be positive (got {tau})")
-    if sim not in SIM_PRECISIONS:
-        raise PseudoTupleError(f"sim {sim!r}: expected one of {', '.join(SIM_PRECISIONS)}")
+    _check_options(topk, tau, sim)
     opts = {"device": device, "sim": sim, "budget_bytes": budget_bytes}
     coverage = {key: tuple(pools[key]) for key in (expert, base)}
     if modalities is None:
         modalities = [m for m in ("audio", "image", "text")
                       if any(m in c for c in coverage.values())]
     modalities = tuple(modalities)
+    sizes = _pool_sizes(pools, coverage, modalities, expert, base)
+    queries = _sample_queries(sizes, modalities, seed, max_queries)
+    preference = (expert, base) if expert != base else (expert,)
+    routes = {(q, m): choose_route(q, m, coverage, preference, modalities)
+              for q in modalities for m in modalities if m != q}
+
+    total = sum(len(queries[q]) * len(r.hops) for (q, _), r in routes.items())
+    result = PseudoTuples(modalities, queries, topk=topk, tau=tau)
+    hop_cache: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
+    with bar(total=total, unit="query", desc=desc, disable=not progress) as pbar:
+        tick = pbar.update if progress else None
+        for (q, m), route in routes.items():
+            space, _, s = route.hops[0]
+            key1 = (space, q, s)
+            if key1 not in hop_cache:
+                hop_cache[key1] = _first_hop(pools[space][q], pools[space][s], queries[q],
+                                             topk, tau, chunk_rows(sizes[s], chunk_bytes),
+                                             tick, opts)
+            idx, w = hop_cache[key1]
+            if len(route.hops) == 2:
+                space2, _, _ = route.hops[1]
+                idx, w = _second_hop(pools[space2][s], pools[space2][m], idx, w, topk, tau,
+                                     chunk_rows(sizes[m], chunk_bytes), tick, opts)
+            result.fills[(q, m)] = Fill(idx, w, route)
+    return result
+
+
+def _check_options(topk: int, tau: float, sim: str) -> None:
+    if topk < 1:
+        raise PseudoTupleError(f"topk must be at least 1 (got {topk})")
+    if not tau > 0:
+        raise PseudoTupleError(f"tau must be positive (got {tau})")
+    if sim not in SIM_PRECISIONS:
+        raise PseudoTupleError(f"sim {sim!r}: expected one of {', '.join(SIM_PRECISIONS)}")
+
+
+def _pool_sizes(pools: Mapping, coverage: Mapping, modalities, expert: str,
+                base: str) -> dict[str, int]:
+    """Each modality's pool size, the same in every space that has the modality."""
     sizes = {}
     for m in modalities:
         ns = {key: _len(pools[key][m]) for key in coverage if m in pools[key]}
@@ -458,7 +531,13 @@ def build(pools: Mapping[str, Mapping[str, object]], expert: str, base: str,
         sizes[m] = next(iter(ns.values()))
         if sizes[m] == 0:
             raise PseudoTupleError(f"the {m} pool is empty")
+    return sizes
 
+
+def _sample_queries(sizes: Mapping[str, int], modalities, seed: int,
+                    max_queries: int | None) -> dict[str, np.ndarray]:
+    """The pool items of each query modality that become tuples: all of them, or
+    ``max_queries`` drawn with ``seed`` (in pool order)."""
     rng = np.random.default_rng(seed)
     queries = {}
     for q in modalities:
@@ -466,43 +545,20 @@ def build(pools: Mapping[str, Mapping[str, object]], expert: str, base: str,
             queries[q] = np.sort(rng.choice(sizes[q], size=max_queries, replace=False))
         else:
             queries[q] = np.arange(sizes[q])
-    preference = (expert, base) if expert != base else (expert,)
-    routes = {(q, m): choose_route(q, m, coverage, preference, modalities)
-              for q in modalities for m in modalities if m != q}
+    return queries
 
-    bar = None
-    if progress:
-        from freebind.util.progress import bar as tqdm
 
-        total = sum(len(queries[q]) * len(r.hops) for (q, _), r in routes.items())
-        bar = tqdm(total=total, unit="query", desc=desc, leave=False)
-    tick = bar.update if bar is not None else None
-    result = PseudoTuples(modalities, queries, topk=topk, tau=tau)
-    hop_cache: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
-    try:
-        for (q, m), route in routes.items():
-            space, _, s = route.hops[0]
-            key1 = (space, q, s)
-            if key1 not in hop_cache:
-                src = pools[space][q]
-                if _is_view(src):
-                    qemb = src if len(queries[q]) == len(src) else src.subset(queries[q])
-                else:
-                    qemb = _tensor(src)[torch.from_numpy(queries[q])]
-                hop_cache[key1] = topk_retrieve(
-                    qemb, pools[space][s], topk, tau, progress=tick,
-                    chunk=None if _blocked(opts, src, pools[space][s])
-                    else chunk_rows(sizes[s], chunk_bytes), **opts)
-            idx, w = hop_cache[key1]
-            if len(route.hops) == 2:
-                space2, _, _ = route.hops[1]
-                idx, w = _second_hop(pools[space2][s], pools[space2][m], idx, w, topk, tau,
-                                     chunk_rows(sizes[m], chunk_bytes), tick, opts)
-            result.fills[(q, m)] = Fill(idx, w, route)
-    finally:
-        if bar is not None:
-            bar.close()
-    return result
+def _first_hop(src, pool, rows: np.ndarray, k: int, tau: float, chunk: int, tick, opts):
+    """Retrieval of the pool items ``rows`` of ``src`` from ``pool`` in the same space (the
+    chunk only on the plain path)."""
+    import torch
+
+    if _is_view(src):
+        qemb = src if len(rows) == len(src) else src.subset(rows)
+    else:
+        qemb = _tensor(src)[torch.from_numpy(rows)]
+    return topk_retrieve(qemb, pool, k, tau, progress=tick,
+                         chunk=None if _blocked(opts, src, pool) else chunk, **opts)
 
 
 def _blocked(opts, *arrays) -> bool:

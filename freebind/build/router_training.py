@@ -26,6 +26,7 @@ from torch.nn import functional as F
 from freebind.fusion.router import (CHOICES, FORMAT, ROUTER_DEFAULTS, BondRouter, mix,
                                     router_key, router_spec)
 from freebind.util.errors import FreebindError, UsageError
+from freebind.util.progress import bar
 
 
 def _infonce(a, b, temp):
@@ -114,67 +115,81 @@ def train_router(bond: dict, data, hyper: Mapping, temp: float, seed: int,
     val_idx, train_idx = np.sort(order[:n_val]), order[n_val:]
     vb = max(1, int(h["val_batch"]))
     val_parts = [val_idx[i:i + vb] for i in range(0, len(val_idx), vb)]
-    opt = torch.optim.Adam(router.parameters(), lr=float(h["lr"]),
-                           weight_decay=float(h["weight_decay"]))
-    batch = int(h["batch"])
-
-    def loss_of(rows):
-        return _loss(router, rows, temp, float(h["reg"]), str(h["pairs"]), str(h["fills"]),
-                     str(h["experts"]))
-
-    def val_loss():
-        with torch.no_grad():
-            return float(np.mean([float(loss_of(data.rows(part))) for part in val_parts]))
-
-    with torch.no_grad():
-        router.eval()
-        best = val_loss()
-    initial = best
-    best_state = {k: v.clone() for k, v in router.state_dict().items()}
-    best_epoch, stale, epochs = 0, 0, 0
-    history = []
-    bar = None
-    if progress:
-        from freebind.util.progress import bar as progress_bar   # one line in a file or a pipe
-
-        bar = progress_bar(total=int(h["epochs"]), desc=desc, unit="epoch", leave=False)
-    try:
-        for epoch in range(1, int(h["epochs"]) + 1):
-            epochs = epoch
-            router.train()
-            perm = train_idx[rng.permutation(len(train_idx))]
-            for start in range(0, len(perm) - batch + 1 if len(perm) >= batch else 1, batch):
-                rows = data.rows(np.sort(perm[start:start + batch]))
-                loss = loss_of(rows)
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-            router.eval()
-            v = val_loss()
-            history.append(round(v, 6))
-            if bar is not None:
-                bar.update()
-                bar.set_postfix(val=f"{v:.4f}")
-            if v < best - 1e-5:
-                best, best_epoch, stale = v, epoch, 0
-                best_state = {k: t.clone() for k, t in router.state_dict().items()}
-            else:
-                stale += 1
-                if stale > int(h["patience"]):
-                    break
-    finally:
-        if bar is not None:
-            bar.close()
-    router.load_state_dict(best_state)
+    fit = _RouterFit(router, data, h, temp, val_parts)
+    fit.run(train_idx, rng, progress, desc)
+    router.load_state_dict(fit.best_state)
     router.eval()
     stats = weight_stats(router, data, val_parts)
     router.cpu()
     summary = {"kind": "router", "bond": bond["id"], "tuples": int(data.n),
-               "val_tuples": int(n_val), "epochs": epochs, "best_epoch": best_epoch,
-               "initial_val_loss": round(initial, 6), "final_val_loss": round(best, 6),
-               "history": history, "hyper": {**h, "temp": temp, "seed": int(seed)},
+               "val_tuples": int(n_val), "epochs": fit.epochs, "best_epoch": fit.best_epoch,
+               "initial_val_loss": round(fit.initial, 6), "final_val_loss": round(fit.best, 6),
+               "history": fit.history, "hyper": {**h, "temp": temp, "seed": int(seed)},
                "modalities": router.modalities, "weights": stats}
     return router, summary
+
+
+class _RouterFit:
+    """A router's training loop (Adam, batches of ``h["batch"]`` shuffled tuples an epoch)
+    and its early stopping on the held-out loss: the best loss, epoch and weights."""
+
+    def __init__(self, router: BondRouter, data, h: Mapping, temp: float, val_parts: list):
+        self.router, self.data, self.h, self.temp, self.val_parts = \
+            router, data, h, temp, val_parts
+        self.opt = torch.optim.Adam(router.parameters(), lr=float(h["lr"]),
+                                    weight_decay=float(h["weight_decay"]))
+        self.best_epoch, self.epochs, self.history = 0, 0, []
+
+    def loss_of(self, rows):
+        h = self.h
+        return _loss(self.router, rows, self.temp, float(h["reg"]), str(h["pairs"]),
+                     str(h["fills"]), str(h["experts"]))
+
+    def val_loss(self) -> float:
+        with torch.no_grad():
+            return float(np.mean([float(self.loss_of(self.data.rows(part)))
+                                  for part in self.val_parts]))
+
+    def run(self, train_idx: np.ndarray, rng: np.random.Generator, progress: bool,
+            desc: str) -> None:
+        """Epochs until ``h["epochs"]``, or more than ``h["patience"]`` without a better
+        held-out loss."""
+        router, h = self.router, self.h
+        with torch.no_grad():
+            router.eval()
+            self.best = self.val_loss()
+        self.initial = self.best
+        self.best_state = {k: v.clone() for k, v in router.state_dict().items()}
+        stale = 0
+        with bar(total=int(h["epochs"]), desc=desc, unit="epoch",
+                 disable=not progress) as pbar:
+            for epoch in range(1, int(h["epochs"]) + 1):
+                self.epochs = epoch
+                router.train()
+                self.epoch(train_idx[rng.permutation(len(train_idx))])
+                router.eval()
+                v = self.val_loss()
+                self.history.append(round(v, 6))
+                pbar.update()
+                pbar.set_postfix(val=f"{v:.4f}")
+                if v < self.best - 1e-5:
+                    self.best, self.best_epoch, stale = v, epoch, 0
+                    self.best_state = {k: t.clone() for k, t in router.state_dict().items()}
+                else:
+                    stale += 1
+                    if stale > int(h["patience"]):
+                        break
+
+    def epoch(self, perm: np.ndarray) -> None:
+        """One pass over the shuffled training tuples ``perm`` (the last partial batch
+        dropped, unless there is only one)."""
+        batch = int(self.h["batch"])
+        for start in range(0, len(perm) - batch + 1 if len(perm) >= batch else 1, batch):
+            rows = self.data.rows(np.sort(perm[start:start + batch]))
+            loss = self.loss_of(rows)
+            self.opt.zero_grad()
+            loss.backward()
+            self.opt.step()
 
 
 def weight_stats(router: BondRouter, data, parts=None) -> dict:

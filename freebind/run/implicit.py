@@ -7,7 +7,7 @@
   is never used unnamed: several candidates, or none here, is a one-line error naming them.
   ``tune`` stores presets only in a bundle the user named.
 * **Pools**: ``$FREEBIND_HOME/pools.json`` (the pools file format of
-  :func:`freebind.build.orchestrator.read_pools_file`) when a build is given no pools.
+  :func:`freebind.build.pools.read_pools_file`) when a build is given no pools.
 
 The layouts per suite are in docs/evaluation.md; the mechanism in docs/architecture.md.
 """

@@ -12,7 +12,8 @@ import torch
 from build_world import N, register_world, write_world  # noqa: E402
 
 import freebind  # noqa: E402
-from freebind.build.orchestrator import PoolError, build, resolve_pools  # noqa: E402
+from freebind.build.orchestrator import build  # noqa: E402
+from freebind.build.pools import PoolError, resolve_pools  # noqa: E402
 
 FAST = {"hidden": 32, "batch": 64, "epochs": 3, "patience": 2, "threads": 1}
 
@@ -185,4 +186,4 @@ def test_freebind_build_is_the_function_after_the_builder_is_imported(world, tmp
     assert callable(freebind.build) and freebind.build.__name__ == "freebind.build"
     fused = freebind.build("test:base + c(test:at)", pools=world[1], save=False,
                            cache_dir=tmp_path, hyper=FAST, progress=False)
-    assert fused.build_report.output is None and module.Pools
+    assert fused.build_report.output is None and module.build

@@ -159,11 +159,11 @@ def _build(tmp_path, name, **kw):
 def test_streamed_pools_build_the_same_bundle_bytes(tmp_path, monkeypatch):
     """Every pool memory-mapped (nothing resident): the bundle of pools in memory, to the
     byte (routers included: a bundle holds no times)."""
-    from freebind.build import orchestrator as builder
+    from freebind.build import leaf_embeddings
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     _build(tmp_path, "resident", cache="c1")
-    monkeypatch.setattr(builder, "RESIDENT_POOL_BYTES", 0)
+    monkeypatch.setattr(leaf_embeddings, "RESIDENT_POOL_BYTES", 0)
     _build(tmp_path, "mapped", cache="c2")
     assert (tmp_path / "resident.safetensors").read_bytes() == \
         (tmp_path / "mapped.safetensors").read_bytes()
@@ -212,19 +212,19 @@ def test_space_so_far_in_tiny_chunks_equals_whole_array(tmp_path, monkeypatch):
 
 
 def test_space_so_far_lives_in_the_store_and_a_rebuild_reuses_it(tmp_path, monkeypatch):
-    from freebind.build import orchestrator as builder
+    from freebind.build import leaf_embeddings, orchestrator
     from freebind.data.store import PoolView
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(builder, "RESIDENT_POOL_BYTES", 0)
+    monkeypatch.setattr(leaf_embeddings, "RESIDENT_POOL_BYTES", 0)
     seen = []
-    orig = builder.train_job
+    orig = orchestrator.train_job
 
     def spy(job, source, target, *a, **k):
         seen.append((job.id, {m: type(v) for m, v in {**source, **target}.items()}))
         return orig(job, source, target, *a, **k)
 
-    monkeypatch.setattr(builder, "train_job", spy)
+    monkeypatch.setattr(orchestrator, "train_job", spy)
     first = _build(tmp_path, "a", chunk_rows=16)
     # the parallel bond's two jobs train on the space built so far, read memory-mapped
     assert [j for j, _ in seen] == ["j1", "j2", "j3"]
@@ -249,17 +249,17 @@ def test_space_so_far_lives_in_the_store_and_a_rebuild_reuses_it(tmp_path, monke
 def test_router_trains_on_its_jobs_own_tuples(tmp_path, monkeypatch):
     """The router reads the tuples its bond's jobs trained on (built once, on the build's
     device at its similarity precision), not tuples rebuilt another way."""
-    from freebind.build import orchestrator as builder
+    from freebind.build import jobs
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     made = []
-    orig = builder.make_tuples
+    orig = jobs.make_tuples
 
     def spy(job, source, target, h, device=None, progress=False):
         made.append((job.id, h.get("sim", "fp32")))
         return orig(job, source, target, h, device, progress)
 
-    monkeypatch.setattr(builder, "make_tuples", spy)
+    monkeypatch.setattr(jobs, "make_tuples", spy)
     _build(tmp_path, "r", hyper={**FAST, "sim": "bf16"})
     assert made == [("j1", "bf16"), ("j2", "bf16"), ("j3", "bf16")]
 

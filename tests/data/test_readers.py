@@ -205,7 +205,7 @@ def test_datasets_folder(forms, tmp_path):
 
 
 def test_pools_json_accepts_every_form(forms, tmp_path):
-    from freebind.build.orchestrator import read_pools_file, resolve_pools
+    from freebind.build.pools import read_pools_file, resolve_pools
 
     spec = {"audio": forms["audio_tars"], "image": forms["image_tars"],
             "text": {"path": str(forms["tables"]["parquet"]), "column": "caption"}}

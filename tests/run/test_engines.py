@@ -158,7 +158,8 @@ def test_embed_slices_then_a_plain_run_equal_one_plain_run(world, tmp_path):
 
 
 def test_build_slices_fill_the_store_then_a_plain_build_equals_one_build(world, tmp_path):
-    from freebind.build.orchestrator import BuildReport, build
+    from freebind.build.orchestrator import build
+    from freebind.build.report import BuildReport
 
     expr = "test:base + c(test:at)"
     kw = dict(pools=world, hyper=FAST, progress=False, batch_size=4)

@@ -398,13 +398,15 @@ def _write_rows(store, ident: ImportedSpace, modality: str, arr, keys: list, rep
 
 
 def _lines(spec) -> list[str]:
+    """The ids or texts of a ``.npy``'s rows: those given, or a file's (one a non-empty
+    line, as texts files are read everywhere)."""
     if isinstance(spec, (str, os.PathLike)):
-        path = Path(spec)
+        from freebind.data.media import read_texts
+
         try:
-            raw = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ImportRefused(f"{path}: cannot read ({exc})") from None
-        return [ln.strip() for ln in raw.splitlines() if ln.strip()]
+            return read_texts(spec)
+        except MediaError as exc:
+            raise ImportRefused(str(exc)) from None
     return [str(v) for v in spec]
 
 

@@ -199,7 +199,7 @@ def _train_space(which, corpus, seed, log, overrides):
 
     from freebind.mini.captions import vocabulary
     from freebind.mini.encoders import build_towers
-    from freebind.mini.features import PREPROCESS_VERSION, Tokenizer, image_tensor, log_mel
+    from freebind.mini.features import Tokenizer
 
     recipe = {**RECIPES[which], **(overrides or {})}
     torch.manual_seed(recipe["seed"] + 1000 * seed)
@@ -210,70 +210,109 @@ def _train_space(which, corpus, seed, log, overrides):
     towers = build_towers(config)
     lo, hi = recipe["corpus"]
     events = corpus["events"][lo:hi]
-    n = len(events)
     t0 = time.time()
+    encode = _TowerEncoder(towers, tok, recipe, corpus, lo, hi)
+    _train_pairs(which, recipe, towers, encode, events, g, log, t0)
+    if recipe.get("audio_epochs"):
+        _train_audio_to_images(which, recipe, towers, encode, g, log, t0)
+    towers.eval()
+    tensors = {f"{name}": t.detach().clone().contiguous()
+               for name, t in towers.state_dict().items()}
+    return tensors, _weights_metadata(which, recipe, config, vocab, seed, t0)
 
-    mels = None
-    if "audio" in recipe["towers"]:
-        waves = audio_to_float(corpus["audio"][lo:hi])
-        mels = torch.cat([log_mel(waves[i:i + 1024]) for i in range(0, n, 1024)])
-    pixels = corpus["pixels"][lo:hi] if "image" in recipe["towers"] else None
 
-    def encode(modality, idx, texts=None):
+class _TowerEncoder:
+    """A recipe's towers over its slice of the corpus: ``encode(modality, idx, texts)`` gives
+    the normalised embeddings of corpus rows ``idx`` (of ``texts`` for the text tower)."""
+
+    def __init__(self, towers, tok, recipe: dict, corpus: dict, lo: int, hi: int):
+        import torch
+
+        from freebind.mini.features import log_mel
+
+        self.towers, self.tok = towers, tok
+        self.n = len(corpus["events"][lo:hi])
+        self.mels = None
+        if "audio" in recipe["towers"]:
+            waves = audio_to_float(corpus["audio"][lo:hi])
+            self.mels = torch.cat([log_mel(waves[i:i + 1024]) for i in range(0, self.n, 1024)])
+        self.pixels = corpus["pixels"][lo:hi] if "image" in recipe["towers"] else None
+
+    def __call__(self, modality, idx, texts=None):
+        from freebind.mini.features import image_tensor
+
         if modality == "audio":
-            return _norm(towers["audio"](mels[idx]))
+            return _norm(self.towers["audio"](self.mels[idx]))
         if modality == "image":
-            return _norm(towers["image"](image_tensor(pixels[idx])))
-        return _norm(towers["text"](tok(texts)))
+            return _norm(self.towers["image"](image_tensor(self.pixels[idx])))
+        return _norm(self.towers["text"](self.tok(texts)))
 
+
+def _epoch_policy(recipe: dict, epoch: int) -> str:
+    """The caption policy of ``epoch``: the recipe's, or its curriculum's
+    (``schedule``: ``[(until_epoch, policy), ...]``)."""
+    if recipe.get("schedule"):
+        return next(p for until, p in recipe["schedule"] if epoch < until)
+    return recipe["policy"]
+
+
+def _train_pairs(which, recipe, towers, encode, events, g, log, t0) -> None:
+    """Contrastive training of the recipe's pair of towers on paired rows and captions (with
+    text paraphrase groups when the recipe asks for them)."""
     first, second = recipe["pairs"]
-    trained = [m for m in (first, second)]
-    params = [p for m in trained for p in towers[m].parameters()]
+    n = len(events)
+    params = [p for m in (first, second) for p in towers[m].parameters()]
     steps = recipe["epochs"] * (n // BATCH)
     tr = _Trainer(params, recipe["lr"], steps)
     towers.train()
     for epoch in range(recipe["epochs"]):
         total, count = 0.0, 0
         for idx in _batches(n, g):
-            policy = recipe["policy"]
-            if recipe.get("schedule"):  # [(until_epoch, policy), ...]: a caption curriculum
-                policy = next(p for until, p in recipe["schedule"] if epoch < until)
+            policy = _epoch_policy(recipe, epoch)
             texts = [policy_caption(events[i], g, policy) for i in idx]
             a = encode(first, idx)
             b = encode(second, idx, texts)
             loss = _info_nce(a, b, tr.scale)
             if recipe.get("paraphrase"):
                 ta, tb, _ = paraphrase_groups(g, 12, vary=recipe["paraphrase"])
-                loss = loss + _info_nce(_norm(towers["text"](tok(ta))),
-                                        _norm(towers["text"](tok(tb))), tr.scale)
+                loss = loss + _info_nce(encode("text", None, ta), encode("text", None, tb),
+                                        tr.scale)
             tr.step(loss)
             total, count = total + float(loss.detach()), count + 1
         log(f"[{which}] {first}-{second} epoch {epoch + 1}/{recipe['epochs']} "
             f"loss {total / count:.3f} ({time.time() - t0:.0f}s)")
 
-    if recipe.get("audio_epochs"):
-        # ImageBind-style: freeze the image tower, align audio to images only.
-        towers["image"].eval()
-        for p in towers["image"].parameters():
-            p.requires_grad_(False)
-        with torch.no_grad():
-            targets = torch.cat([_norm(towers["image"](image_tensor(pixels[i:i + 512])))
-                                 for i in range(0, n, 512)])
-        steps = recipe["audio_epochs"] * (n // BATCH)
-        tr = _Trainer(towers["audio"].parameters(), recipe["lr"], steps)
-        for epoch in range(recipe["audio_epochs"]):
-            total, count = 0.0, 0
-            for idx in _batches(n, g):
-                loss = _info_nce(encode("audio", idx), targets[idx], tr.scale)
-                tr.step(loss)
-                total, count = total + float(loss.detach()), count + 1
-            log(f"[{which}] audio-image epoch {epoch + 1}/{recipe['audio_epochs']} "
-                f"loss {total / count:.3f} ({time.time() - t0:.0f}s)")
 
-    towers.eval()
-    tensors = {f"{name}": t.detach().clone().contiguous()
-               for name, t in towers.state_dict().items()}
-    metadata = {
+def _train_audio_to_images(which, recipe, towers, encode, g, log, t0) -> None:
+    """ImageBind-style: freeze the image tower, align audio to images only."""
+    import torch
+
+    from freebind.mini.features import image_tensor
+
+    n, pixels = encode.n, encode.pixels
+    towers["image"].eval()
+    for p in towers["image"].parameters():
+        p.requires_grad_(False)
+    with torch.no_grad():
+        targets = torch.cat([_norm(towers["image"](image_tensor(pixels[i:i + 512])))
+                             for i in range(0, n, 512)])
+    steps = recipe["audio_epochs"] * (n // BATCH)
+    tr = _Trainer(towers["audio"].parameters(), recipe["lr"], steps)
+    for epoch in range(recipe["audio_epochs"]):
+        total, count = 0.0, 0
+        for idx in _batches(n, g):
+            loss = _info_nce(encode("audio", idx), targets[idx], tr.scale)
+            tr.step(loss)
+            total, count = total + float(loss.detach()), count + 1
+        log(f"[{which}] audio-image epoch {epoch + 1}/{recipe['audio_epochs']} "
+            f"loss {total / count:.3f} ({time.time() - t0:.0f}s)")
+
+
+def _weights_metadata(which, recipe, config, vocab, seed, t0) -> dict:
+    """The safetensors metadata of trained mini weights."""
+    from freebind.mini.features import PREPROCESS_VERSION
+
+    return {
         "format": "freebind-mini-1", "which": which, "dim": str(recipe["dim"]),
         "modalities": json.dumps(list(recipe["modalities"])), "config": json.dumps(config),
         "vocab": json.dumps(list(vocab)), "preprocess": PREPROCESS_VERSION,
@@ -281,7 +320,6 @@ def _train_space(which, corpus, seed, log, overrides):
         "recipe": json.dumps({k: v for k, v in recipe.items() if k != "modalities"}),
         "train_seconds": f"{time.time() - t0:.1f}",
     }
-    return tensors, metadata
 
 
 def save_weights(path, tensors: dict, metadata: dict) -> None:

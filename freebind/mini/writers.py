@@ -27,29 +27,29 @@ from freebind.mini.world import CLASSES, GENERATOR_VERSION, balanced_events, rng
 #: Text pool mix: which attributes a pool caption talks about.
 TEXT_FOCUS_MIX = (("audio", 0.4), ("image", 0.4), ("both", 0.2))
 
-#: The evaluation sets ``write_evalsets`` writes: suite name -> (sub-folder, items, kind).
-EVALSETS: dict[str, dict] = {
-    "audiocaps": {"path": "audiocaps", "items": 500, "task": "audio-text retrieval",
-                  "layout": "test.csv (audiocap_id,youtube_id,start_time,caption; 5 rows per "
-                            "clip) + audio/<youtube_id>.wav"},
-    "clotho": {"path": "clotho", "items": 500, "task": "audio-text retrieval",
-               "layout": "clotho_captions_evaluation.csv (file_name,caption_1..caption_5) + "
-                         "evaluation/<file_name>"},
-    "esc50": {"path": "esc50", "items": 400, "task": "audio classification",
-              "layout": "meta/esc50.csv (filename,fold,target,category,esc10,src_file,take) + "
-                        "audio/<filename>"},
-    "coco": {"path": "coco", "items": 1000, "task": "image-text retrieval",
-             "layout": "dataset_coco.json (Karpathy; test split + a val split) + "
-                       "val2014/<filename>"},
-    "flickr30k": {"path": "flickr30k", "items": 1000, "task": "image-text retrieval",
-                  "layout": "dataset_flickr30k.json (Karpathy; test split + a val split) + "
-                            "flickr30k-images/<filename>"},
-    "imagenet": {"path": "imagenet", "items": 600, "task": "image classification",
-                 "layout": "val/<synset>/<file>.png + classnames.txt + LOC_synset_mapping.txt"},
-    "vggss": {"path": "vggss", "items": 500, "task": "audio-image retrieval",
-              "layout": "vggss.json ([{file, class}]) + audio/<file>.wav + frames/<file>.png; "
-                        "manifest.csv (audio,image,label)"},
-}
+#: Every evaluation set: (suite name, also its sub-folder; items; task; on-disk layout).
+_EVALSET_ROWS = (
+    ("audiocaps", 500, "audio-text retrieval",
+     "test.csv (audiocap_id,youtube_id,start_time,caption; 5 rows per clip) + "
+     "audio/<youtube_id>.wav"),
+    ("clotho", 500, "audio-text retrieval",
+     "clotho_captions_evaluation.csv (file_name,caption_1..caption_5) + evaluation/<file_name>"),
+    ("esc50", 400, "audio classification",
+     "meta/esc50.csv (filename,fold,target,category,esc10,src_file,take) + audio/<filename>"),
+    ("coco", 1000, "image-text retrieval",
+     "dataset_coco.json (Karpathy; test split + a val split) + val2014/<filename>"),
+    ("flickr30k", 1000, "image-text retrieval",
+     "dataset_flickr30k.json (Karpathy; test split + a val split) + "
+     "flickr30k-images/<filename>"),
+    ("imagenet", 600, "image classification",
+     "val/<synset>/<file>.png + classnames.txt + LOC_synset_mapping.txt"),
+    ("vggss", 500, "audio-image retrieval",
+     "vggss.json ([{file, class}]) + audio/<file>.wav + frames/<file>.png; "
+     "manifest.csv (audio,image,label)"),
+)
+#: The evaluation sets ``write_evalsets`` writes: suite name -> path, items, task, layout.
+EVALSETS: dict[str, dict] = {name: {"path": name, "items": items, "task": task, "layout": layout}
+                             for name, items, task, layout in _EVALSET_ROWS}
 #: Extra Karpathy "val" items written next to the test split (loaders must filter splits).
 KARPATHY_VAL_ITEMS = 50
 CAPTIONS_PER_ITEM = 5

@@ -31,7 +31,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from freebind.run.embed_folder import (MANIFEST, TextSources, existing_file, read_manifest,
+                                       read_metadata)
 from freebind.util.errors import FreebindError, MediaError, UsageError
+from freebind.util.progress import bar
 
 IMPORTS_DIR = "imports"
 #: folder names of the embedding partitions per modality (clip-retrieval says ``img``)
@@ -228,29 +231,6 @@ def _load_npy(path: Path):
                             ) from None
 
 
-def _read_metadata(path: Path) -> dict[str, list]:
-    if path.suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        try:
-            return pq.read_table(path).to_pydict()
-        except Exception as exc:
-            raise ImportRefused(f"{path}: cannot read the metadata ({exc})") from None
-    cols: dict[str, list] = {}
-    rows = []
-    with open(path, encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except ValueError:
-                    raise ImportRefused(f"{path}:{n}: not a JSON line") from None
-    names = list(dict.fromkeys(k for r in rows for k in r))
-    for k in names:
-        cols[k] = [r.get(k) for r in rows]
-    return cols
-
-
 def _partitions(folder: Path, modalities) -> list[tuple[str, Path, Path]]:
     """``(modality, npy, metadata)`` of every partition in a clip-retrieval folder."""
     out = []
@@ -274,40 +254,8 @@ def _part_number(p: Path) -> int:
     return int(m.group(1)) if m else 0
 
 
-class _TextLines:
-    """``FILE:LINE`` sources of ``freebind embed`` read back (one text per non-empty line)."""
-
-    def __init__(self):
-        self._files: dict[str, list[str]] = {}
-
-    def get(self, source: str, base: Path) -> str | None:
-        m = re.fullmatch(r"(.+):(\d+)", source)
-        if m is None:
-            return None
-        path = _resolve(m.group(1), base)
-        if path is None:
-            return None
-        lines = self._files.get(str(path))
-        if lines is None:
-            from freebind.data.media import read_texts
-
-            lines = self._files[str(path)] = read_texts(path)
-        i = int(m.group(2)) - 1
-        if not 0 <= i < len(lines):
-            raise MediaError(f"{source}: the file has {len(lines)} text line(s)")
-        return lines[i]
-
-
-def _resolve(p: str, base: Path) -> Path | None:
-    path = Path(p)
-    if path.is_file():
-        return path
-    alt = base / p
-    return alt if not path.is_absolute() and alt.is_file() else None
-
-
-def _row_keys(store, modality: str, meta: dict[str, list], n: int, where: Path, base: Path,
-              lines: _TextLines, skipped: list) -> list[str | None]:
+def _row_keys(store, modality: str, meta: dict[str, list], n: int, where: Path,
+              texts: TextSources, skipped: list) -> list[str | None]:
     """One content key per row (None for a row whose file or text cannot be read)."""
     from freebind.data.store import text_key
     from freebind.util.text import reason
@@ -335,22 +283,11 @@ def _row_keys(store, modality: str, meta: dict[str, list], n: int, where: Path, 
         v = str(v)
         try:
             if modality == "text":
-                if col == "path":    # freebind embed: FILE:LINE, a shard's or a table's
-                    from freebind.data.readers import text_of   # caption, or a text file
-
-                    text = text_of(v)
-                    if text is None:
-                        text = lines.get(v, base)
-                    if text is None:
-                        f = _resolve(v, base)
-                        if f is None:
-                            raise MediaError(f"{v}: cannot read the text")
-                        text = f.read_text(encoding="utf-8").strip()
-                else:
-                    text = v
-                keys.append(text_key(text))
+                # freebind embed's path column: FILE:LINE, a shard's or a table's caption, or
+                # a text file; else the caption itself
+                keys.append(text_key(texts.text(v) if col == "path" else v))
             else:
-                f = _resolve(v, base)
+                f = existing_file(v, texts.base)
                 keys.append(store.key(modality, f if f is not None else v))
         except (MediaError, OSError, UnicodeDecodeError) as exc:
             keys.append(None)
@@ -374,103 +311,103 @@ def import_embeddings(space: str, source, *, ids=None, texts=None, modality: str
     source = Path(source)
     if not source.exists():
         raise ImportRefused(f"{source}: no such folder or file")
-    fingerprint = declared_fingerprint(info.name, weights_digest)
-    native = False
-    name = info.name
-    manifest = source / "embed.json" if source.is_dir() else None
-    if manifest is not None and manifest.is_file():
-        try:
-            data = json.loads(manifest.read_text(encoding="utf-8"))
-        except ValueError:
-            raise ImportRefused(f"{manifest}: not JSON") from None
-        target = str(data.get("name") or data.get("target") or "")
-        if target not in (info.name, space, *info.aliases):
-            raise ImportRefused(f"{source}: embeddings of {target!r}, not of {info.name}; "
-                               "import them for that space")
-        if data.get("fingerprint"):
-            fingerprint, native, name = str(data["fingerprint"]), True, target or info.name
+    fingerprint, native, name = _identity(source, info, space, weights_digest)
     report = ImportReport(info.name, fingerprint, native, weights_digest, str(store.root))
-    lines = _TextLines()
+    jobs = _jobs(source, info, ids, texts, modality)
+    arrays = [_checked_rows(npy, info) for _, npy, _ in jobs]   # before anything is written
+    ident = ImportedSpace(name, info.modalities, int(info.dim), fingerprint, weights_digest,
+                          native)
+    sources = TextSources(source if source.is_dir() else source.parent)
+    with bar(total=sum(a.shape[0] for a in arrays), unit="row", desc=f"import {name}",
+             disable=not progress) as pbar:
+        for (m, npy, meta), arr in zip(jobs, arrays):
+            where = meta if isinstance(meta, Path) else npy
+            if isinstance(meta, Path):
+                meta = read_metadata(meta)
+            keys = _row_keys(store, m, meta, arr.shape[0], where, sources, report.skipped)
+            _write_rows(store, ident, m, arr, keys, report, pbar)
+            report.files += 1
+    _record(store, ident)
+    return report
 
-    # what to import: (modality, npy path, keys thunk)
-    jobs: list[tuple[str, Path, Any]] = []
+
+def _identity(source: Path, info, space: str, weights_digest: str | None
+              ) -> tuple[str, bool, str]:
+    """``(fingerprint, native, name)`` of the rows in ``source``: those of the ``freebind
+    embed`` run that wrote them (its ``embed.json`` names one), else the declared ones."""
+    fingerprint = declared_fingerprint(info.name, weights_digest)
+    if not (source.is_dir() and (source / MANIFEST).is_file()):
+        return fingerprint, False, info.name
+    data = read_manifest(source)
+    target = str(data.get("name") or data.get("target") or "")
+    if target not in (info.name, space, *info.aliases):
+        raise ImportRefused(f"{source}: embeddings of {target!r}, not of {info.name}; "
+                           "import them for that space")
+    if data.get("fingerprint"):
+        return str(data["fingerprint"]), True, target or info.name
+    return fingerprint, False, info.name
+
+
+def _jobs(source: Path, info, ids, texts, modality: str | None) -> list[tuple[str, Path, Any]]:
+    """What to import: ``(modality, npy, metadata)``, the metadata a file's path (a folder's
+    partitions) or columns (a ``.npy`` with ``ids`` or ``texts``)."""
     if source.is_dir():
         parts = _partitions(source, info.modalities)
         if not parts:
             raise ImportRefused(f"{source}: no {{audio,image,img,text}}_emb/*.npy partitions "
                                f"for {info.name}'s modalities ({', '.join(info.modalities)})")
-        for m, npy, meta in parts:
-            jobs.append((m, npy, meta))
+        return parts
+    if source.suffix != ".npy":
+        raise ImportRefused(f"{source}: expected a folder or a .npy file")
+    if (ids is None) == (texts is None):
+        raise ImportRefused(f"{source}: give the ids (media paths) or the texts of its rows")
+    if texts is not None:
+        values = _lines(texts)
+        m, col = "text", "caption"
     else:
-        if source.suffix != ".npy":
-            raise ImportRefused(f"{source}: expected a folder or a .npy file")
-        if (ids is None) == (texts is None):
-            raise ImportRefused(f"{source}: give the ids (media paths) or the texts of its rows")
-        if texts is not None:
-            values = _lines(texts)
-            m = "text"
-            col = "caption"
-        else:
-            values = _lines(ids)
-            m = modality or _modality_of_ids(values, source)
-            col = "path"
-        if m not in info.modalities:
-            raise ImportRefused(f"{source}: {info.name} has no {m} modality "
-                               f"({', '.join(info.modalities)})")
-        jobs.append((m, source, {col: values}))
+        values = _lines(ids)
+        m, col = modality or _modality_of_ids(values, source), "path"
+    if m not in info.modalities:
+        raise ImportRefused(f"{source}: {info.name} has no {m} modality "
+                           f"({', '.join(info.modalities)})")
+    return [(m, source, {col: values})]
 
-    # check every file before anything is written
-    arrays = []
-    for m, npy, _ in jobs:
-        arr = _load_npy(npy)
-        _check_rows(npy, arr, int(info.dim), info.name)
-        arrays.append(arr)
 
-    ident = ImportedSpace(name, info.modalities, int(info.dim), fingerprint, weights_digest,
-                          native)
-    bar = None
-    if progress:
-        from freebind.util.progress import bar as tqdm
+def _checked_rows(npy: Path, info):
+    """The rows of ``npy`` (memory-mapped), checked against space ``info``."""
+    arr = _load_npy(npy)
+    _check_rows(npy, arr, int(info.dim), info.name)
+    return arr
 
-        bar = tqdm(total=sum(a.shape[0] for a in arrays), unit="row", desc=f"import {name}")
-    try:
-        for (m, npy, meta), arr in zip(jobs, arrays):
-            where = meta if isinstance(meta, Path) else npy
-            if isinstance(meta, Path):
-                meta = _read_metadata(meta)
-            keys = _row_keys(store, m, meta, arr.shape[0], where,
-                             npy.parent.parent if source.is_dir() else source.parent,
-                             lines, report.skipped)
-            seen: set[str] = set()
-            rows = []
-            for i, k in enumerate(keys):
-                if k is not None and k not in seen:
-                    seen.add(k)
-                    rows.append(i)
-            report.rows[m] = report.rows.get(m, 0) + len(rows)
-            for start in range(0, len(rows), store.shard_size):
-                idx = np.asarray(rows[start:start + store.shard_size], dtype=np.int64)
-                block = np.asarray(arr[idx], dtype=np.float32)
-                report.written[m] = report.written.get(m, 0) + store.write(
-                    ident, m, [keys[i] for i in idx.tolist()], block)
-                if bar is not None:
-                    bar.update(len(idx))
-            report.files += 1
-    finally:
-        if bar is not None:
-            bar.close()
-    _record(store, ident)
-    return report
+
+def _write_rows(store, ident: ImportedSpace, modality: str, arr, keys: list, report,
+                pbar) -> None:
+    """Put the rows of ``arr`` with a key (the first of each key) into the store."""
+    seen: set[str] = set()
+    rows = []
+    for i, k in enumerate(keys):
+        if k is not None and k not in seen:
+            seen.add(k)
+            rows.append(i)
+    report.rows[modality] = report.rows.get(modality, 0) + len(rows)
+    for start in range(0, len(rows), store.shard_size):
+        idx = np.asarray(rows[start:start + store.shard_size], dtype=np.int64)
+        block = np.asarray(arr[idx], dtype=np.float32)
+        report.written[modality] = report.written.get(modality, 0) + store.write(
+            ident, modality, [keys[i] for i in idx.tolist()], block)
+        pbar.update(len(idx))
 
 
 def _lines(spec) -> list[str]:
+    """The ids or texts of a ``.npy``'s rows: those given, or a file's (one a non-empty
+    line, as texts files are read everywhere)."""
     if isinstance(spec, (str, os.PathLike)):
-        path = Path(spec)
+        from freebind.data.media import read_texts
+
         try:
-            raw = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ImportRefused(f"{path}: cannot read ({exc})") from None
-        return [ln.strip() for ln in raw.splitlines() if ln.strip()]
+            return read_texts(spec)
+        except MediaError as exc:
+            raise ImportRefused(str(exc)) from None
     return [str(v) for v in spec]
 
 

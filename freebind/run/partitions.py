@@ -27,13 +27,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import sys
-import types
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
+from freebind.run.embed_folder import MANIFEST, line_source, partition_paths
 from freebind.util.atomic import atomic_write
+from freebind.util.callable_module import make_callable
 from freebind.util.errors import UsageError
 from freebind.util.vocab import ALL_MODALITIES
 from freebind.util.text import reason
@@ -41,7 +41,6 @@ from freebind.util.text import reason
 #: output order of the modalities (and of the partition numbers)
 MODALITY_ORDER = ALL_MODALITIES
 METADATA_FORMATS = ("parquet", "jsonl")
-MANIFEST = "embed.json"
 #: how many paths of files left out for an unknown extension a report lists
 IGNORED_EXAMPLES = 5
 
@@ -236,7 +235,7 @@ def _text_lines(path, error) -> list:
         if error is None:
             raise
         return [(str(path), exc)]
-    return [(f"{path}:{i + 1}", t) for i, t in enumerate(lines)]
+    return [(line_source(path, i + 1), t) for i, t in enumerate(lines)]
 
 
 def plan_embed(target, paths: Iterable = (), texts=None, output=None, *,
@@ -262,6 +261,46 @@ def plan_embed(target, paths: Iterable = (), texts=None, output=None, *,
         from freebind.run.implicit import default_target
 
         target = default_target().value
+    options = _checked_options(
+        output, factors=factors, preset=preset, fp16=fp16, as_modality=as_modality,
+        space_options=space_options, device=device, precision=precision,
+        partition_size=partition_size, batch_size=batch_size, shard_size=shard_size,
+        cache_dir=cache_dir, metadata=metadata, strict=strict, progress=progress)
+    given = None
+    from freebind.run.targets import Target
+
+    if isinstance(target, Target):  # a resolved target: its reference and options
+        given = target
+        options = replace(options, factors=options.factors or tuple(target.factors),
+                          preset=options.preset or target.preset,
+                          space_options=options.space_options or dict(target.space_options))
+        target = target.ref
+    paths = [Path(p) for p in ([paths] if isinstance(paths, (str, os.PathLike)) else paths)]
+    problems: list[dict] = []
+    ignored: list[Path] = []
+    items = _collect(paths, texts, options.as_modality, columns, problems, ignored)
+    if not items:
+        unknown = (f" ({len(ignored)} file(s) of an unknown extension, e.g. {ignored[0]})"
+                   if ignored else "")
+        raise UsageError("nothing to embed: no files found" if options.as_modality else
+                         "nothing to embed: no audio, image, video or text files found "
+                         f"(by extension), and no texts{unknown}")
+    plan = EmbedPlan(os.fspath(target), str(output), options, (), _target=given)
+    tgt = plan.open_target()
+    shards, unsupported = _shards(items, tgt, options.partition_size)
+    skipped = [{"path": p["path"], "reason": p["reason"]} for p in problems] + unsupported
+    return replace(plan, shards=tuple(shards), name=tgt.name, dim=tgt.dim,
+                   fingerprint=tgt.fingerprint, counts={m: len(v) for m, v in items.items()},
+                   skipped=tuple(skipped), ignored=len(ignored),
+                   ignored_examples=tuple(str(p) for p in sorted(ignored)[:IGNORED_EXAMPLES]),
+                   _target=tgt)
+
+
+def _checked_options(output, *, factors, preset, fp16, as_modality, space_options, device,
+                     precision, partition_size, batch_size, shard_size, cache_dir, metadata,
+                     strict, progress) -> EmbedOptions:
+    """:func:`plan_embed`'s arguments checked (a bad one refused in one line) and gathered
+    into :class:`EmbedOptions`."""
     from freebind.util.vocab import merge_space_options
 
     if output is None:
@@ -286,7 +325,7 @@ def plan_embed(target, paths: Iterable = (), texts=None, output=None, *,
                              f"{', '.join(MODALITY_ORDER)}")
     if isinstance(factors, str):
         factors = [factors]
-    options = EmbedOptions(
+    return EmbedOptions(
         factors=tuple(str(f) for f in factors or ()), preset=preset, fp16=bool(fp16),
         as_modality=as_modality,
         space_options=merge_space_options(space_options, device=device, precision=precision),
@@ -294,28 +333,13 @@ def plan_embed(target, paths: Iterable = (), texts=None, output=None, *,
         shard_size=int(shard_size), cache_dir=None if cache_dir is None else str(cache_dir),
         metadata=fmt, strict=bool(strict), progress=bool(progress))
 
-    given = None
-    from freebind.run.targets import Target
 
-    if isinstance(target, Target):  # a resolved target: its reference and options
-        given = target
-        options = replace(options, factors=options.factors or tuple(target.factors),
-                          preset=options.preset or target.preset,
-                          space_options=options.space_options or dict(target.space_options))
-        target = target.ref
-    paths = [Path(p) for p in ([paths] if isinstance(paths, (str, os.PathLike)) else paths)]
-    problems: list[dict] = []
-    ignored: list[Path] = []
-    items = _collect(paths, texts, as_modality, columns, problems, ignored)
-    if not items:
-        unknown = (f" ({len(ignored)} file(s) of an unknown extension, e.g. {ignored[0]})"
-                   if ignored else "")
-        raise UsageError("nothing to embed: no files found" if as_modality else
-                         "nothing to embed: no audio, image, video or text files found "
-                         f"(by extension), and no texts{unknown}")
-    plan = EmbedPlan(os.fspath(target), str(output), options, (), _target=given)
-    tgt = plan.open_target()
-    skipped: list[dict] = [{"path": p["path"], "reason": p["reason"]} for p in problems]
+def _shards(items: Mapping[str, list], tgt, partition_size: int
+            ) -> tuple[list[Shard], list[dict]]:
+    """The shards of ``items`` (``{modality: [(source, item or error)]}``, as
+    :func:`_collect` gives them) for target ``tgt``, ``partition_size`` items a shard, in
+    :data:`MODALITY_ORDER`; and the inputs skipped because ``tgt`` lacks their modality."""
+    skipped: list[dict] = []
     shards: list[Shard] = []
     for m in MODALITY_ORDER:
         if m not in items:
@@ -325,8 +349,8 @@ def plan_embed(target, paths: Iterable = (), texts=None, output=None, *,
                         for s, _ in items[m]]
             continue
         entries = items[m]
-        for start in range(0, len(entries), options.partition_size):
-            part = entries[start:start + options.partition_size]
+        for start in range(0, len(entries), partition_size):
+            part = entries[start:start + partition_size]
             digest = hashlib.sha256("\n".join(s for s, _ in part).encode()).hexdigest()[:16]
             good = [(s, it) for s, it in part if not isinstance(it, Exception)]
             failed = tuple((s, reason(str(it), s)) for s, it in part
@@ -334,22 +358,14 @@ def plan_embed(target, paths: Iterable = (), texts=None, output=None, *,
             shards.append(Shard(len(shards), m,
                                 tuple(it if isinstance(it, str) else str(it) for _, it in good),
                                 tuple(s for s, _ in good), failed, digest))
-    return replace(plan, shards=tuple(shards), name=tgt.name, dim=tgt.dim,
-                   fingerprint=tgt.fingerprint, counts={m: len(v) for m, v in items.items()},
-                   skipped=tuple(skipped), ignored=len(ignored),
-                   ignored_examples=tuple(str(p) for p in sorted(ignored)[:IGNORED_EXAMPLES]),
-                   _target=tgt)
+    return shards, skipped
 
 
 # --- the output folder --------------------------------------------------------------------
 
 def shard_files(plan: EmbedPlan, shard: Shard) -> dict[str, Path]:
     """Where partition ``shard.index`` lives: ``embeddings``, ``metadata``, ``skipped``."""
-    out, m, k = Path(plan.output), shard.modality, shard.index
-    ext = "parquet" if plan.options.metadata == "parquet" else "jsonl"
-    return {"embeddings": out / f"{m}_emb" / f"{m}_emb_{k}.npy",
-            "metadata": out / "metadata" / f"metadata_{k}.{ext}",
-            "skipped": out / "skipped" / f"skipped_{k}.jsonl"}
+    return partition_paths(plan.output, shard.modality, shard.index, plan.options.metadata)
 
 
 def begin(plan: EmbedPlan) -> None:
@@ -721,13 +737,5 @@ def embed(target, paths: Iterable = (), texts=None, output=None, *, engine: str 
     return report
 
 
-class _CallableModule(types.ModuleType):
-    """``freebind.run.partitions`` is both this module and its :func:`embed`: importing the module
-    as a submodule rebinds the package's attribute to it, so the module itself calls
-    :func:`embed`."""
-
-    def __call__(self, *args, **kwargs) -> EmbedReport:
-        return embed(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
+# ``freebind.run.partitions(...)`` is :func:`embed`, as ``freebind.embed(...)`` is
+make_callable(__name__, __name__, "embed")

@@ -20,7 +20,6 @@ measured when it is built, under the index's factors and under each preset).
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import threading
@@ -270,8 +269,11 @@ class Index:
         For a plain space the stored vectors are used as they are; for a bundle the items'
         base-space embeddings come from the embedding cache (the one ``embed`` filled; items
         it lacks are encoded). Returns ``{"partitions": n, "added": rows, "skipped": […]}``."""
+        from freebind.run.embed_folder import (TextSources, partition_paths, partition_rows,
+                                               read_manifest)
+
         folder = Path(folder)
-        manifest = _read_manifest(folder)
+        manifest = read_manifest(folder)
         if manifest.get("target") != self.name:
             raise UsageError(f"{folder}: embedded with {manifest.get('target')!r}, but this "
                              f"index is of {self.name!r}")
@@ -281,15 +283,16 @@ class Index:
         root = str(folder.resolve())
         done = {(s["dir"], s["k"], s["sources"]) for s in self.sources}
         report = {"partitions": 0, "added": 0, "skipped": []}
+        text_sources = TextSources()   # each texts file read once, not once per row
         for part in manifest.get("partitions", []):
             ident = (root, int(part["k"]), part["sources"])
             if ident in done:
                 continue
             m = part["modality"]
-            npy = folder / f"{m}_emb" / f"{m}_emb_{part['k']}.npy"
+            npy = partition_paths(folder, m, int(part["k"]))["embeddings"]
             if not npy.is_file():
                 continue  # not written yet (an embed run still going): a later add takes it
-            rows = _read_metadata(folder, manifest, int(part["k"]))
+            rows = partition_rows(folder, manifest, part)
             paths = [_abs(r["path"]) for r in rows]
             if self.fused is None:
                 try:
@@ -299,12 +302,13 @@ class Index:
                 if vec.shape[0] != len(paths):
                     raise IndexError_(f"{npy}: {vec.shape[0]} rows but its metadata lists "
                                       f"{len(paths)}")
-                texts = [_text_of(r["path"]) for r in rows] if m == "text" else None
+                texts = [text_sources.text(r["path"]) for r in rows] if m == "text" else None
                 added = self.add_leaves(m, [r["path"] for r in rows] if texts else paths,
                                         {self.ref: vec}, texts=texts)
             else:
                 if m == "text":
-                    items, names = [_text_of(r["path"]) for r in rows], [r["path"] for r in rows]
+                    items = [text_sources.text(r["path"]) for r in rows]
+                    names = [r["path"] for r in rows]
                 else:
                     items, names = paths, paths
                 res = self.add(m, items, store=store, batch_size=batch_size,
@@ -997,59 +1001,10 @@ def _load_npy(path: Path) -> np.ndarray:
         raise IndexError_(f"{path}: cannot read ({exc})") from None
 
 
-def _read_manifest(folder: Path) -> dict:
-    f = folder / "embed.json"
-    if not f.is_file():
-        raise UsageError(f"{folder}: no embed.json; give a folder written by `freebind embed`")
-    try:
-        return json.loads(f.read_text(encoding="utf-8"))
-    except ValueError as exc:
-        raise UsageError(f"{f}: unreadable ({exc})") from None
-
-
-def _read_metadata(folder: Path, manifest: dict, k: int) -> list[dict]:
-    fmt = manifest.get("metadata", "parquet")
-    if fmt == "parquet":
-        f = folder / "metadata" / f"metadata_{k}.parquet"
-        try:
-            import pyarrow.parquet as pq
-        except ImportError:
-            raise UsageError(f"{f}: reading parquet metadata needs pyarrow") from None
-        try:
-            t = pq.read_table(f).to_pydict()
-        except Exception as exc:  # noqa: BLE001  (pyarrow raises many types)
-            raise UsageError(f"{f}: unreadable ({exc})") from None
-        return [{"path": p, "modality": m, "row": r}
-                for p, m, r in zip(t["path"], t["modality"], t["row"])]
-    f = folder / "metadata" / f"metadata_{k}.jsonl"
-    try:
-        return [json.loads(line) for line in f.read_text(encoding="utf-8").splitlines()
-                if line.strip()]
-    except (OSError, ValueError) as exc:
-        raise UsageError(f"{f}: unreadable ({exc})") from None
-
-
 def _abs(p: str) -> str:
     """Metadata paths as absolute paths (relative ones are taken from the working folder)."""
     q = Path(p)
     return str(q) if q.is_absolute() or not q.exists() else str(q.resolve())
-
-
-def _text_of(source: str) -> str:
-    """The text behind a text row's source: ``FILE:LINE`` (``--texts``) or a .txt file."""
-    path, _, line = source.rpartition(":")
-    if path and line.isdigit() and Path(path).is_file():
-        st = os.stat(path)
-        return _texts_in(os.path.abspath(path), st.st_mtime_ns, st.st_size)[int(line) - 1]
-    return Path(source).read_text(encoding="utf-8").strip()
-
-
-@functools.lru_cache(maxsize=2)
-def _texts_in(path: str, mtime_ns: int, size: int) -> list[str]:
-    """A texts file's lines, read once per version of the file (not once per row)."""
-    from freebind.data.media import read_texts
-
-    return read_texts(path)
 
 
 def _item_name(item) -> str:

@@ -3,11 +3,11 @@ runs)."""
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Mapping, Sequence
 
+from freebind.run.embed_folder import read_manifest
 from freebind.util.errors import UsageError
 from freebind.search.index import Index
 
@@ -15,14 +15,7 @@ from freebind.search.index import Index
 def embed_target(folder: Path) -> str:
     """The target an embed folder names (``embed.json``'s ``target``: a space reference, or
     a bundle's expression, which does not say where the bundle file is)."""
-    f = Path(folder) / "embed.json"
-    if not f.is_file():
-        raise UsageError(f"{folder}: no embed.json; give a folder written by `freebind embed`")
-    try:
-        meta = json.loads(f.read_text(encoding="utf-8"))
-    except ValueError as exc:
-        raise UsageError(f"{f}: unreadable ({exc})") from None
-    return str(meta.get("target", ""))
+    return str(read_manifest(folder).get("target", ""))
 
 
 def embed_ref(folder: Path) -> str:
@@ -30,7 +23,7 @@ def embed_ref(folder: Path) -> str:
     records (path and content hash), or, when it has moved, the ``*.safetensors`` beside the
     folder (in it, or next to it) with that content; for a space, its reference."""
     folder = Path(folder)
-    meta = json.loads((folder / "embed.json").read_text(encoding="utf-8"))
+    meta = read_manifest(folder)
     rec = meta.get("bundle")
     if not isinstance(rec, dict) or not rec.get("path"):
         return str(meta.get("target", ""))
@@ -126,8 +119,7 @@ def _check_faiss(index: Index, dirs: list[Path]) -> None:
     """Name a missing faiss before any work when a modality will pass the exact limit."""
     rows = {m: b.rows for m, b in index.blocks.items()}
     for d in dirs:
-        meta = json.loads((d / "embed.json").read_text(encoding="utf-8"))
-        for p in meta.get("partitions", []):
+        for p in read_manifest(d).get("partitions", []):
             rows[p["modality"]] = rows.get(p["modality"], 0) + int(p.get("items", 0))
     if any(n > index.exact_limit for n in rows.values()):
         from freebind.search.index import _faiss

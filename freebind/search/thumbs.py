@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from freebind.util.atomic import atomic_write_text
+from freebind.util.progress import bar
 
 WIDTH, HEIGHT = 240, 48
 MEDIA_INFO = "media.json"
@@ -111,8 +112,6 @@ def write_media_info(index_dir: os.PathLike, captions: os.PathLike | None = None
                      progress: bool = False) -> dict:
     """Thumbnails, durations and captions of the index's audio and image items (those
     without an entry yet). Returns ``{"thumbnails": n, "captions": n}`` (new ones)."""
-    from freebind.util.progress import bar
-
     index_dir = Path(index_dir)
     items = json.loads((index_dir / "items.json").read_text(encoding="utf-8"))
     info_path = index_dir / MEDIA_INFO
@@ -127,25 +126,24 @@ def write_media_info(index_dir: os.PathLike, captions: os.PathLike | None = None
     todo = [(i, it) for i, it in enumerate(items)
             if it["modality"] in ("audio", "image") and str(i) not in info]
     made = {"thumbnails": 0, "captions": 0}
-    pb = bar(total=len(todo), desc="thumbnails", unit="file", disable=not progress)
-    for i, it in todo:
-        pb.update(1)
-        entry: dict = {}
-        caption = table.get(Path(it["path"]).stem) or _sidecar_caption(it["path"])
-        if caption:
-            entry["caption"] = caption
-            made["captions"] += 1
-        if it["modality"] == "audio":
-            got = _audio(it["path"])
-            if got is not None:
-                wave, seconds = got
-                entry["duration"] = round(seconds, 2)
-                if thumbnails:
-                    thumbs.mkdir(exist_ok=True)
-                    waveform_png(wave, thumbs / f"{i}.png")
-                    made["thumbnails"] += 1
-        info[str(i)] = entry
-    pb.close()
+    with bar(total=len(todo), desc="thumbnails", unit="file", disable=not progress) as pb:
+        for i, it in todo:
+            pb.update(1)
+            entry: dict = {}
+            caption = table.get(Path(it["path"]).stem) or _sidecar_caption(it["path"])
+            if caption:
+                entry["caption"] = caption
+                made["captions"] += 1
+            if it["modality"] == "audio":
+                got = _audio(it["path"])
+                if got is not None:
+                    wave, seconds = got
+                    entry["duration"] = round(seconds, 2)
+                    if thumbnails:
+                        thumbs.mkdir(exist_ok=True)
+                        waveform_png(wave, thumbs / f"{i}.png")
+                        made["thumbnails"] += 1
+            info[str(i)] = entry
     if todo:
         atomic_write_text(info_path, json.dumps(info))
     return made

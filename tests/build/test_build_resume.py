@@ -3,14 +3,11 @@ reused, and the bundle equals an uninterrupted build's byte for byte."""
 
 from __future__ import annotations
 
-import signal
-import subprocess
-import sys
 import textwrap
-import time
 from pathlib import Path
 
 from build_world import register_world, write_world  # noqa: E402
+from killed_run import run_and_kill  # noqa: E402
 
 HERE = Path(__file__).resolve().parents[1] / "support"
 EXPR = "test:base + d(test:vl) + c(test:at)"
@@ -32,17 +29,9 @@ def test_killed_build_resumes_to_the_uninterrupted_bundle(tmp_path):
         freebind.build({EXPR!r}, pools={str(root)!r}, output={str(tmp_path / 'k.safetensors')!r},
                        cache_dir={str(cache)!r}, hyper={HYPER!r}, progress=False)
     """))
-    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        if list((cache / "jobs").glob("*.safetensors")):  # j1 finished, j2 training
-            break
-        time.sleep(0.01)
-    time.sleep(0.3)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()
+    # killed once j1 is finished, while j2 trains
+    run_and_kill(script, lambda: bool(list((cache / "jobs").glob("*.safetensors"))),
+                 timeout=120, poll=0.01, settle=0.3)
     assert not (tmp_path / "k.safetensors").exists()
     assert len(list((cache / "jobs").glob("*.safetensors"))) == 1
 

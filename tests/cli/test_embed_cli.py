@@ -10,7 +10,7 @@ import shutil
 import pytest
 from typer.testing import CliRunner
 
-from build_world import register_world, write_world  # noqa: E402
+from build_world import world_folder  # noqa: E402
 
 import freebind.run.partitions as E  # noqa: E402
 from freebind_cli.main import app  # noqa: E402
@@ -18,10 +18,7 @@ from freebind_cli.main import app  # noqa: E402
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    register_world()
-    root = tmp_path_factory.mktemp("world")
-    write_world(root, n=12)
-    return root
+    return world_folder(tmp_path_factory, n=12)
 
 
 def run(*args, **kw):

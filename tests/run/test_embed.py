@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from build_world import register_world, write_world  # noqa: E402
+from build_world import world_folder  # noqa: E402
 
 import freebind  # noqa: E402
 from freebind.util.errors import EmbedSkipped, UsageError  # noqa: E402
@@ -19,10 +18,7 @@ from freebind.util.errors import EmbedSkipped, UsageError  # noqa: E402
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    register_world()
-    root = tmp_path_factory.mktemp("world")
-    write_world(root, n=40)
-    return root
+    return world_folder(tmp_path_factory, n=40)
 
 
 def run(target, *paths, **options):

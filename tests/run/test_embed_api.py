@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from build_world import register_world, write_world  # noqa: E402
+from build_world import world_folder  # noqa: E402
 
 import freebind  # noqa: E402
 from freebind.run import partitions as E  # noqa: E402
@@ -23,10 +22,7 @@ from freebind_cli.main import app  # noqa: E402
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    register_world()
-    root = tmp_path_factory.mktemp("world")
-    write_world(root, n=30)
-    return root
+    return world_folder(tmp_path_factory, n=30)
 
 
 def tree(folder: Path) -> dict[str, bytes]:

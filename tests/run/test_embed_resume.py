@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
 import textwrap
-import time
 from pathlib import Path
 
 import numpy as np
 
 from build_world import register_world, write_world  # noqa: E402
+from killed_run import run_and_kill  # noqa: E402
 
 import freebind  # noqa: E402
 
@@ -36,18 +33,9 @@ def test_killed_embed_resumes_to_the_uninterrupted_result(tmp_path):
                        cache_dir={str(cache)!r}, **{options!r})
     """))
     env = {**os.environ, "FREEBIND_TEST_DELAY": "0.04", "FREEBIND_TEST_LOG": str(log)}
-    proc = subprocess.Popen([sys.executable, str(script)], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
     shard_glob = "*/image/shard-*.npz"
-    deadline = time.time() + 60
-    while time.time() < deadline and proc.poll() is None:
-        if len(list(cache.glob(shard_glob))) >= 3:
-            break
-        time.sleep(0.005)
-    time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()
+    run_and_kill(script, lambda: len(list(cache.glob(shard_glob))) >= 3, env=env, timeout=60,
+                 poll=0.005, settle=0.05)
     assert not (out / "image_emb" / "image_emb_1.npy").exists()  # killed before the end
     encoded_before = sum(int(x) for x in log.read_text().split())
     cached = 8 * len(list(cache.glob(shard_glob)))

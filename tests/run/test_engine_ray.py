@@ -22,7 +22,7 @@ pytest.importorskip("ray.data")
 
 HERE = Path(__file__).resolve().parents[1] / "support"
 sys.path.insert(0, str(HERE))
-from build_world import register_world, write_world  # noqa: E402
+from build_world import register_world, world_folder  # noqa: E402
 from ray_world import actor_pids  # noqa: E402
 from tests.run.test_engines import files_of, store_of  # noqa: E402
 
@@ -81,10 +81,7 @@ def mini_pools(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    register_world()
-    root = tmp_path_factory.mktemp("world")
-    write_world(root, n=160)
-    return root
+    return world_folder(tmp_path_factory, n=160)
 
 
 @needs_mini

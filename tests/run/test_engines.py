@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from build_world import register_world, write_world  # noqa: E402
+from build_world import world_folder  # noqa: E402
 
 from freebind.util.errors import UsageError  # noqa: E402
 from freebind_cli.main import app  # noqa: E402
@@ -21,9 +21,7 @@ FAST = {"hidden": 16, "epochs": 2, "batch": 32, "patience": 2}
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    register_world()
-    root = tmp_path_factory.mktemp("world")
-    write_world(root, n=40)
+    root = world_folder(tmp_path_factory, n=40)
     (root / "audio" / "a9999.wav").write_bytes(b"RIFF not really a wav file")
     return root
 

@@ -3,8 +3,6 @@ itself from its real cache layout on disk (tests/hub_cache.py), offline."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -4,7 +4,6 @@ content, under the space's identity; refusals name the file."""
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np

@@ -11,30 +11,15 @@ from freebind.algebra import plan
 from freebind.util.errors import UsageError
 from freebind.fusion.fused import FusedSpace
 from freebind.fusion.graph import fuse
-from freebind.fusion.projector import ProjectorGroup
 from freebind.search import Index, parts
+from index_checks import add_all, assert_ranks_as_refusing, random_leaves, random_projectors
 
 EXPR = "mini:bind + d(mini:vl) + c(mini:clap, mini:clap2)"
 
 
 def random_fused(expr=EXPR, seed=0):
     p = plan(expr)
-    g = torch.Generator().manual_seed(seed)
-    proj = {j.id: ProjectorGroup(2, j.source_dim, j.target_dim, hidden=16, generator=g).eval()
-            for j in p.jobs}
-    return FusedSpace(p, proj)
-
-
-def random_leaves(fs, n, seed=0):
-    rng = np.random.default_rng(seed)
-    return {ref: {m: rng.normal(size=(n, meta["dim"])).astype(np.float32)
-                  for m in meta["modalities"]} for ref, meta in fs.plan.spaces.items()}
-
-
-def add_all(index, leaves, n, offset=0):
-    for m in ("audio", "image", "text"):
-        index.add_leaves(m, [f"{m}{i + offset}" for i in range(n)],
-                         {r: leaves[r][m] for r in leaves if m in leaves[r]})
+    return FusedSpace(p, random_projectors(p, torch.Generator().manual_seed(seed)))
 
 
 @pytest.fixture(scope="module")
@@ -55,18 +40,9 @@ FACTORS = [[], ["a=0.8"], ["b2.a=0.3", "b1.i=0.2"], ["b2=off"], ["b1=off"], ["a=
 @pytest.mark.parametrize("modality", ["audio", "image", "text"])
 def test_scores_equal_refusing_under_other_factors(world, factors, modality):
     fs, leaves, index, n = world
-    table = index._table(factors)
-    ref = fuse(fs.graph, fs.projectors, leaves, table=table, modalities=[modality])[modality]
-    rng = np.random.default_rng(1)
-    q = rng.normal(size=(4, fs.dim)).astype(np.float32)
-    q /= np.linalg.norm(q, axis=1, keepdims=True)
-    hits = index.search_many([None] * 4, vectors=q, modality=modality, k=n, factors=factors)
-    for qi, row in enumerate(hits):
-        expected = ref.numpy() @ q[qi]
-        order = np.array([int(h.path[len(modality):]) for h in row])
-        got = np.array([h.score for h in row])
-        np.testing.assert_allclose(got, expected[order], atol=1e-5)
-        assert list(order[:25]) == list(np.argsort(-expected, kind="stable")[:25])
+    hits = assert_ranks_as_refusing(fs, leaves, index, modality, factors, k=n, queries=4,
+                                    seed=1, top=25)
+    for row in hits:
         assert [h.rank for h in row[:3]] == [1, 2, 3]
 
 

@@ -8,9 +8,9 @@ import torch
 from freebind.algebra import plan
 from freebind.fusion.fused import FusedSpace
 from freebind.fusion.graph import fuse
-from freebind.fusion.projector import ProjectorGroup
 from freebind.fusion.router import BondRouter, router_key
 from freebind.search import Index, parts
+from index_checks import add_all, assert_ranks_as_refusing, random_leaves, random_projectors
 
 PIVOT = "mini:bind + d(mini:vl) + c(mini:clap, mini:clap2, route=learned)"
 EARLIER = "mini:bind + c(mini:clap, mini:clap2, route=learned) + d(mini:vl)"
@@ -21,8 +21,7 @@ def routed_fused(expr, seed=0):
     from item to item."""
     p = plan(expr)
     g = torch.Generator().manual_seed(seed)
-    proj = {j.id: ProjectorGroup(2, j.source_dim, j.target_dim, hidden=16, generator=g).eval()
-            for j in p.jobs}
+    proj = random_projectors(p, g)
     for bond in p.bonds():
         if bond.get("route") == "learned":
             router = BondRouter(bond, hidden=8, generator=g)
@@ -34,21 +33,13 @@ def routed_fused(expr, seed=0):
     return FusedSpace(p, proj)
 
 
-def leaves_of(fs, n, seed=0):
-    rng = np.random.default_rng(seed)
-    return {ref: {m: rng.normal(size=(n, meta["dim"])).astype(np.float32)
-                  for m in meta["modalities"]} for ref, meta in fs.plan.spaces.items()}
-
-
 @pytest.fixture(scope="module", params=[PIVOT, EARLIER], ids=["pivot", "earlier"])
 def world(request):
     fs = routed_fused(request.param)
     n = 150
-    leaves = leaves_of(fs, n)
+    leaves = random_leaves(fs, n)
     index = Index(fs)
-    for m in ("audio", "image", "text"):
-        index.add_leaves(m, [f"{m}{i}" for i in range(n)],
-                         {r: leaves[r][m] for r in leaves if m in leaves[r]})
+    add_all(index, leaves, n)
     return fs, leaves, index, n
 
 
@@ -75,18 +66,8 @@ def test_the_router_is_not_trivial(world):
 @pytest.mark.parametrize("modality", ["audio", "text", "image"])
 def test_scores_equal_refusing(world, case, modality):
     fs, leaves, index, n = world
-    factors = cases(fs)[case]
-    table = index._table(factors)
-    ref = fuse(fs.graph, fs.projectors, leaves, table=table, modalities=[modality])[modality]
-    rng = np.random.default_rng(case)
-    q = rng.normal(size=(3, fs.dim)).astype(np.float32)
-    q /= np.linalg.norm(q, axis=1, keepdims=True)
-    hits = index.search_many([None] * 3, vectors=q, modality=modality, k=n, factors=factors)
-    for qi, row in enumerate(hits):
-        expected = ref.numpy() @ q[qi]
-        order = np.array([int(h.path[len(modality):]) for h in row])
-        np.testing.assert_allclose([h.score for h in row], expected[order], atol=1e-5)
-        assert list(order[:10]) == list(np.argsort(-expected, kind="stable")[:10])
+    assert_ranks_as_refusing(fs, leaves, index, modality, cases(fs)[case], k=n, queries=3,
+                             seed=case, top=10)
 
 
 def test_text_query_through_the_router(world):

@@ -101,3 +101,12 @@ def write_world(root: Path, n: int = N) -> dict:
     (root / "texts.txt").write_text("".join(f"caption {i}\n" for i in range(n)))
     (root / "pools.json").write_text('{"audio": "audio", "image": "image", "text": "texts.txt"}')
     return {"audio": root / "audio", "image": root / "image", "text": root / "texts.txt"}
+
+
+def world_folder(tmp_path_factory, n: int = N) -> Path:
+    """A fresh folder holding a world of ``n`` items, the world's spaces registered (what a
+    test module's ``world`` fixture gives)."""
+    register_world()
+    root = tmp_path_factory.mktemp("world")
+    write_world(root, n=n)
+    return root

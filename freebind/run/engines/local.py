@@ -6,6 +6,8 @@ import os
 import socket
 import time
 
+from freebind.util.progress import bar
+
 
 def run(chunks, spaces, store, report, batch_size: int = 64, progress: bool = True) -> None:
     """Encode ``chunks`` here; each becomes one store shard (what ``store.embed`` writes for
@@ -13,15 +15,10 @@ def run(chunks, spaces, store, report, batch_size: int = 64, progress: bool = Tr
     from freebind.run.engines.options import WorkerStats
 
     stats = WorkerStats(f"{socket.gethostname()}:{os.getpid()} (local)")
-    bar = None
-    if progress:
-        from freebind.util.progress import bar as tqdm
-
-        bar = tqdm(total=sum(len(c.todo) for c in chunks), unit="item",
-                   desc="embed (local)")
     from freebind.util.text import reason
 
-    try:
+    with bar(total=sum(len(c.todo) for c in chunks), unit="item", desc="embed (local)",
+             disable=not progress) as pbar:
         for chunk in chunks:
             t = time.perf_counter()
             before = store.encoded
@@ -41,9 +38,5 @@ def run(chunks, spaces, store, report, batch_size: int = 64, progress: bool = Tr
             report.failures += [{"path": it, "reason": reason(bad[k], it),
                                  "modality": chunk.modality}
                                 for k, it in chunk.todo if k in bad]
-            if bar is not None:
-                bar.update(len(chunk.todo))
-    finally:
-        if bar is not None:
-            bar.close()
+            pbar.update(len(chunk.todo))
     report.workers.append(stats)

@@ -29,6 +29,7 @@ import time
 import numpy as np
 
 from freebind.util.errors import FreebindError, MediaError
+from freebind.util.progress import bar
 
 #: per-process state of Ray worker processes: setup hooks run, spaces opened
 _SETUP_DONE: set[str] = set()
@@ -213,83 +214,98 @@ def run(chunks, spaces, store, options, report, batch_size: int = 64, progress: 
         space_options: dict | None = None) -> None:
     """Encode ``chunks`` on Ray Data and put each into the store as it completes."""
     import ray
-    import ray.data
+    import ray.data  # noqa: F401  (a missing Ray Data fails before Ray starts)
 
-    from freebind.run.engines.options import WorkerStats
-    from freebind.run.engines.chunks import batches
-
-    space_options = dict(space_options or {})
-    rows, expected = [], {}
-    for c in chunks:
-        bs = batches(c, batch_size)
-        expected[c.index] = len(bs)
-        rows += [{"chunk": c.index, "batch": b, "ref": c.ref, "modality": c.modality,
-                  "items": json.dumps(list(items))} for b, items in enumerate(bs)]
-    by_index = {c.index: c for c in chunks}
-    refs = sorted({c.ref for c in chunks})
-    total = sum(len(c.todo) for c in chunks)
-
+    rows, expected = _batch_rows(chunks, batch_size)
     owned, init_seconds = connect(options)
     t_start = time.perf_counter()
-    bar = None
     try:
         _quiet_ray_data()
-        common = dict(setup=options.setup, space_options=space_options)
-        ds = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows), 1000)))
-        # the read stage's memory reservation, which the actors lack, keeps it a stage of
-        # its own (Ray Data fuses stages of equal resources into the actors), so decoding
-        # runs in parallel with encoding
-        ds = ds.map_batches(_decode, batch_size=1, fn_kwargs=common,
-                            num_cpus=options.decode_cpus, memory=DECODE_MEMORY)
-        ds = ds.map_batches(_encoder_class(refs, **common), batch_size=1,
-                            compute=ray.data.ActorPoolStrategy(size=int(options.workers)),
-                            num_cpus=options.cpus_per_worker,
-                            num_gpus=options.gpus_per_worker or None)
-        if progress:
-            from freebind.util.progress import bar as tqdm
-
-            bar = tqdm(total=total, unit="item",
-                       desc=f"embed (ray, {options.workers} worker(s))")
-        got: dict[int, dict[int, tuple]] = {}
-        stats: dict[str, WorkerStats] = {}
-        first = None
-        try:
-            for out in ds.iter_batches(batch_size=None, batch_format="numpy"):
-                if first is None:
-                    first = time.perf_counter()
-                for i in range(len(out["chunk"])):
-                    g, b = int(out["chunk"][i]), int(out["batch"][i])
-                    if g not in expected or b in got.get(g, {}):
-                        continue  # a chunk already written, or a batch delivered twice
-                    chunk = by_index[g]
-                    dim = int(spaces[chunk.ref].dim)
-                    emb = np.frombuffer(out["emb"][i], dtype=np.float32).reshape(-1, dim)
-                    mask = json.loads(out["mask"][i])
-                    w = str(out["worker"][i])
-                    s = stats.setdefault(w, WorkerStats(w))
-                    s.items += len(mask)
-                    s.seconds += float(out["seconds"][i])
-                    s.failures += mask.count(False)
-                    got.setdefault(g, {})[b] = (emb, mask, json.loads(out["reasons"][i]))
-                    if bar is not None:
-                        bar.update(len(mask))
-                    if len(got[g]) == expected[g]:
-                        _put(store, spaces[chunk.ref], chunk, got.pop(g), batch_size, report)
-                        del expected[g]
-        except FreebindError:
-            raise
-        except Exception as exc:  # a worker's error, wrapped by Ray
-            raise FreebindError(f"the ray engine failed: {_root_message(exc)}") from None
+        ds = _pipeline(rows, sorted({c.ref for c in chunks}), options,
+                       dict(space_options or {}))
+        with bar(total=sum(len(c.todo) for c in chunks), unit="item",
+                 desc=f"embed (ray, {options.workers} worker(s))",
+                 disable=not progress) as pbar:
+            stats, first = _drain(ds, {c.index: c for c in chunks}, expected, spaces, store,
+                                  batch_size, report, pbar)
         if expected:
             raise FreebindError(f"the ray engine returned no rows for {len(expected)} "
                                 f"chunk(s); rerun to resume")
         report.workers += sorted(stats.values(), key=lambda s: s.worker)
         report.startup_seconds = round(init_seconds + ((first or t_start) - t_start), 3)
     finally:
-        if bar is not None:
-            bar.close()
         if owned:
             ray.shutdown()
+
+
+def _batch_rows(chunks, batch_size: int) -> tuple[list[dict], dict[int, int]]:
+    """The dataset's rows (one per encoder batch of every chunk: chunk, batch, ref,
+    modality and its items as JSON) and how many batches each chunk has."""
+    from freebind.run.engines.chunks import batches
+
+    rows, expected = [], {}
+    for c in chunks:
+        bs = batches(c, batch_size)
+        expected[c.index] = len(bs)
+        rows += [{"chunk": c.index, "batch": b, "ref": c.ref, "modality": c.modality,
+                  "items": json.dumps(list(items))} for b, items in enumerate(bs)]
+    return rows, expected
+
+
+def _pipeline(rows: list[dict], refs: list[str], options, space_options: dict):
+    """The Ray Data pipeline over ``rows``: a decoding read stage, then the encoder actors."""
+    import ray.data
+
+    common = dict(setup=options.setup, space_options=space_options)
+    ds = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows), 1000)))
+    # the read stage's memory reservation, which the actors lack, keeps it a stage of
+    # its own (Ray Data fuses stages of equal resources into the actors), so decoding
+    # runs in parallel with encoding
+    ds = ds.map_batches(_decode, batch_size=1, fn_kwargs=common,
+                        num_cpus=options.decode_cpus, memory=DECODE_MEMORY)
+    return ds.map_batches(_encoder_class(refs, **common), batch_size=1,
+                          compute=ray.data.ActorPoolStrategy(size=int(options.workers)),
+                          num_cpus=options.cpus_per_worker,
+                          num_gpus=options.gpus_per_worker or None)
+
+
+def _drain(ds, by_index: dict, expected: dict[int, int], spaces, store, batch_size: int,
+           report, pbar):
+    """Stream the pipeline's results, putting each chunk into the store once all its
+    batches are in (``expected`` loses the chunks written). Returns the per-worker stats
+    and when the first result came."""
+    from freebind.run.engines.options import WorkerStats
+
+    got: dict[int, dict[int, tuple]] = {}
+    stats: dict[str, WorkerStats] = {}
+    first = None
+    try:
+        for out in ds.iter_batches(batch_size=None, batch_format="numpy"):
+            if first is None:
+                first = time.perf_counter()
+            for i in range(len(out["chunk"])):
+                g, b = int(out["chunk"][i]), int(out["batch"][i])
+                if g not in expected or b in got.get(g, {}):
+                    continue  # a chunk already written, or a batch delivered twice
+                chunk = by_index[g]
+                dim = int(spaces[chunk.ref].dim)
+                emb = np.frombuffer(out["emb"][i], dtype=np.float32).reshape(-1, dim)
+                mask = json.loads(out["mask"][i])
+                w = str(out["worker"][i])
+                s = stats.setdefault(w, WorkerStats(w))
+                s.items += len(mask)
+                s.seconds += float(out["seconds"][i])
+                s.failures += mask.count(False)
+                got.setdefault(g, {})[b] = (emb, mask, json.loads(out["reasons"][i]))
+                pbar.update(len(mask))
+                if len(got[g]) == expected[g]:
+                    _put(store, spaces[chunk.ref], chunk, got.pop(g), batch_size, report)
+                    del expected[g]
+    except FreebindError:
+        raise
+    except Exception as exc:  # a worker's error, wrapped by Ray
+        raise FreebindError(f"the ray engine failed: {_root_message(exc)}") from None
+    return stats, first
 
 
 def _put(store, space, chunk, parts: dict, batch_size: int, report) -> None:

@@ -19,15 +19,15 @@ MINI_POOL_SIZE = 2000
 class BuildConfig:
     """Everything :func:`freebind.build.orchestrator.build` takes besides the expression.
 
-    Pools: ``audio``/``image`` folders (or lists of paths), ``text`` a file with one text
-    per line (or a list of strings), ``pools`` a pools file; ``output`` the bundle path;
-    ``hyper`` overrides training defaults for every job; ``seed`` the training seed;
-    ``threads`` torch's CPU threads for the build; ``space_options`` go to every
-    ``spaces.get``; ``log`` receives progress lines; ``save=False`` keeps the bundle in
-    memory; ``store_dtype="fp16"`` keeps new cache entries as float16; ``chunk_rows`` the
-    rows fused at once when the space built so far is computed (default from
-    :data:`freebind.fusion.graph.FUSE_BUDGET_BYTES`). Pools larger than a few tens of MB are read memory-mapped
-    from the store whatever the dtype (:data:`freebind.build.leaf_embeddings.RESIDENT_POOL_BYTES`)."""
+    Pools: ``audio``/``image`` folders (or lists of paths), ``text`` a file with one text per
+    line (or a list of strings), ``pools`` a pools file; ``output`` the bundle path; ``hyper``
+    overrides training defaults for every job; ``seed`` the training seed; ``threads`` torch's
+    CPU threads for the build; ``space_options`` go to every ``spaces.get``; ``log`` receives
+    progress lines; ``save=False`` keeps the bundle in memory; ``store_dtype="fp16"`` keeps new
+    cache entries as float16; ``chunk_rows`` the rows fused at once when the space built so far
+    is computed (default from :data:`freebind.fusion.graph.FUSE_BUDGET_BYTES`). Pools larger
+    than a few tens of MB are read memory-mapped from the store whatever the dtype
+    (:data:`freebind.build.leaf_embeddings.RESIDENT_POOL_BYTES`)."""
 
     audio: Any = None
     image: Any = None

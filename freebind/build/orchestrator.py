@@ -1,5 +1,6 @@
 """Building a fused space: Plan → embed pools with every space → pseudo tuples → train jobs in
-dependency order → a :class:`~freebind.fusion.fused.FusedSpace` bundle (docs/architecture.md, "The data path").
+dependency order → a :class:`~freebind.fusion.fused.FusedSpace` bundle (docs/architecture.md,
+"The data path").
 
     fused = freebind.build("mini:bind + d(mini:vl) + c(mini:clap)")      # default mini pools
     fused = freebind.build("IB + d(InternVL)", audio="pools/audio", image="pools/image",

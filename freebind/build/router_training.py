@@ -2,14 +2,14 @@
 :mod:`freebind.fusion.router`).
 
 Training (after the bond's projector groups, which stay frozen) runs on the bond's own pseudo
-tuples: every tuple is fused in each of its modalities and a symmetric InfoNCE pulls the
-fused modalities of one tuple together (audio–text, audio–image, image–text as present),
-plus ``reg`` · mean (logit deviation)², which keeps the weights near the fixed factors where
-the tuples carry no signal. A held-out split early-stops training and keeps the best weights. By default the
+tuples: every tuple is fused in each of its modalities and a symmetric InfoNCE pulls the fused
+modalities of one tuple together (audio–text, audio–image, image–text as present), plus ``reg``
+· mean (logit deviation)², which keeps the weights near the fixed factors where the tuples carry
+no signal. A held-out split early-stops training and keeps the best weights. By default the
 router learns σ only (``router_experts=learned`` learns the expert weights too: on the mini
 world it preferred the weaker expert and lowered every suite's mean; docs/routers.md).
-Deterministic: the seed drives initialisation, split and batch order (bitwise-identical on
-CPU). See docs/routers.md.
+Deterministic: the seed drives initialisation, split and batch order (bitwise-identical on CPU).
+See docs/routers.md.
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
 """Encode many items, some of which fail, and keep the rows aligned across base spaces.
 
-A fused space reads one item's embedding from several base spaces; an item that one of
-them cannot decode (a truncated file, a mislabelled one) must be dropped from all of
-them, or the rows of the others no longer describe the same items. The steps, shared by
-:meth:`freebind.fusion.fused.FusedSpace.encode`, :func:`freebind.run.partitions.embed`, the builder and
-the evaluation runner:
+A fused space reads one item's embedding from several base spaces; an item that one of them
+cannot decode (a truncated file, a mislabelled one) must be dropped from all of them, or the
+rows of the others no longer describe the same items. The steps, shared by
+:meth:`freebind.fusion.fused.FusedSpace.encode`, :func:`freebind.run.partitions.embed`, the
+builder and the evaluation runner:
 
 * :func:`encode_skipping` — one space, one modality: ``(rows, kept, failures)``, through
   an embedding store when one is given (cached, resumable), else directly, a failing

@@ -2,10 +2,10 @@
 published datasets' on-disk layouts), the runner that embeds, fuses and scores, the
 factor sweeps behind tuning, and the APIs over them (:mod:`freebind.evaluate.entrypoints`).
 
-``freebind.evaluate(targets, suites, data, …)`` calls :func:`freebind.evaluate.entrypoints.evaluate`:
-the package itself is callable, since it and the function share the name.
-``freebind.evaluate.retrieval_from_embeddings`` and ``paired_retrieval_from_embeddings``
-score precomputed (memory-mapped) embeddings, streamed."""
+``freebind.evaluate(targets, suites, data, …)`` calls
+:func:`freebind.evaluate.entrypoints.evaluate`: the package itself is callable, since it and the
+function share the name. ``freebind.evaluate.retrieval_from_embeddings`` and
+``paired_retrieval_from_embeddings`` score precomputed (memory-mapped) embeddings, streamed."""
 
 from freebind.util.callable_module import make_callable as _make_callable
 

@@ -54,8 +54,9 @@ def default_targets(targets) -> list:
 
 def default_data(suites, data, targets, store=None, cache_dir=None,
                  progress: bool = False) -> list:
-    """``data`` as given, or each suite's default folder (:func:`freebind.evaluate.suite_data.suite_data`:
-    ``$FREEBIND_DATA/<suite>``, or the mini evaluation sets for mini targets)."""
+    """``data`` as given, or each suite's default folder
+    (:func:`freebind.evaluate.suite_data.suite_data`: ``$FREEBIND_DATA/<suite>``, or the mini
+    evaluation sets for mini targets)."""
     data = _as_list(data)
     if data:
         return data
@@ -182,10 +183,11 @@ def tune(bundle, suites, data, grids=(), *, suite_options: Mapping[str, Any] | N
     off (coarse), sweep ``grids`` (fine: at most two keys draw a heatmap), and name the best
     factors per task and a versatile set.
 
-    Writes ``out/factor_analysis.png`` and ``out/tune.json`` (``out`` defaults to
-    ``tune/<bundle name>``) and, with ``save``, stores the presets (``<name>-…``) in the
-    bundle (only when ``bundle`` is given: a default bundle is never written). Returns the :class:`~freebind.evaluate.tuning.TuneResult` with ``summary``
-    (what tune.json holds), ``figure`` and ``path`` set."""
+    Writes ``out/factor_analysis.png`` and ``out/tune.json`` (``out`` defaults to ``tune/<bundle
+    name>``) and, with ``save``, stores the presets (``<name>-…``) in the bundle (only when
+    ``bundle`` is given: a default bundle is never written). Returns the
+    :class:`~freebind.evaluate.tuning.TuneResult` with ``summary`` (what tune.json holds),
+    ``figure`` and ``path`` set."""
     from freebind.evaluate.heatmap import draw
     from freebind.evaluate.runner import store_presets, tune_target, write_json
     from freebind.run.targets import open as open_target

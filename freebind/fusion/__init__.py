@@ -1,1 +1,2 @@
-"""The fused space: the inference graph, projector groups, routers at inference, factors and presets, bundles on disk, devices, and :class:`~freebind.fusion.fused.FusedSpace`."""
+"""The fused space: the inference graph, projector groups, routers at inference, factors and
+presets, bundles on disk, devices, and :class:`~freebind.fusion.fused.FusedSpace`."""

@@ -15,8 +15,9 @@ where σ₀, w₀ are the bond's fixed factor and weights, so a router whose las
 (its initialisation) reproduces the fixed fusion exactly. The formula is unchanged; only its
 weights become per item.
 
-Training is a build stage: :mod:`freebind.build.router_training`. Tensors live in the bundle next to the projectors, as ``router.<bond>.<modality>.{w1,b1,w2,
-b2}``; the structure (which experts each modality weighs, σ₀, w₀) follows from the plan.
+Training is a build stage: :mod:`freebind.build.router_training`. Tensors live in the bundle
+next to the projectors, as ``router.<bond>.<modality>.{w1,b1,w2,b2}``; the structure (which
+experts each modality weighs, σ₀, w₀) follows from the plan.
 """
 
 from __future__ import annotations

@@ -13,9 +13,9 @@ under any factors or preset ranks the items exactly as re-fusing them would. Fil
     INDEX/<m>/hnsw.faiss             HNSW graph of the fused rows (faiss's format), large modalities
 
 Up to ``exact_limit`` rows (default 1.25·10⁸ / dim) a modality is scored exactly (two
-matrix–vector products); beyond it an HNSW graph of the fused rows (under the index's factors) gives candidates that
-are then scored exactly under the query's factors (its recall@10 against exact search is
-measured when it is built, under the index's factors and under each preset).
+matrix–vector products); beyond it an HNSW graph of the fused rows (under the index's factors)
+gives candidates that are then scored exactly under the query's factors (its recall@10 against
+exact search is measured when it is built, under the index's factors and under each preset).
 """
 
 from __future__ import annotations

@@ -19,9 +19,10 @@ projector.
 A pivot whose router weighs m (``route=learned``, the factor not pinned) has a σ and expert
 weights of every item's own: side A is then the routed fusion itself, side B is absent (the
 factor 0), and the key says ``routed``. Pinning the factor (a slider, a preset, ``route=off``)
-gives another key, whose components are the fixed-weight A and B above. Every other factor and switch the modality reads (earlier bonds, bonds inside
-experts) is part of the components' :func:`key`: when it changes, the components are
-recomputed from the stored base-space embeddings (projectors only).
+gives another key, whose components are the fixed-weight A and B above. Every other factor and
+switch the modality reads (earlier bonds, bonds inside experts) is part of the components'
+:func:`key`: when it changes, the components are recomputed from the stored base-space
+embeddings (projectors only).
 """
 
 from __future__ import annotations

@@ -7,9 +7,10 @@ Written into the index folder at index time (``freebind index`` calls
     idx/thumbs/<id>.png    a 240×48 waveform (min/max envelope), audio items
     idx/media.json         {"<id>": {"duration": seconds, "caption": "…"}}
 
-A caption is the text of a sidecar file with the same stem (``dog_bark.wav`` →
-``dog_bark.txt``, first 300 characters), or a row of a captions table given at index
-time (``--captions FILE.csv``, its ``--caption-column``; :func:`file_captions`). Incremental: items that already have an entry are skipped.
+A caption is the text of a sidecar file with the same stem (``dog_bark.wav`` → ``dog_bark.txt``,
+first 300 characters), or a row of a captions table given at index time (``--captions
+FILE.csv``, its ``--caption-column``; :func:`file_captions`). Incremental: items that already
+have an entry are skipped.
 """
 
 from __future__ import annotations

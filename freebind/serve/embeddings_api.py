@@ -20,9 +20,9 @@ directly. Extension fields (bundles): ``factors`` (``["a=0.8", "b2=off"]`` or
 /v1/models`` lists the served id and one id per preset. ``usage`` counts inputs (there is no
 tokenizer common to every space).
 
-The server is :mod:`freebind.serve.localhost`'s: loopback by default, ``Host``/``Origin`` checks, the
-body limited while it streams, JSON errors — in OpenAI's shape, ``{"error": {"message": …,
-"type": …, "param": null, "code": null}}``, which OpenAI clients show.
+The server is :mod:`freebind.serve.localhost`'s: loopback by default, ``Host``/``Origin``
+checks, the body limited while it streams, JSON errors — in OpenAI's shape, ``{"error":
+{"message": …, "type": …, "param": null, "code": null}}``, which OpenAI clients show.
 """
 
 # no ``from __future__ import annotations``: FastAPI reads the handlers' annotations
@@ -345,9 +345,9 @@ def guard(app, host: str = "127.0.0.1", allowed_hosts: Sequence[str] = (),
 
 
 class OpenAIErrors:
-    """ASGI wrapper: a JSON error ``{"error": "message"}`` (freebind.serve.localhost's shape, from the
-    app or the guard) leaves as OpenAI's ``{"error": {"message", "type", "param", "code"}}``,
-    which OpenAI clients show (``Error code: 400 - message``)."""
+    """ASGI wrapper: a JSON error ``{"error": "message"}`` (freebind.serve.localhost's shape,
+    from the app or the guard) leaves as OpenAI's ``{"error": {"message", "type", "param",
+    "code"}}``, which OpenAI clients show (``Error code: 400 - message``)."""
 
     def __init__(self, app):
         self.app = app

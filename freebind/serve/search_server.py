@@ -165,7 +165,8 @@ def create_app(index, max_upload: int = DEFAULT_MAX_UPLOAD, upload_dir: str | No
                upload_ttl: float = DEFAULT_UPLOAD_TTL, decoders: int | None = None,
                searchers: int | None = None):
     """The ASGI application serving ``index`` (an :class:`Index`): a FastAPI app inside a
-    :class:`freebind.serve.localhost.Guard`. ``app.state`` holds ``index``, ``upload_dir``, ``uploads``."""
+    :class:`freebind.serve.localhost.Guard`. ``app.state`` holds ``index``, ``upload_dir``,
+    ``uploads``."""
     require_packages()
     state = _server_state(index, max_upload, upload_dir, max_pixels, max_seconds,
                           upload_budget, upload_ttl, decoders, searchers)

@@ -1,13 +1,13 @@
 """Convert the FreeBind authors' released projectors into freebind bundles.
 
 The release is a ``checkpoints`` folder with one sub-folder per projector group,
-``<name>_Proj/<mode>/best.pt`` for the data modes ``mix, A, T, V, AT, AV, TV``. Each
-``best.pt`` is the state dict of one projector, Linear(in, 2048) – BatchNorm1d – ReLU –
-Linear(2048, out) – BatchNorm1d, stored under ``Head2.mlps.{0,1,3,4}.*`` (the Linear layers
-at 0 and 3, the BatchNorms at 1 and 4). freebind keeps the K projectors of a group stacked
-(:class:`freebind.fusion.projector.ProjectorGroup`): ``w1 = mlps.0.weightᵀ``, ``b1 = mlps.0.bias``,
-``bn1 = mlps.1``, ``w2 = mlps.3.weightᵀ``, ``b2 = mlps.3.bias``, ``bn2 = mlps.4``; projector k
-of a group is data mode k, in the order above.
+``<name>_Proj/<mode>/best.pt`` for the data modes ``mix, A, T, V, AT, AV, TV``. Each ``best.pt``
+is the state dict of one projector, Linear(in, 2048) – BatchNorm1d – ReLU – Linear(2048, out) –
+BatchNorm1d, stored under ``Head2.mlps.{0,1,3,4}.*`` (the Linear layers at 0 and 3, the
+BatchNorms at 1 and 4). freebind keeps the K projectors of a group stacked
+(:class:`freebind.fusion.projector.ProjectorGroup`): ``w1 = mlps.0.weightᵀ``, ``b1 =
+mlps.0.bias``, ``bn1 = mlps.1``, ``w2 = mlps.3.weightᵀ``, ``b2 = mlps.3.bias``, ``bn2 =
+mlps.4``; projector k of a group is data mode k, in the order above.
 
 Variants (expressions and the folders that feed each projector group):
 

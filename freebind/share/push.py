@@ -90,8 +90,8 @@ def _fmt(v) -> str:
 
 
 def model_card(meta: dict, repo_id: str, *, license: str | None = None) -> str:  # noqa: A002
-    """The README.md model card of a bundle's metadata (:func:`freebind.fusion.bundle.read_metadata`)
-    published as ``repo_id``."""
+    """The README.md model card of a bundle's metadata
+    (:func:`freebind.fusion.bundle.read_metadata`) published as ``repo_id``."""
     plan = meta.get("plan", {})
     graph = plan.get("graph", {})
     expression = meta.get("expression", plan.get("expression", "?"))

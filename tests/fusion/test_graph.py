@@ -1,4 +1,5 @@
-"""The inference graph against values computed by hand, for every row of the bond table (docs/architecture.md)."""
+"""The inference graph against values computed by hand, for every row of the bond table
+(docs/architecture.md)."""
 
 import math
 

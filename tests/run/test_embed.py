@@ -1,5 +1,6 @@
-"""``freebind.run.partitions``: partitions + metadata in row order, fp16, skipping bad files, strict,
-resume, bundles with factors and presets (the CLI's parsing and printing: test_embed_cli.py)."""
+"""``freebind.run.partitions``: partitions + metadata in row order, fp16, skipping bad files,
+strict, resume, bundles with factors and presets (the CLI's parsing and printing:
+test_embed_cli.py)."""
 
 from __future__ import annotations
 

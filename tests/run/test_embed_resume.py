@@ -1,4 +1,5 @@
-"""``freebind.run.partitions`` killed mid-run (a real SIGKILL) resumes to the uninterrupted result."""
+"""``freebind.run.partitions`` killed mid-run (a real SIGKILL) resumes to the uninterrupted
+result."""
 
 from __future__ import annotations
 

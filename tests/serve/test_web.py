@@ -1,4 +1,5 @@
-"""freebind.serve.localhost: Host/Origin checks, the streamed body limit, JSON errors, the head timeout."""
+"""freebind.serve.localhost: Host/Origin checks, the streamed body limit, JSON errors, the head
+timeout."""
 
 import json
 import socket

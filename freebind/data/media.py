@@ -16,12 +16,7 @@ import numpy as np
 
 from freebind.util.errors import MediaError
 from freebind.util.text import first_line
-
-# the extensions and modality_of live in freebind.util.vocab (the readers use them too)
-from freebind.util.vocab import (  # noqa: E402,F401  (re-exported)
-    AUDIO_EXTENSIONS, EXTENSION_MODALITIES, IMAGE_EXTENSIONS, TEXT_EXTENSIONS, VIDEO_EXTENSIONS,
-    modality_of,
-)
+from freebind.util.vocab import EXTENSION_MODALITIES, modality_of
 
 
 def discover(paths: Iterable[str | os.PathLike],

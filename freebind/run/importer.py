@@ -412,7 +412,7 @@ def _lines(spec) -> list[str]:
 
 
 def _modality_of_ids(values: list[str], source: Path) -> str:
-    from freebind.data.media import modality_of
+    from freebind.util.vocab import modality_of
 
     found = {modality_of(str(v).rpartition("::")[2] or v) for v in values}
     found.discard(None)

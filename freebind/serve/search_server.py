@@ -331,7 +331,7 @@ async def _receive_upload(request, state: ServerState) -> tuple[Path, str, str, 
     """Save an upload's file part to the upload folder (at most one byte past the limit):
     its path, safe name, modality and size. Refuses a file that is no audio or image by
     its extension, or of a modality the index cannot query."""
-    from freebind.data.media import modality_of
+    from freebind.util.vocab import modality_of
 
     form = await _read_form(request, state.max_upload, state.tmp)
     try:

@@ -35,6 +35,7 @@ from typing import Sequence
 
 from freebind.util.errors import SpaceError
 from freebind.spaces import compat, weights
+from freebind.spaces.adapter import reject_unknown
 from freebind.spaces.adapter import EncoderAdapter
 
 HF_REPO = "lukewys/laion_clap"
@@ -164,7 +165,7 @@ def load(info=None, checkpoint: str = "630k-audioset-fusion-best.pt", device: st
 
     ``text_config`` overrides the RoBERTa configuration and ``htsat`` the audio tower's size
     (``embed_dim``, ``depths``, ``num_heads``): tests build small CLAPs with them."""
-    compat.reject_unknown(unused, "CLAP")
+    reject_unknown(unused, "CLAP")
     name = getattr(info, "name", "CLAP")
     folder = _find_pretrained(str(checkpoint))
     if folder is None and is_repo_id(str(checkpoint)):

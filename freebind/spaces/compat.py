@@ -93,12 +93,3 @@ def import_bare(package: str, module: str, extra: str, pip_name: str):
         raise SpaceError(f"{module} cannot be imported ({exc.name} missing); install it with "
                          f"`pip install 'freebind[{extra}]'`") from None
 
-
-# the adapters' runtime moved to freebind.spaces.adapter; these names stay reachable here
-from freebind.spaces.adapter import (  # noqa: E402,F401
-    PRECISIONS, EncoderAdapter, batches, check_modality, check_precision, default_precision,
-    default_workers, prefetch_map, reject_unknown, run_batched, torch_device, torch_dtype,
-)
-
-#: the former name of :class:`freebind.spaces.adapter.EncoderAdapter`
-BatchedSpace = EncoderAdapter

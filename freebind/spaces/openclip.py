@@ -22,6 +22,7 @@ from typing import Sequence
 
 from freebind.util.errors import SpaceError
 from freebind.spaces import compat, weights
+from freebind.spaces.adapter import reject_unknown
 from freebind.spaces.adapter import EncoderAdapter
 
 HF_NAMES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
@@ -162,7 +163,7 @@ def load(info=None, arch: str | None = None, tag: str | None = None,
          checkpoint: str | None = None, device: str | None = None, precision: str | None = None,
          batch_size: int = 64, download: bool = True, workers: int | None = None,
          **unused) -> "OpenClipSpace":
-    compat.reject_unknown(unused, "open_clip")
+    reject_unknown(unused, "open_clip")
     if arch is None:
         raise SpaceError("open_clip space needs an architecture (open_clip:ARCH/TAG)")
     open_clip = compat.require("open_clip", "open_clip", "open_clip_torch")

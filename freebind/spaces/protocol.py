@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol, Sequence, runtime_checkable
 
-from freebind.util.vocab import ALL_MODALITIES, POOL_MODALITIES  # noqa: F401  (re-exported)
 
 
 @runtime_checkable

@@ -325,7 +325,8 @@ def test_embed_as_a_modality_the_target_lacks_is_skipped(world, home):
 
 
 def test_video_extensions_are_discovered(tmp_path):
-    from freebind.data.media import discover, modality_of
+    from freebind.data.media import discover
+    from freebind.util.vocab import modality_of
 
     for ext in ("mp4", "avi", "MOV", "mkv", "webm"):
         (tmp_path / f"clip.{ext}").write_bytes(b"x")

@@ -23,7 +23,7 @@ import numpy as np
 from freebind.evaluate.suites.tasks import (
     ClassificationTask, EvalSet, SuiteError, data_file, find_dir, read_templates,
 )
-from freebind.data.media import IMAGE_EXTENSIONS
+from freebind.util.vocab import IMAGE_EXTENSIONS
 
 
 def read_classes(path: Path) -> list[tuple[str, str]]:

@@ -18,7 +18,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from freebind.util.errors import UsageError
-from freebind.data.media import AUDIO_EXTENSIONS, IMAGE_EXTENSIONS
+from freebind.util.vocab import AUDIO_EXTENSIONS, IMAGE_EXTENSIONS
 
 #: Retrieval cut-offs and the mAP depth used by every retrieval suite.
 RETRIEVAL_KS = (1, 5, 10)

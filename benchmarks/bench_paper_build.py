@@ -14,7 +14,7 @@ are a pair and the retrieval suite has an answer. The build runs through
 :func:`freebind.build` exactly as a user's does (``--route`` puts ``route=learned`` on the
 combination bond); ``--queries`` caps the pseudo-tuple queries per modality (the bond
 option ``max_queries``) so that a 2-core machine finishes, while every pool stays whole.
-Then N texts are embedded with ``freebind.run.partitions`` (partitions written block by block), N
+Then N texts are embedded with ``freebind.embed`` (partitions written block by block), N
 audio clips with the bundle through the target API, the texts are indexed for search, and
 text→audio retrieval is evaluated on the embedded rows (memory-mapped).
 
@@ -234,13 +234,13 @@ def run(args) -> dict:
         jobs = [j.id for j in fused.build_report.jobs]
         del fused
 
-        stages.begin("embed texts (freebind.run.partitions)")
+        stages.begin("embed texts (freebind.embed)")
         text_file = root / "texts.txt"
         with open(text_file, "w", encoding="utf-8") as fh:
             for t in pools["text"]:
                 fh.write(t + "\n")
         out = root / "embedded"
-        from freebind.run.partitions import embed
+        from freebind.embed import embed
 
         embed(str(bundle), texts=text_file, output=out, cache_dir=root / "cache",
               partition_size=args.partition, progress=False)

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
 
+from freebind.util.progress import bar
 from freebind.util.errors import MediaError, UsageError
 from freebind.util.text import first_line
 
@@ -333,19 +334,11 @@ def read_shards(spec: str, progress: bool = False, text_field: str | None = None
     field of a ``.json`` member). Each shard is read once, in order, and never extracted."""
     shards = shard_paths(spec)
     listing = Listing(items={}, origin=spec)
-    bar = None
-    if progress and len(shards) > 1:
-        from freebind.util.progress import bar as tqdm
-
-        bar = tqdm(total=len(shards), unit="shard", leave=False, desc="read shards")
-    try:
+    with bar(total=len(shards), unit="shard", desc="read shards",
+             disable=not (progress and len(shards) > 1)) as pbar:
         for shard in shards:
             _read_shard(shard, listing, text_field, modalities)
-            if bar is not None:
-                bar.update(1)
-    finally:
-        if bar is not None:
-            bar.close()
+            pbar.update(1)
     return listing
 
 

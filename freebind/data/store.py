@@ -36,6 +36,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from freebind.util.atomic import atomic_write, atomic_write_text
+from freebind.util.progress import bar
 from freebind.util.errors import FreebindError, MediaError
 
 from freebind.util.vocab import TEXT_MODALITIES  # noqa: E402  (items are strings)
@@ -284,13 +285,8 @@ class EmbeddingStore:
                         batch_size: int, progress: bool, on_error: str) -> dict[str, Exception]:
         todo = list(missing.items())
         bad: dict[str, Exception] = {}
-        bar = None
-        if progress:
-            from freebind.util.progress import bar as tqdm
-
-            bar = tqdm(total=len(todo), unit="item", leave=False,
-                       desc=f"embed {getattr(space, 'name', '')} {modality}")
-        try:
+        desc = f"embed {getattr(space, 'name', '')} {modality}"
+        with bar(total=len(todo), unit="item", desc=desc, disable=not progress) as pbar:
             for start in range(0, len(todo), self.shard_size):
                 chunk = todo[start:start + self.shard_size]
                 shard_keys, shard_rows = [], []
@@ -304,14 +300,10 @@ class EmbeddingStore:
                         else:
                             shard_keys.append(k)
                             shard_rows.append(emb)
-                    if bar is not None:
-                        bar.update(len(batch))
+                    pbar.update(len(batch))
                 if shard_keys:
                     self._write_shard(mdir, shard_keys, np.stack(shard_rows))
                     self.encoded += len(shard_keys)
-        finally:
-            if bar is not None:
-                bar.close()
         return bad
 
     def _write_shard(self, mdir: Path, keys: Sequence[str], emb: np.ndarray) -> Path:

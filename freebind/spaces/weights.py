@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
+from freebind.util.progress import bar
 from freebind.util.errors import SpaceError
 
 #: Environment variables that forbid network access for weights.
@@ -151,16 +152,14 @@ def download_url(url: str, dest: Path, progress: bool = True, timeout: float = 3
     def stream(tmp):
         with urllib.request.urlopen(url, timeout=timeout) as response, open(tmp, "wb") as out:
             total = int(response.headers.get("Content-Length") or 0) or None
-            from freebind.util.progress import bar as tqdm
-
-            with tqdm(total=total, unit="B", unit_scale=True, desc=dest.name,
-                      disable=not progress, leave=False) as bar:
+            with bar(total=total, unit="B", unit_scale=True, desc=dest.name,
+                     disable=not progress) as pbar:
                 while True:
                     chunk = response.read(1 << 20)
                     if not chunk:
                         break
                     out.write(chunk)
-                    bar.update(len(chunk))
+                    pbar.update(len(chunk))
 
     return atomic_write(dest, stream, suffix=".part")
 

@@ -39,10 +39,9 @@ from freebind.fusion.factors import BondFactors, resolve
 
 #: Memory one chunk of fusion may take for the projectors' activations (bytes): fusion,
 #: the space built so far, embed partitions, index builds and eval read their inputs in
-#: chunks of :func:`freebind.fusion.graph.fusion_chunk_rows` rows under this budget (256 MiB: about
-#: 1,400 rows for the paper's K=7, H=2048 groups). ``FREEBIND_FUSE_BUDGET_MB`` overrides it.
-FUSE_BUDGET_BYTES = int(float(os.environ.get("FREEBIND_FUSE_BUDGET_MB", 256))
-                        * 2**20)
+#: chunks of :func:`fusion_chunk_rows` rows under this budget (256 MiB: about 1,400 rows for
+#: the paper's K=7, H=2048 groups). ``FREEBIND_FUSE_BUDGET_MB`` overrides it.
+FUSE_BUDGET_BYTES = int(float(os.environ.get("FREEBIND_FUSE_BUDGET_MB", 256)) * 2**20)
 
 Fetch = Callable[[str, str], "torch.Tensor | None"]
 

@@ -301,7 +301,8 @@ def test_index_spills_to_disk_and_ranks_as_in_memory(tmp_path, monkeypatch):
 
     from freebind.search import Index
     from freebind.search import index as index_mod
-    from tests.search.test_search_index import random_fused, random_leaves
+    from index_checks import random_leaves
+    from tests.search.test_search_index import random_fused
 
     fs = random_fused()
     n = 90
@@ -358,7 +359,8 @@ def test_search_many_scores_queries_in_blocks(monkeypatch):
     within 1e-6: a matmul of another shape rounds differently in the last bits)."""
     from freebind.search import Index
     from freebind.search import index as index_mod
-    from tests.search.test_search_index import random_fused, random_leaves
+    from index_checks import random_leaves
+    from tests.search.test_search_index import random_fused
 
     fs = random_fused()
     leaves = random_leaves(fs, 50)

@@ -266,7 +266,7 @@ def tune_target(target: Target, suites: Sequence[tuple[str, Path, Mapping]],
                 batch_size: int = 64, progress: bool = True, use_fast: bool = True):
     """Coarse-to-fine customised inference of a bundle on cached embeddings (see
     :mod:`freebind.evaluate.tuning`). Returns ``(TuneResult, {suite: Embedded})``."""
-    from freebind.evaluate.tuning import LastBondMixer, MemoProjectors, tune
+    from freebind.evaluate.tuning import LastBondMixer, MemoProjectors, reproducing, tune
     from freebind.fusion.factors import resolve
     from freebind.fusion.graph import fuse_blocks
 
@@ -309,7 +309,10 @@ def tune_target(target: Target, suites: Sequence[tuple[str, Path, Mapping]],
         tasks_of=headline,
         score_base=lambda s: embedded[s].evalset.score(base_embeddings(target, embedded[s])),
         score=lambda s, f: embedded[s].evalset.score(f[s]),
-        fuse=fuse, prefix=prefix, progress=progress, fast=fast)
+        fuse=fuse, prefix=prefix, progress=progress, fast=fast,
+        # a bundle opened as bundle@p (or with factors) was measured on top of them: the
+        # stored preset carries them, so that it reproduces the measured row on its own
+        stored=lambda overrides: reproducing(fused.graph, table_of(overrides), overrides))
     return result, embedded
 
 

@@ -129,11 +129,18 @@ def _evaluation(meta: dict):
     evaluation = meta.get("evaluation") or {}
     if not evaluation:
         return None
-    rows = [(dataset, setting, "  ".join(
-                f"{k} {100 * v:.1f}" for k, v in _metrics(entry).items()
-                if isinstance(v, (int, float))))
+    current = meta.get("weights_fingerprint")
+    rows = [(dataset, setting + (" (earlier build)" if _earlier(entry, current) else ""),
+             "  ".join(f"{k} {100 * v:.1f}" for k, v in _metrics(entry).items()
+                       if isinstance(v, (int, float))))
             for dataset, settings in evaluation.items() for setting, entry in settings.items()]
     return new_table("recorded evaluation (%)", ("dataset", "setting", "metrics"), rows)
+
+
+def _earlier(entry, current) -> bool:
+    """Whether a recorded result was measured on other weights (kept over a rebuild)."""
+    weights = entry.get("weights") if isinstance(entry, dict) else None
+    return bool(weights and current and weights != current)
 
 
 def _metrics(entry) -> dict:
@@ -141,27 +148,54 @@ def _metrics(entry) -> dict:
 
 
 def _tuning(meta: dict):
-    """The presets ``freebind tune`` stored, with the scores each was chosen for."""
-    tuning = meta.get("tuning") or {}
-    if not tuning:
+    """The presets ``freebind tune`` stored: what each was chosen for, its scores, the data
+    it was tuned on (folder, items, fingerprint of what the suite lists) and the grid."""
+    from freebind.fusion.bundle import tuning_records
+
+    records = tuning_records(meta)
+    if not records:
         return None
-    best = tuning.get("best", {})
     rows = []
-    for name, specs in (tuning.get("presets") or {}).items():
-        if name.endswith("-versatile"):
-            scores = tuning.get("versatile", {})
-        else:
-            scores = {t: v for t, v in best.items() if name.endswith(_suffix(t))}
-        rows.append((name, " ".join(specs) or "(defaults)",
-                     "  ".join(f"{t} {100 * v:.1f}" for t, v in scores.items())))
-    return new_table(f"tuning on {', '.join(tuning.get('suites', []))} (%)",
-                     ("preset", "factors", "scores"), rows)
+    for name, rec in records.items():
+        chosen = rec.get("chosen_for") or ("versatile" if name.endswith("-versatile") else "")
+        scores = rec.get("scores") or {}
+        shown = scores if chosen in ("versatile", "") else {chosen: scores.get(chosen)}
+        text = "  ".join(f"{t} {100 * v:.1f}" for t, v in shown.items()
+                         if isinstance(v, (int, float)))
+        if rec.get("weights") and meta.get("weights_fingerprint") and \
+                rec["weights"] != meta["weights_fingerprint"]:
+            text += " (on an earlier build's weights)"
+        rows.append((name, text, _tuned_on(rec), _grid_text(rec)))
+    return new_table("tuned presets (%): scores, the data they were tuned on",
+                     ("preset", "scores", "tuned on", "grid"), rows)
 
 
-def _suffix(task: str) -> str:
-    from freebind.evaluate.tuning import task_preset_name
+def _tuned_on(rec: dict) -> str:
+    """``audiocaps: 100 audio, 500 text in /data/audiocaps (fingerprint 1a2b…)``, one per
+    suite; the suite names alone for presets tuned before data was recorded."""
+    parts = []
+    for suite, d in (rec.get("suites") or {}).items():
+        if not d:
+            parts.append(f"{suite} (data not recorded)")
+            continue
+        items = ", ".join(f"{n} {m}" for m, n in (d.get("items") or {}).items())
+        missing = f", {d['missing']} missing" if d.get("missing") else ""
+        parts.append(f"{suite}: {items}{missing} in {d.get('data', '?')} "
+                     f"(fingerprint {d.get('fingerprint', '-')})")
+    opened = rec.get("measured_on") or {}
+    if opened.get("preset") or opened.get("factors"):
+        on = " ".join(([f"@{opened['preset']}"] if opened.get("preset") else []) +
+                      list(opened.get("factors") or []))
+        parts.append(f"measured on top of {on}")
+    return "; ".join(parts) or "-"
 
-    return task_preset_name("", task)
+
+def _grid_text(rec: dict) -> str:
+    grid = rec.get("grid") or {}
+    if not grid:
+        return "coarse only"
+    sizes = " × ".join(f"{k} {len(v)}" for k, v in grid.items())
+    return sizes + (f" ({rec['points']} points)" if rec.get("points") else "")
 
 
 def _bonds(graph: dict) -> list[dict]:

@@ -316,24 +316,6 @@ def tune_target(target: Target, suites: Sequence[tuple[str, Path, Mapping]],
     return result, embedded
 
 
-def store_presets(path: str | Path, presets: Mapping[str, list[str]],
-                  tuning: Mapping | None = None) -> Path:
-    """Add (or replace) named presets in a bundle file, atomically; ``tuning`` is kept in
-    the metadata under ``"tuning"`` (what was swept, on which data, with which results)."""
-    from freebind.fusion import bundle as bundle_io
-    from freebind.fusion.factors import resolve
-
-    tensors, meta = bundle_io.load(path)
-    merged = {**meta.get("presets", {}), **{k: list(v) for k, v in presets.items()}}
-    graph = meta["plan"]["graph"]
-    for name in presets:                     # every preset must resolve on this bundle
-        resolve(graph, (), merged, name)
-    meta["presets"] = merged
-    if tuning is not None:
-        meta["tuning"] = dict(tuning)
-    return bundle_io.save(path, tensors, meta)
-
-
 def record_evaluation(path: str | Path, record: Mapping[str, Any]) -> Path:
     """Keep a result in the bundle's metadata (``"evaluation"``, keyed by dataset and by the
     preset/factors it was measured with), rewriting the bundle atomically."""
@@ -345,7 +327,9 @@ def record_evaluation(path: str | Path, record: Mapping[str, Any]) -> Path:
         setting += "[" + ",".join(record["factor_overrides"]) + "]"
     entry = {"metrics": dict(record["metrics"]), "task": record["task"],
              "data": record.get("data"), "missing": record["protocol"]["missing"],
-             "freebind_version": record.get("freebind_version")}
+             "freebind_version": record.get("freebind_version"),
+             "weights": meta.get("weights_fingerprint") or bundle_io.weights_fingerprint(
+                 meta.get("expression", ""), tensors)}
     evaluation = dict(meta.get("evaluation") or {})
     evaluation.setdefault(record["dataset"], {})[setting] = entry
     meta["evaluation"] = evaluation

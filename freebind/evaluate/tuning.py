@@ -174,6 +174,11 @@ class TuneResult:
     figure: Any = None
     path: Any = None
     saved: bool = False
+    #: what each preset was chosen for: ``"versatile"`` or a task (``"esc50:acc1"``)
+    chosen_for: dict[str, str] = field(default_factory=dict)
+    #: set when stored: the presets of the same names the bundle held before
+    #: (``{name: {"factors": …, "record": …}}``, :func:`freebind.fusion.bundle.store_presets`)
+    replaced: dict[str, dict] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         def pt(p: Point):
@@ -278,11 +283,61 @@ def tune(fused, suites: Sequence[tuple[str, Any]], grids: Sequence[tuple[str, li
     versatile = candidates[int(np.argmax(balanced_scores(candidates, tasks)))]
     stored = stored or list
     presets = {f"{prefix}-versatile": stored(versatile.overrides)}
+    chosen_for = {f"{prefix}-versatile": "versatile"}
     for t, p in best.items():
         presets[task_preset_name(prefix, t)] = stored(p.overrides)
+        chosen_for[task_preset_name(prefix, t)] = t
     scope = {k: grid_scope(fused.graph, k) for k in keys}
     return TuneResult(tasks, base, coarse, switches, keys, [list(v) for _, v in grids], fine,
-                      best, versatile, presets, scope)
+                      best, versatile, presets, scope, chosen_for=chosen_for)
+
+
+def data_record(evalset) -> dict[str, Any]:
+    """What a suite was measured on: its data folder, a fingerprint of what it lists (items
+    relative to the folder, captions, prompts, labels; not the files' bytes), the items per
+    modality and the listed files that were missing."""
+    import hashlib
+    from pathlib import Path
+
+    root = Path(evalset.root)
+    h = hashlib.sha256(str(evalset.suite).encode())
+
+    def text(x) -> str:
+        try:
+            return Path(x).relative_to(root).as_posix()
+        except (TypeError, ValueError):
+            return str(x)
+
+    for task in evalset.tasks:
+        h.update(b"\0task\0" + task.kind.encode())
+        for m, xs in sorted(task.inputs().items()):
+            h.update(b"\0" + m.encode())
+            for x in xs:
+                h.update(text(x).encode() + b"\0")
+        for attr in ("caption_item", "labels"):
+            if hasattr(task, attr):
+                h.update(np.ascontiguousarray(getattr(task, attr), dtype=np.int64).tobytes())
+    return {"data": str(root.resolve()), "fingerprint": h.hexdigest()[:16],
+            "items": {m: len(v) for m, v in evalset.inputs().items()},
+            "missing": len(evalset.missing)}
+
+
+def preset_records(result: TuneResult, data: dict[str, dict], **common) -> dict[str, dict]:
+    """``{preset: record}`` for :func:`freebind.fusion.bundle.store_presets`: the suites with
+    their :func:`data_record`, the grid, the coarse choice, the number of points, what the
+    preset was chosen for, its measured row (``scores``, ``base``, the ``measured``
+    overrides) and ``common`` (the reference it was opened as, the weights, …)."""
+    grid = {k: list(v) for k, v in zip(result.grid_keys, result.grid_values)}
+    out = {}
+    for name in result.presets:
+        chosen = result.chosen_for.get(name, "versatile")
+        point = result.versatile if chosen == "versatile" else result.best[chosen]
+        out[name] = {"suites": {s: dict(d) for s, d in data.items()}, "grid": grid,
+                     "coarse_choice": list(result.coarse_choice),
+                     "points": len(result.coarse) + len(result.fine), "chosen_for": chosen,
+                     "scores": dict(point.metrics), "base": dict(result.base),
+                     "measured": list(point.overrides), **common}
+    return out
 
 
 def _fmt(v: float) -> str:

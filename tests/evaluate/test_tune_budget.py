@@ -80,7 +80,7 @@ def test_stored_preset_reproduces_the_measured_row(home, opened):
     """A bundle opened as bundle@mine is measured on top of `mine`; every stored preset,
     applied alone, gives the factors of the row it was chosen from, and the same metrics."""
     import freebind
-    from freebind.evaluate.runner import store_presets
+    from freebind.fusion.bundle import store_presets
     from freebind.fusion.factors import resolve
 
     make_audiocaps(home / "sets" / "audiocaps")

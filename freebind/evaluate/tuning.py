@@ -281,15 +281,20 @@ def tune(fused, suites: Sequence[tuple[str, Any]], grids: Sequence[tuple[str, li
     candidates = coarse + fine
     best = {t: max(candidates, key=lambda p: p.metrics[t]) for t in tasks}
     versatile = candidates[int(np.argmax(balanced_scores(candidates, tasks)))]
-    stored = stored or list
+    presets, chosen_for = _named(prefix, versatile, best, stored or list)
+    scope = {k: grid_scope(fused.graph, k) for k in keys}
+    return TuneResult(tasks, base, coarse, switches, keys, [list(v) for _, v in grids], fine,
+                      best, versatile, presets, scope, chosen_for=chosen_for)
+
+
+def _named(prefix: str, versatile: Point, best: dict[str, Point], stored: Callable):
+    """``({preset: stored overrides}, {preset: "versatile" or its task})``."""
     presets = {f"{prefix}-versatile": stored(versatile.overrides)}
     chosen_for = {f"{prefix}-versatile": "versatile"}
     for t, p in best.items():
         presets[task_preset_name(prefix, t)] = stored(p.overrides)
         chosen_for[task_preset_name(prefix, t)] = t
-    scope = {k: grid_scope(fused.graph, k) for k in keys}
-    return TuneResult(tasks, base, coarse, switches, keys, [list(v) for _, v in grids], fine,
-                      best, versatile, presets, scope, chosen_for=chosen_for)
+    return presets, chosen_for
 
 
 def data_record(evalset) -> dict[str, Any]:

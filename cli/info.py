@@ -41,7 +41,8 @@ def render(meta: dict, out) -> None:
     out.print(f"  {graph.get('dim', '?')}-d, modalities: {', '.join(graph.get('modalities', []))}"
               f"; format v{meta.get('format_version')}, written by freebind "
               f"{meta.get('freebind_version', '?')}")
-    for part in (_spaces, _jobs, _routers, _presets, _training, _data, _evaluation, _tuning):
+    for part in (_spaces, _jobs, _routers, _presets, _training, _data, _evaluation, _tuning,
+                 _tuned_data):
         table = part(meta)
         if table is not None:
             print_table(out, table)
@@ -148,8 +149,9 @@ def _metrics(entry) -> dict:
 
 
 def _tuning(meta: dict):
-    """The presets ``freebind tune`` stored: what each was chosen for, its scores, the data
-    it was tuned on (folder, items, fingerprint of what the suite lists) and the grid."""
+    """The presets ``freebind tune`` stored: what each was chosen for with its score(s), the
+    suites it was tuned on (with the fingerprint of their data, listed in :func:`_tuned_data`)
+    and the grid."""
     from freebind.fusion.bundle import tuning_records
 
     records = tuning_records(meta)
@@ -160,34 +162,44 @@ def _tuning(meta: dict):
         chosen = rec.get("chosen_for") or ("versatile" if name.endswith("-versatile") else "")
         scores = rec.get("scores") or {}
         shown = scores if chosen in ("versatile", "") else {chosen: scores.get(chosen)}
-        text = "  ".join(f"{t} {100 * v:.1f}" for t, v in shown.items()
+        text = "\n".join(f"{t} {100 * v:.1f}" for t, v in shown.items()
                          if isinstance(v, (int, float)))
         if rec.get("weights") and meta.get("weights_fingerprint") and \
                 rec["weights"] != meta["weights_fingerprint"]:
-            text += " (on an earlier build's weights)"
-        rows.append((name, text, _tuned_on(rec), _grid_text(rec)))
-    return new_table("tuned presets (%): scores, the data they were tuned on",
-                     ("preset", "scores", "tuned on", "grid"), rows)
+            text += "\n(on an earlier build's weights)"
+        rows.append((name, text or "-", _tuned_on(rec), _grid_text(rec)))
+    return new_table("tuned presets (%)", ("preset", "scores", "tuned on", "grid"), rows)
 
 
 def _tuned_on(rec: dict) -> str:
-    """``audiocaps: 100 audio, 500 text in /data/audiocaps (fingerprint 1a2b…)``, one per
-    suite; the suite names alone for presets tuned before data was recorded."""
-    parts = []
-    for suite, d in (rec.get("suites") or {}).items():
-        if not d:
-            parts.append(f"{suite} (data not recorded)")
-            continue
-        items = ", ".join(f"{n} {m}" for m, n in (d.get("items") or {}).items())
-        missing = f", {d['missing']} missing" if d.get("missing") else ""
-        parts.append(f"{suite}: {items}{missing} in {d.get('data', '?')} "
-                     f"(fingerprint {d.get('fingerprint', '-')})")
+    """One line per suite, ``audiocaps 03b92633`` (the data's fingerprint, see
+    :func:`_tuned_data`), and the preset or factors it was measured on top of."""
+    lines = [f"{suite} {d.get('fingerprint', '-')[:8]}" if d else f"{suite} (data not recorded)"
+             for suite, d in (rec.get("suites") or {}).items()]
     opened = rec.get("measured_on") or {}
     if opened.get("preset") or opened.get("factors"):
         on = " ".join(([f"@{opened['preset']}"] if opened.get("preset") else []) +
                       list(opened.get("factors") or []))
-        parts.append(f"measured on top of {on}")
-    return "; ".join(parts) or "-"
+        lines.append(f"on top of {on}")
+    return "\n".join(lines) or "-"
+
+
+def _tuned_data(meta: dict):
+    """The suites' data the tuned presets were measured on: one row per distinct data."""
+    from freebind.fusion.bundle import tuning_records
+
+    seen = {}
+    for rec in tuning_records(meta).values():
+        for suite, d in (rec.get("suites") or {}).items():
+            if d:
+                seen[(suite, d.get("fingerprint"), d.get("data"))] = d
+    if not seen:
+        return None
+    rows = [(suite, str(fp)[:8], ", ".join(f"{n} {m}" for m, n in (d.get("items") or {}).items())
+             + (f" ({d['missing']} missing)" if d.get("missing") else ""), str(folder))
+            for (suite, fp, folder), d in seen.items()]
+    return new_table("data the presets were tuned on", ("suite", "fingerprint", "items",
+                                                        "folder"), rows)
 
 
 def _grid_text(rec: dict) -> str:
@@ -195,7 +207,7 @@ def _grid_text(rec: dict) -> str:
     if not grid:
         return "coarse only"
     sizes = " × ".join(f"{k} {len(v)}" for k, v in grid.items())
-    return sizes + (f" ({rec['points']} points)" if rec.get("points") else "")
+    return sizes + (f"\n{rec['points']} points" if rec.get("points") else "")
 
 
 def _bonds(graph: dict) -> list[dict]:

@@ -118,8 +118,8 @@ def _build(expression, config: BuildConfig, engine=None, shard=None):
     space_options = dict(config.space_options or {})
     plan = _checked_plan(expression, config)
     # what a user made in the bundle this build replaces: kept, or asked about (--force)
-    previous = previous_bundle(plan, config.output, config.force, say) if config.save \
-        else None
+    previous = previous_bundle(plan, config.output, config.force, say) \
+        if config.save and shard is None else None
     store = _checked_store(plan, config, space_options)
     pool = build_pools(config, _families(plan), store, say)
     report = BuildReport(plan.expression, None, pool.counts(), pool.origin, str(store.root),

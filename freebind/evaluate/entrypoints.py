@@ -185,7 +185,12 @@ def tune(bundle, suites, data, grids=(), *, suite_options: Mapping[str, Any] | N
 
     Writes ``out/factor_analysis.png`` and ``out/tune.json`` (``out`` defaults to ``tune/<bundle
     name>``) and, with ``save``, stores the presets (``<name>-…``) in the bundle (only when
-    ``bundle`` is given: a default bundle is never written). Returns the
+    ``bundle`` is given: a default bundle is never written), each with the record of what it
+    was tuned on (suites' data folders, fingerprints and item counts, the grid, its measured
+    row, the weights). Presets of other names stay; those of the same names are replaced
+    and listed in ``result.replaced`` (and ``replaced`` in tune.json). A bundle opened as
+    ``bundle@preset`` is measured on top of that preset, and the stored presets reproduce
+    the measured rows on their own. Returns the
     :class:`~freebind.evaluate.tuning.TuneResult` with ``summary`` (what tune.json holds),
     ``figure`` and ``path`` set."""
     from freebind.evaluate.heatmap import draw

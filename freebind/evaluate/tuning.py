@@ -192,6 +192,7 @@ class TuneResult:
             "fine": [pt(p) for p in self.fine],
             "best": {t: pt(p) for t, p in self.best.items()},
             "versatile": pt(self.versatile), "presets": self.presets,
+            "chosen_for": self.chosen_for,
         }
 
 

@@ -94,7 +94,7 @@ def test_stored_preset_reproduces_the_measured_row(home, opened):
                            out=home / "o", progress=False)
     fused = freebind.load(bundle)
     graph = fused.graph
-    chosen = {f"tuned-versatile": result.versatile,
+    chosen = {"tuned-versatile": result.versatile,
               **{name: result.best[t] for name, t in zip(list(result.presets)[1:],
                                                          result.best)}}
     carried = False

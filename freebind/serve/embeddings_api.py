@@ -212,7 +212,7 @@ class EmbeddingService:
         self.batch_size = int(batch_size)
         self.created = int(time.time())
         self.metrics = metrics
-        self.audio_limits = audio_limits or AudioLimits()
+        self.audio_limits = audio_limits or AudioLimits(max_seconds=600.0)
         self._views: dict = {}
         self._views_lock = threading.Lock()
         self._count_tokens = token_counter(self.target)

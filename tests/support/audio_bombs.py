@@ -114,3 +114,31 @@ def peak_growth_mb(code: str, env: dict | None = None) -> float:
                          env={**os.environ, **(env or {})}, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _kb(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise LookupError(field)
+
+
+def peak_during_mb(fn) -> tuple[float, object]:
+    """``(peak resident growth in MB, fn())`` in this process: the peak is reset
+    (``/proc/self/clear_refs``) before ``fn`` runs."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    before = _kb("VmRSS")
+    out = fn()
+    return (_kb("VmHWM") - before) / 1024, out
+
+
+def whole_decode_mb(path) -> float:
+    """What decoding the whole file would allocate (float32, every channel), from its
+    header."""
+    import soundfile as sf
+
+    info = sf.info(str(path))
+    frames = info.frames if 0 < info.frames < 1 << 62 else 0
+    return frames * info.channels * 4 / 2 ** 20

@@ -185,8 +185,10 @@ class KeyGuard:
         self.sessions = sessions or Sessions()
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or not self.ring:
+        if not self.ring or scope["type"] == "lifespan":
             return await self.app(scope, receive, send)
+        if scope["type"] != "http":       # a websocket: no route takes one without a key
+            return await send({"type": "websocket.close", "code": 1008})
         path = scope.get("path", "")
         headers = _headers(scope)
         if path in self.open_paths:

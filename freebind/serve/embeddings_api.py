@@ -305,9 +305,12 @@ class EmbeddingService:
         text), plus one per audio or image input."""
         texts = [it.text for it in items if it.modality == "text"]
         media = len(items) - len(texts)
-        if self._count_tokens is None or not texts:
-            return len(texts) + media
-        return int(self._count_tokens(texts)) + media
+        if self._count_tokens is not None and texts:
+            try:
+                return int(self._count_tokens(texts)) + media
+            except Exception:  # noqa: BLE001  a tokenizer of another shape: count texts
+                self._count_tokens = None
+        return len(texts) + media
 
     def encode(self, items: Sequence[Item], view_key=None) -> np.ndarray:
         """``[len(items), dim]`` float32 rows, modalities grouped and put back in order;

@@ -188,3 +188,26 @@ def test_serve_login_cookie_guards_page_json_and_files(served):
     out = user.post("/logout")
     assert out.status_code == 303 and "Max-Age=0" in out.headers["set-cookie"]
     assert httpx.get(base + "/api/info", cookies=anon.cookies).status_code == 401
+
+
+def test_prompt_tokens_by_a_hugging_face_tokenizer():
+    from tokenizers import Tokenizer
+    from tokenizers.models import WordLevel
+    from tokenizers.pre_tokenizers import Whitespace
+    from transformers import PreTrainedTokenizerFast
+
+    from freebind.run.targets import Target
+    from freebind.serve.embeddings_api import token_counter
+
+    vocab = {"[UNK]": 0, "[CLS]": 1, "a": 2, "dog": 3}
+    core = Tokenizer(WordLevel(vocab, unk_token="[UNK]"))
+    core.pre_tokenizer = Whitespace()
+    hf = PreTrainedTokenizerFast(tokenizer_object=core, unk_token="[UNK]")
+
+    class Space:              # a space whose text encoder loads its tokenizer on demand
+        def tokenizer(self):
+            return hf
+
+    count = token_counter(Target(ref="x", label="x", space=Space()))
+    assert count(["a dog barks", "rain, on a roof"]) == 3 + 5   # "," is a token of its own
+    assert token_counter(Target(ref="x", label="x", space=object())) is None

@@ -1078,3 +1078,138 @@ def _json_field(data: bytes, name: str) -> str | None:
         return None
     v = obj.get(name) if isinstance(obj, dict) else None
     return None if v is None else str(v)
+
+
+# ------------------------------------------------------------------------------ row metadata
+
+#: fields of an input's row that ``embed``'s metadata keeps (as clip-retrieval does), beside
+#: the field or column a row's item was read from
+KEPT_FIELDS = ("caption", "url", "key")
+
+
+def source_fields(sources: list[str], texts: bool = False) -> dict[str, list]:
+    """The kept fields (:data:`KEPT_FIELDS`, and the column or ``.json`` field a text was
+    read from) of the input rows that ``sources`` (locators ``CONTAINER::NAME``) came from,
+    as columns of strings (None where a row lacks one): a tar sample's key (``__key__``),
+    its ``.txt`` or ``.json`` caption and its ``.json`` fields; a table's or ``datasets``
+    folder's cells of that row, read once per table for all its rows (one row group at a
+    time); the column a source names is kept too when they are ``texts``. Sources of plain
+    files and texts files give nothing."""
+    cols: dict[str, list] = {}
+    by_table: dict[str, list[tuple[int, int, str]]] = {}
+    for i, src in enumerate(sources):
+        container, sep, name = str(src).rpartition(SEP)
+        if not sep or not container:
+            continue
+        if Path(container).suffix.lower() in TAR_SUFFIXES:
+            for f, v in _sample_fields(Path(container), name).items():
+                cols.setdefault(f, [None] * len(sources))[i] = v
+            continue
+        m = re.fullmatch(r"(.+)\[(\d+)\]", name)
+        if m is not None:
+            by_table.setdefault(container, []).append((i, int(m.group(2)), m.group(1)))
+    for container, rows in by_table.items():
+        try:
+            got = _table_fields(Path(container), rows, texts)
+        except (MediaError, UsageError, OSError):
+            continue
+        for f, values in got.items():
+            col = cols.setdefault(f, [None] * len(sources))
+            for (i, _, _), v in zip(rows, values):
+                col[i] = v
+    return cols
+
+
+def _sample_fields(shard: Path, name: str) -> dict[str, str]:
+    """Key, caption, url (and a named ``.json`` field) of the sample holding member
+    ``name`` (``KEY.ext``, ``KEY.json#FIELD``, with an optional ``[i]``) of ``shard``."""
+    base = re.sub(r"\[\d+\]$", "", name)
+    member, hashmark, field = base.rpartition("#")
+    if not (hashmark and member.lower().endswith(".json")):
+        member, field = base, ""
+    key, _ = _sample_key(member)
+    out = {"key": key}
+    try:
+        index = _tar_index(shard)
+    except MediaError:
+        return out
+    with open(shard, "rb") as fh:
+        txt = index.get(f"{key}.txt")
+        if txt is not None:
+            texts = member_texts(_read_range(fh, *txt), f"{key}.txt")
+            if isinstance(texts, list) and texts:
+                out["caption"] = texts[0]
+        js = index.get(f"{key}.json")
+        if js is not None:
+            try:
+                obj = json.loads(_read_range(fh, *js))
+            except (ValueError, UnicodeDecodeError):
+                obj = None
+            if isinstance(obj, dict):
+                for f in (*KEPT_FIELDS, field):
+                    if f and obj.get(f) is not None and (f != "caption" or "caption" not in out):
+                        out[f] = _field_text(obj[f])
+                out["key"] = key
+    return out
+
+
+def _field_text(v) -> str:
+    if isinstance(v, list):
+        v = next((x for x in v if x is not None and str(x).strip()), "")
+    return str(v)
+
+
+def _table_fields(path: Path, rows: list[tuple[int, int, str]],
+                  named: bool) -> dict[str, list]:
+    """The kept columns (and, ``named``, the columns the rows name) of ``rows``
+    (``(i, row, column)``) of one table or ``datasets`` folder, in the order of ``rows``."""
+    import numpy as np
+
+    present = list(_load_hf(path).column_names) if path.is_dir() else table_columns(path)
+    named_cols = (c for _, _, c in rows) if named else ()
+    want = [c for c in dict.fromkeys([*KEPT_FIELDS, *named_cols]) if c in present]
+    if not want:
+        return {}
+    want_rows = np.array([r for _, r, _ in rows], dtype=np.int64)
+    if path.is_dir():
+        ds = _load_hf(path)
+        table = ds.data.table if hasattr(ds.data, "table") else ds.data
+        got = table.select(want).take(want_rows)
+        return {c: [None if v is None else _field_text(v) for v in got.column(c).to_pylist()]
+                for c in want}
+    if _table_format(path) == "parquet":
+        return _parquet_rows(path, want, want_rows)
+    values = {c: [None] * len(want_rows) for c in want}
+    pos = {r: [] for r in want_rows.tolist()}
+    for j, r in enumerate(want_rows.tolist()):
+        pos[r].append(j)
+    for c in want:
+        start = 0
+        for batch in _column_batches(path, c):
+            for r in range(start, start + len(batch)):
+                for j in pos.get(r, ()):
+                    v = batch[r - start]
+                    values[c][j] = None if v is None else _field_text(v)
+            start += len(batch)
+    return values
+
+
+def _parquet_rows(path: Path, columns: list[str], rows) -> dict[str, list]:
+    """Cells of ``columns`` at ``rows`` of a parquet table, one row group read at a time."""
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    pf = pq.ParquetFile(path)
+    bounds = np.cumsum([0] + [pf.metadata.row_group(g).num_rows
+                              for g in range(pf.metadata.num_row_groups)])
+    group = np.searchsorted(bounds, rows, side="right") - 1
+    out = {c: [None] * len(rows) for c in columns}
+    for g in np.unique(group).tolist():
+        if not 0 <= g < pf.metadata.num_row_groups:
+            continue
+        sel = np.flatnonzero(group == g)
+        table = pf.read_row_group(g, columns=columns).take(rows[sel] - bounds[g])
+        for c in columns:
+            for j, v in zip(sel.tolist(), table.column(c).to_pylist()):
+                out[c][j] = None if v is None else _field_text(v)
+    return out

@@ -343,6 +343,8 @@ def _key_column(modality: str, meta: _Metadata, where: Path, samples) -> str:
     a sample's ``key`` or ``url`` (clip-retrieval over webdataset shards: ``samples``, the
     shards' index, resolves them)."""
     names = meta.names
+    if {"path", "row", "modality"} <= set(names):
+        return "path"   # freebind embed's metadata: its caption/url/key are the inputs'
     col = next((c for c in _FILE_COLUMNS[modality] if c in names), None)
     if col is not None:
         return col

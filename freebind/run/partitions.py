@@ -504,6 +504,7 @@ def write_shard(plan: EmbedPlan, shard: Shard, rows, kept, failures=()) -> Shard
         arr, streamed = np.zeros((0, plan.dim), dtype=dtype), False
     meta = [{"path": shard.sources[i], "modality": shard.modality, "row": r}
             for r, i in enumerate(kept)]
+    _add_input_fields(meta, [shard.sources[i] for i in kept], shard.modality)
     fails = sorted(_failure(f) for f in failures)
     skipped = [{"path": s, "reason": r} for s, r in shard.failed] + \
         [{"path": shard.sources[i], "reason": r} for i, r in fails]
@@ -546,6 +547,19 @@ def _write_npy_blocks(path: Path, shape: tuple, dtype, blocks) -> None:
     atomic_write(path, w)
 
 
+def _add_input_fields(meta: list[dict], sources: list[str], modality: str) -> None:
+    """The input rows' caption, url and key (and the column a text was read from) beside
+    each metadata row, as clip-retrieval keeps them
+    (:func:`freebind.data.readers.source_fields`); absent ones are left out."""
+    from freebind.data.readers import source_fields
+
+    for name, values in source_fields(sources, texts=modality == "text").items():
+        if name in ("path", "modality", "row"):
+            name = f"input_{name}"
+        for r, v in zip(meta, values):
+            r[name] = v
+
+
 def _write_metadata(path: Path, rows: list[dict], fmt: str) -> None:
     if fmt == "parquet":
         import pyarrow as pa
@@ -554,7 +568,10 @@ def _write_metadata(path: Path, rows: list[dict], fmt: str) -> None:
         table = pa.table({"path": pa.array([r["path"] for r in rows], type=pa.string()),
                           "modality": pa.array([r["modality"] for r in rows],
                                                type=pa.string()),
-                          "row": pa.array([r["row"] for r in rows], type=pa.int64())})
+                          "row": pa.array([r["row"] for r in rows], type=pa.int64()),
+                          **{c: pa.array([r.get(c) for r in rows], type=pa.string())
+                             for c in dict.fromkeys(c for r in rows for c in r)
+                             if c not in ("path", "modality", "row")}})
         atomic_write(path, lambda tmp: pq.write_table(table, tmp))
     else:
         text = "".join(json.dumps(r) + "\n" for r in rows)

@@ -181,7 +181,8 @@ class EmbedPlan:
 
 
 def _collect(paths: Sequence, texts, as_modality: str | None, columns=None,
-             problems: list | None = None, ignored: list | None = None):
+             problems: list | None = None, ignored: list | None = None,
+             allow_missing: bool = False):
     """``{modality: [(source, item or MediaError)]}``: files by extension (``as_modality``:
     every file given or found in a folder given); a ``.txt`` file holds one text per
     non-empty line, as ``texts`` and the build's text pools do, each sourced ``FILE:N`` (its
@@ -197,7 +198,7 @@ def _collect(paths: Sequence, texts, as_modality: str | None, columns=None,
     columns = dict(columns or {})
     held = None
     if paths:
-        paths, held = read_inputs(paths, columns=columns)
+        paths, held = read_inputs(paths, columns=columns, allow_missing=allow_missing)
         problems += held.problems
     found = discover(paths, as_modality=as_modality, ignored=ignored) if paths else {}
     out: dict[str, list[tuple[str, object]]] = {m: [] for m in MODALITY_ORDER}
@@ -205,7 +206,7 @@ def _collect(paths: Sequence, texts, as_modality: str | None, columns=None,
         for m in held.items:
             out.setdefault(m, []).extend(held.entries(m))
     if texts is not None and container_kind(texts) is not None:
-        got = read_pool("text", texts, column=columns.get("text"))
+        got = read_pool("text", texts, column=columns.get("text"), allow_missing=allow_missing)
         problems += got.problems
         out["text"] += got.entries("text")
         texts = None
@@ -245,7 +246,8 @@ def plan_embed(target, paths: Iterable = (), texts=None, output=None, *,
                precision: str | None = None, partition_size: int = 100_000,
                batch_size: int = 64, shard_size: int = 2048, cache_dir=None,
                metadata: str = "parquet", strict: bool = False,
-               progress: bool = True, columns: Mapping[str, str] | None = None) -> EmbedPlan:
+               progress: bool = True, columns: Mapping[str, str] | None = None,
+               allow_missing: bool = False) -> EmbedPlan:
     """The shards of embedding ``paths`` (files or folders) and ``texts`` (a file, one text
     per line) with ``target`` (see :func:`freebind.open`) into ``output``.
 
@@ -254,7 +256,8 @@ def plan_embed(target, paths: Iterable = (), texts=None, output=None, *,
     go to every ``spaces.get``; ``metadata`` is ``"parquet"`` or ``"jsonl"``. ``paths``
     may name webdataset tar shards (brace patterns too), tables and ``datasets`` folders,
     ``texts`` a table; ``columns`` (``{"text": "caption", "audio": ...}``) names the table
-    columns to read (see :mod:`freebind.data.readers`). Reads the
+    columns to read (see :mod:`freebind.data.readers`); ``allow_missing``: a brace
+    pattern's missing shards are listed as skipped, not refused. Reads the
     inputs and resolves the target; writes nothing. ``target=None`` is the default bundle
     (:func:`freebind.run.implicit.default_target`)."""
     if target is None:
@@ -278,7 +281,8 @@ def plan_embed(target, paths: Iterable = (), texts=None, output=None, *,
     paths = [Path(p) for p in ([paths] if isinstance(paths, (str, os.PathLike)) else paths)]
     problems: list[dict] = []
     ignored: list[Path] = []
-    items = _collect(paths, texts, options.as_modality, columns, problems, ignored)
+    items = _collect(paths, texts, options.as_modality, columns, problems, ignored,
+                     allow_missing)
     if not items:
         unknown = (f" ({len(ignored)} file(s) of an unknown extension, e.g. {ignored[0]})"
                    if ignored else "")

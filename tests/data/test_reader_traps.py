@@ -139,3 +139,32 @@ def test_sample_index_finds_members_by_key_and_url(tmp_path):
     (tmp_path / "f.jpg").write_bytes(member(2))
     assert want[2] == file_key(tmp_path / "f.jpg")
     assert index.problems == []
+
+
+def test_cli_allow_missing_for_embed_and_build(tmp_path):
+    from typer.testing import CliRunner
+
+    from freebind.mini import write_pools
+    from freebind_cli.main import app
+
+    write_pools(tmp_path / "pools", n_audio=8, n_image=2, n_text=8, seed=1)
+    audio = sorted((tmp_path / "pools" / "audio").iterdir())
+    for s in (0, 2):
+        _tar(tmp_path / "sh" / f"a-{s}.tar", [(f"{s}{i}{p.suffix}", p.read_bytes())
+                                              for i, p in enumerate(audio[4 * (s // 2):][:4])])
+    pattern = str(tmp_path / "sh" / "a-{0..2}.tar")
+    args = ["embed", "mini:clap", pattern, "-o", str(tmp_path / "out"), "--cache-dir",
+            str(tmp_path / "c"), "--json"]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 2 and "a-1.tar" in r.output and "--allow-missing" in r.output
+    assert "Traceback" not in r.output
+    r = CliRunner().invoke(app, args + ["--allow-missing"])
+    assert r.exit_code == 0, r.output
+    rep = json.loads(r.stdout)
+    assert rep["rows"] == 8 and "a-1.tar" in rep["skipped"][0]["reason"]
+    # build: the flag makes the pool spec say it, as a pools.json entry would
+    from freebind_cli.build import _with_column
+
+    spec = _with_column("audio", pattern, None, allow_missing=True)
+    assert spec == {"path": pattern, "allow_missing": True}
+    assert len(readers.read_pool("audio", spec).items["audio"]) == 8

@@ -158,3 +158,31 @@ def test_clip_retrieval_over_webdataset_imports_by_key_and_url(tmp_path):
     got = EmbeddingStore(tmp_path / "c2").view(ident, "image",
                                                [file_key(images[i]) for i in order[:9]])[:]
     np.testing.assert_array_equal(got, img[:9])
+
+
+def test_cli_import_takes_the_shards(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from typer.testing import CliRunner
+
+    from freebind.mini import write_pools
+    from freebind_cli.main import app
+
+    write_pools(tmp_path / "pools", n_audio=2, n_image=4, n_text=4, seed=3)
+    images = sorted((tmp_path / "pools" / "image").iterdir())
+    pattern = _webdataset(tmp_path / "shards", images, ["a", "b", "c", "d"], 2)
+    out = tmp_path / "cr"
+    for d in ("img_emb", "metadata"):
+        (out / d).mkdir(parents=True)
+    np.save(out / "img_emb" / "img_emb_0.npy", np.pad(_rows(4), ((0, 0), (0, 44))))
+    pq.write_table(pa.table({"key": [f"{i:09d}" for i in range(4)]}),
+                   out / "metadata" / "metadata_0.parquet")
+    (tmp_path / "shards" / "00001.tar").unlink()
+    base = ["import", "mini:vl", str(out), "--shards", pattern, "--cache-dir",
+            str(tmp_path / "c"), "--json"]
+    r = CliRunner().invoke(app, base)
+    assert r.exit_code == 2 and "00001.tar" in r.output and "Traceback" not in r.output
+    r = CliRunner().invoke(app, base + ["--allow-missing"])
+    assert r.exit_code == 0, r.output
+    rep = json.loads(r.stdout)
+    assert rep["rows"] == {"image": 2} and len(rep["skipped"]) == 3   # the shard, 2 rows

@@ -376,7 +376,7 @@ class StoreWriter:
     """Precomputed rows added to one ``(space, modality)`` of a store, block after block
     (``with store.writer(space, m) as w: w.add(keys, rows)``), in linear time and memory
     bounded by the keys: the shards already there are indexed once, the keys given since
-    are kept as a few sorted runs of ``S64`` (64 bytes a key), rows wait in one buffer of
+    are kept as a few sorted runs of raw digests (``S32``: 32 bytes a key), rows wait in one buffer of
     at most ``shard_size`` and go out as full shards (the last one on :meth:`close`).
     A key already in the store or added before is skipped."""
 
@@ -385,7 +385,7 @@ class StoreWriter:
         self.dim = int(space.dim)
         self.mdir = store.modality_dir(space, modality)
         self._have = store._index(self.mdir)
-        self._runs: list[np.ndarray] = []     # sorted keys added by this writer
+        self._runs: list[np.ndarray] = []     # sorted raw digests of the keys met
         self._keys: list[np.ndarray] = []     # the buffer: keys and rows not yet written
         self._rows: list[np.ndarray] = []
         self._buffered = 0
@@ -400,7 +400,7 @@ class StoreWriter:
             self.close()
 
     def _met(self, keys: np.ndarray) -> np.ndarray:
-        """Which of ``keys`` (``S64``) this writer met before."""
+        """Which of ``keys`` (raw ``S32`` digests) this writer met before."""
         got = np.zeros(len(keys), dtype=bool)
         for run in self._runs:
             pos = np.minimum(np.searchsorted(run, keys), len(run) - 1)
@@ -418,11 +418,12 @@ class StoreWriter:
         if not len(karr):
             return 0
         uniq, first = np.unique(karr, return_index=True)
-        new = ~self._met(uniq)
+        raw = _raw_digests(uniq)
+        new = ~self._met(raw)
         uniq, first = uniq[new], first[new]
         if not len(uniq):
             return 0
-        self._remember(uniq)
+        self._remember(raw[new])
         self.met += len(uniq)
         rows = np.sort(first[self._have.find(uniq) < 0])
         if not len(rows):
@@ -438,7 +439,10 @@ class StoreWriter:
         self._runs.append(sorted_keys)
         while len(self._runs) > 1 and len(self._runs[-2]) <= 2 * len(self._runs[-1]):
             b, a = self._runs.pop(), self._runs.pop()
-            self._runs.append(np.sort(np.concatenate([a, b])))
+            merged = np.concatenate([a, b])
+            del a, b
+            merged.sort()
+            self._runs.append(merged)
 
     def _drain(self, final: bool) -> None:
         """Write the buffer's full shards (and, ``final``, the rest)."""
@@ -459,6 +463,13 @@ class StoreWriter:
         if self._buffered:
             self._drain(final=True)
         return self.written
+
+
+def _raw_digests(hex_keys: np.ndarray) -> np.ndarray:
+    """``S64`` lowercase hex keys as their 32 raw bytes (``S32``; the same order)."""
+    u = hex_keys.view(np.uint8).reshape(len(hex_keys), 64)
+    v = np.where(u >= 97, u - 87, u - 48).astype(np.uint8)
+    return np.ascontiguousarray((v[:, 0::2] << 4) | v[:, 1::2]).view("S32").reshape(-1)
 
 
 def _hex_keys(keys) -> np.ndarray:

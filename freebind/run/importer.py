@@ -417,7 +417,7 @@ def _import_partition(store, writer, modality: str, arr, meta: _Metadata, where:
     if not by_row and meta.rows < n:
         raise ImportRefused(f"{where}: {meta.rows} metadata row(s) for {n} embedding rows")
     columns = [col, "row", "modality"] if by_row else [col]
-    start = 0
+    start = covered = 0
     for batch in meta.batches(columns):
         values = batch[col]
         if by_row:
@@ -431,10 +431,14 @@ def _import_partition(store, writer, modality: str, arr, meta: _Metadata, where:
             continue
         values = [v for v, u in zip(values, use.tolist()) if u]
         rows = rows[use]
+        covered += len(rows)
         keys = keyer.keys(values)
         ok = keys != b""
         writer.add(keys[ok], arr[rows[ok]])
         pbar.update(len(rows))
+    if covered < n:
+        report.skipped.append({"path": str(where), "reason": f"{n - covered} of its {n} "
+                               f"{modality} embedding rows have no metadata row"})
 
 
 def import_embeddings(space: str, source, *, ids=None, texts=None, modality: str | None = None,

@@ -186,3 +186,28 @@ def test_cli_import_takes_the_shards(tmp_path):
     assert r.exit_code == 0, r.output
     rep = json.loads(r.stdout)
     assert rep["rows"] == {"image": 2} and len(rep["skipped"]) == 3   # the shard, 2 rows
+
+
+def test_embed_metadata_rows_without_a_metadata_row_are_reported(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    src = tmp_path / "e"
+    (src / "text_emb").mkdir(parents=True)
+    (src / "metadata").mkdir()
+    rows = np.random.default_rng(5).standard_normal((4, 32)).astype(np.float32)
+    np.save(src / "text_emb" / "text_emb_0.npy", rows)
+    (tmp_path / "t.txt").write_text("one\ntwo\nthree\nfour\n")
+    pq.write_table(pa.table({"path": [f"{tmp_path / 't.txt'}:{i + 1}" for i in (0, 1, 3)],
+                             "modality": ["text"] * 3, "row": [0, 1, 3],
+                             "caption": ["not", "the", "key"]}),
+                   src / "metadata" / "metadata_0.parquet")
+    rep = freebind.import_embeddings("mini:clap", src, cache_dir=tmp_path / "c",
+                                     progress=False)
+    assert rep.rows == {"text": 3}
+    assert rep.skipped == [{"path": str(src / "metadata" / "metadata_0.parquet"),
+                            "reason": "1 of its 4 text embedding rows have no metadata row"}]
+    store = EmbeddingStore(tmp_path / "c")
+    ident = importer.imported_identities(store, "mini:clap")[0]
+    got = store.view(ident, "text", [text_key(t) for t in ("one", "two", "four")])[:]
+    np.testing.assert_array_equal(got, rows[[0, 1, 3]])

@@ -893,7 +893,8 @@ _TEXT_COLUMN: dict[str, Any] = {}   # the last CSV/JSON-lines column read, as Ar
 
 def text_of(source: str) -> str | None:
     """The text a text locator names (``SHARD::KEY.txt``, ``SHARD::KEY.json[i]``,
-    ``SHARD::KEY.json#FIELD[i]`` (a field named by ``--text-column``), ``TABLE::COLUMN[ROW]``, ``DATASET::COLUMN[ROW]``), read again; None when ``source`` is
+    ``SHARD::KEY.json#FIELD[i]`` (a field named by ``--text-column``),
+    ``TABLE::COLUMN[ROW]``, ``DATASET::COLUMN[ROW]``), read again; None when ``source`` is
     not one. How imported rows from ``embed`` runs over shards and tables are keyed."""
     if SEP not in source:
         return None

@@ -306,9 +306,10 @@ class EmbeddingStore:
                     self.encoded += len(shard_keys)
         return bad
 
-    def _write_shard(self, mdir: Path, keys: Sequence[str], emb: np.ndarray) -> Path:
-        """One shard file, named by its keys, in the store's dtype (atomic)."""
-        emb = np.asarray(emb, dtype=np.float32).astype(self.dtype, copy=False)
+    def _write_shard(self, mdir: Path, keys: Sequence[str], emb: np.ndarray,
+                     dtype=None) -> Path:
+        """One shard file, named by its keys, in ``dtype`` (default: the store's; atomic)."""
+        emb = np.asarray(emb, dtype=np.float32).astype(dtype or self.dtype, copy=False)
         karr = np.asarray(keys, dtype="S64")
         name = hashlib.sha256(b"".join(karr.tolist())).hexdigest()[:24]
         path = mdir / f"shard-{name}.npz"
@@ -376,9 +377,11 @@ class StoreWriter:
     """Precomputed rows added to one ``(space, modality)`` of a store, block after block
     (``with store.writer(space, m) as w: w.add(keys, rows)``), in linear time and memory
     bounded by the keys: the shards already there are indexed once, the keys given since
-    are kept as a few sorted runs of raw digests (``S32``: 32 bytes a key), rows wait in one buffer of
-    at most ``shard_size`` and go out as full shards (the last one on :meth:`close`).
-    A key already in the store or added before is skipped."""
+    are kept as a few sorted runs of raw digests (``S32``, 32 bytes a key), rows wait in
+    one buffer of at most ``shard_size`` and go out as full shards (the last one on
+    :meth:`close`). Float16 rows are written as float16 shards (read back exactly, half
+    the disk), others in the store's dtype. A key already in the store or given before is
+    skipped."""
 
     def __init__(self, store: "EmbeddingStore", space, modality: str):
         self.store, self.space, self.modality = store, space, modality
@@ -428,8 +431,10 @@ class StoreWriter:
         rows = np.sort(first[self._have.find(uniq) < 0])
         if not len(rows):
             return 0
+        block = np.asarray(emb[rows])
         self._keys.append(karr[rows])
-        self._rows.append(np.asarray(emb[rows], dtype=np.float32))
+        self._rows.append(block if block.dtype == np.float16 else
+                          block.astype(np.float32, copy=False))
         self._buffered += len(rows)
         if self._buffered >= self.store.shard_size:
             self._drain(final=False)
@@ -441,7 +446,7 @@ class StoreWriter:
             b, a = self._runs.pop(), self._runs.pop()
             merged = np.concatenate([a, b])
             del a, b
-            merged.sort()
+            merged.sort(kind="stable")   # two sorted runs: a linear merge
             self._runs.append(merged)
 
     def _drain(self, final: bool) -> None:
@@ -451,9 +456,11 @@ class StoreWriter:
         stop = len(keys) if final else len(keys) - len(keys) % size
         if stop and self.written == 0:
             self.store._write_space_meta(self.space)
+        # float16 rows stay float16 (exact, half the bytes); others in the store's dtype
+        dtype = np.float16 if rows.dtype == np.float16 else None
         for start in range(0, stop, size):
             end = min(stop, start + size)
-            self.store._write_shard(self.mdir, keys[start:end], rows[start:end])
+            self.store._write_shard(self.mdir, keys[start:end], rows[start:end], dtype)
             self.written += end - start
         self._keys, self._rows = [keys[stop:]], [rows[stop:]]
         self._buffered = len(keys) - stop

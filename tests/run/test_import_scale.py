@@ -94,8 +94,9 @@ def test_import_reads_metadata_in_blocks(tmp_path, monkeypatch):
     store = EmbeddingStore(tmp_path / "c")
     ident = importer.imported_identities(store, "mini:clap")[0]
     firsts = [caps.index(f"caption {j}") for j in range(17)]
-    got = store.view(ident, "text", [text_key(f"caption {j}") for j in range(17)])[:]
-    np.testing.assert_array_equal(got, rows[firsts].astype(np.float16).astype(np.float32))
+    view = store.view(ident, "text", [text_key(f"caption {j}") for j in range(17)])
+    np.testing.assert_array_equal(view[:], rows[firsts].astype(np.float16).astype(np.float32))
+    assert view.stored_dtype == np.float16      # float16 rows stay float16: exact, half
 
 
 def _webdataset(folder: Path, images: list[Path], captions: list[str], per_shard: int) -> str:

@@ -325,10 +325,11 @@ class EmbeddingStore:
         with self.writer(space, modality) as w:
             return w.add(keys, emb)
 
-    def writer(self, space, modality: str) -> "StoreWriter":
+    def writer(self, space, modality: str, shard_rows: int | None = None) -> "StoreWriter":
         """A :class:`StoreWriter` adding precomputed rows of ``modality`` for ``space``
-        block by block: the store's index is read once, whatever the number of blocks."""
-        return StoreWriter(self, space, modality)
+        block by block: the store's index is read once, whatever the number of blocks.
+        ``shard_rows``: rows a shard (default ``shard_size``)."""
+        return StoreWriter(self, space, modality, shard_rows)
 
     def view(self, space, modality: str, keys: Sequence[str]) -> "PoolView":
         """The cached rows of ``keys`` (in that order) as a memory-mapped :class:`PoolView`;
@@ -378,13 +379,15 @@ class StoreWriter:
     (``with store.writer(space, m) as w: w.add(keys, rows)``), in linear time and memory
     bounded by the keys: the shards already there are indexed once, the keys given since
     are kept as a few sorted runs of raw digests (``S32``, 32 bytes a key), rows wait in
-    one buffer of at most ``shard_size`` and go out as full shards (the last one on
+    one buffer of at most ``shard_rows`` and go out as full shards (the last one on
     :meth:`close`). Float16 rows are written as float16 shards (read back exactly, half
     the disk), others in the store's dtype. A key already in the store or given before is
     skipped."""
 
-    def __init__(self, store: "EmbeddingStore", space, modality: str):
+    def __init__(self, store: "EmbeddingStore", space, modality: str,
+                 shard_rows: int | None = None):
         self.store, self.space, self.modality = store, space, modality
+        self.shard_rows = max(1, int(shard_rows or store.shard_size))
         self.dim = int(space.dim)
         self.mdir = store.modality_dir(space, modality)
         self._have = store._index(self.mdir)
@@ -436,7 +439,7 @@ class StoreWriter:
         self._rows.append(block if block.dtype == np.float16 else
                           block.astype(np.float32, copy=False))
         self._buffered += len(rows)
-        if self._buffered >= self.store.shard_size:
+        if self._buffered >= self.shard_rows:
             self._drain(final=False)
         return int(len(rows))
 
@@ -452,7 +455,7 @@ class StoreWriter:
     def _drain(self, final: bool) -> None:
         """Write the buffer's full shards (and, ``final``, the rest)."""
         keys, rows = np.concatenate(self._keys), np.concatenate(self._rows)
-        size = self.store.shard_size
+        size = self.shard_rows
         stop = len(keys) if final else len(keys) - len(keys) % size
         if stop and self.written == 0:
             self.store._write_space_meta(self.space)

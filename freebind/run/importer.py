@@ -270,6 +270,8 @@ class _Metadata:
         if isinstance(source, dict):
             self.names = list(source)
             self.rows = len(next(iter(source.values()), []))
+        elif isinstance(source, _Lines):
+            self.names, self.rows = [source.col], sum(1 for _ in source)
         elif source.suffix == ".parquet":
             self.names, self.rows = self._parquet_shape(source)
         else:
@@ -302,6 +304,15 @@ class _Metadata:
         if isinstance(src, dict):
             for start in range(0, self.rows, _ROWS):
                 yield {c: src[c][start:start + _ROWS] for c in columns}
+        elif isinstance(src, _Lines):
+            block: list[str] = []
+            for t in src:
+                block.append(t)
+                if len(block) >= _ROWS:
+                    yield {src.col: block}
+                    block = []
+            if block:
+                yield {src.col: block}
         elif src.suffix == ".parquet":
             import pyarrow.parquet as pq
 
@@ -312,7 +323,7 @@ class _Metadata:
             except Exception as exc:  # noqa: BLE001
                 raise UsageError(f"{src}: unreadable ({first_line(exc)})") from None
         else:
-            block: dict[str, list] = {c: [] for c in columns}
+            block = {c: [] for c in columns}
             for obj in _json_lines(src):
                 for c in columns:
                     block[c].append(obj.get(c))
@@ -533,7 +544,7 @@ def _jobs(source: Path, info, ids, texts, modality: str | None) -> list[tuple[st
     if m not in info.modalities:
         raise ImportRefused(f"{source}: {info.name} has no {m} modality "
                            f"({', '.join(info.modalities)})")
-    return [(m, source, {col: values})]
+    return [(m, source, values.named(col) if isinstance(values, _Lines) else {col: values})]
 
 
 def _checked_rows(npy: Path, info):
@@ -543,20 +554,48 @@ def _checked_rows(npy: Path, info):
     return arr
 
 
-def _lines(spec) -> list[str]:
-    """The ids or texts of a ``.npy``'s rows: those given, or a file's (one a non-empty
-    line, as texts files are read everywhere)."""
+def _lines(spec):
+    """The ids or texts of a ``.npy``'s rows: those given (a list), or a file's, streamed
+    (:class:`_Lines`)."""
     if isinstance(spec, (str, os.PathLike)):
-        from freebind.data.media import read_texts
-
-        try:
-            return read_texts(spec)
-        except MediaError as exc:
-            raise ImportRefused(str(exc)) from None
+        return _Lines(Path(spec))
     return [str(v) for v in spec]
 
 
-def _modality_of_ids(values: list[str], source: Path) -> str:
+#: what ``str.splitlines`` (so :func:`freebind.data.media.read_texts`) breaks lines at
+_BREAKS = "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"
+
+
+class _Lines:
+    """The texts of a file, one a non-empty line (surrounding whitespace stripped), the
+    lines :func:`freebind.data.media.read_texts` gives, read 1 MB at a time: a ``.npy``'s
+    ids or texts, never held whole. ``named(col)`` makes it a column of metadata."""
+
+    def __init__(self, path: Path, col: str = "caption"):
+        self.path, self.col = path, col
+
+    def named(self, col: str) -> "_Lines":
+        return _Lines(self.path, col)
+
+    def __iter__(self):
+        rest = ""
+        try:
+            with open(self.path, encoding="utf-8", newline="") as fh:
+                while True:
+                    chunk = fh.read(1 << 20)
+                    if not chunk:
+                        break
+                    text = rest + chunk
+                    parts = text.splitlines()
+                    rest = "" if text[-1] in _BREAKS else parts.pop()
+                    yield from (t.strip() for t in parts if t.strip())
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ImportRefused(f"{self.path}: cannot read texts ({first_line(exc)})") from None
+        if rest.strip():
+            yield rest.strip()
+
+
+def _modality_of_ids(values, source: Path) -> str:
     from freebind.util.vocab import modality_of
 
     found = {modality_of(str(v).rpartition("::")[2] or v) for v in values}

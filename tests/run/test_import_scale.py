@@ -212,3 +212,20 @@ def test_embed_metadata_rows_without_a_metadata_row_are_reported(tmp_path):
     ident = importer.imported_identities(store, "mini:clap")[0]
     got = store.view(ident, "text", [text_key(t) for t in ("one", "two", "four")])[:]
     np.testing.assert_array_equal(got, rows[[0, 1, 3]])
+
+
+def test_a_texts_file_is_streamed_with_the_lines_read_texts_gives(tmp_path):
+    from freebind.data.media import read_texts
+
+    rng = np.random.default_rng(7)
+    breaks = ["\n", "\r\n", "\r", "\u2028", "\x0b", "\x85", "\n\n  \n"]
+    parts = []
+    for i in range(60_000):                   # > 1 MB: lines and breaks cross chunk edges
+        parts.append(f" line {i} é{'x' * int(rng.integers(0, 9))} ")
+        parts.append(breaks[int(rng.integers(0, len(breaks)))])
+    (tmp_path / "t.txt").write_bytes("".join(parts).encode("utf-8"))
+    assert (tmp_path / "t.txt").stat().st_size > 1 << 20
+    want = read_texts(tmp_path / "t.txt")
+    assert list(importer._Lines(tmp_path / "t.txt")) == want and len(want) == 60_000
+    (tmp_path / "u.txt").write_text("a\nb\n\nc")        # no final break
+    assert list(importer._Lines(tmp_path / "u.txt")) == ["a", "b", "c"]

@@ -997,9 +997,15 @@ class SampleIndex:
                      f"{_few(missing)}"}] if missing else []
         parts: dict[tuple, list] = {}
         for shard in shards:
-            for (m, by), (names, digests) in _shard_samples(shard, modalities).items():
+            got, merged = _shard_samples(shard, modalities)
+            for (m, by), (names, digests) in got.items():
                 parts.setdefault((m, by), []).append((_hash16(names),
                                                       np.array(digests, dtype="S32")))
+            if merged:
+                problems.append({"path": str(shard), "reason": (
+                    f"{merged} member(s) merged into samples that already had one of their "
+                    "modality (webdataset groups by the name up to the first dot); only "
+                    "the first of each is found by key or url")})
         tables = {}
         for (m, by), got in parts.items():
             names = np.concatenate([g[0] for g in got])
@@ -1038,13 +1044,15 @@ class SampleIndex:
         return out
 
 
-def _shard_samples(shard: Path, modalities) -> dict[tuple, tuple[list, list]]:
+def _shard_samples(shard: Path, modalities) -> tuple[dict[tuple, tuple[list, list]], int]:
     """``{(modality, "key" | "url"): (names, raw content digests)}`` of one shard's samples
-    (the first member of a modality in a sample; its ``.json``'s ``url``)."""
+    (the first member of a modality in a sample; its ``.json``'s ``url``), and how many
+    members were merged into a sample holding one of their modality already."""
     import tarfile
 
     digests: dict[tuple[str, str], bytes] = {}
     urls: dict[str, str] = {}
+    merged = 0
     try:
         with tarfile.open(shard, "r:", ignore_zeros=True) as tf, open(shard, "rb") as raw:
             for info in tf:
@@ -1052,7 +1060,9 @@ def _shard_samples(shard: Path, modalities) -> dict[tuple, tuple[list, list]]:
                     continue
                 key, ext = _sample_key(info.name)
                 m = _ext_modality(ext)
-                if m in modalities and (m, key) not in digests:
+                if m in modalities and (m, key) in digests:
+                    merged += 1
+                elif m in modalities:
                     digests[(m, key)] = _hash_range(raw, info.offset_data, info.size, shard)
                 elif ext.endswith("json") and key not in urls:
                     texts = _json_field(_read_range(raw, info.offset_data, info.size), "url")
@@ -1069,7 +1079,7 @@ def _shard_samples(shard: Path, modalities) -> dict[tuple, tuple[list, list]]:
             names, ds = out.setdefault((m, "url"), ([], []))
             names.append(urls[key])
             ds.append(d)
-    return out
+    return out, merged
 
 
 def _json_field(data: bytes, name: str) -> str | None:

@@ -139,6 +139,12 @@ def test_sample_index_finds_members_by_key_and_url(tmp_path):
     (tmp_path / "f.jpg").write_bytes(member(2))
     assert want[2] == file_key(tmp_path / "f.jpg")
     assert index.problems == []
+    # members merged by the first dot are counted here too
+    _tar(tmp_path / "d.tar", [("k.1.jpg", b"one" * 9), ("k.2.jpg", b"two" * 9)])
+    index = readers.SampleIndex.of(str(tmp_path / "d.tar"), ["image"])
+    assert index.lookup("image", "key", ["k"])[0].decode() == \
+        readers._content_digest(b"one" * 9).hex()
+    assert index.problems[0]["reason"].startswith("1 member(s) merged into samples")
 
 
 def test_cli_allow_missing_for_embed_and_build(tmp_path):

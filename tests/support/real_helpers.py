@@ -71,14 +71,21 @@ def write_png(path, seed: int = 0, size=(180, 240)) -> Path:
 
 def require_packages(*names: str) -> None:
     """Skip the calling test module unless every package is installed (found, not imported:
-    some packages' ``__init__`` imports things freebind deliberately avoids)."""
+    some packages' ``__init__`` imports things freebind deliberately avoids). In CI
+    (``CI=true``) a missing package FAILS the module instead: a reference library that
+    scripts/setup.sh did not install must never pass unseen."""
     import importlib.util
+    import os
 
     import pytest
 
     missing = [n for n in names if importlib.util.find_spec(n) is None]
     if missing:
-        pytest.skip(f"not installed: {', '.join(missing)}", allow_module_level=True)
+        message = f"not installed: {', '.join(missing)}"
+        if os.environ.get("CI", "").strip().lower() in ("1", "true", "yes"):
+            pytest.fail(f"{message} (CI=true: scripts/setup.sh must install every test "
+                        f"reference)", pytrace=False)
+        pytest.skip(message, allow_module_level=True)
 
 
 def reference_imagebind():

@@ -97,10 +97,21 @@ def _hub_file(repo: str, revision, filename: str, download: bool) -> Path | None
                          f"pip install 'freebind[transformers]'") from None
     local_only = not download or weights.offline()
     try:
-        return Path(hf_hub_download(repo, filename, revision=revision,
+        return Path(hf_hub_download(repo, filename, revision=revision, cache_dir=hub_cache(),
                                     local_files_only=local_only))
     except Exception:  # not cached, not on the Hub, or no network: the caller says which
         return None
+
+
+def hub_cache() -> str:
+    """huggingface_hub's cache folder, read from the environment at call time."""
+    import os
+
+    if os.environ.get("HF_HUB_CACHE"):
+        return str(Path(os.environ["HF_HUB_CACHE"]).expanduser())
+    if os.environ.get("HF_HOME"):
+        return str(Path(os.environ["HF_HOME"]).expanduser() / "hub")
+    return str(Path.home() / ".cache" / "huggingface" / "hub")
 
 
 def bundle_or_model(folder: Path) -> str | None:
@@ -253,7 +264,7 @@ def model_folder(ref: str, parsed: dict, download: bool = True) -> Path:
 
     try:
         got = Path(snapshot_download(parsed["repo"], revision=parsed["revision"],
-                                     allow_patterns=MODEL_FILES))
+                                     allow_patterns=MODEL_FILES, cache_dir=hub_cache()))
     except Exception as exc:
         raise SpaceError(f"{ref}: download failed "
                          f"({str(exc).strip().splitlines()[0][:160]})") from None

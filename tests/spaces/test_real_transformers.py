@@ -50,13 +50,9 @@ def reference(model, proc, modality, items):
                       return_tensors="pt")
         fn = model.get_image_features
     elif modality == "audio":
-        rows = []
-        for p in items:  # freebind seeds numpy with 0 for each file's random crops
-            np.random.seed(0)
-            one = proc(audio=[sf.read(str(p), dtype="float32")[0]], sampling_rate=16000,
-                       return_tensors="pt")
-            rows.append({k: one[k] for k in ("input_features", "is_longer")})
-        inputs = {k: torch.cat([r[k] for r in rows]) for k in rows[0]}
+        np.random.seed(0)  # freebind seeds numpy with 0 for a batch's random crops
+        inputs = proc(audio=[sf.read(str(p), dtype="float32")[0] for p in items],
+                      sampling_rate=16000, return_tensors="pt")
         fn = model.get_audio_features
     else:
         n = model.config.vision_config.num_frames

@@ -41,6 +41,8 @@ def test_parse():
     assert fam.parse("org/name@v2~video") == {"repo": "org/name", "revision": "v2",
                                                 "head": "video"}
     assert fam.parse("/x/y")["path"].as_posix() == "/x/y"
+    assert fam.parse("/x~y/z")["path"].as_posix() == "/x~y/z"
+    assert fam.parse("/x/y~audio_video")["head"] == "audio_video"
     for bad, why in (("org/name~text", "unknown text head"), ("justaname", "not a folder"),
                      ("", "give a model")):
         with pytest.raises(SpaceError, match=why):

@@ -240,3 +240,50 @@ def save(kind: str, folder) -> tuple:
     model.save_pretrained(str(folder))
     proc.save_pretrained(str(folder))
     return model, proc
+
+
+# --- Perception Encoder (audio, video, audio-video) ------------------------------------------
+PE_KINDS = ("pe_audio", "pe_video", "pe_audio_video")
+_PE_ENC = dict(hidden_size=32, intermediate_size=37, num_hidden_layers=1, num_attention_heads=2,
+               head_dim=16)
+_PE_AUDIO = dict(_PE_ENC, dac_config=dict(downsampling_ratios=[2, 4], encoder_hidden_size=8,
+                                          codebook_dim=16, hidden_size=16,
+                                          decoder_hidden_size=16, upsampling_ratios=[4, 2]))
+_PE_VIDEO = dict(_PE_ENC, vision_config=dict(
+    architecture="vit_pe_core_tiny_patch16_384", num_classes=24,
+    model_args=dict(img_size=32, depth=1, embed_dim=32, num_heads=2)))
+
+
+def build_pe(kind: str):
+    """``(model, processor)`` of a tiny random-weight Perception Encoder ``kind``."""
+    import torch
+
+    t = _t()
+    tok = wordpiece()
+    text = dict(TINY_TEXT, vocab_size=len(tok), pad_token_id=tok.pad_token_id,
+                bos_token_id=tok.cls_token_id, eos_token_id=tok.sep_token_id,
+                cls_token_id=tok.cls_token_id, sep_token_id=tok.sep_token_id)
+    fe = t.PeAudioFeatureExtractor(sampling_rate=16000, hop_length=8)
+    vp = t.PeVideoVideoProcessor(size={"height": 32, "width": 32}, do_resize=True,
+                                 do_rescale=True, do_normalize=True, image_mean=[0.5] * 3,
+                                 image_std=[0.5] * 3, num_frames=4)
+    torch.manual_seed(0)
+    if kind == "pe_audio":
+        model = t.PeAudioModel(t.PeAudioConfig(text_config=text, audio_config=_PE_AUDIO))
+        proc = t.PeAudioProcessor(feature_extractor=fe, tokenizer=tok)
+    elif kind == "pe_video":
+        model = t.PeVideoModel(t.PeVideoConfig(text_config=text, video_config=_PE_VIDEO))
+        proc = t.PeVideoProcessor(video_processor=vp, tokenizer=tok)
+    else:
+        cfg = t.PeAudioVideoConfig(text_config=text, audio_video_config=dict(
+            _PE_ENC, audio_config=_PE_AUDIO, video_config=_PE_VIDEO))
+        model = t.PeAudioVideoModel(cfg)
+        proc = t.PeAudioVideoProcessor(feature_extractor=fe, video_processor=vp, tokenizer=tok)
+    return model.eval(), proc
+
+
+def save_pe(kind: str, folder) -> tuple:
+    model, proc = build_pe(kind)
+    model.save_pretrained(str(folder))
+    proc.save_pretrained(str(folder))
+    return model, proc

@@ -36,12 +36,15 @@ _REPO_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*/[A-Za-z0-9][A-Za-z0-9_.\-]*
 #: feature methods of the CLIP-like classes, by modality
 FEATURE_METHODS = {"text": "get_text_features", "image": "get_image_features",
                    "audio": "get_audio_features", "video": "get_video_features"}
-#: Perception Encoder classes: modality -> method (``{head}``: the text head)
+#: Perception Encoder classes: modality -> the computation of the class's own ``forward``
+#: for that embedding (transformers 5.25's ``PeVideoModel`` defines its feature methods
+#: inside ``__init__``, so they and ``PeAudioVideoModel``'s video and text-audio/-video
+#: methods cannot be called; the same sub-modules are run as ``forward`` runs them)
 PE_METHODS = {
-    "PeAudioModel": {"audio": "get_audio_embeds", "text": "get_text_audio_embeds"},
-    "PeVideoModel": {"video": "get_video_embeds", "text": "get_text_video_embeds"},
-    "PeAudioVideoModel": {"audio": "get_audio_embeds", "video": "get_video_embeds",
-                          "text": "get_text_{head}_embeds"},
+    "PeAudioModel": {"audio": "pe_audio", "text": "pe_text_audio"},
+    "PeVideoModel": {"video": "pe_video", "text": "pe_text_video"},
+    "PeAudioVideoModel": {"audio": "pe_audio", "video": "pe_video",
+                          "text": "pe_text_{head}"},
 }
 PE_HEADS = ("audio", "video", "audio_video")
 #: model_type -> (class, modalities) of the families known without importing their code
@@ -68,8 +71,8 @@ MODEL_FILES = ["*.json", "*.txt", "*.model", "*.safetensors", "*.tiktoken", "REA
 # --- references ----------------------------------------------------------------------------
 def parse(spec: str) -> dict:
     """``{"path": Path}`` or ``{"repo": ..., "revision": ...}``, plus ``head`` (or None)."""
-    body, tilde, head = spec.rpartition("~") if "~" in spec[1:] else (spec, "", "")
-    if not tilde:
+    body, tilde, head = spec.rpartition("~")
+    if not tilde or not body or "/" in head:  # no head ("~" of a home folder or in a path)
         body, head = spec, ""
     if head and head not in PE_HEADS:
         raise SpaceError(f"{PREFIX}:{spec}: unknown text head {head!r}; one of "
@@ -367,21 +370,30 @@ class TransformersSpace(EncoderAdapter):
         return dict(self.processor(text=[str(t) for t in texts], return_tensors="pt",
                                    **kwargs))
 
-    def item_inputs(self, modality: str, item) -> dict:
-        """One file's processor outputs (batch of one)."""
+    def decode(self, modality: str, item):
+        """One file decoded for the processor (in a worker thread): ``(modality, media)``."""
         from freebind.data import media
 
         if modality == "image":
-            out = self.processor(images=[media.load_image(item)], return_tensors="pt")
+            return modality, media.load_image(item)
+        if modality == "audio":
+            rate = int(self.processor.feature_extractor.sampling_rate)
+            return modality, media.load_audio(item, rate)
+        if modality == "video":
+            return modality, self.video_frames(item)
+        raise SpaceError(f"space {self.name} does not encode {modality!r}")
+
+    def media_inputs(self, modality: str, batch: list) -> dict:
+        """The processor's outputs for a batch of decoded media, as the library batches
+        them (its own padding and masks)."""
+        if modality == "image":
+            out = self.processor(images=batch, return_tensors="pt")
         elif modality == "audio":
             rate = int(self.processor.feature_extractor.sampling_rate)
-            wave = media.load_audio(item, rate)
             with seeded_numpy():  # CLAP crops long audio at random: the same crops each time
-                out = self.processor(audio=[wave], sampling_rate=rate, return_tensors="pt")
-        elif modality == "video":
-            out = self.processor(videos=[self.video_frames(item)], return_tensors="pt")
+                out = self.processor(audio=batch, sampling_rate=rate, return_tensors="pt")
         else:
-            raise SpaceError(f"space {self.name} does not encode {modality!r}")
+            out = self.processor(videos=batch, return_tensors="pt")
         return {k: v for k, v in dict(out).items() if hasattr(v, "shape")}
 
     def num_frames(self) -> int:
@@ -393,7 +405,7 @@ class TransformersSpace(EncoderAdapter):
                 return int(n)
         return 8
 
-    def video_frames(self, path):
+    def video_frames(self, path) -> list:
         """``num_frames`` frames evenly spaced over the whole video, first and last kept."""
         from freebind.data import media
 
@@ -405,25 +417,22 @@ class TransformersSpace(EncoderAdapter):
     def prepare(self, modality: str, items: Sequence):
         if modality == "text":
             return self.text_inputs(items)
-        return self._collate([self.item_inputs(modality, p) for p in items])
+        return self._collate([self.decode(modality, p) for p in items])
 
     def _collate(self, inputs: list) -> dict:
-        import torch
-
-        return {k: torch.cat([d[k] for d in inputs], dim=0) for k in inputs[0]}
+        return self.media_inputs(inputs[0][0], [x for _, x in inputs])
 
     def _per_item(self, modality: str):
         if modality == "text":
             return None
-        return lambda item: self.item_inputs(modality, item)
+        return lambda item: self.decode(modality, item)
 
     # --- the model's own feature methods -------------------------------------------------------
     def method(self, modality: str):
         if self.cls in PE_METHODS:
             name = PE_METHODS[self.cls][modality].format(head=self.head)
-        else:
-            name = FEATURE_METHODS[modality]
-        return getattr(self.model, name)
+            return getattr(self, name)
+        return getattr(self.model, FEATURE_METHODS[modality])
 
     def forward(self, modality: str, inputs: dict):
         import inspect
@@ -438,6 +447,38 @@ class TransformersSpace(EncoderAdapter):
         if not hasattr(out, "shape"):  # transformers 5: an output with the projected pooling
             out = out.pooler_output
         return out.float()
+
+    # --- Perception Encoder: each embedding as the class's forward computes it ---------------
+    def _pe_part(self, name: str):
+        """The PE sub-model holding ``name`` (PE-AV nests a PeAudioModel and a PeVideoModel)."""
+        if self.cls == "PeAudioVideoModel":
+            return self.model.audio_model if name == "audio" else self.model.video_model
+        return self.model
+
+    def _pe_cls_text(self, input_ids, attention_mask=None):
+        out = self.model.text_model(input_ids=input_ids, attention_mask=attention_mask,
+                                    output_hidden_states=True, return_dict=True)
+        return out.hidden_states[-1][:, 0]
+
+    def pe_audio(self, input_values, padding_mask=None):
+        return self._pe_part("audio").get_audio_embeds(input_values, padding_mask)
+
+    def pe_video(self, pixel_values_videos, padding_mask_videos=None):
+        part = self._pe_part("video")
+        out = part.video_encoder(pixel_values_videos=pixel_values_videos,
+                                 padding_mask_videos=padding_mask_videos, return_dict=True)
+        return part.video_head(out.pooler_output)
+
+    def pe_text_audio(self, input_ids, attention_mask=None):
+        head = self._pe_part("audio").text_audio_head
+        return head(self._pe_cls_text(input_ids, attention_mask))
+
+    def pe_text_video(self, input_ids, attention_mask=None):
+        head = self._pe_part("video").text_video_head
+        return head(self._pe_cls_text(input_ids, attention_mask))
+
+    def pe_text_audio_video(self, input_ids, attention_mask=None):
+        return self.model.text_audio_video_head(self._pe_cls_text(input_ids, attention_mask))
 
     def __repr__(self) -> str:
         return (f"TransformersSpace(name={self.name!r}, class={self.cls}, dim={self.dim}, "

@@ -66,6 +66,13 @@ def test_hub_model_from_the_cache(clip_folder, cache):
     assert (info.family, info.dim) == ("transformers", 16)
     ok, detail = info.check()
     assert not ok and "weights" in detail and "freebind download" in detail
+    from freebind.run.preflight import space_problems
+
+    problems = space_problems(["transformers:org/tiny-clip"])
+    assert [p.stage for p in problems] == ["weights"]
+    assert "freebind download transformers:org/tiny-clip" in problems[0].text
+    with pytest.raises(SpaceError, match="not in the Hugging Face cache and downloads are off"):
+        spaces.prefetch("transformers:org/tiny-clip")
     hub_cache.put(cache, "org/tiny-clip", files, commit=COMMIT)
     assert info.check() == (True, str(cache / "models--org--tiny-clip" / "snapshots" / COMMIT))
     space = spaces.get("transformers:org/tiny-clip")

@@ -212,10 +212,26 @@ def resolve_family(spec: str, ref: str):
     folder = config_folder(ref, parsed, download=True)
     cls, mods, dim = describe(read_config(folder), parsed["head"])
     source = str(parsed.get("path") or parsed["repo"])
+    if "repo" in parsed:  # the model card, for its licence (a small file)
+        _hub_file(parsed["repo"], parsed["revision"], "README.md", True)
     return SpaceInfo(name=ref, family=PREFIX, modalities=mods, dim=dim,
                      description=f"{cls} ({source})", licence=card_licence(folder),
-                     options=(("spec", spec),), loader=f"{__name__}:load",
+                     options=(("spec", spec), ("cls", cls)), loader=f"{__name__}:load",
                      checker=f"{__name__}:check", fetcher=f"{__name__}:fetch")
+
+
+def requirements(cls: str | None, modalities=()) -> tuple[tuple[str, ...], str]:
+    """``(modules, extra)`` a model class needs here (found, not imported)."""
+    if cls in ("PeVideoModel", "PeAudioVideoModel"):
+        return ("transformers", "huggingface_hub", "timm", "av", "torchvision"), "pe"
+    mods = ("transformers", "huggingface_hub")
+    if cls == "PeAudioModel":
+        return mods, "pe"
+    if "video" in modalities:
+        mods += ("av",)
+    if cls == "SiglipModel":
+        mods += ("sentencepiece",)
+    return mods, "transformers"
 
 
 def card_licence(folder: Path) -> str:
@@ -237,10 +253,12 @@ def card_licence(folder: Path) -> str:
 def check(info=None) -> tuple[bool, str]:
     from freebind.spaces import weights
 
-    ok, missing = weights.package_available("transformers", "huggingface_hub")
+    opts = dict(info.options)
+    needs, extra = requirements(opts.get("cls"), info.modalities)
+    ok, missing = weights.package_available(*needs)
     if not ok:
-        return False, f"not installed ({missing}): pip install 'freebind[transformers]'"
-    parsed = parse(dict(info.options)["spec"])
+        return False, f"not installed ({missing}): pip install 'freebind[{extra}]'"
+    parsed = parse(opts["spec"])
     try:
         folder = model_folder(info.name, parsed, download=False)
     except SpaceError as exc:
@@ -286,15 +304,22 @@ def _import_transformers():
     return compat.require("transformers", "transformers")
 
 
-def load(info=None, spec: str | None = None, device: str | None = None,
-         precision: str | None = None, batch_size: int = 32, workers: int | None = None,
-         download: bool = True, **unused) -> "TransformersSpace":
+def load(info=None, spec: str | None = None, cls: str | None = None,
+         device: str | None = None, precision: str | None = None, batch_size: int = 32,
+         workers: int | None = None, download: bool = True,
+         **unused) -> "TransformersSpace":
     reject_unknown(unused, PREFIX)
     if spec is None:
         raise SpaceError(f"a transformers space needs a model ({SYNTAX})")
     parsed = parse(spec)
     name = getattr(info, "name", f"{PREFIX}:{spec}")
     folder = model_folder(name, parsed, download=download)
+    from freebind.spaces import weights
+
+    needs, extra = requirements(cls, getattr(info, "modalities", ()))
+    ok, missing = weights.package_available(*needs)
+    if not ok:  # named before any weights are read
+        raise SpaceError(f"{name} needs {missing}: pip install 'freebind[{extra}]'")
     return TransformersSpace(folder, name=name, head=parsed["head"], device=device,
                              precision=precision, batch_size=batch_size, workers=workers)
 

@@ -25,7 +25,7 @@ from freebind.spaces.protocol import Space, SpaceInfo, _resolve
 from freebind.util.vocab import ALL_MODALITIES, POOL_MODALITIES
 
 __all__ = ["Space", "SpaceInfo", "get", "info", "list", "names", "register",
-           "register_family", "suggest", "is_known", "prefetch", "families", "plugins",
+           "register_family", "suggest", "is_known", "prefetch", "prefixes", "plugins",
            "ALL_MODALITIES", "POOL_MODALITIES", "PLUGIN_GROUP"]
 
 #: the entry-point group through which installed packages register families
@@ -122,7 +122,7 @@ def _plugin_resolver(ep, dist: str) -> Callable[[str, str], SpaceInfo]:
     return resolve
 
 
-def families() -> list[tuple[str, str, str]]:
+def prefixes() -> list[tuple[str, str, str]]:
     """``(prefix, example, source)`` of every family: ``built-in`` or the plugin's
     distribution."""
     _ensure_catalog()

@@ -87,7 +87,7 @@ def with_plugin(installed, monkeypatch):
 
 def test_a_plugin_family_resolves_without_loading(with_plugin):
     assert spaces.plugins()["demo"] == ("fbdemo-plugin", "fbdemo_plugin")
-    assert ("demo", "demo:SPEC", "fbdemo-plugin") in spaces.families()
+    assert ("demo", "demo:SPEC", "fbdemo-plugin") in spaces.prefixes()
     info = spaces.info("demo:wide")
     assert (info.family, info.dim, info.modalities, info.licence) == (
         "demo", 20, ("audio", "text"), "Apache-2.0")

@@ -108,3 +108,26 @@ def test_a_model_without_embedding_methods_is_refused(tmp_path):
         {"model_type": "bert", "architectures": ["BertModel"]}))
     with pytest.raises(SpaceError, match="not an embedding model"):
         spaces.info(f"transformers:{tmp_path / 'm'}")
+
+
+def test_freebind_spaces_describes_a_reference_without_weights(clip_folder, tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from freebind_cli.main import app
+
+    only = tmp_path / "config-only"
+    only.mkdir()
+    shutil.copy(clip_folder / "config.json", only / "config.json")
+    runner = CliRunner()
+    out = runner.invoke(app, ["spaces", f"transformers:{only}", "--json"])
+    assert out.exit_code == 0, out.output
+    row = json.loads(out.output)[0]
+    assert (row["family"], row["dim"], row["modalities"], row["available"],
+            row["licence"]) == ("transformers", 16, ["image", "text"], False, "unknown")
+    listing = runner.invoke(app, ["spaces"])
+    assert "families:" in listing.output, listing.output[-300:]
+    assert "transformers:" in listing.output.split("families:")[1]
+    bad = runner.invoke(app, ["spaces", f"transformers:{tmp_path / 'nowhere'}"])
+    assert bad.exit_code != 0 and "no such folder" in bad.output

@@ -274,8 +274,11 @@ def fetch(info) -> list[Path]:
 def model_folder(ref: str, parsed: dict, download: bool = True) -> Path:
     """The local folder with config, processor files and weights."""
     folder = config_folder(ref, parsed, download)
-    if "path" in parsed or _has_weights(folder):
+    if _has_weights(folder):
         return folder
+    if "path" in parsed:
+        raise SpaceError(f"{ref}: {folder} holds no weights (*.safetensors or "
+                         f"pytorch_model.bin)")
     from freebind.spaces import weights
 
     if not download or weights.offline():

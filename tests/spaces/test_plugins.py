@@ -76,10 +76,10 @@ def installed(tmp_path_factory):
 
 @pytest.fixture
 def with_plugin(installed, monkeypatch):
+    spaces._ensure_catalog()  # the built-ins first: the copies below are restored after
     monkeypatch.syspath_prepend(str(installed))
     monkeypatch.setattr(spaces, "_FAMILIES", dict(spaces._FAMILIES))
     monkeypatch.setattr(spaces, "_PLUGINS", dict(spaces._PLUGINS))
-    spaces._ensure_catalog()
     spaces._load_plugins()
     yield
     sys.modules.pop("fbdemo_plugin", None)

@@ -68,6 +68,8 @@ FAMILIES += [
      "open_clip:ViT-B-32/laion2b_s34b_b79k", "freebind.spaces.fetch:open_clip"),
     ("bundle", "freebind.run.targets:resolve_bundle_family", "bundle:fused.safetensors@versatile",
      None),
+    ("transformers", "freebind.spaces.families.transformers:resolve_family",
+     "transformers:google/siglip2-base-patch16-224", None),
     ("hf", "freebind.run.targets:resolve_hub_family", "hf:ORG/NAME[@REVISION][:FILE][@preset]",
      "freebind.run.hub_refs:fetch_entry"),
 ]

@@ -57,11 +57,8 @@ class Cloud:
 # --- reading ---------------------------------------------------------------------------
 
 def _suffix(path) -> str:
-    from freebind.data.readers import as_member
-
-    member = as_member(path)
-    name = member.label if member is not None else str(path)
-    return Path(name.rpartition("::")[2]).suffix.lower()
+    """The extension of a path or of a member's name (``SHARD::key.ply``)."""
+    return Path(str(path).rpartition("::")[2]).suffix.lower()
 
 
 def _bytes(path) -> bytes:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import io
 import os
+import pickle
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -351,8 +352,51 @@ _XYZ_KEYS = ("xyz", "points", "pos", "pc", "coords", "arr_0")
 _RGB_KEYS = ("rgb", "colors", "colours", "color", "colour")
 
 
+class _ArrayUnpickler(pickle.Unpickler):
+    """Unpickles numpy arrays, dicts and lists only (no other code is ever run)."""
+
+    ALLOWED = {(m, n) for m in ("numpy.core.multiarray", "numpy._core.multiarray")
+               for n in ("_reconstruct", "scalar")} | {("numpy", "ndarray"), ("numpy", "dtype")}
+
+    def find_class(self, module, name):
+        if (module, name) in self.ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"{module}.{name} is not an array (refused)")
+
+
+def load_object_array(data: bytes, path) -> np.ndarray:
+    """A ``.npy`` holding Python objects (OpenShape's and Uni3D's ``{"xyz", "rgb"}`` dicts,
+    or an array of them), read without running any code: only numpy arrays, dicts, lists
+    and numbers are unpickled."""
+    f = io.BytesIO(data)
+    fmt = np.lib.format
+    version = fmt.read_magic(f)
+    header = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+    _, _, dtype = header(f)
+    if not dtype.hasobject:
+        f.seek(0)
+        return np.load(f, allow_pickle=False)
+    try:
+        return _ArrayUnpickler(f).load()
+    except Exception as exc:
+        raise MediaError(f"{path}: cannot read the objects in this .npy ({first_line(exc)})"
+                         ) from None
+
+
+def _dict_cloud(obj, path) -> Cloud:
+    if isinstance(obj, np.ndarray) and obj.dtype.hasobject and obj.shape == ():
+        obj = obj.item()
+    if not isinstance(obj, dict) or "xyz" not in obj:
+        raise MediaError(f"{path}: a .npy of objects must hold a dict with 'xyz' (and 'rgb')")
+    rgb = obj.get("rgb")
+    return Cloud(np.asarray(obj["xyz"]), None if rgb is None else np.asarray(rgb))
+
+
 def _read_array(data: bytes, path, ext: str) -> Cloud:
-    loaded = np.load(io.BytesIO(data), allow_pickle=False)
+    loaded = load_object_array(data, path) if ext == ".npy" else \
+        np.load(io.BytesIO(data), allow_pickle=False)
+    if ext == ".npy" and loaded.dtype.hasobject:
+        return _dict_cloud(loaded, path)
     if ext == ".npz":
         keys = list(loaded.files)
         key = next((k for k in _XYZ_KEYS if k in keys), keys[0] if len(keys) == 1 else None)
@@ -433,10 +477,13 @@ def farthest_points(xyz: np.ndarray, n: int, start: int = 0) -> np.ndarray:
     n = min(int(n), total)
     chosen = np.empty(n, dtype=np.int64)
     dist = np.full(total, np.inf)
+    x, y, z = (np.ascontiguousarray(xyz[:, k]) for k in range(3))
     last = int(start)
     for i in range(n):
         chosen[i] = last
-        d = ((xyz - xyz[last]) ** 2).sum(axis=1)
+        d = (x - x[last]) ** 2
+        d += (y - y[last]) ** 2
+        d += (z - z[last]) ** 2
         np.minimum(dist, d, out=dist)
         last = int(np.argmax(dist))
     return chosen

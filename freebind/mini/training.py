@@ -69,6 +69,12 @@ RECIPES: dict[str, dict] = {
               "pairs": ("audio", "text"), "corpus": (3000, CORPUS_SIZE),
               "policy": "acoustic-rhythm", "paraphrase": "acoustic", "epochs": 14, "seed": 404,
               "lr": 3e-3},
+    # Uni3D's role: a point tower aligned to a frozen image-text space (mini:vl's towers,
+    # as Uni3D aligns to EVA-CLIP), on clouds of the corpus's events and their images and
+    # captions; the image and text towers are mini:vl's, unchanged
+    "3d": {"dim": 48, "modalities": ("image", "text", "point"), "towers": {"point": 16},
+           "teacher": "vl", "corpus": (0, 4000), "policy": "visual-mix", "epochs": 12,
+           "seed": 505, "lr": 3e-3},
 }
 BATCH = 128
 
@@ -204,6 +210,10 @@ def _train_space(which, corpus, seed, log, overrides):
     recipe = {**RECIPES[which], **(overrides or {})}
     torch.manual_seed(recipe["seed"] + 1000 * seed)
     g = rng("train", which, seed)
+    if recipe.get("teacher"):
+        from freebind.mini.points_training import train_point_space
+
+        return train_point_space(which, recipe, corpus, seed, g, log)
     vocab = vocabulary()
     tok = Tokenizer(vocab)
     config = {"dim": recipe["dim"], "vocab_size": len(tok), **recipe["towers"]}

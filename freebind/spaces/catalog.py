@@ -53,6 +53,7 @@ for _name, _mods, _dim, _desc in (
     ("vl", ("image", "text"), 48, "mini image-text expert (like InternVL-C)"),
     ("clap", ("audio", "text"), 32, "mini audio-text expert (like CLAP_g)"),
     ("clap2", ("audio", "text"), 40, "second mini audio-text expert (like CLAP_m)"),
+    ("3d", ("image", "text", "point"), 48, "mini point-image-text space (like Uni3D)"),
 ):
     register(SpaceInfo(name=f"mini:{_name}", family="mini", modalities=_mods, dim=_dim,
                        description=_desc, options=(("which", _name),),

@@ -360,7 +360,7 @@ _WRITERS: dict[str, Callable] = {
 def _3d(writer: str, root: Path, seed: int, n: int, bar) -> None:
     from freebind.mini import writers3d
 
-    getattr(writers3d, writer)(root, seed, n, bar)
+    getattr(writers3d, writer)(root, seed, n, bar, (_atomic_bytes, _atomic_text, png_bytes))
 
 
 def _write_suite(job) -> None:

@@ -39,9 +39,9 @@ def _object_npy(obj) -> bytes:
     return buf.getvalue()
 
 
-def write_modelnet40(root: Path, seed: int, n: int, bar) -> None:
-    from freebind.mini.writers import _atomic_bytes, _atomic_text
-
+def write_modelnet40(root: Path, seed: int, n: int, bar, io_) -> None:
+    """``io_``: the writers' ``(write_bytes, write_text, png_bytes)``."""
+    _atomic_bytes, _atomic_text, _ = io_
     g = rng("evalset", "modelnet40", seed)
     events = balanced_events(g, max(1, n // len(CLASSES)))
     pcs = np.empty(len(events), dtype=object)
@@ -55,9 +55,8 @@ def write_modelnet40(root: Path, seed: int, n: int, bar) -> None:
     _atomic_bytes(root / "test_pc.npy", _object_npy(pcs))
 
 
-def write_objaverse_lvis(root: Path, seed: int, n: int, bar) -> None:
-    from freebind.mini.writers import _atomic_bytes, _atomic_text
-
+def write_objaverse_lvis(root: Path, seed: int, n: int, bar, io_) -> None:
+    _atomic_bytes, _atomic_text, _ = io_
     g = rng("evalset", "objaverse-lvis", seed)
     events = balanced_events(g, max(1, n // len(CLASSES)))
     lines = []
@@ -70,14 +69,15 @@ def write_objaverse_lvis(root: Path, seed: int, n: int, bar) -> None:
     _atomic_text(root / "lvis_testset.txt", "".join(ln + "\n" for ln in lines))
 
 
-def write_cap3d(root: Path, seed: int, n: int, bar) -> None:
+def write_cap3d(root: Path, seed: int, n: int, bar, io_) -> None:
     import csv
 
     from freebind.data.points import ply_bytes
     from freebind.mini.captions import caption
     from freebind.mini.render import render_image
     from freebind.mini.shapes import render_points
-    from freebind.mini.writers import _atomic_bytes, _atomic_text, png_bytes
+
+    _atomic_bytes, _atomic_text, png_bytes = io_
 
     g = rng("evalset", "cap3d", seed)
     rows = []

@@ -203,3 +203,24 @@ def test_sniffed_without_extension():
     assert P.sniff(P.ply_bytes(XYZ)) == ".ply"
     assert P.sniff(b"OFF\n3 1 0\n") == ".off"
     assert P.sniff(b"# .PCD v0.7\nFIELDS x y z\n") == ".pcd"
+
+
+def test_openshape_dict_npy_read_without_running_code(tmp_path):
+    import os
+
+    d = {"xyz": XYZ, "rgb": (RGB * 255).astype(np.float32)}
+    np.save(tmp_path / "s.npy", np.array(d, dtype=object), allow_pickle=True)
+    c = P.read_cloud(tmp_path / "s.npy")
+    np.testing.assert_allclose(c.xyz, XYZ)
+    np.testing.assert_allclose(c.rgb, RGB, atol=1e-6)       # 0..255 as OpenShape stores
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("echo pwned > " + str(tmp_path / "pwned"),))
+
+    arr = np.empty(1, dtype=object)
+    arr[0] = Evil()
+    np.save(tmp_path / "e.npy", arr, allow_pickle=True)
+    with pytest.raises(MediaError, match="is not an array"):
+        P.read_cloud(tmp_path / "e.npy")
+    assert not (tmp_path / "pwned").exists()

@@ -216,3 +216,23 @@ def test_space_end_to_end(tmp_path):
         space.encode("point", [tmp_path / "bad.ply"])
     dec = space.decode_item("point", files[1])
     torch.testing.assert_close(space.encode_decoded("point", [dec]), got[1:])
+
+
+def test_catalog_download_and_preflight_know_the_files(tmp_path, monkeypatch):
+    import freebind.spaces as spaces
+
+    monkeypatch.setenv("FREEBIND_HOME", str(tmp_path))
+    info = spaces.info("Uni3D")
+    assert info.modalities == ("image", "text", "point") and info.dim == 1024
+    assert spaces.info("uni3d-ti").options == (("model", "tiny"),)
+    ok, detail = info.check()
+    assert not ok and str(tmp_path / "weights" / "uni3d") in detail
+    with pytest.raises(SpaceError) as err:
+        info.fetch()                         # HF_HUB_OFFLINE: says what and from where
+    assert "uni3d-g.pt" in str(err.value) and "BAAI/Uni3D" in str(err.value)
+    (tmp_path / "weights" / "uni3d").mkdir(parents=True)
+    (tmp_path / "weights" / "uni3d" / "uni3d-g.pt").write_bytes(b"x")
+    assert uni3d.weight_file("giant").find_local() == tmp_path / "weights" / "uni3d" / \
+        "uni3d-g.pt"
+    with pytest.raises(SpaceError, match="unknown Uni3D model 'huge'"):
+        uni3d.weight_file("huge")

@@ -100,6 +100,9 @@ def build(
     store_dtype: str = typer.Option("fp32", "--store-dtype", metavar="fp32|fp16",
                                     help="Precision of new cache entries; fp16 halves the "
                                          "cache and reads pools memory-mapped."),
+    force: bool = typer.Option(False, "--force", help="Overwrite the bundle at the output "
+                               "even when a build of another graph would lose its presets or "
+                               "recorded results (the same graph keeps them)."),
     as_json: bool = json_option("the build report"),
     quiet: bool = quiet_option(),
     space_flags: SpaceFlags = ...,
@@ -126,7 +129,7 @@ def build(
                       hyper=_parse_hyper(hyper), batch_size=batch_size,
                       mini_pool_size=mini_pool_size, progress=not (as_json or quiet), log=log,
                       threads=threads, space_options=options,
-                      store_dtype=_store_dtype(store_dtype), **engine_kw)
+                      store_dtype=_store_dtype(store_dtype), force=force, **engine_kw)
     shard = engine_kw.get("shard")
     report = fused if shard is not None else fused.build_report
     if as_json:

@@ -224,3 +224,19 @@ def test_openshape_dict_npy_read_without_running_code(tmp_path):
     with pytest.raises(MediaError, match="is not an array"):
         P.read_cloud(tmp_path / "e.npy")
     assert not (tmp_path / "pwned").exists()
+
+
+def test_clouds_in_a_parquet_table_read_by_content(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from freebind.data.readers import read_pool
+
+    buf = io.BytesIO()
+    np.savez(buf, xyz=XYZ[:10])
+    cells = [P.ply_bytes(XYZ, RGB), buf.getvalue()]
+    pq.write_table(pa.table({"point": cells, "caption": ["a", "b"]}), tmp_path / "t.parquet")
+    listing = read_pool("point", str(tmp_path / "t.parquet"))
+    a, b = listing.items["point"]
+    np.testing.assert_allclose(P.read_cloud(a).xyz, XYZ, atol=1e-6)   # sniffed: PLY
+    np.testing.assert_allclose(P.read_cloud(b).xyz, XYZ[:10])          # sniffed: npz

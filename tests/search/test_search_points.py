@@ -68,3 +68,29 @@ def test_point_items_indexed_thumbnailed_and_queried(tmp_path):
     assert found[0]["name"] == clouds[2].name               # the same cloud ranks first
     bad = client.post("/api/upload", files={"file": ("q.xyz", b"1 2 3", "text/plain")})
     assert bad.status_code == 415 and "point: ply" in bad.json()["error"]
+
+
+def test_cli_search_with_a_point_query(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from freebind import spaces
+    from freebind.mini.writers import write_pools
+    from freebind.search import Index
+    from freebind_cli.main import app
+
+    if not spaces.info("mini:3d").check()[0]:
+        pytest.skip("mini:3d weights not present")
+    write_pools(tmp_path / "pools", n_audio=0, n_image=0, n_text=0, n_point=4, seed=3)
+    clouds = sorted((tmp_path / "pools" / "point").glob("*.ply"))
+    index = Index("mini:3d")
+    index.add("point", clouds, store=tmp_path / "cache")
+    out = index.save(tmp_path / "index")
+    r = CliRunner().invoke(app, ["search", str(out), "--point", str(clouds[1]), "-k", "2",
+                                 "--json"])
+    assert r.exit_code == 0, r.output
+    hits = json.loads(r.stdout)["hits"]
+    assert hits[0]["path"] == str(clouds[1]) and hits[0]["score"] == pytest.approx(1, abs=1e-5)
+    r = CliRunner().invoke(app, ["search", str(out), "--point", str(tmp_path / "no.ply")])
+    assert r.exit_code != 0 and "--point" in r.output and "no such file" in r.output

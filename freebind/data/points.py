@@ -419,6 +419,20 @@ def _read_array(data: bytes, path, ext: str) -> Cloud:
 
 
 # meshes -------------------------------------------------------------------------------
+def require_mesh_reader(paths) -> None:
+    """A UsageError naming trimesh (and the first mesh) when ``paths`` hold a mesh file and
+    trimesh is not installed: said once, before any work, not once per file."""
+    import importlib.util
+
+    meshes = (p for p in paths if _suffix(p) in MESH_EXTENSIONS)
+    first = next(meshes, None)
+    if first is not None and importlib.util.find_spec("trimesh") is None:
+        from freebind.util.errors import UsageError
+
+        raise UsageError(f"{first}: reading meshes (.obj .off .stl .glb .gltf) needs trimesh: "
+                         f"pip install 'freebind[points]'")
+
+
 def _read_mesh(data: bytes, path, ext: str, n: int) -> Cloud:
     try:
         import trimesh

@@ -240,3 +240,16 @@ def test_clouds_in_a_parquet_table_read_by_content(tmp_path):
     a, b = listing.items["point"]
     np.testing.assert_allclose(P.read_cloud(a).xyz, XYZ, atol=1e-6)   # sniffed: PLY
     np.testing.assert_allclose(P.read_cloud(b).xyz, XYZ[:10])          # sniffed: npz
+
+
+def test_a_missing_mesh_reader_is_named_before_any_work(tmp_path, monkeypatch):
+    import importlib.util
+
+    from freebind.util.errors import UsageError
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "trimesh" else real(name, *a))
+    P.require_mesh_reader([tmp_path / "a.ply"])          # clouds need nothing
+    with pytest.raises(UsageError, match=r"m\.obj: reading meshes .* needs trimesh"):
+        P.require_mesh_reader([tmp_path / "a.ply", tmp_path / "m.obj"])

@@ -68,3 +68,27 @@ def test_bad_layouts_are_one_line_errors(tmp_path):
     (tmp_path / "lvis_testset.txt").write_text("x,y\n")
     with pytest.raises(SuiteError, match="expected cate_id,cate_name,model_id,point_path"):
         load_suite("objaverse-lvis", tmp_path)
+
+
+def test_eval_suite_modelnet40_as_written_on_the_last_mini_build(tmp_path, monkeypatch):
+    """``freebind eval --suite modelnet40`` with no target and no data: the last build, on
+    the mini ModelNet40 set written once into the cache."""
+    from typer.testing import CliRunner
+
+    from freebind import spaces
+    from freebind_cli.main import app
+
+    if not spaces.info("mini:3d").check()[0]:
+        pytest.skip("mini:3d weights not present")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("FREEBIND_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("FREEBIND_DATA", raising=False)
+    runner = CliRunner()
+    r = runner.invoke(app, ["build", "mini:bind + c(mini:3d)", "--mini-pool-size", "100",
+                            "--hyper", "epochs=1", "-q"])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["eval", "--suite", "modelnet40"], env={"COLUMNS": "200"})
+    assert r.exit_code == 0, r.output
+    assert "the mini evaluation set" in r.output and "modelnet40" in r.output
+    record = json.loads(next((tmp_path / "results").rglob("modelnet40.json")).read_text())
+    assert record["protocol"]["missing"] == 0 and record["metrics"]["acc1"] > 0.2  # chance .05

@@ -12,8 +12,6 @@ into the space unchanged, so mini:3d's image and text embeddings are mini:vl's.
 
 from __future__ import annotations
 
-import json
-import time
 
 import numpy as np
 

@@ -4,7 +4,6 @@ prompt templates."""
 
 import json
 
-import numpy as np
 import pytest
 
 from freebind.data.points import read_cloud

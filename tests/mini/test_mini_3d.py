@@ -5,6 +5,8 @@ their band (measured numbers)."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -146,3 +148,20 @@ def test_bind_plus_c_mini3d_gains_point(tmp_path, held):
     write_pools(ply, n_audio=0, n_image=0, n_text=0, n_point=2, seed=9)
     rows = loaded.encode("point", sorted((ply / "point").glob("*.ply")))
     assert rows.shape == (2, 64)
+
+
+@needs_mini
+def test_the_3d_recipe_trains_deterministically_over_the_teachers_towers():
+    from freebind.mini.training import render_corpus, train_space
+
+    corpus = render_corpus(256, seed=0, workers=1)
+    tiny = {"corpus": (0, 256), "epochs": 1, "towers": {"point": 8}}
+    a, meta = train_space("3d", corpus, overrides=tiny, log=lambda m: None)
+    b, _ = train_space("3d", corpus, overrides=tiny, log=lambda m: None)
+    assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
+    vl = spaces.get("mini:vl").towers.state_dict()
+    for k, v in vl.items():                               # the teacher's towers, unchanged
+        assert torch.equal(a[k], v), k
+    assert any(k.startswith("point.") for k in a)
+    assert meta["teacher"] == spaces.get("mini:vl").fingerprint
+    assert json.loads(meta["modalities"]) == ["image", "text", "point"]

@@ -645,6 +645,19 @@ class Index:
         return path
 
     @classmethod
+    def open(cls, where: str | os.PathLike, *, space_options: Mapping | None = None,
+             store=None):
+        """An index folder (:meth:`load`), or a vector database URI written by
+        ``freebind index --to`` (``lancedb:…``, ``qdrant:…``, ``milvus:…``): a
+        :class:`freebind.search.databases.DatabaseIndex`, searched the same way."""
+        from freebind.search import databases
+
+        if databases.is_uri(os.fspath(where)):
+            return databases.DatabaseIndex(os.fspath(where), space_options=space_options,
+                                           store=store)
+        return cls.load(where, space_options=space_options, store=store)
+
+    @classmethod
     def load(cls, path: str | os.PathLike, *, space_options: Mapping | None = None,
              store=None) -> "Index":
         """Read an index folder written by :meth:`save` (npy, json and faiss files only)."""

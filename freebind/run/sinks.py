@@ -323,6 +323,14 @@ class MilvusSink(Sink):
         if not uri.remote:
             Path(uri.location).parent.mkdir(parents=True, exist_ok=True)
         self.client = MilvusClient(uri.location)
+        self._loaded: set[str] = set()
+
+    def _ready(self, name: str) -> str:
+        """``name``, loaded (a collection of an earlier process starts released)."""
+        if name not in self._loaded:
+            self.client.load_collection(name)
+            self._loaded.add(name)
+        return name
 
     def exists(self):
         return bool(self.client.has_collection(self.name))
@@ -344,6 +352,7 @@ class MilvusSink(Sink):
             ip.add_index(n, index_type="AUTOINDEX" if self.uri.remote else "FLAT",
                          metric_type="IP")
         self.client.create_collection(name, schema=s, index_params=ip)
+        self._loaded.add(name)
 
     def create(self, vectors, scalars):
         self._create(self.name, vectors, scalars)
@@ -352,19 +361,20 @@ class MilvusSink(Sink):
         out = set()
         for i in range(0, len(keys), CHUNK_ROWS):
             part = keys[i:i + CHUNK_ROWS]
-            got = self.client.query(self.name, filter=f"key in {json.dumps(list(part))}",
+            got = self.client.query(self._ready(self.name),
+                                    filter=f"key in {json.dumps(list(part))}",
                                     output_fields=["key"])
             out |= {r["key"] for r in got}
         return out
 
     def upsert(self, rows):
         if rows:
-            self.client.upsert(self.name, [{k: (np.asarray(v, np.float32).tolist()
+            self.client.upsert(self._ready(self.name), [{k: (np.asarray(v, np.float32).tolist()
                                                 if _is_vector(v) else v)
                                             for k, v in r.items()} for r in rows])
 
     def search(self, column, q, limit, modality=None):
-        got = self.client.search(self.name, [np.asarray(q, np.float32).tolist()],
+        got = self.client.search(self._ready(self.name), [np.asarray(q, np.float32).tolist()],
                                  anns_field=column, limit=int(limit),
                                  filter="" if modality is None else
                                  f'modality == "{modality}"',
@@ -375,27 +385,27 @@ class MilvusSink(Sink):
         out = {}
         for i in range(0, len(keys), CHUNK_ROWS):
             part = list(keys[i:i + CHUNK_ROWS])
-            got = self.client.query(self.name, filter=f"key in {json.dumps(part)}",
+            got = self.client.query(self._ready(self.name), filter=f"key in {json.dumps(part)}",
                                     output_fields=["key", *columns])
             out.update({r["key"]: dict(r) for r in got})
         return out
 
     def count(self):
-        got = self.client.query(self.name, filter="", output_fields=["count(*)"])
+        got = self.client.query(self._ready(self.name), filter="", output_fields=["count(*)"])
         return int(got[0]["count(*)"])
 
     def read_meta(self):
         name = self.name + META_SUFFIX
         if not self.client.has_collection(name):
             return None
-        got = self.client.query(name, filter='key == "meta"', output_fields=["json"])
+        got = self.client.query(self._ready(name), filter='key == "meta"', output_fields=["json"])
         return json.loads(got[0]["json"]) if got else None
 
     def write_meta(self, meta):
         name = self.name + META_SUFFIX
         if not self.client.has_collection(name):
             self._create(name, {"unused": 2}, {"key": "str", "json": "str"})
-        self.client.upsert(name, [{"key": "meta", "json": json.dumps(meta),
+        self.client.upsert(self._ready(name), [{"key": "meta", "json": json.dumps(meta),
                                    "unused": [0.0, 0.0]}])
 
     def close(self):

@@ -29,7 +29,8 @@ import numpy as np
 
 from freebind.run.sinks import BASE_SCALARS, connect, check_meta, is_uri, parse
 from freebind.search import parts
-from freebind.search.index import Hit, Index, _as_list, _override_text, _parsed, _topk
+from freebind.search.index import (OPENERS, Hit, Index, _as_list, _override_text, _parsed,
+                                   _topk)
 from freebind.util.errors import UsageError
 
 FORMAT = "freebind-index-db"
@@ -292,6 +293,9 @@ class DatabaseIndex:
                                 leaves, m, table)
         dot = None if a is None or b is None else np.einsum("ij,ij->i", a, b)
         return a, b, dot
+
+
+OPENERS.append((is_uri, DatabaseIndex))
 
 
 def recall_settings(index: Index) -> list[tuple[str, list, str | None]]:

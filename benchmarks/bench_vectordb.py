@@ -39,8 +39,8 @@ def main() -> None:
     bundle = args.bundle
     if bundle is None:
         t = time.time()
-        bundle = freebind.build(EXPR, output=str(work / "fused.safetensors"),
-                                progress=False).output
+        bundle = str(work / "fused.safetensors")
+        freebind.build(EXPR, output=bundle, progress=False)
         print(f"built {bundle} in {time.time() - t:.0f}s")
     n = args.items
     write_pools(work / "pools", n_audio=n, n_image=n, n_text=n, seed=11)

@@ -673,7 +673,7 @@ def register_engine(name: str, runner: Callable[..., list[ShardResult]]) -> None
 
 
 def embed(target, paths: Iterable = (), texts=None, output=None, *, engine: str = "local",
-          engine_options: Mapping[str, Any] | None = None, shard=None,
+          engine_options: Mapping[str, Any] | None = None, shard=None, to: str | None = None,
           **options) -> EmbedReport:
     """Embed ``paths`` (files or folders) and ``texts`` (one text per line) with ``target``
     (a space reference, a bundle, ``bundle@preset``) into partitions under ``output``.
@@ -689,7 +689,17 @@ def embed(target, paths: Iterable = (), texts=None, output=None, *, engine: str 
     :class:`freebind.run.engines.EngineOptions` (workers, cpus_per_worker, gpus_per_worker,
     ray_address, …; see docs/scale-out.md). ``shard=(i, n)`` (or ``"i/n"``) writes only
     the partitions ``k`` with ``k % n == i`` and returns their report (``slice`` set):
-    run every slice, then once without ``shard`` for the whole report."""
+    run every slice, then once without ``shard`` for the whole report.
+
+    ``to="lancedb:PATH"`` (``qdrant:…``, ``milvus:…``; no ``output``) writes into a vector
+    database instead: :func:`freebind.run.sinks.embed_to`, which returns its own report."""
+    if to is not None:
+        if output is not None or shard is not None or engine != "local":
+            raise UsageError("to=URI writes into a vector database: leave out output, "
+                             "shard and engine")
+        from freebind.run.sinks import embed_to
+
+        return embed_to(target, paths, texts, to, **options)
     from freebind.run.engines import EngineOptions, parse_shard
     from freebind.run.preflight import leaf_spaces, path_problems, raise_if, space_problems
 

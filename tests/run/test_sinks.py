@@ -220,3 +220,14 @@ def test_cli_embed_to_writes_and_reports(world, tmp_path):
     assert (out["written"], out["rows"]) == (N, N)
     res = CliRunner().invoke(app, ["embed", str(bundle), str(inputs["paths"][-1])])
     assert res.exit_code != 0 and "--to URI" in res.output
+
+
+def test_the_library_call_takes_to(world, tmp_path):
+    root, bundle, inputs = world
+    uri = _uri("qdrant", tmp_path)
+    report = freebind.embed(str(bundle), [inputs["paths"][-1]], to=uri,
+                            cache_dir=root / "cache", progress=False, presets=False)
+    assert isinstance(report, sinks.SinkReport)
+    assert (report.written, report.rows, list(report.vectors)) == (N, N, ["vector"])
+    with pytest.raises(UsageError, match="leave out output"):
+        freebind.embed(str(bundle), [inputs["paths"][-1]], output=tmp_path / "out", to=uri)

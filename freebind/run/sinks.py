@@ -13,8 +13,8 @@ URIs::
     milvus+http://HOST:PORT#COLLECTION   a Milvus server (https too)
 
 A row holds ``key``, ``modality``, ``path`` (the source: a file, ``FILE:LINE``, a locator),
-``caption`` (a text item's text; for a file, its sidecar ``STEM.txt`` when there is one) and
-the vectors: ``vector`` under the run's factors, and for a bundle one ``vector_<preset>``
+``caption`` (a text item's text; for a file, its sidecar ``STEM.txt`` when there is one), an
+input table's other columns (:class:`TableMetadata`) and the vectors: ``vector`` under the run's factors, and for a bundle one ``vector_<preset>``
 per stored preset (Qdrant named vectors; extra vector columns in LanceDB and Milvus), so a
 preset is picked at query time with the database's own client. Vectors are unit rows, the
 metric is the inner product. A companion ``<COLLECTION>__freebind`` table holds what the
@@ -485,6 +485,72 @@ def caption_of(modality: str, source: str, item: Any) -> str:
     return ""
 
 
+_CELL = re.compile(r"(.+)::([^\[\]]+)\[(\d+)\]")
+_RESERVED = {"key", "modality", "path", "caption", "id", "dot", "a", "b", "json"}
+
+
+class TableMetadata:
+    """The other columns of table rows as metadata: an item read from a table (its source
+    ``TABLE::COLUMN[ROW]``) gets the row's cells of every non-binary column except the
+    media columns, as text. One column of one table is read once (only the columns kept)."""
+
+    def __init__(self, sources: Iterable[str]):
+        from freebind.data.readers import TABLE_SUFFIXES
+
+        media: dict[str, set[str]] = {}
+        for src in sources:
+            m = _CELL.fullmatch(str(src))
+            if m and Path(m.group(1)).suffix.lower() in TABLE_SUFFIXES:
+                media.setdefault(m.group(1), set()).add(m.group(2))
+        #: table -> {field name: column}
+        self.tables = {t: {self.field(c): c for c in self._scalar_columns(Path(t))
+                           if c not in cols} for t, cols in media.items()}
+        self.fields = list(dict.fromkeys(f for cols in self.tables.values() for f in cols))
+        self._cells: dict[tuple[str, str], list] = {}
+
+    @staticmethod
+    def field(column: str) -> str:
+        """A column's field name: letters, digits and '_'; ``meta_`` before a name freebind
+        uses or one that does not start with a letter."""
+        name = re.sub(r"[^A-Za-z0-9_]", "_", column)
+        if name in _RESERVED or name.startswith(("vector", "leaf_")) or \
+                not re.match(r"[A-Za-z]", name):
+            name = "meta_" + name
+        return name
+
+    @staticmethod
+    def _scalar_columns(path: Path) -> list[str]:
+        from freebind.data.readers import table_columns
+
+        names = table_columns(path)
+        if path.suffix.lower() == ".parquet":
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            schema = pq.ParquetFile(path).schema_arrow
+            names = [n for n in names if not (pa.types.is_binary(schema.field(n).type) or
+                                              pa.types.is_large_binary(schema.field(n).type))]
+        return names
+
+    def values(self, source: str) -> dict[str, str]:
+        """``{field: cell text}`` of the row ``source`` names (every field: '' where the
+        item's table lacks it or the cell is empty)."""
+        out = dict.fromkeys(self.fields, "")
+        m = _CELL.fullmatch(str(source))
+        if not m or m.group(1) not in self.tables:
+            return out
+        for f, col in self.tables[m.group(1)].items():
+            cells = self._cells.get((m.group(1), col))
+            if cells is None:
+                from freebind.data.readers import _column_batches
+
+                cells = self._cells[(m.group(1), col)] = [
+                    v for b in _column_batches(Path(m.group(1)), col) for v in b]
+            v = cells[int(m.group(3))] if int(m.group(3)) < len(cells) else None
+            out[f] = "" if v is None else str(v)
+        return out
+
+
 def preset_targets(tgt, presets: bool | Sequence[str], space_options) -> dict:
     """``{vector column: (preset or None, Target)}``: ``vector`` is the run's target; for a
     bundle, one column per stored preset (``presets=True``) or per preset named."""
@@ -532,24 +598,28 @@ def embed_to(target, paths: Iterable = (), texts=None, uri: str = "", *,
             "fingerprint": plan.fingerprint, "dim": plan.dim,
             "factors": list(plan.options.factors), "preset": plan.options.preset,
             "vectors": report.vectors}
+    tables = TableMetadata(s for shard in plan.shards for s in shard.sources)
+    meta["columns"] = tables.fields
     sink = connect(u)
     try:
         check_meta(sink, meta, ("kind", "target", "fingerprint", "factors", "preset",
-                                "vectors"))
+                                "vectors", "columns"))
         if not sink.exists():
-            sink.create({c: plan.dim for c in columns}, BASE_SCALARS)
+            sink.create({c: plan.dim for c in columns},
+                        {**BASE_SCALARS, **{f: "str" for f in tables.fields}})
         sink.write_meta(meta)
         store = plan.open_store()
         for shard in plan.shards:
             report.skipped += [{"path": s, "reason": r} for s, r in shard.failed]
-            _embed_shard(sink, shard, columns, store, plan, report)
+            _embed_shard(sink, shard, columns, store, plan, report, tables)
         report.rows = sink.count()
     finally:
         sink.close()
     return report
 
 
-def _embed_shard(sink: Sink, shard, columns: dict, store, plan, report: SinkReport) -> None:
+def _embed_shard(sink: Sink, shard, columns: dict, store, plan, report: SinkReport,
+                 tables: TableMetadata) -> None:
     st = report.modalities.setdefault(shard.modality, {"written": 0, "present": 0,
                                                        "skipped": 0})
     m = shard.modality
@@ -593,7 +663,7 @@ def _embed_shard(sink: Sink, shard, columns: dict, store, plan, report: SinkRepo
             i, k = todo[j]
             out.append({"key": k, "modality": m, "path": str(sources[i]),
                         "caption": caption_of(m, sources[i], items[i]),
-                        **{c: v[r] for c, v in vecs.items()}})
+                        **tables.values(sources[i]), **{c: v[r] for c, v in vecs.items()}})
         sink.upsert(out)
         st["written"] += len(out)
         report.written += len(out)

@@ -231,3 +231,30 @@ def test_the_library_call_takes_to(world, tmp_path):
     assert (report.written, report.rows, list(report.vectors)) == (N, N, ["vector"])
     with pytest.raises(UsageError, match="leave out output"):
         freebind.embed(str(bundle), [inputs["paths"][-1]], output=tmp_path / "out", to=uri)
+
+
+@pytest.mark.parametrize("engine", list(ENGINES))
+def test_a_tables_other_columns_become_metadata(world, engine, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    root, bundle, _ = world
+    texts = ["a dog barking", "rain on a roof", "a red square"]
+    table = tmp_path / "captions.parquet"
+    pq.write_table(pa.table({"text": texts, "clip id": [7, 8, 9],
+                             "license": ["cc-by", None, "mit"],
+                             "raw": pa.array([b"x", b"y", b"z"], pa.binary())}), table)
+    uri = _uri(engine, tmp_path)
+    report = sinks.embed_to(str(bundle), [], table, uri, cache_dir=root / "cache",
+                            progress=False, presets=False)
+    assert report.rows == 3
+    sink = sinks.connect(uri)
+    try:
+        assert sink.read_meta()["columns"] == ["clip_id", "license"]
+        rows = _all_rows(sink, ["path", "caption", "clip_id", "license"])
+    finally:
+        sink.close()
+    got = sorted((r["caption"], r["clip_id"], r["license"], r["path"]) for r in rows.values())
+    assert got == [("a dog barking", "7", "cc-by", f"{table}::text[0]"),
+                   ("a red square", "9", "mit", f"{table}::text[2]"),
+                   ("rain on a roof", "8", "", f"{table}::text[1]")]

@@ -139,3 +139,47 @@ def test_cli_index_to_prints_recall_and_search_reads_the_uri(world, tmp_path):
     assert [h["path"] for h in got["hits"]] == [h.path for h in want]
     res = CliRunner().invoke(app, ["index", str(root / "emb")])
     assert res.exit_code != 0 and "--to URI" in res.output
+
+
+def test_a_killed_index_to_resumes(world, tmp_path):
+    import os
+    import sys
+    import textwrap
+
+    from killed_run import run_and_kill
+
+    root, bundle, local = world
+    uri = f"milvus:{tmp_path}/m.db#idx"
+    marker = tmp_path / "upserts.log"
+    script = tmp_path / "run.py"
+    script.write_text(textwrap.dedent(f"""
+        import time
+        from freebind.run import sinks
+        from freebind.search import Index, databases
+        databases.CHUNK = 2
+        def upsert(self, rows, _orig=sinks.MilvusSink.upsert):
+            _orig(self, rows)
+            with open({str(marker)!r}, "a") as fh:
+                fh.write(f"{{len(rows)}}\\n")
+            time.sleep(0.5)
+        sinks.MilvusSink.upsert = upsert
+        index = Index({str(bundle)!r}, store={str(root / "cache")!r})
+        index.add_embeddings({str(root / "emb")!r}, store={str(root / "cache")!r})
+        databases.write_index(index, {uri!r})
+    """))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    run_and_kill(script, lambda: marker.is_file() and len(marker.read_text().split()) >= 2,
+                 timeout=120, poll=0.05, settle=0.0, env=env)
+    done = sum(int(x) for x in marker.read_text().split())
+    assert 0 < done < 3 * N
+    report = index_to([root / "emb"], uri, store=root / "cache", progress=False,
+                      recall_queries=2)
+    assert report["present"] >= done and report["written"] == 3 * N - report["present"]
+    assert report["rows"] == 3 * N
+    db = Index.open(uri, store=root / "cache")
+    try:
+        got = db.search(QUERIES[0], k=3 * N, factors=["b1=off"])
+        want = local.search(QUERIES[0], k=3 * N, factors=["b1=off"], exact=True)
+        assert [h.path for h in got] == [h.path for h in want]
+    finally:
+        db.close()

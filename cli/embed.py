@@ -115,16 +115,18 @@ def embed(
 
 def _embed_to(args, to, texts, factor, preset, batch_size, cache_dir, shard_size, space_flags,
               as_modality, quiet, as_json, strict, columns) -> None:
-    """``embed --to URI``: :func:`freebind.run.sinks.embed_to`, then its report."""
-    from freebind.run.sinks import embed_to, require
+    """``embed --to URI``: :func:`freebind.run.partitions.embed` with ``to``, then its
+    report."""
+    from freebind.run.partitions import embed as run_embed
+    from freebind.run.sinks import require
 
     require(to)   # a bad URI or a missing extra, before the target loads
     options = space_flags.parse()
     target, paths = _target_and_paths(args)
-    report = embed_to(target, paths, texts, to, factors=factor, preset=preset,
-                      batch_size=batch_size, cache_dir=cache_dir, shard_size=shard_size,
-                      space_options=options, progress=not (quiet or as_json),
-                      as_modality=as_modality.lower() if as_modality else None, **columns)
+    report = run_embed(target, paths, texts, to=to, factors=factor, preset=preset,
+                       batch_size=batch_size, cache_dir=cache_dir, shard_size=shard_size,
+                       space_options=options, progress=not (quiet or as_json),
+                       as_modality=as_modality.lower() if as_modality else None, **columns)
     if as_json:
         print_json(report.to_dict())
     else:

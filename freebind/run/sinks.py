@@ -14,9 +14,10 @@ URIs::
 
 A row holds ``key``, ``modality``, ``path`` (the source: a file, ``FILE:LINE``, a locator),
 ``caption`` (a text item's text; for a file, its sidecar ``STEM.txt`` when there is one), an
-input table's other columns (:class:`TableMetadata`) and the vectors: ``vector`` under the run's factors, and for a bundle one ``vector_<preset>``
-per stored preset (Qdrant named vectors; extra vector columns in LanceDB and Milvus), so a
-preset is picked at query time with the database's own client. Vectors are unit rows, the
+input table's other columns (:class:`TableMetadata`) and the vectors: ``vector`` under the
+run's factors, and for a bundle one ``vector_<preset>`` per stored preset (Qdrant named
+vectors; extra vector columns in LanceDB and Milvus), so a preset is picked at query time
+with the database's own client. Vectors are unit rows, the
 metric is the inner product. A companion ``<COLLECTION>__freebind`` table holds what the
 collection is (target, fingerprint, factors, vector columns), so a run of another target
 or other factors into it is refused.
@@ -569,26 +570,14 @@ def preset_targets(tgt, presets: bool | Sequence[str], space_options) -> dict:
     return out
 
 
-def embed_to(target, paths: Iterable = (), texts=None, uri: str = "", *,
-             presets: bool | Sequence[str] = True, progress: bool = True,
-             **options) -> SinkReport:
-    """Embed ``paths``/``texts`` with ``target`` (as :func:`freebind.run.partitions.embed`;
-    ``options`` are :func:`~freebind.run.partitions.plan_embed`'s) straight into the
-    vector database ``uri``: one upsert per item keyed by its content key; items the
-    collection holds are not embedded again (a killed run resumes; a re-run adds only what
-    is missing). ``presets``: the bundle's presets as extra vector columns (True: all)."""
-    from freebind.run.partitions import plan_embed
-    from freebind.run.preflight import leaf_spaces, path_problems, raise_if, space_problems
-
-    u = require(uri)   # the engine's package, before any work
-    paths = list(paths or ())
-    raise_if(f"embed with {target}",
-             space_problems(leaf_spaces(target), options.get("space_options"))
-             + path_problems([("PATH", p) for p in paths]
-                             + [("--texts", texts if isinstance(texts, (str, Path)) else None)]))
-    options.pop("metadata", None)
-    plan = plan_embed(target, paths, texts, u.text, metadata="jsonl", progress=progress,
-                      **options)
+def write_plan(plan, uri: str | SinkURI, *, presets: bool | Sequence[str] = True
+               ) -> SinkReport:
+    """Embed the shards of ``plan`` (:func:`freebind.run.partitions.plan_embed`; what
+    ``freebind.embed(..., to=URI)`` runs) straight into the vector database ``uri``: one
+    upsert per item keyed by its content key; items the collection holds are not embedded
+    again (a killed run resumes; a re-run adds only what is missing). ``presets``: the
+    bundle's presets as extra vector columns (True: all)."""
+    u = require(uri)
     tgt = plan.open_target()
     columns = preset_targets(tgt, presets, plan.options.space_options)
     report = SinkReport(plan.name, u.text, plan.dim,

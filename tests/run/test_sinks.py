@@ -43,6 +43,11 @@ def world(tmp_path_factory):
     return root, bundle, inputs
 
 
+def embed_to(target, paths, texts, uri, **options):
+    """``freebind.embed(..., to=uri)``: the library call ``embed --to`` makes."""
+    return freebind.embed(target, paths, texts, to=uri, **options)
+
+
 def _uri(engine, root, name="items"):
     return ENGINES[engine].format(root=root).replace("#items", f"#{name}")
 
@@ -74,7 +79,7 @@ def sink_dim(sink):
 def test_round_trip_of_the_mini_world(world, engine, tmp_path):
     root, bundle, inputs = world
     uri = _uri(engine, tmp_path)
-    report = sinks.embed_to(str(bundle), inputs["paths"], inputs["texts"], uri,
+    report = embed_to(str(bundle), inputs["paths"], inputs["texts"], uri,
                             cache_dir=root / "cache", progress=False)
     assert (report.written, report.present, report.rows) == (3 * N, 0, 3 * N)
     presets = sorted(freebind.load(str(bundle)).presets)
@@ -111,7 +116,7 @@ def test_round_trip_of_the_mini_world(world, engine, tmp_path):
         assert got == [k for _, k in ref[:3]]
     finally:
         sink.close()
-    again = sinks.embed_to(str(bundle), inputs["paths"], inputs["texts"], uri,
+    again = embed_to(str(bundle), inputs["paths"], inputs["texts"], uri,
                            cache_dir=root / "cache", progress=False)
     assert (again.written, again.present, again.rows) == (0, 3 * N, 3 * N)
 
@@ -134,8 +139,9 @@ def test_killed_run_resumes_and_adds_only_what_is_missing(world, engine, tmp_pat
                     fh.write(f"{{len(rows)}}\\n")
                 time.sleep(0.5)   # slow enough to be killed part way
             cls.upsert = upsert
-        sinks.embed_to({str(bundle)!r}, [Path(p) for p in {[str(p) for p in inputs["paths"]]!r}],
-                       {str(inputs["texts"])!r}, {uri!r}, cache_dir={str(root / "cache")!r},
+        import freebind
+        freebind.embed({str(bundle)!r}, [Path(p) for p in {[str(p) for p in inputs["paths"]]!r}],
+                       {str(inputs["texts"])!r}, to={uri!r}, cache_dir={str(root / "cache")!r},
                        progress=False)
     """))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
@@ -143,7 +149,7 @@ def test_killed_run_resumes_and_adds_only_what_is_missing(world, engine, tmp_pat
                  timeout=120, poll=0.05, settle=0.0, env=env)
     done = sum(int(x) for x in marker.read_text().split())
     assert 0 < done < 3 * N
-    report = sinks.embed_to(str(bundle), inputs["paths"], inputs["texts"], uri,
+    report = embed_to(str(bundle), inputs["paths"], inputs["texts"], uri,
                             cache_dir=root / "cache", progress=False)
     assert report.present >= done and report.written == 3 * N - report.present
     assert report.rows == 3 * N
@@ -163,10 +169,10 @@ def test_killed_run_resumes_and_adds_only_what_is_missing(world, engine, tmp_pat
 def test_another_run_into_the_same_collection_is_refused(world, tmp_path):
     root, bundle, inputs = world
     uri = _uri("lancedb", tmp_path)
-    sinks.embed_to(str(bundle), [inputs["paths"][-1]], None, uri, cache_dir=root / "cache",
+    embed_to(str(bundle), [inputs["paths"][-1]], None, uri, cache_dir=root / "cache",
                    progress=False)
     with pytest.raises(UsageError, match="holds another run"):
-        sinks.embed_to(str(bundle), [inputs["paths"][-1]], None, uri, factors=["a=0.9"],
+        embed_to(str(bundle), [inputs["paths"][-1]], None, uri, factors=["a=0.9"],
                        cache_dir=root / "cache", progress=False)
 
 
@@ -200,7 +206,7 @@ def test_a_missing_extra_is_named_before_any_work(world, engine, extra, tmp_path
     monkeypatch.setitem(sys.modules, module, None)   # as if not installed: import fails
     cache = tmp_path / "cache"
     with pytest.raises(UsageError, match=re.escape(extra)):
-        sinks.embed_to(str(bundle), inputs["paths"], None, _uri(engine, tmp_path),
+        embed_to(str(bundle), inputs["paths"], None, _uri(engine, tmp_path),
                        cache_dir=cache, progress=False)
     assert not cache.exists() and not any(tmp_path.iterdir())
 
@@ -245,7 +251,7 @@ def test_a_tables_other_columns_become_metadata(world, engine, tmp_path):
                              "license": ["cc-by", None, "mit"],
                              "raw": pa.array([b"x", b"y", b"z"], pa.binary())}), table)
     uri = _uri(engine, tmp_path)
-    report = sinks.embed_to(str(bundle), [], table, uri, cache_dir=root / "cache",
+    report = embed_to(str(bundle), [], table, uri, cache_dir=root / "cache",
                             progress=False, presets=False)
     assert report.rows == 3
     sink = sinks.connect(uri)

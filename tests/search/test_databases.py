@@ -13,7 +13,6 @@ import pytest
 from search_world import make_bundle
 
 import freebind
-from freebind.run import sinks
 from freebind.search import Index
 from freebind.search.databases import DatabaseIndex, index_to, measure_recall, recall_settings
 from freebind.util.errors import UsageError
@@ -112,8 +111,8 @@ def test_few_candidates_still_give_exact_scores(world, indexed):
 def test_an_embed_collection_is_not_an_index(world, tmp_path):
     root, bundle, local = world
     uri = f"lancedb:{tmp_path}/l#items"
-    sinks.embed_to(str(bundle), [root / "pools" / "image"], None, uri,
-                   cache_dir=root / "cache", progress=False)
+    freebind.embed(str(bundle), [root / "pools" / "image"], to=uri, cache_dir=root / "cache",
+                   progress=False)
     with pytest.raises(UsageError, match="embed --to"):
         Index.open(uri)
     with pytest.raises(UsageError, match="not a freebind index"):

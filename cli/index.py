@@ -27,6 +27,9 @@ def index_command(
                                      "milvus:PATH.db#COLLECTION, milvus+http://…): searchable "
                                      "under any factors by `freebind search URI`; prints the "
                                      "recall@10 against exact search."),
+    recall_queries: int = typer.Option(20, "--recall-queries", min=0, help="With --to: items "
+                                       "of each modality used as queries to measure "
+                                       "recall@10 (0: not measured)."),
     target: Optional[str] = typer.Option(None, "--target", "-t", help="The bundle (or space) "
                                          "the folders were embedded with (default: the bundle "
                                          "embed.json records, found by its content if "
@@ -66,7 +69,7 @@ def index_command(
     options = space_flags.parse()
     if to is not None:
         return _index_to(embed_dirs, to, target, factor, preset, cache, batch_size, options,
-                         quiet, as_json)
+                         quiet, as_json, recall_queries)
     report = build_index(embed_dirs, output, target=target, factors=factor, preset=preset,
                          exact_limit=exact_limit, store=cache, batch_size=batch_size,
                          progress=not (quiet or as_json), space_options=options,
@@ -91,13 +94,13 @@ def index_command(
 
 
 def _index_to(embed_dirs, to, target, factor, preset, cache, batch_size, options, quiet,
-              as_json) -> None:
+              as_json, recall_queries) -> None:
     """``index --to URI``: :func:`freebind.search.databases.index_to`, then its report."""
     from freebind.search.databases import index_to
 
     report = index_to(embed_dirs, to, target=target, factors=factor, preset=preset,
                       store=cache, batch_size=batch_size, progress=not (quiet or as_json),
-                      space_options=options)
+                      space_options=options, recall_queries=recall_queries)
     if as_json:
         print_json(report)
         return
@@ -112,7 +115,8 @@ def _index_to(embed_dirs, to, target, factor, preset, cache, batch_size, options
     table.add_column("recall@10", justify="right")
     for label, r in report["recall@10"].items():
         table.add_row(label, f"{r:.3f}")
-    print_table(out, table)
+    if report["recall@10"]:
+        print_table(out, table)
     mods = ", ".join(f"{m} {n}" for m, n in report["modalities"].items())
     out.print(f"{report['written']} row(s) written, {report['present']} already there; "
               f"{report['rows']} in the collection ({mods})")

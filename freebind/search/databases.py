@@ -346,10 +346,11 @@ def measure_recall(index: Index, db: DatabaseIndex, *, n: int = 50, k: int = 10,
 def index_to(embed_dirs: Sequence, uri: str, *, target: str | None = None,
              factors: Sequence[str] = (), preset: str | None = None, store=None,
              batch_size: int = 64, progress: bool = True,
-             space_options: Mapping | None = None, recall_queries: int = 50) -> dict:
+             space_options: Mapping | None = None, recall_queries: int = 20) -> dict:
     """``freebind index EMBED_DIR... --to URI``: index the embed folders in memory, upsert
     every item into the collection, and measure the database search's recall@10 against
-    the exact local index under several factor settings. Returns the report."""
+    the exact local index under several factor settings (``recall_queries`` items of each
+    modality as queries; 0: not measured). Returns the report."""
     from pathlib import Path
 
     from freebind.run.sinks import require
@@ -372,11 +373,13 @@ def index_to(embed_dirs: Sequence, uri: str, *, target: str | None = None,
     if not index.items:
         raise UsageError("nothing to index: the folders hold no finished partitions")
     written = write_index(index, uri, store=None, progress=progress)
-    db = DatabaseIndex(uri, space_options=space_options, store=store)
-    try:
-        recall = measure_recall(index, db, n=recall_queries)
-    finally:
-        db.close()
+    recall = {}
+    if recall_queries:
+        db = DatabaseIndex(uri, space_options=space_options, store=store)
+        try:
+            recall = measure_recall(index, db, n=recall_queries)
+        finally:
+            db.close()
     return {"uri": uri, "target": index.ref, "expression": index.name,
             "items": len(index.items),
             "modalities": {m: b.rows for m, b in index.blocks.items()},

@@ -22,6 +22,7 @@
 
   async function api(path, options) {
     const res = await fetch(path, options);
+    if (res.status === 401) { window.location.assign("/login"); }  // the session ended
     let body = null;
     try { body = await res.json(); } catch (e) { body = { error: res.statusText }; }
     if (!res.ok) throw new Error(body.error || res.statusText);
@@ -239,6 +240,11 @@
       img.src = h.media; img.alt = h.caption || h.name; img.loading = "lazy";
       div.appendChild(img);
       thumb = h.media;
+    } else if (h.modality === "point" && h.thumb) {
+      const img = el("img", "cloud");   // three views: front, side, above
+      img.src = h.thumb; img.alt = `3D views of ${h.name}`; img.loading = "lazy";
+      div.appendChild(img);
+      thumb = h.thumb;
     } else if (h.modality === "audio" && h.media) {
       if (h.thumb) {
         const w = el("img", "wave");

@@ -100,17 +100,32 @@ def fail(exc: FreebindError) -> typer.Exit:
 
 
 class FreebindGroup(TyperGroup):
-    """Click group that turns every :class:`FreebindError` into a clean message and exit code
-    (2 for bad input, 1 for failures) instead of a traceback; Ctrl-C exits 130."""
+    """Click group holding the CLI's error boundary (:mod:`freebind_cli.errors`): every
+    problem, from a bad option value to an unexpected exception, ends as one line on stderr
+    and a documented exit status (2 bad usage, 1 failure, 130 Ctrl-C); never a traceback
+    unless ``FREEBIND_DEBUG=1``."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True,
+             **extra):
+        from freebind_cli.errors import guarded
+
+        try:
+            rv = guarded(lambda: super(FreebindGroup, self).main(
+                args, prog_name, complete_var, standalone_mode=False, **extra))
+            code = rv if isinstance(rv, int) else 0
+        except typer.Exit as exc:
+            code = exc.exit_code
+        except typer.Abort:
+            typer.echo("aborted", err=True)
+            code = 1
+        if standalone_mode:
+            sys.exit(code)
+        return code
 
     def invoke(self, ctx):
-        try:
-            return super().invoke(ctx)
-        except FreebindError as exc:
-            raise fail(exc) from None
-        except KeyboardInterrupt:
-            typer.echo("interrupted", err=True)
-            raise typer.Exit(code=130) from None
+        from freebind_cli.errors import guarded
+
+        return guarded(lambda: super(FreebindGroup, self).invoke(ctx), ctx)
 
     def list_commands(self, ctx):  # keep the order in which verbs were added
         return list(self.commands)
@@ -120,6 +135,10 @@ class FreebindGroup(TyperGroup):
         if cmd is not None and getattr(type(cmd), "collect_usage_pieces", None) is \
                 getattr(TyperCommand, "collect_usage_pieces", None):
             cmd.collect_usage_pieces = types.MethodType(_usage_pieces, cmd)
+        if cmd is not None:
+            from freebind_cli.options import name_metavars
+
+            name_metavars(cmd)
         return cmd
 
     def resolve_command(self, ctx, args):
@@ -135,7 +154,7 @@ def _usage_pieces(cmd, ctx) -> list[str]:
     for param in cmd.get_params(ctx):
         if getattr(param, "param_type_name", "") == "argument":
             name = param.metavar or (param.name or "").upper()
-            if param.nargs != 1:
+            if param.nargs != 1 and not name.endswith("..."):
                 name += "..."
             pieces.append(name if param.required else f"[{name}]")
     return pieces
@@ -193,9 +212,13 @@ def parse_space_options(device: Optional[str] = None, precision: Optional[str] =
     """The options for ``freebind.spaces.get(ref, **options)`` from ``--device``,
     ``--precision`` and ``--space-option KEY=VALUE`` (only what was given, so spaces
     fall back to their defaults and FREEBIND_* variables). Raises UsageError (exit 2)."""
+    from freebind.fusion.devices import check_device_and_precision
     from freebind.util.vocab import merge_space_options, parse_key_values
 
-    return merge_space_options(parse_key_values(specs, what="--space-option"),
-                               device=device, precision=precision,
-                               names={"device": "--device", "precision": "--precision",
-                                      "options": "--space-option"})
+    options = merge_space_options(parse_key_values(specs, what="--space-option"),
+                                  device=device, precision=precision,
+                                  names={"device": "--device", "precision": "--precision",
+                                         "options": "--space-option"})
+    check_device_and_precision(options.get("device"), options.get("precision"),
+                               names={"device": "--device", "precision": "--precision"})
+    return options

@@ -97,11 +97,10 @@ def cache_dir_option(help: str = CACHE_HELP):  # noqa: A002
     return typer.Option(None, "--cache-dir", help=help)
 
 
-def batch_size_option(default: int = 64, help: Optional[str] = None):  # noqa: A002
-    """``--batch-size``: at least 1 where no help is given (the evaluation verbs)."""
-    if help is None:
-        return typer.Option(default, "--batch-size", min=1)
-    return typer.Option(default, "--batch-size", help=help)
+def batch_size_option(default: int = 64,
+                      help: str = "Items per encoder batch."):  # noqa: A002
+    """``--batch-size``: at least 1."""
+    return typer.Option(default, "--batch-size", min=1, help=help)
 
 
 def factor_option(help: str, short: bool = True):  # noqa: A002
@@ -125,3 +124,47 @@ def data_option(default_help: str):
 def suite_loader_option(examples: str):
     """``--option KEY=VALUE``; ``examples`` ends the help."""
     return typer.Option([], "--option", help=f"Suite loader option KEY=VALUE {examples}")
+
+
+#: the metavar of a value by its Python type (typer would print ``<list[str]>``, ``<int
+#: range>``): what a user types, never a Python type name
+_METAVARS = {int: "N", float: "NUMBER", str: "TEXT"}
+#: the help of an option that a verb declared without one
+_SHARED_HELP = {"--port": "TCP port to listen on.", "--batch-size": "Items per encoder batch."}
+
+
+def name_metavars(command) -> None:
+    """Give each option and argument of ``command`` without a metavar a plain one: ``N``,
+    ``NUMBER``, ``TEXT``, ``PATH`` (a list's element's; its help says it repeats), or the
+    argument's own name in capitals."""
+    from pathlib import Path
+
+    for param in getattr(command, "params", ()):
+        if not getattr(param, "help", None) and getattr(param, "opts", None):
+            param.help = next((_SHARED_HELP[o] for o in param.opts if o in _SHARED_HELP), None)
+        if getattr(param, "min", None) is not None or getattr(param, "max", None) is not None:
+            param._get_number_range_help_str = functools.partial(_range_words, param)
+        if getattr(param, "param_type_name", "") == "argument":
+            param.display_type_rich = lambda ctx: None
+            if param.metavar is None:
+                param.metavar = (param.name or "value").upper() + (
+                    "..." if param.nargs != 1 else "")
+            continue
+        if param.metavar is not None or getattr(param, "is_flag", False):
+            continue
+        desc = getattr(param, "type_descriptor", None)
+        annotation = getattr(desc, "annotation", None)
+        args = typing.get_args(annotation)
+        element = args[0] if typing.get_origin(annotation) is list and args else annotation
+        if isinstance(element, type) and issubclass(element, Path):
+            param.metavar = "PATH"
+        else:
+            param.metavar = _METAVARS.get(element, "VALUE")
+
+
+def _range_words(param) -> str:
+    """``at least 1``, ``at most 5``, ``1 to 5`` (click writes ``x>=1``)."""
+    lo, hi = param.min, param.max
+    if lo is not None and hi is not None:
+        return f"{lo} to {hi}"
+    return f"at least {lo}" if lo is not None else f"at most {hi}"

@@ -136,9 +136,10 @@ class FreebindGroup(TyperGroup):
                 getattr(TyperCommand, "collect_usage_pieces", None):
             cmd.collect_usage_pieces = types.MethodType(_usage_pieces, cmd)
         if cmd is not None:
-            from freebind_cli.options import name_metavars
+            from freebind_cli.options import check_path_kinds, name_metavars
 
             name_metavars(cmd)
+            check_path_kinds(name if ctx.parent is None else f"{ctx.info_name} {name}", cmd)
         return cmd
 
     def resolve_command(self, ctx, args):
@@ -212,13 +213,9 @@ def parse_space_options(device: Optional[str] = None, precision: Optional[str] =
     """The options for ``freebind.spaces.get(ref, **options)`` from ``--device``,
     ``--precision`` and ``--space-option KEY=VALUE`` (only what was given, so spaces
     fall back to their defaults and FREEBIND_* variables). Raises UsageError (exit 2)."""
-    from freebind.fusion.devices import check_device_and_precision
     from freebind.util.vocab import merge_space_options, parse_key_values
 
-    options = merge_space_options(parse_key_values(specs, what="--space-option"),
-                                  device=device, precision=precision,
-                                  names={"device": "--device", "precision": "--precision",
-                                         "options": "--space-option"})
-    check_device_and_precision(options.get("device"), options.get("precision"),
-                               names={"device": "--device", "precision": "--precision"})
-    return options
+    return merge_space_options(parse_key_values(specs, what="--space-option"),
+                               device=device, precision=precision,
+                               names={"device": "--device", "precision": "--precision",
+                                      "options": "--space-option"})

@@ -84,7 +84,9 @@ def report(exc: BaseException, ctx=None) -> int:
         return exc.exit_code
     if isinstance(exc, BrokenPipeError):  # `freebind … | head`: the reader left
         return FAILED
-    what = "an unexpected error" + (f" in {command_name(ctx)}" if ctx is not None else "")
+    verb = getattr(ctx, "invoked_subcommand", None)
+    where = command_name(ctx) + (f" {verb}" if verb else "") if ctx is not None else ""
+    what = "an unexpected error" + (f" in {where}" if where else "")
     detail = one_line(str(exc)) or "(no message)"
     hint = "" if debugging() else "; FREEBIND_DEBUG=1 shows the traceback"
     typer.echo(f"error: {what}: {type(exc).__name__}: {detail}{hint}", err=True)

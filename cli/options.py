@@ -80,8 +80,14 @@ class SpaceFlags(FlagGroup):
                                         "trust_remote_code=true, workers=4, …); repeatable.")
 
     def parse(self) -> dict:
-        """The options for ``freebind.spaces.get`` (:func:`parse_space_options`)."""
-        return parse_space_options(self.device, self.precision, self.space_option)
+        """The options for ``freebind.spaces.get`` (:func:`parse_space_options`), once the
+        device and precision are known to be on this machine (before any work)."""
+        from freebind.fusion.devices import check_device_and_precision
+
+        options = parse_space_options(self.device, self.precision, self.space_option)
+        check_device_and_precision(options.get("device"), options.get("precision"),
+                                   names={"device": "--device", "precision": "--precision"})
+        return options
 
 
 def json_option(what: str):
@@ -168,3 +174,73 @@ def _range_words(param) -> str:
     if lo is not None and hi is not None:
         return f"{lo} to {hi}"
     return f"at least {lo}" if lo is not None else f"at most {hi}"
+
+
+#: What each path a verb takes must be, checked while the command line is parsed (so
+#: before any work): ``file``/``folder`` must exist and be one; ``exists`` must exist;
+#: ``folder-out`` is a folder to write (an existing file is refused), ``file-out`` a file to
+#: write (an existing folder is refused), ``bundle`` a ``.safetensors`` file to write,
+#: ``cache`` a folder that need not exist yet. Keyed by verb, then flag (an argument: its
+#: parameter name).
+PATH_KINDS: dict[str, dict[str, str]] = {
+    "build": {"--output": "bundle", "--cache-dir": "cache", "--pools": "exists"},
+    "embed": {"--output": "folder-out", "--texts": "file", "--cache-dir": "cache"},
+    "import": {"source": "exists", "--ids": "file", "--texts": "file", "--cache-dir": "cache"},
+    "eval": {"--data": "exists", "--cache-dir": "cache"},
+    "tune": {"bundle": "file", "--data": "exists", "--output": "folder-out",
+             "--cache-dir": "cache"},
+    "index": {"embed_dirs": "folder", "--output": "folder-out", "--cache-dir": "cache",
+              "--captions": "file"},
+    "search": {"index_dir": "folder", "--audio": "file", "--image": "file", "--texts": "file"},
+    "serve": {"index_dir": "folder"},
+    "convert": {"release": "folder", "--output": "bundle"},
+    "push": {"bundle": "file", "--dry-run": "folder-out"},
+    "export": {"--output": "file-out"},
+    "mini pools": {"directory": "folder-out"},
+    "mini evalsets": {"directory": "folder-out"},
+}
+
+
+def check_path_kinds(verb: str, command) -> None:
+    """Attach :data:`PATH_KINDS`' checks of ``verb`` to ``command``'s parameters."""
+    kinds = PATH_KINDS.get(verb, {})
+    for param in getattr(command, "params", ()):
+        kind = next((kinds[o] for o in (*param.opts, param.name) if o in kinds), None)
+        if kind and param.callback is None:
+            param.callback = functools.partial(_check_path_param, kind)
+
+
+def _check_path_param(kind: str, ctx, param, value):
+    values = value if isinstance(value, (list, tuple)) else [value]
+    flag = param.opts[0] if getattr(param, "param_type_name", "") == "option" else \
+        (param.metavar or param.name.upper())
+    for v in values:
+        if v is not None and str(v) != "":
+            check_path(v, kind, flag)
+    return value
+
+
+def check_path(value, kind: str, flag: str) -> None:
+    """Raise a one-line UsageError when ``value`` is not the ``kind`` of path (see
+    :data:`PATH_KINDS`) that ``flag`` wants."""
+    from pathlib import Path
+
+    from freebind.util.errors import UsageError
+
+    path = Path(value)
+    where = f"{flag} {value}"
+    if kind in ("file", "folder", "exists") and not path.exists():
+        dangling = " (a dangling symbolic link)" if path.is_symlink() else ""
+        raise UsageError(f"{where}: no such {'file or folder' if kind == 'exists' else kind}"
+                         f"{dangling}")
+    if kind == "file" and path.is_dir():
+        raise UsageError(f"{where}: is a folder; {flag} wants a file")
+    if kind in ("folder", "folder-out", "cache") and path.exists() and not path.is_dir():
+        raise UsageError(f"{where}: is a file; {flag} wants a folder"
+                         + ("" if kind == "folder" else " (a new one is created)"))
+    if kind in ("file-out", "bundle") and path.is_dir():
+        raise UsageError(f"{where}: is a folder; {flag} names the file to write"
+                         + (" (NAME.safetensors)" if kind == "bundle" else ""))
+    if kind == "bundle" and path.suffix.lower() != ".safetensors":
+        named = path.with_suffix(".safetensors") if path.suffix else f"{path}.safetensors"
+        raise UsageError(f"{where}: a bundle is a .safetensors file; name it {named}")

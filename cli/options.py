@@ -202,12 +202,67 @@ PATH_KINDS: dict[str, dict[str, str]] = {
 
 
 def check_path_kinds(verb: str, command) -> None:
-    """Attach :data:`PATH_KINDS`' checks of ``verb`` to ``command``'s parameters."""
+    """Attach :data:`PATH_KINDS`' checks of ``verb`` to ``command``'s parameters, and
+    :data:`VALUE_CHECKS` to the flags it names."""
     kinds = PATH_KINDS.get(verb, {})
     for param in getattr(command, "params", ()):
+        if param.callback is not None:
+            continue
         kind = next((kinds[o] for o in (*param.opts, param.name) if o in kinds), None)
-        if kind and param.callback is None:
+        check = next((VALUE_CHECKS[o] for o in param.opts if o in VALUE_CHECKS), None)
+        if kind:
             param.callback = functools.partial(_check_path_param, kind)
+        elif check and getattr(param, "param_type_name", "") == "option":
+            param.callback = functools.partial(_check_values, check)
+
+
+def _check_values(check, ctx, param, value):
+    for v in value if isinstance(value, (list, tuple)) else [value]:
+        if v is not None:
+            check(param.opts[0], str(v))
+    return value
+
+
+def _check_factor(flag: str, value: str) -> None:
+    from freebind.fusion.factors import parse_override
+
+    parse_override(value)
+
+
+def _check_modality(flag: str, value: str) -> None:
+    from freebind.util.errors import UsageError
+    from freebind.util.vocab import ALL_MODALITIES
+
+    if value.strip().lower() not in ALL_MODALITIES:
+        raise UsageError(f"{flag} {value}: not a modality; use one of "
+                         f"{', '.join(ALL_MODALITIES)}")
+
+
+def _check_suite(flag: str, value: str) -> None:
+    from freebind.evaluate.suites import info
+
+    info(value)
+
+
+def _check_grid(flag: str, value: str) -> None:
+    from freebind.evaluate.entrypoints import parse_grids
+
+    parse_grids([value])
+
+
+def _check_key_value(flag: str, value: str) -> None:
+    from freebind.util.vocab import parse_key_values
+
+    if flag == "--option":
+        parse_key_values([value], "--option", convert=False, allow_empty=True,
+                         example="split=val")
+    else:
+        parse_key_values([value], what=flag)
+
+
+#: checks of a flag's values made while the command line is parsed, in every verb
+VALUE_CHECKS = {"--option": _check_key_value, "--space-option": _check_key_value,"--factor": _check_factor, "--modality": _check_modality,
+                "--as": _check_modality, "--suite": _check_suite, "--grid": _check_grid}
 
 
 def _check_path_param(kind: str, ctx, param, value):

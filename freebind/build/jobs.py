@@ -81,7 +81,7 @@ def _hyper_number(key: str, value):
         if isinstance(value, bool) or number != number:
             raise ValueError
     except (TypeError, ValueError):
-        raise UsageError(f"hyper {key}={value!r}: expected a number") from None
+        raise UsageError(f"hyper {key}={value}: expected a number") from None
     if kind == "int":
         if not number.is_integer():
             raise UsageError(f"hyper {key}={value}: expected a whole number")

@@ -234,7 +234,7 @@ def _check_modality(flag: str, value: str) -> None:
     from freebind.util.vocab import ALL_MODALITIES
 
     if value.strip().lower() not in ALL_MODALITIES:
-        raise UsageError(f"{flag} {value}: not a modality; use one of "
+        raise UsageError(f"{flag} {value}: unknown modality; use one of "
                          f"{', '.join(ALL_MODALITIES)}")
 
 

@@ -18,6 +18,18 @@ from freebind.util.errors import FreebindError
 #: Width of a console that is not a terminal (a file, a pipe): wide enough that nothing is
 #: cut or folded; tables take their natural width and lines are never wrapped.
 PIPE_WIDTH = 100_000
+#: Widest a table is printed in a pipe or a file when COLUMNS is not set (wider tables are
+#: printed as ``header: value`` lines, which never cut a value)
+PIPE_TABLE_WIDTH = 100
+
+
+def table_width(out) -> int:
+    """How wide a table may be: ``$COLUMNS`` when set, else the terminal's width, else (a
+    pipe, a file) :data:`PIPE_TABLE_WIDTH`."""
+    columns = os.environ.get("COLUMNS", "").strip()
+    if columns.isdigit() and int(columns) > 0:
+        return int(columns)
+    return min(out.width, PIPE_TABLE_WIDTH) if out.width >= PIPE_WIDTH else out.width
 
 
 def _is_terminal(stream) -> bool:
@@ -46,7 +58,7 @@ def print_table(out, table) -> None:
     from rich.text import Text
 
     natural = out.measure(table, options=out.options.update_width(PIPE_WIDTH)).maximum
-    if natural <= out.width:
+    if natural <= table_width(out):
         out.print(table)
         return
     if table.title:

@@ -29,7 +29,8 @@ def blocks() -> list[tuple[str, str]]:
 
 
 #: commands that set up a machine or run the test suite: shown, not run here
-SETUP = ("pip ", "bash scripts/setup.sh", ".venv/bin/python -m pytest", "python -m pytest")
+SETUP = ("pip ", "bash scripts/setup.sh", "source .venv/bin/activate",
+         ".venv/bin/python -m pytest", "python -m pytest")
 #: the quick start's build, made cheaper unless ``-m slow``
 FAST_BUILD = ["--mini-pool-size", "200", "--hyper", "epochs=1", "--hyper", "hidden=32"]
 

@@ -180,13 +180,14 @@ def _range_words(param) -> str:
 #: before any work): ``file``/``folder`` must exist and be one; ``exists`` must exist;
 #: ``folder-out`` is a folder to write (an existing file is refused), ``file-out`` a file to
 #: write (an existing folder is refused), ``bundle`` a ``.safetensors`` file to write,
-#: ``cache`` a folder that need not exist yet. Keyed by verb, then flag (an argument: its
+#: ``cache`` a folder that need not exist yet, ``template-out`` a file name template (with
+#: ``{fields}``) or else a folder to write. Keyed by verb, then flag (an argument: its
 #: parameter name).
 PATH_KINDS: dict[str, dict[str, str]] = {
     "build": {"--output": "bundle", "--cache-dir": "cache", "--pools": "exists"},
     "embed": {"--output": "folder-out", "--texts": "file", "--cache-dir": "cache"},
     "import": {"source": "exists", "--ids": "file", "--texts": "file", "--cache-dir": "cache"},
-    "eval": {"--data": "exists", "--cache-dir": "cache"},
+    "eval": {"--data": "exists", "--output": "template-out", "--cache-dir": "cache"},
     "tune": {"bundle": "file", "--data": "exists", "--output": "folder-out",
              "--cache-dir": "cache"},
     "index": {"embed_dirs": "folder", "--output": "folder-out", "--cache-dir": "cache",
@@ -209,7 +210,8 @@ def check_path_kinds(verb: str, command) -> None:
         if param.callback is not None:
             continue
         kind = next((kinds[o] for o in (*param.opts, param.name) if o in kinds), None)
-        check = next((VALUE_CHECKS[o] for o in param.opts if o in VALUE_CHECKS), None)
+        check = next((VALUE_CHECKS[o] for o in param.opts if o in VALUE_CHECKS
+                      and (verb, o) not in OWN_CHECKS), None)
         if kind:
             param.callback = functools.partial(_check_path_param, kind)
         elif check and getattr(param, "param_type_name", "") == "option":
@@ -260,8 +262,11 @@ def _check_key_value(flag: str, value: str) -> None:
         parse_key_values([value], what=flag)
 
 
+#: flags a verb checks itself (the mini world has its own evaluation sets)
+OWN_CHECKS = {("mini evalsets", "--suite")}
 #: checks of a flag's values made while the command line is parsed, in every verb
-VALUE_CHECKS = {"--option": _check_key_value, "--space-option": _check_key_value,"--factor": _check_factor, "--modality": _check_modality,
+VALUE_CHECKS = {"--option": _check_key_value, "--space-option": _check_key_value,
+                "--factor": _check_factor, "--modality": _check_modality,
                 "--as": _check_modality, "--suite": _check_suite, "--grid": _check_grid}
 
 
@@ -284,17 +289,21 @@ def check_path(value, kind: str, flag: str) -> None:
 
     path = Path(value)
     where = f"{flag} {value}"
+    if kind == "template-out":
+        if "{" in str(value) or "=" in str(value):  # a template; KEY=VALUE: see its own check
+            return
+        kind = "folder-out"
     if kind in ("file", "folder", "exists") and not path.exists():
         dangling = " (a dangling symbolic link)" if path.is_symlink() else ""
         raise UsageError(f"{where}: no such {'file or folder' if kind == 'exists' else kind}"
                          f"{dangling}")
     if kind == "file" and path.is_dir():
-        raise UsageError(f"{where}: is a folder; {flag} wants a file")
+        raise UsageError(f"{where}: is a folder, not a file")
     if kind in ("folder", "folder-out", "cache") and path.exists() and not path.is_dir():
-        raise UsageError(f"{where}: is a file; {flag} wants a folder"
-                         + ("" if kind == "folder" else " (a new one is created)"))
+        raise UsageError(f"{where}: is a file, not a folder"
+                         + ("" if kind == "folder" else "; name a new or an existing folder"))
     if kind in ("file-out", "bundle") and path.is_dir():
-        raise UsageError(f"{where}: is a folder; {flag} names the file to write"
+        raise UsageError(f"{where}: is a folder, not a file; name the file to write"
                          + (" (NAME.safetensors)" if kind == "bundle" else ""))
     if kind == "bundle" and path.suffix.lower() != ".safetensors":
         named = path.with_suffix(".safetensors") if path.suffix else f"{path}.safetensors"

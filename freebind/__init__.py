@@ -68,5 +68,5 @@ def __getattr__(name: str):
     module, attr = _LAZY[name]
     mod = importlib.import_module(module)
     value = mod if attr is None else getattr(mod, attr)
-    globals()[name] = value   # one object from the first access on: freebind.embed is freebind.embed
+    globals()[name] = value   # one object from the first access: freebind.embed is freebind.embed
     return value

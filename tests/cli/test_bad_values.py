@@ -51,7 +51,6 @@ BY_FLAG = {
     "--modality": [("smell", USAGE)],
     "--format": [("tflite", USAGE)],
     "--variant": [("imagebind+++", USAGE)],
-    "--output": [("split=val", USAGE)],          # eval's template: a suite option by mistake
 }
 
 
@@ -122,6 +121,7 @@ def _path_values(kind: str, w) -> list[str]:
             "folder": [str(w / "nope"), str(w / "a-file")],
             "exists": [str(w / "nope")],
             "folder-out": [str(w / "a-file")], "cache": [str(w / "a-file")],
+            "template-out": [str(w / "a-file"), "split=val"],
             "file-out": [str(w / "a-folder")],
             "bundle": [str(w / "a-folder"), str(w / "out.txt")]}[kind]
 
@@ -135,7 +135,7 @@ def bad_values(verb: str, param, w) -> list[tuple[list[str], int]]:
                  if o in PATH_KINDS.get(verb, {})), None)
     if kind:
         return [([flag, v], USAGE) for v in _path_values(kind, w)]
-    if flag in BY_FLAG and not (flag == "--output" and verb != "eval"):
+    if flag in BY_FLAG:
         return [([flag, v], code) for v, code in BY_FLAG[flag]]
     annotation = param.type_descriptor.annotation
     if annotation in (int, float):

@@ -79,6 +79,9 @@ def report(exc: BaseException, ctx=None) -> int:
     if isinstance(exc, FreebindError):
         typer.echo(exc.render(), err=True)
         return exc.exit_code
+    if isinstance(exc, click_exceptions.NoArgsIsHelpError):  # `freebind mini`: its help
+        exc.show()
+        return exc.exit_code
     if isinstance(exc, click_exceptions.ClickException):
         typer.echo(_click_line(exc, ctx), err=True)
         return exc.exit_code

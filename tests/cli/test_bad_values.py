@@ -30,6 +30,8 @@ NO_BAD_VALUE = {
     ("api", "--allowed-host"),
     # pools may be shard patterns ('shards/{000000..000099}.tar'): tested below by name
     ("build", "--audio"), ("build", "--image"), ("build", "--texts"),
+    # a query file: the one-query rule is checked first (tests/cli/test_search_cli.py)
+    ("search", "--audio"), ("search", "--image"),
 }
 
 #: bad values of options whose type says nothing of what they accept: (value, code)

@@ -48,8 +48,9 @@ def cli(line: str, fast: bool):
     args = words[1:]
     if fast and args[:1] == ["build"] and args[1:2] == [QUICK_START]:
         args = args + FAST_BUILD
-    # as on a terminal, where progress bars vanish when their stage ends
-    return CliRunner().invoke(app, args, env={"COLUMNS": None, "FREEBIND_PROGRESS": "off"})
+    # as on a terminal 120 columns wide (what the README says its tables were printed at),
+    # where progress bars vanish when their stage ends
+    return CliRunner().invoke(app, args, env={"COLUMNS": "120", "FREEBIND_PROGRESS": "off"})
 
 
 def run_shell(body: str, fast: bool) -> None:

@@ -126,3 +126,15 @@ def test_bad_hyper_parameters_stop_before_any_work(tmp_path):
                                 "--cache-dir", str(tmp_path / "c")])
         assert r.exit_code == 2 and needle in r.stderr, (hyper, r.output)
         assert r.stderr.count("\n") == 1 and not (tmp_path / "c").exists(), r.output
+
+
+def test_ctrl_c_is_one_line_and_exit_130(monkeypatch):
+    import freebind.algebra
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(freebind.algebra, "plan", interrupted)
+    r = runner.invoke(app, ["plan", "mini:bind"])
+    assert r.exit_code == 130
+    assert r.stderr == "interrupted; run the same command again to resume\n"

@@ -54,6 +54,8 @@ def test_a_bundle_and_its_factors_and_an_index(tmp_path):
     tuned = fused.with_factors("a=0.8", "b1=off", preset="versatile")
     assert repr(fused) != repr(tuned)
     assert "preset='versatile', factors=['a=0.8', 'b1=off']" in repr(tuned)
+    with pytest.raises(freebind.FreebindError, match="did you mean versatile"):
+        fused.with_factors(preset="versatil")
     index = freebind.Index(fused)
     assert repr(index).startswith("Index('mini:bind + d(mini:vl)', 0 items (empty), dim=")
     with pytest.raises(freebind.FreebindError, match="no such file"):

@@ -130,8 +130,12 @@ def resolve(graph: dict, overrides: Iterable = (), presets: Mapping | None = Non
     if preset is not None:
         presets = presets or {}
         if preset not in presets:
+            import difflib
+
             known = ", ".join(sorted(presets)) or "none stored"
-            raise UsageError(f"unknown preset {preset!r}; this bundle has: {known}")
+            close = difflib.get_close_matches(str(preset), list(presets), n=1, cutoff=0.6)
+            guess = f"; did you mean {close[0]}?" if close else ""
+            raise UsageError(f"unknown preset {preset!r}{guess} (this bundle has: {known})")
         layers += sorted(as_overrides(presets[preset]), key=lambda o: o.rank)
     layers += sorted(as_overrides(overrides), key=lambda o: o.rank)
     for ov in layers:

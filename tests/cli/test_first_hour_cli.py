@@ -138,3 +138,21 @@ def test_ctrl_c_is_one_line_and_exit_130(monkeypatch):
     r = runner.invoke(app, ["plan", "mini:bind"])
     assert r.exit_code == 130
     assert r.stderr == "interrupted; run the same command again to resume\n"
+
+
+def test_a_dangling_symlink_in_a_folder_is_reported_as_skipped(tmp_path):
+    import os
+
+    from freebind.mini import write_pools
+
+    write_pools(tmp_path / "p", n_audio=0, n_image=2, n_text=0, progress=False)
+    os.symlink(tmp_path / "gone.png", tmp_path / "p" / "image" / "gone.png")
+    r = runner.invoke(app, ["embed", "mini:bind", str(tmp_path / "p" / "image"), "-o",
+                            str(tmp_path / "o"), "-q", "--json",
+                            "--cache-dir", str(tmp_path / "c")])
+    assert r.exit_code == 0, r.output
+    import json
+
+    report = json.loads(r.stdout)
+    assert [os.path.basename(s["path"]) for s in report["skipped"]] == ["gone.png"]
+    assert report["modalities"]["image"]["rows"] == 2

@@ -59,8 +59,12 @@ def _store_dtype(value: str) -> str:
     return value.strip().lower()
 
 
-def _with_column(modality: str, spec, column):
-    """A pool flag with its ``--…-column``: ``{"path", "column"}`` (what pools.json says)."""
+def _with_column(modality: str, spec, column, allow_missing: bool = False):
+    """A pool flag with its ``--…-column`` (and ``--allow-missing``): ``{"path", "column",
+    "allow_missing"}`` (what pools.json says)."""
+    if allow_missing and spec is not None:
+        return {"path": str(spec), "allow_missing": True,
+                **({"column": column} if column else {})}
     if column is None:
         return spec
     if spec is None:
@@ -85,6 +89,9 @@ def build(
     text_column: Optional[str] = typer.Option(
         None, "--text-column", help="Table column (or tar .json field) of the text pool."),
     pools: Optional[Path] = typer.Option(None, "--pools", help=POOLS_HELP),
+    allow_missing: bool = typer.Option(False, "--allow-missing",
+                                       help="A pool's brace pattern with missing shards is "
+                                            "read without them (listed), not refused."),
     output: Optional[Path] = typer.Option(None, "--output", "-o",
                                           help="Bundle to write (.safetensors); default: "
                                                "named after the expression."),
@@ -100,6 +107,9 @@ def build(
     store_dtype: str = typer.Option("fp32", "--store-dtype", metavar="fp32|fp16",
                                     help="Precision of new cache entries; fp16 halves the "
                                          "cache and reads pools memory-mapped."),
+    force: bool = typer.Option(False, "--force", help="Overwrite the bundle at the output "
+                               "even when a build of another graph would lose its presets or "
+                               "recorded results (the same graph keeps them)."),
     as_json: bool = json_option("the build report"),
     quiet: bool = quiet_option(),
     space_flags: SpaceFlags = ...,
@@ -116,9 +126,10 @@ def build(
 
     options = space_flags.parse()
     engine_kw = engine_flags.kwargs()
-    audio, image, text = (_with_column(flag, spec, col) for flag, spec, col in (
-        ("audio", audio, audio_column), ("image", image, image_column),
-        ("text", text, text_column)))
+    audio, image, text = (_with_column(flag, spec, col, allow_missing)
+                          for flag, spec, col in (("audio", audio, audio_column),
+                                                  ("image", image, image_column),
+                                                  ("text", text, text_column)))
     err = console(stderr=True)
     log = None if as_json or quiet else (lambda msg: err.print(f"[dim]{msg}[/]"))
     fused = run_build(expression, audio=audio, image=image, text=text, pools=pools,
@@ -126,7 +137,7 @@ def build(
                       hyper=_parse_hyper(hyper), batch_size=batch_size,
                       mini_pool_size=mini_pool_size, progress=not (as_json or quiet), log=log,
                       threads=threads, space_options=options,
-                      store_dtype=_store_dtype(store_dtype), **engine_kw)
+                      store_dtype=_store_dtype(store_dtype), force=force, **engine_kw)
     shard = engine_kw.get("shard")
     report = fused if shard is not None else fused.build_report
     if as_json:

@@ -47,6 +47,9 @@ def embed(
         None, "--image-column", help="Table column of image paths or bytes."),
     as_modality: Optional[str] = typer.Option(None, "--as", metavar="MODALITY",
                                               help=AS_MODALITY_HELP),
+    allow_missing: bool = typer.Option(False, "--allow-missing",
+                                       help="A brace pattern's missing shards are listed "
+                                            "as skipped, not refused."),
     factor: List[str] = factor_option("Factor override for a bundle (a=0.8, b2.t=0.5, "
                                       "b2=off); repeatable.", short=False),
     preset: Optional[str] = preset_option("A preset stored in the bundle (versatile, …).",
@@ -87,6 +90,7 @@ def embed(
                            space_options=options, strict=strict,
                            as_modality=as_modality.lower() if as_modality else None,
                            **_columns(text_column, audio_column, image_column),
+                           **({"allow_missing": True} if allow_missing else {}),
                            **engine_kw)
         failed = False
     except EmbedSkipped as exc:

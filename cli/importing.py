@@ -27,6 +27,14 @@ def import_(
     weights_digest: Optional[str] = typer.Option(None, "--weights-digest",
                                                  help="Declared digest of the weights that "
                                                       "made the rows (part of their identity)."),
+    shards: Optional[str] = typer.Option(None, "--shards", metavar="PATTERN",
+                                         help="The webdataset shards a clip-retrieval run "
+                                              "read (a .tar, a brace pattern or a folder): "
+                                              "rows named by key/url are keyed by their "
+                                              "sample's content."),
+    allow_missing: bool = typer.Option(False, "--allow-missing",
+                                       help="A brace pattern's missing shards are reported, "
+                                            "not refused."),
     cache_dir: Optional[Path] = cache_dir_option(),
     as_json: bool = json_option("the report"),
     quiet: bool = quiet_option("bar"),
@@ -38,6 +46,7 @@ def import_(
 
     report = import_embeddings(space, source, ids=ids, texts=texts, modality=modality,
                                weights_digest=weights_digest, cache_dir=cache_dir,
+                               shards=shards, allow_missing=allow_missing,
                                progress=not (as_json or quiet))
     if as_json:
         print_json(report.to_dict())

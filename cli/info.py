@@ -41,7 +41,8 @@ def render(meta: dict, out) -> None:
     out.print(f"  {graph.get('dim', '?')}-d, modalities: {', '.join(graph.get('modalities', []))}"
               f"; format v{meta.get('format_version')}, written by freebind "
               f"{meta.get('freebind_version', '?')}")
-    for part in (_spaces, _jobs, _routers, _presets, _training, _data, _evaluation, _tuning):
+    for part in (_spaces, _jobs, _routers, _presets, _training, _data, _evaluation, _tuning,
+                 _tuned_data):
         table = part(meta)
         if table is not None:
             print_table(out, table)
@@ -129,11 +130,18 @@ def _evaluation(meta: dict):
     evaluation = meta.get("evaluation") or {}
     if not evaluation:
         return None
-    rows = [(dataset, setting, "  ".join(
-                f"{k} {100 * v:.1f}" for k, v in _metrics(entry).items()
-                if isinstance(v, (int, float))))
+    current = meta.get("weights_fingerprint")
+    rows = [(dataset, setting + (" (earlier build)" if _earlier(entry, current) else ""),
+             "  ".join(f"{k} {100 * v:.1f}" for k, v in _metrics(entry).items()
+                       if isinstance(v, (int, float))))
             for dataset, settings in evaluation.items() for setting, entry in settings.items()]
     return new_table("recorded evaluation (%)", ("dataset", "setting", "metrics"), rows)
+
+
+def _earlier(entry, current) -> bool:
+    """Whether a recorded result was measured on other weights (kept over a rebuild)."""
+    weights = entry.get("weights") if isinstance(entry, dict) else None
+    return bool(weights and current and weights != current)
 
 
 def _metrics(entry) -> dict:
@@ -141,27 +149,65 @@ def _metrics(entry) -> dict:
 
 
 def _tuning(meta: dict):
-    """The presets ``freebind tune`` stored, with the scores each was chosen for."""
-    tuning = meta.get("tuning") or {}
-    if not tuning:
+    """The presets ``freebind tune`` stored: what each was chosen for with its score(s), the
+    suites it was tuned on (with the fingerprint of their data, listed in :func:`_tuned_data`)
+    and the grid."""
+    from freebind.fusion.bundle import tuning_records
+
+    records = tuning_records(meta)
+    if not records:
         return None
-    best = tuning.get("best", {})
     rows = []
-    for name, specs in (tuning.get("presets") or {}).items():
-        if name.endswith("-versatile"):
-            scores = tuning.get("versatile", {})
-        else:
-            scores = {t: v for t, v in best.items() if name.endswith(_suffix(t))}
-        rows.append((name, " ".join(specs) or "(defaults)",
-                     "  ".join(f"{t} {100 * v:.1f}" for t, v in scores.items())))
-    return new_table(f"tuning on {', '.join(tuning.get('suites', []))} (%)",
-                     ("preset", "factors", "scores"), rows)
+    for name, rec in records.items():
+        chosen = rec.get("chosen_for") or ("versatile" if name.endswith("-versatile") else "")
+        scores = rec.get("scores") or {}
+        shown = scores if chosen in ("versatile", "") else {chosen: scores.get(chosen)}
+        text = "\n".join(f"{t} {100 * v:.1f}" for t, v in shown.items()
+                         if isinstance(v, (int, float)))
+        if rec.get("weights") and meta.get("weights_fingerprint") and \
+                rec["weights"] != meta["weights_fingerprint"]:
+            text += "\n(on an earlier build's weights)"
+        rows.append((name, text or "-", _tuned_on(rec), _grid_text(rec)))
+    return new_table("tuned presets (%)", ("preset", "scores", "tuned on", "grid"), rows)
 
 
-def _suffix(task: str) -> str:
-    from freebind.evaluate.tuning import task_preset_name
+def _tuned_on(rec: dict) -> str:
+    """One line per suite, ``audiocaps 03b92633`` (the data's fingerprint, see
+    :func:`_tuned_data`), and the preset or factors it was measured on top of."""
+    lines = [f"{suite} {d.get('fingerprint', '-')[:8]}" if d else f"{suite} (data not recorded)"
+             for suite, d in (rec.get("suites") or {}).items()]
+    opened = rec.get("measured_on") or {}
+    if opened.get("preset") or opened.get("factors"):
+        on = " ".join(([f"@{opened['preset']}"] if opened.get("preset") else []) +
+                      list(opened.get("factors") or []))
+        lines.append(f"on top of {on}")
+    return "\n".join(lines) or "-"
 
-    return task_preset_name("", task)
+
+def _tuned_data(meta: dict):
+    """The suites' data the tuned presets were measured on: one row per distinct data."""
+    from freebind.fusion.bundle import tuning_records
+
+    seen = {}
+    for rec in tuning_records(meta).values():
+        for suite, d in (rec.get("suites") or {}).items():
+            if d:
+                seen[(suite, d.get("fingerprint"), d.get("data"))] = d
+    if not seen:
+        return None
+    rows = [(suite, str(fp)[:8], ", ".join(f"{n} {m}" for m, n in (d.get("items") or {}).items())
+             + (f" ({d['missing']} missing)" if d.get("missing") else ""), str(folder))
+            for (suite, fp, folder), d in seen.items()]
+    return new_table("data the presets were tuned on", ("suite", "fingerprint", "items",
+                                                        "folder"), rows)
+
+
+def _grid_text(rec: dict) -> str:
+    grid = rec.get("grid") or {}
+    if not grid:
+        return "coarse only"
+    sizes = " × ".join(f"{k} {len(v)}" for k, v in grid.items())
+    return sizes + (f"\n{rec['points']} points" if rec.get("points") else "")
 
 
 def _bonds(graph: dict) -> list[dict]:

@@ -10,6 +10,7 @@ import dataclasses
 import functools
 import inspect
 import typing
+from pathlib import Path
 from typing import List, Optional
 
 import typer
@@ -132,6 +133,30 @@ def suite_loader_option(examples: str):
     return typer.Option([], "--option", help=f"Suite loader option KEY=VALUE {examples}")
 
 
+@dataclasses.dataclass(frozen=True)
+class AccessFlags(FlagGroup):
+    """Who may use a server (``freebind api``, ``freebind serve``): API keys, and whether
+    ``/health`` and ``/metrics`` answer without one."""
+
+    api_key: List[str] = flag([], "--api-key", metavar="KEY",
+                              help="A key clients must send (Authorization: Bearer KEY; the "
+                                   "search page asks for it once); repeatable. Also "
+                                   "$FREEBIND_API_KEY and --api-key-file, which keep it out "
+                                   "of the process list.")
+    api_key_file: Optional[Path] = flag(None, "--api-key-file", metavar="FILE",
+                                        help="A file of keys, one a line.")
+    no_auth: bool = flag(False, "--no-auth", help="Listen on a non-loopback address "
+                                                  "without a key, on purpose.")
+    public_health: bool = flag(False, "--public-health", help="Answer GET /health and GET "
+                                                              "/metrics without a key.")
+
+    def keys(self) -> list[str]:
+        """Every key given (checked; a bad key file is a UsageError)."""
+        from freebind.serve.auth import gather_keys
+
+        return gather_keys(self.api_key, self.api_key_file)
+
+
 #: the metavar of a value by its Python type (typer would print ``<list[str]>``, ``<int
 #: range>``): what a user types, never a Python type name
 _METAVARS = {int: "N", float: "NUMBER", str: "TEXT"}
@@ -192,6 +217,8 @@ PATH_KINDS: dict[str, dict[str, str]] = {
     "index": {"embed_dirs": "folder", "--output": "folder-out", "--cache-dir": "cache",
               "--captions": "file"},
     "search": {"--texts": "file"},
+    "serve": {"--api-key-file": "file"},
+    "api": {"--api-key-file": "file"},
     "convert": {"release": "folder", "--output": "bundle"},
     "push": {"bundle": "file", "--dry-run": "folder-out"},
     "export": {"--output": "file-out"},

@@ -7,7 +7,7 @@ from typing import List
 
 import typer
 
-from freebind_cli.options import SpaceFlags, with_flag_groups
+from freebind_cli.options import AccessFlags, SpaceFlags, with_flag_groups
 
 
 @with_flag_groups
@@ -27,16 +27,20 @@ def serve_command(
                                         "decoding)."),
     max_seconds: float = typer.Option(600.0, "--max-seconds", min=0.1,
                                       help="Longest uploaded audio, in seconds."),
+    access: AccessFlags = ...,
     space_flags: SpaceFlags = ...,
 ) -> None:
     """Serve a search page: a query box, audio/image upload, a result grid with thumbnails and
     players, a modality filter, a preset menu and one slider per bond factor."""
+    from freebind.serve.auth import KeyRing, check_exposure
     from freebind.serve.search_server import require_packages, serve
     from freebind.serve.localhost import WILDCARDS, check_bind_host
 
     require_packages()
     options = space_flags.parse()
-    warning = check_bind_host(host)
+    check_bind_host(host)
+    keys = access.keys()
+    warning = check_exposure(host, KeyRing(keys), access.no_auth)
     if warning:
         typer.echo(f"{warning} (the index's audio and image files included)", err=True)
     if "*" in allowed_host:
@@ -47,11 +51,13 @@ def serve_command(
     def started(index):
         typer.echo(f"freebind serve: {index.name} · {len(index.items)} items → "
                    f"http://{'[' + shown + ']' if ':' in shown else shown}:{port}/  "
-                   f"(Ctrl-C stops)", err=True)
+                   f"({len(keys) or 'no'} API key{'s' if len(keys) != 1 else ''}; "
+                   f"Ctrl-C stops)", err=True)
 
     serve(index_dir, host=host, port=port, max_upload=max_upload * 1024 * 1024,
           space_options=options, on_start=started, allowed_hosts=allowed_host,
-          max_pixels=max_pixels, max_seconds=max_seconds)
+          max_pixels=max_pixels, max_seconds=max_seconds, keys=keys,
+          no_auth=access.no_auth, open_ops=access.public_health)
 
 
 def register(app: typer.Typer) -> None:

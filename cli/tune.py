@@ -80,13 +80,14 @@ def _report(result, summary: dict, saved: bool, why_not: str = "") -> None:
     best = Table(title=f"presets: the best of all {n} points, coarse and fine (%)")
     for col in ("preset", "factors", *result.tasks):
         best.add_column(col, justify="right" if col in result.tasks else "left")
-    rows = [(n, p) for n, p in zip(result.presets, [result.versatile, *result.best.values()])]
-    for preset, p in rows:
+    for preset, specs in result.presets.items():
+        chosen = result.chosen_for.get(preset, "versatile")
+        p = result.versatile if chosen == "versatile" else result.best[chosen]
         cells = []
         for t in result.tasks:
             d = 100 * (p.metrics[t] - result.base[t])
             cells.append(f"{pct(p.metrics[t])} ({d:+.1f})")
-        best.add_row(preset, " ".join(p.overrides) or "(defaults)", *cells)
+        best.add_row(preset, " ".join(specs) or "(defaults)", *cells)
     print_table(out, best)
     for note in scope_notes(result.grid_scope):
         print_command(out, f"note: {note}")
@@ -94,6 +95,29 @@ def _report(result, summary: dict, saved: bool, why_not: str = "") -> None:
         f"not stored ({why_not or '--no-save'})"
     out.print(f"[dim]{summary['points']} points in {summary['seconds']:.1f}s; figure "
               f"{summary['figure']}; presets {where}[/]")
+    for line in replaced_lines(result.replaced, result.presets):
+        print_command(out, line)
+
+
+def replaced_lines(replaced: dict, presets: dict) -> list[str]:
+    """What storing the presets replaced: one line per preset of the same name, old → new
+    factors and what the old one had been tuned on."""
+    if not replaced:
+        return []
+    lines = [f"replaced {len(replaced)} preset(s) stored before (--name PREFIX keeps both):"]
+    for name, old in replaced.items():
+        before = " ".join(old["factors"]) or "(defaults)"
+        after = " ".join(presets.get(name, [])) or "(defaults)"
+        lines.append(f"  {name}: {before} -> {after}" + _was(old.get("record")))
+    return lines
+
+
+def _was(record) -> str:
+    if not record:
+        return " (not made by tune)"
+    grid = record.get("grid") or {}
+    swept = f"grid {', '.join(grid)}" if grid else "coarse only"
+    return f" (was tuned on {', '.join(record.get('suites') or {}) or '?'}, {swept})"
 
 
 def register(app: typer.Typer) -> None:

@@ -47,6 +47,9 @@ class BuildConfig:
     store_dtype: str | None = None   # "fp16": new cache entries float16
     #: rows of the space built so far fused at once (None: from FUSE_BUDGET_BYTES)
     chunk_rows: int | None = None
+    #: overwrite a bundle at ``output`` whose presets or results a build of another graph
+    #: would lose (without: the build stops before any work and says what)
+    force: bool = False
 
     @classmethod
     def names(cls) -> tuple[str, ...]:

@@ -26,7 +26,7 @@ from typing import Callable, Mapping
 from freebind.build.config import MINI_POOL_SIZE, BuildConfig
 from freebind.build.jobs import TrainedJobs, check_hyper, fit_modalities, router_step, train_job
 from freebind.build.leaf_embeddings import LeafPools, embed_stage, fill_store, resolve_leaves
-from freebind.build.output import make_bundle, save_bundle
+from freebind.build.output import make_bundle, previous_bundle, save_bundle
 from freebind.build.pools import BuildPreflightError, build_pools
 from freebind.build.report import BuildReport, JobReport
 from freebind.build.space_so_far import space_so_far
@@ -39,7 +39,8 @@ def build(expression, audio=None, image=None, text=None, pools=None, output=None
           log: Callable[[str], None] | None = None, save: bool = True,
           threads: int | None = None, space_options: Mapping | None = None,
           store_dtype: str | None = None, config: BuildConfig | None = None,
-          engine=None, shard=None, chunk_rows: int | None = None, **engine_kw):
+          engine=None, shard=None, chunk_rows: int | None = None, force: bool = False,
+          **engine_kw):
     """Build the fused space of ``expression`` and save it as a bundle.
 
     Pools: ``audio``/``image`` folders (or lists of paths), ``text`` a file with one text
@@ -66,7 +67,12 @@ def build(expression, audio=None, image=None, text=None, pools=None, output=None
     embedding stage, filling the store, on that engine; the later steps read the store.
     ``shard=(i, n)`` (or ``"i/n"``) runs only slice i of n of the embedding stage and
     returns its :class:`BuildReport` (no bundle): run every slice, then once without
-    ``shard`` to train and save (see docs/scale-out.md)."""
+    ``shard`` to train and save (see docs/scale-out.md).
+
+    A bundle already at the output keeps what a user made in it (presets, tuning records,
+    recorded results) when its graph is the same; for another graph the build stops before
+    any work, saying what would be lost, unless ``force`` (:func:`freebind.build.output.
+    previous_bundle`)."""
     import torch
 
     from freebind.run.engines import engine_options, parse_shard
@@ -85,7 +91,7 @@ def build(expression, audio=None, image=None, text=None, pools=None, output=None
                              batch_size=batch_size, mini_pool_size=mini_pool_size,
                              progress=progress, log=log, save=save, threads=threads,
                              space_options=dict(space_options or {}), store_dtype=store_dtype,
-                             chunk_rows=chunk_rows)
+                             chunk_rows=chunk_rows, force=force)
     plan = algebra.plan(expression) if isinstance(expression, str) else expression
     threads = config.threads
     if threads is None and is_mini_only(_families(plan)):
@@ -111,6 +117,9 @@ def _build(expression, config: BuildConfig, engine=None, shard=None):
     say = config.log or (lambda msg: None)
     space_options = dict(config.space_options or {})
     plan = _checked_plan(expression, config)
+    # what a user made in the bundle this build replaces: kept, or asked about (--force)
+    previous = previous_bundle(plan, config.output, config.force, say) \
+        if config.save and shard is None else None
     store = _checked_store(plan, config, space_options)
     pool = build_pools(config, _families(plan), store, say)
     report = BuildReport(plan.expression, None, pool.counts(), pool.origin, str(store.root),
@@ -140,7 +149,7 @@ def _build(expression, config: BuildConfig, engine=None, shard=None):
     # 4. the bundle (deterministic content: no times, no absolute paths)
     fused = make_bundle(plan, trained.projectors, trained.training, leaf, leaves)
     if config.save:
-        report.output = str(save_bundle(fused, plan.expression, config.output))
+        report.output = str(save_bundle(fused, plan.expression, config.output, previous))
     report.seconds["total"] = round(time.perf_counter() - t_start, 2)
     fused.build_report = report
     return fused

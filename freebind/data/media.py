@@ -68,37 +68,45 @@ def resample(wave: np.ndarray, src_rate: int, dst_rate: int) -> np.ndarray:
 
 
 def load_audio(path: str | os.PathLike, rate: int, mono: bool = True,
-               resampler=None) -> np.ndarray:
+               resampler=None, length: int | None = None) -> np.ndarray:
     """Decode ``path`` to a float32 signal in [-1, 1] at ``rate`` Hz.
 
     ``mono=True``: channels are averaged, the result is ``[samples]``; ``mono=False``:
     ``[channels, samples]``. ``resampler(wave, src_rate, dst_rate)`` resamples along the last
     axis (default :func:`resample`, polyphase); the real encoders pass the resampler of their
     reference pipeline. An empty file is an error, and so is a WAV file whose header promises
-    more samples than it holds (a cut download)."""
+    more samples than it holds (a cut download).
+
+    The header is checked first against :func:`freebind.data.audio_limits.current` (rate,
+    channels, length, samples decoded) and the file is read in blocks. ``length`` (samples
+    at ``rate``, with the default resampler): only the frames of the centre ``length``
+    samples are read (seeking), the same numbers ``fit_length(load_audio(…), length)``
+    gives from the whole file."""
     must_exist(path)
     short = wav_shortfall(path)
     if short is not None:
         raise MediaError(f"{path}: truncated WAV: the header promises {short[0]} bytes of "
                          f"samples, the file holds {short[1]}")
-    try:
-        import soundfile as sf
+    from freebind.data.audio_limits import decode
 
-        data, src_rate = sf.read(_source(path), dtype="float32", always_2d=True)
+    try:
+        wave, src_rate, skip = decode(_source(path), path, rate, mono, length,
+                                      window=resampler is None)
+    except MediaError:
+        raise
     except Exception as exc:  # soundfile raises several types; all mean "cannot decode"
         raise MediaError(f"{path}: cannot decode audio ({first_line(exc)})") from None
-    if data.shape[0] == 0:
+    if wave.shape[-1] == 0:
         raise MediaError(f"{path}: audio has no samples")
-    wave = data.mean(axis=1) if mono else np.ascontiguousarray(data.T)
     if not np.isfinite(wave).all():
         raise MediaError(f"{path}: audio contains NaN or infinite samples")
-    if int(src_rate) == rate:
-        return wave.astype(np.float32, copy=False)
-    if resampler is None:
-        if not mono:
-            return np.stack([resample(ch, int(src_rate), rate) for ch in wave])
-        return resample(wave, int(src_rate), rate)
-    return np.asarray(resampler(wave, int(src_rate), rate), dtype=np.float32)
+    if int(src_rate) != rate and resampler is None:
+        wave = np.stack([resample(ch, int(src_rate), rate) for ch in wave]) if not mono \
+            else resample(wave, int(src_rate), rate)
+    elif int(src_rate) != rate:
+        wave = np.asarray(resampler(wave, int(src_rate), rate), dtype=np.float32)
+    wave = wave.astype(np.float32, copy=False)
+    return wave[..., skip:skip + length] if skip else wave
 
 
 def wav_shortfall(path: str | os.PathLike) -> tuple[int, int] | None:

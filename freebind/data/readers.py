@@ -189,19 +189,22 @@ def _split_spec(spec) -> tuple[str, str | None]:
 # ------------------------------------------------------------------------------ pools
 
 def read_pool(modality: str, spec, column: str | None = None,
-              progress: bool = False) -> Listing | None:
+              progress: bool = False, allow_missing: bool = False) -> Listing | None:
     """The ``modality`` pool of ``spec`` (a tar shard, brace pattern or folder of shards, a
-    table, a ``datasets`` folder, or ``{"path": ..., "column": ...}``), or None when ``spec``
-    is none of these (a plain folder or text file: the caller reads it as before).
-    ``column`` names the table column (or the JSON field of tar samples) to read."""
+    table, a ``datasets`` folder, or ``{"path": ..., "column": ..., "allow_missing": ...}``),
+    or None when ``spec`` is none of these (a plain folder or text file: the caller reads it
+    as before). ``column`` names the table column (or the JSON field of tar samples) to
+    read; ``allow_missing``: a brace pattern's missing shards are listed, not refused."""
     kind = container_kind(spec)
     if kind is None:
         return None
     path, col = _split_spec(spec)
     column = column or col
+    allow_missing = allow_missing or bool(isinstance(spec, Mapping)
+                                          and spec.get("allow_missing"))
     if kind == "tar":
         listing = read_shards(path, progress=progress, text_field=column,
-                              modalities=(modality,))
+                              modalities=(modality,), allow_missing=allow_missing)
     elif kind == "table":
         listing = read_table(path, modality, column, progress=progress)
     else:
@@ -220,7 +223,8 @@ def _problem_line(p: Mapping) -> str:
 
 
 def read_inputs(paths: Iterable, progress: bool = False,
-                columns: Mapping[str, str] | None = None) -> tuple[list, Listing]:
+                columns: Mapping[str, str] | None = None,
+                allow_missing: bool = False) -> tuple[list, Listing]:
     """``embed``'s inputs: the paths that are containers are read (tar members of every
     modality; tables and ``datasets`` folders for the modalities ``columns`` names, or
     whose default column exists); the rest come back untouched, in order."""
@@ -234,7 +238,8 @@ def read_inputs(paths: Iterable, progress: bool = False,
             continue
         path, col = _split_spec(p)
         if kind == "tar":
-            got = read_shards(path, progress=progress, text_field=columns.get("text"))
+            got = read_shards(path, progress=progress, text_field=columns.get("text"),
+                              allow_missing=allow_missing)
         else:
             got = Listing(items={})
             named = any(columns.get(m) for m in ("audio", "image", "text")) or col
@@ -280,9 +285,12 @@ def _names_present(path, kind: str) -> list[str]:
 
 # ------------------------------------------------------------------------------ tar shards
 
-def shard_paths(spec: str) -> list[Path]:
+def shard_paths(spec: str, allow_missing: bool = False,
+                missing: list | None = None) -> list[Path]:
     """The shard files of a path, a brace pattern or a folder of ``.tar`` files (sorted);
-    a pattern none of whose files exist is an error naming the pattern."""
+    a pattern none of whose files exist is an error naming the pattern, and so is one some
+    of whose files are missing (naming them), unless ``allow_missing``: then the missing
+    names are appended to ``missing`` and the others read."""
     if spec.lower().endswith(COMPRESSED_TAR):
         raise UsageError(f"{spec}: compressed shards cannot be read in place (a member is read "
                          "back by its offset); decompress them (gunzip, zstd -d) into .tar files")
@@ -292,6 +300,13 @@ def shard_paths(spec: str) -> list[Path]:
         if not found:
             raise UsageError(f"{spec}: the pattern matches no file ({len(names)} name(s) "
                              f"tried, e.g. {names[0]})")
+        gone = [n for n in names if not Path(n).is_file()]
+        if gone and not allow_missing:
+            raise UsageError(f"{spec}: {len(gone)} of its {len(names)} shards missing: "
+                             f"{_few(gone)}; pass --allow-missing (allow_missing=True) to "
+                             "read the others")
+        if missing is not None:
+            missing += gone
         return found
     path = Path(spec)
     if path.is_dir():
@@ -302,6 +317,11 @@ def shard_paths(spec: str) -> list[Path]:
     if not path.is_file():
         raise UsageError(f"{path}: no such shard")
     return [path]
+
+
+def _few(names: list[str], n: int = 3) -> str:
+    more = f" and {len(names) - n} more" if len(names) > n else ""
+    return ", ".join(names[:n]) + more
 
 
 def _sample_key(name: str) -> tuple[str, str]:
@@ -328,12 +348,20 @@ def _ext_modality(ext: str) -> str | None:
 
 
 def read_shards(spec: str, progress: bool = False, text_field: str | None = None,
-                modalities: tuple[str, ...] | None = None) -> Listing:
+                modalities: tuple[str, ...] | None = None,
+                allow_missing: bool = False) -> Listing:
     """Members of every shard of ``spec`` grouped into samples by key: one item per sample
     and modality (audio/image/video by extension; a ``.txt`` member's text, else the caption
-    field of a ``.json`` member). Each shard is read once, in order, and never extracted."""
-    shards = shard_paths(spec)
+    field of a ``.json`` member; a named ``text_field`` of the ``.json`` wins over the
+    ``.txt``). Each shard is read once, in order, and never extracted. A pattern's missing
+    shard is an error, or (``allow_missing``) a problem listed; members merged into one
+    sample by webdataset's grouping are reported."""
+    missing: list[str] = []
+    shards = shard_paths(spec, allow_missing, missing)
     listing = Listing(items={}, origin=spec)
+    if missing:
+        listing.problems.append({"path": spec, "reason": f"{len(missing)} shard(s) missing "
+                                 f"(read without them: --allow-missing): {_few(missing)}"})
     with bar(total=len(shards), unit="shard", desc="read shards",
              disable=not (progress and len(shards) > 1)) as pbar:
         for shard in shards:
@@ -349,6 +377,7 @@ def _read_shard(shard: Path, listing: Listing, text_field, modalities) -> None:
     samples: dict[str, dict[str, Any]] = {}
     order: list[str] = []
     label = str(shard)
+    merged = _Merged(label)
     try:
         tf = tarfile.open(shard, "r:", ignore_zeros=True)
     except (tarfile.TarError, OSError) as exc:
@@ -386,11 +415,15 @@ def _read_shard(shard: Path, listing: Listing, text_field, modalities) -> None:
                 order.append(key)
             if m == "text":
                 kind = "txt" if ext.endswith("txt") else "json"
-                if kind in sample or (kind == "json" and "txt" in sample):
+                if kind in sample:
+                    merged.add(key, info.name)
                     continue
+                if kind == "json" and "txt" in sample and not text_field:
+                    continue   # a .txt caption wins unless a .json field is named
                 sample[kind] = (info.name, _read_range(raw, info.offset_data, info.size))
                 continue
             if m in sample:   # one item of a modality per sample (the first member)
+                merged.add(key, info.name)
                 continue
             digest = _hash_range(raw, info.offset_data, info.size, shard)
             sample[m] = Member(f"{label}{SEP}{info.name}", label, "tar", info.offset_data,
@@ -398,6 +431,7 @@ def _read_shard(shard: Path, listing: Listing, text_field, modalities) -> None:
         if expected < size and _nonzero(raw, expected, size):
             listing.problems.append({"path": label, "reason": f"unreadable bytes from byte "
                                      f"{expected} to the end skipped"})
+    merged.report(listing, samples)
     for key in order:
         sample = samples[key]
         for m, v in sample.items():
@@ -411,6 +445,34 @@ def _read_shard(shard: Path, listing: Listing, text_field, modalities) -> None:
                 listing.sources.append(f"{label}{SEP}{name}" + (f"[{i}]" if i else ""))
 
 
+class _Merged:
+    """Members of one shard that webdataset's grouping put into a sample already holding a
+    member of their modality (``a.1.jpg`` and ``a.2.jpg`` are both sample ``a``): counted,
+    with the first such pair, and reported once per shard."""
+
+    def __init__(self, label: str):
+        self.label, self.count, self.keys, self.example = label, 0, set(), None
+
+    def add(self, key: str, name: str) -> None:
+        self.count += 1
+        self.keys.add(key)
+        if self.example is None:
+            self.example = (key, name)
+
+    def report(self, listing: "Listing", samples: Mapping) -> None:
+        if not self.count:
+            return
+        key, name = self.example
+        first = next((v[0] if isinstance(v, tuple) else str(v).rpartition(SEP)[2]
+                      for v in samples.get(key, {}).values()), key)
+        listing.problems.append({"path": self.label, "reason": (
+            f"{self.count + len(self.keys)} members were merged into {len(self.keys)} "
+            f"sample(s) and {self.count} of them not used: webdataset groups a shard's "
+            "members by the name up to the first dot of the file name, so "
+            f"{first} and {name} are both sample {key!r} (one member of a modality per "
+            "sample is read); rename the members so their keys have no dot")})
+
+
 def _sample_texts(sample, text_field, label, listing) -> tuple[list[str], str]:
     """The texts of one sample and the member they came from: a ``.txt`` member's text, else
     the caption field (``text_field``, or the first of :data:`DEFAULT_COLUMNS`) of its
@@ -421,6 +483,8 @@ def _sample_texts(sample, text_field, label, listing) -> tuple[list[str], str]:
     else:
         name, data = sample["json"]
         texts = member_texts(data, name, text_field)
+        if text_field:   # the locator names the field, so the text can be read back
+            name = f"{name}#{text_field}"
     if isinstance(texts, str):
         listing.problems.append({"path": f"{label}{SEP}{name}", "reason": texts})
         return [], name
@@ -727,31 +791,37 @@ def read_member(item: Member) -> bytes:
 
 
 def _parquet_cell(item: Member) -> bytes:
-    """One cell, reading (and keeping, one at a time) the row group that holds it."""
-    import pyarrow.parquet as pq
-
-    st = os.stat(item.container)
-    ident = (os.path.abspath(item.container), st.st_size, st.st_mtime_ns, item.column)
-    got = _ROW_GROUPS.get("last")
-    if got is None or got[0] != ident or not (got[1] <= item.offset < got[2]):
-        pf = pq.ParquetFile(item.container)
-        start = 0
-        for g in range(pf.metadata.num_row_groups):
-            n = pf.metadata.row_group(g).num_rows
-            if start <= item.offset < start + n:
-                col = pf.read_row_group(g, columns=[item.column]).column(0)
-                got = (ident, start, start + n, col)
-                _ROW_GROUPS["last"] = got
-                break
-            start += n
-        else:
-            raise MediaError(f"{item}: row {item.offset} is past the table's end")
-    v = got[3][item.offset - got[1]].as_py()
+    """One cell's bytes (see :func:`_parquet_value`)."""
+    v = _parquet_value(Path(item.container), item.column, item.offset, str(item))
     if isinstance(v, dict):
         v = v.get("bytes")
     if not isinstance(v, (bytes, bytearray)):
         raise MediaError(f"{item}: the cell holds no bytes")
     return bytes(v)
+
+
+def _parquet_value(path: Path, column: str, row: int, where: str):
+    """One cell of a parquet table, reading (and keeping, one at a time) the row group
+    that holds it."""
+    import pyarrow.parquet as pq
+
+    st = os.stat(path)
+    ident = (os.path.abspath(path), st.st_size, st.st_mtime_ns, column)
+    got = _ROW_GROUPS.get("last")
+    if got is None or got[0] != ident or not (got[1] <= row < got[2]):
+        pf = pq.ParquetFile(path)
+        start = 0
+        for g in range(pf.metadata.num_row_groups):
+            n = pf.metadata.row_group(g).num_rows
+            if start <= row < start + n:
+                col = pf.read_row_group(g, columns=[column]).column(0)
+                got = (ident, start, start + n, col)
+                _ROW_GROUPS["last"] = got
+                break
+            start += n
+        else:
+            raise MediaError(f"{where}: row {row} is past the table's end")
+    return got[3][row - got[1]].as_py()
 
 
 def as_member(item) -> Member | None:
@@ -818,11 +888,12 @@ def member_key(item) -> str | None:
     return None if m is None else m.key
 
 
-_TEXT_COLUMN: dict[str, Any] = {}
+_TEXT_COLUMN: dict[str, Any] = {}   # the last CSV/JSON-lines column read, as Arrow
 
 
 def text_of(source: str) -> str | None:
     """The text a text locator names (``SHARD::KEY.txt``, ``SHARD::KEY.json[i]``,
+    ``SHARD::KEY.json#FIELD[i]`` (a field named by ``--text-column``),
     ``TABLE::COLUMN[ROW]``, ``DATASET::COLUMN[ROW]``), read again; None when ``source`` is
     not one. How imported rows from ``embed`` runs over shards and tables are keyed."""
     if SEP not in source:
@@ -834,34 +905,322 @@ def text_of(source: str) -> str | None:
     m = re.fullmatch(r"(.+?)(?:\[(\d+)\])?", name)
     base, index = m.group(1), int(m.group(2) or 0)
     if cpath.suffix.lower() in TAR_SUFFIXES:
-        entry = _tar_index(cpath).get(base)
+        member, hashmark, field = base.rpartition("#")   # KEY.json#FIELD: a named field
+        if not (hashmark and field and member.lower().endswith(".json")):
+            member, field = base, None
+        entry = _tar_index(cpath).get(member)
         if entry is None:
-            raise MediaError(f"{source}: no member {base} in {container}")
+            raise MediaError(f"{source}: no member {member} in {container}")
         with open(cpath, "rb") as fh:
             data = _read_range(fh, *entry)
-        texts = member_texts(data, base)
+        texts = member_texts(data, member, field)
         if isinstance(texts, str) or index >= len(texts):
             raise MediaError(f"{source}: no text there")
         return texts[index]
     if m.group(2) is None:
         return None
-    st = cpath.stat()
-    ident = f"{cpath.resolve()}|{st.st_mtime_ns}|{base}"
-    got = _TEXT_COLUMN.get(ident)
-    if got is None:
-        if cpath.is_dir():
-            ds = _load_hf(cpath)
-            table = ds.data.table if hasattr(ds.data, "table") else ds.data
-            got = table.column(base).to_pylist()
-        else:
-            got = [v for batch in _column_batches(cpath, base) for v in batch]
-        _TEXT_COLUMN.clear()
-        _TEXT_COLUMN[ident] = got
-    if index >= len(got) or got[index] is None:
-        raise MediaError(f"{source}: no text there")
-    v = got[index]
+    try:
+        v = _cell_value(cpath, base, index, source)
+    except (MediaError, UsageError):
+        raise
+    except Exception as exc:  # noqa: BLE001  (pyarrow raises many types)
+        raise MediaError(f"{source}: cannot read the text ({first_line(exc)})") from None
     if isinstance(v, list):
         v = next((x for x in v if x is not None and str(x).strip()), None)
-        if v is None:
-            raise MediaError(f"{source}: no text there")
+    if v is None:
+        raise MediaError(f"{source}: no text there")
     return str(v).strip()
+
+
+def _cell_value(cpath: Path, column: str, row: int, source: str):
+    """One cell of a table or ``datasets`` folder, as Python: read from the memory-mapped
+    Arrow table (``datasets``), the parquet row group holding it (one kept), or the column
+    of a CSV/JSON-lines table kept as an Arrow array (one kept): never a column of Python
+    objects."""
+    if cpath.is_dir():
+        ds = _load_hf(cpath)
+        table = ds.data.table if hasattr(ds.data, "table") else ds.data
+        col = table.column(column)
+    elif _table_format(cpath) == "parquet":
+        return _parquet_value(cpath, column, row, source)
+    else:
+        col = _arrow_column(cpath, column)
+    if row >= len(col):
+        raise MediaError(f"{source}: no text there")
+    return col[row].as_py()
+
+
+def _arrow_column(path: Path, column: str):
+    """A CSV/TSV/JSON-lines column as an Arrow array (compact strings), the last kept."""
+    import pyarrow as pa
+
+    st = path.stat()
+    ident = (str(path.resolve()), st.st_size, st.st_mtime_ns, column)
+    got = _TEXT_COLUMN.get("last")
+    if got is None or got[0] != ident:
+        chunks = [pa.array(values, type=pa.string() if all(
+            v is None or isinstance(v, str) for v in values) else None)
+            for values in _column_batches(path, column) if values]
+        arr = pa.chunked_array(chunks) if chunks else pa.chunked_array([], pa.string())
+        got = _TEXT_COLUMN["last"] = (ident, arr)
+    return got[1]
+
+
+# ------------------------------------------------------------------------------ sample index
+
+def _hash16(values) -> "Any":
+    """16-byte digests of strings (``S16``): how sample keys and urls are looked up."""
+    import numpy as np
+
+    return np.array([hashlib.blake2b(str(v).encode("utf-8"), digest_size=16).digest()
+                     for v in values], dtype="S16")
+
+
+class SampleIndex:
+    """The content keys of webdataset samples by sample key (``__key__``, the member name
+    up to its first dot) and by the ``url`` field of the sample's ``.json``: how rows that
+    clip-retrieval wrote over those shards (``key``/``url`` columns, no path) are keyed. Kept
+    as sorted arrays (16-byte digests of the names, 32-byte content digests): about 50
+    bytes a sample. A name met in two samples with different content is ambiguous and
+    resolves to nothing (counted in ``problems``)."""
+
+    def __init__(self, tables: dict, problems: list[dict]):
+        self.tables, self.problems = tables, problems
+
+    @classmethod
+    def of(cls, spec, modalities, allow_missing: bool = False) -> "SampleIndex":
+        import numpy as np
+
+        missing: list[str] = []
+        shards = shard_paths(os.fspath(spec), allow_missing, missing)
+        problems = [{"path": os.fspath(spec), "reason": f"{len(missing)} shard(s) missing: "
+                     f"{_few(missing)}"}] if missing else []
+        parts: dict[tuple, list] = {}
+        for shard in shards:
+            got, merged = _shard_samples(shard, modalities)
+            for (m, by), (names, digests) in got.items():
+                parts.setdefault((m, by), []).append((_hash16(names),
+                                                      np.array(digests, dtype="S32")))
+            if merged:
+                problems.append({"path": str(shard), "reason": (
+                    f"{merged} member(s) merged into samples that already had one of their "
+                    "modality (webdataset groups by the name up to the first dot); only "
+                    "the first of each is found by key or url")})
+        tables = {}
+        for (m, by), got in parts.items():
+            names = np.concatenate([g[0] for g in got])
+            digests = np.concatenate([g[1] for g in got])
+            order = np.argsort(names, kind="stable")
+            names, digests = names[order], digests[order]
+            dup = np.zeros(len(names), dtype=bool)
+            same = names[1:] == names[:-1]
+            clash = same & (digests[1:] != digests[:-1])
+            dup[1:] |= clash
+            dup[:-1] |= clash
+            if dup.any():
+                problems.append({"path": os.fspath(spec), "reason": (
+                    f"{int(dup.sum())} {m} samples share a {by} with another sample of "
+                    "different content; rows naming them are skipped")})
+                digests[dup] = b""
+            tables[(m, by)] = (names, digests)
+        return cls(tables, problems)
+
+    def lookup(self, modality: str, by: str, values) -> "Any":
+        """Hex content keys (``S64``) of the samples ``values`` name (``b""``: none)."""
+        import numpy as np
+
+        out = np.zeros(len(values), dtype="S64")
+        names, digests = self.tables.get((modality, by), (np.zeros(0, "S16"),
+                                                          np.zeros(0, "S32")))
+        if not len(names) or not len(values):
+            return out
+        q = _hash16(["" if v is None else v for v in values])
+        pos = np.minimum(np.searchsorted(names, q), len(names) - 1)
+        hit = (names[pos] == q) & np.array([v is not None for v in values])
+        for i in np.flatnonzero(hit).tolist():
+            d = digests[pos[i]]
+            if d:
+                out[i] = bytes(d).ljust(32, b"\0").hex()
+        return out
+
+
+def _shard_samples(shard: Path, modalities) -> tuple[dict[tuple, tuple[list, list]], int]:
+    """``{(modality, "key" | "url"): (names, raw content digests)}`` of one shard's samples
+    (the first member of a modality in a sample; its ``.json``'s ``url``), and how many
+    members were merged into a sample holding one of their modality already."""
+    import tarfile
+
+    digests: dict[tuple[str, str], bytes] = {}
+    urls: dict[str, str] = {}
+    merged = 0
+    try:
+        with tarfile.open(shard, "r:", ignore_zeros=True) as tf, open(shard, "rb") as raw:
+            for info in tf:
+                if not info.isfile():
+                    continue
+                key, ext = _sample_key(info.name)
+                m = _ext_modality(ext)
+                if m in modalities and (m, key) in digests:
+                    merged += 1
+                elif m in modalities:
+                    digests[(m, key)] = _hash_range(raw, info.offset_data, info.size, shard)
+                elif ext.endswith("json") and key not in urls:
+                    texts = _json_field(_read_range(raw, info.offset_data, info.size), "url")
+                    if texts:
+                        urls[key] = texts
+    except (tarfile.TarError, OSError) as exc:
+        raise UsageError(f"{shard}: not a readable tar shard ({exc})") from None
+    out: dict[tuple, tuple[list, list]] = {}
+    for (m, key), d in digests.items():
+        names, ds = out.setdefault((m, "key"), ([], []))
+        names.append(key)
+        ds.append(d)
+        if key in urls:
+            names, ds = out.setdefault((m, "url"), ([], []))
+            names.append(urls[key])
+            ds.append(d)
+    return out, merged
+
+
+def _json_field(data: bytes, name: str) -> str | None:
+    try:
+        obj = json.loads(data)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    v = obj.get(name) if isinstance(obj, dict) else None
+    return None if v is None else str(v)
+
+
+# ------------------------------------------------------------------------------ row metadata
+
+#: fields of an input's row that ``embed``'s metadata keeps (as clip-retrieval does), beside
+#: the field or column a row's item was read from
+KEPT_FIELDS = ("caption", "url", "key")
+
+
+def source_fields(sources: list[str], texts: bool = False) -> dict[str, list]:
+    """The kept fields (:data:`KEPT_FIELDS`, and the column or ``.json`` field a text was
+    read from) of the input rows that ``sources`` (locators ``CONTAINER::NAME``) came from,
+    as columns of strings (None where a row lacks one): a tar sample's key (``__key__``),
+    its ``.txt`` or ``.json`` caption and its ``.json`` fields; a table's or ``datasets``
+    folder's cells of that row, read once per table for all its rows (one row group at a
+    time); the column a source names is kept too when they are ``texts``. Sources of plain
+    files and texts files give nothing."""
+    cols: dict[str, list] = {}
+    by_table: dict[str, list[tuple[int, int, str]]] = {}
+    for i, src in enumerate(sources):
+        container, sep, name = str(src).rpartition(SEP)
+        if not sep or not container:
+            continue
+        if Path(container).suffix.lower() in TAR_SUFFIXES:
+            for f, v in _sample_fields(Path(container), name).items():
+                cols.setdefault(f, [None] * len(sources))[i] = v
+            continue
+        m = re.fullmatch(r"(.+)\[(\d+)\]", name)
+        if m is not None:
+            by_table.setdefault(container, []).append((i, int(m.group(2)), m.group(1)))
+    for container, rows in by_table.items():
+        try:
+            got = _table_fields(Path(container), rows, texts)
+        except (MediaError, UsageError, OSError):
+            continue
+        for f, values in got.items():
+            col = cols.setdefault(f, [None] * len(sources))
+            for (i, _, _), v in zip(rows, values):
+                col[i] = v
+    return cols
+
+
+def _sample_fields(shard: Path, name: str) -> dict[str, str]:
+    """Key, caption, url (and a named ``.json`` field) of the sample holding member
+    ``name`` (``KEY.ext``, ``KEY.json#FIELD``, with an optional ``[i]``) of ``shard``."""
+    base = re.sub(r"\[\d+\]$", "", name)
+    member, hashmark, field = base.rpartition("#")
+    if not (hashmark and member.lower().endswith(".json")):
+        member, field = base, ""
+    key, _ = _sample_key(member)
+    out = {"key": key}
+    try:
+        index = _tar_index(shard)
+    except MediaError:
+        return out
+    with open(shard, "rb") as fh:
+        txt = index.get(f"{key}.txt")
+        if txt is not None:
+            texts = member_texts(_read_range(fh, *txt), f"{key}.txt")
+            if isinstance(texts, list) and texts:
+                out["caption"] = texts[0]
+        js = index.get(f"{key}.json")
+        if js is not None:
+            try:
+                obj = json.loads(_read_range(fh, *js))
+            except (ValueError, UnicodeDecodeError):
+                obj = None
+            if isinstance(obj, dict):
+                for f in (*KEPT_FIELDS, field):
+                    if f and obj.get(f) is not None and (f != "caption" or "caption" not in out):
+                        out[f] = _field_text(obj[f])
+                out["key"] = key
+    return out
+
+
+def _field_text(v) -> str:
+    if isinstance(v, list):
+        v = next((x for x in v if x is not None and str(x).strip()), "")
+    return str(v)
+
+
+def _table_fields(path: Path, rows: list[tuple[int, int, str]],
+                  named: bool) -> dict[str, list]:
+    """The kept columns (and, ``named``, the columns the rows name) of ``rows``
+    (``(i, row, column)``) of one table or ``datasets`` folder, in the order of ``rows``."""
+    import numpy as np
+
+    present = list(_load_hf(path).column_names) if path.is_dir() else table_columns(path)
+    named_cols = (c for _, _, c in rows) if named else ()
+    want = [c for c in dict.fromkeys([*KEPT_FIELDS, *named_cols]) if c in present]
+    if not want:
+        return {}
+    want_rows = np.array([r for _, r, _ in rows], dtype=np.int64)
+    if path.is_dir():
+        ds = _load_hf(path)
+        table = ds.data.table if hasattr(ds.data, "table") else ds.data
+        got = table.select(want).take(want_rows)
+        return {c: [None if v is None else _field_text(v) for v in got.column(c).to_pylist()]
+                for c in want}
+    if _table_format(path) == "parquet":
+        return _parquet_rows(path, want, want_rows)
+    values = {c: [None] * len(want_rows) for c in want}
+    pos = {r: [] for r in want_rows.tolist()}
+    for j, r in enumerate(want_rows.tolist()):
+        pos[r].append(j)
+    for c in want:
+        start = 0
+        for batch in _column_batches(path, c):
+            for r in range(start, start + len(batch)):
+                for j in pos.get(r, ()):
+                    v = batch[r - start]
+                    values[c][j] = None if v is None else _field_text(v)
+            start += len(batch)
+    return values
+
+
+def _parquet_rows(path: Path, columns: list[str], rows) -> dict[str, list]:
+    """Cells of ``columns`` at ``rows`` of a parquet table, one row group read at a time."""
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    pf = pq.ParquetFile(path)
+    bounds = np.cumsum([0] + [pf.metadata.row_group(g).num_rows
+                              for g in range(pf.metadata.num_row_groups)])
+    group = np.searchsorted(bounds, rows, side="right") - 1
+    out = {c: [None] * len(rows) for c in columns}
+    for g in np.unique(group).tolist():
+        if not 0 <= g < pf.metadata.num_row_groups:
+            continue
+        sel = np.flatnonzero(group == g)
+        table = pf.read_row_group(g, columns=columns).take(rows[sel] - bounds[g])
+        for c in columns:
+            for j, v in zip(sel.tolist(), table.column(c).to_pylist()):
+                out[c][j] = None if v is None else _field_text(v)
+    return out

@@ -306,9 +306,10 @@ class EmbeddingStore:
                     self.encoded += len(shard_keys)
         return bad
 
-    def _write_shard(self, mdir: Path, keys: Sequence[str], emb: np.ndarray) -> Path:
-        """One shard file, named by its keys, in the store's dtype (atomic)."""
-        emb = np.asarray(emb, dtype=np.float32).astype(self.dtype, copy=False)
+    def _write_shard(self, mdir: Path, keys: Sequence[str], emb: np.ndarray,
+                     dtype=None) -> Path:
+        """One shard file, named by its keys, in ``dtype`` (default: the store's; atomic)."""
+        emb = np.asarray(emb, dtype=np.float32).astype(dtype or self.dtype, copy=False)
         karr = np.asarray(keys, dtype="S64")
         name = hashlib.sha256(b"".join(karr.tolist())).hexdigest()[:24]
         path = mdir / f"shard-{name}.npz"
@@ -319,23 +320,16 @@ class EmbeddingStore:
     def write(self, space, modality: str, keys: Sequence[str], emb) -> int:
         """Add precomputed embeddings ``emb [len(keys), space.dim]`` under content ``keys``
         (:func:`text_key`/:func:`file_key` digests, or any 64-hex-digit key) in shards of
-        ``shard_size``; keys already cached are skipped. Returns how many were written."""
-        keys = [str(k) for k in keys]
-        if len(keys) != len(emb) or (len(keys) and np.shape(emb)[1] != int(space.dim)):
-            raise FreebindError(f"write: {len(keys)} keys but embeddings of shape "
-                                f"{tuple(np.shape(emb))} (space dim {int(space.dim)})")
-        for k in keys:
-            if not re.fullmatch(r"[0-9a-f]{64}", k):
-                raise FreebindError(f"write: key {k[:80]!r} is not 64 lowercase hex digits")
-        mdir = self.modality_dir(space, modality)
-        have = self._index(mdir)
-        todo = np.flatnonzero(have.find(np.asarray(keys, dtype="S64")) < 0).tolist()
-        if todo:
-            self._write_space_meta(space)
-        for start in range(0, len(todo), self.shard_size):
-            rows = np.asarray(todo[start:start + self.shard_size])
-            self._write_shard(mdir, [keys[i] for i in rows], np.asarray(emb[rows]))
-        return len(todo)
+        ``shard_size``; keys already cached (or repeated) are skipped. Returns how many were
+        written. Many blocks in a row: :meth:`writer` (the index is read once)."""
+        with self.writer(space, modality) as w:
+            return w.add(keys, emb)
+
+    def writer(self, space, modality: str, shard_rows: int | None = None) -> "StoreWriter":
+        """A :class:`StoreWriter` adding precomputed rows of ``modality`` for ``space``
+        block by block: the store's index is read once, whatever the number of blocks.
+        ``shard_rows``: rows a shard (default ``shard_size``)."""
+        return StoreWriter(self, space, modality, shard_rows)
 
     def view(self, space, modality: str, keys: Sequence[str]) -> "PoolView":
         """The cached rows of ``keys`` (in that order) as a memory-mapped :class:`PoolView`;
@@ -376,6 +370,133 @@ class EmbeddingStore:
 
 def _item_text(item: Any) -> str:
     return item if isinstance(item, str) else os.fspath(item)
+
+
+# ------------------------------------------------------------------------------ writer
+
+class StoreWriter:
+    """Precomputed rows added to one ``(space, modality)`` of a store, block after block
+    (``with store.writer(space, m) as w: w.add(keys, rows)``), in linear time and memory
+    bounded by the keys: the shards already there are indexed once, the keys given since
+    are kept as a few sorted runs of raw digests (``S32``, 32 bytes a key), rows wait in
+    one buffer of at most ``shard_rows`` and go out as full shards (the last one on
+    :meth:`close`). Float16 rows are written as float16 shards (read back exactly, half
+    the disk), others in the store's dtype. A key already in the store or given before is
+    skipped."""
+
+    def __init__(self, store: "EmbeddingStore", space, modality: str,
+                 shard_rows: int | None = None):
+        self.store, self.space, self.modality = store, space, modality
+        self.shard_rows = max(1, int(shard_rows or store.shard_size))
+        self.dim = int(space.dim)
+        self.mdir = store.modality_dir(space, modality)
+        self._have = store._index(self.mdir)
+        self._runs: list[np.ndarray] = []     # sorted raw digests of the keys met
+        self._keys: list[np.ndarray] = []     # the buffer: keys and rows not yet written
+        self._rows: list[np.ndarray] = []
+        self._buffered = 0
+        self.written = 0
+        self.met = 0
+
+    def __enter__(self) -> "StoreWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+
+    def _met(self, keys: np.ndarray) -> np.ndarray:
+        """Which of ``keys`` (raw ``S32`` digests) this writer met before."""
+        got = np.zeros(len(keys), dtype=bool)
+        for run in self._runs:
+            pos = np.minimum(np.searchsorted(run, keys), len(run) - 1)
+            got |= run[pos] == keys
+        return got
+
+    def add(self, keys, emb) -> int:
+        """Add ``emb[i]`` under ``keys[i]`` (64 lowercase hex digits each); returns how many
+        rows are new to the store (the first of a repeated key is kept). ``met`` counts the
+        distinct keys given so far."""
+        karr = _hex_keys(keys)
+        if len(karr) != len(emb) or (len(karr) and np.shape(emb)[1] != self.dim):
+            raise FreebindError(f"write: {len(karr)} keys but embeddings of shape "
+                                f"{tuple(np.shape(emb))} (space dim {self.dim})")
+        if not len(karr):
+            return 0
+        uniq, first = np.unique(karr, return_index=True)
+        raw = _raw_digests(uniq)
+        new = ~self._met(raw)
+        uniq, first = uniq[new], first[new]
+        if not len(uniq):
+            return 0
+        self._remember(raw[new])
+        self.met += len(uniq)
+        rows = np.sort(first[self._have.find(uniq) < 0])
+        if not len(rows):
+            return 0
+        block = np.asarray(emb[rows])
+        self._keys.append(karr[rows])
+        self._rows.append(block if block.dtype == np.float16 else
+                          block.astype(np.float32, copy=False))
+        self._buffered += len(rows)
+        if self._buffered >= self.shard_rows:
+            self._drain(final=False)
+        return int(len(rows))
+
+    def _remember(self, sorted_keys: np.ndarray) -> None:
+        self._runs.append(sorted_keys)
+        while len(self._runs) > 1 and len(self._runs[-2]) <= 2 * len(self._runs[-1]):
+            b, a = self._runs.pop(), self._runs.pop()
+            merged = np.concatenate([a, b])
+            del a, b
+            merged.sort(kind="stable")   # two sorted runs: a linear merge
+            self._runs.append(merged)
+
+    def _drain(self, final: bool) -> None:
+        """Write the buffer's full shards (and, ``final``, the rest)."""
+        keys, rows = np.concatenate(self._keys), np.concatenate(self._rows)
+        size = self.shard_rows
+        stop = len(keys) if final else len(keys) - len(keys) % size
+        if stop and self.written == 0:
+            self.store._write_space_meta(self.space)
+        # float16 rows stay float16 (exact, half the bytes); others in the store's dtype
+        dtype = np.float16 if rows.dtype == np.float16 else None
+        for start in range(0, stop, size):
+            end = min(stop, start + size)
+            self.store._write_shard(self.mdir, keys[start:end], rows[start:end], dtype)
+            self.written += end - start
+        self._keys, self._rows = [keys[stop:]], [rows[stop:]]
+        self._buffered = len(keys) - stop
+
+    def close(self) -> int:
+        """Write what is buffered; returns how many rows this writer wrote."""
+        if self._buffered:
+            self._drain(final=True)
+        return self.written
+
+
+def _raw_digests(hex_keys: np.ndarray) -> np.ndarray:
+    """``S64`` lowercase hex keys as their 32 raw bytes (``S32``; the same order)."""
+    u = hex_keys.view(np.uint8).reshape(len(hex_keys), 64)
+    v = np.where(u >= 97, u - 87, u - 48).astype(np.uint8)
+    return np.ascontiguousarray((v[:, 0::2] << 4) | v[:, 1::2]).view("S32").reshape(-1)
+
+
+def _hex_keys(keys) -> np.ndarray:
+    """``keys`` as ``S64``, each checked to be 64 lowercase hex digits."""
+    arr = np.asarray(keys if len(keys) else np.zeros(0, "S64"))
+    if arr.dtype.kind == "O":
+        arr = arr.astype(str)
+    if arr.dtype.kind not in "US":
+        raise FreebindError(f"write: keys of type {arr.dtype}; expected hex strings")
+    lengths = np.char.str_len(arr)
+    raw = arr.astype("S64")
+    u = raw.view(np.uint8).reshape(len(raw), 64) if len(raw) else np.zeros((0, 64), np.uint8)
+    ok = (lengths == 64) & (((u >= 48) & (u <= 57)) | ((u >= 97) & (u <= 102))).all(axis=1)
+    if not ok.all():
+        k = str(np.asarray(keys)[int(np.flatnonzero(~ok)[0])])
+        raise FreebindError(f"write: key {k[:80]!r} is not 64 lowercase hex digits")
+    return raw
 
 
 # ------------------------------------------------------------------------------ index

@@ -185,11 +185,17 @@ def tune(bundle, suites, data, grids=(), *, suite_options: Mapping[str, Any] | N
 
     Writes ``out/factor_analysis.png`` and ``out/tune.json`` (``out`` defaults to ``tune/<bundle
     name>``) and, with ``save``, stores the presets (``<name>-…``) in the bundle (only when
-    ``bundle`` is given: a default bundle is never written). Returns the
+    ``bundle`` is given: a default bundle is never written), each with the record of what it
+    was tuned on (suites' data folders, fingerprints and item counts, the grid, its measured
+    row, the weights). Presets of other names stay; those of the same names are replaced
+    and listed in ``result.replaced`` (and ``replaced`` in tune.json). A bundle opened as
+    ``bundle@preset`` is measured on top of that preset, and the stored presets reproduce
+    the measured rows on their own. Returns the
     :class:`~freebind.evaluate.tuning.TuneResult` with ``summary`` (what tune.json holds),
     ``figure`` and ``path`` set."""
     from freebind.evaluate.heatmap import draw
-    from freebind.evaluate.runner import store_presets, tune_target, write_json
+    from freebind.evaluate.runner import tune_target, write_json
+    from freebind.evaluate.tuning import data_record
     from freebind.run.targets import open as open_target
     from freebind.util.vocab import merge_space_options
 
@@ -214,26 +220,40 @@ def tune(bundle, suites, data, grids=(), *, suite_options: Mapping[str, Any] | N
         raise UsageError(f"{target.ref}: tune needs a bundle (.safetensors), not a plain space")
     path = target.path
     t0 = time.perf_counter()
-    result, _ = tune_target(target, triples, parsed, store=_store(store, cache_dir),
-                            prefix=name, batch_size=batch_size, progress=progress)
+    result, embedded = tune_target(target, triples, parsed, store=_store(store, cache_dir),
+                                   prefix=name, batch_size=batch_size, progress=progress)
     seconds = time.perf_counter() - t0
     out = Path(out) if out is not None else Path("tune") / path.stem
     figure = draw(result, out / "factor_analysis.png",
                   title=f"{target.fused.name}: change vs {target.base_ref}")
+    data = {s: data_record(embedded[s].evalset) for s, _, _ in triples}
     summary = {"bundle": str(bundle), "expression": target.fused.name,
-               "suites": {s: str(f) for s, f, _ in triples}, "seconds": round(seconds, 2),
+               "suites": {s: str(f) for s, f, _ in triples}, "data": data,
+               "seconds": round(seconds, 2),
                "points": len(result.coarse) + len(result.fine), "figure": str(figure),
                **result.to_dict()}
-    result.path = write_json(out / "tune.json", summary)
     if save:
-        store_presets(path, result.presets, {
-            "suites": sorted(summary["suites"]), "grid": summary["grid"],
-            "coarse_choice": result.coarse_choice, "presets": result.presets,
-            "base": result.base,
-            "best": {t: p.metrics[t] for t, p in result.best.items()},
-            "versatile": result.versatile.metrics})
+        result.replaced = _store_tuned(result, target, data)
+        summary["replaced"] = {k: {"factors": v["factors"], "record": v["record"]}
+                               for k, v in result.replaced.items()}
+    result.path = write_json(out / "tune.json", summary)
     result.summary, result.figure, result.saved = summary, Path(figure), bool(save)
     return result
+
+
+def _store_tuned(result, target, data: dict) -> dict[str, dict]:
+    """Store the presets in the bundle file, each with its record (the data it was tuned
+    on, the grid, its measured row, the weights); presets of other names are kept, those
+    of the same names are replaced and returned (:func:`freebind.fusion.bundle.store_presets`)."""
+    from freebind.evaluate.tuning import preset_records
+    from freebind.fusion.bundle import store_presets
+    from freebind.util.version import __version__
+
+    fused = target.fused
+    opened = {"preset": fused.preset, "factors": list(target.factors)}
+    records = preset_records(result, data, measured_on=opened,
+                             weights=fused.weights_fingerprint, freebind_version=__version__)
+    return store_presets(target.path, result.presets, records)
 
 
 def _check_writable(target, what: str) -> None:

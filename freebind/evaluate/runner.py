@@ -266,7 +266,7 @@ def tune_target(target: Target, suites: Sequence[tuple[str, Path, Mapping]],
                 batch_size: int = 64, progress: bool = True, use_fast: bool = True):
     """Coarse-to-fine customised inference of a bundle on cached embeddings (see
     :mod:`freebind.evaluate.tuning`). Returns ``(TuneResult, {suite: Embedded})``."""
-    from freebind.evaluate.tuning import LastBondMixer, MemoProjectors, tune
+    from freebind.evaluate.tuning import LastBondMixer, MemoProjectors, reproducing, tune
     from freebind.fusion.factors import resolve
     from freebind.fusion.graph import fuse_blocks
 
@@ -309,26 +309,11 @@ def tune_target(target: Target, suites: Sequence[tuple[str, Path, Mapping]],
         tasks_of=headline,
         score_base=lambda s: embedded[s].evalset.score(base_embeddings(target, embedded[s])),
         score=lambda s, f: embedded[s].evalset.score(f[s]),
-        fuse=fuse, prefix=prefix, progress=progress, fast=fast)
+        fuse=fuse, prefix=prefix, progress=progress, fast=fast,
+        # a bundle opened as bundle@p (or with factors) was measured on top of them: the
+        # stored preset carries them, so that it reproduces the measured row on its own
+        stored=lambda overrides: reproducing(fused.graph, table_of(overrides), overrides))
     return result, embedded
-
-
-def store_presets(path: str | Path, presets: Mapping[str, list[str]],
-                  tuning: Mapping | None = None) -> Path:
-    """Add (or replace) named presets in a bundle file, atomically; ``tuning`` is kept in
-    the metadata under ``"tuning"`` (what was swept, on which data, with which results)."""
-    from freebind.fusion import bundle as bundle_io
-    from freebind.fusion.factors import resolve
-
-    tensors, meta = bundle_io.load(path)
-    merged = {**meta.get("presets", {}), **{k: list(v) for k, v in presets.items()}}
-    graph = meta["plan"]["graph"]
-    for name in presets:                     # every preset must resolve on this bundle
-        resolve(graph, (), merged, name)
-    meta["presets"] = merged
-    if tuning is not None:
-        meta["tuning"] = dict(tuning)
-    return bundle_io.save(path, tensors, meta)
 
 
 def record_evaluation(path: str | Path, record: Mapping[str, Any]) -> Path:
@@ -342,7 +327,9 @@ def record_evaluation(path: str | Path, record: Mapping[str, Any]) -> Path:
         setting += "[" + ",".join(record["factor_overrides"]) + "]"
     entry = {"metrics": dict(record["metrics"]), "task": record["task"],
              "data": record.get("data"), "missing": record["protocol"]["missing"],
-             "freebind_version": record.get("freebind_version")}
+             "freebind_version": record.get("freebind_version"),
+             "weights": meta.get("weights_fingerprint") or bundle_io.weights_fingerprint(
+                 meta.get("expression", ""), tensors)}
     evaluation = dict(meta.get("evaluation") or {})
     evaluation.setdefault(record["dataset"], {})[setting] = entry
     meta["evaluation"] = evaluation

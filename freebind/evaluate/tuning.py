@@ -83,15 +83,68 @@ def scope_notes(scope: dict[str, list[str]]) -> list[str]:
 
 class MemoProjectors(dict):
     """Projector groups whose ``mixture`` results are memoised by input content: sweeping
-    factors re-projects nothing that an earlier point already projected (a suite's inputs
-    per group and modality: a few dozen entries)."""
+    factors re-projects nothing that an earlier point already projected.
+
+    The groups keep their ``k``/``hidden``/``d_out``, so fusion through them is chunked by
+    :func:`~freebind.fusion.graph.fusion_chunk_rows` like fusion through the bare groups
+    (about 1,170 rows for K=7, H=2048 under the 256 MiB budget). What is remembered is
+    bounded too: at most :attr:`ENTRIES` chunk outputs, and no more of them than fit in
+    ``budget_bytes`` (default the fusion budget), so a large suite re-projects rather than
+    keeping every chunk's output."""
 
     ENTRIES = 64
 
-    def __init__(self, projectors):
+    def __init__(self, projectors, budget_bytes: int | None = None):
         from freebind.fusion.memo import remembered
 
-        super().__init__(remembered(projectors, self.ENTRIES))
+        self.entries = memo_entries(projectors, budget_bytes, self.ENTRIES)
+        super().__init__(remembered(projectors, self.entries))
+
+
+def memo_entries(projectors, budget_bytes: int | None = None, most: int = 64) -> int:
+    """How many chunk outputs a projection memo may keep: ``most``, or fewer when that many
+    outputs of :func:`~freebind.fusion.graph.fusion_chunk_rows` rows (float32, the widest
+    group's ``d_out``) would pass ``budget_bytes`` (default the fusion budget); at least 1."""
+    from freebind.fusion import graph
+
+    budget = int(budget_bytes if budget_bytes is not None else graph.FUSE_BUDGET_BYTES)
+    rows = graph.fusion_chunk_rows(projectors, budget)
+    width = max([int(getattr(g, "d_out", 0) or 0) for g in projectors.values()] or [0])
+    per_entry = 4 * rows * max(width, 1)
+    return max(1, min(int(most), budget // per_entry))
+
+
+def explicit_overrides(graph: dict, table) -> list[str]:
+    """Overrides that give ``table`` on their own, whatever else a bundle was opened with:
+    per bond its switch, its route, and every factor that an override set (``b1=off``,
+    ``b2.route=off``, ``b2.a=0.3``)."""
+    from freebind.algebra.keywords import factor_keyword
+    from freebind.fusion.factors import bond_nodes
+
+    out = []
+    for b in bond_nodes(graph):
+        entry = table[b["id"]]
+        if not entry.on:
+            out.append(f"{b['id']}=off")
+        if b.get("route") == "learned" and not entry.routed:
+            out.append(f"{b['id']}.route=off")
+        for m, v in entry.factors.items():
+            if m in entry.pinned or v != b["factors"].get(m):
+                out.append(f"{b['id']}.{factor_keyword(m)}={_fmt(v)}")
+    return out
+
+
+def reproducing(graph: dict, table, overrides: list[str]) -> list[str]:
+    """``overrides`` when, stored as a preset on its own, it gives exactly ``table`` (the
+    factors a point was measured with), else :func:`explicit_overrides` of ``table``: a
+    bundle opened with a preset or factors measured on top of them, and the stored preset
+    must carry them."""
+    from freebind.fusion.factors import resolve
+
+    for candidate in (list(overrides), explicit_overrides(graph, table)):
+        if resolve(graph, (), {"p": candidate}, "p") == dict(table):
+            return candidate
+    raise AssertionError("explicit_overrides does not reproduce the table")  # pragma: no cover
 
 
 @dataclass
@@ -121,6 +174,11 @@ class TuneResult:
     figure: Any = None
     path: Any = None
     saved: bool = False
+    #: what each preset was chosen for: ``"versatile"`` or a task (``"esc50:acc1"``)
+    chosen_for: dict[str, str] = field(default_factory=dict)
+    #: set when stored: the presets of the same names the bundle held before
+    #: (``{name: {"factors": …, "record": …}}``, :func:`freebind.fusion.bundle.store_presets`)
+    replaced: dict[str, dict] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         def pt(p: Point):
@@ -134,6 +192,7 @@ class TuneResult:
             "fine": [pt(p) for p in self.fine],
             "best": {t: pt(p) for t, p in self.best.items()},
             "versatile": pt(self.versatile), "presets": self.presets,
+            "chosen_for": self.chosen_for,
         }
 
 
@@ -155,12 +214,15 @@ def tune(fused, suites: Sequence[tuple[str, Any]], grids: Sequence[tuple[str, li
          tasks_of: Callable[[str, dict], list[str]], score_base: Callable[[str], dict],
          score: Callable[[str, dict], dict], fuse: Callable[[list[str]], dict],
          prefix: str = "tuned", progress: bool = True,
-         fast: Callable[[list[list[str]]], Any] | None = None) -> TuneResult:
+         fast: Callable[[list[list[str]]], Any] | None = None,
+         stored: Callable[[list[str]], list[str]] | None = None) -> TuneResult:
     """Run coarse and fine stages. The callables keep this module free of I/O:
     ``fuse(overrides) -> per-suite fused embeddings``, ``score(suite, fused) -> metrics``,
     ``score_base(suite) -> metrics`` of the base space, ``tasks_of(suite, metrics)``;
     ``fast(point_overrides)`` may return an object whose ``score(overrides)`` gives
-    ``{suite: metrics}`` for those points more cheaply (:class:`LastBondMixer`)."""
+    ``{suite: metrics}`` for those points more cheaply (:class:`LastBondMixer`);
+    ``stored(point_overrides)`` is the preset that reproduces a point on its own (default:
+    its overrides, right for a bundle opened without a preset or factors)."""
     from freebind.fusion.factors import bond_nodes
 
     n_points = int(np.prod([len(v) for _, v in grids])) if grids else 0
@@ -220,16 +282,73 @@ def tune(fused, suites: Sequence[tuple[str, Any]], grids: Sequence[tuple[str, li
     candidates = coarse + fine
     best = {t: max(candidates, key=lambda p: p.metrics[t]) for t in tasks}
     versatile = candidates[int(np.argmax(balanced_scores(candidates, tasks)))]
-    presets = {f"{prefix}-versatile": versatile.overrides}
-    for t, p in best.items():
-        presets[task_preset_name(prefix, t)] = p.overrides
+    presets, chosen_for = _named(prefix, versatile, best, stored or list)
     scope = {k: grid_scope(fused.graph, k) for k in keys}
     return TuneResult(tasks, base, coarse, switches, keys, [list(v) for _, v in grids], fine,
-                      best, versatile, presets, scope)
+                      best, versatile, presets, scope, chosen_for=chosen_for)
+
+
+def _named(prefix: str, versatile: Point, best: dict[str, Point], stored: Callable):
+    """``({preset: stored overrides}, {preset: "versatile" or its task})``."""
+    presets = {f"{prefix}-versatile": stored(versatile.overrides)}
+    chosen_for = {f"{prefix}-versatile": "versatile"}
+    for t, p in best.items():
+        presets[task_preset_name(prefix, t)] = stored(p.overrides)
+        chosen_for[task_preset_name(prefix, t)] = t
+    return presets, chosen_for
+
+
+def data_record(evalset) -> dict[str, Any]:
+    """What a suite was measured on: its data folder, a fingerprint of what it lists (items
+    relative to the folder, captions, prompts, labels; not the files' bytes), the items per
+    modality and the listed files that were missing."""
+    import hashlib
+    from pathlib import Path
+
+    root = Path(evalset.root)
+    h = hashlib.sha256(str(evalset.suite).encode())
+
+    def text(x) -> str:
+        try:
+            return Path(x).relative_to(root).as_posix()
+        except (TypeError, ValueError):
+            return str(x)
+
+    for task in evalset.tasks:
+        h.update(b"\0task\0" + task.kind.encode())
+        for m, xs in sorted(task.inputs().items()):
+            h.update(b"\0" + m.encode())
+            for x in xs:
+                h.update(text(x).encode() + b"\0")
+        for attr in ("caption_item", "labels"):
+            if hasattr(task, attr):
+                h.update(np.ascontiguousarray(getattr(task, attr), dtype=np.int64).tobytes())
+    return {"data": str(root.resolve()), "fingerprint": h.hexdigest()[:16],
+            "items": {m: len(v) for m, v in evalset.inputs().items()},
+            "missing": len(evalset.missing)}
+
+
+def preset_records(result: TuneResult, data: dict[str, dict], **common) -> dict[str, dict]:
+    """``{preset: record}`` for :func:`freebind.fusion.bundle.store_presets`: the suites with
+    their :func:`data_record`, the grid, the coarse choice, the number of points, what the
+    preset was chosen for, its measured row (``scores``, ``base``, the ``measured``
+    overrides) and ``common`` (the reference it was opened as, the weights, …)."""
+    grid = {k: list(v) for k, v in zip(result.grid_keys, result.grid_values)}
+    out = {}
+    for name in result.presets:
+        chosen = result.chosen_for.get(name, "versatile")
+        point = result.versatile if chosen == "versatile" else result.best[chosen]
+        out[name] = {"suites": {s: dict(d) for s, d in data.items()}, "grid": grid,
+                     "coarse_choice": list(result.coarse_choice),
+                     "points": len(result.coarse) + len(result.fine), "chosen_for": chosen,
+                     "scores": dict(point.metrics), "base": dict(result.base),
+                     "measured": list(point.overrides), **common}
+    return out
 
 
 def _fmt(v: float) -> str:
-    return f"{v:g}"
+    short = f"{v:g}"
+    return short if float(short) == v else repr(float(v))
 
 
 def _bar(total: int, progress: bool):

@@ -39,6 +39,7 @@ def save(path: str | os.PathLike, tensors: Mapping[str, object], metadata: dict)
     meta = {"format_version": FORMAT_VERSION, "freebind_version": __version__, **metadata}
     meta["format_version"] = FORMAT_VERSION
     arrays = {name: _to_numpy(t) for name, t in tensors.items()}
+    meta["weights_fingerprint"] = weights_fingerprint(meta.get("expression", ""), arrays)
     header = {METADATA_KEY: json.dumps(meta, sort_keys=True)}
     return atomic_write(path, lambda tmp: save_file(arrays, tmp, metadata=header))
 
@@ -110,3 +111,111 @@ def _looks_like_safetensors(path: Path) -> bool:
     with open(path, "rb") as fh:
         head = fh.read(9)
     return len(head) == 9 and head[8:9] == b"{"
+
+
+def weights_fingerprint(expression: str, arrays: Mapping[str, object]) -> str:
+    """The identity of a bundle's weights (what
+    :attr:`~freebind.fusion.fused.FusedSpace.weights_fingerprint` gives), kept in its header
+    so that a result or preset can say which weights it was measured on."""
+    import hashlib
+
+    h = hashlib.sha256(expression.encode())
+    for name, value in sorted(arrays.items()):
+        h.update(name.encode())
+        h.update(_to_numpy(value).tobytes())
+    return h.hexdigest()[:16]
+
+
+# --- what a user stored in a bundle: presets, their tuning records, evaluation results -----
+
+#: ``metadata["tuning"]["format"]`` of per-preset tuning records.
+TUNING_FORMAT = 2
+
+
+def tuning_records(meta: Mapping) -> dict[str, dict]:
+    """``{preset: record}``: how each preset ``freebind tune`` stored was tuned (its suites
+    with their data folder, fingerprint and item counts, the grid, the scores it was chosen
+    for, the weights it was measured on). A bundle tuned before records were kept per preset
+    (one ``tuning`` entry for its last run) gives that run's record to each of its presets,
+    marked ``"legacy": true`` (its data folders were not recorded)."""
+    tuning = dict(meta.get("tuning") or {})
+    if tuning.get("format") == TUNING_FORMAT:
+        return {k: dict(v) for k, v in (tuning.get("presets") or {}).items()}
+    out = {}
+    best = tuning.get("best") or {}
+    for name in tuning.get("presets") or {}:
+        scores = dict(tuning.get("versatile") or {}) if name.endswith("-versatile") else \
+            {t: v for t, v in best.items() if name.endswith(_task_suffix(t))}
+        out[name] = {"suites": {s: {} for s in tuning.get("suites", [])},
+                     "grid": dict(tuning.get("grid") or {}),
+                     "coarse_choice": list(tuning.get("coarse_choice") or []),
+                     "scores": scores, "base": dict(tuning.get("base") or {}),
+                     "legacy": True}
+    return out
+
+
+def _task_suffix(task: str) -> str:
+    """``-audiocaps-t2a`` for ``audiocaps:t2a_R@1``, ``-esc50`` for ``esc50:acc1`` (the end
+    of the preset name tune gives a task)."""
+    suite, _, metric = task.partition(":")
+    return f"-{suite}" + (f"-{metric.split('_')[0]}" if "_" in metric else "")
+
+
+def store_presets(path: str | os.PathLike, presets: Mapping[str, list[str]],
+                  records: Mapping[str, dict] | None = None) -> dict[str, dict]:
+    """Add (or replace) named presets in a bundle file, atomically, each with its tuning
+    ``records[name]`` (a preset stored without one loses the record of the preset it
+    replaces). Every preset must resolve on the bundle (checked before writing). Returns
+    what was replaced: ``{name: {"factors": old overrides, "record": old record or None}}``."""
+    from freebind.fusion.factors import resolve
+
+    tensors, meta = load(path)
+    old = dict(meta.get("presets") or {})
+    merged = {**old, **{k: list(v) for k, v in presets.items()}}
+    graph = meta["plan"]["graph"]
+    for name in presets:                     # every preset must resolve on this bundle
+        resolve(graph, (), merged, name)
+    kept = tuning_records(meta)
+    replaced = {name: {"factors": list(old[name]), "record": kept.get(name)}
+                for name in presets if name in old}
+    for name in presets:
+        kept.pop(name, None)
+    kept.update({k: dict(v) for k, v in (records or {}).items() if k in presets})
+    meta["presets"] = merged
+    meta["tuning"] = {"format": TUNING_FORMAT, "presets": kept}
+    if not kept:
+        meta.pop("tuning")
+    save(path, tensors, meta)
+    return replaced
+
+
+def user_made(meta: Mapping) -> dict[str, list[str]]:
+    """What a user added to a bundle after its build: ``{"presets": names (tuned or stored;
+    the expression's own presets are not counted), "evaluation": datasets recorded by
+    ``eval --record``}``."""
+    from freebind.fusion.factors import paper_presets
+
+    graph = (meta.get("plan") or {}).get("graph")
+    own = paper_presets(graph) if graph else {}
+    presets = [k for k, v in (meta.get("presets") or {}).items() if own.get(k) != list(v)]
+    return {"presets": presets, "evaluation": sorted(meta.get("evaluation") or {})}
+
+
+def carried(meta: Mapping, previous: Mapping) -> dict:
+    """``meta`` (a new build's metadata) with what a user made in the ``previous`` bundle of
+    the same graph: its presets, their tuning records and its recorded evaluation, each
+    record stamped with the weights it was measured on (the previous bundle's, when it did
+    not say), so that ``freebind info`` can tell them from results on the new weights."""
+    out = dict(meta)
+    weights = previous.get("weights_fingerprint")
+    out["presets"] = {**(meta.get("presets") or {}), **(previous.get("presets") or {})}
+    records = tuning_records(previous)
+    for rec in records.values():
+        rec.setdefault("weights", weights)
+    if records:
+        out["tuning"] = {"format": TUNING_FORMAT, "presets": records}
+    evaluation = {ds: {k: {**e, "weights": e.get("weights", weights)} for k, e in s.items()}
+                  for ds, s in (previous.get("evaluation") or {}).items()}
+    if evaluation:
+        out["evaluation"] = evaluation
+    return out

@@ -75,7 +75,7 @@ def load_waves(paths: Sequence) -> np.ndarray:
 
     out = np.zeros((len(paths), CLIP_SAMPLES), dtype=np.float32)
     for i, p in enumerate(paths):
-        out[i] = fit_length(load_audio(p, SAMPLE_RATE), CLIP_SAMPLES)
+        out[i] = fit_length(load_audio(p, SAMPLE_RATE, length=CLIP_SAMPLES), CLIP_SAMPLES)
     return out
 
 

@@ -31,10 +31,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from freebind.run.embed_folder import (MANIFEST, TextSources, existing_file, read_manifest,
-                                       read_metadata)
+from freebind.run.embed_folder import MANIFEST, TextSources, existing_file, read_manifest
 from freebind.util.errors import FreebindError, MediaError, UsageError
 from freebind.util.progress import bar
+from freebind.util.text import first_line
 
 IMPORTS_DIR = "imports"
 #: folder names of the embedding partitions per modality (clip-retrieval says ``img``)
@@ -254,55 +254,216 @@ def _part_number(p: Path) -> int:
     return int(m.group(1)) if m else 0
 
 
-def _row_keys(store, modality: str, meta: dict[str, list], n: int, where: Path,
-              texts: TextSources, skipped: list) -> list[str | None]:
-    """One content key per row (None for a row whose file or text cannot be read)."""
-    from freebind.data.store import text_key
-    from freebind.util.text import reason
+#: metadata rows read (and rows written) at a time: memory follows this, not the partition
+_ROWS = 16384
+#: a path column names each row's file (clip-retrieval's files mode)
+_FILE_COLUMNS = {m: tuple(c for c in cols if c != "url") for m, cols in PATH_COLUMNS.items()}
 
-    names = list(meta)
-    col = next((c for c in PATH_COLUMNS[modality] if c in meta), None)
-    if col is None:
-        raise ImportRefused(f"{where}: no {'caption' if modality == 'text' else 'path'} column "
-                           f"for {modality} rows; the columns are {', '.join(names)}")
-    values = meta[col]
-    if "row" in meta and "modality" in meta:   # freebind embed's metadata: rows of one kind
-        order = [None] * n
-        for v, r, mm in zip(values, meta["row"], meta["modality"]):
-            if mm == modality and r is not None and 0 <= int(r) < n:
-                order[int(r)] = v
-        values = order
-    if len(values) < n:
-        raise ImportRefused(f"{where}: {len(values)} metadata row(s) for {n} embedding rows")
-    keys: list[str | None] = []
-    for v in values[:n]:
-        if v is None or (isinstance(v, str) and not v.strip()):
-            keys.append(None)
-            skipped.append({"path": str(where), "reason": "a null metadata cell"})
-            continue
-        v = str(v)
+
+class _Metadata:
+    """A partition's metadata, read in blocks of rows: its column names and row count
+    (from the parquet footer, or one pass over JSON lines) and :meth:`batches` of the
+    columns needed. ``source`` is a file or columns given in memory (a ``.npy``'s)."""
+
+    def __init__(self, source):
+        self.source = source
+        if isinstance(source, dict):
+            self.names = list(source)
+            self.rows = len(next(iter(source.values()), []))
+        elif isinstance(source, _Lines):
+            self.names, self.rows = [source.col], sum(1 for _ in source)
+        elif source.suffix == ".parquet":
+            self.names, self.rows = self._parquet_shape(source)
+        else:
+            self.names, self.rows = self._jsonl_shape(source)
+
+    @staticmethod
+    def _parquet_shape(path: Path) -> tuple[list[str], int]:
         try:
-            if modality == "text":
-                # freebind embed's path column: FILE:LINE, a shard's or a table's caption, or
-                # a text file; else the caption itself
-                keys.append(text_key(texts.text(v) if col == "path" else v))
-            else:
-                f = existing_file(v, texts.base)
-                keys.append(store.key(modality, f if f is not None else v))
-        except (MediaError, OSError, UnicodeDecodeError) as exc:
-            keys.append(None)
-            skipped.append({"path": v, "reason": reason(exc, v) if isinstance(exc, MediaError)
-                            else str(exc)})
-    return keys
+            import pyarrow.parquet as pq
+        except ImportError:
+            raise UsageError(f"{path}: reading parquet metadata needs pyarrow") from None
+        try:
+            pf = pq.ParquetFile(path)
+            return list(pf.schema_arrow.names), int(pf.metadata.num_rows)
+        except Exception as exc:  # noqa: BLE001  (pyarrow raises many types)
+            raise UsageError(f"{path}: unreadable ({first_line(exc)})") from None
+
+    @staticmethod
+    def _jsonl_shape(path: Path) -> tuple[list[str], int]:
+        names: dict[str, None] = {}
+        rows = 0
+        for obj in _json_lines(path):
+            names.update(dict.fromkeys(obj))
+            rows += 1
+        return list(names), rows
+
+    def batches(self, columns: Sequence[str]):
+        """``{column: cells}`` blocks of at most :data:`_ROWS` rows, in row order."""
+        src = self.source
+        if isinstance(src, dict):
+            for start in range(0, self.rows, _ROWS):
+                yield {c: src[c][start:start + _ROWS] for c in columns}
+        elif isinstance(src, _Lines):
+            block: list[str] = []
+            for t in src:
+                block.append(t)
+                if len(block) >= _ROWS:
+                    yield {src.col: block}
+                    block = []
+            if block:
+                yield {src.col: block}
+        elif src.suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            try:
+                for b in pq.ParquetFile(src).iter_batches(batch_size=_ROWS,
+                                                          columns=list(columns)):
+                    yield b.to_pydict()
+            except Exception as exc:  # noqa: BLE001
+                raise UsageError(f"{src}: unreadable ({first_line(exc)})") from None
+        else:
+            block = {c: [] for c in columns}
+            for obj in _json_lines(src):
+                for c in columns:
+                    block[c].append(obj.get(c))
+                if len(block[columns[0]]) >= _ROWS:
+                    yield block
+                    block = {c: [] for c in columns}
+            if block[columns[0]]:
+                yield block
+
+
+def _json_lines(path: Path):
+    try:
+        with open(path, encoding="utf-8") as fh:
+            for n, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                try:
+                    obj = json.loads(line)
+                except ValueError:
+                    raise UsageError(f"{path}:{n}: not a JSON line") from None
+                yield obj if isinstance(obj, dict) else {}
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{path}: unreadable ({exc})") from None
+
+
+def _key_column(modality: str, meta: _Metadata, where: Path, samples) -> str:
+    """The column whose cells name each row's content: a path (a caption for texts), else
+    a sample's ``key`` or ``url`` (clip-retrieval over webdataset shards: ``samples``, the
+    shards' index, resolves them)."""
+    names = meta.names
+    if {"path", "row", "modality"} <= set(names):
+        return "path"   # freebind embed's metadata: its caption/url/key are the inputs'
+    col = next((c for c in _FILE_COLUMNS[modality] if c in names), None)
+    if col is not None:
+        return col
+    by_sample = [c for c in ("key", "url") if c in names]
+    if by_sample and samples is not None:
+        return by_sample[0]
+    if by_sample:
+        raise ImportRefused(f"{where}: {modality} rows are named by their webdataset sample "
+                           f"({' and '.join(by_sample)} columns, no path): give the shards "
+                           "they were made from (--shards PATTERN)")
+    raise ImportRefused(f"{where}: no {'caption' if modality == 'text' else 'path'} column "
+                       f"for {modality} rows; the columns are {', '.join(names)}")
+
+
+class _Keyer:
+    """Content keys of a partition's cells (``b""`` for a cell that cannot be read, listed
+    in ``skipped``): captions hashed, files hashed (no per-file memo kept), members and
+    ``FILE:LINE`` sources read back, webdataset keys and urls looked up in ``samples``."""
+
+    def __init__(self, store, modality: str, col: str, texts: TextSources, samples,
+                 skipped: list, where: Path):
+        self.store, self.modality, self.col, self.texts = store, modality, col, texts
+        self.samples, self.skipped, self.where = samples, skipped, where
+
+    def keys(self, values: Sequence) -> np.ndarray:
+        from freebind.util.text import reason
+
+        out = np.zeros(len(values), dtype="S64")
+        if self.col in ("key", "url") and self.modality != "text":
+            return self._sample_keys(values, out)
+        for i, v in enumerate(values):
+            if v is None or (isinstance(v, str) and not v.strip()):
+                self.skipped.append({"path": str(self.where), "reason": "a null metadata cell"})
+                continue
+            v = str(v)
+            try:
+                out[i] = self._key(v)
+            except (MediaError, OSError, UnicodeDecodeError) as exc:
+                self.skipped.append({"path": v, "reason": reason(exc, v)
+                                     if isinstance(exc, MediaError) else str(exc)})
+        return out
+
+    def _key(self, v: str) -> str:
+        from freebind.data.store import file_key, text_key
+
+        if self.modality == "text":
+            # freebind embed's path column: FILE:LINE, a shard's or a table's caption, or a
+            # text file; else the caption itself
+            return text_key(self.texts.text(v) if self.col == "path" else v)
+        f = existing_file(v, self.texts.base)
+        return file_key(f) if f is not None else self.store.key(self.modality, v)
+
+    def _sample_keys(self, values, out: np.ndarray) -> np.ndarray:
+        got = self.samples.lookup(self.modality, self.col, values)
+        for i in np.flatnonzero(got == b"").tolist():
+            self.skipped.append({"path": f"{self.where} ({self.col} {values[i]!r})",
+                                 "reason": f"no {self.modality} sample of that {self.col} "
+                                           "in the shards given"})
+        out[:] = got
+        return out
+
+
+def _import_partition(store, writer, modality: str, arr, meta: _Metadata, where: Path,
+                      keyer_args: tuple, report, pbar) -> None:
+    """Put the rows of one partition into ``writer``, :data:`_ROWS` rows at a time."""
+    n = int(arr.shape[0])
+    col = _key_column(modality, meta, where, keyer_args[1])
+    keyer = _Keyer(store, modality, col, *keyer_args, report.skipped, where)
+    by_row = "row" in meta.names and "modality" in meta.names  # freebind embed's metadata
+    if not by_row and meta.rows < n:
+        raise ImportRefused(f"{where}: {meta.rows} metadata row(s) for {n} embedding rows")
+    columns = [col, "row", "modality"] if by_row else [col]
+    start = covered = 0
+    for batch in meta.batches(columns):
+        values = batch[col]
+        if by_row:
+            rows = np.array([-1 if r is None or mm != modality else int(r)
+                             for r, mm in zip(batch["row"], batch["modality"])], np.int64)
+        else:
+            rows = np.arange(start, start + len(values), dtype=np.int64)
+        start += len(values)
+        use = (rows >= 0) & (rows < n)
+        if not use.any():
+            continue
+        values = [v for v, u in zip(values, use.tolist()) if u]
+        rows = rows[use]
+        covered += len(rows)
+        keys = keyer.keys(values)
+        ok = keys != b""
+        writer.add(keys[ok], arr[rows[ok]])
+        pbar.update(len(rows))
+    if covered < n:
+        report.skipped.append({"path": str(where), "reason": f"{n - covered} of its {n} "
+                               f"{modality} embedding rows have no metadata row"})
 
 
 def import_embeddings(space: str, source, *, ids=None, texts=None, modality: str | None = None,
                       weights_digest: str | None = None, cache_dir=None,
+                      shards=None, allow_missing: bool = False,
                       progress: bool = True) -> ImportReport:
     """Add the embeddings in ``source`` (a clip-retrieval or ``freebind embed`` folder, or a
     ``.npy`` with ``ids``/``texts``) to the store for ``space`` (a reference; nothing is
     loaded). Returns an :class:`ImportReport`; rows whose file or text cannot be read are
-    skipped and listed. See the module doc."""
+    skipped and listed. ``shards`` (webdataset tar shards: a path, a brace pattern or a
+    folder) resolve rows named by their sample's ``key`` or ``url`` (clip-retrieval run
+    over those shards); ``allow_missing`` lets a pattern's missing shards be reported, not
+    refused. Metadata is read :data:`_ROWS` rows at a time and the store's index once, so
+    time is linear in the rows and memory bounded by the keys. See the module doc."""
     from freebind import spaces
     from freebind.data.store import EmbeddingStore
 
@@ -318,15 +479,28 @@ def import_embeddings(space: str, source, *, ids=None, texts=None, modality: str
     ident = ImportedSpace(name, info.modalities, int(info.dim), fingerprint, weights_digest,
                           native)
     sources = TextSources(source if source.is_dir() else source.parent)
+    samples = None
+    if shards is not None:
+        from freebind.data.readers import SampleIndex
+
+        samples = SampleIndex.of(shards, sorted({m for m, _, _ in jobs if m != "text"}),
+                                 allow_missing=allow_missing)
+        report.skipped += samples.problems
+    writers: dict[str, Any] = {}
     with bar(total=sum(a.shape[0] for a in arrays), unit="row", desc=f"import {name}",
              disable=not progress) as pbar:
         for (m, npy, meta), arr in zip(jobs, arrays):
             where = meta if isinstance(meta, Path) else npy
-            if isinstance(meta, Path):
-                meta = read_metadata(meta)
-            keys = _row_keys(store, m, meta, arr.shape[0], where, sources, report.skipped)
-            _write_rows(store, ident, m, arr, keys, report, pbar)
+            if m not in writers:
+                # shards of _ROWS rows: fewer files and fsyncs (a re-run skips them)
+                writers[m] = store.writer(ident, m, shard_rows=_ROWS)
+            _import_partition(store, writers[m], m, arr, _Metadata(meta), where,
+                              (sources, samples), report, pbar)
             report.files += 1
+    for m, w in writers.items():
+        w.close()
+        report.rows[m] = w.met
+        report.written[m] = w.written
     _record(store, ident)
     return report
 
@@ -370,7 +544,7 @@ def _jobs(source: Path, info, ids, texts, modality: str | None) -> list[tuple[st
     if m not in info.modalities:
         raise ImportRefused(f"{source}: {info.name} has no {m} modality "
                            f"({', '.join(info.modalities)})")
-    return [(m, source, {col: values})]
+    return [(m, source, values.named(col) if isinstance(values, _Lines) else {col: values})]
 
 
 def _checked_rows(npy: Path, info):
@@ -380,38 +554,48 @@ def _checked_rows(npy: Path, info):
     return arr
 
 
-def _write_rows(store, ident: ImportedSpace, modality: str, arr, keys: list, report,
-                pbar) -> None:
-    """Put the rows of ``arr`` with a key (the first of each key) into the store."""
-    seen: set[str] = set()
-    rows = []
-    for i, k in enumerate(keys):
-        if k is not None and k not in seen:
-            seen.add(k)
-            rows.append(i)
-    report.rows[modality] = report.rows.get(modality, 0) + len(rows)
-    for start in range(0, len(rows), store.shard_size):
-        idx = np.asarray(rows[start:start + store.shard_size], dtype=np.int64)
-        block = np.asarray(arr[idx], dtype=np.float32)
-        report.written[modality] = report.written.get(modality, 0) + store.write(
-            ident, modality, [keys[i] for i in idx.tolist()], block)
-        pbar.update(len(idx))
-
-
-def _lines(spec) -> list[str]:
-    """The ids or texts of a ``.npy``'s rows: those given, or a file's (one a non-empty
-    line, as texts files are read everywhere)."""
+def _lines(spec):
+    """The ids or texts of a ``.npy``'s rows: those given (a list), or a file's, streamed
+    (:class:`_Lines`)."""
     if isinstance(spec, (str, os.PathLike)):
-        from freebind.data.media import read_texts
-
-        try:
-            return read_texts(spec)
-        except MediaError as exc:
-            raise ImportRefused(str(exc)) from None
+        return _Lines(Path(spec))
     return [str(v) for v in spec]
 
 
-def _modality_of_ids(values: list[str], source: Path) -> str:
+#: what ``str.splitlines`` (so :func:`freebind.data.media.read_texts`) breaks lines at
+_BREAKS = "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"
+
+
+class _Lines:
+    """The texts of a file, one a non-empty line (surrounding whitespace stripped), the
+    lines :func:`freebind.data.media.read_texts` gives, read 1 MB at a time: a ``.npy``'s
+    ids or texts, never held whole. ``named(col)`` makes it a column of metadata."""
+
+    def __init__(self, path: Path, col: str = "caption"):
+        self.path, self.col = path, col
+
+    def named(self, col: str) -> "_Lines":
+        return _Lines(self.path, col)
+
+    def __iter__(self):
+        rest = ""
+        try:
+            with open(self.path, encoding="utf-8", newline="") as fh:
+                while True:
+                    chunk = fh.read(1 << 20)
+                    if not chunk:
+                        break
+                    text = rest + chunk
+                    parts = text.splitlines()
+                    rest = "" if text[-1] in _BREAKS else parts.pop()
+                    yield from (t.strip() for t in parts if t.strip())
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ImportRefused(f"{self.path}: cannot read texts ({first_line(exc)})") from None
+        if rest.strip():
+            yield rest.strip()
+
+
+def _modality_of_ids(values, source: Path) -> str:
     from freebind.util.vocab import modality_of
 
     found = {modality_of(str(v).rpartition("::")[2] or v) for v in values}

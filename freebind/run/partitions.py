@@ -181,7 +181,8 @@ class EmbedPlan:
 
 
 def _collect(paths: Sequence, texts, as_modality: str | None, columns=None,
-             problems: list | None = None, ignored: list | None = None):
+             problems: list | None = None, ignored: list | None = None,
+             allow_missing: bool = False):
     """``{modality: [(source, item or MediaError)]}``: files by extension (``as_modality``:
     every file given or found in a folder given); a ``.txt`` file holds one text per
     non-empty line, as ``texts`` and the build's text pools do, each sourced ``FILE:N`` (its
@@ -197,7 +198,7 @@ def _collect(paths: Sequence, texts, as_modality: str | None, columns=None,
     columns = dict(columns or {})
     held = None
     if paths:
-        paths, held = read_inputs(paths, columns=columns)
+        paths, held = read_inputs(paths, columns=columns, allow_missing=allow_missing)
         problems += held.problems
     found = discover(paths, as_modality=as_modality, ignored=ignored) if paths else {}
     out: dict[str, list[tuple[str, object]]] = {m: [] for m in MODALITY_ORDER}
@@ -205,7 +206,7 @@ def _collect(paths: Sequence, texts, as_modality: str | None, columns=None,
         for m in held.items:
             out.setdefault(m, []).extend(held.entries(m))
     if texts is not None and container_kind(texts) is not None:
-        got = read_pool("text", texts, column=columns.get("text"))
+        got = read_pool("text", texts, column=columns.get("text"), allow_missing=allow_missing)
         problems += got.problems
         out["text"] += got.entries("text")
         texts = None
@@ -245,7 +246,8 @@ def plan_embed(target, paths: Iterable = (), texts=None, output=None, *,
                precision: str | None = None, partition_size: int = 100_000,
                batch_size: int = 64, shard_size: int = 2048, cache_dir=None,
                metadata: str = "parquet", strict: bool = False,
-               progress: bool = True, columns: Mapping[str, str] | None = None) -> EmbedPlan:
+               progress: bool = True, columns: Mapping[str, str] | None = None,
+               allow_missing: bool = False) -> EmbedPlan:
     """The shards of embedding ``paths`` (files or folders) and ``texts`` (a file, one text
     per line) with ``target`` (see :func:`freebind.open`) into ``output``.
 
@@ -254,7 +256,8 @@ def plan_embed(target, paths: Iterable = (), texts=None, output=None, *,
     go to every ``spaces.get``; ``metadata`` is ``"parquet"`` or ``"jsonl"``. ``paths``
     may name webdataset tar shards (brace patterns too), tables and ``datasets`` folders,
     ``texts`` a table; ``columns`` (``{"text": "caption", "audio": ...}``) names the table
-    columns to read (see :mod:`freebind.data.readers`). Reads the
+    columns to read (see :mod:`freebind.data.readers`); ``allow_missing``: a brace
+    pattern's missing shards are listed as skipped, not refused. Reads the
     inputs and resolves the target; writes nothing. ``target=None`` is the default bundle
     (:func:`freebind.run.implicit.default_target`)."""
     if target is None:
@@ -278,7 +281,8 @@ def plan_embed(target, paths: Iterable = (), texts=None, output=None, *,
     paths = [Path(p) for p in ([paths] if isinstance(paths, (str, os.PathLike)) else paths)]
     problems: list[dict] = []
     ignored: list[Path] = []
-    items = _collect(paths, texts, options.as_modality, columns, problems, ignored)
+    items = _collect(paths, texts, options.as_modality, columns, problems, ignored,
+                     allow_missing)
     if not items:
         unknown = (f" ({len(ignored)} file(s) of an unknown extension, e.g. {ignored[0]})"
                    if ignored else "")
@@ -504,6 +508,7 @@ def write_shard(plan: EmbedPlan, shard: Shard, rows, kept, failures=()) -> Shard
         arr, streamed = np.zeros((0, plan.dim), dtype=dtype), False
     meta = [{"path": shard.sources[i], "modality": shard.modality, "row": r}
             for r, i in enumerate(kept)]
+    _add_input_fields(meta, [shard.sources[i] for i in kept], shard.modality)
     fails = sorted(_failure(f) for f in failures)
     skipped = [{"path": s, "reason": r} for s, r in shard.failed] + \
         [{"path": shard.sources[i], "reason": r} for i, r in fails]
@@ -546,6 +551,19 @@ def _write_npy_blocks(path: Path, shape: tuple, dtype, blocks) -> None:
     atomic_write(path, w)
 
 
+def _add_input_fields(meta: list[dict], sources: list[str], modality: str) -> None:
+    """The input rows' caption, url and key (and the column a text was read from) beside
+    each metadata row, as clip-retrieval keeps them
+    (:func:`freebind.data.readers.source_fields`); absent ones are left out."""
+    from freebind.data.readers import source_fields
+
+    for name, values in source_fields(sources, texts=modality == "text").items():
+        if name in ("path", "modality", "row"):
+            name = f"input_{name}"
+        for r, v in zip(meta, values):
+            r[name] = v
+
+
 def _write_metadata(path: Path, rows: list[dict], fmt: str) -> None:
     if fmt == "parquet":
         import pyarrow as pa
@@ -554,7 +572,10 @@ def _write_metadata(path: Path, rows: list[dict], fmt: str) -> None:
         table = pa.table({"path": pa.array([r["path"] for r in rows], type=pa.string()),
                           "modality": pa.array([r["modality"] for r in rows],
                                                type=pa.string()),
-                          "row": pa.array([r["row"] for r in rows], type=pa.int64())})
+                          "row": pa.array([r["row"] for r in rows], type=pa.int64()),
+                          **{c: pa.array([r.get(c) for r in rows], type=pa.string())
+                             for c in dict.fromkeys(c for r in rows for c in r)
+                             if c not in ("path", "modality", "row")}})
         atomic_write(path, lambda tmp: pq.write_table(table, tmp))
     else:
         text = "".join(json.dumps(r) + "\n" for r in rows)

@@ -466,12 +466,13 @@ class Index:
         """The projectors, remembering their outputs for a few query rows: a factor change
         moves how a query's projections combine, not the projections (the same numbers,
         no projector run)."""
-        memo = getattr(self, "_memo", None)
-        if memo is None or memo[0] is not self.projectors:
-            on_cpu = OnDevice(self.projectors, "cpu")   # queries are fused on the CPU
-            memo = self._memo = (self.projectors, remembered(
-                {k: on_cpu[k] for k in self.projectors}, QUERY_MEMO_ENTRIES,
-                max_rows=QUERY_MEMO_ROWS, cpu_only=True, clone=True))
+        with self._lock:    # one memo per index, not one per racing first query
+            memo = getattr(self, "_memo", None)
+            if memo is None or memo[0] is not self.projectors:
+                on_cpu = OnDevice(self.projectors, "cpu")   # queries are fused on the CPU
+                memo = self._memo = (self.projectors, remembered(
+                    {k: on_cpu[k] for k in self.projectors}, QUERY_MEMO_ENTRIES,
+                    max_rows=QUERY_MEMO_ROWS, cpu_only=True, clone=True))
         return memo[1]
 
     def _query_leaves(self, modality, items, table) -> dict:
@@ -895,6 +896,9 @@ class _Scan:
                        + dim * eta * eta) + 1e-7
 
 
+_SCAN_LOCK = threading.Lock()
+
+
 def _scan_topk(block, key, q, a, b, dot, f, k):
     """Exact top ``k`` of ``parts.scores(q, a, b, dot, f)`` (the same rows in the same order,
     the same float32 scores) from a float16 scan: every row's float16 score is within a
@@ -908,7 +912,10 @@ def _scan_topk(block, key, q, a, b, dot, f, k):
         return None, None
     scan = block.scans.get(key)
     if scan is None or scan.a is not a or scan.b is not b:
-        scan = block.scans[key] = _Scan(a, b)
+        with _SCAN_LOCK:    # built once, however many searches arrive together
+            scan = block.scans.get(key)
+            if scan is None or scan.a is not a or scan.b is not b:
+                scan = block.scans[key] = _Scan(a, b)
     if not scan.ok:
         return None, None
     u = np.asarray(q, dtype=np.float32) / np.float32(qn)

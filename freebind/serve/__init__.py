@@ -1,2 +1,3 @@
 """HTTP servers: the search page and JSON API over an index, the OpenAI-compatible embeddings
-API, and the localhost guard they share."""
+API, and what they share: the localhost guard, API keys (``auth``), health and metrics
+(``ops``) and micro-batching of concurrent requests (``batching``)."""

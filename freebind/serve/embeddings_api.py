@@ -17,8 +17,14 @@ list may hold audio and images (never fetched from a URL):
 Every row is in the same fused space, so a text and an audio clip of one request compare
 directly. Extension fields (bundles): ``factors`` (``["a=0.8", "b2=off"]`` or
 ``{"a": 0.8}``) and ``preset``; a model id ``ID@PRESET`` selects a preset too. ``GET
-/v1/models`` lists the served id and one id per preset. ``usage`` counts inputs (there is no
-tokenizer common to every space).
+/v1/models`` lists the served id and one id per preset. ``usage.prompt_tokens`` counts the
+texts' tokens by the tokenizer of the space's text encoder (one per text where it has none)
+plus one per audio or image input. Empty texts are refused, as OpenAI does.
+
+Requests that arrive together are encoded together (:mod:`freebind.serve.batching`). With
+API keys (:mod:`freebind.serve.auth`) every request carries ``Authorization: Bearer KEY``;
+``GET /health`` and ``GET /metrics`` (Prometheus) answer beside the API
+(:mod:`freebind.serve.ops`).
 
 The server is :mod:`freebind.serve.localhost`'s: loopback by default, ``Host``/``Origin``
 checks, the body limited while it streams, JSON errors — in OpenAI's shape, ``{"error":
@@ -41,8 +47,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from freebind.util.errors import FreebindError, MediaError, UsageError
-from freebind.serve.localhost import (ApiError, Guard, check_bind_host, json_app, read_json,
-                                      require_web_packages, run_guarded)
+from freebind.serve.localhost import (WEB_PACKAGES, ApiError, check_bind_host, json_app,
+                                      read_json, require_web_packages, run_guarded)
 
 DEFAULT_PORT = 8000
 DEFAULT_MAX_BODY = 25 * 1024 * 1024
@@ -56,7 +62,8 @@ _DATA_URL = re.compile(r"^data:(audio|image)/([A-Za-z0-9.+\-]+)(?:;[^,;]*)*;base
 
 
 #: the packages ``freebind api`` needs
-require_packages = partial(require_web_packages, "the embeddings endpoint", "api")
+require_packages = partial(require_web_packages, "the embeddings endpoint", "api",
+                           {**WEB_PACKAGES, "prometheus_client": "prometheus-client"})
 
 
 # --- requests ---------------------------------------------------------------------------
@@ -98,6 +105,17 @@ def _data_url(text: str, where: str) -> Item | None:
     return Item(modality, data=_b64(payload, where), suffix=_suffix(modality, fmt, where))
 
 
+TOKEN_IDS = ("token ids are not accepted; send the text itself (LangChain's "
+             "OpenAIEmbeddings sends token ids unless created with "
+             "check_embedding_ctx_length=False)")
+
+
+def _text(text: str, where: str) -> Item:
+    if not text.strip():
+        raise UsageError(f"{where}: the text is empty (OpenAI refuses empty inputs too)")
+    return Item("text", text=text)
+
+
 def parse_item(value: Any, i: int) -> Item:
     """One element of ``input`` (see the module's docstring); raises UsageError."""
     where = f"input[{i}]"
@@ -106,11 +124,11 @@ def parse_item(value: Any, i: int) -> Item:
             found = _data_url(value, where)
             if found is not None:
                 return found
-        return Item("text", text=value)
+        return _text(value, where)
     if isinstance(value, Mapping):
         kind = value.get("type")
         if kind == "text" and isinstance(value.get("text"), str):
-            return Item("text", text=value["text"])
+            return _text(value["text"], where)
         if kind == "image_url":
             url = value.get("image_url")
             url = url.get("url") if isinstance(url, Mapping) else url
@@ -135,7 +153,7 @@ def parse_item(value: Any, i: int) -> Item:
                          f"an input_audio or image_url part, or {{\"type\": \"audio\"|"
                          f"\"image\", \"data\": BASE64}}")
     if isinstance(value, (int, list)):
-        raise UsageError(f"{where}: token ids are not accepted; send the text itself")
+        raise UsageError(f"{where}: {TOKEN_IDS}")
     raise UsageError(f"{where}: expected a string or an object, got "
                      f"{type(value).__name__}")
 
@@ -148,7 +166,7 @@ def parse_inputs(raw: Any) -> list[Item]:
     if not raw:
         raise UsageError("input: the list is empty")
     if all(isinstance(x, int) and not isinstance(x, bool) for x in raw):
-        raise UsageError("input: token ids are not accepted; send the text itself")
+        raise UsageError(f"input: {TOKEN_IDS}")
     if len(raw) > MAX_INPUTS:
         raise UsageError(f"input: {len(raw)} inputs; at most {MAX_INPUTS} per request")
     return [parse_item(v, i) for i, v in enumerate(raw)]
@@ -174,17 +192,35 @@ def parse_factors(raw: Any) -> list[str]:
 # --- the service (no web framework: testable on its own) --------------------------------
 
 class EmbeddingService:
-    """A target served under a model id: ``embed(body) -> response dict``."""
+    """A target served under a model id: ``embed(body) -> response dict``.
 
-    def __init__(self, target, model: str | None = None, batch_size: int = 32):
+    Requests that arrive together are encoded together (:class:`~freebind.serve.batching.
+    Batcher`: ``window`` seconds, at most ``max_batch`` inputs; text and media in separate
+    lanes). ``metrics`` (a :class:`~freebind.serve.ops.Metrics`) counts batches and inputs.
+    Media are decoded under ``audio_limits`` (:mod:`freebind.data.audio_limits`)."""
+
+    def __init__(self, target, model: str | None = None, batch_size: int = 32,
+                 window: float = 0.005, max_batch: int = 64, metrics=None,
+                 audio_limits=None):
+        from freebind.data.audio_limits import AudioLimits
         from freebind.run.targets import open as open_target
+        from freebind.serve.batching import Batcher
 
         self.target = open_target(target) if isinstance(target, (str, os.PathLike)) \
             else target
         self.model = model or self.target.label
         self.batch_size = int(batch_size)
         self.created = int(time.time())
-        self._lock = threading.Lock()
+        self.metrics = metrics
+        self.audio_limits = audio_limits or AudioLimits(max_seconds=600.0)
+        self._views: dict = {}
+        self._views_lock = threading.Lock()
+        self._count_tokens = token_counter(self.target)
+        self.batcher = Batcher(self._run_batch, window=window, max_batch=max_batch,
+                               on_batch=None if metrics is None else metrics.batch.observe)
+
+    def close(self) -> None:
+        self.batcher.close()
 
     @property
     def presets(self) -> list[str]:
@@ -206,8 +242,8 @@ class EmbeddingService:
                              "modalities": list(self.target.modalities),
                              "preset": preset or self.target.preset}}
 
-    def _view(self, model: Any, factors: list[str], preset: Any):
-        """The encoder for a request: the target, or its bundle under other factors."""
+    def _view_key(self, model: Any, factors: list[str], preset: Any):
+        """``(factors, preset)`` of a request's encoder, or None for the target itself."""
         if not isinstance(model, str) or not model:
             raise UsageError("model: required (GET /v1/models lists the ids)")
         if model not in self.model_ids():
@@ -224,32 +260,61 @@ class EmbeddingService:
         if not self.target.is_bundle:
             raise UsageError(f"factors and presets apply to fused bundles; {self.model} is "
                              f"the plain space {self.target.name}")
-        return self.target.fused.with_factors(*factors, preset=preset)
+        key = (tuple(factors), preset)
+        self._view(key)          # resolve now: a bad factor is this request's 400
+        return key
+
+    def _view(self, key):
+        if key is None:
+            return None
+        with self._views_lock:
+            view = self._views.get(key)
+            if view is None:
+                view = self.target.fused.with_factors(*key[0], preset=key[1])
+                if len(self._views) >= 64:
+                    self._views.pop(next(iter(self._views)))
+                self._views[key] = view
+        return view
 
     def embed(self, body: Any) -> dict:
         """The response to a ``/v1/embeddings`` request body. Raises UsageError (400),
         LookupError (404: unknown model) or MediaError (400)."""
-        if not isinstance(body, Mapping):
-            raise UsageError("the request body is a JSON object")
-        fmt = body.get("encoding_format") or "float"
-        if fmt not in ("float", "base64"):
-            raise UsageError(f"encoding_format: 'float' or 'base64', not {fmt!r}")
-        dims = body.get("dimensions")
-        if dims is not None and dims != self.target.dim:
-            raise UsageError(f"dimensions: this space has {self.target.dim} dimensions and "
-                             f"cannot return {dims!r} (no shortening)")
-        view = self._view(body.get("model"), parse_factors(body.get("factors")),
-                          body.get("preset"))
-        items = parse_inputs(body.get("input"))
-        rows = self.encode(items, view)
+        with self.batcher.expect():
+            if not isinstance(body, Mapping):
+                raise UsageError("the request body is a JSON object")
+            fmt = body.get("encoding_format") or "float"
+            if fmt not in ("float", "base64"):
+                raise UsageError(f"encoding_format: 'float' or 'base64', not {fmt!r}")
+            dims = body.get("dimensions")
+            if dims is not None and dims != self.target.dim:
+                raise UsageError(f"dimensions: this space has {self.target.dim} dimensions "
+                                 f"and cannot return {dims!r} (no shortening)")
+            key = self._view_key(body.get("model"), parse_factors(body.get("factors")),
+                                 body.get("preset"))
+            items = parse_inputs(body.get("input"))
+            tokens = self.count_tokens(items)
+        rows = self.encode(items, key)
         data = [{"object": "embedding", "index": i,
                  "embedding": _b64_row(r) if fmt == "base64" else r.tolist()}
                 for i, r in enumerate(rows)]
         return {"object": "list", "data": data, "model": body["model"],
-                "usage": {"prompt_tokens": len(items), "total_tokens": len(items)}}
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
 
-    def encode(self, items: Sequence[Item], view=None) -> np.ndarray:
-        """``[len(items), dim]`` float32 rows, modalities grouped and put back in order."""
+    def count_tokens(self, items: Sequence[Item]) -> int:
+        """Tokens of the texts by the space's own tokenizer (where it has one; else one per
+        text), plus one per audio or image input."""
+        texts = [it.text for it in items if it.modality == "text"]
+        media = len(items) - len(texts)
+        if self._count_tokens is not None and texts:
+            try:
+                return int(self._count_tokens(texts)) + media
+            except Exception:  # noqa: BLE001  a tokenizer of another shape: count texts
+                self._count_tokens = None
+        return len(texts) + media
+
+    def encode(self, items: Sequence[Item], view_key=None) -> np.ndarray:
+        """``[len(items), dim]`` float32 rows, modalities grouped and put back in order;
+        encoded together with other requests' inputs of the same modality and factors."""
         mods = self.target.modalities
         for i, item in enumerate(items):
             if item.modality not in mods:
@@ -259,7 +324,7 @@ class EmbeddingService:
         groups: dict[str, list[int]] = {}
         for i, item in enumerate(items):
             groups.setdefault(item.modality, []).append(i)
-        with self._lock, tempfile.TemporaryDirectory(prefix="freebind-api-") as tmp:
+        with tempfile.TemporaryDirectory(prefix="freebind-api-") as tmp:
             for modality, idx in groups.items():
                 if modality == "text":
                     batch = [items[i].text for i in idx]
@@ -269,22 +334,61 @@ class EmbeddingService:
                         path = Path(tmp) / f"input{i}{items[i].suffix}"
                         path.write_bytes(items[i].data)
                         batch.append(str(path))
+                lane = "text" if modality == "text" else "media"
                 try:
-                    rows = self._encode(view, modality, batch)
+                    out[idx] = self.batcher.submit(lane, (modality, view_key), batch)
                 except MediaError as exc:
                     raise MediaError(_hide_paths(str(exc), tmp)) from None
-                out[idx] = rows
         return out
 
-    def _encode(self, view, modality: str, batch: list):
-        if view is None:
-            rows = self.target.encode(modality, batch, batch_size=self.batch_size)
-        else:
-            rows = view.encode(modality, batch, batch_size=self.batch_size,
-                               **self.target.space_options)
+    def _run_batch(self, key, batch: list) -> np.ndarray:
+        """One batch of one modality under one view (in a batcher's worker thread)."""
+        from freebind.data.audio_limits import bounded
+
+        modality, view_key = key
+        view = self._view(view_key)
+        with bounded(self.audio_limits):
+            if view is None:
+                rows = self.target.encode(modality, batch, batch_size=self.batch_size)
+            else:
+                rows = view.encode(modality, batch, batch_size=self.batch_size,
+                                   **self.target.space_options)
         if hasattr(rows, "detach"):
             rows = rows.detach().cpu().numpy()
+        if self.metrics is not None:
+            self.metrics.encoded(modality, len(batch))
         return np.asarray(rows, dtype=np.float32)
+
+
+def token_counter(target):
+    """``count(texts) -> int`` by the tokenizer of the target's text encoder, or None when
+    it has none (a plain callable tokenizer, a Hugging Face one, or the mini spaces')."""
+    try:
+        if target.is_bundle:
+            from freebind import spaces
+
+            refs = target.leaf_refs("text")
+            if not refs:
+                return None
+            space = spaces.get(refs[0], **target.space_options)
+        else:
+            space = target.space
+        tok = getattr(space, "tokenizer", None)
+        if tok is not None and not hasattr(tok, "ids") and callable(tok) \
+                and getattr(tok, "__self__", None) is space:
+            tok = tok()            # a method that loads the tokenizer
+    except Exception:  # noqa: BLE001  no tokenizer files: inputs are counted instead
+        return None
+    if tok is None:
+        return None
+    if hasattr(tok, "ids"):                      # freebind.mini's word tokenizer
+        return lambda texts: sum(len(tok.ids(t)) for t in texts)
+    if callable(tok):                            # a Hugging Face tokenizer
+        def count(texts):
+            enc = tok(list(texts), truncation=True)
+            return sum(len(ids) for ids in enc["input_ids"])
+        return count
+    return None
 
 
 def _b64_row(row: np.ndarray) -> str:
@@ -333,15 +437,38 @@ def create_app(service: EmbeddingService):
     @app.get("/")
     def root():
         return {"object": "freebind.serve.embeddings_api", "model": service.model,
-                "endpoints": ["POST /v1/embeddings", "GET /v1/models"]}
+                "endpoints": ["POST /v1/embeddings", "GET /v1/models", "GET /health",
+                              "GET /metrics"]}
 
     return app
 
 
+#: the routes /metrics labels (anything else is "other")
+ROUTES = ("/v1/embeddings", "/v1/models", "/v1/models/", "/")
+
+
 def guard(app, host: str = "127.0.0.1", allowed_hosts: Sequence[str] = (),
-          max_body: int = DEFAULT_MAX_BODY):
-    """``app`` behind :class:`freebind.serve.localhost.Guard`, its errors in OpenAI's shape."""
-    return OpenAIErrors(Guard(app, host=host, allowed_hosts=allowed_hosts, max_body=max_body))
+          max_body: int = DEFAULT_MAX_BODY, *, service: EmbeddingService | None = None,
+          keys: Sequence[str] = (), open_ops: bool = False):
+    """``app`` behind the Host/Origin guard, ``/health`` and ``/metrics``, and the API keys
+    (``Authorization: Bearer``; :func:`freebind.serve.ops.harden`), errors in OpenAI's
+    shape. ``service`` supplies the metrics (its own, else new ones) and the health."""
+    from freebind.serve.auth import KeyRing
+    from freebind.serve.ops import Metrics, harden
+
+    metrics = getattr(service, "metrics", None) or Metrics(ROUTES)
+    started = time.monotonic()
+
+    def health() -> dict:
+        out = {"status": "ok", "uptime_s": round(time.monotonic() - started, 1)}
+        if service is not None:
+            out.update(model=service.model, dimensions=service.target.dim,
+                       modalities=list(service.target.modalities))
+        return out
+
+    return OpenAIErrors(harden(app, metrics=metrics, health=health, ring=KeyRing(keys),
+                               mode="bearer", open_ops=open_ops, host=host,
+                               allowed_hosts=allowed_hosts, max_body=max_body))
 
 
 class OpenAIErrors:
@@ -396,13 +523,22 @@ def _openai_error(body: bytes, status: int) -> bytes:
 def serve(target, host: str = "127.0.0.1", port: int = DEFAULT_PORT, *,
           model: str | None = None, allowed_hosts: Sequence[str] = (),
           max_body: int = DEFAULT_MAX_BODY, batch_size: int = 32, head_timeout: float = 10.0,
-          log_level: str = "warning", on_start=None) -> None:
+          log_level: str = "warning", on_start=None, keys: Sequence[str] = (),
+          no_auth: bool = False, open_ops: bool = False, window: float = 0.005,
+          max_batch: int = 64, audio_limits=None) -> None:
     """Serve ``target`` (anything :func:`freebind.open` takes, or a Target) until
-    interrupted."""
+    interrupted. A non-loopback ``host`` needs ``keys`` unless ``no_auth``."""
+    from freebind.serve.auth import KeyRing, check_exposure
+    from freebind.serve.ops import Metrics
+
     require_packages()
     check_bind_host(host)
-    service = EmbeddingService(target, model=model, batch_size=batch_size)
-    app = guard(create_app(service), host, allowed_hosts, max_body)
+    check_exposure(host, KeyRing(keys), no_auth)
+    service = EmbeddingService(target, model=model, batch_size=batch_size, window=window,
+                               max_batch=max_batch, metrics=Metrics(ROUTES),
+                               audio_limits=audio_limits)
+    app = guard(create_app(service), host, allowed_hosts, max_body, service=service,
+                keys=keys, open_ops=open_ops)
     if on_start is not None:
         on_start(service)
     run_guarded(app, host, port, log_level=log_level, head_timeout=head_timeout)

@@ -41,7 +41,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from freebind.util.errors import FreebindError, UsageError
-from freebind.serve.localhost import (WEB_PACKAGES, ApiError, BodyTooLarge, Guard,
+from freebind.serve.localhost import (WEB_PACKAGES, ApiError, BodyTooLarge,
                                       check_bind_host, internal_error, json_app, json_error,
                                       read_json, require_web_packages, run_guarded)
 
@@ -68,7 +68,8 @@ _RANGE = re.compile(r"bytes=\s*(\d*)\s*-\s*(\d*)\s*((,\s*\d*\s*-\s*\d*\s*)*)")
 
 #: the packages ``freebind serve`` needs (uploads are multipart forms)
 require_packages = partial(require_web_packages, "serving", "search",
-                           {**WEB_PACKAGES, "python_multipart": "python-multipart"})
+                           {**WEB_PACKAGES, "python_multipart": "python-multipart",
+                            "prometheus_client": "prometheus-client"})
 
 
 class Uploads:
@@ -132,6 +133,7 @@ class ServerState:
     media_info: dict
     #: uploads waiting for the decode pool
     waiting: int = 0
+    metrics: Any = None
 
 
 def _server_state(index, max_upload: int, upload_dir: str | None, max_pixels: int,
@@ -163,10 +165,15 @@ def create_app(index, max_upload: int = DEFAULT_MAX_UPLOAD, upload_dir: str | No
                max_pixels: int = DEFAULT_MAX_PIXELS, max_seconds: float = DEFAULT_MAX_SECONDS,
                upload_budget: int = DEFAULT_UPLOAD_BUDGET,
                upload_ttl: float = DEFAULT_UPLOAD_TTL, decoders: int | None = None,
-               searchers: int | None = None):
-    """The ASGI application serving ``index`` (an :class:`Index`): a FastAPI app inside a
-    :class:`freebind.serve.localhost.Guard`. ``app.state`` holds ``index``, ``upload_dir``,
-    ``uploads``."""
+               searchers: int | None = None, keys: Iterable[str] = (),
+               open_ops: bool = False):
+    """The ASGI application serving ``index`` (an :class:`Index`): a FastAPI app behind
+    :func:`freebind.serve.ops.harden` (Host/Origin checks and body limits, ``/health`` and
+    ``/metrics``, and with ``keys`` a login: a session cookie, or a Bearer header).
+    ``app.state`` holds ``index``, ``upload_dir``, ``uploads``, ``metrics``."""
+    from freebind.serve.auth import KeyRing
+    from freebind.serve.ops import Metrics, harden
+
     require_packages()
     state = _server_state(index, max_upload, upload_dir, max_pixels, max_seconds,
                           upload_budget, upload_ttl, decoders, searchers)
@@ -180,10 +187,23 @@ def create_app(index, max_upload: int = DEFAULT_MAX_UPLOAD, upload_dir: str | No
     app.state.upload_dir = state.tmp
     app.state.index = index
     app.state.uploads = state.uploads
-    guard = Guard(app, host=host, allowed_hosts=allowed_hosts, max_body=MAX_JSON,
-                  limits={"/api/upload": max_upload + FORM_OVERHEAD})
+    app.state.metrics = state.metrics = Metrics(ROUTES)
+    started = time.monotonic()
+
+    def health() -> dict:
+        return {"status": "ok", "index": index.name, "items": len(index.items),
+                "uptime_s": round(time.monotonic() - started, 1)}
+
+    guard = harden(app, metrics=state.metrics, health=health, ring=KeyRing(keys),
+                   mode="session", open_ops=open_ops, host=host, allowed_hosts=allowed_hosts,
+                   max_body=MAX_JSON, limits={"/api/upload": max_upload + FORM_OVERHEAD})
     guard.state = app.state
     return guard
+
+
+#: the routes /metrics labels (anything else is "other")
+ROUTES = ("/", "/login", "/logout", "/static/", "/api/info", "/api/search", "/api/upload",
+          "/api/media/", "/api/thumb/")
 
 
 def _lifespan(state: ServerState):
@@ -305,6 +325,9 @@ def _add_upload_route(app, state: ServerState) -> None:
     async def upload(request: Request):
         path, name, modality, size = await _receive_upload(request, state)
         leaves = await _decode_upload(state, path, name, modality, size)
+        if state.metrics is not None:
+            state.metrics.encoded(modality, 1)
+            state.metrics.batch.observe(1)
         nbytes = sum(a.nbytes for mods in leaves.values() for a in mods.values())
         token = state.uploads.add({"leaves": leaves, "modality": modality, "name": name,
                                    "bytes": nbytes})
@@ -436,9 +459,12 @@ def _decode(index, modality: str, path: Path, name: str, max_pixels: int,
             max_seconds: float) -> dict:
     """Check the upload's size in pixels or seconds from its header, then decode and encode
     it (the base embeddings). Runs in the decode pool."""
+    from freebind.data.audio_limits import AudioLimits, bounded
+
     _check_media_size(modality, path, name, max_pixels, max_seconds)
     try:
-        return index._query_leaves(modality, [str(path)], index.table)
+        with bounded(AudioLimits(max_seconds=max_seconds)):
+            return index._query_leaves(modality, [str(path)], index.table)
     except UsageError as exc:
         msg = _scrub(str(exc).removeprefix("query: "), path.parent, str(path), name)
         msg = msg.removeprefix(f"{name}: ")
@@ -463,16 +489,19 @@ def _check_media_size(modality: str, path: Path, name: str, max_pixels: int,
             raise ApiError(413, f"upload {name!r}: {w}×{h} pixels ({w * h / 1e6:.1f} MP) is "
                                 f"over the limit of {max_pixels / 1e6:g} MP (--max-pixels)")
     elif modality == "audio":
-        try:
-            import soundfile as sf
+        from freebind.data.audio_limits import AudioLimits, probe
+        from freebind.util.errors import MediaError
 
-            info = sf.info(str(path))
+        try:
+            rate, channels, frames = probe(str(path))   # the header only
         except Exception:  # noqa: BLE001  undecodable: the decoder reports it
             return
-        seconds = info.frames / max(info.samplerate, 1)
-        if seconds > max_seconds:
-            raise ApiError(413, f"upload {name!r}: {seconds:.0f} s of audio is over the "
-                                f"limit of {max_seconds:g} s (--max-seconds)")
+        try:
+            AudioLimits(max_seconds=max_seconds).check(f"upload {name!r}", rate, channels,
+                                                       frames)
+        except MediaError as exc:
+            hint = " (--max-seconds)" if "s of audio" in str(exc) else ""
+            raise ApiError(413, f"{exc}{hint}") from None
 
 
 async def _save_upload(file, path: Path, limit: int) -> int:
@@ -643,16 +672,22 @@ def serve(index_dir: str | os.PathLike, host: str = "127.0.0.1", port: int = 876
           max_upload: int = DEFAULT_MAX_UPLOAD, space_options=None, log_level: str = "warning",
           on_start=None, allowed_hosts: Iterable[str] = (),
           max_pixels: int = DEFAULT_MAX_PIXELS, max_seconds: float = DEFAULT_MAX_SECONDS,
-          head_timeout: float = 10.0) -> None:
+          head_timeout: float = 10.0, keys: Iterable[str] = (), no_auth: bool = False,
+          open_ops: bool = False) -> None:
     """Load the index and run the server until interrupted (SIGINT/SIGTERM stop it
-    gracefully; the upload folder is removed)."""
+    gracefully; the upload folder is removed). A non-loopback ``host`` needs ``keys``
+    unless ``no_auth``."""
+    from freebind.serve.auth import KeyRing, check_exposure
+
     require_packages()
     from freebind.search import Index
 
     check_bind_host(host)
+    check_exposure(host, KeyRing(keys), no_auth)
     index = Index.load(index_dir, space_options=space_options)
     app = create_app(index, max_upload=max_upload, host=host, allowed_hosts=allowed_hosts,
-                     max_pixels=max_pixels, max_seconds=max_seconds)
+                     max_pixels=max_pixels, max_seconds=max_seconds, keys=keys,
+                     open_ops=open_ops)
     if on_start is not None:
         on_start(index)
     run_guarded(app, host, port, log_level=log_level, head_timeout=head_timeout,

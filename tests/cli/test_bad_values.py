@@ -30,6 +30,8 @@ NO_BAD_VALUE = {
     ("api", "--allowed-host"),
     # pools may be shard patterns ('shards/{000000..000099}.tar'): tested below by name
     ("build", "--audio"), ("build", "--image"), ("build", "--texts"),
+    # a brace pattern of shards: those missing are reported by the import (--allow-missing)
+    ("import", "--shards"),
     # a query file: the one-query rule is checked first (tests/cli/test_search_cli.py)
     ("search", "--audio"), ("search", "--image"),
 }
@@ -39,6 +41,7 @@ BY_FLAG = {
     "--hyper": [("bogus=1", USAGE), ("epochs=abc", USAGE), ("lr=-1", USAGE),
                 ("epochs=0", USAGE), ("noequals", USAGE)],
     "--space-option": [("noequals", USAGE)],
+    "--api-key": [("short", USAGE)],
     "--option": [("noequals", USAGE)],
     "--factor": [("zz=0.5", USAGE)],
     "--grid": [("a=1:0:x", USAGE)],

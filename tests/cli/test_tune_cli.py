@@ -104,8 +104,40 @@ def test_info_prints_tables_not_python_dicts(home):
     r = run("info", bundle)
     assert r.exit_code == 0, r.output
     assert "{'" not in r.stdout and "': " not in r.stdout
-    for title in ("presets", "recorded evaluation (%)", "tuning on audiocaps (%)"):
+    for title in ("presets", "recorded evaluation (%)", "tuned presets (%)"):
         assert title in r.stdout, r.stdout
     assert "t2a_R@1 100.0" in r.stdout          # the test base space is perfect here
     meta = json.loads(run("info", bundle, "--json").stdout)
     assert set(meta["evaluation"]) == {"audiocaps"} and "tuning" in meta
+
+
+def test_tune_says_what_it_replaced_and_info_shows_the_data(home):
+    """A coarse-only run over presets tuned with a grid replaces the same suite's presets and
+    says so, keeps another suite's; `info` names each preset's data and grid."""
+    from tests.evaluate.test_eval import make_esc50
+
+    make_audiocaps(home / "sets" / "audiocaps")
+    make_esc50(home / "sets" / "esc50")
+    bundle = make_bundle(home / "b.safetensors")
+    r = run("tune", bundle, "-s", "audiocaps", "-s", "esc50", "-d", home / "sets", "--grid",
+            "a=0,0.5,1", "-o", home / "o1")
+    assert r.exit_code == 0, r.output
+    assert "replaced" not in r.stdout
+    small = home / "small" / "audiocaps"
+    make_audiocaps(small, n=4)
+    r = run("tune", bundle, "-s", "audiocaps", "-d", small, "-o", home / "o2")
+    assert r.exit_code == 0, r.output
+    lines = r.stdout.splitlines()
+    at = lines.index("replaced 3 preset(s) stored before (--name PREFIX keeps both):")
+    replaced = sorted(line.split(":")[0].strip() for line in lines[at + 1:at + 4])
+    assert replaced == ["tuned-audiocaps-a2t", "tuned-audiocaps-t2a", "tuned-versatile"]
+    assert all("(was tuned on audiocaps, esc50, grid a)" in line for line in lines[at + 1:at + 4])
+    info = run("info", bundle).stdout
+    assert "tuned presets (%)" in info and "data the presets were tuned on" in info
+    assert "tuned-esc50" in info and "12 audio, 18 text" in info
+    assert "4 audio, 20 text" in info and str(small.resolve()) in info
+    assert "a 3" in info and "5 points" in info and "coarse only" in info
+    # the JSON summary says the same
+    summary = json.loads((home / "o2" / "tune.json").read_text())
+    assert sorted(summary["replaced"]) == replaced
+    assert summary["data"]["audiocaps"]["items"] == {"audio": 4, "text": 20}

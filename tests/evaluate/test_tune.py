@@ -79,7 +79,17 @@ def test_tune_end_to_end(home):
     for name in ("tuned-versatile", "tuned-audiocaps-t2a", "tuned-audiocaps-a2t", "tuned-esc50"):
         assert name in fused.presets, name
     assert fused.presets["tuned-versatile"] == res["versatile"]["overrides"]
-    assert fused.metadata["tuning"]["suites"] == ["audiocaps", "esc50"]
+    records = fused.metadata["tuning"]["presets"]
+    assert sorted(records["tuned-versatile"]["suites"]) == ["audiocaps", "esc50"]
+    esc = records["tuned-esc50"]["suites"]["esc50"]
+    # 6 tones × 2 clips; 6 classes × 3 prompt templates
+    assert esc["items"] == {"audio": 12, "text": 18} and esc["missing"] == 0
+    assert esc["data"] == str((home / "sets" / "esc50").resolve())
+    assert records["tuned-esc50"]["grid"] == {"a": [0.0, 0.25, 0.5, 0.75, 1.0],
+                                              "t": [0.0, 0.5, 1.0]}
+    assert records["tuned-esc50"]["chosen_for"] == "esc50:acc1"
+    assert records["tuned-esc50"]["weights"] == fused.weights_fingerprint \
+        == fused.metadata["weights_fingerprint"]
     calls = expert.calls
     recs = {x["dataset"]: x for x in evaluate([str(bundle)], ["audiocaps", "esc50"],
                                               [home / "sets"], preset="tuned-versatile")}
@@ -184,7 +194,7 @@ def test_tune_coarse_only_and_one_key_figures(home):
 
 
 def test_store_presets_is_atomic_and_checked(home):
-    from freebind.evaluate.runner import store_presets
+    from freebind.fusion.bundle import store_presets
     import freebind
 
     bundle = make_bundle(home / "b.safetensors")
@@ -192,11 +202,15 @@ def test_store_presets_is_atomic_and_checked(home):
     with pytest.raises(UsageError):
         store_presets(bundle, {"bad": ["zz.a=0.5"]})
     assert bundle.read_bytes() == before
-    store_presets(bundle, {"mine": ["a=0.2"]}, {"note": 1})
+    assert store_presets(bundle, {"mine": ["a=0.2"]}, {"mine": {"note": 1}}) == {}
     fused = freebind.load(bundle, preset="mine")
     assert fused.factors["b1"]["factors"]["audio"] == 0.2
-    assert fused.metadata["tuning"] == {"note": 1}
+    assert fused.metadata["tuning"] == {"format": 2, "presets": {"mine": {"note": 1}}}
     assert set(fused.presets) >= {"default", "versatile", "at-expertise", "mine"}
+    # replacing says what was there; a preset stored without a record drops the old one
+    assert store_presets(bundle, {"mine": ["a=0.3"]}) == {
+        "mine": {"factors": ["a=0.2"], "record": {"note": 1}}}
+    assert "tuning" not in freebind.load(bundle).metadata
 
 
 def test_presets_are_the_best_of_every_point_coarse_included():
@@ -247,3 +261,63 @@ def test_two_bond_bundle_presets_never_worse_than_a_coarse_row(home):
         assert p["metrics"][t] == max(r["metrics"][t] for r in rows)
     # the preset table reports presets that equal the best printed row
     assert result.presets["tuned-versatile"] == res["versatile"]["overrides"]
+
+
+def test_tune_merges_by_suite_and_records_the_data(home):
+    """A second run on one suite replaces that suite's presets (and the versatile one) and
+    returns what they were; another suite's presets keep their own record. The data
+    fingerprint follows what a suite lists, not where it lies."""
+    import shutil
+
+    import freebind
+    from freebind.evaluate.suites import load_suite
+    from freebind.evaluate.tuning import data_record
+
+    make_audiocaps(home / "sets" / "audiocaps")
+    make_esc50(home / "sets" / "esc50")
+    bundle = make_bundle(home / "b.safetensors")
+    first, res1 = tune(bundle, ["audiocaps", "esc50"], home / "sets", ["a=0:1:0.5"],
+                       out=home / "o1")
+    assert first.replaced == {}
+    before = freebind.load(bundle).metadata["tuning"]["presets"]
+    second, res2 = tune(bundle, ["audiocaps"], home / "sets", out=home / "o2")
+    assert sorted(second.replaced) == ["tuned-audiocaps-a2t", "tuned-audiocaps-t2a",
+                                       "tuned-versatile"]
+    for name, old in second.replaced.items():
+        assert old["factors"] == res1["presets"][name]
+        assert old["record"] == before[name]
+    meta = freebind.load(bundle).metadata
+    records = meta["tuning"]["presets"]
+    assert records["tuned-esc50"] == before["tuned-esc50"]          # kept, with its run's
+    assert meta["presets"]["tuned-esc50"] == res1["presets"]["tuned-esc50"]
+    assert records["tuned-audiocaps-t2a"]["grid"] == {} and \
+        list(records["tuned-audiocaps-t2a"]["suites"]) == ["audiocaps"]
+    assert records["tuned-esc50"]["grid"] == {"a": [0.0, 0.5, 1.0]}
+    assert records["tuned-audiocaps-t2a"]["points"] == len(res2["coarse"]) == 2
+    assert sorted(res2["replaced"]) == sorted(second.replaced)
+
+    def fp(folder):
+        return data_record(load_suite("audiocaps", folder))
+
+    shutil.copytree(home / "sets" / "audiocaps", home / "moved")
+    make_audiocaps(home / "small", n=4)
+    assert fp(home / "moved")["fingerprint"] == fp(home / "sets" / "audiocaps")["fingerprint"]
+    assert fp(home / "small")["fingerprint"] != fp(home / "moved")["fingerprint"]
+    assert fp(home / "small")["items"] == {"audio": 4, "text": 20}
+    rec = records["tuned-audiocaps-t2a"]["suites"]["audiocaps"]
+    assert rec == fp(Path(rec["data"])) and rec["items"] == {"audio": 6, "text": 30}
+
+
+def test_legacy_tuning_record_is_read_per_preset():
+    from freebind.fusion.bundle import tuning_records
+
+    legacy = {"tuning": {"suites": ["audiocaps", "esc50"], "grid": {"a": [0, 1]},
+                         "coarse_choice": [], "base": {"esc50:acc1": 0.5},
+                         "presets": {"tuned-versatile": ["a=1"], "tuned-esc50": ["a=0"]},
+                         "best": {"esc50:acc1": 0.9, "audiocaps:t2a_R@1": 0.4},
+                         "versatile": {"esc50:acc1": 0.8}}}
+    got = tuning_records(legacy)
+    assert got["tuned-esc50"]["scores"] == {"esc50:acc1": 0.9}
+    assert got["tuned-versatile"]["scores"] == {"esc50:acc1": 0.8}
+    assert got["tuned-esc50"]["suites"] == {"audiocaps": {}, "esc50": {}}
+    assert got["tuned-esc50"]["legacy"] is True and got["tuned-esc50"]["grid"] == {"a": [0, 1]}

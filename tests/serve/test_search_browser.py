@@ -27,7 +27,12 @@ pytestmark = pytest.mark.skipif(not (CHROMIUM and DRIVER),
                                 reason="needs Debian's chromium and chromium-driver")
 
 
+KEY = "browser-test-key-" + "k" * 20
+
+
 def start_server(index_dir: Path, port: int, env=None) -> subprocess.Popen:
+    """`freebind serve` on ``port``, waited for (with FREEBIND_API_KEY in ``env``, the wait
+    sends it as a Bearer header)."""
     proc = subprocess.Popen([sys.executable, "-m", "freebind_cli.main", "serve", str(index_dir),
                              "--port", str(port)], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
@@ -36,7 +41,10 @@ def start_server(index_dir: Path, port: int, env=None) -> subprocess.Popen:
         if proc.poll() is not None:
             raise AssertionError(f"serve exited: {proc.stdout.read()}")
         try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/api/info", timeout=1)
+            key = (env or {}).get("FREEBIND_API_KEY")
+            urllib.request.urlopen(urllib.request.Request(
+                f"http://127.0.0.1:{port}/api/info",
+                headers={"Authorization": f"Bearer {key}"} if key else {}), timeout=1)
             return proc
         except OSError:
             time.sleep(0.2)
@@ -85,13 +93,29 @@ def tab(driver, modality):
     driver.find_element(By.CSS_SELECTOR, f'#tabs .tab[data-modality="{modality}"]').click()
 
 
-def drive(url: str, query: str, upload: Path, shots: Path, slider: str = "f-b2-audio") -> dict:
-    """Every part of the page, as a person would use it. Returns what was seen."""
+def sign_in(driver, url: str, key: str, wait) -> None:
+    """The login form, as a person fills it in."""
+    if not driver.current_url.endswith("/login"):
+        driver.get(url.rstrip("/") + "/login")
+    driver.find_element(By.ID, "key").send_keys(key)
+    driver.find_element(By.ID, "sign-in").click()
+    wait.until(lambda d: not d.current_url.endswith("/login"))
+
+
+def drive(url: str, query: str, upload: Path, shots: Path, slider: str = "f-b2-audio",
+          key: str | None = None) -> dict:
+    """Every part of the page, as a person would use it (signing in first with ``key``).
+    Returns what was seen."""
     seen = {}
     driver = chrome()
     wait = WebDriverWait(driver, 30)
     try:
         driver.get(url)
+        if key is not None:
+            seen["login_url"] = driver.current_url
+            sign_in(driver, url, key, wait)
+            seen["cookie_http_only"] = [c.get("httpOnly") for c in driver.get_cookies()]
+            seen["cookie_in_js"] = js(driver, "return document.cookie")
         ready(driver, wait)
         seen["empty"] = driver.find_element(By.ID, "empty").is_displayed()
         seen["examples"] = js(driver, "return document.querySelectorAll('#examples button')"
@@ -196,6 +220,8 @@ def drive(url: str, query: str, upload: Path, shots: Path, slider: str = "f-b2-a
     # the phone: controls folded, two columns
     driver = chrome(390, 844, mobile=True)
     try:
+        if key is not None:
+            sign_in(driver, url, key, WebDriverWait(driver, 30))
         driver.get(url + "?q=" + query.replace(" ", "+") + "&m=image")
         ready(driver, wait := WebDriverWait(driver, 30))
         wait.until(lambda d: len(card_ids(d)) > 0)
@@ -214,14 +240,20 @@ def drive(url: str, query: str, upload: Path, shots: Path, slider: str = "f-b2-a
 def test_page_in_chromium(tmp_path):
     index_dir = make_index(tmp_path)
     port = free_port()
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    env = {**os.environ, "FREEBIND_API_KEY": KEY,
+           "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[2]),
+                                          os.environ.get("PYTHONPATH", "")])}
     proc = start_server(index_dir, port, env)
     try:
         wav = sorted((tmp_path / "pools" / "audio").glob("*.wav"))[5]
-        seen = drive(f"http://127.0.0.1:{port}/", "a loud dog barks", wav, tmp_path)
+        seen = drive(f"http://127.0.0.1:{port}/", "a loud dog barks", wav, tmp_path,
+                     key=KEY)
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+    # signed in once: the page came from /login, the session cookie is HttpOnly
+    assert seen["login_url"].endswith("/login")
+    assert seen["cookie_http_only"] == [True] and seen["cookie_in_js"] == ""
     # empty state, favicon, tabs with counts, sliders in words
     assert seen["empty"] and seen["examples"] >= 3
     assert seen["favicon"].endswith("/static/favicon.svg")

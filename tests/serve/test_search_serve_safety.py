@@ -314,10 +314,20 @@ def test_host_checks_in_the_cli(monkeypatch, world):
     assert r.exit_code != 0 and "--host" in r.output and not calls
     r = CliRunner().invoke(app, ["serve", str(index_dir), "--host", "127.0.0.2"])
     assert r.exit_code == 0 and "warning" not in r.output
+    n = len(calls)
     r = CliRunner().invoke(app, ["serve", str(index_dir), "--host", "0.0.0.0",
                                  "--allowed-host", "box.lan"])
-    assert r.exit_code == 0 and "warning" in r.output
-    assert calls[-1]["allowed_hosts"] == ["box.lan"]
+    assert r.exit_code != 0 and "needs an API key" in r.output and "--no-auth" in r.output
+    assert len(calls) == n and "Traceback" not in r.output
+    r = CliRunner().invoke(app, ["serve", str(index_dir), "--host", "0.0.0.0",
+                                 "--allowed-host", "box.lan", "--no-auth"])
+    assert r.exit_code == 0 and "warning" in r.output and "--no-auth" in r.output
+    assert calls[-1]["allowed_hosts"] == ["box.lan"] and calls[-1]["keys"] == []
+    key = "k" * 24
+    r = CliRunner().invoke(app, ["serve", str(index_dir), "--host", "0.0.0.0",
+                                 "--api-key", key])
+    assert r.exit_code == 0 and "warning" not in r.output and key not in r.output
+    assert calls[-1]["keys"] == [key] and calls[-1]["no_auth"] is False
 
 
 @pytest.mark.slow

@@ -22,6 +22,7 @@
 
   async function api(path, options) {
     const res = await fetch(path, options);
+    if (res.status === 401) { window.location.assign("/login"); }  // the session ended
     let body = null;
     try { body = await res.json(); } catch (e) { body = { error: res.statusText }; }
     if (!res.ok) throw new Error(body.error || res.statusText);

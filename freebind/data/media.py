@@ -8,6 +8,7 @@ failure raises :class:`freebind.util.errors.MediaError` naming the file and the 
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from fractions import Fraction
 from pathlib import Path
 from typing import Iterable
@@ -107,6 +108,86 @@ def load_audio(path: str | os.PathLike, rate: int, mono: bool = True,
         wave = np.asarray(resampler(wave, int(src_rate), rate), dtype=np.float32)
     wave = wave.astype(np.float32, copy=False)
     return wave[..., skip:skip + length] if skip else wave
+
+
+class AudioFile:
+    """An open audio file whose header passed the current limits
+    (:func:`freebind.data.audio_limits.current`): ``rate``, ``channels``, ``frames`` (None
+    when the header does not know) and readers of the frames a space uses, so a space that
+    needs a few clips never decodes the rest. Every read is float32, mono (the channels'
+    mean) or ``[channels, frames]``, checked for NaN and infinities; decoding errors are
+    MediaErrors naming the file. Made by :func:`open_audio`."""
+
+    def __init__(self, handle, where, mono: bool):
+        from freebind.data.audio_limits import current
+
+        self._f, self.where, self.mono = handle, where, mono
+        self.limits = current()
+        self.rate, self.channels = int(handle.samplerate), int(handle.channels)
+        frames = int(handle.frames)
+        self.frames = frames if 0 < frames < 1 << 62 else None
+        self.limits.check(where, self.rate, self.channels, self.frames)
+        self.held = 0   # frames × channels kept by :meth:`read` so far
+
+    def read(self, start: int, count: int) -> np.ndarray:
+        """``count`` frames from ``start`` (seeking there; fewer when the file ends first).
+        The samples of all reads of this file together are held to the limits'
+        ``max_samples``."""
+        from freebind.data.audio_limits import read_frames
+
+        kept = 1 if self.mono else self.channels
+        self.held += count * kept
+        self.limits.check_samples(self.where, self.held // kept, kept)
+        return self._checked(lambda: read_frames(self._f, start, count, self.mono))
+
+    def blocks(self, start: int = 0):
+        """The frames from ``start`` to the end, :data:`~freebind.data.audio_limits.BLOCK`
+        at a time (one block held at once: not counted against ``max_samples``; the header's
+        length is within ``max_seconds``)."""
+        from freebind.data.audio_limits import BLOCK, read_frames
+
+        if self.frames is None:
+            raise MediaError(f"{self.where}: the audio header gives no length")
+        at = start          # seek once, then read on
+        while at < self.frames:
+            block = self._checked(lambda: read_frames(self._f, start if at == start else 0,
+                                                      min(BLOCK, self.frames - at), self.mono))
+            if block.shape[-1] == 0:
+                return
+            yield block
+            at += block.shape[-1]
+
+    def _checked(self, read) -> np.ndarray:
+        try:
+            wave = read()
+        except MediaError:
+            raise
+        except Exception as exc:  # soundfile raises several types; all mean "cannot decode"
+            raise MediaError(f"{self.where}: cannot decode audio ({first_line(exc)})") from None
+        if not np.isfinite(wave).all():
+            raise MediaError(f"{self.where}: audio contains NaN or infinite samples")
+        return wave
+
+
+@contextmanager
+def open_audio(path: str | os.PathLike, mono: bool = True):
+    """``with open_audio(path) as f``: an :class:`AudioFile` (header checked against the
+    limits before any sample is decoded; a truncated WAV refused as :func:`load_audio`
+    does)."""
+    short = wav_shortfall(path)
+    if short is not None:
+        raise MediaError(f"{path}: truncated WAV: the header promises {short[0]} bytes of "
+                         f"samples, the file holds {short[1]}")
+    import soundfile as sf
+
+    try:
+        handle = sf.SoundFile(_source(path))
+    except Exception as exc:
+        raise MediaError(f"{path}: cannot decode audio ({first_line(exc)})") from None
+    try:
+        yield AudioFile(handle, path, mono)
+    finally:
+        handle.close()
 
 
 def wav_shortfall(path: str | os.PathLike) -> tuple[int, int] | None:
@@ -326,3 +407,13 @@ def _load_npy(path) -> np.ndarray:
     if not isinstance(arr, np.ndarray) or not np.issubdtype(arr.dtype, np.number):
         raise MediaError(f"{path}: not a numeric array")
     return arr
+
+
+# --- 3D point clouds and meshes (freebind.data.points) ---------------------------------------
+
+def load_points(path: str | os.PathLike, n_points: int) -> np.ndarray:
+    """A point cloud or mesh as float32 ``[n_points, 6]`` (xyz in the unit sphere, rgb in
+    [0, 1]); see :func:`freebind.data.points.load_points`."""
+    from freebind.data.points import load_points as _load_points
+
+    return _load_points(path, n_points)

@@ -149,6 +149,7 @@ def resolve(ref: str | HubRef, *, refresh: bool = False) -> Path:
         try:
             return Path(lib.hf_hub_download(**kwargs, local_files_only=True))
         except errors.LocalEntryNotFoundError:
+            _refuse_model_repo(lib, hub)
             if offline():
                 raise SpaceError(f"{where} is not in the Hugging Face cache ({hub_cache()}) "
                                  f"and downloads are off (HF_HUB_OFFLINE/FREEBIND_OFFLINE); "
@@ -166,12 +167,28 @@ def resolve(ref: str | HubRef, *, refresh: bool = False) -> Path:
                          f"name needs a revision first: {PREFIX}{hub.repo_id}@main@PRESET)"
                          ) from None
     except errors.EntryNotFoundError:
+        _refuse_model_repo(lib, hub, online=True)
         raise SpaceError(f"{where}: the repository has no such file") from None
     except errors.LocalEntryNotFoundError as exc:
         raise SpaceError(f"{where}: not cached and the Hub cannot be reached "
                          f"({first_line(exc)})") from None
     except (errors.HfHubHTTPError, OSError, ValueError) as exc:
         raise SpaceError(f"{where}: download failed ({first_line(exc)})") from None
+
+
+def _refuse_model_repo(lib, hub: HubRef, online: bool = False) -> None:
+    """A repository holding a transformers model (its config.json cached, or found on the
+    Hub when ``online``) is not a bundle: say so and name the reference that binds it
+    (``transformers:ORG/NAME``)."""
+    try:
+        lib.hf_hub_download(repo_id=hub.repo_id, filename="config.json",
+                            revision=hub.revision or DEFAULT_REVISION,
+                            cache_dir=str(hub_cache()), local_files_only=not online)
+    except Exception:  # not cached: nothing known about the repository
+        return
+    raise SpaceError(f"{PREFIX}{hub.repo_id} is a transformers model repository (config.json, "
+                     f"no {hub.filename}), not a freebind bundle; bind the model as "
+                     f"transformers:{hub.repo_id}")
 
 
 def split(ref: str) -> tuple[str, str | None]:

@@ -222,6 +222,10 @@ def _collect(paths: Sequence, texts, as_modality: str | None, columns=None,
                 problems.append({"path": str(p), "reason": "no text in the file"})
     if texts is not None:
         out["text"] += _text_lines(texts, None)
+    if out.get("point"):
+        from freebind.data.points import require_mesh_reader
+
+        require_mesh_reader(src for src, _ in out["point"])   # before any work
     return {m: v for m, v in out.items() if v}
 
 

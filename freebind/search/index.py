@@ -47,7 +47,7 @@ EXACT_CELLS = 125_000_000
 #: Score cells (items x queries) one block of ``search_many`` holds: 64 M float32 cells,
 #: 256 MiB (``search --texts`` with many queries runs block after block).
 SCORE_CELLS = 1 << 26
-QUERY_MODALITIES = ("text", "audio", "image", "video", "depth", "thermal", "imu")
+QUERY_MODALITIES = ("text", "audio", "image", "video", "depth", "thermal", "imu", "point")
 
 
 class IndexError_(FreebindError):  # noqa: N801  (IndexError is a builtin)

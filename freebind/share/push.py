@@ -19,15 +19,6 @@ from pathlib import Path
 from freebind.util.errors import UsageError
 from freebind.util.text import first_line
 
-#: licences of the spaces' weights, by family (what their publishers state)
-FAMILY_LICENSES = {
-    "imagebind": "CC-BY-NC-4.0",
-    "internvl": "MIT",
-    "clap": "CC0-1.0",
-    "open_clip": "MIT",
-    "minilm": "Apache-2.0",
-    "mini": "MIT",
-}
 REPO_FILE = "fused.safetensors"
 
 
@@ -58,16 +49,24 @@ def _table(header: list[str], rows: list[list]) -> list[str]:
     return out
 
 
-def _licence(meta: dict) -> str:
-    return FAMILY_LICENSES.get(str(meta.get("family", "")), "see the space's publisher")
+def _licence(ref: str, meta: dict) -> str:
+    """The licence of a space's weights (:mod:`freebind.spaces.licences`: its registry
+    entry, else its family; ``unknown`` when neither says, never MIT by default)."""
+    from freebind.spaces.licences import licence_of_ref
+
+    return licence_of_ref(ref, str(meta.get("family", "")))
 
 
 def card_license(spaces: dict) -> str:
     """The card's ``license``: the most restrictive of the spaces' (non-commercial wins),
-    ``mit`` otherwise (freebind's own)."""
-    found = {_licence(m) for m in spaces.values()}
-    if "CC-BY-NC-4.0" in found:
+    ``other`` when a space's licence is unknown, ``mit`` (freebind's own) otherwise."""
+    from freebind.spaces.licences import UNKNOWN, is_non_commercial
+
+    found = {_licence(r, m) for r, m in spaces.items()}
+    if any(is_non_commercial(x) for x in found):
         return "cc-by-nc-4.0"
+    if UNKNOWN in found:
+        return "other"
     return "mit"
 
 
@@ -115,7 +114,7 @@ def model_card(meta: dict, repo_id: str, *, license: str | None = None) -> str: 
              "reference (`freebind download REF` fetches real weights ahead of time).", "",
              *_table(["space", "family", "dim", "modalities", "licence", "fingerprint"],
                      [[f"`{r}`", m.get("family", ""), m.get("dim", ""),
-                       ", ".join(m.get("modalities", [])), _licence(m),
+                       ", ".join(m.get("modalities", [])), _licence(r, m),
                        f"`{m.get('fingerprint', '-')}`"] for r, m in sorted(spaces.items())]),
              "", "## Bonds and presets", "",
              *_table(["bond", "kind", "experts", "factors", "route"], _bond_rows(graph)), "",

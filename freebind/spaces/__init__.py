@@ -4,6 +4,13 @@
 References are aliases (``IB``, ``CLAP``, ``mini:bind``) or prefixed specs handled by a family
 resolver (``open_clip:ViT-B-32/laion2b_s34b_b79k``, ``clap:/path/to/ckpt.pt``). Heavy encoder
 libraries are imported only when a space is loaded.
+
+Plugins: an installed distribution declaring an entry point in the group
+:data:`PLUGIN_GROUP` (``freebind.spaces``) registers a family with no change to freebind.
+The entry point's name is the prefix, its value a resolver ``resolve(spec, ref) ->
+SpaceInfo`` (static: modalities, dim, loader, fetcher, licence; no weights) or an object with
+such a ``resolve`` and an optional ``EXAMPLE``. It is imported only when a reference with
+its prefix is first resolved; a built-in prefix is never replaced by a plugin.
 """
 
 from __future__ import annotations
@@ -18,8 +25,11 @@ from freebind.spaces.protocol import Space, SpaceInfo, _resolve
 from freebind.util.vocab import ALL_MODALITIES, POOL_MODALITIES
 
 __all__ = ["Space", "SpaceInfo", "get", "info", "list", "names", "register",
-           "register_family", "suggest", "is_known", "prefetch", "ALL_MODALITIES",
-           "POOL_MODALITIES"]
+           "register_family", "suggest", "is_known", "prefetch", "prefixes", "plugins",
+           "ALL_MODALITIES", "POOL_MODALITIES", "PLUGIN_GROUP"]
+
+#: the entry-point group through which installed packages register families
+PLUGIN_GROUP = "freebind.spaces"
 
 _SPACES: dict[str, SpaceInfo] = {}
 _ALIASES: dict[str, str] = {}
@@ -27,6 +37,8 @@ _ALIASES: dict[str, str] = {}
 #: "module:function"; example; fetcher put on the entries it resolves)
 _FAMILIES: dict[str, tuple[Callable[[str, str], SpaceInfo] | str, str, object]] = {}
 _LOADED: dict[tuple, Space] = {}
+#: prefix -> (distribution, entry point value) of every family a plugin registered
+_PLUGINS: dict[str, tuple[str, str]] = {}
 _catalog_loaded = False
 _catalog_ready = False
 # the catalog and loaded spaces are filled on first use, possibly from several threads
@@ -66,7 +78,61 @@ def _ensure_catalog() -> None:
                 register(space)
         for prefix, resolver, example, fetcher in catalog.FAMILIES:
             _FAMILIES.setdefault(prefix, (resolver, example, fetcher))
+        _load_plugins()
         _catalog_ready = True
+
+
+def _load_plugins() -> None:
+    """Register the families installed packages declare in :data:`PLUGIN_GROUP` (nothing
+    of theirs is imported here)."""
+    from importlib.metadata import entry_points
+
+    try:
+        found = entry_points(group=PLUGIN_GROUP)
+    except Exception:  # a broken distribution's metadata must not break the registry
+        return
+    for ep in found:
+        if ep.name in _FAMILIES:
+            continue  # built-in (or registered in code) prefixes are never replaced
+        dist = getattr(getattr(ep, "dist", None), "name", None) or "an installed package"
+        _PLUGINS[ep.name] = (dist, ep.value)
+        _FAMILIES[ep.name] = (_plugin_resolver(ep, dist), f"{ep.name}:SPEC", None)
+
+
+def _plugin_resolver(ep, dist: str) -> Callable[[str, str], SpaceInfo]:
+    """``resolve(spec, ref)`` of a plugin family: its entry point, imported on first use;
+    a plugin that cannot be imported or returns no SpaceInfo is one SpaceError line."""
+    where = f"plugin family {ep.name!r} ({dist}, entry point {ep.value})"
+
+    def resolve(spec: str, ref: str) -> SpaceInfo:
+        try:
+            target = ep.load()
+        except Exception as exc:
+            raise SpaceError(f"{ref}: {where} cannot be imported ({type(exc).__name__}: "
+                             f"{str(exc).strip()[:160]})") from None
+        fn = getattr(target, "resolve", target)
+        if not callable(fn):
+            raise SpaceError(f"{ref}: {where} is neither a resolver nor has a resolve()")
+        found = fn(spec, ref)
+        if not isinstance(found, SpaceInfo):
+            raise SpaceError(f"{ref}: {where} returned {type(found).__name__}, not a "
+                             f"SpaceInfo")
+        return found
+
+    return resolve
+
+
+def prefixes() -> list[tuple[str, str, str]]:
+    """``(prefix, example, source)`` of every family: ``built-in`` or the plugin's
+    distribution."""
+    _ensure_catalog()
+    return [(p, ex, _PLUGINS.get(p, ("built-in",))[0]) for p, (_, ex, _) in _FAMILIES.items()]
+
+
+def plugins() -> dict[str, tuple[str, str]]:
+    """``{prefix: (distribution, entry point value)}`` of the families plugins registered."""
+    _ensure_catalog()
+    return dict(_PLUGINS)
 
 
 def _family_of(ref: str) -> tuple[str, str] | None:

@@ -18,6 +18,9 @@
   ``[channels, samples]`` clip); 128-bin fbank padded or cut to
   204 frames; normalised with mean −4.268 and std 9.138. Clips shorter than 2 s (short files)
   are zero-padded in the mel domain, as upstream.
+* :func:`imagebind_audio_file` — the same input read from a file's clips alone (seeking:
+  only the input frames whose resampling gives the clips, :func:`sinc_window`), bit-identical
+  to :func:`imagebind_audio` of the whole file resampled.
 * :func:`htk_mel_db` — the log mel spectrogram LAION-CLAP's fusion models take
   (torchaudio ``MelSpectrogram``: centred reflect-padded STFT, periodic Hann window, power 2,
   HTK mel scale without norm, then ``AmplitudeToDB`` = 10·log10(max(x, 1e-10))).
@@ -28,7 +31,8 @@
   at their centre (non-fusion) or, for fusion models, represented by the whole clip squeezed
   to 10 s plus three 10 s chunks taken at the *middle* of the front, middle and back thirds
   of the possible starts (the reference picks them at random; freebind never does, so
-  embeddings are reproducible).
+  embeddings are reproducible). :func:`clap_centre` reads only the frames of a non-fusion
+  model's centre 10 s.
 """
 
 from __future__ import annotations
@@ -182,9 +186,16 @@ def imagebind_audio(wave: np.ndarray) -> torch.Tensor:
     signal = torch.as_tensor(np.asarray(wave, dtype=np.float32)).clone()
     if signal.dim() == 1:
         signal = signal[None]
+    # views: the in-place shifts in imagebind_clip_features reach the shared signal
+    return imagebind_clip_features([signal[:, a:b]
+                                    for a, b in imagebind_clip_bounds(signal.shape[1])])
+
+
+def imagebind_clip_features(clips: list) -> torch.Tensor:
+    """``[len(clips), 1, 128, 204]`` from the clips' 16 kHz signals ``[channels, samples]``
+    (each clip's mean removed in place, then the fbank of its first channel)."""
     out = []
-    for a, b in imagebind_clip_bounds(signal.shape[1]):
-        clip = signal[:, a:b]  # a view: the in-place shift below reaches the shared signal
+    for clip in clips:
         if clip.numel():
             clip -= clip.mean()
         fbank = kaldi_fbank(clip[0]).T  # [mel, frames]
@@ -320,3 +331,116 @@ def clap_inputs(wave: np.ndarray, fusion: bool, cfg: dict = CLAP_AUDIO_CFG,
 
 def seconds(n_samples: int, rate: int) -> float:
     return n_samples / rate if rate else math.nan
+
+
+# --- reading only the frames a space uses ---------------------------------------------------
+def _sinc_half(orig: int, new: int, zero_crossings: int = 6, rolloff: float = 0.99) -> int:
+    """:func:`sinc_resample`'s kernel reach, in input frames either side (0: same rate)."""
+    if orig == new:
+        return 0
+    return int(math.ceil(zero_crossings * orig / (min(orig, new) * rolloff)))
+
+
+#: the fewest input frames :func:`sinc_window` reads (see there)
+SINC_MIN_FRAMES = 1 << 15
+
+
+def sinc_window(frames: int, src_rate: int, dst_rate: int, first: int,
+                stop: int) -> tuple[int, int, int]:
+    """``(start, count, skip)``: :func:`sinc_resample` of input frames ``[start, start +
+    count)`` gives, from its output sample ``skip`` on, output samples ``first..stop`` of the
+    whole ``frames`` resampled, with the same numbers: ``start`` is a multiple of the reduced
+    rate ratio's input step (the kernels' phases match) and the window holds every input
+    sample (or the file's edge) those outputs' kernels reach, and one frame more.
+
+    The window is at least :data:`SINC_MIN_FRAMES` long (or the whole file): PyTorch runs a
+    one-row convolution of at most 20,480 samples on another kernel than a longer one, and
+    the two round float32 differently (1 ulp, which the log of a band emptied by upsampling
+    turns into 1e-4)."""
+    g = math.gcd(int(src_rate), int(dst_rate))
+    orig, new = int(src_rate) // g, int(dst_rate) // g
+    half = _sinc_half(orig, new)
+    start = max(0, ((first // new) * orig - half) // orig * orig)
+    end = min(frames, ((stop - 1) // new) * orig + half + orig + 1)
+    if end - start < SINC_MIN_FRAMES:
+        end = min(frames, start + SINC_MIN_FRAMES)
+        start = max(0, (end - SINC_MIN_FRAMES) // orig * orig)
+    return start, end - start, first - (start // orig) * new
+
+
+def imagebind_audio_file(path) -> torch.Tensor:
+    """:func:`imagebind_audio` of a file, decoding only its three 2 s clips: the header's
+    length gives the 16 kHz length the sampler sees, then each clip's :func:`sinc_window` is
+    read (seeking) and resampled. Files whose clips overlap (under 8 s), whose header does
+    not know its length, or that hold fewer frames than the header says are decoded whole
+    (within the limits), as before: the result is the same either way."""
+    from freebind.data import media
+
+    with media.open_audio(path, mono=False) as f:
+        clips = _imagebind_clips(f)
+    if clips is None:
+        return imagebind_audio(media.load_audio(path, IB_RATE, mono=False,
+                                                resampler=sinc_resample))
+    return imagebind_clip_features(clips)
+
+
+def _imagebind_clips(f) -> list | None:
+    if f.frames is None:
+        return None
+    g = math.gcd(f.rate, IB_RATE)
+    n = int(math.ceil(IB_RATE // g * f.frames / (f.rate // g)))   # sinc_resample's length
+    bounds = imagebind_clip_bounds(n)
+    if any(b0[1] > b1[0] for b0, b1 in zip(bounds, bounds[1:])):
+        return None                       # overlapping clips share their mean shifts
+    clips = []
+    for a, b in bounds:
+        start, count, skip = sinc_window(f.frames, f.rate, IB_RATE, a, b)
+        wave = f.read(start, count)
+        if wave.shape[-1] < count:
+            return None                   # the file is shorter than its header
+        clips.append(torch.from_numpy(sinc_resample(wave, f.rate, IB_RATE))[:, skip:skip + b - a])
+    return clips
+
+
+def clap_centre(f, rate: int = CLAP_RATE, length: int = CLAP_MAX_SAMPLES) -> np.ndarray | None:
+    """The centre ``length`` samples at ``rate`` of an open file
+    (:class:`freebind.data.media.AudioFile`, mono) that :func:`soxr_resample` of the whole
+    file gives — what :func:`clap_inputs` keeps of a long file for a non-fusion model — or
+    None when the file is not longer (or its length is unknown, or it holds fewer frames than
+    its header says). At ``rate`` itself only those frames are read (seeking); at another
+    rate the file is streamed through soxr from its start to the window's end, one block
+    held at a time (soxr's output does not depend on how its input is fed, but does on where
+    it starts, so the frames before the window are decoded, not kept)."""
+    if f.frames is None:
+        return None
+    n = f.frames if f.rate == rate else int(np.ceil(f.frames * (float(rate) / f.rate)))
+    if n <= length:
+        return None
+    first = (n - length) // 2
+    if f.rate == rate:
+        wave = f.read(first, length)
+        return wave if wave.shape[-1] == length else None
+    from freebind.spaces import compat
+
+    soxr = compat.require("soxr", "clap")
+    stream = soxr.ResampleStream(f.rate, rate, 1, dtype="float32", quality="soxr_hq")
+    out = np.zeros(length, dtype=np.float32)       # soxr_resample pads a short output
+    made = read = 0
+    for block in f.blocks(0):
+        read += block.shape[-1]
+        made = _keep(stream.resample_chunk(block, last=False), made, first, out)
+        if made >= first + length:
+            return out
+    if read < f.frames:
+        return None
+    _keep(stream.resample_chunk(np.zeros(0, dtype=np.float32), last=True), made, first, out)
+    return out
+
+
+def _keep(y: np.ndarray, made: int, first: int, out: np.ndarray) -> int:
+    """Copy the part of output samples ``[made, made + len(y))`` inside ``[first, first +
+    len(out))`` into ``out``; the count made so far."""
+    lo, hi = max(made, first), min(made + y.shape[0], first + out.shape[0])
+    if hi > lo:
+        out[lo - first:hi - first] = y[lo - made:hi - made]
+    return made + y.shape[0]

@@ -454,11 +454,22 @@ class ClapSpace(EncoderAdapter):
 
     # --- audio --------------------------------------------------------------------------------
     def audio_item(self, path) -> dict:
-        """One file's inputs (decoded at 48 kHz, quantised, 10 s policy, fusion mels)."""
+        """One file's inputs (decoded at 48 kHz, quantised, 10 s policy, fusion mels).
+
+        A non-fusion model uses at most the centre 10 s of a file: only those frames are
+        read (:func:`~freebind.spaces.audio_features.clap_centre`). A fusion model's input
+        of a long file is made from all of it (the whole clip squeezed to 10 s): the file is
+        decoded whole, within the limits (:mod:`freebind.data.audio_limits`)."""
         from freebind.data import media
         from freebind.spaces import audio_features as af
 
-        wave = media.load_audio(path, self.audio_cfg["sample_rate"], resampler=af.soxr_resample)
+        rate = self.audio_cfg["sample_rate"]
+        if not self.fusion:
+            with media.open_audio(path) as f:
+                wave = af.clap_centre(f, rate, self.max_len)
+            if wave is not None:
+                return af.clap_inputs(wave, False, self.audio_cfg, self.max_len)
+        wave = media.load_audio(path, rate, resampler=af.soxr_resample)
         return af.clap_inputs(wave, self.fusion, self.audio_cfg, self.max_len)
 
     @staticmethod

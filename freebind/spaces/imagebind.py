@@ -175,8 +175,7 @@ class ImageBindSpace(EncoderAdapter):
         if modality == "image":
             return self.image_transform()(media.load_image(item))
         if modality == "audio":
-            return af.imagebind_audio(media.load_audio(item, af.IB_RATE, mono=False,
-                                                       resampler=af.sinc_resample))
+            return af.imagebind_audio_file(item)   # reads only the three clips
         if modality == "video":
             return imagebind_video(item)
         if modality == "depth":

@@ -55,6 +55,9 @@ class SpaceInfo:
     #: ``fetcher(info) -> [Path]`` makes the weights local (``freebind download``), or
     #: ``"module:function"``; None: the checker's detail is the only file.
     fetcher: Callable[..., Any] | str | None = field(default=None, compare=False, repr=False)
+    #: the weights' licence as their publisher states it (SPDX id where there is one);
+    #: "" when the family's default applies (:func:`freebind.spaces.licences.licence_of`)
+    licence: str = ""
 
     def check(self) -> tuple[bool, str]:
         if self.checker is None:

@@ -323,3 +323,26 @@ def test_non_finite_output_is_never_returned(world, modality, monkeypatch, tmp_p
     items = world["audio"] if modality == "audio" else ["a dog barks", "rain", "a car"]
     assert_guarded(monkeypatch, world["spaces"]["plain"], modality, items, 2, tmp_path,
                    value=float("inf"))
+
+
+def test_non_fusion_reads_only_the_centre_and_embeds_as_the_whole_file(world, tmp_path,
+                                                                        monkeypatch):
+    """A non-fusion model reads a long file's centre 10 s (seeking at 48 kHz, streamed
+    through soxr at 22.05 kHz); a fusion model decodes it whole. Embeddings as the whole
+    file decoded, bit for bit."""
+    from freebind.spaces import audio_features as af
+
+    files = [write_wav(tmp_path / "l48.wav", 23.0, 48000, 3), world["audio"][1],
+             world["audio"][0]]
+    seen = {}      # decoding threads: by file
+    centre = af.clap_centre
+    monkeypatch.setattr(af, "clap_centre",
+                        lambda f, *a: seen.setdefault(str(f.where), centre(f, *a)))
+    plain, fused = world["spaces"]["plain"], world["spaces"]["fusion"]
+    seeking = plain.encode("audio", files)
+    assert [seen[str(p)] is not None for p in files] == [True, True, False]   # 2.5 s: whole
+    seen.clear()
+    fused.encode("audio", files[:1])
+    assert seen == {}                                               # fusion: never windowed
+    monkeypatch.setattr(af, "clap_centre", lambda f, *a: None)
+    assert torch.equal(plain.encode("audio", files), seeking)

@@ -165,3 +165,19 @@ def test_non_finite_output_is_never_returned(tiny, modality, monkeypatch, tmp_pa
 
     _, space, media, _ = tiny
     assert_guarded(monkeypatch, space, modality, media[modality], 1, tmp_path)
+
+
+def test_audio_reads_only_its_clips_and_embeds_as_the_whole_file(tiny, tmp_path, monkeypatch):
+    """encode (the path of embed, serve and api) seeks to the three clips of a long file;
+    the embeddings are those of the whole file decoded, bit for bit."""
+    _, space, media, _ = tiny
+    files = [write_wav(tmp_path / "l0.wav", 31.0, 44100, 3, channels=2), media["audio"][2],
+             media["audio"][0]]
+    seen = {}      # decoding threads: by file
+    clips = af._imagebind_clips
+    monkeypatch.setattr(af, "_imagebind_clips",
+                        lambda f: seen.setdefault(str(f.where), clips(f)))
+    seeking = space.encode("audio", files)
+    assert [seen[str(p)] is not None for p in files] == [True, True, False]   # 5 s: overlap
+    monkeypatch.setattr(af, "_imagebind_clips", lambda f: None)
+    assert torch.equal(space.encode("audio", files), seeking)

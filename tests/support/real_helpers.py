@@ -71,14 +71,21 @@ def write_png(path, seed: int = 0, size=(180, 240)) -> Path:
 
 def require_packages(*names: str) -> None:
     """Skip the calling test module unless every package is installed (found, not imported:
-    some packages' ``__init__`` imports things freebind deliberately avoids)."""
+    some packages' ``__init__`` imports things freebind deliberately avoids). In CI
+    (``CI=true``) a missing package FAILS the module instead: a reference library that
+    scripts/setup.sh did not install must never pass unseen."""
     import importlib.util
+    import os
 
     import pytest
 
     missing = [n for n in names if importlib.util.find_spec(n) is None]
     if missing:
-        pytest.skip(f"not installed: {', '.join(missing)}", allow_module_level=True)
+        message = f"not installed: {', '.join(missing)}"
+        if os.environ.get("CI", "").strip().lower() in ("1", "true", "yes"):
+            pytest.fail(f"{message} (CI=true: scripts/setup.sh must install every test "
+                        f"reference)", pytrace=False)
+        pytest.skip(message, allow_module_level=True)
 
 
 def reference_imagebind():
@@ -114,3 +121,32 @@ def save_tiny_imagebind(root, name: str = "tiny_ib.pth"):
     ckpt = Path(root) / name
     torch.save({"module." + k: v for k, v in model.state_dict().items()}, ckpt)
     return model, ckpt
+
+
+def write_video(path, n_frames: int, fps: int, size=(48, 64)) -> Path:
+    """An MPEG-4 clip: frame i is a flat grey of level 3·i with a bright bar that moves."""
+    from fractions import Fraction
+
+    import av
+
+    h, w = size
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("mpeg4", rate=Fraction(fps))
+        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+        stream.options = {"qscale": "2"}
+        for i in range(n_frames):
+            img = np.full((h, w, 3), 3 * i, np.uint8)
+            img[:, (4 * i) % (w - 8):(4 * i) % (w - 8) + 8] = 250
+            for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return Path(path)
+
+
+def all_video_frames(path) -> np.ndarray:
+    """Every frame of a video, decoded with PyAV directly (a test reference)."""
+    import av
+
+    with av.open(str(path)) as container:
+        return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])

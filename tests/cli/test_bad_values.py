@@ -33,7 +33,7 @@ NO_BAD_VALUE = {
     # a brace pattern of shards: those missing are reported by the import (--allow-missing)
     ("import", "--shards"),
     # a query file: the one-query rule is checked first (tests/cli/test_search_cli.py)
-    ("search", "--audio"), ("search", "--image"),
+    ("search", "--audio"), ("search", "--image"), ("search", "--point"),
 }
 
 #: bad values of options whose type says nothing of what they accept: (value, code)

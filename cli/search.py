@@ -16,7 +16,9 @@ from freebind_cli.options import (
 
 @with_flag_groups
 def search_command(
-    index_dir: Path = typer.Argument(..., help="An index folder (`freebind index`)."),
+    index_dir: str = typer.Argument(..., metavar="INDEX", help="An index folder (`freebind "
+                                    "index`), or a vector database URI it wrote with --to "
+                                    "(lancedb:…, qdrant:…, milvus:…)."),
     text: Optional[str] = typer.Option(None, "--text", help="A text query."),
     audio: Optional[Path] = typer.Option(None, "--audio", help="An audio file as the query."),
     image: Optional[Path] = typer.Option(None, "--image", help="An image file as the query."),
@@ -51,7 +53,7 @@ def search_command(
     if kind in ("audio", "image", "point") and not Path(value).is_file():
         raise UsageError(f"--{kind} {value}: no such file")
     options = space_flags.parse()
-    index = Index.load(index_dir, space_options=options)
+    index = Index.open(index_dir, space_options=options)
     if kind == "texts":
         queries, qmod = read_texts(value), "text"
     else:

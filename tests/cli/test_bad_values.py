@@ -42,6 +42,7 @@ BY_FLAG = {
                 ("epochs=0", USAGE), ("noequals", USAGE)],
     "--space-option": [("noequals", USAGE)],
     "--api-key": [("short", USAGE)],
+    "--to": [("bogus://x", USAGE)],
     "--option": [("noequals", USAGE)],
     "--factor": [("zz=0.5", USAGE)],
     "--grid": [("a=1:0:x", USAGE)],

@@ -169,7 +169,7 @@ def render(report, out) -> None:
     table = Table(title="training jobs")
     for col, just in (("job", "left"), ("bond", "left"), ("source → target", "left"),
                       ("projectors", "right"), ("tuples", "right"), ("epochs", "right"),
-                      ("final val loss", "right"), ("seconds", "right")):
+                      ("best val loss", "right"), ("seconds", "right")):
         table.add_column(col, justify=just)
     for j in report.jobs:
         table.add_row(j.id, f"{j.bond} {j.kind}", f"{j.source} → {j.target}",

@@ -18,6 +18,18 @@ from freebind.util.errors import FreebindError
 #: Width of a console that is not a terminal (a file, a pipe): wide enough that nothing is
 #: cut or folded; tables take their natural width and lines are never wrapped.
 PIPE_WIDTH = 100_000
+#: Widest a table is printed in a pipe or a file when COLUMNS is not set (wider tables are
+#: printed as ``header: value`` lines, which never cut a value)
+PIPE_TABLE_WIDTH = 100
+
+
+def table_width(out) -> int:
+    """How wide a table may be: ``$COLUMNS`` when set, else the terminal's width, else (a
+    pipe, a file) :data:`PIPE_TABLE_WIDTH`."""
+    columns = os.environ.get("COLUMNS", "").strip()
+    if columns.isdigit() and int(columns) > 0:
+        return int(columns)
+    return min(out.width, PIPE_TABLE_WIDTH) if out.width >= PIPE_WIDTH else out.width
 
 
 def _is_terminal(stream) -> bool:
@@ -46,7 +58,7 @@ def print_table(out, table) -> None:
     from rich.text import Text
 
     natural = out.measure(table, options=out.options.update_width(PIPE_WIDTH)).maximum
-    if natural <= out.width:
+    if natural <= table_width(out):
         out.print(table)
         return
     if table.title:
@@ -100,17 +112,32 @@ def fail(exc: FreebindError) -> typer.Exit:
 
 
 class FreebindGroup(TyperGroup):
-    """Click group that turns every :class:`FreebindError` into a clean message and exit code
-    (2 for bad input, 1 for failures) instead of a traceback; Ctrl-C exits 130."""
+    """Click group holding the CLI's error boundary (:mod:`freebind_cli.errors`): every
+    problem, from a bad option value to an unexpected exception, ends as one line on stderr
+    and a documented exit status (2 bad usage, 1 failure, 130 Ctrl-C); never a traceback
+    unless ``FREEBIND_DEBUG=1``."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True,
+             **extra):
+        from freebind_cli.errors import guarded
+
+        try:
+            rv = guarded(lambda: super(FreebindGroup, self).main(
+                args, prog_name, complete_var, standalone_mode=False, **extra))
+            code = rv if isinstance(rv, int) else 0
+        except typer.Exit as exc:
+            code = exc.exit_code
+        except typer.Abort:
+            typer.echo("aborted", err=True)
+            code = 1
+        if standalone_mode:
+            sys.exit(code)
+        return code
 
     def invoke(self, ctx):
-        try:
-            return super().invoke(ctx)
-        except FreebindError as exc:
-            raise fail(exc) from None
-        except KeyboardInterrupt:
-            typer.echo("interrupted", err=True)
-            raise typer.Exit(code=130) from None
+        from freebind_cli.errors import guarded
+
+        return guarded(lambda: super(FreebindGroup, self).invoke(ctx), ctx)
 
     def list_commands(self, ctx):  # keep the order in which verbs were added
         return list(self.commands)
@@ -120,6 +147,11 @@ class FreebindGroup(TyperGroup):
         if cmd is not None and getattr(type(cmd), "collect_usage_pieces", None) is \
                 getattr(TyperCommand, "collect_usage_pieces", None):
             cmd.collect_usage_pieces = types.MethodType(_usage_pieces, cmd)
+        if cmd is not None:
+            from freebind_cli.options import check_path_kinds, name_metavars
+
+            name_metavars(cmd)
+            check_path_kinds(name if ctx.parent is None else f"{ctx.info_name} {name}", cmd)
         return cmd
 
     def resolve_command(self, ctx, args):
@@ -135,7 +167,7 @@ def _usage_pieces(cmd, ctx) -> list[str]:
     for param in cmd.get_params(ctx):
         if getattr(param, "param_type_name", "") == "argument":
             name = param.metavar or (param.name or "").upper()
-            if param.nargs != 1:
+            if param.nargs != 1 and not name.endswith("..."):
                 name += "..."
             pieces.append(name if param.required else f"[{name}]")
     return pieces

@@ -113,7 +113,9 @@ def embed(
         print_json(report.to_dict())
     else:
         print_report(report)
-    if failed:
+    if failed:  # --strict: say why the exit status is 1
+        typer.echo(f"error: --strict: {len(report.skipped)} input(s) skipped (listed above); "
+                   f"everything else was written", err=True)
         raise typer.Exit(code=1)
 
 
@@ -183,7 +185,9 @@ def print_report(report) -> None:
     for s in report.skipped:
         typer.echo(f"skipped {s['path']}: {s['reason']}", err=True)
     table = Table(title=f"{report.target} → {report.output}")
-    for col in ("modality", "files", "rows written", "partitions"):
+    # "inputs": files, or texts (lines) of a text file; rows and partitions: all in the
+    # output, written now or kept from an earlier run (the line below tells them apart)
+    for col in ("modality", "inputs", "rows", "partitions"):
         table.add_column(col, justify="right" if col != "modality" else "left")
     for m, st in report.modalities.items():
         table.add_row(m, str(st["files"]), str(st["rows"]), str(st["partitions"]))

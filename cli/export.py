@@ -8,7 +8,7 @@ from typing import List
 
 import typer
 
-from freebind_cli.common import console, print_json
+from freebind_cli.common import console, print_json, print_table
 
 
 def export_command(
@@ -49,7 +49,7 @@ def export_command(
         diff = (report.max_abs_diff or {}).get(name)
         table.add_row("output", name, "[" + ", ".join(map(str, shape)) + "]",
                       "-" if diff is None else f"{diff:.1e}")
-    out.print(table)
+    print_table(out, table)
     for note in report.notes:
         typer.echo(f"note: {note}", err=True)
 

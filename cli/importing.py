@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from freebind_cli.common import console, print_json, print_skipped
+from freebind_cli.common import console, print_json, print_skipped, print_table
 from freebind_cli.options import cache_dir_option, json_option, quiet_option
 
 
@@ -59,7 +59,7 @@ def import_(
         table.add_column(col, justify="left" if col == "modality" else "right")
     for m, n in report.rows.items():
         table.add_row(m, str(n), str(report.written.get(m, 0)))
-    out.print(table)
+    print_table(out, table)
     ident = ("the embedding run's own fingerprint" if report.native else
              f"{report.fingerprint}")
     out.print(f"{report.files} file(s) read; identity: {ident}; cache {report.cache_dir}")

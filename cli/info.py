@@ -110,7 +110,7 @@ def _training(meta: dict):
     if not rows:
         return None
     return new_table("training", {"job": {}, "tuples (train + val)": RIGHT, "epochs": RIGHT,
-                                  "final val loss": RIGHT, "modes": {}}, rows)
+                                  "best val loss": RIGHT, "modes": {}}, rows)
 
 
 def _data(meta: dict):

@@ -45,13 +45,13 @@ def tune_command(
     from freebind_cli.eval import announce_defaults, parse_options
 
     check_output_value(out)
+    space_options, suite_options = space_flags.parse(), parse_options(option)
     targets, data = announce_defaults("tuning", [str(bundle)] if bundle else [], suite, data,
                                       cache, console(stderr=True))
     named = bundle is not None    # presets go only into a bundle the user named
-    result = tune(targets[0], suite, data, grid, suite_options=parse_options(option),
+    result = tune(targets[0], suite, data, grid, suite_options=suite_options,
                   out=out, name=name, save=save and named, cache_dir=cache, batch_size=batch_size,
-                  progress=not as_json,
-                  space_options=space_flags.parse())
+                  progress=not as_json, space_options=space_options)
     if as_json:
         print_json(result.summary)
         return

@@ -12,6 +12,20 @@ The curated API, imported lazily so ``import freebind`` stays cheap::
     fused.fuse({"IB": {"audio": a}, "CLAP_g": {"audio": b}, ...}, factors=["a=0.8"])
     freebind.open("hf:org/fused@main@versatile")            # a bundle on the Hub
     freebind.push("fused.safetensors", "org/fused")          # publish it, with a model card
+
+The public API (each name is imported on first use; ``help(freebind.NAME)`` for details):
+
+* ``plan``, ``parse``, ``format`` — space expressions: compile, parse, print canonically
+* ``build`` — train a fused space from pools and write its bundle
+* ``load``, ``FusedSpace`` — a bundle as a space (``encode``, ``fuse``, ``with_factors``)
+* ``open``, ``Target`` — any target string (space, bundle, ``bundle@preset``, ``hf:…``)
+* ``embed``, ``plan_embed``, ``EmbedReport`` — files to resumable embedding partitions
+* ``evaluate``, ``tune`` — the paper's suites; factor sweeps and presets
+* ``import_embeddings`` — rows computed elsewhere, into the cache
+* ``Index`` — search an index folder (``freebind index``)
+* ``push`` — publish a bundle with a model card
+* ``spaces`` — the space registry (``spaces.get``, ``spaces.names``)
+* ``FreebindError`` — the base of every error freebind reports (``.exit_code``)
 """
 
 from __future__ import annotations
@@ -25,13 +39,13 @@ _LAZY = {
     "load": ("freebind.fusion.fused", "load"),
     "open": ("freebind.run.targets", "open"),
     "Target": ("freebind.run.targets", "Target"),
-    "embed": ("freebind.run.partitions", "embed"),
+    "embed": ("freebind.embed", None),           # callable: freebind.run.partitions.embed
     "plan_embed": ("freebind.run.partitions", "plan_embed"),
     "EmbedReport": ("freebind.run.partitions", "EmbedReport"),
     "evaluate": ("freebind.evaluate", None),     # callable: freebind.evaluate.entrypoints.evaluate
     "tune": ("freebind.evaluate.entrypoints", "tune"),
     "FusedSpace": ("freebind.fusion.fused", "FusedSpace"),
-    "build": ("freebind.build.orchestrator", "build"),
+    "build": ("freebind.build", None),           # callable: freebind.build.orchestrator.build
     "import_embeddings": ("freebind.run.importer", "import_embeddings"),
     "Index": ("freebind.search", "Index"),
     "push": ("freebind.share.push", "push"),
@@ -53,4 +67,6 @@ def __getattr__(name: str):
 
     module, attr = _LAZY[name]
     mod = importlib.import_module(module)
-    return mod if attr is None else getattr(mod, attr)
+    value = mod if attr is None else getattr(mod, attr)
+    globals()[name] = value   # one object from the first access: freebind.embed is freebind.embed
+    return value

@@ -29,7 +29,8 @@ def blocks() -> list[tuple[str, str]]:
 
 
 #: commands that set up a machine or run the test suite: shown, not run here
-SETUP = ("pip ", "bash scripts/setup.sh", ".venv/bin/python -m pytest", "python -m pytest")
+SETUP = ("pip ", "bash scripts/setup.sh", "source .venv/bin/activate",
+         ".venv/bin/python -m pytest", "python -m pytest")
 #: the quick start's build, made cheaper unless ``-m slow``
 FAST_BUILD = ["--mini-pool-size", "200", "--hyper", "epochs=1", "--hyper", "hidden=32"]
 
@@ -47,8 +48,9 @@ def cli(line: str, fast: bool):
     args = words[1:]
     if fast and args[:1] == ["build"] and args[1:2] == [QUICK_START]:
         args = args + FAST_BUILD
-    # as on a terminal, where progress bars vanish when their stage ends
-    return CliRunner().invoke(app, args, env={"COLUMNS": None, "FREEBIND_PROGRESS": "off"})
+    # as on a terminal 120 columns wide (what the README says its tables were printed at),
+    # where progress bars vanish when their stage ends
+    return CliRunner().invoke(app, args, env={"COLUMNS": "120", "FREEBIND_PROGRESS": "off"})
 
 
 def run_shell(body: str, fast: bool) -> None:

@@ -103,6 +103,11 @@ class Plan:
         """Every bond node of the graph, in textual order (b1, b2, …)."""
         return bond_nodes(self.graph)
 
+    def __repr__(self) -> str:
+        """A summary (``print(plan.to_dict())`` or ``freebind plan`` show everything)."""
+        return (f"Plan({self.expression!r}, dim={self.dim}, modalities={self.modalities}, "
+                f"{len(self.bonds())} bond(s), {len(self.jobs)} job(s))")
+
     def job(self, job_id: str) -> Job:
         for job in self.jobs:
             if job.id == job_id:

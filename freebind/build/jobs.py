@@ -32,8 +32,21 @@ def fit_modalities(job, source: Mapping, target: Mapping, available) -> None:
         job.data_modes = modes_of(mods)
 
 
-def check_hyper(overrides: Mapping) -> None:
-    """The training settings every job reads, checked before any work."""
+#: knobs of the training loop a build may override besides the bond options
+#: (:data:`freebind.algebra.keywords.OPTIONS`): name -> (kind, lower, inclusive, upper)
+LOOP_OPTIONS = {
+    "weight_decay": ("float", 0.0, True, None),
+    "val_frac": ("float", 0.0, False, 1.0),
+    "min_delta": ("float", 0.0, True, None),
+    "max_steps_per_epoch": ("int", 0, True, None),
+    "threads": ("int", 0, True, None),
+}
+
+
+def check_hyper(overrides: Mapping) -> dict:
+    """The training settings every job reads, checked before any work: each name known
+    (a did-you-mean otherwise), each number a number within its bounds (``epochs=0``,
+    ``lr=-1`` and ``epochs=abc`` are refused). Returns them with numbers as numbers."""
     from freebind.build.pseudo_tuples import SIM_PRECISIONS
     from freebind.build.projector_training import AMP_CHOICES
 
@@ -42,6 +55,43 @@ def check_hyper(overrides: Mapping) -> None:
                          f"{', '.join(SIM_PRECISIONS)}")
     if overrides.get("amp") not in (None, "none", *AMP_CHOICES):
         raise UsageError(f"hyper amp={overrides['amp']!r}: expected bf16, fp16 or none")
+    return {k: v if k in ("sim", "amp") or k.startswith("router_") else _hyper_number(k, v)
+            for k, v in overrides.items()}
+
+
+def _hyper_number(key: str, value):
+    from freebind.algebra.keywords import OPTIONS
+
+    numeric = {k: (kind, low, inc, None) for k, (kind, low, inc, _) in OPTIONS.items()
+               if kind in ("int", "float")}
+    known = {**numeric, **LOOP_OPTIONS}
+    if key not in known:
+        import difflib
+
+        if key in OPTIONS:
+            raise UsageError(f"hyper {key}={value}: {key} is set per bond, in the expression "
+                             f"(e.g. c(A, B, {key}=…))")
+        close = difflib.get_close_matches(key, [*known, "sim", "amp"], n=1, cutoff=0.6)
+        guess = f"; did you mean {close[0]}?" if close else ""
+        raise UsageError(f"hyper {key}={value}: unknown training option{guess} (known: "
+                         f"{', '.join([*known, 'sim', 'amp', 'router_…'])})")
+    kind, low, inclusive, high = known[key]
+    try:
+        number = float(value)
+        if isinstance(value, bool) or number != number:
+            raise ValueError
+    except (TypeError, ValueError):
+        raise UsageError(f"hyper {key}={value}: expected a number") from None
+    if kind == "int":
+        if not number.is_integer():
+            raise UsageError(f"hyper {key}={value}: expected a whole number")
+        number = int(number)
+    if number < low or (number == low and not inclusive) or (
+            high is not None and number >= high):
+        bound = f"at least {low}" if inclusive else f"greater than {low}"
+        bound += f" and less than {high}" if high is not None else ""
+        raise UsageError(f"hyper {key}={value}: must be {bound}")
+    return number
 
 
 def _job_key(job, hyper: Mapping, source: Mapping, target: Mapping, device=None) -> str:

@@ -164,7 +164,7 @@ def _checked_plan(expression, config: BuildConfig):
     overrides = dict(config.hyper or {})
     if config.seed is not None:
         overrides["seed"] = int(config.seed)
-    check_hyper(overrides)
+    overrides = check_hyper(overrides)
     plan = algebra.plan(expression, hyper=overrides) if isinstance(expression, str) \
         else expression
     for job in plan.jobs:

@@ -418,7 +418,9 @@ class _Loop:
                 improved = best.update(self.group, val, epoch, float(h["min_delta"]))
                 history.append({"epoch": epoch, "train_loss": round(train_loss, 6),
                                 "val_loss": round(float(np.mean(val)), 6)})
-                pbar.set_postfix(val=f"{np.mean(val):.4f}")
+                # the kept weights are each projector's best: the build's summary reports
+                # their mean ("best val loss"), so the bar shows it beside this epoch's
+                pbar.set_postfix(val=f"{np.mean(val):.4f}", best=f"{np.mean(best.loss):.4f}")
                 stale = 0 if improved else stale + 1
                 if stale >= int(h["patience"]):
                     break

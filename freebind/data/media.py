@@ -39,12 +39,16 @@ def discover(paths: Iterable[str | os.PathLike],
         if root.is_file():
             candidates = [root]
         elif root.is_dir():
-            candidates = [p for p in root.rglob("*") if p.is_file()]
+            # a dangling symbolic link is kept: it is reported as skipped ("no such file (a
+            # dangling symbolic link)"), never silently left out
+            candidates = [p for p in root.rglob("*") if p.is_file() or (
+                p.is_symlink() and not p.exists())]
             if as_modality is not None:  # every file counts: leave out .DS_Store, .git/…
                 candidates = [p for p in candidates if not any(
                     part.startswith(".") for part in p.relative_to(root).parts)]
         else:
-            raise MediaError(f"{root}: no such file or folder")
+            link = " (a dangling symbolic link)" if root.is_symlink() else ""
+            raise MediaError(f"{root}: no such file or folder{link}")
         for p in candidates:
             m = as_modality if as_modality is not None else modality_of(p)
             if m is not None:
@@ -79,6 +83,7 @@ def load_audio(path: str | os.PathLike, rate: int, mono: bool = True,
     at ``rate``, with the default resampler): only the frames of the centre ``length``
     samples are read (seeking), the same numbers ``fit_length(load_audio(…), length)``
     gives from the whole file."""
+    must_exist(path)
     short = wav_shortfall(path)
     if short is not None:
         raise MediaError(f"{path}: truncated WAV: the header promises {short[0]} bytes of "
@@ -214,6 +219,7 @@ def wav_shortfall(path: str | os.PathLike) -> tuple[int, int] | None:
 
 def load_image(path: str | os.PathLike):
     """Decode ``path`` to an RGB ``PIL.Image`` (fully loaded, so truncation is caught)."""
+    must_exist(path)
     try:
         from PIL import Image
 
@@ -240,6 +246,18 @@ def fit_length(wave: np.ndarray, length: int) -> np.ndarray:
         start = (n - length) // 2
         return wave[start:start + length]
     return np.pad(wave, (0, length - n))
+
+
+def must_exist(path) -> None:
+    """A path that is not there is "no such file" (a dangling symbolic link says so), not a
+    file that cannot be decoded; a tar member or table cell (not a path) passes."""
+    from freebind.data.readers import open_member
+
+    if not isinstance(path, (str, os.PathLike)) or os.path.exists(path) or \
+            open_member(path) is not None:
+        return
+    link = " (a dangling symbolic link)" if os.path.islink(path) else ""
+    raise MediaError(f"{path}: no such file{link}")
 
 
 def _source(path):

@@ -73,9 +73,13 @@ def _open(path):
 
     path = Path(path)
     if not path.exists():
-        raise BundleError(f"{path}: no such bundle file")
+        from freebind.util.errors import BundleMissing
+
+        raise BundleMissing(f"{path}: no such bundle file")
     if path.is_dir():
-        raise BundleError(f"{path}: is a folder, not a bundle file")
+        from freebind.util.errors import BundleMissing
+
+        raise BundleMissing(f"{path}: is a folder, not a bundle file")
     size = path.stat().st_size
     try:
         with open(path, "rb") as fh:

@@ -57,3 +57,54 @@ class OnDevice(Mapping):
 
     def __contains__(self, key):
         return key in self._p
+
+
+def check_device_and_precision(device: str | None = None, precision: str | None = None, *,
+                               names: Mapping[str, str] | None = None) -> None:
+    """Fail before any work when ``device`` (else ``$FREEBIND_DEVICE``) is not a device name
+    (:class:`~freebind.util.errors.UsageError`, exit 2) or is not on this machine, or
+    ``precision`` (else ``$FREEBIND_PRECISION``) cannot run on it (fp16 on a CPU)
+    (:class:`~freebind.util.errors.SpaceError`, exit 1). ``names`` says how the caller
+    calls each input (the CLI: ``--device``, ``--precision``)."""
+    import os
+
+    from freebind.util.errors import SpaceError, UsageError
+
+    names = {"device": "device", "precision": "precision", **(names or {})}
+    given = device or os.environ.get("FREEBIND_DEVICE") or None
+    where = names["device"] if device else "$FREEBIND_DEVICE"
+    if given in (None, "", "auto"):
+        dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    else:
+        try:
+            dev = torch.device(str(given).strip())
+        except (RuntimeError, TypeError, ValueError):
+            raise UsageError(f"{where} {given!r}: not a device; use cpu, cuda, cuda:N or mps"
+                             ) from None
+        _check_available(dev, where, given)
+    pwhere = names["precision"] if precision else "$FREEBIND_PRECISION"
+    precision = precision or os.environ.get("FREEBIND_PRECISION")
+    if precision and str(precision).lower() == "fp16" and dev.type == "cpu":
+        raise SpaceError(f"{pwhere} fp16 needs a GPU and the encoders run on the CPU here "
+                         f"({'no CUDA device' if not torch.cuda.is_available() else 'cpu'}); "
+                         f"use fp32 or bf16")
+
+
+def _check_available(dev, where: str, given) -> None:
+    from freebind.util.errors import SpaceError, UsageError
+
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            build = "" if torch.version.cuda else ", built without CUDA"
+            raise SpaceError(f"{where} {given}: no CUDA device here (torch "
+                             f"{torch.__version__}{build}); use --device cpu")
+        if dev.index is not None and dev.index >= count:
+            raise SpaceError(f"{where} {given}: this machine has {count} CUDA device(s), "
+                             f"cuda:0 to cuda:{count - 1}")
+    elif dev.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise SpaceError(f"{where} {given}: no Apple GPU (mps) here; use --device cpu")
+    elif dev.type != "cpu":
+        raise UsageError(f"{where} {given}: freebind runs on cpu, cuda or mps")

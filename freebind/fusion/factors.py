@@ -34,6 +34,17 @@ class Override:
     switch: bool | None = None  # True: on, False: off
     route: bool | None = None  # with modality None: True route=learned, False route=off
 
+    def __str__(self) -> str:
+        """The override as it is written (``b2.a=0.8``, ``CLAP_g=off``, ``route=off``)."""
+        from freebind.algebra.keywords import factor_keyword
+
+        head = f"{self.target}." if self.target else ""
+        if self.route is not None:
+            return f"{head}route={'learned' if self.route else 'off'}"
+        if self.modality is None:
+            return f"{self.target}={'on' if self.switch else 'off'}"
+        return f"{head}{factor_keyword(self.modality)}={self.value:g}"
+
     @property
     def rank(self) -> int:
         if self.target is None:
@@ -119,8 +130,12 @@ def resolve(graph: dict, overrides: Iterable = (), presets: Mapping | None = Non
     if preset is not None:
         presets = presets or {}
         if preset not in presets:
+            import difflib
+
             known = ", ".join(sorted(presets)) or "none stored"
-            raise UsageError(f"unknown preset {preset!r}; this bundle has: {known}")
+            close = difflib.get_close_matches(str(preset), list(presets), n=1, cutoff=0.6)
+            guess = f"; did you mean {close[0]}?" if close else ""
+            raise UsageError(f"unknown preset {preset!r}{guess} (this bundle has: {known})")
         layers += sorted(as_overrides(presets[preset]), key=lambda o: o.rank)
     layers += sorted(as_overrides(overrides), key=lambda o: o.rank)
     for ov in layers:

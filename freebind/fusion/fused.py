@@ -203,7 +203,14 @@ class FusedSpace:
         return cls(plan, projectors, metadata)
 
     def __repr__(self) -> str:
-        return f"FusedSpace({self.name!r}, dim={self.dim}, modalities={self.modalities})"
+        """Name, size and modalities, then what changes its output: the preset and factor
+        overrides (``with_factors``), and the file it was read from."""
+        extra = f", preset={self.preset!r}" if self.preset else ""
+        if self.overrides:
+            extra += f", factors={[str(o) for o in self.overrides]!r}"
+        if self.path is not None:
+            extra += f", path={str(self.path)!r}"
+        return f"FusedSpace({self.name!r}, dim={self.dim}, modalities={self.modalities}{extra})"
 
 
 def required_tensors(plan: Plan) -> list[str]:

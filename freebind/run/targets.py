@@ -300,7 +300,9 @@ def resolve_bundle_family(spec: str, ref: str):
         raise SpaceError(f"{ref}: give a bundle file, e.g. bundle:fused.safetensors")
     path, preset = split_ref(spec)
     if not Path(path).is_file():
-        raise SpaceError(f"{ref}: no such bundle file {path}")
+        from freebind.util.errors import BundleMissing
+
+        raise BundleMissing(f"{ref}: no such bundle file {path}")
     fused = load(path, preset=preset)
     return SpaceInfo(name=ref, family="bundle", modalities=tuple(fused.modalities),
                      dim=int(fused.dim), description=f"fused bundle {fused.name}",

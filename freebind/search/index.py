@@ -130,6 +130,20 @@ class Index:
         # guards the caches (query rows, components) so that searches can run in threads
         self._lock = threading.RLock()
 
+    def __repr__(self) -> str:
+        """Its target, items per modality, size, defaults and folder (notebooks show it)."""
+        counts: dict[str, int] = {}
+        for item in self.items:
+            counts[item["modality"]] = counts.get(item["modality"], 0) + 1
+        items = ", ".join(f"{m} {n}" for m, n in counts.items()) or "empty"
+        extra = f", preset={self.preset!r}" if self.preset else ""
+        if self.overrides:
+            extra += f", factors={[str(o) for o in self.overrides]!r}"
+        if self.path is not None:
+            extra += f", path={str(self.path)!r}"
+        return (f"Index({self.name!r}, {len(self.items)} items ({items}), dim={self.dim}"
+                f"{extra})")
+
     # --- factors ------------------------------------------------------------------------
     def _table(self, factors=None, preset: str | None = None):
         from freebind.fusion.factors import resolve

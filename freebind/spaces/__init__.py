@@ -20,7 +20,7 @@ import difflib
 import threading
 from typing import Callable
 
-from freebind.util.errors import SpaceError
+from freebind.util.errors import SpaceError, UnknownSpace
 from freebind.spaces.protocol import Space, SpaceInfo, _resolve
 from freebind.util.vocab import ALL_MODALITIES, POOL_MODALITIES
 
@@ -166,8 +166,8 @@ def info(ref: str) -> SpaceInfo:
             found = dataclasses.replace(found, fetcher=fetcher)
         return found
     hint = suggest(ref)
-    raise SpaceError(f"unknown space {ref!r}" + (f"; did you mean {', '.join(hint)}?" if hint
-                                                   else "; see `freebind spaces`"))
+    raise UnknownSpace(f"unknown space {ref!r}" + (f"; did you mean {', '.join(hint)}?"
+                                                   if hint else "; see `freebind spaces`"))
 
 
 def get(ref: str, **options) -> Space:

@@ -20,7 +20,18 @@ def make_callable(module_name: str, target: str, attr: str, doc: str = "") -> No
     def __call__(self, *args, **kwargs):
         return getattr(importlib.import_module(target), attr)(*args, **kwargs)
 
+    def function():
+        return getattr(importlib.import_module(target), attr)
+
+    def signature(self):
+        """The function's own signature: ``inspect.signature(freebind.evaluate)`` and
+        notebooks show its keyword arguments, not ``(*args, **kwargs)``."""
+        import inspect
+
+        return inspect.signature(function())
+
     __call__.__doc__ = doc or f"Calls :func:`{target}.{attr}`."
     module = sys.modules[module_name]
     module.__class__ = type(f"Callable{attr.title()}Module", (types.ModuleType,),
-                            {"__call__": __call__})
+                            {"__call__": __call__, "__signature__": property(signature),
+                             "__text_signature__": None})

@@ -52,6 +52,15 @@ class BundleError(FreebindError):
     """A bundle file is unreadable, of another format version, or incomplete."""
 
 
+class BundleMissing(BundleError, UsageError):
+    """The bundle a user named is not there (a usage error: exit 2, like every path of the
+    wrong kind)."""
+
+
+class UnknownSpace(SpaceError, UsageError):
+    """A space reference names no registered space (a usage error: exit 2)."""
+
+
 class MediaError(FreebindError):
     """A media file cannot be decoded."""
 

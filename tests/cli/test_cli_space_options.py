@@ -147,8 +147,9 @@ def test_bad_options_exit_2_with_one_line(world, home, verb, args, needle):
         "embed": ["embed", "opt:base", world / "depth", "-o", home / "o"],
         "build": ["build", "opt:base + c(opt:expert)", "--audio", world / "pool" / "audio"],
         "eval": ["eval", "opt:base", "-s", "audiocaps", "-d", world / "ac"],
-        "tune": ["tune", home / "missing.safetensors", "-s", "audiocaps", "-d", world / "ac"],
+        "tune": ["tune", home / "unread.safetensors", "-s", "audiocaps", "-d", world / "ac"],
     }[verb]
+    (home / "unread.safetensors").write_bytes(b"")  # an option is checked before a bundle
     r = run(*head, *args)
     assert r.exit_code == 2, r.output
     lines = r.output.strip().splitlines()

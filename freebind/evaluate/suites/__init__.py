@@ -89,7 +89,11 @@ def names() -> list[str]:
 
 def info(name: str) -> SuiteInfo:
     if name not in SUITES:
-        raise SuiteError(f"unknown suite {name!r} (known: {', '.join(SUITES)})")
+        import difflib
+
+        close = difflib.get_close_matches(str(name).lower(), list(SUITES), n=1, cutoff=0.6)
+        guess = f"; did you mean {close[0]}?" if close else ""
+        raise SuiteError(f"unknown suite {name!r}{guess} (known: {', '.join(SUITES)})")
     return SUITES[name]
 
 

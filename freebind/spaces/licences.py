@@ -16,6 +16,7 @@ FAMILY = {
     "internvl": "MIT",
     "clap": "CC0-1.0",
     "minilm": "Apache-2.0",
+    "msclap": "MIT",
     "mini": "MIT",
 }
 #: open_clip pretrained tags, by prefix (first match wins)

@@ -2,7 +2,8 @@
 
 Package: ``transformers`` (``pip install 'freebind[msclap]'``); the ``msclap`` package is
 never imported (it is the tests' reference). The released checkpoints
-(``CLAP_weights_2023.pth``, ``CLAP_weights_2022.pth`` in ``microsoft/msclap``, MIT) are read
+(``CLAP_weights_2023.pth``, ``CLAP_weights_2022.pth`` in ``microsoft/msclap``, whose card
+declares the Microsoft Public License, MS-PL; the msclap package's code is MIT) are read
 with ``weights_only=True`` and loaded key for key, strictly, into freebind's model:
 
 * ``2023`` — HTSAT-tiny audio tower (transformers' ``ClapAudioModel``, the same Swin
@@ -39,8 +40,10 @@ from freebind.spaces.adapter import EncoderAdapter, reject_unknown
 
 PREFIX = "msclap"
 HF_REPO = "microsoft/msclap"
-ORIGIN = "Microsoft's CLAP release (huggingface.co/microsoft/msclap, MIT)"
-LICENCE = "MIT"
+ORIGIN = "Microsoft's CLAP release (huggingface.co/microsoft/msclap)"
+#: the weights' licence as their Hub repository's card declares it (``license: ms-pl``); the
+#: msclap package's code is MIT, the weights freebind downloads are the Hub's files
+LICENCE = "MS-PL"
 DIM = 1024
 PREPROCESS_VERSION = "msclap-pre-1"
 #: torchlibrosa's log mel as HTSAT's model code configures it (msclap.models.config)

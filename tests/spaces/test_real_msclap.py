@@ -192,3 +192,77 @@ def test_missing_weights_offline_names_the_release_file(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     with pytest.raises(SpaceError, match="CLAP_weights_2023.pth.*microsoft/msclap"):
         msclap.load(None, version="2023")
+
+
+def _hf_cache_file(cache, repo, filename, data: bytes, rev="0" * 40):
+    folder = cache / f"models--{repo.replace('/', '--')}"
+    (folder / "refs").mkdir(parents=True, exist_ok=True)
+    (folder / "refs" / "main").write_text(rev)
+    snap = folder / "snapshots" / rev
+    snap.mkdir(parents=True, exist_ok=True)
+    (snap / filename).write_bytes(data)
+    return snap / filename
+
+
+def test_release_and_tokenizer_found_in_hf_cache_then_freebind_home(world, tmp_path,
+                                                                     monkeypatch):
+    """``msclap:2023`` with no path: the release file and the tokenizer files come from the
+    Hugging Face cache (where msclap's own download puts them), FREEBIND_HOME winning;
+    pre-flight and ``freebind download`` (offline) find the same files."""
+    import huggingface_hub.constants as hf_constants
+
+    import freebind.spaces as spaces
+
+    version, cfg = world["version"], msclap.VERSIONS[world["version"]]
+    cache = tmp_path / "hub"
+    monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("FREEBIND_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    cached = _hf_cache_file(cache, "microsoft/msclap", cfg["file"], world["ckpt"].read_bytes())
+    for name in cfg["tokenizer_files"]:
+        _hf_cache_file(cache, msclap.TOKENIZER_ALIASES[cfg["tokenizer_repo"]][1], name,
+                       (world["folder"] / name).read_bytes())
+    info = spaces.info(f"msclap:{version}")
+    ok, detail = msclap.check(info)
+    assert ok and detail == str(cached)
+    assert msclap.fetch(info)[0] == cached
+    space = msclap.load(info, text_config=world["text_cfg"])
+    assert space.checkpoint == cached
+    assert torch.allclose(space.encode("text", TEXTS[:2]), world["space"].encode("text", TEXTS[:2]),
+                          atol=1e-6)
+    home = tmp_path / "home" / "weights" / "msclap" / cfg["file"]
+    home.parent.mkdir(parents=True)
+    home.write_bytes(world["ckpt"].read_bytes())
+    assert msclap.load(info, text_config=world["text_cfg"]).checkpoint == home
+
+
+def test_pooled_token_of_a_text_holding_an_exclamation_mark(world):
+    """2023: '!' is GPT-2's id 0, MS-CLAP's pad, so the pooling index (ids != 0) - 1 falls
+    one token before the end token for such a text (as upstream; the equality test above
+    covers it). 2022: BERT pools ``[CLS]``, first, with token types all 0."""
+    enc = world["space"].tokenize(TEXTS[1:2])
+    real = int(enc["attention_mask"].sum())
+    if world["version"] == "2023":
+        assert int(torch.ne(enc["input_ids"], 0).sum()) - 1 == real - 2
+    else:
+        assert int(enc["input_ids"][0, 0]) == world["space"].tokenizer().cls_token_id
+        assert not enc["token_type_ids"].any()
+
+
+def test_runs_without_msclap_importable(world):
+    """Loading and encoding never import msclap (blocked here in a fresh interpreter)."""
+    import subprocess
+    import sys
+
+    code = f"""
+import sys
+sys.modules["msclap"] = None
+from freebind.spaces.families import msclap
+s = msclap.load(None, version={world['version']!r}, checkpoint={str(world['ckpt'])!r},
+                tokenizer={str(world['folder'])!r}, text_config={world['text_cfg']!r})
+print(tuple(s.encode("text", ["a dog"]).shape), tuple(s.encode("audio", [{str(world['audio'][0])!r}]).shape))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().endswith("(1, 1024) (1, 1024)")

@@ -2,9 +2,9 @@
 
 msclap's model (``msclap/models``, imported past the package's torchaudio-importing
 ``__init__``) is built as ``CLAPWrapper.load_clap`` builds it, from the release's YAML: the
-audio towers at their released sizes (HTSAT-tiny, CNN14), the text towers small (one layer, the released width 768, which msclap's projection
-assumes; a random
-GPT-2 / BERT saved in a folder, with a toy tokenizer in the same folder), random weights.
+audio towers at their released sizes (HTSAT-tiny, CNN14), the text towers small (one layer,
+the released width 768, which msclap's projection assumes; a random GPT-2 / BERT saved in
+a folder, with a toy tokenizer in the same folder), random weights and BatchNorm statistics.
 Its state dict, saved as the release wraps it (``{'model': ...}``), is loaded by freebind.
 The reference embeddings are CLAPWrapper's own ``get_audio_embeddings(files, resample=True)``
 and ``get_text_embeddings`` (compiled from its source; audio read and resampled by
@@ -260,7 +260,8 @@ sys.modules["msclap"] = None
 from freebind.spaces.families import msclap
 s = msclap.load(None, version={world['version']!r}, checkpoint={str(world['ckpt'])!r},
                 tokenizer={str(world['folder'])!r}, text_config={world['text_cfg']!r})
-print(tuple(s.encode("text", ["a dog"]).shape), tuple(s.encode("audio", [{str(world['audio'][0])!r}]).shape))
+a = s.encode("audio", [{str(world['audio'][0])!r}])
+print(tuple(s.encode("text", ["a dog"]).shape), tuple(a.shape))
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=600)

@@ -7,11 +7,12 @@ declares the Microsoft Public License, MS-PL; the msclap package's code is MIT) 
 with ``weights_only=True`` and loaded key for key, strictly, into freebind's model:
 
 * ``2023`` — HTSAT-tiny audio tower (transformers' ``ClapAudioModel``, the same Swin
-  transformer; its keys renamed as for LAION-CLAP, :func:`freebind.spaces.clap.convert_state_dict`),
+  transformer; keys renamed as for LAION-CLAP, :func:`freebind.spaces.clap.convert_state_dict`),
   GPT-2 text tower (transformers' ``GPT2Model``, pooled at the last token that is not id 0),
   both through MS-CLAP's projection (Linear–GELU–Linear, residual, LayerNorm) to 1024-d.
-* ``2022`` — CNN14 audio tower (freebind's own, :class:`Cnn14`), BERT-base-uncased text
-  tower (``[CLS]``), same projections, 1024-d.
+* ``2022`` — CNN14 audio tower (freebind's own), BERT-base-uncased text
+  tower (``[CLS]``), same projections, 1024-d (CNN14 and the projection:
+  :mod:`freebind.spaces.families.msclap_model`).
 
 Preprocessing, as MS-CLAP's own recipe (its ``configs/config_20xx.yml`` and model code):
 audio decoded to mono and resampled to 44.1 kHz with torchaudio's sinc resampler
@@ -208,17 +209,17 @@ def _torch():
 def build_model(version: str, text_config: dict | None = None):
     """freebind's MS-CLAP of a release (random weights): ``audio_base``, ``audio_projection``,
     ``text_base``, ``text_projection``."""
-    torch = _torch()
+    _torch()
     from torch import nn
+
+    from freebind.spaces.families.msclap_model import Cnn14, Projection
 
     cfg = VERSIONS[version]
     model = nn.Module()
     if cfg["audio"] == "HTSAT":
-        from transformers import ClapAudioConfig, ClapAudioModel
+        from transformers import ClapAudioConfig, ClapAudioModel, GPT2Config, GPT2Model
 
         model.audio_base = ClapAudioModel(ClapAudioConfig(**htsat_config(HTSAT_TINY)))
-        from transformers import GPT2Config, GPT2Model
-
         model.text_base = GPT2Model(GPT2Config(**(text_config or {})))
         width = model.text_base.config.n_embd
     else:
@@ -229,7 +230,6 @@ def build_model(version: str, text_config: dict | None = None):
         width = model.text_base.config.hidden_size
     model.audio_projection = Projection(cfg["out_emb"], DIM)
     model.text_projection = Projection(width, DIM)
-    del torch
     return model
 
 
@@ -243,7 +243,7 @@ def htsat_config(size: dict) -> dict:
                 mlp_ratio=4.0, layer_norm_eps=1e-5)
 
 
-def convert_state_dict(state: dict, version: str) -> dict:
+def convert_state_dict(state: dict) -> dict:
     """An MS-CLAP checkpoint's tensors in freebind's layout (see :func:`build_model`)."""
     from freebind.spaces import clap
 
@@ -268,36 +268,6 @@ def convert_state_dict(state: dict, version: str) -> dict:
     return out
 
 
-def _projection_class():
-    from torch import nn
-    from torch.nn import functional as F
-
-    class _Projection(nn.Module):
-        """MS-CLAP's projection: ``LayerNorm(l1(x) + l2(gelu(l1(x))))`` (no biases)."""
-
-        def __init__(self, d_in: int, d_out: int):
-            super().__init__()
-            self.linear1 = nn.Linear(d_in, d_out, bias=False)
-            self.linear2 = nn.Linear(d_out, d_out, bias=False)
-            self.layer_norm = nn.LayerNorm(d_out)
-
-        def forward(self, x):
-            embed1 = self.linear1(x)
-            return self.layer_norm(embed1 + self.linear2(F.gelu(embed1)))
-
-    return _Projection
-
-
-def Projection(d_in: int, d_out: int):  # noqa: N802 (a module factory)
-    return _projection_class()(d_in, d_out)
-
-
-def Cnn14(out_emb: int):  # noqa: N802 (a module factory)
-    from freebind.spaces.families.msclap_cnn14 import Cnn14 as _Cnn14
-
-    return _Cnn14(out_emb)
-
-
 class MsClapSpace(EncoderAdapter):
     """A loaded MS-CLAP release implementing the Space protocol."""
 
@@ -317,7 +287,7 @@ class MsClapSpace(EncoderAdapter):
         self._check_release(state)
         self.model = build_model(version, text_config)
         own = self.model.state_dict()
-        converted = convert_state_dict(state, version)
+        converted = convert_state_dict(state)
         weights.load_into(self.model, converted, self.checkpoint,
                           ignore=[k for k in own if k.endswith(("position_ids",
                                                                 "relative_position_index"))

@@ -1,7 +1,9 @@
-"""CNN14 (PANNs), MS-CLAP 2022's audio tower, on a log mel spectrogram computed outside it:
-six conv blocks (two 3×3 conv–BN–ReLU, 2×2 average pooling, the last 1×1), mean over
-frequency, max + mean over time, ``relu(fc1)``. Key layout as the released checkpoint
-(``bn0``, ``conv_block{1..6}.conv1/conv2/bn1/bn2``, ``fc1``)."""
+"""MS-CLAP's own modules (imported when a release is loaded; the rest of the model is
+transformers'): its projection, and CNN14 (PANNs), the 2022 audio tower, on a log mel
+spectrogram computed outside it: six conv blocks (two 3×3 conv–BN–ReLU, then 2×2 average
+pooling, the last block 1×1), mean over frequency, max + mean over time, ``relu(fc1)``.
+Key layout as the released checkpoint (``bn0``, ``conv_block{1..6}.conv1/conv2/bn1/bn2``,
+``fc1``)."""
 
 from __future__ import annotations
 
@@ -10,6 +12,21 @@ from torch import nn
 from torch.nn import functional as F
 
 CHANNELS = (64, 128, 256, 512, 1024, 2048)
+
+
+class Projection(nn.Module):
+    """MS-CLAP's projection: ``LayerNorm(l1(x) + l2(gelu(l1(x))))``, no biases (its dropout
+    is inactive at inference)."""
+
+    def __init__(self, d_in: int, d_out: int):
+        super().__init__()
+        self.linear1 = nn.Linear(d_in, d_out, bias=False)
+        self.linear2 = nn.Linear(d_out, d_out, bias=False)
+        self.layer_norm = nn.LayerNorm(d_out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        embed1 = self.linear1(x)
+        return self.layer_norm(embed1 + self.linear2(F.gelu(embed1)))
 
 
 class ConvBlock(nn.Module):

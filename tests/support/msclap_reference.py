@@ -67,7 +67,17 @@ WRAPPER_METHODS = ("read_audio", "load_audio_into_tensor", "preprocess_audio", "
                    "_get_text_embeddings", "_get_audio_embeddings")
 
 
-def _wrapper_methods(names) -> dict:
+class CentreCrop:
+    """``random`` for CLAPWrapper's methods with ``randrange(k)`` fixed at ``k // 2``: the
+    wrapper crops a longer clip at a random start, freebind at the centre; with this the
+    wrapper's own code crops where freebind does."""
+
+    @staticmethod
+    def randrange(stop: int) -> int:
+        return stop // 2
+
+
+def _wrapper_methods(names, rng=random) -> dict:
     """CLAPWrapper's methods ``names`` compiled from its source, their globals the modules
     it imports: torchaudio is torchaudio's own Python code (``load`` through soundfile,
     ``transforms.Resample``; preprocess_reference.py), never its native library."""
@@ -78,7 +88,7 @@ def _wrapper_methods(names) -> dict:
     tree = ast.parse(source)
     cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "CLAPWrapper")
     funcs = [n for n in cls.body if isinstance(n, ast.FunctionDef) and n.name in names]
-    namespace = {"np": np, "torch": torch, "random": random, "re": re, "math": __import__("math"),
+    namespace = {"np": np, "torch": torch, "random": rng, "re": re, "math": __import__("math"),
                  "collections": __import__("collections"), "torchaudio": ta,
                  "T": ta.transforms}
     exec(compile(ast.Module(body=funcs, type_ignores=[]), str(package_dir() / "CLAPWrapper.py"),
@@ -106,7 +116,7 @@ class Wrapper:
     ``clap``, ``tokenizer``, ``token_keys``), with those methods themselves bound to it
     (``__init__``, which downloads weights, is the one part not run)."""
 
-    def __init__(self, version: str, clap, tokenizer=None):
+    def __init__(self, version: str, clap, tokenizer=None, rng=random):
         self.args = config(version)
         self.clap, self.use_cuda = clap, False
         self.tokenizer = Transformers4Tokenizer(tokenizer) if tokenizer is not None else None
@@ -116,5 +126,5 @@ class Wrapper:
             self.token_keys = ["input_ids", "token_type_ids", "attention_mask"]
         self.np_str_obj_array_pattern = re.compile(r"[SaUO]")
         self.default_collate_err_msg_format = "default_collate: {}"
-        for name, fn in _wrapper_methods(WRAPPER_METHODS).items():
+        for name, fn in _wrapper_methods(WRAPPER_METHODS, rng).items():
             setattr(self, name, fn.__get__(self))

@@ -32,11 +32,19 @@ AS_MODALITY_HELP = (
     "extension).")
 
 
+TO_HELP = (
+    "Write into a vector database instead of an output folder: lancedb:PATH[#TABLE], "
+    "qdrant:PATH#COLLECTION, qdrant+http://HOST:PORT#COLLECTION, milvus:PATH.db#COLLECTION, "
+    "milvus+http://HOST:PORT#COLLECTION. Rows are upserted by content key (a re-run adds "
+    "only what is missing); a bundle's presets become extra vector columns.")
+
+
 @with_flag_groups
 def embed(
     args: List[str] = typer.Argument(None, metavar="[TARGET] PATH...",
                                      help=TARGET_AND_PATHS_HELP),
-    output: Path = typer.Option(..., "--output", "-o", help="Output folder."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Output folder."),
+    to: Optional[str] = typer.Option(None, "--to", metavar="URI", help=TO_HELP),
     texts: Optional[Path] = typer.Option(None, "--texts", help="Text file, one text per line "
                                                                 "(or a table: --text-column)."),
     text_column: Optional[str] = typer.Option(
@@ -76,6 +84,12 @@ def embed(
     from freebind.run.partitions import embed as run_embed
     from freebind.util.errors import EmbedSkipped, UsageError
 
+    if (output is None) == (to is None):
+        raise UsageError("give an output folder (-o OUT) or a vector database (--to URI)")
+    if to is not None:
+        return _embed_to(args, to, texts, factor, preset, batch_size, cache_dir, shard_size,
+                         space_flags, as_modality, quiet, as_json, strict,
+                         _columns(text_column, audio_column, image_column))
     options = space_flags.parse()
     target, paths = _target_and_paths(args)
     fmt = _metadata_format(metadata_format)
@@ -100,6 +114,33 @@ def embed(
     else:
         print_report(report)
     if failed:
+        raise typer.Exit(code=1)
+
+
+def _embed_to(args, to, texts, factor, preset, batch_size, cache_dir, shard_size, space_flags,
+              as_modality, quiet, as_json, strict, columns) -> None:
+    """``embed --to URI``: :func:`freebind.run.partitions.embed` with ``to``, then its
+    report."""
+    from freebind.run.partitions import embed as run_embed
+    from freebind.run.sinks import require
+
+    require(to)   # a bad URI or a missing extra, before the target loads
+    options = space_flags.parse()
+    target, paths = _target_and_paths(args)
+    report = run_embed(target, paths, texts, to=to, factors=factor, preset=preset,
+                       batch_size=batch_size, cache_dir=cache_dir, shard_size=shard_size,
+                       space_options=options, progress=not (quiet or as_json),
+                       as_modality=as_modality.lower() if as_modality else None, **columns)
+    if as_json:
+        print_json(report.to_dict())
+    else:
+        for s in report.skipped:
+            typer.echo(f"skipped {s['path']}: {s['reason']}", err=True)
+        print_command(console(), f"{report.written} row(s) written to {report.uri}, "
+                                 f"{report.present} already there; {len(report.skipped)} "
+                                 f"input(s) skipped; {report.rows} row(s) in the collection; "
+                                 f"vectors: {', '.join(report.vectors)} ({report.dim}-d)")
+    if strict and report.skipped:
         raise typer.Exit(code=1)
 
 

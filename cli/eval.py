@@ -32,7 +32,7 @@ def eval_command(
                                         "folder, else the only bundle here."),
     suite: List[str] = suite_option("Suite name (repeatable): audiocaps, clotho, esc50, "
                                     "audioset, vggss, flickrnet, coco, flickr30k, imagenet, "
-                                    "pairs."),
+                                    "modelnet40, objaverse-lvis, cap3d, pairs."),
     data: List[Path] = data_option("the mini evaluation sets for mini targets"),
     factor: List[str] = factor_option("Factor override for bundles (a=0.8, b2.t=0.5, "
                                       "CLAP_g.a=0.8, b2=off); repeatable."),

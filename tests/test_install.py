@@ -38,7 +38,7 @@ def test_no_extra_declares_a_reference_or_torchaudio():
                             "msclap", "pytorchvideo", "decord", "numpy"}, name
     assert set(extras["all"][0].split("[")[1].rstrip("]").split(",")) == {
         "imagebind", "open-clip", "clap", "internvl", "minilm", "search", "hub", "api", "onnx",
-        "hf"}
+        "hf", "points"}
     assert "ray" in extras  # the cluster engine stays its own extra
 
 

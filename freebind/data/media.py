@@ -389,3 +389,13 @@ def _load_npy(path) -> np.ndarray:
     if not isinstance(arr, np.ndarray) or not np.issubdtype(arr.dtype, np.number):
         raise MediaError(f"{path}: not a numeric array")
     return arr
+
+
+# --- 3D point clouds and meshes (freebind.data.points) ---------------------------------------
+
+def load_points(path: str | os.PathLike, n_points: int) -> np.ndarray:
+    """A point cloud or mesh as float32 ``[n_points, 6]`` (xyz in the unit sphere, rgb in
+    [0, 1]); see :func:`freebind.data.points.load_points`."""
+    from freebind.data.points import load_points as _load_points
+
+    return _load_points(path, n_points)

@@ -49,6 +49,8 @@ DEFAULT_COLUMNS = {
               "file_name"),
     "image": ("image", "jpg", "jpeg", "png", "webp", "img", "image_path", "path", "file",
               "filename", "file_name"),
+    "point": ("point", "points", "ply", "pcd", "pc", "shape", "mesh", "point_path", "path",
+              "file", "filename", "file_name"),
 }
 SEP = "::"
 
@@ -334,6 +336,7 @@ def _sample_key(name: str) -> tuple[str, str]:
 
 def _ext_modality(ext: str) -> str | None:
     from freebind.util.vocab import AUDIO_EXTENSIONS, IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
+    from freebind.util.vocab import POINT_EXTENSIONS
 
     last = "." + ext.rsplit(".", 1)[-1]
     if last in AUDIO_EXTENSIONS:
@@ -342,6 +345,8 @@ def _ext_modality(ext: str) -> str | None:
         return "image"
     if last in VIDEO_EXTENSIONS:
         return "video"
+    if last in POINT_EXTENSIONS:
+        return "point"
     if last in (".txt", ".json"):
         return "text"
     return None

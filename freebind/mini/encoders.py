@@ -4,6 +4,8 @@ the space's dimension (outputs are L2-normalised by the caller).
 * :class:`ImageTower` — a strided CNN on 40 px RGB images, mean+max pooled.
 * :class:`AudioTower` — 1-D convolutions over time on log-mel frames, mean+max pooled.
 * :class:`TextTower` — word embeddings, masked mean+max pooled, then an MLP.
+* :class:`PointTower` — a PointNet on ``[N, 6]`` clouds (xyz, rgb): a shared per-point MLP,
+  its max over the cloud concatenated back to every point, a second MLP, mean+max pooled.
 """
 
 from __future__ import annotations
@@ -75,6 +77,24 @@ class TextTower(nn.Module):
         return self.head(self.mix(torch.cat([mean, mx], dim=1)))
 
 
+class PointTower(nn.Module):
+    def __init__(self, width: int, dim: int):
+        super().__init__()
+        w = width
+
+        def block(i, o):
+            return [nn.Conv1d(i, o, 1, bias=False), nn.BatchNorm1d(o), nn.ReLU()]
+
+        self.local = nn.Sequential(*block(6, w), *block(w, 2 * w))
+        self.features = nn.Sequential(*block(4 * w, 4 * w), *block(4 * w, 4 * w))
+        self.head = _head(8 * w, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = self.local(x.transpose(1, 2))
+        f = self.features(torch.cat([f, f.amax(dim=2, keepdim=True).expand_as(f)], dim=1))
+        return self.head(torch.cat([f.mean(dim=2), f.amax(dim=2)], dim=1))
+
+
 def build_towers(config: dict) -> nn.ModuleDict:
     """Towers from a config: {"dim": D, "vocab_size": V, "audio": w, "image": w, "text": w}
     (a modality absent from the config has no tower)."""
@@ -86,4 +106,6 @@ def build_towers(config: dict) -> nn.ModuleDict:
         towers["image"] = ImageTower(int(config["image"]), dim)
     if "text" in config:
         towers["text"] = TextTower(int(config["vocab_size"]), int(config["text"]), dim)
+    if "point" in config:
+        towers["point"] = PointTower(int(config["point"]), dim)
     return towers

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-COLUMNS = ("a2t", "t2a", "i2t", "t2i", "a2i", "i2a", "paraphrase")
+COLUMNS = ("a2t", "t2a", "i2t", "t2i", "a2i", "i2a", "p2t", "t2p", "p2i", "i2p", "paraphrase")
 HEADERS = {"a2t": "a→t", "t2a": "t→a", "i2t": "i→t", "t2i": "t→i", "a2i": "a→i",
-           "i2a": "i→a", "paraphrase": "para (acoustic)"}
+           "i2a": "i→a", "p2t": "p→t", "t2p": "t→p", "p2i": "p→i", "i2p": "i→p",
+           "paraphrase": "para (acoustic)"}
 
 
 PROBES = ("a:class", "a:loudness", "a:pitch", "a:rhythm", "i:class", "i:colour", "i:size",

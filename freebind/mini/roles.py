@@ -12,8 +12,9 @@ import numpy as np
 
 from freebind.mini.world import rng, sample_event
 
-PAIRS = (("audio", "text"), ("image", "text"), ("audio", "image"))
-SHORT = {"audio": "a", "image": "i", "text": "t"}
+PAIRS = (("audio", "text"), ("image", "text"), ("audio", "image"), ("point", "text"),
+         ("point", "image"))
+SHORT = {"audio": "a", "image": "i", "text": "t", "point": "p"}
 #: "Far above chance" for audio–image: at least this many times the chance R@1.
 CHANCE_FACTOR = 5.0
 
@@ -28,6 +29,20 @@ class HeldOut:
     para_a: list               # paraphrase groups: wording A of each variant
     para_b: list               # wording B of the same variants
     para_groups: np.ndarray    # group id of each variant
+    seed: int = 0
+    _clouds: np.ndarray | None = None
+
+    @property
+    def clouds(self) -> np.ndarray:
+        """float32 [n, 128, 6]: each event's point cloud as the mini point tower reads it
+        (rendered on first use, from the ``heldout``/``points`` stream)."""
+        if self._clouds is None:
+            from freebind.mini.shapes import render_points, tower_input
+
+            self._clouds = np.stack([
+                tower_input(*render_points(e, rng("heldout", "points", self.seed, i)))
+                for i, e in enumerate(self.events)])
+        return self._clouds
 
 
 def heldout(n: int = 500, n_groups: int = 60, seed: int = 0) -> HeldOut:
@@ -42,7 +57,7 @@ def heldout(n: int = 500, n_groups: int = 60, seed: int = 0) -> HeldOut:
     acap = [caption(e, g, "audio") for e in events]
     icap = [caption(e, g, "image") for e in events]
     ta, tb, groups = paraphrase_groups(rng("heldout", "paraphrase", seed), n_groups)
-    return HeldOut(events, waves, pixels, acap, icap, ta, tb, groups)
+    return HeldOut(events, waves, pixels, acap, icap, ta, tb, groups, seed)
 
 
 def recall_at_1(sim: np.ndarray) -> float:
@@ -73,11 +88,13 @@ def measure_space(space, data: HeldOut) -> dict:
         emb["audio"] = space.embed_waves(data.waves).numpy()
     if "image" in space.modalities:
         emb["image"] = space.embed_pixels(data.pixels).numpy()
+    if "point" in space.modalities:
+        emb["point"] = space.embed_points(data.clouds).numpy()
     out = {}
     for x, y in PAIRS:
         if x not in space.modalities or y not in space.modalities:
             continue
-        if y == "text":
+        if y == "text":   # a shape is described as its image is
             caps = data.audio_captions if x == "audio" else data.image_captions
             ey = space.embed_texts(caps).numpy()
         else:

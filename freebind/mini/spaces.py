@@ -18,7 +18,7 @@ from freebind.util.errors import SpaceError, UsageError
 from freebind.spaces.guard import check_finite
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
-WHICH = ("bind", "vl", "clap", "clap2")
+WHICH = ("bind", "vl", "clap", "clap2", "3d")
 
 
 def weights_path(which: str) -> Path:
@@ -83,6 +83,10 @@ class MiniSpace:
     def embed_texts(self, texts: Sequence[str], batch_size: int = 256):
         return self._run("text", list(texts), self.tokenizer, batch_size)
 
+    def embed_points(self, clouds, batch_size: int = 256):
+        """Float32 clouds [N, 128, 6] (freebind.mini.shapes.tower_input) -> [N, dim]."""
+        return self._run("point", clouds, _cloud_tensor, batch_size)
+
     def _run(self, modality, items, prepare, batch_size):
         import torch
         import torch.nn.functional as F
@@ -113,6 +117,8 @@ class MiniSpace:
             if not isinstance(item, str):
                 raise UsageError(f"{self.name}: a text item must be a string")
             return item
+        if modality == "point":
+            return _load_clouds([item])[0]
         return (load_waves if modality == "audio" else load_pixels)([item])[0]
 
     def encode_decoded(self, modality: str, inputs, batch_size: int = 256):
@@ -133,8 +139,9 @@ class MiniSpace:
             return check_finite(self.embed_texts(inputs, batch_size), self.name, modality,
                                 inputs)
         stacked = np.stack(inputs)
-        out = (self.embed_waves if modality == "audio" else self.embed_pixels)(stacked,
-                                                                               batch_size)
+        embed = {"audio": self.embed_waves, "point": self.embed_points}.get(modality,
+                                                                          self.embed_pixels)
+        out = embed(stacked, batch_size)
         return check_finite(out, self.name, modality, labels)  # NaN/inf never returned
 
     # -- the Space protocol --------------------------------------------------------------
@@ -163,10 +170,30 @@ class MiniSpace:
             chunk = items[i:i + batch_size]
             if modality == "audio":
                 outs.append(self.embed_waves(load_waves(chunk), batch_size))
+            elif modality == "point":
+                outs.append(self.embed_points(_load_clouds(chunk), batch_size))
             else:
                 outs.append(self.embed_pixels(load_pixels(chunk), batch_size))
         out = torch.cat(outs) if outs else torch.zeros((0, self.dim), dtype=torch.float32)
         return check_finite(out, self.name, modality, items)  # NaN/inf never returned
+
+
+def _cloud_tensor(clouds):
+    import numpy as np
+    import torch
+
+    return torch.as_tensor(np.asarray(clouds, dtype=np.float32))
+
+
+def _load_clouds(paths):
+    """Point-cloud files as the mini point tower's input [N, 128, 6] (MediaError naming a
+    file that cannot be read)."""
+    import numpy as np
+
+    from freebind.data.points import load_points
+    from freebind.mini.shapes import TOWER_POINTS
+
+    return np.stack([load_points(p, TOWER_POINTS) for p in paths])
 
 
 def load_file(path, name: str | None = None) -> MiniSpace:

@@ -69,6 +69,12 @@ RECIPES: dict[str, dict] = {
               "pairs": ("audio", "text"), "corpus": (3000, CORPUS_SIZE),
               "policy": "acoustic-rhythm", "paraphrase": "acoustic", "epochs": 14, "seed": 404,
               "lr": 3e-3},
+    # Uni3D's role: a point tower aligned to a frozen image-text space (mini:vl's towers,
+    # as Uni3D aligns to EVA-CLIP), on clouds of the corpus's events and their images and
+    # captions; the image and text towers are mini:vl's, unchanged
+    "3d": {"dim": 48, "modalities": ("image", "text", "point"), "towers": {"point": 16},
+           "teacher": "vl", "corpus": (0, 4000), "policy": "visual-mix", "epochs": 12,
+           "seed": 505, "lr": 3e-3},
 }
 BATCH = 128
 
@@ -204,6 +210,8 @@ def _train_space(which, corpus, seed, log, overrides):
     recipe = {**RECIPES[which], **(overrides or {})}
     torch.manual_seed(recipe["seed"] + 1000 * seed)
     g = rng("train", which, seed)
+    if recipe.get("teacher"):
+        return train_point_space(which, recipe, corpus, seed, g, log)
     vocab = vocabulary()
     tok = Tokenizer(vocab)
     config = {"dim": recipe["dim"], "vocab_size": len(tok), **recipe["towers"]}
@@ -330,3 +338,61 @@ def save_weights(path, tensors: dict, metadata: dict) -> None:
 
     atomic_write(path, lambda tmp: save_file(dict(sorted(tensors.items())), tmp,
                                              metadata=metadata))
+
+
+# ------------------------------------------------- a point tower over a teacher (mini:3d)
+
+def _teacher(recipe: dict):
+    from freebind.mini.spaces import load_file, weights_path
+
+    path = recipe.get("teacher_weights") or weights_path(recipe["teacher"])
+    return load_file(path)
+
+
+def train_point_space(which: str, recipe: dict, corpus: dict, seed: int, g, log):
+    """(tensors, metadata) of a point space over the teacher's image and text towers."""
+    import torch
+
+    from freebind.mini.encoders import build_towers
+    from freebind.mini.features import Tokenizer, image_tensor
+    from freebind.mini.points_training import POINT_VERSION, point_corpus
+
+    teacher = _teacher(recipe)
+    vocab = json.loads(teacher.metadata["vocab"])
+    tok = Tokenizer(vocab)
+    config = {**json.loads(teacher.metadata["config"]), "point": recipe["towers"]["point"]}
+    towers = build_towers(config)
+    missing, _ = towers.load_state_dict(teacher.towers.state_dict(), strict=False)
+    assert all(k.startswith("point.") for k in missing), missing
+    for name in ("image", "text"):
+        towers[name].eval().requires_grad_(False)
+    lo, hi = recipe["corpus"]
+    events = corpus["events"][lo:hi]
+    t0 = time.time()
+    clouds = torch.from_numpy(point_corpus(events, seed, lo, recipe.get("workers", 1)))
+    with torch.no_grad():
+        pixels = corpus["pixels"][lo:hi]
+        images = torch.cat([_norm(towers["image"](image_tensor(pixels[i:i + 512])))
+                            for i in range(0, len(events), 512)])
+    log(f"[{which}] {len(events)} clouds rendered ({time.time() - t0:.0f}s)")
+    tr = _Trainer(towers["point"].parameters(), recipe["lr"],
+                  recipe["epochs"] * (len(events) // BATCH))
+    towers["point"].train()
+    for epoch in range(recipe["epochs"]):
+        total, count = 0.0, 0
+        for idx in _batches(len(events), g):
+            texts = [policy_caption(events[i], g, recipe["policy"]) for i in idx]
+            with torch.no_grad():
+                text = _norm(towers["text"](tok(texts)))
+            p = _norm(towers["point"](clouds[idx]))
+            loss = _info_nce(p, images[idx], tr.scale) + _info_nce(p, text, tr.scale)
+            tr.step(loss)
+            total, count = total + float(loss.detach()), count + 1
+        log(f"[{which}] point-image+text epoch {epoch + 1}/{recipe['epochs']} "
+            f"loss {total / count:.3f} ({time.time() - t0:.0f}s)")
+    towers.eval()
+    tensors = {k: t.detach().clone().contiguous() for k, t in towers.state_dict().items()}
+    recipe = {k: v for k, v in recipe.items() if k != "teacher_weights"}
+    meta = _weights_metadata(which, recipe, config, vocab, seed, t0)
+    meta.update({"teacher": teacher.fingerprint, "points": POINT_VERSION})
+    return tensors, meta

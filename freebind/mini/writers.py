@@ -46,6 +46,12 @@ _EVALSET_ROWS = (
     ("vggss", 500, "audio-image retrieval",
      "vggss.json ([{file, class}]) + audio/<file>.wav + frames/<file>.png; "
      "manifest.csv (audio,image,label)"),
+    ("modelnet40", 400, "3D shape classification",
+     "modelnet40_shape_names.txt + test_split.json + test_pc.npy (OpenShape/Uni3D)"),
+    ("objaverse-lvis", 400, "3D shape classification",
+     "lvis_testset.txt (cate_id,cate_name,model_id,point_path) + lvis/<uid>.npy"),
+    ("cap3d", 500, "point-text and point-image retrieval",
+     "Cap3D_automated_Objaverse.csv (uid,caption) + points/<uid>.ply + images/<uid>.png"),
 )
 #: The evaluation sets ``write_evalsets`` writes: suite name -> path, items, task, layout.
 EVALSETS: dict[str, dict] = {name: {"path": name, "items": items, "task": task, "layout": layout}
@@ -139,6 +145,8 @@ def _pool_item(args) -> None:
     e = sample_event(g)
     if modality == "audio":
         _atomic_bytes(Path(root) / "audio" / f"audio_{i:05d}.wav", wav_bytes(render_audio(e, g)))
+    elif modality == "point":
+        _atomic_bytes(Path(root) / "point" / f"point_{i:05d}.ply", cloud_bytes(e, g))
     else:
         _atomic_bytes(Path(root) / "image" / f"image_{i:05d}.png", png_bytes(render_image(e, g)))
 
@@ -176,9 +184,18 @@ def _parallel(fn, tasks: list, desc: str, progress: bool, workers: int | None = 
                 bar.update(done)
 
 
+def cloud_bytes(event, g) -> bytes:
+    """An event's point cloud as a binary PLY with colours (freebind.mini.shapes)."""
+    from freebind.data.points import ply_bytes
+    from freebind.mini.shapes import render_points
+
+    return ply_bytes(*render_points(event, g))
+
+
 def write_pools(root, n_audio: int = 3000, n_image: int = 3000, n_text: int = 3000,
-                seed: int = 0, progress: bool = False) -> dict:
-    """Write unpaired pools: ``audio/*.wav``, ``image/*.png``, ``texts.txt``, ``pools.json``.
+                seed: int = 0, progress: bool = False, n_point: int = 0) -> dict:
+    """Write unpaired pools: ``audio/*.wav``, ``image/*.png``, ``texts.txt``, ``pools.json``
+    (and ``point/*.ply`` when ``n_point`` > 0: coloured point clouds of events).
 
     Each modality is drawn from its own random stream (``pool``/modality/seed): no item of
     one modality is paired with an item of another. Returns the summary written to
@@ -197,6 +214,12 @@ def write_pools(root, n_audio: int = 3000, n_image: int = 3000, n_text: int = 30
     summary = {"generator": GENERATOR_VERSION, "seed": seed,
                "audio": "audio", "image": "image", "text": "texts.txt",
                "counts": {"audio": n_audio, "image": n_image, "text": n_text}}
+    n_point = _check_count("n_point", n_point)
+    if n_point:
+        _parallel(_pool_item, [("point", seed, i, str(root)) for i in range(n_point)],
+                  "point pool", progress)
+        summary["point"] = "point"
+        summary["counts"]["point"] = n_point
     _atomic_text(root / "pools.json", json.dumps(summary, indent=2) + "\n")
     return summary
 
@@ -328,7 +351,16 @@ _WRITERS: dict[str, Callable] = {
     "coco": lambda r, s, n, b: _karpathy(r, s, n, b, "coco"),
     "flickr30k": lambda r, s, n, b: _karpathy(r, s, n, b, "flickr30k"),
     "imagenet": _imagenet, "vggss": _vggss,
+    "modelnet40": lambda r, s, n, b: _3d("write_modelnet40", r, s, n, b),
+    "objaverse-lvis": lambda r, s, n, b: _3d("write_objaverse_lvis", r, s, n, b),
+    "cap3d": lambda r, s, n, b: _3d("write_cap3d", r, s, n, b),
 }
+
+
+def _3d(writer: str, root: Path, seed: int, n: int, bar) -> None:
+    from freebind.mini import writers3d
+
+    getattr(writers3d, writer)(root, seed, n, bar, (_atomic_bytes, _atomic_text, png_bytes))
 
 
 def _write_suite(job) -> None:

@@ -38,10 +38,12 @@ from freebind.util.text import first_line
 
 IMPORTS_DIR = "imports"
 #: folder names of the embedding partitions per modality (clip-retrieval says ``img``)
-EMB_DIRS = {"audio": ("audio_emb",), "image": ("image_emb", "img_emb"), "text": ("text_emb",)}
+EMB_DIRS = {"audio": ("audio_emb",), "image": ("image_emb", "img_emb"), "text": ("text_emb",),
+            "point": ("point_emb",)}
 PATH_COLUMNS = {"audio": ("audio_path", "path", "audio", "file", "filename"),
                 "image": ("image_path", "path", "image", "file", "filename", "url"),
-                "text": ("caption", "text", "path")}
+                "text": ("caption", "text", "path"),
+                "point": ("point_path", "path", "point", "file", "filename")}
 _BLOCK = 65536
 
 

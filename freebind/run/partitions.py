@@ -222,6 +222,10 @@ def _collect(paths: Sequence, texts, as_modality: str | None, columns=None,
                 problems.append({"path": str(p), "reason": "no text in the file"})
     if texts is not None:
         out["text"] += _text_lines(texts, None)
+    if out.get("point"):
+        from freebind.data.points import require_mesh_reader
+
+        require_mesh_reader(src for src, _ in out["point"])   # before any work
     return {m: v for m, v in out.items() if v}
 
 
@@ -694,7 +698,7 @@ def register_engine(name: str, runner: Callable[..., list[ShardResult]]) -> None
 
 
 def embed(target, paths: Iterable = (), texts=None, output=None, *, engine: str = "local",
-          engine_options: Mapping[str, Any] | None = None, shard=None,
+          engine_options: Mapping[str, Any] | None = None, shard=None, to: str | None = None,
           **options) -> EmbedReport:
     """Embed ``paths`` (files or folders) and ``texts`` (one text per line) with ``target``
     (a space reference, a bundle, ``bundle@preset``) into partitions under ``output``.
@@ -710,10 +714,16 @@ def embed(target, paths: Iterable = (), texts=None, output=None, *, engine: str 
     :class:`freebind.run.engines.EngineOptions` (workers, cpus_per_worker, gpus_per_worker,
     ray_address, …; see docs/scale-out.md). ``shard=(i, n)`` (or ``"i/n"``) writes only
     the partitions ``k`` with ``k % n == i`` and returns their report (``slice`` set):
-    run every slice, then once without ``shard`` for the whole report."""
+    run every slice, then once without ``shard`` for the whole report.
+
+    ``to="lancedb:PATH"`` (``qdrant:…``, ``milvus:…``; no ``output``) writes into a vector
+    database instead (:func:`freebind.run.sinks.write_plan`, which returns a
+    :class:`~freebind.run.sinks.SinkReport`; ``presets=False`` leaves out the preset
+    columns)."""
     from freebind.run.engines import EngineOptions, parse_shard
     from freebind.run.preflight import leaf_spaces, path_problems, raise_if, space_problems
 
+    sink = _sink_for(to, output, shard, engine, options)   # its package, before any work
     paths = list(paths or ())
     # libraries, weights, then inputs: every failure in one message, before any work
     raise_if(f"embed with {target}",
@@ -728,6 +738,13 @@ def embed(target, paths: Iterable = (), texts=None, output=None, *, engine: str 
     if engine not in ENGINES:
         raise UsageError(f"engine={engine!r}: unknown engine; use one of "
                          f"{', '.join(ENGINES)}")
+    if sink is not None:
+        from freebind.run.sinks import write_plan
+
+        presets = options.pop("presets", True)
+        options["metadata"] = "jsonl"   # no partitions: no parquet needed
+        return write_plan(plan_embed(target, paths, texts, sink.text, **options), sink,
+                          presets=presets)
     shard = parse_shard(shard)
     if engine == "local" and shard is None and not engine_options:
         runner = ENGINES["local"]
@@ -756,6 +773,21 @@ def embed(target, paths: Iterable = (), texts=None, output=None, *, engine: str 
                            f"{report.skipped[0]['path']}: {report.skipped[0]['reason']})",
                            report)
     return report
+
+
+def _sink_for(to, output, shard, engine, options):
+    """The parsed ``to`` URI (its engine's package imported, else the extra named), or
+    None; ``to`` excludes ``output``, ``shard`` and another engine."""
+    if to is None:
+        if "presets" in options:
+            raise UsageError("presets= applies to embed(..., to=URI)")
+        return None
+    if output is not None or shard is not None or engine != "local":
+        raise UsageError("to=URI writes into a vector database: leave out output, shard and "
+                         "engine")
+    from freebind.run.sinks import require
+
+    return require(to)
 
 
 # ``freebind.run.partitions(...)`` is :func:`embed`, as ``freebind.embed(...)`` is

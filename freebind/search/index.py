@@ -47,7 +47,12 @@ EXACT_CELLS = 125_000_000
 #: Score cells (items x queries) one block of ``search_many`` holds: 64 M float32 cells,
 #: 256 MiB (``search --texts`` with many queries runs block after block).
 SCORE_CELLS = 1 << 26
-QUERY_MODALITIES = ("text", "audio", "image", "video", "depth", "thermal", "imu")
+QUERY_MODALITIES = ("text", "audio", "image", "video", "depth", "thermal", "imu", "point")
+
+
+#: ``(accepts(location), open(location, space_options=, store=))`` pairs :meth:`Index.open`
+#: tries before reading a folder (:mod:`freebind.search.databases` adds the databases')
+OPENERS: list = []
 
 
 class IndexError_(FreebindError):  # noqa: N801  (IndexError is a builtin)
@@ -644,6 +649,18 @@ class Index:
         atomic_write_text(path / "index.json", json.dumps(meta, indent=1))
         self.path = path
         return path
+
+    @classmethod
+    def open(cls, where: str | os.PathLike, *, space_options: Mapping | None = None,
+             store=None):
+        """An index folder (:meth:`load`), or a location one of :data:`OPENERS` takes: a
+        vector database URI written by ``freebind index --to`` (``lancedb:…``,
+        ``qdrant:…``, ``milvus:…``; :mod:`freebind.search.databases`), searched the same
+        way."""
+        for accepts, opener in OPENERS:
+            if accepts(os.fspath(where)):
+                return opener(os.fspath(where), space_options=space_options, store=store)
+        return cls.load(where, space_options=space_options, store=store)
 
     @classmethod
     def load(cls, path: str | os.PathLike, *, space_options: Mapping | None = None,

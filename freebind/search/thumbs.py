@@ -1,11 +1,14 @@
 """What the search page shows of an indexed file without playing it: a waveform thumbnail and
-the duration of every audio item, and a caption for any audio or image item.
+the duration of every audio item, three views of every point cloud, and a caption for any
+audio, image or point item.
 
 Written into the index folder at index time (``freebind index`` calls
 :func:`write_media_info`)::
 
-    idx/thumbs/<id>.png    a 240×48 waveform (min/max envelope), audio items
-    idx/media.json         {"<id>": {"duration": seconds, "caption": "…"}}
+    idx/thumbs/<id>.png    a 240×48 waveform (min/max envelope), audio items;
+                           a 240×80 picture of a point cloud from the front, the side and
+                           above (nearer points drawn over farther, shaded by depth)
+    idx/media.json         {"<id>": {"duration": seconds, "caption": "…", "points": N}}
 
 A caption is the text of a sidecar file with the same stem (``dog_bark.wav`` → ``dog_bark.txt``,
 first 300 characters), or a row of a captions table given at index time (``--captions
@@ -48,6 +51,54 @@ def waveform_png(wave: np.ndarray, path: Path, width: int = WIDTH,
             lo, hi = float(c.min()), float(c.max())
             draw.line([(x, mid - hi * scale), (x, mid - lo * scale)], fill=(47, 111, 176))
     img.save(path, format="PNG")  # regenerable: media.json lists it only once written
+
+
+POINT_VIEWS = ((0.0, 0.0), (90.0, 0.0), (0.0, 90.0))   # (turn about z, tilt about x), degrees
+POINT_HEIGHT = 80
+POINT_DRAWN = 2048
+
+
+def points_png(xyz: np.ndarray, rgb: np.ndarray | None, path: Path, width: int = WIDTH,
+               height: int = POINT_HEIGHT) -> None:
+    """Three orthographic views of a cloud side by side (front, side, top): each point a
+    dot in its colour (grey without one), nearer points over farther ones and brighter."""
+    from PIL import Image, ImageDraw
+
+    img = Image.new("RGB", (width, height), (246, 248, 251))
+    draw = ImageDraw.Draw(img)
+    xyz = np.asarray(xyz, dtype=np.float64)
+    if len(xyz) > POINT_DRAWN:        # an even subsample: every k-th point
+        keep = np.linspace(0, len(xyz) - 1, POINT_DRAWN).astype(int)
+        xyz = xyz[keep]
+        rgb = None if rgb is None else np.asarray(rgb)[keep]
+    colour = np.full((len(xyz), 3), 0.45) if rgb is None else np.asarray(rgb, np.float64)
+    xyz = xyz - xyz.mean(axis=0)
+    radius = max(float(np.sqrt((xyz ** 2).sum(1)).max()), 1e-9)
+    cell = width // len(POINT_VIEWS)
+    half = min(cell, height) / 2 - 3
+    for v, (turn, tilt) in enumerate(POINT_VIEWS):
+        a, b = np.radians(turn), np.radians(tilt)
+        rz = np.array([[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1]])
+        rx = np.array([[1, 0, 0], [0, np.cos(b), -np.sin(b)], [0, np.sin(b), np.cos(b)]])
+        p = xyz @ rz.T @ rx.T / radius        # x right, z up, y into the picture
+        order = np.argsort(-p[:, 1])          # far first
+        cx, cy = cell * v + cell / 2, height / 2
+        for i in order:
+            shade = 0.75 + 0.25 * (1 - (p[i, 1] + 1) / 2)
+            c = tuple(int(min(255, 255 * shade * k)) for k in colour[i])
+            x, y = cx + p[i, 0] * half, cy - p[i, 2] * half
+            draw.ellipse([x - 1.2, y - 1.2, x + 1.2, y + 1.2], fill=c)
+    img.save(path, format="PNG")
+
+
+def _cloud(path: str):
+    from freebind.data.points import read_cloud
+    from freebind.util.errors import MediaError
+
+    try:
+        return read_cloud(path, mesh_points=POINT_DRAWN)
+    except MediaError:          # unreadable clouds get no thumbnail
+        return None
 
 
 def _audio(path: str) -> tuple[np.ndarray, float] | None:
@@ -111,7 +162,7 @@ def file_captions(table: os.PathLike, column: str | None = None) -> dict[str, st
 def write_media_info(index_dir: os.PathLike, captions: os.PathLike | None = None,
                      caption_column: str | None = None, thumbnails: bool = True,
                      progress: bool = False) -> dict:
-    """Thumbnails, durations and captions of the index's audio and image items (those
+    """Thumbnails, durations and captions of the index's audio, image and point items (those
     without an entry yet). Returns ``{"thumbnails": n, "captions": n}`` (new ones)."""
     index_dir = Path(index_dir)
     items = json.loads((index_dir / "items.json").read_text(encoding="utf-8"))
@@ -125,7 +176,7 @@ def write_media_info(index_dir: os.PathLike, captions: os.PathLike | None = None
     table = file_captions(captions, caption_column) if captions else {}
     thumbs = index_dir / "thumbs"
     todo = [(i, it) for i, it in enumerate(items)
-            if it["modality"] in ("audio", "image") and str(i) not in info]
+            if it["modality"] in ("audio", "image", "point") and str(i) not in info]
     made = {"thumbnails": 0, "captions": 0}
     with bar(total=len(todo), desc="thumbnails", unit="file", disable=not progress) as pb:
         for i, it in todo:
@@ -144,10 +195,23 @@ def write_media_info(index_dir: os.PathLike, captions: os.PathLike | None = None
                         thumbs.mkdir(exist_ok=True)
                         waveform_png(wave, thumbs / f"{i}.png")
                         made["thumbnails"] += 1
+            elif it["modality"] == "point":
+                _point_entry(it["path"], thumbs / f"{i}.png", entry, made, thumbnails)
             info[str(i)] = entry
     if todo:
         atomic_write_text(info_path, json.dumps(info))
     return made
+
+
+def _point_entry(path: str, png: Path, entry: dict, made: dict, thumbnails: bool) -> None:
+    cloud = _cloud(path)
+    if cloud is None:
+        return
+    entry["points"] = len(cloud)
+    if thumbnails:
+        png.parent.mkdir(exist_ok=True)
+        points_png(cloud.xyz, cloud.rgb, png)
+        made["thumbnails"] += 1
 
 
 def read_media_info(index_dir: os.PathLike | None) -> dict[int, dict]:

@@ -57,6 +57,10 @@ MAX_INPUTS = 2048
 AUDIO_FORMATS = {"wav": ".wav", "x-wav": ".wav", "wave": ".wav", "flac": ".flac",
                  "mp3": ".mp3", "mpeg": ".mp3", "ogg": ".ogg", "x-flac": ".flac"}
 IMAGE_FORMATS = {"png": ".png", "jpeg": ".jpg", "jpg": ".jpg", "webp": ".webp", "bmp": ".bmp"}
+#: 3D shapes: ``{"type": "point", "data": BASE64, "format": "ply"}``
+POINT_FORMATS = {f: f".{f}" for f in ("ply", "pcd", "obj", "off", "stl", "glb", "npy", "npz")}
+_FORMATS = {"audio": (AUDIO_FORMATS, "wav"), "image": (IMAGE_FORMATS, "png"),
+            "point": (POINT_FORMATS, "ply")}
 _DATA_URL = re.compile(r"^data:(audio|image)/([A-Za-z0-9.+\-]+)(?:;[^,;]*)*;base64,(.*)$",
                        re.DOTALL)
 
@@ -89,8 +93,8 @@ def _b64(payload: str, where: str) -> bytes:
 
 
 def _suffix(modality: str, fmt: str | None, where: str) -> str:
-    table = AUDIO_FORMATS if modality == "audio" else IMAGE_FORMATS
-    fmt = (fmt or ("wav" if modality == "audio" else "png")).lower().lstrip(".")
+    table, default = _FORMATS[modality]
+    fmt = (fmt or default).lower().lstrip(".")
     if fmt not in table:
         raise UsageError(f"{where}: {modality} format {fmt!r} is not one of "
                          f"{', '.join(sorted(set(table)))}")
@@ -146,12 +150,12 @@ def parse_item(value: Any, i: int) -> Item:
                                  f"\"format\": \"wav\"}}")
             return Item("audio", data=_b64(part["data"], where),
                         suffix=_suffix("audio", part.get("format"), where))
-        if kind in ("audio", "image") and isinstance(value.get("data"), str):
+        if kind in ("audio", "image", "point") and isinstance(value.get("data"), str):
             return Item(kind, data=_b64(value["data"], where),
                         suffix=_suffix(kind, value.get("format"), where))
         raise UsageError(f"{where}: an object input is {{\"type\": \"text\", \"text\": …}}, "
                          f"an input_audio or image_url part, or {{\"type\": \"audio\"|"
-                         f"\"image\", \"data\": BASE64}}")
+                         f"\"image\"|\"point\", \"data\": BASE64}}")
     if isinstance(value, (int, list)):
         raise UsageError(f"{where}: {TOKEN_IDS}")
     raise UsageError(f"{where}: expected a string or an object, got "

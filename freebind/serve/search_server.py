@@ -285,7 +285,8 @@ def _indexed_file(state: ServerState, item_id: str,
         raise ApiError(404, "no such item")
     item = state.index.items[i]
     path = item["path"]
-    if item["modality"] not in modalities or Path(path).suffix.lower() not in MEDIA_TYPES:
+    shown = Path(path).suffix.lower() in MEDIA_TYPES or item["modality"] == "point"
+    if item["modality"] not in modalities or not shown:
         raise ApiError(404, f"item {i} has no audio or image file to show")
     real = _still_indexed(path, state.real_dirs)
     if real is None:
@@ -308,7 +309,7 @@ def _add_file_routes(app, state: ServerState) -> None:
 
     @app.api_route("/api/thumb/{item_id}", methods=["GET", "HEAD"])
     def thumb(item_id: str):
-        i, _ = _indexed_file(state, item_id, ("audio",))
+        i, _ = _indexed_file(state, item_id, ("audio", "point"))
         path = None if state.thumbs is None else state.thumbs / f"{i}.png"
         if path is None or not path.is_file() or path.is_symlink():
             raise ApiError(404, f"item {i} has no thumbnail (rebuild the index to draw them)")
@@ -364,10 +365,11 @@ async def _receive_upload(request, state: ServerState) -> tuple[Path, str, str, 
         name = _safe_name(file.filename)
         suffix = Path(name).suffix.lower()
         modality = modality_of(name) if suffix else None
-        if modality not in ("audio", "image") or suffix not in MEDIA_TYPES:
+        if modality != "point" and (modality not in ("audio", "image")
+                                    or suffix not in MEDIA_TYPES):
             raise ApiError(415, f"upload {name!r}: not an audio or image file by its "
                                 f"extension (audio: wav flac mp3 ogg; image: png jpg "
-                                f"jpeg webp bmp)")
+                                f"jpeg webp bmp; point: ply pcd obj off stl glb gltf)")
         if modality not in state.index.query_modalities:
             raise ApiError(400, f"{state.index.name} has no {modality} queries")
         path = state.tmp / f"{secrets.token_hex(8)}{suffix}"
@@ -591,7 +593,8 @@ def _hit_json(h, media_info: dict | None = None, thumbs: bool = False) -> dict:
     for key in ("caption", "duration"):
         if key in extra:
             d[key] = extra[key]
-    if thumbs and h.modality == "audio" and "duration" in extra:
+    if thumbs and ((h.modality == "audio" and "duration" in extra)
+                   or (h.modality == "point" and "points" in extra)):
         d["thumb"] = f"/api/thumb/{h.id}"
     d.pop("path")
     return d

@@ -53,6 +53,7 @@ for _name, _mods, _dim, _desc in (
     ("vl", ("image", "text"), 48, "mini image-text expert (like InternVL-C)"),
     ("clap", ("audio", "text"), 32, "mini audio-text expert (like CLAP_g)"),
     ("clap2", ("audio", "text"), 40, "second mini audio-text expert (like CLAP_m)"),
+    ("3d", ("image", "text", "point"), 48, "mini point-image-text space (like Uni3D)"),
 ):
     register(SpaceInfo(name=f"mini:{_name}", family="mini", modalities=_mods, dim=_dim,
                        description=_desc, options=(("which", _name),),
@@ -92,3 +93,18 @@ register(SpaceInfo(
     aliases=("MiniLM", "all-MiniLM-L6-v2"),
     loader="freebind.spaces.minilm:load", checker="freebind.spaces.minilm:check",
     fetcher="freebind.spaces.fetch:minilm"))
+
+# --- 3D point clouds: Uni3D's point tower with its EVA-CLIP image-text towers -------------
+FAMILIES.append(("uni3d", "freebind.spaces.families.uni3d:resolve_family", "uni3d:giant",
+                 "freebind.spaces.families.uni3d:fetch"))
+for _model, _short in (("giant", "g"), ("large", "l"), ("base", "b"), ("small", "s"),
+                       ("tiny", "ti")):
+    register(SpaceInfo(
+        name="Uni3D" if _model == "giant" else f"Uni3D-{_short}", family="uni3d", dim=1024,
+        modalities=("image", "text", "point"),
+        description=f"Uni3D-{_short} point encoder in EVA02-E-14-plus's space (point, image, "
+                    f"text)", aliases=(f"uni3d-{_short}",) + (("Uni3D-g",) if _short == "g"
+                                                              else ()),
+        options=(("model", _model),), loader="freebind.spaces.families.uni3d:load",
+        checker="freebind.spaces.families.uni3d:check",
+        fetcher="freebind.spaces.families.uni3d:fetch"))

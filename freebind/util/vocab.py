@@ -12,7 +12,7 @@ from typing import Any, Mapping, Sequence
 from freebind.util.errors import UsageError
 
 #: every modality name freebind knows, in canonical order (also the partition order)
-ALL_MODALITIES = ("audio", "image", "text", "video", "depth", "thermal", "imu")
+ALL_MODALITIES = ("audio", "image", "text", "video", "depth", "thermal", "imu", "point")
 #: modalities that unpaired pools (and the mini world) provide
 POOL_MODALITIES = ("audio", "image", "text")
 #: modalities whose items are strings; every other modality's items are file paths
@@ -102,13 +102,17 @@ AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 TEXT_EXTENSIONS = (".txt",)
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm")
+#: 3D shapes: point clouds and meshes (``point``; ``.npy``/``.npz`` clouds are named with
+#: ``discover(..., as_modality="point")``, like IMU arrays); freebind.data.points reads them
+POINT_EXTENSIONS = (".ply", ".pcd", ".obj", ".off", ".stl", ".glb", ".gltf")
 #: the modalities an extension tells apart (depth/thermal maps and IMU arrays are PNG/.npy
 #: files that look like images or anything else: name them with ``discover(..., as_modality)``)
-EXTENSION_MODALITIES = ("audio", "image", "text", "video")
+EXTENSION_MODALITIES = ("audio", "image", "text", "video", "point")
 
 
 def modality_of(path) -> str | None:
-    """``audio``, ``image``, ``text`` or ``video`` by file extension; None for anything else."""
+    """``audio``, ``image``, ``text``, ``video`` or ``point`` by file extension; None for
+    anything else."""
     from pathlib import Path
 
     ext = Path(path).suffix.lower()
@@ -120,4 +124,6 @@ def modality_of(path) -> str | None:
         return "text"
     if ext in VIDEO_EXTENSIONS:
         return "video"
+    if ext in POINT_EXTENSIONS:
+        return "point"
     return None

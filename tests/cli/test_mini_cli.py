@@ -55,7 +55,9 @@ def test_mini_roles_json_and_markdown():
     r = runner.invoke(app, ["mini", "roles", "--items", "200", "--json"])
     assert r.exit_code in (0, 1), r.output
     data = json.loads(r.stdout)
-    assert set(data["spaces"]) == {"mini:bind", "mini:vl", "mini:clap", "mini:clap2"}
+    assert set(data["spaces"]) == {"mini:bind", "mini:vl", "mini:clap", "mini:clap2",
+                                   "mini:3d"}
+    assert set(data["spaces"]["mini:3d"]) >= {"p2t", "t2p", "p2i", "i2p", "i2t", "t2i"}
     assert set(data["spaces"]["mini:bind"]) >= {"a2t", "t2a", "i2t", "t2i", "a2i", "i2a",
                                                 "paraphrase"}
     assert len(data["conditions"]) == 4

@@ -19,7 +19,7 @@ from freebind.mini.render import audio_to_float, render_audio, render_image
 from freebind.mini.spaces import WEIGHTS_DIR, WHICH, load, load_file
 from freebind.mini.world import rng, sample_event
 
-DIMS = {"bind": 64, "vl": 48, "clap": 32, "clap2": 40}
+DIMS = {"bind": 64, "vl": 48, "clap": 32, "clap2": 40, "3d": 48}
 
 
 def test_shipped_weights_are_present_and_small():

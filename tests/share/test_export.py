@@ -93,6 +93,8 @@ CASES = {
                    ["b1.image", "b1.text", "b2.audio", "b2.text"]),
     "nested": ("mini:bind + c((mini:vl + c(mini:clap)), t=0.4)",
                ["b1.audio", "b1.image", "b1.text", "b2.text"]),
+    # the expert brings a modality the base lacks: point comes out as P(e)
+    "point": ("mini:bind + c(mini:3d)", ["b1.image", "b1.text"]),
 }
 
 

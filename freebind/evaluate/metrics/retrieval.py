@@ -27,7 +27,7 @@ from freebind.evaluate.metrics.checks import MetricInputError, as_index, as_matr
 
 #: One-letter modality codes used in metric names (``t2a_R@1``).
 LETTERS = {"audio": "a", "image": "i", "text": "t", "video": "v", "depth": "d",
-           "thermal": "h", "imu": "m"}
+           "thermal": "h", "imu": "m", "point": "p"}
 
 #: Memory one block of the streamed metrics may use when no budget is given (bytes): the
 #: query and gallery row blocks, the similarity block and its comparison mask.

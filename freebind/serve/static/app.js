@@ -240,6 +240,11 @@
       img.src = h.media; img.alt = h.caption || h.name; img.loading = "lazy";
       div.appendChild(img);
       thumb = h.media;
+    } else if (h.modality === "point" && h.thumb) {
+      const img = el("img", "cloud");   // three views: front, side, above
+      img.src = h.thumb; img.alt = `3D views of ${h.name}`; img.loading = "lazy";
+      div.appendChild(img);
+      thumb = h.thumb;
     } else if (h.modality === "audio" && h.media) {
       if (h.thumb) {
         const w = el("img", "wave");

@@ -22,6 +22,9 @@ if [ "${1:-all}" != core ]; then
   # not get (laion-clap: numpy<2; imagebind-unofficial: torchaudio, pytorchvideo, decord), so
   # they come without their dependencies; what their model code imports is in [test].
   .venv/bin/python -m pip install -q --no-deps laion-clap imagebind-unofficial pytorchvideo==0.1.5
+  # MS-CLAP's reference (msclap 1.3.4 declares numpy<2, transformers<5, torchaudio): its model
+  # code imports torch, transformers, torchlibrosa and yaml (pyyaml: in [test])
+  .venv/bin/python -m pip install -q --no-deps msclap==1.3.4
   # torchaudio's pure-Python Kaldi fbank, resampler and mel transforms, the references of
   # ImageBind's and LAION-CLAP's loaders: unpacked outside the environment (import torchaudio
   # still fails; tests/support/preprocess_reference.py imports these files without its native library)

@@ -71,6 +71,8 @@ FAMILIES += [
      None),
     ("transformers", "freebind.spaces.families.transformers:resolve_family",
      "transformers:google/siglip2-base-patch16-224", None),
+    ("msclap", "freebind.spaces.families.msclap:resolve_family", "msclap:2023",
+     "freebind.spaces.families.msclap:fetch"),
     ("hf", "freebind.run.targets:resolve_hub_family", "hf:ORG/NAME[@REVISION][:FILE][@preset]",
      "freebind.run.hub_refs:fetch_entry"),
 ]

@@ -16,6 +16,7 @@ FAMILY = {
     "internvl": "MIT",
     "clap": "CC0-1.0",
     "minilm": "Apache-2.0",
+    "msclap": "MS-PL",   # microsoft/msclap's card (the msclap package's code is MIT)
     "mini": "MIT",
 }
 #: open_clip pretrained tags, by prefix (first match wins)

@@ -114,6 +114,7 @@ def torchaudio_reference() -> types.ModuleType:
     compliance_pkg.kaldi = kaldi
     transforms_pkg.MelSpectrogram = transforms.MelSpectrogram
     transforms_pkg.AmplitudeToDB = transforms.AmplitudeToDB
+    transforms_pkg.Resample = transforms.Resample
 
     def load(path):
         data, rate = sf.read(str(path), dtype="float32", always_2d=True)

@@ -112,15 +112,18 @@ class Stages:
 
 # ------------------------------------------------------------------------------ stand-ins
 
-class Item(str):
-    """A pool item named by its index whose content key is given (no file behind it)."""
+def stand_in_items(modality: str, n: int, block: int = 65536):
+    """N stand-in items of ``modality`` named by their index (``audio/000000042``), each
+    with its given content key (no file behind it), as compact arrays
+    (:class:`freebind.data.items.ItemList`): no Python object per item."""
+    from freebind.data.items import ItemList, StringArray
 
-    content_key: str
-
-    def __new__(cls, modality: str, i: int):
-        self = super().__new__(cls, f"{modality}/{i:09d}")
-        self.content_key = hashlib.sha256(f"paper-bench\0{modality}\0{i}".encode()).hexdigest()
-        return self
+    names = StringArray.pack(f"{modality}/{i:09d}" for i in range(n))
+    keys = np.empty(n, dtype="S64")
+    for a in range(0, n, block):
+        keys[a:a + block] = [hashlib.sha256(f"paper-bench\0{modality}\0{i}".encode())
+                             .hexdigest() for i in range(a, min(n, a + block))]
+    return ItemList(names, keys, "keyed")
 
 
 class StandIn:
@@ -151,14 +154,17 @@ def register() -> dict:
     return out
 
 
-def texts_of(n: int) -> list[str]:
-    return [f"synthetic caption {i:09d}" for i in range(n)]
+def texts_of(n: int):
+    """N synthetic captions, packed (:class:`freebind.data.items.StringArray`)."""
+    from freebind.data.items import StringArray
+
+    return StringArray.pack(f"synthetic caption {i:09d}" for i in range(n))
 
 
 def pool_items(n: int) -> dict:
-    """The pools: N audio and image stand-in items, N texts."""
-    return {"audio": [Item("audio", i) for i in range(n)],
-            "image": [Item("image", i) for i in range(n)], "text": texts_of(n)}
+    """The pools: N audio and image stand-in items, N texts (compact arrays)."""
+    return {"audio": stand_in_items("audio", n), "image": stand_in_items("image", n),
+            "text": texts_of(n)}
 
 
 def write_rows(store, stand_ins: dict, pools: dict, seed: int, chunk: int = 8192) -> None:
@@ -181,7 +187,7 @@ def write_rows(store, stand_ins: dict, pools: dict, seed: int, chunk: int = 8192
                 x = z @ w + noise
                 x /= np.linalg.norm(x, axis=1, keepdims=True)
                 keys = [text_key(t) for t in pools["text"][a:b]] if m == "text" else \
-                    [it.content_key for it in pools[m][a:b]]
+                    [k.decode("ascii") for k in pools[m].keys[a:b].tolist()]
                 store.write(space, m, keys, x)
 
 

@@ -15,6 +15,7 @@ import json
 import os
 import re
 from pathlib import Path
+from typing import Sequence
 
 from freebind.util.errors import MediaError, UsageError
 

@@ -18,8 +18,10 @@ Then N texts are embedded with ``freebind.embed`` (partitions written block by b
 audio clips with the bundle through the target API, the texts are indexed for search, and
 text→audio retrieval is evaluated on the embedded rows (memory-mapped).
 
-Target (docs/building.md, "Paper scale"): ``--items 200000 --hidden 256 --route`` under
-3 GB peak anonymous memory, growing by at most 2 KB per item from ``--items 50000``.
+Target (docs/building.md, "Paper scale"): ``--items N --hidden 256 --route`` growing by at
+most 0.5 KB per item from 50,000 to 200,000 items, and ``--items 1000000`` under 3 GB peak
+anonymous memory. The stand-in pools are compact arrays (:mod:`freebind.data.items`), as a
+pool given to a build is held.
 ``--json`` prints ``{"items", "peak_anon_mb", "stages": [{"stage", "seconds",
 "peak_anon_mb"}, …]}``.
 """

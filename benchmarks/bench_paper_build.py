@@ -104,6 +104,8 @@ class Stages:
             self.rows.append({"stage": self._name,
                               "seconds": round(time.perf_counter() - self._t0, 2),
                               "peak_anon_mb": round(peak / 2**20, 1)})
+            # each stage as it ends (stderr), so a long run that is stopped still tells
+            print(json.dumps(self.rows[-1]), file=sys.stderr, flush=True)
             self._name = None
 
     def close(self) -> None:

@@ -46,7 +46,9 @@ class LeafPools:
         if modality not in self._keys:
             items, kept = self.pool.items[modality], self.kept[modality]
             if isinstance(items, ItemList) and items.keys is not None:
-                self._keys[modality] = items.keys[kept]
+                # every item kept (kept is sorted and distinct): the pool's own keys, no copy
+                self._keys[modality] = items.keys if len(kept) == len(items) \
+                    else items.keys[kept]
                 return self._keys[modality]
             keys = np.zeros(len(kept), dtype="S64")
             for j, i in enumerate(kept.tolist()):

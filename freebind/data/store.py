@@ -354,7 +354,7 @@ class EmbeddingStore:
             raise FreebindError(f"{mdir}: no cached embedding for key {k}")
         used, shard_of = np.unique(index.shard_of[pos], return_inverse=True)
         return PoolView([index.shards[int(i)] for i in used], shard_of.astype(np.int32),
-                        index.row_of[pos].astype(np.int64), dim)
+                        index.row_of[pos], dim)
 
     def _encode_batch(self, space, modality, batch, on_error):
         """Rows of one batch; under ``skip`` a failing batch is retried item by item and the
@@ -476,7 +476,8 @@ class PoolView:
                  dim: int, _layout: dict | None = None):
         self.shards = list(shards)
         self.shard_of = np.asarray(shard_of, dtype=np.int32)
-        self.row_of = np.asarray(row_of, dtype=np.int64)
+        # a row within one shard (shard_size rows at most): 4 bytes, not 8, per pool row
+        self.row_of = np.asarray(row_of, dtype=np.int32)
         self.dim = int(dim)
         self._layout = _layout if _layout is not None else {}
 

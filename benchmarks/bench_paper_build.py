@@ -18,8 +18,10 @@ Then N texts are embedded with ``freebind.embed`` (partitions written block by b
 audio clips with the bundle through the target API, the texts are indexed for search, and
 text→audio retrieval is evaluated on the embedded rows (memory-mapped).
 
-Target (docs/building.md, "Paper scale"): ``--items 200000 --hidden 256 --route`` under
-3 GB peak anonymous memory, growing by at most 2 KB per item from ``--items 50000``.
+Target (docs/building.md, "Paper scale"): ``--items N --hidden 256 --route`` growing by at
+most 0.5 KB per item from 50,000 to 200,000 items, and ``--items 1000000`` under 3 GB peak
+anonymous memory. The stand-in pools are compact arrays (:mod:`freebind.data.items`), as a
+pool given to a build is held.
 ``--json`` prints ``{"items", "peak_anon_mb", "stages": [{"stage", "seconds",
 "peak_anon_mb"}, …]}``.
 """
@@ -102,6 +104,8 @@ class Stages:
             self.rows.append({"stage": self._name,
                               "seconds": round(time.perf_counter() - self._t0, 2),
                               "peak_anon_mb": round(peak / 2**20, 1)})
+            # each stage as it ends (stderr), so a long run that is stopped still tells
+            print(json.dumps(self.rows[-1]), file=sys.stderr, flush=True)
             self._name = None
 
     def close(self) -> None:
@@ -112,15 +116,18 @@ class Stages:
 
 # ------------------------------------------------------------------------------ stand-ins
 
-class Item(str):
-    """A pool item named by its index whose content key is given (no file behind it)."""
+def stand_in_items(modality: str, n: int, block: int = 65536):
+    """N stand-in items of ``modality`` named by their index (``audio/000000042``), each
+    with its given content key (no file behind it), as compact arrays
+    (:class:`freebind.data.items.ItemList`): no Python object per item."""
+    from freebind.data.items import ItemList, StringArray
 
-    content_key: str
-
-    def __new__(cls, modality: str, i: int):
-        self = super().__new__(cls, f"{modality}/{i:09d}")
-        self.content_key = hashlib.sha256(f"paper-bench\0{modality}\0{i}".encode()).hexdigest()
-        return self
+    names = StringArray.pack(f"{modality}/{i:09d}" for i in range(n))
+    keys = np.empty(n, dtype="S64")
+    for a in range(0, n, block):
+        keys[a:a + block] = [hashlib.sha256(f"paper-bench\0{modality}\0{i}".encode())
+                             .hexdigest() for i in range(a, min(n, a + block))]
+    return ItemList(names, keys, "keyed")
 
 
 class StandIn:
@@ -151,14 +158,17 @@ def register() -> dict:
     return out
 
 
-def texts_of(n: int) -> list[str]:
-    return [f"synthetic caption {i:09d}" for i in range(n)]
+def texts_of(n: int):
+    """N synthetic captions, packed (:class:`freebind.data.items.StringArray`)."""
+    from freebind.data.items import StringArray
+
+    return StringArray.pack(f"synthetic caption {i:09d}" for i in range(n))
 
 
 def pool_items(n: int) -> dict:
-    """The pools: N audio and image stand-in items, N texts."""
-    return {"audio": [Item("audio", i) for i in range(n)],
-            "image": [Item("image", i) for i in range(n)], "text": texts_of(n)}
+    """The pools: N audio and image stand-in items, N texts (compact arrays)."""
+    return {"audio": stand_in_items("audio", n), "image": stand_in_items("image", n),
+            "text": texts_of(n)}
 
 
 def write_rows(store, stand_ins: dict, pools: dict, seed: int, chunk: int = 8192) -> None:
@@ -181,7 +191,7 @@ def write_rows(store, stand_ins: dict, pools: dict, seed: int, chunk: int = 8192
                 x = z @ w + noise
                 x /= np.linalg.norm(x, axis=1, keepdims=True)
                 keys = [text_key(t) for t in pools["text"][a:b]] if m == "text" else \
-                    [it.content_key for it in pools[m][a:b]]
+                    [k.decode("ascii") for k in pools[m].keys[a:b].tolist()]
                 store.write(space, m, keys, x)
 
 

@@ -12,6 +12,7 @@ import numpy as np
 from freebind.build.pools import PoolError, Pools
 from freebind.build.report import BuildReport
 from freebind.data.align import align
+from freebind.data.items import ItemList
 
 #: Pools (and the space built so far) up to this many bytes per (space, modality) are read
 #: into memory; larger ones stay memory-mapped in the store and are read chunk by chunk.
@@ -43,9 +44,14 @@ class LeafPools:
     def keys(self, modality: str) -> np.ndarray:
         """The content keys (``S64``) of the kept items of ``modality`` (computed once)."""
         if modality not in self._keys:
-            items = self.pool.items[modality]
-            keys = np.zeros(len(self.kept[modality]), dtype="S64")
-            for j, i in enumerate(self.kept[modality]):
+            items, kept = self.pool.items[modality], self.kept[modality]
+            if isinstance(items, ItemList) and items.keys is not None:
+                # every item kept (kept is sorted and distinct): the pool's own keys, no copy
+                self._keys[modality] = items.keys if len(kept) == len(items) \
+                    else items.keys[kept]
+                return self._keys[modality]
+            keys = np.zeros(len(kept), dtype="S64")
+            for j, i in enumerate(kept.tolist()):
                 keys[j] = self.store.key(modality, items[i])
             self._keys[modality] = keys
         return self._keys[modality]

@@ -9,6 +9,8 @@ import re
 from pathlib import Path
 from typing import Callable, Mapping
 
+import numpy as np
+
 from freebind.build.leaf_embeddings import LeafPools
 from freebind.util.vocab import POOL_MODALITIES
 
@@ -35,8 +37,9 @@ def make_bundle(plan, projectors: Mapping, training: Mapping, leaf: LeafPools,
     for m in POOL_MODALITIES:
         if m in leaf.kept:
             h = hashlib.sha256(m.encode())
-            for k in leaf.keys(m).tolist():
-                h.update(k)
+            keys = leaf.keys(m)
+            for a in range(0, len(keys), 1 << 16):   # the keys' bytes, block by block
+                h.update(np.ascontiguousarray(keys[a:a + (1 << 16)]).tobytes())
             data_fp[m] = {"items": int(len(leaf.kept[m])), "fingerprint": h.hexdigest()[:16]}
     return FusedSpace.from_plan(plan, projectors, spaces=space_meta, training=training,
                                 data=data_fp)

@@ -8,9 +8,10 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Callable, Mapping, Sequence
 
 from freebind.build.config import MINI_POOL_SIZE, BuildConfig
+from freebind.data.items import ItemList, StringArray, as_sequence
 from freebind.run.preflight import PreflightError
 from freebind.util.errors import UsageError
 from freebind.util.vocab import POOL_MODALITIES, is_mini_only
@@ -28,9 +29,12 @@ class BuildPreflightError(PreflightError, PoolError):
 
 @dataclass
 class Pools:
-    """Unpaired unimodal pools: audio and image file paths, text strings."""
+    """Unpaired unimodal pools: audio and image file paths, text strings. A pool given as
+    paths, texts or keyed items is held as compact arrays
+    (:class:`~freebind.data.items.ItemList`: names packed in one buffer, content keys in
+    one ``S64`` array), not one Python object per item."""
 
-    items: dict[str, list]
+    items: dict[str, Sequence]
     origin: dict[str, str] = field(default_factory=dict)
     #: what the readers could not use (a truncated shard, null cells), as report entries
     problems: list[dict] = field(default_factory=list)
@@ -42,7 +46,7 @@ class Pools:
         return {m: len(self.items.get(m, [])) for m in POOL_MODALITIES if self.items.get(m)}
 
 
-def _files_of(modality: str, spec) -> tuple[list[Path], str]:
+def _files_of(modality: str, spec) -> tuple[Sequence, str]:
     from freebind.data.media import discover
 
     if isinstance(spec, (str, os.PathLike)):
@@ -52,13 +56,30 @@ def _files_of(modality: str, spec) -> tuple[list[Path], str]:
         found = discover([path])[modality]
         if not found:
             raise PoolError(f"{path}: no {modality} files found (by extension)")
-        return found, str(path)
-    # items that carry their own content key (archive members, table rows) stay as they are
-    paths = [p if hasattr(p, "content_key") else Path(p) for p in spec]
-    return paths, f"{len(paths)} {modality} paths"
+        return ItemList.of(found, "path"), str(path)
+    items = _compact_files(spec)
+    return items, f"{len(items)} {modality} paths"
 
 
-def _texts_of(spec) -> tuple[list[str], str]:
+def _compact_files(spec) -> Sequence:
+    """Listed paths as an :class:`ItemList` of paths, listed items that carry their own
+    content key as one of keyed items; a mix (or locators of archive members, which read
+    their bytes through their own fields) stays a list."""
+    from freebind.data.readers import Member
+
+    if isinstance(spec, ItemList):
+        return spec
+    spec = as_sequence(spec)
+    keyed = sum(1 for p in spec if hasattr(p, "content_key"))
+    if keyed == len(spec) and not any(isinstance(p, Member) for p in spec):
+        return ItemList.of(spec, "keyed")
+    if keyed == 0 and all(isinstance(p, (str, os.PathLike)) and not isinstance(p, Member)
+                          for p in spec):
+        return ItemList.of(spec, "path")
+    return [p if hasattr(p, "content_key") or isinstance(p, Member) else Path(p) for p in spec]
+
+
+def _texts_of(spec) -> tuple[Sequence[str], str]:
     from freebind.data.media import read_texts
 
     if isinstance(spec, (str, os.PathLike)):
@@ -68,8 +89,9 @@ def _texts_of(spec) -> tuple[list[str], str]:
         texts = read_texts(path)
         if not texts:
             raise PoolError(f"{path}: the text pool is empty")
-        return texts, str(path)
-    texts = [str(t) for t in spec]
+        return StringArray.pack(texts), str(path)
+    texts = StringArray.pack(spec if isinstance(spec, StringArray)
+                             else (str(t) for t in spec))
     return texts, f"{len(texts)} texts"
 
 

@@ -54,8 +54,9 @@ DEFAULTS = {
 }
 #: Mini spaces (tens of dimensions, a few thousand pool items): small, fast, one thread.
 MINI_DEFAULTS = {**DEFAULTS, **MINI_HYPER, "threads": 1}
-#: Tuples materialised in memory up to this many bytes; beyond, batches are gathered lazily.
-MATERIALISE_BYTES = 2 << 30
+#: Tuples materialised in memory up to this many bytes; beyond, batches are gathered lazily
+#: (the same batches, the same group: a chunk's worth, not a pool's, whatever the pools).
+MATERIALISE_BYTES = 256 << 20
 
 
 class TrainingError(FreebindError):
@@ -231,7 +232,7 @@ def train_group(tuples: PseudoTuples, source: Mapping[str, object],
     :class:`~freebind.data.store.PoolView`; the tuples index into them); ``modes`` are the data
     modes, one projector each. ``device`` is where the group trains (default the CPU);
     ``hyper["amp"] = "bf16"`` turns on bf16 autocast. Tuples are gathered into memory up
-    to ``materialise_bytes`` (default 2 GiB), beyond that batch by batch. The returned group
+    to ``materialise_bytes`` (default 256 MiB), beyond that batch by batch. The returned group
     is on the CPU."""
     import torch
 

@@ -47,6 +47,10 @@ DEFAULT_CHUNK_BYTES = 128 << 20
 SIM_PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
 #: Memory the blocked path may use on the CPU when no budget is given (bytes).
 DEFAULT_CPU_BUDGET = 1 << 30
+#: On the CPU a pool is held whole up to this size, else read in blocks of this size: the
+#: pool is read from the page cache either way, and a bigger block only grows the process
+#: with the pool (a device keeps a pool resident up to half its budget: no copies per pass).
+CPU_BLOCK_BYTES = 64 << 20
 #: Host blocks up to this size go to a CUDA device through pinned memory.
 PIN_BYTES = 1 << 30
 #: Share of a CUDA device's free memory the blocked path may use when no budget is given.
@@ -358,14 +362,17 @@ def _cut(n: int, pool, k: int, dev, sim: str, budget_bytes, candidates, chunk) -
         (min(npool, max(2 * k, k + 16)) if rescore else k)
     budget = _budget(dev, budget_bytes)
     el = 2 if reduced else 4
-    # the pool resident on the device when its copies take at most half the budget
+    # the pool resident on the device when its copies take at most half the budget (on
+    # the CPU: at most one block)
+    cpu = dev.type == "cpu"
     pool_bytes = npool * d * (4 + (el if reduced else 0))
-    resident = pool_bytes <= budget // 2
+    resident = pool_bytes <= (min(budget // 2, CPU_BLOCK_BYTES) if cpu else budget // 2)
     rest = budget - pool_bytes if resident else budget
     # what remains: a third each for the pool block, the query super-chunk (+ running
     # top-c) and the similarity chunk
     third = max(1 << 20, rest // 3)
-    block = npool if resident else int(max(1, min(npool, third // (d * (4 + el)))))
+    block_bytes = min(third, CPU_BLOCK_BYTES) if cpu else third
+    block = npool if resident else int(max(1, min(npool, block_bytes // (d * (4 + el)))))
     sup = int(max(1, min(n, third // (d * (4 + el) + c * 24))))
     sims_bytes = min(third, DEFAULT_CHUNK_BYTES if dev.type == "cpu" else third)
     qchunk = int(chunk or max(1, min(sup, 8192, sims_bytes // max(1, el * block))))

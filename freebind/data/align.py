@@ -21,6 +21,7 @@ from typing import Any, Hashable, Mapping, Sequence
 
 import numpy as np
 
+from freebind.data.items import as_sequence
 from freebind.util.errors import MediaError
 from freebind.util.text import reason
 from freebind.util.arrays import as_float32
@@ -37,7 +38,7 @@ def encode_skipping(space, modality: str, items: Sequence[Any], *, store=None,
     ``failures`` are :class:`freebind.data.store.EmbedFailure` records in item order."""
     from freebind.data.store import EmbedFailure
 
-    items = list(items)
+    items = as_sequence(items)   # compact item arrays stay arrays
     if store is not None:
         return store.embed(space, modality, items, batch_size=batch_size, progress=progress,
                            on_error="skip", lazy=lazy)
@@ -45,7 +46,7 @@ def encode_skipping(space, modality: str, items: Sequence[Any], *, store=None,
     kept: list[int] = []
     failures: list = []
     for start in range(0, len(items), max(1, int(batch_size))):
-        batch = items[start:start + batch_size]
+        batch = list(items[start:start + batch_size])
         try:
             got = as_float32(space.encode(modality, batch, batch_size=len(batch)))
             rows.extend(got)
@@ -103,7 +104,7 @@ def encode_aligned(requests: Sequence[tuple[Hashable, Any, str]], items: Sequenc
     """Encode ``items`` with every ``(key, space, modality)`` of ``requests``; keep only the
     items all of them could encode, with aligned rows (memory-mapped store views with
     ``lazy=True`` and a store)."""
-    items = list(items)
+    items = as_sequence(items)
     raw, firsts, every = {}, {}, []
     for key, space, modality in requests:
         arr, idx, fails = encode_skipping(space, modality, items, store=store,

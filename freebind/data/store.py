@@ -42,6 +42,7 @@ from freebind.util.errors import FreebindError, MediaError
 from freebind.util.vocab import TEXT_MODALITIES  # noqa: E402  (items are strings)
 from freebind.util.text import reason
 from freebind.util.arrays import as_float32
+from freebind.data.items import as_sequence, content_keys
 _HASH_CHUNK = 1 << 20
 #: Storage precisions by name (``--store-dtype``).
 STORE_DTYPES = {"fp32": np.float32, "float32": np.float32, "fp16": np.float16,
@@ -237,17 +238,16 @@ class EmbeddingStore:
         if modality not in tuple(space.modalities):
             raise FreebindError(f"space {getattr(space, 'name', space)!r} has no "
                                 f"{modality!r} encoder (it has {', '.join(space.modalities)})")
-        items = list(items)
+        items = as_sequence(items)
         failures: dict[int, EmbedFailure] = {}
-        keys = np.zeros(len(items), dtype="S64")    # b"": the item could not be keyed
-        for i, item in enumerate(items):
-            try:
-                keys[i] = self.key(modality, item)
-            except MediaError as exc:
-                if on_error == "raise":
-                    raise
-                failures[i] = EmbedFailure(i, _item_text(item), reason(exc, item))
 
+        def skip(i, item, exc):
+            if on_error == "raise":
+                raise exc
+            failures[i] = EmbedFailure(i, _item_text(item), reason(exc, item))
+
+        # b"": the item could not be keyed
+        keys = content_keys(items, lambda item: self.key(modality, item), skip)
         mdir = self.modality_dir(space, modality)
         index = self._index_with(mdir, fallback, modality)
         # distinct keys still missing, in first-appearance order (the shard layout)
@@ -255,10 +255,10 @@ class EmbeddingStore:
         if absent.size:
             _, first = np.unique(keys[absent], return_index=True)
             firsts = absent[np.sort(first)]
-            missing = {keys[i].decode("ascii"): int(i) for i in firsts}
+            del absent, first
             self._write_space_meta(space)
-            bad_keys = self._encode_missing(space, modality, items, missing, mdir, batch_size,
-                                            progress, on_error)
+            bad_keys = self._encode_missing(space, modality, items, keys, firsts, mdir,
+                                            batch_size, progress, on_error)
             for k, exc in bad_keys.items():
                 for i in np.flatnonzero(keys == k.encode("ascii")):
                     i = int(i)
@@ -281,20 +281,23 @@ class EmbeddingStore:
             return out, np.asarray(kept, dtype=np.int64), [failures[i] for i in sorted(failures)]
         return out
 
-    def _encode_missing(self, space, modality, items, missing: dict[str, int], mdir: Path,
-                        batch_size: int, progress: bool, on_error: str) -> dict[str, Exception]:
-        todo = list(missing.items())
+    def _encode_missing(self, space, modality, items, keys: np.ndarray, firsts: np.ndarray,
+                        mdir: Path, batch_size: int, progress: bool,
+                        on_error: str) -> dict[str, Exception]:
+        """Encode items ``firsts`` (positions in ``items``, one per missing key, in layout
+        order) in shards of ``shard_size``; returns the keys that failed and why."""
         bad: dict[str, Exception] = {}
         desc = f"embed {getattr(space, 'name', '')} {modality}"
-        with bar(total=len(todo), unit="item", desc=desc, disable=not progress) as pbar:
-            for start in range(0, len(todo), self.shard_size):
-                chunk = todo[start:start + self.shard_size]
+        with bar(total=len(firsts), unit="item", desc=desc, disable=not progress) as pbar:
+            for start in range(0, len(firsts), self.shard_size):
+                chunk = firsts[start:start + self.shard_size].tolist()
                 shard_keys, shard_rows = [], []
                 for b in range(0, len(chunk), batch_size):
                     batch = chunk[b:b + batch_size]
-                    got = self._encode_batch(space, modality, [items[i] for _, i in batch],
+                    got = self._encode_batch(space, modality, [items[i] for i in batch],
                                              on_error)
-                    for (k, _), emb in zip(batch, got):
+                    for i, emb in zip(batch, got):
+                        k = keys[i].decode("ascii")
                         if isinstance(emb, Exception):
                             bad[k] = emb
                         else:
@@ -345,7 +348,7 @@ class EmbeddingStore:
             raise FreebindError(f"{mdir}: no cached embedding for key {k}")
         used, shard_of = np.unique(index.shard_of[pos], return_inverse=True)
         return PoolView([index.shards[int(i)] for i in used], shard_of.astype(np.int32),
-                        index.row_of[pos].astype(np.int64), dim)
+                        index.row_of[pos], dim)
 
     def _encode_batch(self, space, modality, batch, on_error):
         """Rows of one batch; under ``skip`` a failing batch is retried item by item and the
@@ -594,7 +597,8 @@ class PoolView:
                  dim: int, _layout: dict | None = None):
         self.shards = list(shards)
         self.shard_of = np.asarray(shard_of, dtype=np.int32)
-        self.row_of = np.asarray(row_of, dtype=np.int64)
+        # a row within one shard (shard_size rows at most): 4 bytes, not 8, per pool row
+        self.row_of = np.asarray(row_of, dtype=np.int32)
         self.dim = int(dim)
         self._layout = _layout if _layout is not None else {}
 

@@ -15,6 +15,7 @@ import json
 import os
 import re
 from pathlib import Path
+from typing import Sequence
 
 from freebind.util.errors import MediaError, UsageError
 
@@ -106,7 +107,7 @@ class TextSources:
 
     def __init__(self, base: str | os.PathLike | None = None):
         self.base = None if base is None else Path(base)
-        self._files: dict[str, list[str]] = {}
+        self._files: dict[str, Sequence[str]] = {}
 
     def line(self, source: str) -> str | None:
         """The text a ``FILE:LINE`` source names; None when ``source`` is not one (or its
@@ -119,9 +120,11 @@ class TextSources:
             return None
         lines = self._files.get(str(path))
         if lines is None:
+            from freebind.data.items import StringArray
             from freebind.data.media import read_texts
 
-            lines = self._files[str(path)] = read_texts(path)
+            # held packed (a texts file of millions of lines), not as a list of str
+            lines = self._files[str(path)] = StringArray.pack(read_texts(path))
         i = int(m.group(2)) - 1
         if not 0 <= i < len(lines):
             raise MediaError(f"{source}: the file has {len(lines)} text line(s)")

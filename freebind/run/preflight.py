@@ -165,8 +165,8 @@ def path_problems(paths: Iterable[tuple[str, object]]) -> list[Problem]:
     tar shards' ``shards/{000000..000099}.tar`` and URLs are left to their readers)."""
     out = []
     for flag, p in paths:
-        if p is None or isinstance(p, (list, tuple)):
-            continue
+        if p is None or (isinstance(p, Sequence) and not isinstance(p, str)):
+            continue   # items themselves (a list, compact arrays), not a path
         if any(c in str(p) for c in ("{", "*", "?", "://", "::")):
             continue
         if not Path(str(p)).expanduser().exists():

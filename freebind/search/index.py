@@ -6,7 +6,9 @@ under any factors or preset ranks the items exactly as re-fusing them would. Fil
 (no pickle)::
 
     INDEX/index.json                 target, factors, modalities, sources, approximate indexes
-    INDEX/items.json                 [{"modality": m, "path": p}, …]; an item's id is its position
+    INDEX/items/…                    the items' modalities, paths and texts as columns
+                                     (:mod:`freebind.search.itemtable`); an item's id is its
+                                     position (version 1 kept them in one ``items.json``)
     INDEX/<m>/ids.npy                int64 ids of the modality's rows
     INDEX/<m>/leaf_<i>.npy           float32 base-space embeddings (one per space it reads)
     INDEX/<m>/A.npy, B.npy, dot.npy  the pivot components under the index's factors
@@ -38,9 +40,12 @@ from freebind.search import parts
 from freebind.fusion.devices import OnDevice
 from freebind.fusion.memo import remembered
 from freebind.data.store import PoolView
+from freebind.search.itemtable import LEGACY as LEGACY_ITEMS, ItemTable
 
 FORMAT = "freebind-index"
-VERSION = 1
+VERSION = 2
+#: versions :meth:`Index.load` reads (1: the items in one ``items.json``)
+READ_VERSIONS = (1, 2)
 #: exact search while rows × dim ≤ this (per component): 122k rows at 1024-d, 2.6M at 48-d;
 #: about 1 GB read per query at the limit (see benchmarks/bench_search.py)
 EXACT_CELLS = 125_000_000
@@ -121,10 +126,10 @@ class Index:
             self.dim, self.name, self.presets = int(sp.dim), self.ref, {}
         self.table = self._table()
         self.exact_limit = int(exact_limit) if exact_limit else max(1, EXACT_CELLS // self.dim)
-        self.items: list[dict] = []
+        #: the items (``items[i]``: ``{"modality", "path"[, "text"]}``), held as columns
+        self.items = ItemTable()
         self.blocks: dict[str, _Block] = {}
         self.sources: list[dict] = []
-        self._paths: set[tuple[str, str]] = set()
         self._query_cache: "OrderedDict[tuple, dict]" = OrderedDict()
         self.path: Path | None = None
         # guards the caches (query rows, components) so that searches can run in threads
@@ -226,21 +231,19 @@ class Index:
                 a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
         keep = []
         seen = set()
+        held = self.items.contains(modality, paths)
         for i, p in enumerate(paths):
-            if (modality, p) in self._paths or p in seen:
+            if held[i] or p in seen:
                 continue
             seen.add(p)
             keep.append(i)
+        del seen
         if not keep:
             return 0
         keep_idx = np.asarray(keep)
         start = len(self.items)
-        for i in keep:
-            entry = {"modality": modality, "path": paths[i]}
-            if texts is not None:
-                entry["text"] = str(texts[i])
-            self.items.append(entry)
-            self._paths.add((modality, paths[i]))
+        self.items.append(modality, [paths[i] for i in keep],
+                          None if texts is None else [str(texts[i]) for i in keep])
         new_ids = np.arange(start, start + len(keep), dtype=np.int64)
         block.ids = np.concatenate([block.ids, new_ids])
         for r in block.refs:
@@ -314,8 +317,8 @@ class Index:
             rows = partition_rows(folder, manifest, part)
             paths = [_abs(r["path"]) for r in rows]
             if self.fused is None:
-                try:
-                    vec = np.load(npy, allow_pickle=False)
+                try:   # mapped, not loaded: the rows are read block by block
+                    vec = np.load(npy, allow_pickle=False, mmap_mode="r")
                 except (OSError, ValueError) as exc:
                     raise IndexError_(f"{npy}: cannot read ({exc})") from None
                 if vec.shape[0] != len(paths):
@@ -651,7 +654,7 @@ class Index:
                 ann["graph"] = f"{m}/hnsw.faiss"
             modalities[m] = {"rows": block.rows, "leaves": leaf_files, "components": comp,
                              "ann": ann}
-        atomic_write_text(path / "items.json", json.dumps(self.items))
+        self.items.save(path)
         meta = {"format": FORMAT, "version": VERSION, "target": self.ref,
                 "expression": self.name, "dim": self.dim,
                 "weights_fingerprint": self.fused.weights_fingerprint
@@ -661,6 +664,7 @@ class Index:
                 "modalities": modalities, "sources": self.sources,
                 "saved": time.strftime("%Y-%m-%dT%H:%M:%S")}
         atomic_write_text(path / "index.json", json.dumps(meta, indent=1))
+        (path / LEGACY_ITEMS).unlink(missing_ok=True)   # a version-1 index, extended
         self.path = path
         return path
 
@@ -687,11 +691,17 @@ class Index:
                              f"`freebind index`")
         try:
             meta = json.loads(meta_file.read_text(encoding="utf-8"))
-            items = json.loads((path / "items.json").read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             raise IndexError_(f"{path}: unreadable index ({exc})") from None
-        if meta.get("format") != FORMAT or meta.get("version") != VERSION:
-            raise IndexError_(f"{path}: not a version-{VERSION} freebind index")
+        if meta.get("format") != FORMAT or meta.get("version") not in READ_VERSIONS:
+            raise IndexError_(f"{path}: not a version-{VERSION} freebind index (it says "
+                              f"{meta.get('format')!r} version {meta.get('version')!r}); "
+                              f"rebuild the index")
+        try:
+            items = ItemTable.load(path)
+        except ValueError as exc:
+            raise IndexError_(f"{path}: unreadable index ({exc}); rebuild the index") \
+                from None
         index = cls(meta["target"], meta.get("factors") or (), None,
                     space_options=space_options, exact_limit=meta.get("exact_limit"),
                     store=store)
@@ -703,9 +713,7 @@ class Index:
             raise IndexError_(f"{path}: {meta['target']} has changed since it was indexed "
                               f"(fingerprint {fp} ≠ {meta.get('weights_fingerprint')}); "
                               f"rebuild the index")
-        index.items = [{k: str(v) for k, v in it.items() if k in ("modality", "path", "text")}
-                       for it in items]
-        index._paths = {(it["modality"], it["path"]) for it in index.items}
+        index.items = items
         index.sources = list(meta.get("sources", []))
         for m, entry in meta.get("modalities", {}).items():
             block = index._block(m)

@@ -165,7 +165,9 @@ def write_media_info(index_dir: os.PathLike, captions: os.PathLike | None = None
     """Thumbnails, durations and captions of the index's audio, image and point items (those
     without an entry yet). Returns ``{"thumbnails": n, "captions": n}`` (new ones)."""
     index_dir = Path(index_dir)
-    items = json.loads((index_dir / "items.json").read_text(encoding="utf-8"))
+    from freebind.search.itemtable import ItemTable
+
+    items = ItemTable.load(index_dir)
     info_path = index_dir / MEDIA_INFO
     info: dict = {}
     if info_path.is_file():
@@ -175,8 +177,8 @@ def write_media_info(index_dir: os.PathLike, captions: os.PathLike | None = None
             info = {}
     table = file_captions(captions, caption_column) if captions else {}
     thumbs = index_dir / "thumbs"
-    todo = [(i, it) for i, it in enumerate(items)
-            if it["modality"] in ("audio", "image", "point") and str(i) not in info]
+    todo = [(i, items[i]) for i in items.ids_of(("audio", "image", "point")).tolist()
+            if str(i) not in info]
     made = {"thumbnails": 0, "captions": 0}
     with bar(total=len(todo), desc="thumbnails", unit="file", disable=not progress) as pb:
         for i, it in todo:

@@ -173,6 +173,22 @@ def test_streamed_blocks_equal_in_memory(tmp_path):
     np.testing.assert_array_equal(idx, want_i)
 
 
+def test_cpu_blocks_bound_the_pool_copy(monkeypatch):
+    """On the CPU a pool above CPU_BLOCK_BYTES is read in blocks of that size, not held
+    whole within the budget: the same neighbours and weights (blocks of 150 rows)."""
+    rng = np.random.default_rng(7)
+    q, p = rand_unit(rng, 300, 24), rand_unit(rng, 2000, 24)
+    cut = pseudo._cut(300, p, 6, torch.device("cpu"), "fp32", 1 << 30, None, None)
+    assert cut.resident and cut.block == 2000
+    want_i, want_w = topk_retrieve(q, p, 6, 0.1, budget_bytes=1 << 30)
+    monkeypatch.setattr(pseudo, "CPU_BLOCK_BYTES", 24 * 8 * 150)   # 8 bytes a cell
+    cut = pseudo._cut(300, p, 6, torch.device("cpu"), "fp32", 1 << 30, None, None)
+    assert not cut.resident and cut.block == 150
+    idx, w = topk_retrieve(q, p, 6, 0.1, budget_bytes=1 << 30)
+    np.testing.assert_array_equal(idx, want_i)
+    np.testing.assert_allclose(w, want_w, rtol=1e-6, atol=1e-7)
+
+
 def test_pseudo_build_streamed_from_store_equals_in_memory(tmp_path):
     rng = np.random.default_rng(5)
     mem = {"E": {"audio": rand_unit(rng, 400, 24), "text": rand_unit(rng, 350, 24)},

@@ -285,3 +285,59 @@ def test_engine_flags_become_the_library_call(world, tmp_path, monkeypatch):
     r = CliRunner().invoke(app, ["embed", "test:base", str(world / "image"), "-o",
                                  str(tmp_path / "o")])
     assert r.exit_code == 0 and "engine" not in seen and "shard" not in seen
+
+
+def _old_plan(store, space, calls):
+    """The layout as the plan computed it before its keys were arrays (a dict of seen keys,
+    a list of (key, text)): [(size, todo)] per chunk, and the key failures."""
+    import os
+
+    from freebind.util.errors import MediaError
+    from freebind.util.text import reason
+
+    out, failures, seen = [], [], set()
+    cached = store.index(space, "image")
+    for call in calls:
+        distinct = []
+        for item in call.items:
+            text = item if isinstance(item, str) else os.fspath(item)
+            try:
+                key = store.key("image", item)
+            except MediaError as exc:
+                entry = {"path": text, "reason": reason(exc, item), "modality": "image"}
+                if entry not in failures:
+                    failures.append(entry)
+                continue
+            if key not in seen:
+                seen.add(key)
+                distinct.append((key, text))
+        for a in range(0, len(distinct), store.shard_size):
+            part = distinct[a:a + store.shard_size]
+            out.append((len(part), tuple(p for p in part if p[0] not in cached)))
+    return out, failures
+
+
+def test_chunks_of_compact_items_equal_the_old_plan(world, tmp_path):
+    """plan_chunks over arrays (lists or packed items) gives the chunks and failures the
+    dict-and-tuple plan gave: shard_size 3, duplicates, unreadable files, an overlapping
+    second call, part of it cached."""
+    from freebind import spaces
+    from freebind.data.items import ItemList
+    from freebind.data.store import EmbeddingStore
+    from freebind.run.engines.chunks import StoreCall, plan_chunks
+
+    space = spaces.get("test:base")
+    images = sorted(str(p) for p in (world / "image").glob("*.png"))
+    missing = str(world / "image" / "absent.png")
+    first = images[:9] + [images[2], missing] + images[4:6]
+    second = images[7:14] + [missing, images[0]]
+    store = EmbeddingStore(tmp_path / "c", shard_size=3)
+    store.embed(space, "image", images[5:8], batch_size=2, progress=False)   # cached
+    want, want_fail = _old_plan(store, space, [StoreCall("test:base", "image", first),
+                                               StoreCall("test:base", "image", second)])
+    assert len(want_fail) == 1 and sum(1 for _, todo in want if len(todo) < 3) >= 2
+    for wrap in (list, lambda x: ItemList.of([Path(p) for p in x], "path")):
+        calls = [StoreCall("test:base", "image", wrap(first)),
+                 StoreCall("test:base", "image", wrap(second))]
+        chunks, failures = plan_chunks(store, {"test:base": space}, calls)
+        assert [(c.size, c.todo) for c in chunks] == want and failures == want_fail

@@ -123,7 +123,7 @@ def test_load_refuses_a_changed_bundle(tmp_path, world):
     meta = json.loads((tmp_path / "idx" / "index.json").read_text())
     meta["format"] = "something else"
     (tmp_path / "idx" / "index.json").write_text(json.dumps(meta))
-    with pytest.raises(Exception, match="not a version-1 freebind index"):
+    with pytest.raises(Exception, match="not a version-2 freebind index"):
         Index.load(tmp_path / "idx")
 
 

@@ -16,7 +16,9 @@ import os
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
-from freebind.util.errors import MediaError
+import numpy as np
+
+from freebind.data.items import StringArray, as_sequence, content_keys
 
 
 @dataclass(frozen=True)
@@ -28,63 +30,86 @@ class StoreCall:
     items: Sequence[Any]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Chunk:
     """Chunk ``index`` (global over the job) of space ``ref``, ``modality``: ``size`` distinct
-    items, of which ``todo`` (content keys and items, in order) are not cached yet."""
+    items, of which ``todo`` (content keys and items, in order) are not cached yet; they are
+    held as arrays (``todo_keys``, ``S64``, and ``todo_items``, a
+    :class:`~freebind.data.items.StringArray`), so a plan over millions of items holds no
+    Python object per item."""
 
     index: int
     ref: str
     modality: str
     size: int
-    todo: tuple[tuple[str, str], ...]
+    todo_keys: np.ndarray
+    todo_items: StringArray
+
+    @property
+    def todo(self) -> tuple[tuple[str, str], ...]:
+        return tuple(zip(self.keys, self.items))
 
     @property
     def keys(self) -> tuple[str, ...]:
-        return tuple(k for k, _ in self.todo)
+        return tuple(k.decode("ascii") for k in self.todo_keys.tolist())
 
     @property
     def items(self) -> tuple[str, ...]:
-        return tuple(it for _, it in self.todo)
+        return tuple(self.todo_items)
 
 
 def plan_chunks(store, spaces: Mapping[str, Any], calls: Iterable[StoreCall]):
     """(chunks, key failures): every chunk of ``calls`` in order, and the items whose file
     could not even be read for its key (reported like the store reports them)."""
-    from freebind.util.text import reason
-
     chunks: list[Chunk] = []
     failures: list[dict] = []
-    seen: dict[tuple[str, str], set[str]] = {}
-    cached: dict[tuple[str, str], set[str]] = {}
+    seen: dict[tuple[str, str], np.ndarray] = {}   # sorted distinct keys asked for so far
+    cached: dict[tuple[str, str], Any] = {}
     for call in calls:
         space = spaces[call.ref]
         # the store dir is the space's identity: two references to one space share it
         ident = (str(store.modality_dir(space, call.modality)), call.modality)
         if ident not in cached:
             cached[ident] = store.index(space, call.modality)   # compact, searched
-            seen[ident] = set()
-        distinct: list[tuple[str, str]] = []
-        for item in call.items:
-            text = item if isinstance(item, str) else os.fspath(item)
-            try:
-                key = store.key(call.modality, item)
-            except MediaError as exc:
-                entry = {"path": text, "reason": reason(exc, item), "modality": call.modality}
-                if entry not in failures:
-                    failures.append(entry)
-                continue
-            if key in seen[ident]:
-                continue
-            seen[ident].add(key)
-            distinct.append((key, text))
+            seen[ident] = np.zeros(0, dtype="S64")
+        items = as_sequence(call.items)
+        keys = content_keys(items, lambda it, m=call.modality: store.key(m, it),
+                            lambda i, it, exc, m=call.modality: _failed(failures, it, exc, m))
+        distinct = _new_distinct(keys, seen[ident])
+        seen[ident] = np.union1d(seen[ident], keys[distinct])
         size = store.shard_size
         for start in range(0, len(distinct), size):
             part = distinct[start:start + size]
-            absent = cached[ident].find([k for k, _ in part]) < 0
-            todo = tuple(p for p, new in zip(part, absent) if new)
-            chunks.append(Chunk(len(chunks), call.ref, call.modality, len(part), todo))
+            todo = part[cached[ident].find(keys[part]) < 0]
+            texts = StringArray.pack(_item_text(items[int(i)]) for i in todo)
+            chunks.append(Chunk(len(chunks), call.ref, call.modality, len(part),
+                                keys[todo], texts))
     return chunks, failures
+
+
+def _failed(failures: list[dict], item, exc, modality: str) -> None:
+    from freebind.util.text import reason
+
+    text = _item_text(item)
+    entry = {"path": text, "reason": reason(exc, item), "modality": modality}
+    if entry not in failures:
+        failures.append(entry)
+
+
+def _new_distinct(keys: np.ndarray, seen: np.ndarray) -> np.ndarray:
+    """Positions of the first appearance of each keyed item (``keys[i] != b""``) whose key
+    is not in ``seen`` (sorted), in order."""
+    pos = np.flatnonzero(keys != b"")
+    _, first = np.unique(keys[pos], return_index=True)
+    pos = pos[np.sort(first)]
+    if len(seen) and len(pos):
+        at = np.minimum(np.searchsorted(seen, keys[pos]), len(seen) - 1)
+        pos = pos[seen[at] != keys[pos]]
+    return pos
+
+
+def _item_text(item) -> str:
+    return item if isinstance(item, str) else os.fspath(item)
 
 
 def batches(chunk: Chunk, batch_size: int) -> list[tuple[str, ...]]:

@@ -6,6 +6,8 @@ import os
 import socket
 import time
 
+import numpy as np
+
 from freebind.util.progress import bar
 
 
@@ -23,10 +25,9 @@ def run(chunks, spaces, store, report, batch_size: int = 64, progress: bool = Tr
             t = time.perf_counter()
             before = store.encoded
             space = spaces[chunk.ref]
-            items = list(chunk.items)
             # the store's own encoding loop over exactly the chunk's items: one shard
-            bad = store._encode_missing(space, chunk.modality, items,
-                                        {k: i for i, k in enumerate(chunk.keys)},
+            bad = store._encode_missing(space, chunk.modality, chunk.todo_items,
+                                        chunk.todo_keys, np.arange(len(chunk.todo_keys)),
                                         store.modality_dir(space, chunk.modality),
                                         batch_size, False, "skip")
             stats.seconds += time.perf_counter() - t

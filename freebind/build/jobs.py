@@ -40,6 +40,8 @@ LOOP_OPTIONS = {
     "min_delta": ("float", 0.0, True, None),
     "max_steps_per_epoch": ("int", 0, True, None),
     "threads": ("int", 0, True, None),
+    # pseudo-tuple queries drawn per modality (None: every item of the pool is a query)
+    "max_queries": ("int", 1, True, None),
 }
 
 

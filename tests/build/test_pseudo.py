@@ -178,3 +178,14 @@ def test_a_direct_build_and_a_planned_build_share_one_default_topk_and_tau():
     for key, fill in planned.fills.items():
         np.testing.assert_array_equal(direct.fills[key].index, fill.index)
         np.testing.assert_array_equal(direct.fills[key].weight, fill.weight)
+
+
+def test_max_queries_is_a_checked_training_option():
+    """``max_queries`` (pseudo-tuple queries per modality) passes the build's hyper check as an
+    integer, and a value below 1 is refused before any work."""
+    from freebind.build.jobs import check_hyper
+    from freebind.util.errors import UsageError
+
+    assert check_hyper({"max_queries": "2000"}) == {"max_queries": 2000}
+    with pytest.raises(UsageError, match="max_queries"):
+        check_hyper({"max_queries": "0"})

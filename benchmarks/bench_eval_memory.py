@@ -23,22 +23,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
-import sys
 import tempfile
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
-
-
-def rss_anon() -> int:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith("RssAnon:"):
-                return int(line.split()[1]) * 1024
-    return 0
+from anon_memory import Peak, in_fresh_process
 
 
 def synthetic(folder: Path, n: int, dim: int) -> tuple[Path, Path]:
@@ -67,32 +56,20 @@ def one(n: int, dim: int, queries: int, budget_mb: float, folder: Path) -> dict:
     items = np.load(items_p, mmap_mode="r")
     caps = np.load(caps_p, mmap_mode="r")
     budget = int(budget_mb * 2**20)
-    base = rss_anon()
-    peak, stop = [base], threading.Event()
-
-    def sample():
-        while not stop.wait(0.005):
-            peak[0] = max(peak[0], rss_anon())
-
-    thread = threading.Thread(target=sample, daemon=True)
-    thread.start()
-    t0, c0 = time.perf_counter(), time.process_time()
-    if queries:
-        q = min(queries, n)
-        metrics = fe.retrieval_from_embeddings(caps[:q], items, np.arange(q),
-                                               budget_bytes=budget, name="t2a")
-    else:
-        metrics = fe.paired_retrieval_from_embeddings(caps, items, np.arange(n),
-                                                      budget_bytes=budget)
-    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
-    stop.set()
-    thread.join()
+    with Peak() as m:
+        if queries:
+            q = min(queries, n)
+            metrics = fe.retrieval_from_embeddings(caps[:q], items, np.arange(q),
+                                                   budget_bytes=budget, name="t2a")
+        else:
+            metrics = fe.paired_retrieval_from_embeddings(caps, items, np.arange(n),
+                                                          budget_bytes=budget)
     from freebind.evaluate.metrics import block_rows_for
 
     return {"items": n, "queries": queries or n, "dim": dim,
-            "block_rows": block_rows_for(dim, budget), "seconds": round(seconds, 1),
-            "cpu_seconds": round(cpu, 1), "base_anon_mb": round(base / 2**20, 1),
-            "peak_anon_mb": round(max(peak[0], rss_anon()) / 2**20, 1),
+            "block_rows": block_rows_for(dim, budget), "seconds": round(m.seconds, 1),
+            "cpu_seconds": round(m.cpu, 1), "base_anon_mb": round(m.base / 2**20, 1),
+            "peak_anon_mb": round(m.peak / 2**20, 1),
             "t2a_R@1": round(metrics["t2a_R@1"], 4)}
 
 
@@ -114,11 +91,9 @@ def main(argv=None):
         return
     rows = []
     for n in args.items:                      # a fresh process per size: a clean peak
-        out = subprocess.run([sys.executable, __file__, "--one", "--items", str(n),
-                              "--dim", str(args.dim), "--queries", str(args.queries),
-                              "--budget-mb", str(args.budget_mb), "--folder", str(folder)],
-                             check=True, capture_output=True, text=True)
-        rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        rows.append(in_fresh_process(__file__, ["--items", n, "--dim", args.dim,
+                                                "--queries", args.queries, "--budget-mb",
+                                                args.budget_mb, "--folder", folder]))
     first, last = rows[0], rows[-1]
     growth = ((last["peak_anon_mb"] - first["peak_anon_mb"]) * 2**20
               / (last["items"] - first["items"])) if len(rows) > 1 else None

@@ -27,24 +27,13 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
+from anon_memory import Peak, in_fresh_process
 
 SPACE, DIM = "CLIP-B32", 512
-
-
-def rss_anon() -> int:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith("RssAnon:"):
-                return int(line.split()[1]) * 1024
-    return 0
 
 
 def write_folder(folder: Path, n: int, per_part: int) -> Path:
@@ -92,26 +81,15 @@ def one(n: int, per_part: int, folder: Path) -> dict:
     source = write_folder(folder, n, per_part)
     cache = folder / f"cache-{n}"
     shutil.rmtree(cache, ignore_errors=True)
-    base = rss_anon()
-    peak, stop = [base], threading.Event()
-
-    def sample():
-        while not stop.wait(0.005):
-            peak[0] = max(peak[0], rss_anon())
-
-    thread = threading.Thread(target=sample, daemon=True)
-    thread.start()
-    t0, c0 = time.perf_counter(), time.process_time()
-    report = import_embeddings(SPACE, source, cache_dir=cache, progress=False)
-    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
-    stop.set()
-    thread.join()
+    with Peak() as m:
+        report = import_embeddings(SPACE, source, cache_dir=cache, progress=False)
+    seconds, cpu = m.seconds, m.cpu
     assert report.rows == {"text": n} and report.written == {"text": n}, report.rows
     shutil.rmtree(cache, ignore_errors=True)
     return {"rows": n, "partitions": -(-n // per_part), "seconds": round(seconds, 2),
             "cpu_seconds": round(cpu, 2), "rows_per_second": round(n / seconds),
-            "base_anon_mb": round(base / 2**20, 1),
-            "peak_anon_mb": round(max(peak[0], rss_anon()) / 2**20, 1)}
+            "base_anon_mb": round(m.base / 2**20, 1),
+            "peak_anon_mb": round(m.peak / 2**20, 1)}
 
 
 def main(argv=None):
@@ -130,12 +108,9 @@ def main(argv=None):
         return
     runs = []
     for n in args.rows:                          # a fresh process per size: a clean peak
-        out = subprocess.run([sys.executable, __file__, "--one", "--rows", str(n),
-                              "--partition-rows", str(args.partition_rows),
-                              "--folder", str(folder)],
-                             check=True, capture_output=True, text=True,
-                             env={**os.environ, "HF_HUB_OFFLINE": "1"})
-        runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        runs.append(in_fresh_process(__file__, ["--rows", n, "--partition-rows",
+                                                args.partition_rows, "--folder", folder],
+                                     env={**os.environ, "HF_HUB_OFFLINE": "1"}))
         if not args.keep:
             shutil.rmtree(folder / f"cr-{n}-{args.partition_rows}", ignore_errors=True)
     first, last = runs[0], runs[-1]

@@ -300,20 +300,27 @@ def hf_config(state: dict, amodel: str, fusion: bool, text_config: dict | None =
     from transformers import ClapConfig
 
     size = dict(htsat) if htsat is not None else dict(HTSAT[amodel])
-    width, depths = int(size["embed_dim"]), list(size["depths"])
     proj = state.get("audio_projection.0.weight")
     text = {**ROBERTA_BASE, **(text_config or {})}
     text.pop("initializer_range", None)
-    audio = dict(window_size=8, num_mel_bins=64, spec_size=256, patch_size=4,
-                 patch_stride=[4, 4], num_classes=CLASSES, depths=depths,
-                 num_attention_heads=list(size["num_heads"]), patch_embeds_hidden_size=width,
-                 hidden_size=width * 2 ** (len(depths) - 1), enable_fusion=bool(fusion),
-                 fusion_type="aff_2d" if fusion else None, hidden_dropout_prob=0.0,
-                 attention_probs_dropout_prob=0.0, drop_path_rate=0.0, qkv_bias=True,
-                 mlp_ratio=4.0, aff_block_r=4, layer_norm_eps=1e-5, projection_hidden_act="relu",
+    audio = dict(htsat_audio_config(size, fusion), aff_block_r=4,
+                 projection_hidden_act="relu",
                  projection_dim=int(proj.shape[0]) if proj is not None else 512)
     return ClapConfig(text_config=text, audio_config=audio,
                       projection_dim=audio["projection_dim"])
+
+
+def htsat_audio_config(size: dict, fusion: bool = False) -> dict:
+    """transformers' ``ClapAudioConfig`` fields of an HTSAT tower of ``size`` (``embed_dim``,
+    ``depths``, ``num_heads``) on LAION-CLAP's front end (64 mels, 256-frame spectrogram)."""
+    width, depths = int(size["embed_dim"]), list(size["depths"])
+    return dict(window_size=8, num_mel_bins=64, spec_size=256, patch_size=4,
+                patch_stride=[4, 4], num_classes=CLASSES, depths=depths,
+                num_attention_heads=list(size["num_heads"]), patch_embeds_hidden_size=width,
+                hidden_size=width * 2 ** (len(depths) - 1), enable_fusion=bool(fusion),
+                fusion_type="aff_2d" if fusion else None, hidden_dropout_prob=0.0,
+                attention_probs_dropout_prob=0.0, drop_path_rate=0.0, qkv_bias=True,
+                mlp_ratio=4.0, layer_norm_eps=1e-5)
 
 
 def _import_clap():

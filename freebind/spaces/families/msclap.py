@@ -219,7 +219,9 @@ def build_model(version: str, text_config: dict | None = None):
     if cfg["audio"] == "HTSAT":
         from transformers import ClapAudioConfig, ClapAudioModel, GPT2Config, GPT2Model
 
-        model.audio_base = ClapAudioModel(ClapAudioConfig(**htsat_config(HTSAT_TINY)))
+        from freebind.spaces.clap import htsat_audio_config
+
+        model.audio_base = ClapAudioModel(ClapAudioConfig(**htsat_audio_config(HTSAT_TINY)))
         model.text_base = GPT2Model(GPT2Config(**(text_config or {})))
         width = model.text_base.config.n_embd
     else:
@@ -231,16 +233,6 @@ def build_model(version: str, text_config: dict | None = None):
     model.audio_projection = Projection(cfg["out_emb"], DIM)
     model.text_projection = Projection(width, DIM)
     return model
-
-
-def htsat_config(size: dict) -> dict:
-    width, depths = int(size["embed_dim"]), list(size["depths"])
-    return dict(window_size=8, num_mel_bins=64, spec_size=256, patch_size=4, patch_stride=[4, 4],
-                num_classes=527, depths=depths, num_attention_heads=list(size["num_heads"]),
-                patch_embeds_hidden_size=width, hidden_size=width * 2 ** (len(depths) - 1),
-                enable_fusion=False, fusion_type=None, hidden_dropout_prob=0.0,
-                attention_probs_dropout_prob=0.0, drop_path_rate=0.0, qkv_bias=True,
-                mlp_ratio=4.0, layer_norm_eps=1e-5)
 
 
 def convert_state_dict(state: dict) -> dict:

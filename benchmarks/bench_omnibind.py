@@ -30,8 +30,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
-
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
@@ -56,17 +54,7 @@ class StandIn(paper.StandIn):
 
 
 def register() -> dict:
-    from freebind import spaces
-    from freebind.spaces.protocol import SpaceInfo
-
-    out = {}
-    for name, (dim, mods) in OMNI.items():
-        space = StandIn(name, dim, mods)
-        spaces.register(SpaceInfo(space.name, "omni-bench", mods, dim,
-                                  description="benchmark stand-in",
-                                  loader=lambda *_, _space=space, **__: _space), replace=True)
-        out[name] = space
-    return out
+    return paper.register(OMNI, StandIn, "omni-bench")
 
 
 def build_stage(args, root: Path, pools: dict, stages) -> tuple[Path, list, dict]:
@@ -78,66 +66,10 @@ def build_stage(args, root: Path, pools: dict, stages) -> tuple[Path, list, dict
     summary = {"expression": expr, "dim": plan.graph["dim"],
                "modalities": list(plan.graph["modalities"]),
                "jobs": [j.id if hasattr(j, "id") else str(j) for j in plan.jobs]}
-    hyper = {"hidden": args.hidden, "epochs": args.epochs, "batch": args.batch,
-             "max_queries": args.queries, "seed": args.seed, "router_epochs": args.epochs}
-
-    def log(msg: str) -> None:
-        if args.verbose:
-            print(msg, file=sys.stderr)
-        head = msg.split(":")[0].split()[0]
-        if head.startswith("j") or head.startswith("b"):
-            stages.begin(f"build after {head}")
-
-    stages.begin("build: embed pools, j1")
     bundle = root / "omni.safetensors"
-    fused = freebind.build(expr, audio=pools["audio"], image=pools["image"],
-                           text=pools["text"], output=bundle, cache_dir=root / "cache",
-                           hyper=hyper, progress=False, log=log,
-                           store_dtype=args.store_dtype)
-    jobs = [j.id for j in fused.build_report.jobs]
-    summary["bundle_dim"], summary["bundle_modalities"] = fused.dim, list(fused.modalities)
+    jobs, summary["bundle_dim"], summary["bundle_modalities"] = paper.build_bundle(
+        args, expr, bundle, pools, stages)
     return bundle, jobs, summary
-
-
-def use_stage(args, root: Path, bundle: Path, pools: dict, store, stages) -> dict:
-    """Embed texts and audio with the bundle, index the texts, evaluate text→audio."""
-    stages.begin("embed texts (freebind.embed)")
-    text_file = root / "texts.txt"
-    with open(text_file, "w", encoding="utf-8") as fh:
-        for t in pools["text"]:
-            fh.write(t + "\n")
-    out = root / "embedded"
-    from freebind.embed import embed
-
-    embed(str(bundle), texts=text_file, output=out, cache_dir=root / "cache",
-          partition_size=args.partition, progress=False)
-    text_rows = paper._partition_rows(out, "text")
-
-    stages.begin("embed audio (target API)")
-    from freebind.run.targets import open as open_target
-
-    target = open_target(str(bundle))
-    rows, _, _ = target.embed("audio", pools["audio"], store=store, lazy=True)
-    audio_path = root / "audio_rows.npy"
-    audio = np.lib.format.open_memmap(audio_path, mode="w+", dtype=np.float32,
-                                      shape=rows.shape)
-    for a, block in rows.blocks():
-        audio[a:a + len(block)] = block
-    audio.flush()
-    del audio, rows, target
-
-    stages.begin("index texts")
-    from freebind.search.index import Index
-
-    index = Index(str(bundle), store=store)
-    index.add_embeddings(out, store=store)
-    hits = index.search(vector=np.asarray(text_rows[1:2])[0], modality="text", k=5)
-    del index
-
-    stages.begin("eval t2a")
-    metrics = paper._evaluate(text_rows, np.load(audio_path, mmap_mode="r"),
-                              args.eval_queries)
-    return {"metrics": metrics, "search_top": [h.path for h in hits][:1]}
 
 
 def run(args) -> dict:
@@ -153,7 +85,7 @@ def run(args) -> dict:
         stages.begin("write pools")
         paper.write_rows(store, stand_ins, pools, args.seed)
         bundle, jobs, summary = build_stage(args, root, pools, stages)
-        used = use_stage(args, root, bundle, pools, store, stages)
+        used = paper.use_stage(args, root, bundle, pools, store, stages)
         stages.close()
         peak = max(r["peak_anon_mb"] for r in stages.rows)
         return {"items": args.items, "hidden": args.hidden, "route": bool(args.route),
@@ -171,19 +103,7 @@ def main(argv=None) -> int:
     ap.add_argument("--hidden", type=int, default=256, help="projector hidden width")
     ap.add_argument("--no-route", dest="route", action="store_false",
                     help="a fixed combination instead of route=learned")
-    ap.add_argument("--queries", type=int, default=2000,
-                    help="pseudo-tuple queries per modality (max_queries)")
-    ap.add_argument("--eval-queries", type=int, default=2000,
-                    help="text queries of the t2a retrieval (against every audio row)")
-    ap.add_argument("--epochs", type=int, default=1, help="training epochs per job and router")
-    ap.add_argument("--batch", type=int, default=1024, help="training batch")
-    ap.add_argument("--partition", type=int, default=100000, help="embed partition size")
-    ap.add_argument("--store-dtype", default="fp32", choices=("fp32", "fp16"))
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--root", help="keep the store and outputs here (default: a temporary "
-                                   "folder, removed)")
-    ap.add_argument("--json", action="store_true", help="print JSON")
-    ap.add_argument("--verbose", action="store_true", help="print the build's log lines")
+    paper.add_run_args(ap)
     args = ap.parse_args(argv)
     result = run(args)
     if args.json:
@@ -193,12 +113,7 @@ def main(argv=None) -> int:
     print(f"{plan['expression']}\n  dim {plan['dim']}, modalities "
           f"{','.join(plan['modalities'])}, jobs {', '.join(result['jobs'])}")
     print(f"{args.items} items per modality, hidden {args.hidden}, {args.queries} queries")
-    print(f"{'stage':34} {'seconds':>9} {'peak anon MB':>13}")
-    for r in result["stages"]:
-        print(f"{r['stage']:34} {r['seconds']:9.1f} {r['peak_anon_mb']:13.1f}")
-    print(f"peak anonymous memory: {result['peak_anon_mb']:.1f} MB; t2a "
-          + ", ".join(f"{k} {v:.3f}" for k, v in result["metrics"].items()
-                      if isinstance(v, float)))
+    paper.print_stages(result)
     return 0
 
 

@@ -35,8 +35,6 @@ import os
 import shutil
 import sys
 import tempfile
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -44,74 +42,15 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+if str(ROOT / "benchmarks") not in sys.path:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from anon_memory import Stages  # noqa: E402
 
 #: The paper's spaces: dim and modalities.
 PAPER = {"IB": (1024, ("audio", "image", "text")), "InternVL": (768, ("image", "text")),
          "CLAP_g": (512, ("audio", "text")), "CLAP_m": (512, ("audio", "text"))}
 LATENT = 64
-
-
-# ------------------------------------------------------------------------------ memory
-
-def anon_bytes() -> int:
-    """RssAnon of this process (bytes)."""
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith("RssAnon:"):
-                return int(line.split()[1]) * 1024
-    return 0
-
-
-def _trim() -> None:
-    """glibc's ``malloc_trim(0)``: return freed heap memory to the OS, so that memory an
-    earlier stage freed is not counted as held by the next (no-op elsewhere)."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
-
-
-class Stages:
-    """Seconds and peak anonymous memory per stage, sampled every few milliseconds."""
-
-    def __init__(self):
-        self.rows: list[dict] = []
-        self._name, self._t0, self._peak = None, 0.0, 0
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
-
-    def _sample(self):
-        while not self._stop.wait(0.005):
-            a = anon_bytes()
-            with self._lock:
-                self._peak = max(self._peak, a)
-
-    def begin(self, name: str) -> None:
-        self.end()
-        _trim()    # what the last stage freed goes back to the OS: a stage's peak is its own
-        with self._lock:
-            self._name, self._t0, self._peak = name, time.perf_counter(), anon_bytes()
-
-    def end(self) -> None:
-        with self._lock:
-            if self._name is None:
-                return
-            peak = max(self._peak, anon_bytes())
-            self.rows.append({"stage": self._name,
-                              "seconds": round(time.perf_counter() - self._t0, 2),
-                              "peak_anon_mb": round(peak / 2**20, 1)})
-            # each stage as it ends (stderr), so a long run that is stopped still tells
-            print(json.dumps(self.rows[-1]), file=sys.stderr, flush=True)
-            self._name = None
-
-    def close(self) -> None:
-        self.end()
-        self._stop.set()
-        self._thread.join()
 
 
 # ------------------------------------------------------------------------------ stand-ins
@@ -144,14 +83,15 @@ class StandIn:
                             f"store")
 
 
-def register() -> dict:
+def register(specs: dict = PAPER, stand_in=StandIn, family: str = "paper-bench") -> dict:
+    """Register a ``stand_in(name, dim, modalities)`` per entry of ``specs``."""
     from freebind import spaces
     from freebind.spaces.protocol import SpaceInfo
 
     out = {}
-    for name, (dim, mods) in PAPER.items():
-        space = StandIn(name, dim, mods)
-        spaces.register(SpaceInfo(space.name, "paper-bench", mods, dim,
+    for name, (dim, mods) in specs.items():
+        space = stand_in(name, dim, mods)
+        spaces.register(SpaceInfo(space.name, family, mods, dim,
                                   description="benchmark stand-in",
                                   loader=lambda *_, _space=space, **__: _space), replace=True)
         out[name] = space
@@ -208,8 +148,70 @@ def _latents(seed: int, a: int, b: int) -> np.ndarray:
 
 # ------------------------------------------------------------------------------ the run
 
-def run(args) -> dict:
+def build_bundle(args, expr: str, bundle: Path, pools: dict, stages) -> tuple[list, int, list]:
+    """Build ``expr`` on the pools into ``bundle`` (its store: ``cache`` beside it), each
+    job's end starting the next stage; ``(job ids, dim, modalities)`` of the result."""
     import freebind
+
+    hyper = {"hidden": args.hidden, "epochs": args.epochs, "batch": args.batch,
+             "max_queries": args.queries, "seed": args.seed, "router_epochs": args.epochs}
+
+    def log(msg: str) -> None:   # each job's end starts the next stage
+        if args.verbose:
+            print(msg, file=sys.stderr)
+        head = msg.split(":")[0].split()[0]
+        if head.startswith("j") or head.startswith("b"):
+            stages.begin(f"build after {head}")
+
+    stages.begin("build: embed pools, j1")
+    fused = freebind.build(expr, audio=pools["audio"], image=pools["image"],
+                           text=pools["text"], output=bundle, cache_dir=bundle.parent / "cache",
+                           hyper=hyper, progress=False, log=log,
+                           store_dtype=args.store_dtype)
+    return [j.id for j in fused.build_report.jobs], fused.dim, list(fused.modalities)
+
+
+def use_stage(args, root: Path, bundle: Path, pools: dict, store, stages) -> dict:
+    """Embed texts and audio with the bundle, index the texts, evaluate text→audio."""
+    stages.begin("embed texts (freebind.embed)")
+    text_file = root / "texts.txt"
+    with open(text_file, "w", encoding="utf-8") as fh:
+        for t in pools["text"]:
+            fh.write(t + "\n")
+    out = root / "embedded"
+    from freebind.embed import embed
+
+    embed(str(bundle), texts=text_file, output=out, cache_dir=root / "cache",
+          partition_size=args.partition, progress=False)
+    text_rows = _partition_rows(out, "text")
+
+    stages.begin("embed audio (target API)")
+    from freebind.run.targets import open as open_target
+
+    target = open_target(str(bundle))
+    rows, _, _ = target.embed("audio", pools["audio"], store=store, lazy=True)
+    audio_path = root / "audio_rows.npy"
+    audio = np.lib.format.open_memmap(audio_path, mode="w+", dtype=np.float32,
+                                      shape=rows.shape)
+    for a, block in rows.blocks():
+        audio[a:a + len(block)] = block
+    audio.flush()
+    del audio, rows, target
+
+    stages.begin("index texts")
+    from freebind.search.index import Index
+
+    index = Index(str(bundle), store=store)
+    index.add_embeddings(out, store=store)
+    hits = index.search(vector=np.asarray(text_rows[1:2])[0], modality="text", k=5)
+    del index
+
+    stages.begin("eval t2a")
+    metrics = _evaluate(text_rows, np.load(audio_path, mmap_mode="r"), args.eval_queries)
+    return {"search_top": [h.path for h in hits][:1], "metrics": metrics}
+
+
+def run(args) -> dict:
     from freebind.data.store import EmbeddingStore
 
     root = Path(args.root) if args.root else Path(tempfile.mkdtemp(prefix="paper-build-"))
@@ -225,66 +227,13 @@ def run(args) -> dict:
 
         route = ", route=learned" if args.route else ""
         expr = (f"paper:IB + d(paper:InternVL) + c(paper:CLAP_g, paper:CLAP_m{route})")
-        hyper = {"hidden": args.hidden, "epochs": args.epochs, "batch": args.batch,
-                 "max_queries": args.queries, "seed": args.seed, "router_epochs": args.epochs}
-
-        def log(msg: str) -> None:   # each job's end starts the next stage
-            if args.verbose:
-                print(msg, file=sys.stderr)
-            head = msg.split(":")[0].split()[0]
-            if head.startswith("j") or head.startswith("b"):
-                stages.begin(f"build after {head}")
-
-        stages.begin("build: embed pools, j1")
-        bundle = root / "paper.safetensors"
-        fused = freebind.build(expr, audio=pools["audio"], image=pools["image"],
-                               text=pools["text"], output=bundle, cache_dir=root / "cache",
-                               hyper=hyper, progress=False, log=log,
-                               store_dtype=args.store_dtype)
-        jobs = [j.id for j in fused.build_report.jobs]
-        del fused
-
-        stages.begin("embed texts (freebind.embed)")
-        text_file = root / "texts.txt"
-        with open(text_file, "w", encoding="utf-8") as fh:
-            for t in pools["text"]:
-                fh.write(t + "\n")
-        out = root / "embedded"
-        from freebind.embed import embed
-
-        embed(str(bundle), texts=text_file, output=out, cache_dir=root / "cache",
-              partition_size=args.partition, progress=False)
-        text_rows = _partition_rows(out, "text")
-
-        stages.begin("embed audio (target API)")
-        from freebind.run.targets import open as open_target
-
-        target = open_target(str(bundle))
-        rows, kept, _ = target.embed("audio", pools["audio"], store=store, lazy=True)
-        audio_path = root / "audio_rows.npy"
-        audio = np.lib.format.open_memmap(audio_path, mode="w+", dtype=np.float32,
-                                          shape=rows.shape)
-        for a, block in rows.blocks():
-            audio[a:a + len(block)] = block
-        audio.flush()
-        del audio, rows, target
-
-        stages.begin("index texts")
-        from freebind.search.index import Index
-
-        index = Index(str(bundle), store=store)
-        index.add_embeddings(out, store=store)
-        hits = index.search(vector=np.asarray(text_rows[1:2])[0], modality="text", k=5)
-        del index
-
-        stages.begin("eval t2a")
-        metrics = _evaluate(text_rows, np.load(audio_path, mmap_mode="r"), args.eval_queries)
+        jobs, _, _ = build_bundle(args, expr, root / "paper.safetensors", pools, stages)
+        used = use_stage(args, root, root / "paper.safetensors", pools, store, stages)
         stages.close()
         peak = max(r["peak_anon_mb"] for r in stages.rows)
         return {"items": args.items, "hidden": args.hidden, "route": bool(args.route),
                 "queries": args.queries, "jobs": jobs, "peak_anon_mb": peak,
-                "search_top": [h.path for h in hits][:1],
-                "metrics": metrics, "stages": stages.rows}
+                **used, "stages": stages.rows}
     finally:
         stages.close()
         if not args.root:
@@ -331,11 +280,9 @@ def _evaluate(queries, gallery, n_queries: int) -> dict:
     return retrieval_from_embeddings(queries[0:n], gallery, np.arange(n)[:, None], ks=(1, 10))
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--items", type=int, default=50000, help="items per modality")
-    ap.add_argument("--hidden", type=int, default=256, help="projector hidden width")
-    ap.add_argument("--route", action="store_true", help="route=learned on c(CLAP_g, CLAP_m)")
+def add_run_args(ap) -> None:
+    """The options every stand-in build benchmark takes, after its own ``--items``,
+    ``--hidden`` and route switch."""
     ap.add_argument("--queries", type=int, default=2000,
                     help="pseudo-tuple queries per modality (max_queries)")
     ap.add_argument("--eval-queries", type=int, default=2000,
@@ -349,6 +296,24 @@ def main(argv=None) -> int:
                                    "folder, removed)")
     ap.add_argument("--json", action="store_true", help="print JSON")
     ap.add_argument("--verbose", action="store_true", help="print the build's log lines")
+
+
+def print_stages(result: dict) -> None:
+    """The per-stage table and the peak / t2a line."""
+    print(f"{'stage':34} {'seconds':>9} {'peak anon MB':>13}")
+    for r in result["stages"]:
+        print(f"{r['stage']:34} {r['seconds']:9.1f} {r['peak_anon_mb']:13.1f}")
+    print(f"peak anonymous memory: {result['peak_anon_mb']:.1f} MB; t2a "
+          + ", ".join(f"{k} {v:.3f}" for k, v in result["metrics"].items()
+                      if isinstance(v, float)))
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--items", type=int, default=50000, help="items per modality")
+    ap.add_argument("--hidden", type=int, default=256, help="projector hidden width")
+    ap.add_argument("--route", action="store_true", help="route=learned on c(CLAP_g, CLAP_m)")
+    add_run_args(ap)
     args = ap.parse_args(argv)
     result = run(args)
     if args.json:
@@ -356,12 +321,7 @@ def main(argv=None) -> int:
         return 0
     print(f"paper build, {args.items} items per modality, hidden {args.hidden}"
           f"{', route=learned' if args.route else ''}, {args.queries} queries per modality")
-    print(f"{'stage':34} {'seconds':>9} {'peak anon MB':>13}")
-    for r in result["stages"]:
-        print(f"{r['stage']:34} {r['seconds']:9.1f} {r['peak_anon_mb']:13.1f}")
-    print(f"peak anonymous memory: {result['peak_anon_mb']:.1f} MB; t2a "
-          + ", ".join(f"{k} {v:.3f}" for k, v in result["metrics"].items()
-                      if isinstance(v, float)))
+    print_stages(result)
     return 0
 
 

@@ -354,7 +354,7 @@ def index_to(embed_dirs: Sequence, uri: str, *, target: str | None = None,
     from pathlib import Path
 
     from freebind.run.sinks import require
-    from freebind.search.indexing import embed_ref, embed_target
+    from freebind.search.indexing import add_folders, embed_ref, embed_target
 
     require(uri)   # the engine's package, before any work
     dirs = [Path(d) for d in embed_dirs]
@@ -364,14 +364,7 @@ def index_to(embed_dirs: Sequence, uri: str, *, target: str | None = None,
         embed_target(d)
     ref = target or embed_ref(dirs[0])
     index = Index(ref, _as_list(factors), preset, space_options=space_options, store=store)
-    report = {"partitions": 0, "added": 0, "skipped": []}
-    for d in dirs:
-        r = index.add_embeddings(d, store=store, batch_size=batch_size, progress=progress)
-        for key in ("partitions", "added"):
-            report[key] += r[key]
-        report["skipped"] += r["skipped"]
-    if not index.items:
-        raise UsageError("nothing to index: the folders hold no finished partitions")
+    report = add_folders(index, dirs, store=store, batch_size=batch_size, progress=progress)
     written = write_index(index, uri, store=None, progress=progress)
     recall = {}
     if recall_queries:

@@ -87,14 +87,7 @@ def build_index(embed_dirs: Sequence[os.PathLike], output: os.PathLike, *,
                                  f"it was embedded with as target (--target BUNDLE)") from None
             raise exc
     _check_faiss(index, dirs)
-    report = {"partitions": 0, "added": 0, "skipped": []}
-    for d in dirs:
-        r = index.add_embeddings(d, store=store, batch_size=batch_size, progress=progress)
-        for key in ("partitions", "added"):
-            report[key] += r[key]
-        report["skipped"] += r["skipped"]
-    if not index.items:
-        raise UsageError("nothing to index: the folders hold no finished partitions")
+    report = add_folders(index, dirs, store=store, batch_size=batch_size, progress=progress)
     index.save(output, progress=progress)
     from freebind.search.thumbs import write_media_info
 
@@ -113,6 +106,21 @@ def build_index(embed_dirs: Sequence[os.PathLike], output: os.PathLike, *,
                    "recall@10": ann["recall@10"] if ann else 1.0}
     return {"output": str(output), "target": index.ref, "expression": index.name,
             "items": info["items"], "modalities": mods, "media": media, **report}
+
+
+def add_folders(index: Index, dirs: Sequence[Path], *, store=None, batch_size: int = 64,
+                progress: bool = False) -> dict:
+    """Add every embed folder's finished partitions to ``index``; the summed report
+    (``partitions``, ``added``, ``skipped``). Nothing added at all is a UsageError."""
+    report = {"partitions": 0, "added": 0, "skipped": []}
+    for d in dirs:
+        r = index.add_embeddings(d, store=store, batch_size=batch_size, progress=progress)
+        for key in ("partitions", "added"):
+            report[key] += r[key]
+        report["skipped"] += r["skipped"]
+    if not index.items:
+        raise UsageError("nothing to index: the folders hold no finished partitions")
+    return report
 
 
 def _check_faiss(index: Index, dirs: list[Path]) -> None:

@@ -143,13 +143,12 @@ def _ids(tok) -> dict:
     return {f"{k}_token_id": getattr(tok, f"{k}_token_id") for k in ("bos", "eos", "pad")}
 
 
-def _clip(t, tok, text):
-    cfg = t.CLIPConfig(text_config=dict(text, eos_token_id=tok.eos_token_id,
-                                        bos_token_id=tok.bos_token_id,
-                                        pad_token_id=tok.pad_token_id),
-                       vision_config=TINY_VISION, projection_dim=16)
-    return t.CLIPModel(cfg).eval(), t.CLIPProcessor(image_processor=_clip_image(),
-                                                     tokenizer=tok)
+def _clip(t, tok, text, arch: str = "CLIP"):
+    """A CLIP-layout model (``arch``: the transformers class prefix) with CLIP's processor."""
+    cfg = getattr(t, f"{arch}Config")(text_config=dict(text, **_ids(tok)),
+                                      vision_config=TINY_VISION, projection_dim=16)
+    return getattr(t, f"{arch}Model")(cfg).eval(), t.CLIPProcessor(
+        image_processor=_clip_image(), tokenizer=tok)
 
 
 def _siglip(t, tok, text):
@@ -172,12 +171,7 @@ def _siglip2(t, tok, text):
 
 
 def _metaclip2(t, tok, text):
-    cfg = t.MetaClip2Config(text_config=dict(text, eos_token_id=tok.eos_token_id,
-                                             bos_token_id=tok.bos_token_id,
-                                             pad_token_id=tok.pad_token_id),
-                            vision_config=TINY_VISION, projection_dim=16)
-    return t.MetaClip2Model(cfg).eval(), t.CLIPProcessor(image_processor=_clip_image(),
-                                                          tokenizer=tok)
+    return _clip(t, tok, text, "MetaClip2")
 
 
 def _altclip(t, tok, text):

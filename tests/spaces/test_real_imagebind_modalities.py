@@ -4,12 +4,10 @@ ImageBindModel loaded through the real loading code, with real files written by 
 
 from __future__ import annotations
 
-from fractions import Fraction
-
 import numpy as np
 import pytest
 
-from real_helpers import TINY_IB, require_packages, save_tiny_imagebind
+from real_helpers import TINY_IB, require_packages, save_tiny_imagebind, write_video
 
 require_packages("torch", "imagebind", "timm", "einops", "ftfy", "iopath", "av")
 import torch  # noqa: E402
@@ -17,25 +15,6 @@ import torch  # noqa: E402
 from freebind.data import media  # noqa: E402
 from freebind.util.errors import MediaError  # noqa: E402
 from freebind.spaces import imagebind  # noqa: E402
-
-
-def write_video(path, n_frames: int, fps: int, size=(96, 128)) -> None:
-    """Frame i is a flat grey of level 3·i with a bright bar whose position moves."""
-    import av
-
-    h, w = size
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream("mpeg4", rate=Fraction(fps))
-        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
-        stream.options = {"qscale": "2"}
-        for i in range(n_frames):
-            img = np.full((h, w, 3), 3 * i, np.uint8)
-            img[:, (4 * i) % (w - 8):(4 * i) % (w - 8) + 8] = 250
-            frame = av.VideoFrame.from_ndarray(img, format="rgb24")
-            for packet in stream.encode(frame):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
 
 
 def write_grey_png(path, arr) -> None:
@@ -49,7 +28,7 @@ def tiny(tmp_path_factory):
     root = tmp_path_factory.mktemp("ibx")
     model, ckpt = save_tiny_imagebind(root)
     rng = np.random.default_rng(0)
-    write_video(root / "v0.mp4", 75, 25)                    # 3 s landscape
+    write_video(root / "v0.mp4", 75, 25, size=(96, 128))    # 3 s landscape
     write_video(root / "v1.mp4", 12, 10, size=(128, 80))     # 1.2 s portrait, shorter than a clip
     write_grey_png(root / "d0.png", (rng.random((120, 160)) * 90).astype(np.uint16))
     write_grey_png(root / "d1.png", (rng.random((200, 100)) * 255).astype(np.uint8))

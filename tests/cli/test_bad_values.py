@@ -7,9 +7,9 @@ do it). A new option must get a bad value here or a reason in NO_BAD_VALUE."""
 from __future__ import annotations
 
 import pytest
-import typer
 from typer.testing import CliRunner
 
+from cli_walk import commands
 from freebind_cli.errors import EXIT_CODES, FAILED, USAGE
 from freebind_cli.main import app
 from freebind_cli.options import PATH_KINDS
@@ -105,21 +105,8 @@ def bases(w) -> dict[str, list[str]]:
 
 def option_table():
     """(verb, option) for every option of every verb, from the CLI itself."""
-    root = typer.main.get_command(app)
-    out = []
-
-    def walk(cmd, path):
-        ctx = cmd.make_context(path[-1] if path else "freebind", [], resilient_parsing=True)
-        if hasattr(cmd, "list_commands"):
-            for name in cmd.list_commands(ctx):
-                walk(cmd.get_command(ctx, name), [*path, name])
-            return
-        for p in cmd.get_params(ctx):
-            if p.param_type_name == "option" and p.name != "help":
-                out.append((" ".join(path), p))
-
-    walk(root, [])
-    return out
+    return [(" ".join(path), p) for path, cmd, ctx in commands() for p in cmd.get_params(ctx)
+            if p.param_type_name == "option" and p.name != "help"]
 
 
 def _path_values(kind: str, w) -> list[str]:

@@ -8,29 +8,13 @@ import re
 import sys
 
 import pytest
-import typer
 from typer.testing import CliRunner
 
+from cli_walk import commands
 from freebind_cli.main import app
 
 runner = CliRunner()
 TYPE_NAMES = re.compile(r"<(list|int|str|float|path|bool)\b|\brange>|\bx>=")
-
-
-def commands():
-    root = typer.main.get_command(app)
-    out = []
-
-    def walk(cmd, path):
-        ctx = cmd.make_context(path[-1] if path else "freebind", [], resilient_parsing=True)
-        if hasattr(cmd, "list_commands"):
-            for name in cmd.list_commands(ctx):
-                walk(cmd.get_command(ctx, name), [*path, name])
-        else:
-            out.append((path, cmd, ctx))
-
-    walk(root, [])
-    return out
 
 
 def test_help_has_no_python_type_names_and_describes_every_option():

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 
+from hub_cache import put_bytes
 from real_helpers import require_packages, write_bpe_tokenizer, write_wav
 
 require_packages("torch", "laion_clap", "torchlibrosa", "librosa", "transformers", "h5py")
@@ -167,16 +168,6 @@ def test_full_size_clap_g_fusion_equals_laion_clap(tmp_path):
     assert torch.allclose(out, expected, atol=1e-4)
 
 
-def _hf_cache_file(cache, repo, filename, data: bytes, rev="0" * 40):
-    folder = cache / f"models--{repo.replace('/', '--')}"
-    (folder / "refs").mkdir(parents=True, exist_ok=True)
-    (folder / "refs" / "main").write_text(rev)
-    snap = folder / "snapshots" / rev
-    snap.mkdir(parents=True, exist_ok=True)
-    (snap / filename).write_bytes(data)
-    return snap / filename
-
-
 def test_weights_come_from_the_hf_cache_after_freebind_home(world, tmp_path, monkeypatch):
     """Resolution order: FREEBIND_HOME first, then the library's cache (read, not written)."""
     import huggingface_hub.constants as hf_constants
@@ -185,11 +176,11 @@ def test_weights_come_from_the_hf_cache_after_freebind_home(world, tmp_path, mon
     monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(cache))
     monkeypatch.setenv("FREEBIND_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    cached = _hf_cache_file(cache, "lukewys/laion_clap", "630k-best.pt",
-                            world["ckpts"]["plain"].read_bytes())
+    cached = put_bytes(cache, "lukewys/laion_clap", "630k-best.pt",
+                       world["ckpts"]["plain"].read_bytes())
     root = world["root"] / "tok"
     for name in ("vocab.json", "merges.txt"):
-        _hf_cache_file(cache, "FacebookAI/roberta-base", name, (root / name).read_bytes())
+        put_bytes(cache, "FacebookAI/roberta-base", name, (root / name).read_bytes())
     space = clap.load(None, checkpoint="630k-best.pt", text_config=world["text"], htsat=SMALL)
     assert space.checkpoint == cached
     assert space.encode("text", ["a dog"]).shape == (1, 512)  # tokenizer from the HF cache

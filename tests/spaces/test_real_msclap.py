@@ -16,6 +16,7 @@ import json
 
 import pytest
 
+from hub_cache import put_bytes
 from real_helpers import bytes_to_unicode, require_packages, write_wav
 
 require_packages("torch", "msclap", "torchlibrosa", "transformers", "yaml", "soundfile")
@@ -207,16 +208,6 @@ def test_missing_weights_offline_names_the_release_file(tmp_path, monkeypatch):
         msclap.load(None, version="2023")
 
 
-def _hf_cache_file(cache, repo, filename, data: bytes, rev="0" * 40):
-    folder = cache / f"models--{repo.replace('/', '--')}"
-    (folder / "refs").mkdir(parents=True, exist_ok=True)
-    (folder / "refs" / "main").write_text(rev)
-    snap = folder / "snapshots" / rev
-    snap.mkdir(parents=True, exist_ok=True)
-    (snap / filename).write_bytes(data)
-    return snap / filename
-
-
 def test_release_and_tokenizer_found_in_hf_cache_then_freebind_home(world, tmp_path,
                                                                      monkeypatch):
     """``msclap:2023`` with no path: the release file and the tokenizer files come from the
@@ -231,10 +222,10 @@ def test_release_and_tokenizer_found_in_hf_cache_then_freebind_home(world, tmp_p
     monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(cache))
     monkeypatch.setenv("FREEBIND_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    cached = _hf_cache_file(cache, "microsoft/msclap", cfg["file"], world["ckpt"].read_bytes())
+    cached = put_bytes(cache, "microsoft/msclap", cfg["file"], world["ckpt"].read_bytes())
     for name in cfg["tokenizer_files"]:
-        _hf_cache_file(cache, msclap.TOKENIZER_ALIASES[cfg["tokenizer_repo"]][1], name,
-                       (world["folder"] / name).read_bytes())
+        put_bytes(cache, msclap.TOKENIZER_ALIASES[cfg["tokenizer_repo"]][1], name,
+                  (world["folder"] / name).read_bytes())
     info = spaces.info(f"msclap:{version}")
     ok, detail = msclap.check(info)
     assert ok and detail == str(cached)

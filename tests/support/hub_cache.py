@@ -34,3 +34,16 @@ def put(cache: Path, repo_id: str, files: dict[str, Path], *, commit: str,
         (repo / "refs").mkdir(parents=True, exist_ok=True)
         (repo / "refs" / ref).write_text(commit)
     return snapshot
+
+
+def put_bytes(cache: Path, repo_id: str, filename: str, data: bytes,
+              commit: str = "0" * 40) -> Path:
+    """``data`` as ``filename`` of ``repo_id`` at ``commit``, written straight into the
+    snapshot (a plain file, no blob), ``refs/main`` pointing there; returns its path."""
+    repo = Path(cache) / ("models--" + repo_id.replace("/", "--"))
+    (repo / "refs").mkdir(parents=True, exist_ok=True)
+    (repo / "refs" / "main").write_text(commit)
+    snapshot = repo / "snapshots" / commit
+    snapshot.mkdir(parents=True, exist_ok=True)
+    (snapshot / filename).write_bytes(data)
+    return snapshot / filename

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 from typer.testing import CliRunner
 
-from build_world import register_world, write_world  # noqa: E402
+from build_world import world_folder  # noqa: E402
 
 from freebind.build.orchestrator import build  # noqa: E402
 from freebind.fusion import bundle as bundle_io  # noqa: E402
@@ -20,10 +20,7 @@ EXPR = "test:base + c(test:at)"
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    register_world()
-    root = tmp_path_factory.mktemp("world")
-    write_world(root)
-    return root
+    return world_folder(tmp_path_factory)
 
 
 def _user_work(path):

@@ -7,7 +7,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from build_world import N, register_world, write_world  # noqa: E402
+from build_world import N, world_folder  # noqa: E402
 
 from freebind_cli.main import app  # noqa: E402
 
@@ -17,10 +17,7 @@ HYPER = ["--hyper", "hidden=32", "--hyper", "epochs=2", "--hyper", "batch=64",
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    register_world()
-    root = tmp_path_factory.mktemp("world")
-    write_world(root)
-    return root
+    return world_folder(tmp_path_factory)
 
 
 def test_build_prints_table_and_where_the_bundle_went(world, tmp_path):

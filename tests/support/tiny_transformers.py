@@ -49,21 +49,28 @@ def clip_bpe():
     return _t().CLIPTokenizer(vocab=vocab, merges=merges)
 
 
-def roberta_bpe():
-    chars = bytes_to_unicode()
-    vocab = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3}
-    for c in chars:
-        vocab.setdefault(c, len(vocab))
+def _word_merges(vocab: dict, prefix: str) -> list:
+    """The BPE merges spelling each corpus word (``prefix`` + word) left to right, every
+    partial word added to ``vocab``."""
     merges = []
     for w in sorted(set(WORDS)):
-        w = "Ġ" + w
+        w = prefix + w
         cur = w[0]
         for ch in w[1:]:
             merges.append((cur, ch))
             cur += ch
             vocab.setdefault(cur, len(vocab))
+    return list(dict.fromkeys(merges))
+
+
+def roberta_bpe():
+    chars = bytes_to_unicode()
+    vocab = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3}
+    for c in chars:
+        vocab.setdefault(c, len(vocab))
+    merges = _word_merges(vocab, "Ġ")
     vocab["<mask>"] = len(vocab)
-    return _t().RobertaTokenizer(vocab=vocab, merges=list(dict.fromkeys(merges)))
+    return _t().RobertaTokenizer(vocab=vocab, merges=merges)
 
 
 def wordpiece():
@@ -83,17 +90,9 @@ def unigram():
 
 def gemma_bpe():
     vocab = {t: i for i, t in enumerate(["<pad>", "<eos>", "<bos>", "<unk>", "<mask>"])}
-    merges = []
     for c in "abcdefghijklmnopqrstuvwxyz▁":
         vocab.setdefault(c, len(vocab))
-    for w in sorted(set(WORDS)):
-        w = "▁" + w
-        cur = w[0]
-        for ch in w[1:]:
-            merges.append((cur, ch))
-            cur += ch
-            vocab.setdefault(cur, len(vocab))
-    return _t().Siglip2Tokenizer(vocab=vocab, merges=list(dict.fromkeys(merges)))
+    return _t().Siglip2Tokenizer(vocab=vocab, merges=_word_merges(vocab, "▁"))
 
 
 def sentencepiece(folder: Path):

@@ -26,7 +26,7 @@ from typing import Callable, Mapping
 from freebind.build.config import MINI_POOL_SIZE, BuildConfig
 from freebind.build.jobs import TrainedJobs, check_hyper, fit_modalities, router_step, train_job
 from freebind.build.leaf_embeddings import LeafPools, embed_stage, fill_store, resolve_leaves
-from freebind.build.output import make_bundle, previous_bundle, save_bundle
+from freebind.build.output import check_output, make_bundle, previous_bundle, save_bundle
 from freebind.build.pools import BuildPreflightError, build_pools
 from freebind.build.report import BuildReport, JobReport
 from freebind.build.space_so_far import space_so_far
@@ -92,6 +92,7 @@ def build(expression, audio=None, image=None, text=None, pools=None, output=None
                              progress=progress, log=log, save=save, threads=threads,
                              space_options=dict(space_options or {}), store_dtype=store_dtype,
                              chunk_rows=chunk_rows, force=force)
+    check_output(config.output)
     plan = algebra.plan(expression) if isinstance(expression, str) else expression
     threads = config.threads
     if threads is None and is_mini_only(_families(plan)):

@@ -103,6 +103,22 @@ def _made_text(made: dict) -> str:
     return " and ".join(parts)
 
 
+def check_output(output) -> None:
+    """A bundle is one ``.safetensors`` file: any other name (``out.txt``, a folder) is refused
+    before any work, as the CLI's ``-o`` is."""
+    if output is None:
+        return
+    from freebind.util.errors import UsageError
+
+    path = Path(output)
+    if path.is_dir():
+        raise UsageError(f"output {path}: is a folder, not a file; name the file to write "
+                         f"(NAME.safetensors)")
+    if path.suffix.lower() != ".safetensors":
+        named = path.with_suffix(".safetensors") if path.suffix else f"{path}.safetensors"
+        raise UsageError(f"output {path}: a bundle is a .safetensors file; name it {named}")
+
+
 def save_bundle(fused, expression: str, output=None, previous: dict | None = None) -> Path:
     """Save a built bundle to ``output`` (default: named after the expression) and record
     it as the latest build (:func:`freebind.run.implicit.record_build`); returns its path.

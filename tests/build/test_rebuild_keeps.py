@@ -132,3 +132,14 @@ def test_cli_force_flag(world, tmp_path):
     r = CliRunner().invoke(app, [*args, "--force"])
     assert r.exit_code == 0, r.output
     assert "tuned-versatile" not in bundle_io.read_metadata(out)["presets"]
+
+
+def test_the_library_refuses_a_bundle_name_that_is_not_safetensors(tmp_path):
+    """``freebind.build(output="out.txt")`` is refused before any work, as ``build -o`` is."""
+    import freebind
+    from freebind.util.errors import UsageError
+
+    for bad, words in ((tmp_path / "out.txt", "name it"), (tmp_path, "is a folder")):
+        with pytest.raises(UsageError, match=words):
+            freebind.build("mini:bind + c(mini:clap)", output=bad, cache_dir=tmp_path / "c")
+    assert not (tmp_path / "c").exists() and not (tmp_path / "out.txt").exists()

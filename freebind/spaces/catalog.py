@@ -108,3 +108,16 @@ for _model, _short in (("giant", "g"), ("large", "l"), ("base", "b"), ("small", 
         options=(("model", _model),), loader="freebind.spaces.families.uni3d:load",
         checker="freebind.spaces.families.uni3d:check",
         fetcher="freebind.spaces.families.uni3d:fetch"))
+
+# --- LanguageBind (docs/real-spaces.md): languagebind[:image+depth|:PATH], `LanguageBind` ---
+FAMILIES.append(("languagebind", "freebind.spaces.families.languagebind:resolve_family",
+                 "languagebind:image+depth+thermal", "freebind.spaces.families.languagebind:fetch"))
+register(SpaceInfo(
+    name="LanguageBind", family="languagebind", dim=768,
+    modalities=("image", "depth", "thermal", "text"), aliases=("languagebind",),
+    description="LanguageBind's image, depth and thermal towers with its CLIP ViT-L/14 text "
+                "tower (Hub: LanguageBind/LanguageBind_Image, _Depth, _Thermal)",
+    options=(("towers", (("depth", None), ("image", None), ("thermal", None))),),
+    licence="MIT", loader="freebind.spaces.families.languagebind:load",
+    checker="freebind.spaces.families.languagebind:check",
+    fetcher="freebind.spaces.families.languagebind:fetch"))

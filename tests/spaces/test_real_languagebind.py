@@ -17,9 +17,10 @@ import json
 
 import pytest
 
-from real_helpers import require_packages, write_png
+from real_helpers import require_packages, write_png, write_wav
 
-require_packages("torch", "transformers", "languagebind", "peft", "einops", "cv2", "PIL")
+require_packages("torch", "transformers", "languagebind", "peft", "einops", "cv2", "PIL",
+                 "soundfile")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
@@ -30,7 +31,11 @@ from freebind import spaces  # noqa: E402
 from freebind.spaces.families import languagebind as lb  # noqa: E402
 from freebind.util.errors import SpaceError  # noqa: E402
 
-TOWERS = ("image", "depth", "thermal")
+TOWERS = ("image", "depth", "thermal", "audio")
+#: the audio tower: a small fbank image (32 mels × 96 frames, patch 16: a 2 × 6 grid), the
+#: released normalisation constants
+AUDIO = dict(num_mel_bins=32, target_length=96, patch_size=16, audio_sample_rate=16000,
+             audio_mean=-4.2677393, audio_std=4.5689974)
 VISION = dict(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=2,
               image_size=224, patch_size=32, lora_r=2, lora_alpha=16, lora_dropout=0.0)
 TEXTS = ["a dog is barking", "rain falls on a metal roof", "the cat sleeps near car",
@@ -50,7 +55,8 @@ def _tower(root, tower: str, tok, seed: int):
     text = dict(vocab_size=len(tok), hidden_size=32, intermediate_size=37, num_hidden_layers=1,
                 num_attention_heads=2, max_position_embeddings=77)
     torch.manual_seed(seed)
-    model, cfg = ref.build(tower, text, dict(VISION), projection_dim=lb.DIM)
+    vision = dict(VISION, **(AUDIO if tower == "audio" else {}))
+    model, cfg = ref.build(tower, text, vision, projection_dim=lb.DIM)
     with torch.no_grad():  # peft starts lora_B at zero: make the LoRA delta matter
         for name, p in model.named_parameters():
             if "lora_B" in name:
@@ -72,13 +78,19 @@ def world(tmp_path_factory):
                        write_png(root / "b.png", 1, (300, 200))],
              "thermal": [write_png(root / "t.png", 2, (240, 320))],
              "depth": [write_depth(root / "d.png", 3),
-                       write_depth(root / "e.png", 4, (230, 170), top=3000)]}
+                       write_depth(root / "e.png", 4, (230, 170), top=3000)],
+             # shorter than 96 frames (repeated), longer at 22.05 kHz (resampled, three
+             # crops), stereo (the first channel, minus the mean over both)
+             "audio": [write_wav(root / "short.wav", 0.5, 16000, 0),
+                       write_wav(root / "long.wav", 2.3, 22050, 1),
+                       write_wav(root / "stereo.wav", 1.2, 16000, 2, channels=2)]}
     space = spaces.get(f"languagebind:{root}", batch_size=2)
     return dict(root=root, models=models, files=files, space=space)
 
 
-def _expected(world, tower):
+def _expected(world, tower, monkeypatch):
     model, cfg = world["models"][tower]
+    monkeypatch.setattr(np.random, "choice", ref.middle_choice)
     load = ref.transform(tower, cfg)
     pixels = torch.stack([load(p) for p in world["files"][tower]])
     with torch.no_grad():
@@ -87,8 +99,8 @@ def _expected(world, tower):
 
 
 @pytest.mark.parametrize("tower", TOWERS)
-def test_tower_embeddings_equal_languagebind(world, tower):
-    pixels, expected = _expected(world, tower)
+def test_tower_embeddings_equal_languagebind(world, tower, monkeypatch):
+    pixels, expected = _expected(world, tower, monkeypatch)
     space = world["space"]
     ours = torch.stack([space._per_item(tower)(p) for p in world["files"][tower]])
     assert (ours - pixels).abs().max().item() <= 1e-5
@@ -125,11 +137,13 @@ def test_lora_is_merged_not_dropped(world):
 
 def test_info_without_weights_and_errors(world, tmp_path):
     info = spaces.info(f"languagebind:{world['root']}")
-    assert info.modalities == ("image", "depth", "thermal", "text") and info.dim == lb.DIM
-    assert info.licence == "MIT"
-    assert spaces.info("LanguageBind").modalities == ("image", "depth", "thermal", "text")
+    assert info.modalities == ("image", "depth", "thermal", "audio", "text")
+    assert info.dim == lb.DIM and info.licence == "MIT"
+    assert spaces.info("LanguageBind").modalities == ("image", "depth", "thermal", "audio",
+                                                      "text")
+    assert spaces.info("languagebind:audio+image").modalities == ("image", "audio", "text")
     with pytest.raises(SpaceError, match="not bound yet"):
-        spaces.info("languagebind:audio")
+        spaces.info("languagebind:video")
     with pytest.raises(SpaceError, match="no LanguageBind tower"):
         spaces.info(f"languagebind:{tmp_path}")
     rgb = write_png(tmp_path / "rgb.png", 5)

@@ -41,16 +41,64 @@ def build(tower: str, text: dict, vision: dict, projection_dim: int):
     cfg_cls = getattr(module(tower, "configuration"), f"LanguageBind{CLASS[tower]}Config")
     model_cls = getattr(module(tower, "modeling"), f"LanguageBind{CLASS[tower]}")
     cfg = cfg_cls(text_config=text, vision_config=vision, projection_dim=projection_dim)
-    return model_cls(cfg).eval(), cfg
+    model = model_cls(cfg).eval()
+    if tower == "audio":
+        transformers4_embeddings(model.vision_model.embeddings)
+    return model, cfg
+
+
+def transformers4_embeddings(embeddings) -> None:
+    """transformers 4's ``CLIPVisionEmbeddings.forward`` (which LanguageBind was written
+    against) on the audio tower's embeddings: transformers 5 added a check that the input is
+    ``image_size`` square, which the audio tower's fbank image (after LanguageBind's own
+    ``resize_pos`` to ``[num_mel_bins, target_length]``) never is; the computation is the
+    same (class token, conv patches, every position embedding)."""
+    import torch
+
+    def forward(self, pixel_values, interpolate_pos_encoding=False):
+        batch_size = pixel_values.shape[0]
+        target_dtype = self.patch_embedding.weight.dtype
+        patch_embeds = self.patch_embedding(pixel_values.to(dtype=target_dtype))
+        patch_embeds = patch_embeds.flatten(2).transpose(1, 2)
+        class_embeds = self.class_embedding.expand(batch_size, 1, -1)
+        embeddings = torch.cat([class_embeds, patch_embeds], dim=1)
+        return embeddings + self.position_embedding(self.position_ids)
+
+    embeddings.forward = forward.__get__(embeddings)
 
 
 def transform(tower: str, config):
     """The tower processor's file → pixel tensor function (``get_<tower>_transform`` and
     ``load_and_transform_<tower>`` of ``processing_<tower>``)."""
-    proc = module(tower, "processing")
+    proc = processing_audio() if tower == "audio" else module(tower, "processing")
     tf = getattr(proc, f"get_{tower}_transform")(config)
     load = getattr(proc, f"load_and_transform_{tower}")
     return lambda path: load(str(path), tf)
+
+
+def processing_audio():
+    """``processing_audio`` with torchaudio's own Python code as its ``torchaudio`` (``load``
+    through soundfile, ``functional.resample``, ``compliance.kaldi.fbank``;
+    preprocess_reference.py), never its native library."""
+    from preprocess_reference import torchaudio_reference
+
+    if "languagebind.audio.processing_audio" in sys.modules:
+        return sys.modules["languagebind.audio.processing_audio"]
+    saved = sys.modules.get("torchaudio")
+    sys.modules["torchaudio"] = torchaudio_reference()
+    try:
+        return module("audio", "processing")
+    finally:
+        if saved is None:
+            sys.modules.pop("torchaudio", None)
+        else:
+            sys.modules["torchaudio"] = saved
+
+
+def middle_choice(values):
+    """``np.random.choice`` for the audio transform's crop starts, fixed at the middle of each
+    third (as freebind picks; upstream picks at random)."""
+    return values[len(values) // 2]
 
 
 def tokenizer(tower: str, folder):

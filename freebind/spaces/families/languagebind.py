@@ -31,6 +31,8 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+
+import numpy as np
 from pathlib import Path
 from typing import Sequence
 
@@ -50,7 +52,7 @@ HUB_TOWERS = {"image": "LanguageBind_Image", "depth": "LanguageBind_Depth",
               "thermal": "LanguageBind_Thermal", "audio": "LanguageBind_Audio_FT",
               "video": "LanguageBind_Video_FT"}
 #: the towers freebind loads (audio's mel-image tower and video's temporal attention: not yet)
-BOUND = ("image", "depth", "thermal")
+BOUND = ("image", "depth", "thermal", "audio")
 #: the repository whose text tower is the space's (all towers share the frozen text tower)
 TEXT_FROM = "image"
 CONFIG_FILE = "config.json"
@@ -71,7 +73,7 @@ def towers_of(spec: str) -> dict[str, str | None]:
         return {m: None for m in BOUND}
     names = spec.split("+")
     if all(n in HUB_TOWERS for n in names):
-        return {n: None for n in names}
+        return {n: None for n in HUB_TOWERS if n in names}
     folder = Path(spec).expanduser()
     if not folder.is_dir():
         raise SpaceError(f"languagebind:{spec}: give towers ({'+'.join(BOUND)}) or a folder "
@@ -214,17 +216,63 @@ def build_vision(config: dict):
     vision = dict(config.get("vision_config") or {})
     if vision.get("add_time_attn") and int(vision.get("num_frames", 1)) > 1:
         raise SpaceError("a LanguageBind video tower (temporal attention) is not bound yet")
-    if int(vision.get("num_mel_bins") or 0) and int(vision.get("target_length") or 0):
-        raise SpaceError("a LanguageBind audio tower (mel-image input) is not bound yet")
     keep = {k: v for k, v in vision.items() if k in CLIPVisionConfig().to_dict()}
+    keep["projection_dim"] = int(config.get("projection_dim", DIM))
+    grid = mel_grid(vision)
+    if grid is not None:  # the audio tower: fbank images, a rectangular position grid
+        keep["image_size"] = SIZE
+        tower = CLIPVisionModelWithProjection(CLIPVisionConfig(**keep))
+        tower.vision_model.embeddings = rect_embeddings(tower.config, grid)
+        return tower
     size = keep.get("image_size", SIZE)
     if isinstance(size, (list, tuple)):  # LanguageBind's resize_pos writes [H, W] back
         if len(set(size)) != 1:
             raise SpaceError(f"a LanguageBind tower of non-square input {list(size)} is not "
                              f"bound yet")
         keep["image_size"] = int(size[0])
-    keep["projection_dim"] = int(config.get("projection_dim", DIM))
     return CLIPVisionModelWithProjection(CLIPVisionConfig(**keep))
+
+
+def mel_grid(vision: dict) -> tuple[int, int] | None:
+    """The audio tower's patch grid (mel bins × frames, ÷ patch size), None for image-like
+    towers (LanguageBind's ``resize_pos``: the position embedding is resized to it at build,
+    so the checkpoint holds it at this size)."""
+    mels, frames = int(vision.get("num_mel_bins") or 0), int(vision.get("target_length") or 0)
+    if not (mels and frames):
+        return None
+    patch = int(vision.get("patch_size", 32))
+    return mels // patch, frames // patch
+
+
+def rect_embeddings(config, grid: tuple[int, int]):
+    """transformers' CLIP vision embeddings over a ``grid[0] × grid[1]`` patch grid (class
+    token, conv patches, learned positions), for inputs of exactly that grid."""
+    import torch
+    from torch import nn
+    from transformers.models.clip.modeling_clip import CLIPVisionEmbeddings
+
+    class RectEmbeddings(CLIPVisionEmbeddings):
+        def __init__(self, config, grid):
+            super().__init__(config)
+            self.grid = tuple(int(g) for g in grid)
+            self.num_patches = self.grid[0] * self.grid[1]
+            self.num_positions = self.num_patches + 1
+            self.position_embedding = nn.Embedding(self.num_positions, self.embed_dim)
+            self.position_ids = nn.Buffer(torch.arange(self.num_positions).expand((1, -1)),
+                                          persistent=False)
+
+        def forward(self, pixel_values, interpolate_pos_encoding=False):
+            batch, _, height, width = pixel_values.shape
+            if (height // self.patch_size, width // self.patch_size) != self.grid:
+                raise SpaceError(f"LanguageBind audio input {height}×{width} does not fit the "
+                                 f"tower's {self.grid} patch grid")
+            weight = self.patch_embedding.weight
+            patches = self.patch_embedding(pixel_values.to(weight.dtype)).flatten(2)
+            x = torch.cat([self.class_embedding.expand(batch, 1, -1), patches.transpose(1, 2)],
+                          dim=1)
+            return x + self.position_embedding(self.position_ids)
+
+    return RectEmbeddings(config, grid)
 
 
 def build_text(config: dict):
@@ -357,6 +405,24 @@ class LanguageBindSpace(EncoderAdapter):
     def depth_item(self, path):
         return self._resize_norm(depth_tensor(path, self._max_depth()))
 
+    def audio_item(self, path):
+        """LanguageBind's audio transform: the file at the tower's rate (torchaudio's sinc
+        resampler), minus its mean over every channel and sample, Kaldi fbank of the first
+        channel, cut or repeated to ``target_length`` frames as three channels, normalised."""
+        import torch
+
+        from freebind.data import media
+        from freebind.spaces import audio_features as af
+
+        vision = self.configs["audio"].get("vision_config") or {}
+        rate = int(vision.get("audio_sample_rate", 16000))
+        wave = torch.from_numpy(np.atleast_2d(media.load_audio(
+            path, rate, mono=False, resampler=af.sinc_resample)).astype(np.float32))
+        wave = wave - wave.mean()
+        mel = af.kaldi_fbank(wave[0], rate, int(vision["num_mel_bins"]))
+        return mel_image(mel, int(vision["target_length"]), float(vision["audio_mean"]),
+                         float(vision["audio_std"]))
+
     def _max_depth(self) -> float:
         return float((self.configs["depth"].get("vision_config") or {}).get("max_depth", 10))
 
@@ -392,7 +458,8 @@ class LanguageBindSpace(EncoderAdapter):
     def _per_item(self, modality: str):
         if modality == "text":
             return None
-        return self.depth_item if modality == "depth" else self.image_item
+        return {"depth": self.depth_item, "audio": self.audio_item}.get(modality,
+                                                                       self.image_item)
 
     def __repr__(self) -> str:
         return (f"LanguageBindSpace(name={self.name!r}, modalities={self.modalities}, "
@@ -401,6 +468,27 @@ class LanguageBindSpace(EncoderAdapter):
 
 def _position_ids(module) -> list[str]:
     return [k for k in module.state_dict() if k.endswith("position_ids")]
+
+
+def mel_image(mel, target: int, mean: float, std: float):
+    """``[frames, mels]`` fbank → LanguageBind's ``[3, mels, target]`` input: a longer one as
+    three crops (front, middle, back thirds of the start positions; upstream picks a random
+    start in each third, freebind the middle one), a shorter one repeated and cut (the three
+    channels equal); then ``(x − mean) / (2·std)``."""
+    import numpy as np
+    import torch
+
+    frames = mel.shape[0]
+    if frames == 0:
+        raise SpaceError("audio clip shorter than one 25 ms frame")
+    if frames > target:
+        ranges = np.array_split(list(range(0, frames - target + 1)), 3)
+        starts = [int(r[len(r) // 2]) if len(r) else 0 for r in ranges]
+        x = torch.stack([mel[s:s + target] for s in starts])
+    else:
+        mel = mel.repeat(target // frames + 1, 1)[:target]
+        x = torch.stack([mel, mel, mel])
+    return (x.transpose(1, 2) - mean) / (std * 2)
 
 
 def depth_tensor(path, max_depth: float):

@@ -158,3 +158,13 @@ def test_checkpoint_of_another_model_is_one_line(world, tmp_path):
     torch.save({"audio_encoder.x": torch.zeros(2)}, folder / "pytorch_model.bin")
     with pytest.raises(SpaceError, match="unexpected tensor audio_encoder.x"):
         spaces.get(f"languagebind:{tmp_path}")
+
+
+def test_hub_towers_offline_name_the_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("FREEBIND_HOME", str(tmp_path))
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    info = spaces.info("languagebind:depth")
+    ok, why = lb.check(info)
+    assert not ok and "LanguageBind_Depth" in why and "pytorch_model.bin" in why
+    with pytest.raises(SpaceError, match="LanguageBind/LanguageBind_Depth.*offline"):
+        spaces.get("languagebind:depth")

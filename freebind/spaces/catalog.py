@@ -114,11 +114,13 @@ FAMILIES.append(("languagebind", "freebind.spaces.families.languagebind:resolve_
                  "languagebind:image+depth+thermal", "freebind.spaces.families.languagebind:fetch"))
 register(SpaceInfo(
     name="LanguageBind", family="languagebind", dim=768,
-    modalities=("image", "depth", "thermal", "audio", "text"), aliases=("languagebind",),
-    description="LanguageBind's image, depth, thermal and audio towers with its CLIP ViT-L/14 "
-                "text tower (Hub: LanguageBind/LanguageBind_Image, _Depth, _Thermal, _Audio_FT)",
+    modalities=("image", "depth", "thermal", "audio", "video", "text"),
+    aliases=("languagebind",),
+    description="LanguageBind's image, depth, thermal, audio and video towers with its CLIP "
+                "ViT-L/14 text tower (Hub: LanguageBind/LanguageBind_Image, _Depth, _Thermal, "
+                "_Audio_FT, _Video_FT)",
     options=(("towers", (("audio", None), ("depth", None), ("image", None),
-                         ("thermal", None))),),
+                         ("thermal", None), ("video", None))),),
     licence="MIT", loader="freebind.spaces.families.languagebind:load",
     checker="freebind.spaces.families.languagebind:check",
     fetcher="freebind.spaces.families.languagebind:fetch"))

@@ -17,7 +17,7 @@ import json
 
 import pytest
 
-from real_helpers import require_packages, write_png, write_wav
+from real_helpers import require_packages, write_png, write_video, write_wav
 
 require_packages("torch", "transformers", "languagebind", "peft", "einops", "cv2", "PIL",
                  "soundfile")
@@ -31,7 +31,9 @@ from freebind import spaces  # noqa: E402
 from freebind.spaces.families import languagebind as lb  # noqa: E402
 from freebind.util.errors import SpaceError  # noqa: E402
 
-TOWERS = ("image", "depth", "thermal", "audio")
+TOWERS = ("image", "depth", "thermal", "audio", "video")
+#: the video tower: temporal attention over 3 frames (LoRA on it), OpenCV decoding
+VIDEO = dict(add_time_attn=True, num_frames=3, clip_type="vl", video_decode_backend="opencv")
 #: the audio tower: a small fbank image (32 mels × 96 frames, patch 16: a 2 × 6 grid), the
 #: released normalisation constants
 AUDIO = dict(num_mel_bins=32, target_length=96, patch_size=16, audio_sample_rate=16000,
@@ -55,7 +57,7 @@ def _tower(root, tower: str, tok, seed: int):
     text = dict(vocab_size=len(tok), hidden_size=32, intermediate_size=37, num_hidden_layers=1,
                 num_attention_heads=2, max_position_embeddings=77)
     torch.manual_seed(seed)
-    vision = dict(VISION, **(AUDIO if tower == "audio" else {}))
+    vision = dict(VISION, **{"audio": AUDIO, "video": VIDEO}.get(tower, {}))
     model, cfg = ref.build(tower, text, vision, projection_dim=lb.DIM)
     with torch.no_grad():  # peft starts lora_B at zero: make the LoRA delta matter
         for name, p in model.named_parameters():
@@ -83,7 +85,11 @@ def world(tmp_path_factory):
              # crops), stereo (the first channel, minus the mean over both)
              "audio": [write_wav(root / "short.wav", 0.5, 16000, 0),
                        write_wav(root / "long.wav", 2.3, 22050, 1),
-                       write_wav(root / "stereo.wav", 1.2, 16000, 2, channels=2)]}
+                       write_wav(root / "stereo.wav", 1.2, 16000, 2, channels=2)],
+             # 10 frames (3 sampled at 0, 4, 9), a portrait one, exactly 3 frames
+             "video": [write_video(root / "v.mp4", 10, 8), write_video(root / "p.mp4", 7, 5,
+                                                                       size=(64, 48)),
+                       write_video(root / "three.mp4", 3, 4)]}
     space = spaces.get(f"languagebind:{root}", batch_size=2)
     return dict(root=root, models=models, files=files, space=space)
 
@@ -91,6 +97,9 @@ def world(tmp_path_factory):
 def _expected(world, tower, monkeypatch):
     model, cfg = world["models"][tower]
     monkeypatch.setattr(np.random, "choice", ref.middle_choice)
+    import random
+
+    monkeypatch.setattr(random, "random", ref.NeverFlip.random)
     load = ref.transform(tower, cfg)
     pixels = torch.stack([load(p) for p in world["files"][tower]])
     with torch.no_grad():
@@ -137,13 +146,13 @@ def test_lora_is_merged_not_dropped(world):
 
 def test_info_without_weights_and_errors(world, tmp_path):
     info = spaces.info(f"languagebind:{world['root']}")
-    assert info.modalities == ("image", "depth", "thermal", "audio", "text")
+    assert info.modalities == ("image", "depth", "thermal", "audio", "video", "text")
     assert info.dim == lb.DIM and info.licence == "MIT"
     assert spaces.info("LanguageBind").modalities == ("image", "depth", "thermal", "audio",
-                                                      "text")
+                                                      "video", "text")
     assert spaces.info("languagebind:audio+image").modalities == ("image", "audio", "text")
-    with pytest.raises(SpaceError, match="not bound yet"):
-        spaces.info("languagebind:video")
+    with pytest.raises(SpaceError, match="towers"):
+        spaces.info("languagebind:smell")
     with pytest.raises(SpaceError, match="no LanguageBind tower"):
         spaces.info(f"languagebind:{tmp_path}")
     rgb = write_png(tmp_path / "rgb.png", 5)

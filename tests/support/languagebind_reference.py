@@ -13,6 +13,7 @@ import importlib
 import importlib.util
 import sys
 import types
+from pathlib import Path
 
 CLASS = {"image": "Image", "depth": "Depth", "thermal": "Thermal", "audio": "Audio",
          "video": "Video"}
@@ -70,10 +71,69 @@ def transformers4_embeddings(embeddings) -> None:
 def transform(tower: str, config):
     """The tower processor's file → pixel tensor function (``get_<tower>_transform`` and
     ``load_and_transform_<tower>`` of ``processing_<tower>``)."""
-    proc = processing_audio() if tower == "audio" else module(tower, "processing")
+    proc = {"audio": processing_audio, "video": processing_video}.get(
+        tower, lambda: module(tower, "processing"))()
     tf = getattr(proc, f"get_{tower}_transform")(config)
     load = getattr(proc, f"load_and_transform_{tower}")
+    if tower == "video":
+        vision = config.vision_config
+        return lambda path: load(str(path), tf, video_decode_backend=vision.video_decode_backend,
+                                 num_frames=vision.num_frames)
     return lambda path: load(str(path), tf)
+
+
+def processing_video():
+    """``processing_video`` over what its OpenCV backend uses: pytorchvideo's real
+    ``transforms.transforms`` (``ShortSideScale``, ``ApplyTransformToKey``,
+    ``UniformTemporalSubsample``) below a bare ``pytorchvideo.transforms`` (its ``__init__``
+    imports augmentations needing torchvision's removed ``functional_tensor``); the imports of
+    the backends the tests never select (``decord``, ``pytorchvideo.data.encoded_video``,
+    neither with a wheel or a working import here) find empty modules during the import only."""
+    name = "languagebind.video.processing_video"
+    if name in sys.modules:
+        return sys.modules[name]
+    pv_dir = Path(importlib.util.find_spec("pytorchvideo").submodule_search_locations[0])
+    pv_transforms = _bare("pytorchvideo.transforms", pv_dir / "transforms")
+    decord = types.ModuleType("decord")
+    decord.bridge = types.SimpleNamespace(set_bridge=lambda name: None)
+    decord.VideoReader, decord.cpu = None, None
+    encoded = types.ModuleType("pytorchvideo.data.encoded_video")
+    encoded.EncodedVideo = None
+    shims = {"decord": decord, "pytorchvideo.transforms": pv_transforms,
+             "pytorchvideo.data": _bare("pytorchvideo.data", pv_dir / "data"),
+             "pytorchvideo.data.encoded_video": encoded}
+    saved = {k: sys.modules.get(k) for k in shims}
+    sys.modules.update(shims)
+    try:
+        real = importlib.import_module("pytorchvideo.transforms.transforms")
+        for attr in ("ShortSideScale", "ApplyTransformToKey", "UniformTemporalSubsample"):
+            setattr(pv_transforms, attr, getattr(real, attr))
+        package = importlib.import_module("pytorchvideo")
+        if not hasattr(package, "transforms"):  # ShortSideScale calls through the package
+            package.transforms = pv_transforms
+        return module("video", "processing")
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                sys.modules.pop(k, None)
+            else:
+                sys.modules[k] = v
+
+
+def _bare(name: str, folder: Path) -> types.ModuleType:
+    mod = types.ModuleType(name)
+    mod.__path__ = [str(folder)]
+    return mod
+
+
+class NeverFlip:
+    """``random`` for torchvision's ``RandomHorizontalFlipVideo`` (p = 0.5, applied by
+    LanguageBind's video transform at inference too): ``random() = 1``, never flipping, as
+    freebind does."""
+
+    @staticmethod
+    def random() -> float:
+        return 1.0
 
 
 def processing_audio():

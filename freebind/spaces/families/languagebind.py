@@ -52,7 +52,7 @@ HUB_TOWERS = {"image": "LanguageBind_Image", "depth": "LanguageBind_Depth",
               "thermal": "LanguageBind_Thermal", "audio": "LanguageBind_Audio_FT",
               "video": "LanguageBind_Video_FT"}
 #: the towers freebind loads (audio's mel-image tower and video's temporal attention: not yet)
-BOUND = ("image", "depth", "thermal", "audio")
+BOUND = ("image", "depth", "thermal", "audio", "video")
 #: the repository whose text tower is the space's (all towers share the frozen text tower)
 TEXT_FROM = "image"
 CONFIG_FILE = "config.json"
@@ -214,8 +214,6 @@ def build_vision(config: dict):
     from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
     vision = dict(config.get("vision_config") or {})
-    if vision.get("add_time_attn") and int(vision.get("num_frames", 1)) > 1:
-        raise SpaceError("a LanguageBind video tower (temporal attention) is not bound yet")
     keep = {k: v for k, v in vision.items() if k in CLIPVisionConfig().to_dict()}
     keep["projection_dim"] = int(config.get("projection_dim", DIM))
     grid = mel_grid(vision)
@@ -224,6 +222,8 @@ def build_vision(config: dict):
         tower = CLIPVisionModelWithProjection(CLIPVisionConfig(**keep))
         tower.vision_model.embeddings = rect_embeddings(tower.config, grid)
         return tower
+    if vision.get("add_time_attn"):
+        return build_video(keep, vision)
     size = keep.get("image_size", SIZE)
     if isinstance(size, (list, tuple)):  # LanguageBind's resize_pos writes [H, W] back
         if len(set(size)) != 1:
@@ -273,6 +273,53 @@ def rect_embeddings(config, grid: tuple[int, int]):
             return x + self.position_embedding(self.position_ids)
 
     return RectEmbeddings(config, grid)
+
+
+def build_video(keep: dict, vision: dict):
+    """The video tower: transformers' CLIP vision tower whose every layer first attends over
+    time (LanguageBind's video encoder layer: a learned temporal embedding, then a pre-norm
+    temporal self-attention with a residual, no temporal MLP), frames pooled by their mean."""
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    if str(vision.get("clip_type", "vl")) != "vl":
+        raise SpaceError(f"a LanguageBind video tower of clip_type {vision.get('clip_type')!r} "
+                         f"(3-D patches) is not bound yet")
+    tower = CLIPVisionModelWithProjection(CLIPVisionConfig(**keep))
+    frames = int(vision.get("num_frames", 8))
+    cls = temporal_layer_class()
+    tower.vision_model.encoder.layers = type(tower.vision_model.encoder.layers)(
+        [cls(tower.config, frames) for _ in tower.vision_model.encoder.layers])
+    return tower
+
+
+def temporal_layer_class():
+    """transformers' ``CLIPEncoderLayer`` with LanguageBind's temporal attention before it."""
+    import torch
+    from torch import nn
+    from transformers.models.clip.modeling_clip import CLIPAttention, CLIPEncoderLayer
+
+    class TemporalEncoderLayer(CLIPEncoderLayer):
+        def __init__(self, config, frames: int):
+            super().__init__(config)
+            self.frames = frames
+            self.temporal_embedding = nn.Parameter(torch.zeros(1, frames, config.hidden_size))
+            self.temporal_attn = CLIPAttention(config)
+            self.temporal_layer_norm1 = nn.LayerNorm(config.hidden_size,
+                                                     eps=config.layer_norm_eps)
+
+        def forward(self, hidden_states, attention_mask=None, **kwargs):
+            bt, n, d = hidden_states.shape
+            t = self.frames
+            x = hidden_states.reshape(bt // t, t, n, d).transpose(1, 2).reshape(-1, t, d)
+            if t != 1:
+                x = x + self.temporal_embedding[:, :t]
+            y, _ = self.temporal_attn(hidden_states=self.temporal_layer_norm1(x),
+                                      attention_mask=None)
+            x = x + y
+            hidden_states = x.reshape(bt // t, n, t, d).transpose(1, 2).reshape(bt, n, d)
+            return super().forward(hidden_states, attention_mask, **kwargs)
+
+    return TemporalEncoderLayer
 
 
 def build_text(config: dict):
@@ -423,6 +470,24 @@ class LanguageBindSpace(EncoderAdapter):
         return mel_image(mel, int(vision["target_length"]), float(vision["audio_mean"]),
                          float(vision["audio_std"]))
 
+    def video_item(self, path):
+        """LanguageBind's video transform (its OpenCV decoding): ``num_frames`` frames at
+        ``linspace(0, count − 1)`` (truncated), RGB, ÷255, OpenAI mean/std, bilinear scale of the
+        short side to 224 (pytorchvideo's ``ShortSideScale``), centre crop; never flipped
+        (upstream flips at random, p = 0.5, at inference too)."""
+        import torch
+
+        vision = self.configs["video"].get("vision_config") or {}
+        frames = read_frames(path, int(vision.get("num_frames", 8)))
+        x = frames.float() / 255.0
+        mean, std = torch.tensor(MEAN)[:, None, None, None], torch.tensor(STD)[:, None, None, None]
+        x = (x - mean) / std
+        c, t, h, w = x.shape
+        size = (int(h / w * SIZE), SIZE) if w < h else (SIZE, int(w / h * SIZE))
+        x = torch.nn.functional.interpolate(x, size=size, mode="bilinear", align_corners=False)
+        i, j = int(round((size[0] - SIZE) / 2.0)), int(round((size[1] - SIZE) / 2.0))
+        return x[..., i:i + SIZE, j:j + SIZE].contiguous()
+
     def _max_depth(self) -> float:
         return float((self.configs["depth"].get("vision_config") or {}).get("max_depth", 10))
 
@@ -449,6 +514,11 @@ class LanguageBindSpace(EncoderAdapter):
                 inputs = {k: v.to(self.device) for k, v in inputs.items()}
                 return self.text(**inputs).text_embeds
             pixels = inputs.to(device=self.device, dtype=self.dtype)
+            if modality == "video":  # [B, C, T, H, W] → frames, embeddings averaged
+                b, c, t = pixels.shape[:3]
+                frames = pixels.transpose(1, 2).reshape(b * t, c, *pixels.shape[3:])
+                out = self.towers[modality](pixel_values=frames).image_embeds
+                return out.reshape(b, t, -1).mean(1)
             return self.towers[modality](pixel_values=pixels).image_embeds
 
     def _before_encode(self, modality: str) -> None:
@@ -458,8 +528,8 @@ class LanguageBindSpace(EncoderAdapter):
     def _per_item(self, modality: str):
         if modality == "text":
             return None
-        return {"depth": self.depth_item, "audio": self.audio_item}.get(modality,
-                                                                       self.image_item)
+        return {"depth": self.depth_item, "audio": self.audio_item,
+                "video": self.video_item}.get(modality, self.image_item)
 
     def __repr__(self) -> str:
         return (f"LanguageBindSpace(name={self.name!r}, modalities={self.modalities}, "
@@ -468,6 +538,33 @@ class LanguageBindSpace(EncoderAdapter):
 
 def _position_ids(module) -> list[str]:
     return [k for k in module.state_dict() if k.endswith("position_ids")]
+
+
+def read_frames(path, count: int):
+    """``count`` frames at ``linspace(0, frames − 1, count)`` (integer part), decoded by OpenCV
+    as LanguageBind's processor does, as a uint8 ``[3, count, H, W]`` RGB tensor."""
+    import torch
+
+    try:
+        import cv2
+    except ImportError:
+        raise SpaceError("LanguageBind's video decoding needs OpenCV: pip install "
+                         "'freebind[languagebind]'") from None
+    cap = cv2.VideoCapture(str(path))
+    try:
+        total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+        if not cap.isOpened() or total <= 0:
+            raise SpaceError(f"{path}: unreadable video (no frames)")
+        out = []
+        for idx in np.linspace(0, total - 1, count, dtype=int):
+            cap.set(cv2.CAP_PROP_POS_FRAMES, int(idx))
+            ok, frame = cap.read()
+            if not ok:
+                raise SpaceError(f"{path}: frame {int(idx)} of {total} cannot be decoded")
+            out.append(torch.from_numpy(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)).permute(2, 0, 1))
+    finally:
+        cap.release()
+    return torch.stack(out, dim=1)
 
 
 def mel_image(mel, target: int, mean: float, std: float):

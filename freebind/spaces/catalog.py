@@ -111,7 +111,8 @@ for _model, _short in (("giant", "g"), ("large", "l"), ("base", "b"), ("small", 
 
 # --- LanguageBind (docs/real-spaces.md): languagebind[:image+depth|:PATH], `LanguageBind` ---
 FAMILIES.append(("languagebind", "freebind.spaces.families.languagebind:resolve_family",
-                 "languagebind:image+depth+thermal", "freebind.spaces.families.languagebind:fetch"))
+                 "languagebind:image+depth+thermal+audio+video",
+                 "freebind.spaces.families.languagebind:fetch"))
 register(SpaceInfo(
     name="LanguageBind", family="languagebind", dim=768,
     modalities=("image", "depth", "thermal", "audio", "video", "text"),

@@ -6,18 +6,20 @@ the ``languagebind`` package is never imported (it declares ``transformers<5`` a
 binds each modality to one frozen CLIP ViT-L/14 text tower: every released tower repository
 (``LanguageBind/LanguageBind_Image``, ``_Depth``, ``_Thermal``, ``_Audio(_FT)``,
 ``_Video(_FT)``; code and weights MIT) holds the text tower and one modality's vision tower,
-768-d. freebind binds the text tower with the image, depth and thermal towers as the
-modalities of one space (audio and video: docs/real-spaces.md, "not bound yet").
+768-d. freebind binds the text tower with the image, depth, thermal, audio and video towers as
+the modalities of one space.
 
 Each tower is transformers' ``CLIPVisionModelWithProjection`` (LanguageBind's towers are CLIP
-vision transformers; at one frame its temporal attention is absent), the text tower
+vision transformers: the audio tower over a rectangular fbank-image patch grid, the video
+tower's layers each preceded by a temporal attention, :func:`build_video`), the text tower
 ``CLIPTextModelWithProjection`` pooled at the highest id (the end token), loaded key for key,
 strictly, from the repository's ``pytorch_model.bin`` / ``model.safetensors``. A tower trained
 with LoRA (``vision_config.lora_r > 0``) is saved under peft's wrapper
 (``vision_model.encoder.base_model.model.…``, ``….base_layer.weight``, ``….lora_A.default``);
 its LoRA deltas are merged: ``W + B·A·alpha/r``.
 
-Preprocessing, as LanguageBind's processors: image and thermal files decoded by PIL (made RGB;
+Preprocessing, as LanguageBind's processors (audio: :meth:`LanguageBindSpace.audio_item`,
+video: :meth:`LanguageBindSpace.video_item`): image and thermal files decoded by PIL (made RGB;
 upstream fails on other modes), ``to_tensor``, bicubic antialiased resize of the short side to
 224, centre crop 224, OpenAI CLIP mean/std. Depth: a single-channel file (16-bit PNG in
 millimetres) as float, ÷1000 (metres), clipped below at 0.01 m and above at ``max_depth``
@@ -51,7 +53,7 @@ PREPROCESS_VERSION = "languagebind-pre-1"
 HUB_TOWERS = {"image": "LanguageBind_Image", "depth": "LanguageBind_Depth",
               "thermal": "LanguageBind_Thermal", "audio": "LanguageBind_Audio_FT",
               "video": "LanguageBind_Video_FT"}
-#: the towers freebind loads (audio's mel-image tower and video's temporal attention: not yet)
+#: the towers freebind loads
 BOUND = ("image", "depth", "thermal", "audio", "video")
 #: the repository whose text tower is the space's (all towers share the frozen text tower)
 TEXT_FROM = "image"

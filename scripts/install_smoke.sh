@@ -36,7 +36,7 @@ ls "$WORK"/dist/freebind-*.tar.gz >/dev/null
 if [ "${SMOKE_EXTRAS:-1}" = 1 ]; then
   # Each extra alone: pip's resolution from scratch (a dry run: nothing installed).
   for extra in clap open-clip internvl minilm imagebind search hub api onnx hf points uni3d \
-               transformers pe lancedb qdrant milvus test; do
+               transformers pe msclap languagebind lancedb qdrant milvus test; do
     # shellcheck disable=SC2086
     pipq "$WORK/build-env/bin/pip" install -q --dry-run --ignore-installed \
         --report "$WORK/resolve-$extra.json" $PINS "freebind[$extra] @ file://$WHEEL"
@@ -45,7 +45,8 @@ import json, sys
 got = {i["metadata"]["name"].lower().replace("_", "-"): i["metadata"]["version"]
        for i in json.load(open(sys.argv[1]))["install"]}
 assert int(got["numpy"].split(".")[0]) >= 2, f"[{sys.argv[2]}] resolves numpy {got['numpy']}"
-for banned in ("torchaudio", "laion-clap", "imagebind-unofficial", "pytorchvideo", "decord"):
+for banned in ("torchaudio", "laion-clap", "imagebind-unofficial", "pytorchvideo", "decord",
+               "msclap", "languagebind"):
     assert banned not in got, f"[{sys.argv[2]}] resolves {banned}"
 # the extra really brings its library (a name pip does not match would resolve to nothing)
 key = {"clap": "transformers", "open-clip": "open-clip-torch", "internvl": "peft",
@@ -53,7 +54,7 @@ key = {"clap": "transformers", "open-clip": "open-clip-torch", "internvl": "peft
        "hub": "huggingface-hub", "api": "fastapi", "onnx": "onnxruntime", "hf": "datasets",
        "points": "trimesh", "uni3d": "open-clip-torch", "transformers": "transformers",
        "pe": "timm", "lancedb": "lancedb", "qdrant": "qdrant-client", "milvus": "milvus-lite",
-       "test": "pytest"}[sys.argv[2]]
+       "msclap": "transformers", "languagebind": "torchvision", "test": "pytest"}[sys.argv[2]]
 assert key in got, f"[{sys.argv[2]}] does not bring {key}"
 print(f"  [{sys.argv[2]}] resolves: {len(got)} packages, numpy {got['numpy']}, no torchaudio")
 EOF
@@ -81,7 +82,8 @@ import numpy, freebind
 kind = sys.argv[1]
 assert int(numpy.__version__.split(".")[0]) >= 2, f"numpy {numpy.__version__} < 2"
 dists = {d.metadata["Name"].lower() for d in md.distributions()}
-for banned in ("torchaudio", "laion-clap", "imagebind-unofficial", "pytorchvideo", "decord"):
+for banned in ("torchaudio", "laion-clap", "imagebind-unofficial", "pytorchvideo", "decord",
+               "msclap", "languagebind"):
     assert banned not in dists, f"{banned} was installed"
 pkg = pathlib.Path(freebind.__file__).parent
 assert "site-packages" in str(pkg), f"freebind imported from {pkg}, not the installed wheel"

@@ -25,6 +25,10 @@ if [ "${1:-all}" != core ]; then
   # MS-CLAP's reference (msclap 1.3.4 declares numpy<2, transformers<5, torchaudio): its model
   # code imports torch, transformers, torchlibrosa and yaml (pyyaml: in [test])
   .venv/bin/python -m pip install -q --no-deps msclap==1.3.4
+  # LanguageBind's reference (languagebind 0.1.0 declares transformers<5; its __init__ imports
+  # cv2 and decord): its model code imports torch, transformers, peft and einops, its depth
+  # processor cv2 (peft, opencv-python-headless, einops: in [test])
+  .venv/bin/python -m pip install -q --no-deps languagebind==0.1.0
   # torchaudio's pure-Python Kaldi fbank, resampler and mel transforms, the references of
   # ImageBind's and LAION-CLAP's loaders: unpacked outside the environment (import torchaudio
   # still fails; tests/support/preprocess_reference.py imports these files without its native library)

@@ -35,7 +35,8 @@ def test_no_extra_declares_a_reference_or_torchaudio():
     for name, reqs in extras.items():
         names = _names(reqs)
         assert not names & {"laion-clap", "laion_clap", "imagebind-unofficial", "torchaudio",
-                            "msclap", "pytorchvideo", "decord", "numpy"}, name
+                            "msclap", "languagebind", "pytorchvideo", "decord",
+                            "numpy"}, name
     assert set(extras["all"][0].split("[")[1].rstrip("]").split(",")) == {
         "imagebind", "open-clip", "clap", "internvl", "minilm", "search", "hub", "api", "onnx",
         "hf", "points"}

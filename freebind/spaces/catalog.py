@@ -108,3 +108,20 @@ for _model, _short in (("giant", "g"), ("large", "l"), ("base", "b"), ("small", 
         options=(("model", _model),), loader="freebind.spaces.families.uni3d:load",
         checker="freebind.spaces.families.uni3d:check",
         fetcher="freebind.spaces.families.uni3d:fetch"))
+
+# --- LanguageBind (docs/real-spaces.md): languagebind[:image+depth|:PATH], `LanguageBind` ---
+FAMILIES.append(("languagebind", "freebind.spaces.families.languagebind:resolve_family",
+                 "languagebind:image+depth+thermal+audio+video",
+                 "freebind.spaces.families.languagebind:fetch"))
+register(SpaceInfo(
+    name="LanguageBind", family="languagebind", dim=768,
+    modalities=("image", "depth", "thermal", "audio", "video", "text"),
+    aliases=("languagebind",),
+    description="LanguageBind's image, depth, thermal, audio and video towers with its CLIP "
+                "ViT-L/14 text tower (Hub: LanguageBind/LanguageBind_Image, _Depth, _Thermal, "
+                "_Audio_FT, _Video_FT)",
+    options=(("towers", (("audio", None), ("depth", None), ("image", None),
+                         ("thermal", None), ("video", None))),),
+    licence="MIT", loader="freebind.spaces.families.languagebind:load",
+    checker="freebind.spaces.families.languagebind:check",
+    fetcher="freebind.spaces.families.languagebind:fetch"))

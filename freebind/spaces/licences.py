@@ -17,6 +17,7 @@ FAMILY = {
     "clap": "CC0-1.0",
     "minilm": "Apache-2.0",
     "msclap": "MS-PL",   # microsoft/msclap's card (the msclap package's code is MIT)
+    "languagebind": "MIT",  # the LanguageBind/* Hub cards and PKU-YuanGroup/LanguageBind
     "mini": "MIT",
 }
 #: open_clip pretrained tags, by prefix (first match wins)

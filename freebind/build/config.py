@@ -25,8 +25,9 @@ class BuildConfig:
     CPU threads for the build; ``space_options`` go to every ``spaces.get``; ``log`` receives
     progress lines; ``save=False`` keeps the bundle in memory; ``store_dtype="fp16"`` keeps new
     cache entries as float16; ``chunk_rows`` the rows fused at once when the space built so far
-    is computed (default from :data:`freebind.fusion.graph.FUSE_BUDGET_BYTES`). Pools larger
-    than a few tens of MB are read memory-mapped from the store whatever the dtype
+    is computed (default from :data:`freebind.fusion.graph.FUSE_BUDGET_BYTES`). Pools are read
+    into memory up to a few tens of MB in all (every space and modality together), the rest
+    memory-mapped from the store whatever the dtype
     (:data:`freebind.build.leaf_embeddings.RESIDENT_POOL_BYTES`)."""
 
     audio: Any = None

@@ -14,19 +14,30 @@ from freebind.build.report import BuildReport
 from freebind.data.align import align
 from freebind.data.items import ItemList
 
-#: Pools (and the space built so far) up to this many bytes per (space, modality) are read
-#: into memory; larger ones stay memory-mapped in the store and are read chunk by chunk.
+#: A build reads store rows (pools, the space built so far) into memory up to this many bytes
+#: in all, the first (space, modality) views that fit; the others stay memory-mapped in the
+#: store and are read chunk by chunk. A budget for the whole build, not per view: an
+#: expression of many spaces would otherwise hold a whole pool of each (12 views of 64 MiB).
 RESIDENT_POOL_BYTES = 64 << 20
 
 
-def resident(view):
-    """A store view read into memory when it is small (:data:`RESIDENT_POOL_BYTES`), else
-    the view itself: every later stage reads it block by block."""
-    from freebind.data.store import PoolView
+class ResidentBudget:
+    """What a build may still read into memory: ``budget(view)`` is the view's rows as an
+    array when they fit in what is left (:data:`RESIDENT_POOL_BYTES` at the start), else the
+    view itself, which every later stage reads block by block."""
 
-    if isinstance(view, PoolView) and len(view) * view.dim * 4 <= RESIDENT_POOL_BYTES:
-        return np.asarray(view)
-    return view
+    def __init__(self, total: int | None = None):
+        self.left = RESIDENT_POOL_BYTES if total is None else int(total)
+
+    def __call__(self, view):
+        from freebind.data.store import PoolView
+
+        if isinstance(view, PoolView):
+            size = len(view) * view.dim * 4
+            if size <= self.left:
+                self.left -= size
+                return np.asarray(view)
+        return view
 
 
 @dataclass
@@ -40,6 +51,8 @@ class LeafPools:
     pool: Pools
     store: object
     _keys: dict = field(default_factory=dict)
+    #: the build's budget of rows read into memory (the space built so far draws on it too)
+    resident: ResidentBudget = field(default_factory=ResidentBudget)
 
     def keys(self, modality: str) -> np.ndarray:
         """The content keys (``S64``) of the kept items of ``modality`` (computed once)."""
@@ -116,14 +129,15 @@ def _aligned(leaf_raw: Mapping, pool: Pools, store) -> LeafPools:
     rows: dict[str, dict] = {ref: {} for ref in leaf_raw}
     kept: dict[str, np.ndarray] = {}
     modalities = {m for mods in leaf_raw.values() for m in mods}
+    budget = ResidentBudget()
     for m in sorted(modalities):
         aligned, kept[m] = align({ref: mods[m] for ref, mods in leaf_raw.items()
                                   if m in mods})
         for ref, view in aligned.items():
-            rows[ref][m] = resident(view)
+            rows[ref][m] = budget(view)
         if len(kept[m]) == 0:
             raise PoolError(f"no {m} pool item could be decoded")
-    return LeafPools(rows, kept, pool, store)
+    return LeafPools(rows, kept, pool, store, resident=budget)
 
 
 def embed_stage(plan, pool: Pools, store, report: BuildReport, leaves: Mapping, filled=None,

@@ -8,7 +8,7 @@ import hashlib
 import json
 from typing import Mapping
 
-from freebind.build.leaf_embeddings import LeafPools, resident
+from freebind.build.leaf_embeddings import LeafPools
 
 
 class SubSpace:
@@ -71,7 +71,7 @@ def space_so_far(plan, text: str, projectors, leaf: LeafPools, job_keys: Mapping
                 b = a + block.shape[0]
                 if todo[a:b].any():
                     store.put(space, m, keys[a:b], block.detach().cpu().float().numpy())
-        out[m] = resident(store.view(space, m, keys))
+        out[m] = leaf.resident(store.view(space, m, keys))
     return out
 
 

@@ -169,6 +169,35 @@ def test_streamed_pools_build_the_same_bundle_bytes(tmp_path, monkeypatch):
         (tmp_path / "mapped.safetensors").read_bytes()
 
 
+def test_resident_rows_share_one_budget_and_build_the_same_bytes(tmp_path, monkeypatch):
+    """The rows a build reads into memory (every leaf pool and the space built so far) come
+    out of one budget for the whole build, not one per (space, modality): with a budget of
+    a few views, the first views that fit are arrays, together within it, the rest stay
+    memory-mapped, and the bundle equals the all-in-memory one to the byte."""
+    from freebind.build import leaf_embeddings
+    from freebind.data.store import PoolView
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    _build(tmp_path, "resident", cache="c1")
+    budget = 40_000
+    monkeypatch.setattr(leaf_embeddings, "RESIDENT_POOL_BYTES", budget)
+    got, orig = [], leaf_embeddings.ResidentBudget.__call__
+
+    def spy(self, view):
+        out = orig(self, view)
+        assert isinstance(out, (np.ndarray, PoolView))
+        got.append((id(self), isinstance(out, np.ndarray), len(view) * view.dim * 4))
+        return out
+
+    monkeypatch.setattr(leaf_embeddings.ResidentBudget, "__call__", spy)
+    _build(tmp_path, "budget", cache="c2")
+    assert len({b for b, _, _ in got}) == 1          # one budget for the whole build
+    held = [size for _, array, size in got if array]
+    assert held and len(held) < len(got) and sum(held) <= budget
+    assert (tmp_path / "resident.safetensors").read_bytes() == \
+        (tmp_path / "budget.safetensors").read_bytes()
+
+
 def test_space_so_far_in_tiny_chunks_equals_whole_array(tmp_path, monkeypatch):
     """The space built so far fused 7 rows at a time: its stored rows equal whole-array
     fusion within 1e-6 (matmuls of other shapes round differently in the last bits), and

@@ -83,7 +83,7 @@ def run(args) -> dict:
         pools = paper.pool_items(args.items)
         store = EmbeddingStore(root / "cache", dtype=args.store_dtype)
         stages.begin("write pools")
-        paper.write_rows(store, stand_ins, pools, args.seed)
+        paper.write_rows(store, stand_ins, pools, args.seed, chunk=1024)
         bundle, jobs, summary = build_stage(args, root, pools, stages)
         used = paper.use_stage(args, root, bundle, pools, store, stages)
         stages.close()

@@ -59,7 +59,8 @@ def eval_command(
     check_output_value(output)
     space_opts = space_flags.parse()
     err = console(stderr=True)
-    targets, data = announce_defaults("evaluating", targets, suite, data, cache, err)
+    targets, data = announce_defaults("evaluating", targets, suite, data, cache, err,
+                                      check=None if data else _targets_check(factor, preset))
     records = evaluate(targets, suite, data, factors=factor, preset=preset,
                        suite_options=parse_options(option), output=output or None,
                        record=record, cache_dir=cache, batch_size=batch_size,
@@ -71,9 +72,25 @@ def eval_command(
     _table(records, list(suite))
 
 
-def announce_defaults(verb: str, targets, suites, data, cache_dir, err) -> tuple[list, list]:
+def _targets_check(factors, preset):
+    """Open the targets with ``--factor``/``--preset`` (a misspelt preset is refused with a
+    guess) before a suite's default data is written (with ``--data`` nothing is written
+    first: :func:`freebind.evaluate` opens the targets before it reads any data)."""
+    if not factors and not preset:
+        return None
+    from freebind.run.targets import open as open_target
+
+    def check(refs):
+        for ref in refs:
+            open_target(ref, list(factors or []), preset)
+    return check
+
+
+def announce_defaults(verb: str, targets, suites, data, cache_dir, err,
+                      check=None) -> tuple[list, list]:
     """Resolve a missing target and missing data (:mod:`freebind.run.implicit`) and say which,
-    one line each, before any work."""
+    one line each, before any work; ``check(refs)`` (e.g. opening the targets with their
+    preset and factors) runs before any suite data is written."""
     from freebind.evaluate.suite_data import suite_data
     from freebind.run.implicit import resolve_targets
     from freebind.util.errors import UsageError
@@ -85,6 +102,8 @@ def announce_defaults(verb: str, targets, suites, data, cache_dir, err) -> tuple
     if not targets:
         err.print(resolved[0].describe(verb), soft_wrap=True, highlight=False)
     refs = [r.value for r in resolved]
+    if check is not None:
+        check(refs)
     # libraries, weights, then data: every failure in one message, before any work
     problems = space_problems([s for r in refs for s in leaf_spaces(r)])
     what = {"evaluating": "evaluate", "tuning": "tune"}.get(verb, verb) + " " + ", ".join(refs)

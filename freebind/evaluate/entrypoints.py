@@ -128,13 +128,14 @@ def evaluate(targets, suites, data, *, factors: Sequence[str] | str = (),
     if record:
         for t in targets:
             _check_writable(t, "record results")
-    pairs = pair_data(_as_list(suites), default_data(suites, data, targets, store, cache_dir,
-                                                     progress))
-    per_suite = split_suite_options(pairs, suite_options)
     if isinstance(factors, str):
         factors = [factors]
     options = merge_space_options(space_options, device=device, precision=precision)
+    # targets (their presets and factors) are checked before any suite data is written
     loaded = [open_target(t, list(factors), preset, space_options=options) for t in targets]
+    pairs = pair_data(_as_list(suites), default_data(suites, data, targets, store, cache_dir,
+                                                     progress))
+    per_suite = split_suite_options(pairs, suite_options)
     store = _store(store, cache_dir)
     records = []
     for (name, folder), opts in zip(pairs, per_suite):

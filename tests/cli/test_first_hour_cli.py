@@ -140,3 +140,22 @@ def test_a_dangling_symlink_in_a_folder_is_reported_as_skipped(tmp_path):
     report = json.loads(r.stdout)
     assert [os.path.basename(s["path"]) for s in report["skipped"]] == ["gone.png"]
     assert report["modalities"]["image"]["rows"] == 2
+
+
+def test_eval_checks_the_preset_before_writing_any_suite_data(tmp_path, monkeypatch):
+    """A misspelt ``--preset`` is a usage error with a guess, and nothing is written first
+    (before, the mini evaluation sets were written, then the preset was refused)."""
+    from search_world import make_bundle
+
+    home = tmp_path / "home"
+    monkeypatch.setenv("FREEBIND_HOME", str(home))
+    monkeypatch.chdir(tmp_path)
+    bundle = make_bundle(tmp_path / "b.safetensors")
+    from freebind.fusion.bundle import store_presets
+
+    store_presets(bundle, {"versatile": ["a=0.5"]})
+    r = runner.invoke(app, ["eval", str(bundle), "-s", "audiocaps", "--preset", "versatil",
+                            "--cache-dir", str(tmp_path / "cache")])
+    assert r.exit_code == 2, r.output
+    assert "versatile" in r.output
+    assert not (tmp_path / "cache").exists() and not (tmp_path / "results").exists()

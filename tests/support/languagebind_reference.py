@@ -15,6 +15,8 @@ import sys
 import types
 from pathlib import Path
 
+from preprocess_reference import _bare, _modules
+
 CLASS = {"image": "Image", "depth": "Depth", "thermal": "Thermal", "audio": "Audio",
          "video": "Video"}
 
@@ -102,9 +104,7 @@ def processing_video():
     shims = {"decord": decord, "pytorchvideo.transforms": pv_transforms,
              "pytorchvideo.data": _bare("pytorchvideo.data", pv_dir / "data"),
              "pytorchvideo.data.encoded_video": encoded}
-    saved = {k: sys.modules.get(k) for k in shims}
-    sys.modules.update(shims)
-    try:
+    with _modules(shims):
         real = importlib.import_module("pytorchvideo.transforms.transforms")
         for attr in ("ShortSideScale", "ApplyTransformToKey", "UniformTemporalSubsample"):
             setattr(pv_transforms, attr, getattr(real, attr))
@@ -112,18 +112,6 @@ def processing_video():
         if not hasattr(package, "transforms"):  # ShortSideScale calls through the package
             package.transforms = pv_transforms
         return module("video", "processing")
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                sys.modules.pop(k, None)
-            else:
-                sys.modules[k] = v
-
-
-def _bare(name: str, folder: Path) -> types.ModuleType:
-    mod = types.ModuleType(name)
-    mod.__path__ = [str(folder)]
-    return mod
 
 
 class NeverFlip:

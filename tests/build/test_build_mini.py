@@ -93,4 +93,4 @@ def readme_quickstart_table() -> dict[str, float]:
 
 def test_readme_quickstart_table_parses():
     table = readme_quickstart_table()
-    assert table["t2a_R@1"] == 21.1 and table["a2t_mAP@10"] == 13.5 and len(table) == 8
+    assert table["t2a_R@1"] == 21.2 and table["a2t_mAP@10"] == 13.5 and len(table) == 8

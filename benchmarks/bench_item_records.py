@@ -1,6 +1,7 @@
 """Bytes held per item by the per-item records of a pool and of a search index: the Python
-objects they were (lists of items, dicts and a set of paths) against the compact arrays
-they are (:mod:`freebind.data.items`, :mod:`freebind.search.itemtable`), measured with
+objects they were (lists of items, dicts and a set of paths, tar members) against the
+compact arrays they are (:mod:`freebind.data.items`, :mod:`freebind.data.item_column`,
+:mod:`freebind.search.itemtable`), measured with
 ``tracemalloc`` in one run::
 
     .venv/bin/python benchmarks/bench_item_records.py --items 200000 [--json]
@@ -70,6 +71,28 @@ def measure(n: int) -> dict:
     rows["texts, list of str"] = size
     size, _ = _held(lambda: StringArray.pack(texts))
     rows["texts, StringArray"] = size
+
+    def members():
+        from freebind.data.readers import SEP, Member
+
+        shard = "/data/laion/{:05d}.tar"
+        for i in range(n):
+            c = shard.format(i // 10000)
+            yield Member(f"{c}{SEP}{i:09d}.jpg", c, "tar", 512 * (3 * (i % 10000) + 1),
+                         40000, hashlib.sha256(keys[i].encode()).digest())
+
+    from freebind.data.item_column import ItemColumn
+
+    size, old = _held(lambda: list(members()))
+    rows["tar members, list of Member"] = size
+    del old
+    def column():
+        col = ItemColumn(members())
+        col[0]   # read once: its last block packed too
+        return col
+
+    size, _ = _held(column)
+    rows["tar members, ItemColumn"] = size
 
     def old_index():
         items, paths = [], set()

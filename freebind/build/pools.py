@@ -80,16 +80,16 @@ def _compact_files(spec) -> Sequence:
 
 
 def _texts_of(spec) -> tuple[Sequence[str], str]:
-    from freebind.data.media import read_texts
+    from freebind.data.media import iter_texts
 
     if isinstance(spec, (str, os.PathLike)):
         path = Path(spec)
         if not path.is_file():
             raise PoolError(f"{path}: no such text file (one text per line)")
-        texts = read_texts(path)
-        if not texts:
+        texts = StringArray.pack(iter_texts(path))   # streamed: never a list of the lines
+        if not len(texts):
             raise PoolError(f"{path}: the text pool is empty")
-        return StringArray.pack(texts), str(path)
+        return texts, str(path)
     texts = StringArray.pack(spec if isinstance(spec, StringArray)
                              else (str(t) for t in spec))
     return texts, f"{len(texts)} texts"

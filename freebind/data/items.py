@@ -115,6 +115,38 @@ class StringArray(Sequence):
     def _bytes(self) -> np.ndarray:
         return self.data[int(self.offsets[0]):int(self.offsets[-1])]
 
+    def compact(self) -> "StringArray":
+        """This view on its own buffer (a slice otherwise keeps its parent's whole buffer);
+        the array itself when it already is."""
+        if int(self.offsets[0]) == 0 and int(self.offsets[-1]) == len(self.data) and \
+                isinstance(self.data, np.ndarray) and not isinstance(self.data, np.memmap):
+            return self
+        return StringArray(np.array(self._bytes()), np.array(self.offsets - self.offsets[0]))
+
+    def __reduce__(self):
+        # a pickled view carries its own strings, not its parent's buffer (a plan's
+        # partitions sent to workers are slices of one array of every input)
+        c = self.compact()
+        return (StringArray, (np.asarray(c.data), np.asarray(c.offsets)))
+
+    @classmethod
+    def concat(cls, parts: Iterable["StringArray"]) -> "StringArray":
+        """The strings of ``parts``, in order, in one buffer."""
+        parts = [p for p in parts if len(p)]
+        if not parts:
+            return cls(np.zeros(0, np.uint8), np.zeros(1, np.int64))
+        if len(parts) == 1:
+            return parts[0]
+        data = np.concatenate([p._bytes() for p in parts])
+        offsets = np.empty(1 + sum(len(p) for p in parts), dtype=np.int64)
+        offsets[0], at, base = 0, 1, 0
+        for p in parts:
+            n = len(p)
+            offsets[at:at + n] = p.offsets[1:] - p.offsets[0] + base
+            base += int(p.offsets[-1] - p.offsets[0])
+            at += n
+        return cls(data, offsets)
+
     @property
     def nbytes(self) -> int:
         """Bytes held (the strings' bytes of this view and its offsets)."""
@@ -145,6 +177,48 @@ class StringArray(Sequence):
             raise ValueError(f"{folder / stem}.offsets.npy: offsets do not fit the "
                              f"{len(data)} bytes of {stem}.bytes.npy")
         return cls(data, offsets)
+
+
+class StringArrayBuilder:
+    """A :class:`StringArray` made one string at a time: strings are packed a block at a
+    time, so millions of appends hold no Python object each."""
+
+    __slots__ = ("_parts", "_block", "_n")
+
+    def __init__(self):
+        self._parts: list[StringArray] = []
+        self._block: list[str] = []
+        self._n = 0
+
+    def __len__(self) -> int:
+        return self._n
+
+    def append(self, s) -> None:
+        self._block.append(_as_text(s))
+        self._n += 1
+        if len(self._block) >= _PACK:
+            self._flush()
+
+    def extend(self, strings: Iterable) -> None:
+        if isinstance(strings, StringArray):
+            self._flush()
+            self._parts.append(strings)
+            self._n += len(strings)
+            return
+        for s in strings:
+            self.append(s)
+
+    def _flush(self) -> None:
+        if self._block:
+            self._parts.append(StringArray.pack(self._block))
+            self._block = []
+
+    def build(self) -> StringArray:
+        """The strings appended so far, in one buffer."""
+        self._flush()
+        out = StringArray.concat(self._parts)
+        self._parts = [out]
+        return out
 
 
 class KeyedItem(str):
@@ -245,10 +319,16 @@ def content_keys(items: Sequence[Any], key_of, skip=None) -> np.ndarray:
     cannot be read (its slot stays ``b""``); without it the error propagates."""
     if isinstance(items, ItemList) and items.keys is not None:
         return items.keys
+    known = getattr(items, "known_keys", None)   # a reader's packed column of members
+    if known is not None:
+        got = known()
+        if got is not None:
+            return got
     from freebind.util.errors import MediaError
 
     out = np.zeros(len(items), dtype="S64")
-    it = iter(items) if isinstance(items, ItemList) else None
+    it = iter(items) if isinstance(items, (ItemList, StringArray)) or \
+        known is not None else None
     for i in range(len(items)):
         item = next(it) if it is not None else items[i]
         try:
@@ -263,7 +343,8 @@ def content_keys(items: Sequence[Any], key_of, skip=None) -> np.ndarray:
 def as_sequence(items) -> Sequence[Any]:
     """``items`` as an indexable sequence: compact arrays, lists and tuples as they are,
     anything else listed."""
-    return items if isinstance(items, (list, tuple, ItemList, StringArray)) else list(items)
+    return items if isinstance(items, (list, tuple, Sequence)) and \
+        not isinstance(items, (str, bytes)) else list(items)
 
 
 def _as_text(s) -> str:

@@ -11,7 +11,7 @@ import os
 from contextlib import contextmanager
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import numpy as np
 
@@ -232,11 +232,32 @@ def load_image(path: str | os.PathLike):
 
 def read_texts(path: str | os.PathLike) -> list[str]:
     """One text per non-empty line (UTF-8), surrounding whitespace stripped."""
+    return list(iter_texts(path))
+
+
+#: what ``str.splitlines`` breaks lines at
+LINE_BREAKS = "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"
+
+
+def iter_texts(path: str | os.PathLike, block_chars: int = 1 << 20) -> Iterator[str]:
+    """The texts of :func:`read_texts`, streamed ``block_chars`` characters at a time (a
+    texts file of millions of lines is never held whole); a file that cannot be read or
+    decoded raises :class:`MediaError` while iterating."""
+    rest = ""
     try:
-        raw = Path(path).read_text(encoding="utf-8")
+        with open(path, encoding="utf-8", newline="") as fh:
+            while True:
+                chunk = fh.read(block_chars)
+                if not chunk:
+                    break
+                text = rest + chunk
+                parts = text.splitlines()
+                rest = "" if text[-1] in LINE_BREAKS else parts.pop()
+                yield from (t.strip() for t in parts if t.strip())
     except (OSError, UnicodeDecodeError) as exc:
         raise MediaError(f"{path}: cannot read texts ({first_line(exc)})") from None
-    return [line.strip() for line in raw.splitlines() if line.strip()]
+    if rest.strip():
+        yield rest.strip()
 
 
 def fit_length(wave: np.ndarray, length: int) -> np.ndarray:

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
 
 from freebind.util.progress import bar
+from freebind.data.item_column import SEP, ItemColumn
 from freebind.util.errors import MediaError, UsageError
 from freebind.util.text import first_line
 
@@ -52,7 +53,6 @@ DEFAULT_COLUMNS = {
     "point": ("point", "points", "ply", "pcd", "pc", "shape", "mesh", "point_path", "path",
               "file", "filename", "file_name"),
 }
-SEP = "::"
 
 
 class Member(str):
@@ -105,19 +105,28 @@ class Listing:
     """What a reader found: ``items`` (Members, paths or texts) per modality, where they came
     from, and the ``problems`` met (``{"path", "reason"}``, reported like unreadable files)."""
 
-    items: dict[str, list] = field(default_factory=dict)
+    items: dict[str, ItemColumn] = field(default_factory=dict)
     origin: str = ""
     problems: list[dict] = field(default_factory=list)
     nulls: int = 0
     #: where each text came from (``CONTAINER::NAME``), parallel to ``items["text"]``
-    sources: list[str] = field(default_factory=list)
+    sources: ItemColumn = field(default_factory=ItemColumn)
 
-    def entries(self, modality: str) -> list[tuple[str, Any]]:
-        """``(source, item)`` pairs: a member's locator, a path, a text's locator."""
+    def column(self, modality: str) -> ItemColumn:
+        """The items of ``modality`` (packed: :class:`~freebind.data.item_column.ItemColumn`),
+        made empty when there are none yet."""
+        col = self.items.get(modality)
+        if col is None:
+            col = self.items[modality] = ItemColumn()
+        return col
+
+    def entries(self, modality: str) -> Iterator[tuple[str, Any]]:
+        """``(source, item)`` pairs, one at a time: a member's locator, a path, a text's
+        locator."""
         items = self.items.get(modality, [])
         if modality == "text":
-            return list(zip(self.sources, items))
-        return [(str(it), it) for it in items]
+            return zip(self.sources, items)
+        return ((str(it), it) for it in items)
 
 
 # ------------------------------------------------------------------------------ forms
@@ -211,7 +220,7 @@ def read_pool(modality: str, spec, column: str | None = None,
         listing = read_table(path, modality, column, progress=progress)
     else:
         listing = read_hf(path, modality, column, progress=progress)
-    listing.items = {modality: listing.items.get(modality, [])}
+    listing.items = {modality: listing.column(modality)}
     if not listing.items[modality]:
         where = f" (column {column})" if column else ""
         raise UsageError(f"{path}{where}: no {modality} items found" +
@@ -231,7 +240,7 @@ def read_inputs(paths: Iterable, progress: bool = False,
     modality; tables and ``datasets`` folders for the modalities ``columns`` names, or
     whose default column exists); the rest come back untouched, in order."""
     plain: list = []
-    out = Listing(items={})
+    out = Listing()
     columns = dict(columns or {})
     for p in paths:
         kind = container_kind(p)
@@ -243,7 +252,7 @@ def read_inputs(paths: Iterable, progress: bool = False,
             got = read_shards(path, progress=progress, text_field=columns.get("text"),
                               allow_missing=allow_missing)
         else:
-            got = Listing(items={})
+            got = Listing()
             named = any(columns.get(m) for m in ("audio", "image", "text")) or col
             for m in ("audio", "image", "text"):
                 want = columns.get(m) or col
@@ -258,18 +267,18 @@ def read_inputs(paths: Iterable, progress: bool = False,
                     if named:
                         raise
                     raise UsageError(f"nothing to embed in {exc}") from None
-                got.items[m] = part.items.get(m, [])
+                got.items[m] = part.column(m)
                 got.problems += part.problems
                 got.nulls += part.nulls
                 if m == "text":
-                    got.sources += part.sources
+                    got.sources.extend(part.sources)
             if not any(got.items.values()):
                 raise UsageError(f"nothing to embed in {path}: no column of the usual names "
                                  f"({', '.join(_names_present(path, kind))}); name one with "
                                  "--text-column, --audio-column or --image-column")
         for m, v in got.items.items():
-            out.items.setdefault(m, []).extend(v)
-        out.sources += got.sources
+            out.column(m).extend(v)
+        out.sources.extend(got.sources)
         out.problems += got.problems
         out.nulls += got.nulls
     return plain, out
@@ -363,7 +372,7 @@ def read_shards(spec: str, progress: bool = False, text_field: str | None = None
     sample by webdataset's grouping are reported."""
     missing: list[str] = []
     shards = shard_paths(spec, allow_missing, missing)
-    listing = Listing(items={}, origin=spec)
+    listing = Listing(origin=spec)
     if missing:
         listing.problems.append({"path": spec, "reason": f"{len(missing)} shard(s) missing "
                                  f"(read without them: --allow-missing): {_few(missing)}"})
@@ -442,11 +451,11 @@ def _read_shard(shard: Path, listing: Listing, text_field, modalities) -> None:
         for m, v in sample.items():
             if m in ("txt", "json"):
                 continue
-            listing.items.setdefault(m, []).append(v)
+            listing.column(m).append(v)
         if "txt" in sample or "json" in sample:
             texts, name = _sample_texts(sample, text_field, label, listing)
             for i, t in enumerate(texts):
-                listing.items.setdefault("text", []).append(t)
+                listing.column("text").append(t)
                 listing.sources.append(f"{label}{SEP}{name}" + (f"[{i}]" if i else ""))
 
 
@@ -615,8 +624,8 @@ def read_table(path, modality: str, column: str | None = None,
 def _cells_listing(path, modality: str, col: str, cells) -> "Listing":
     """The listing of one column's ``cells`` (in row order): the items kept, the sources of
     texts, null and empty cells skipped and counted."""
-    listing = Listing(items={modality: []}, origin=f"{path} ({col})")
-    out = listing.items[modality]
+    listing = Listing(origin=f"{path} ({col})")
+    out = listing.column(modality)
     for row, v in enumerate(cells):
         item = _cell_item(path, modality, col, row, v, listing)
         if item is not None:

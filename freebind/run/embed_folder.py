@@ -121,10 +121,10 @@ class TextSources:
         lines = self._files.get(str(path))
         if lines is None:
             from freebind.data.items import StringArray
-            from freebind.data.media import read_texts
+            from freebind.data.media import iter_texts
 
-            # held packed (a texts file of millions of lines), not as a list of str
-            lines = self._files[str(path)] = StringArray.pack(read_texts(path))
+            # streamed and held packed (a texts file of millions of lines), never a list
+            lines = self._files[str(path)] = StringArray.pack(iter_texts(path))
         i = int(m.group(2)) - 1
         if not 0 <= i < len(lines):
             raise MediaError(f"{source}: the file has {len(lines)} text line(s)")

@@ -564,14 +564,11 @@ def _lines(spec):
     return [str(v) for v in spec]
 
 
-#: what ``str.splitlines`` (so :func:`freebind.data.media.read_texts`) breaks lines at
-_BREAKS = "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"
-
-
 class _Lines:
     """The texts of a file, one a non-empty line (surrounding whitespace stripped), the
-    lines :func:`freebind.data.media.read_texts` gives, read 1 MB at a time: a ``.npy``'s
-    ids or texts, never held whole. ``named(col)`` makes it a column of metadata."""
+    lines :func:`freebind.data.media.read_texts` gives, streamed
+    (:func:`freebind.data.media.iter_texts`): a ``.npy``'s ids or texts, never held whole.
+    ``named(col)`` makes it a column of metadata."""
 
     def __init__(self, path: Path, col: str = "caption"):
         self.path, self.col = path, col
@@ -580,21 +577,12 @@ class _Lines:
         return _Lines(self.path, col)
 
     def __iter__(self):
-        rest = ""
+        from freebind.data.media import iter_texts
+
         try:
-            with open(self.path, encoding="utf-8", newline="") as fh:
-                while True:
-                    chunk = fh.read(1 << 20)
-                    if not chunk:
-                        break
-                    text = rest + chunk
-                    parts = text.splitlines()
-                    rest = "" if text[-1] in _BREAKS else parts.pop()
-                    yield from (t.strip() for t in parts if t.strip())
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ImportRefused(f"{self.path}: cannot read texts ({first_line(exc)})") from None
-        if rest.strip():
-            yield rest.strip()
+            yield from iter_texts(self.path)
+        except MediaError as exc:
+            raise ImportRefused(str(exc)) from None
 
 
 def _modality_of_ids(values, source: Path) -> str:

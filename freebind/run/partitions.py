@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
+from freebind.data.items import StringArray, StringArrayBuilder
 from freebind.run.embed_folder import MANIFEST, line_source, partition_paths
 from freebind.util.atomic import atomic_write
 from freebind.util.callable_module import make_callable
@@ -53,20 +54,24 @@ class Shard:
 
     ``items`` are file paths or texts (what the encoders read); ``sources`` say where each
     came from (the path, or ``FILE:LINE`` for a line of a texts file) and become the
-    metadata's ``path`` column; ``failed`` are ``(source, reason)`` pairs of inputs that
+    metadata's ``path`` column; both are held packed
+    (:class:`~freebind.data.items.StringArray`: a plan over millions of inputs holds no
+    Python object per input); ``failed`` are ``(source, reason)`` pairs of inputs that
     failed before encoding (a text file that cannot be read); ``digest`` identifies the
     shard's inputs in the manifest."""
 
     index: int
     modality: str
-    items: tuple[str, ...]
-    sources: tuple[str, ...] = ()
+    items: Sequence[str]
+    sources: Sequence[str] = ()
     failed: tuple[tuple[str, str], ...] = ()
     digest: str = ""
 
     def __post_init__(self):
-        if not self.sources:
-            object.__setattr__(self, "sources", tuple(self.items))
+        items = StringArray.pack(self.items)
+        object.__setattr__(self, "items", items)
+        object.__setattr__(self, "sources",
+                           StringArray.pack(self.sources) if len(self.sources) else items)
         if len(self.sources) != len(self.items):
             raise ValueError("a shard needs one source per item")
 
@@ -77,8 +82,8 @@ class Shard:
 
     @classmethod
     def from_dict(cls, d: Mapping) -> "Shard":
-        return cls(int(d["index"]), str(d["modality"]), tuple(d["items"]),
-                   tuple(d.get("sources") or d["items"]),
+        return cls(int(d["index"]), str(d["modality"]), list(d["items"]),
+                   list(d.get("sources") or d["items"]),
                    tuple((str(s), str(r)) for s, r in d.get("failed", ())),
                    str(d.get("digest", "")))
 
@@ -180,17 +185,62 @@ class EmbedPlan:
         return EmbeddingStore(self.options.cache_dir, shard_size=self.options.shard_size)
 
 
+class _Entries:
+    """One modality's inputs as :func:`_collect` gathers them: sources and items packed a
+    block at a time (:class:`~freebind.data.items.StringArrayBuilder`), and the inputs that
+    failed before encoding, ``{index: error}`` (their item is empty)."""
+
+    def __init__(self):
+        self.sources, self.items = StringArrayBuilder(), StringArrayBuilder()
+        self.errors: dict[int, Exception] = {}
+
+    def __len__(self) -> int:
+        return len(self.sources)
+
+    def add(self, source, item) -> None:
+        if isinstance(item, Exception):
+            self.errors[len(self.sources)] = item
+            item = ""
+        self.sources.append(source)
+        self.items.append(item)
+
+    def extend(self, pairs: Iterable[tuple[str, Any]]) -> None:
+        for source, item in pairs:
+            self.add(source, item)
+
+    def add_text_file(self, path, skip_unreadable: bool) -> int:
+        """The texts of a texts file, one per non-empty line, each sourced ``FILE:N`` (its
+        N-th text), streamed; an unreadable file is one failed entry (``skip_unreadable``)
+        or an error. How many entries were added."""
+        from freebind.data.media import iter_texts
+
+        try:
+            texts = StringArray.pack(iter_texts(path))
+        except Exception as exc:
+            if not skip_unreadable:
+                raise
+            self.add(str(path), exc)
+            return 1
+        self.items.extend(texts)
+        self.sources.extend(line_source(path, i + 1) for i in range(len(texts)))
+        return len(texts)
+
+    def build(self) -> tuple[StringArray, StringArray, dict[int, Exception]]:
+        """``(sources, items, errors)``; items that equal their sources (files) share them."""
+        sources, items = self.sources.build(), self.items.build()
+        return sources, (sources if items == sources else items), self.errors
+
+
 def _collect(paths: Sequence, texts, as_modality: str | None, columns=None,
              problems: list | None = None, ignored: list | None = None,
-             allow_missing: bool = False):
-    """``{modality: [(source, item or MediaError)]}``: files by extension (``as_modality``:
+             allow_missing: bool = False) -> dict[str, _Entries]:
+    """``{modality: entries}`` (:class:`_Entries`): files by extension (``as_modality``:
     every file given or found in a folder given); a ``.txt`` file holds one text per
     non-empty line, as ``texts`` and the build's text pools do, each sourced ``FILE:N`` (its
     N-th text). Tar shards (paths, brace patterns), tables and ``datasets`` folders among
     ``paths`` (and a table as ``texts``) are read by :mod:`freebind.data.readers` (``columns``:
     ``{modality: column}``); what they could not read, and text files with no text, go to
     ``problems``; files of an unknown extension to ``ignored``."""
-    from freebind.util.errors import MediaError
     from freebind.data.media import discover
     from freebind.data.readers import container_kind, read_inputs, read_pool
 
@@ -201,46 +251,31 @@ def _collect(paths: Sequence, texts, as_modality: str | None, columns=None,
         paths, held = read_inputs(paths, columns=columns, allow_missing=allow_missing)
         problems += held.problems
     found = discover(paths, as_modality=as_modality, ignored=ignored) if paths else {}
-    out: dict[str, list[tuple[str, object]]] = {m: [] for m in MODALITY_ORDER}
+    out: dict[str, _Entries] = {m: _Entries() for m in MODALITY_ORDER}
     if held is not None:
         for m in held.items:
-            out.setdefault(m, []).extend(held.entries(m))
+            out.setdefault(m, _Entries()).extend(held.entries(m))
+        held = None
     if texts is not None and container_kind(texts) is not None:
         got = read_pool("text", texts, column=columns.get("text"), allow_missing=allow_missing)
         problems += got.problems
-        out["text"] += got.entries("text")
-        texts = None
+        out["text"].extend(got.entries("text"))
+        texts = got = None
     for m, files in found.items():
         if m != "text":
-            out[m] = [(str(p), str(p)) for p in files]
+            out[m].extend((str(p), str(p)) for p in files)
             continue
         for p in files:
-            lines = _text_lines(p, MediaError)
-            if lines:
-                out["text"] += lines
-            else:
+            if not out["text"].add_text_file(p, skip_unreadable=True):
                 problems.append({"path": str(p), "reason": "no text in the file"})
     if texts is not None:
-        out["text"] += _text_lines(texts, None)
-    if out.get("point"):
+        out["text"].add_text_file(texts, skip_unreadable=False)
+    if len(out.get("point", ())):
         from freebind.data.points import require_mesh_reader
 
-        require_mesh_reader(src for src, _ in out["point"])   # before any work
-    return {m: v for m, v in out.items() if v}
-
-
-def _text_lines(path, error) -> list:
-    """``[(FILE:N, text)]`` of a text file, one per non-empty line; an unreadable file found
-    in a folder is one skipped entry (``error`` given), else an error; an empty one, []."""
-    from freebind.data.media import read_texts
-
-    try:
-        lines = read_texts(path)
-    except Exception as exc:
-        if error is None:
-            raise
-        return [(str(path), exc)]
-    return [(line_source(path, i + 1), t) for i, t in enumerate(lines)]
+        sources, _, _ = out["point"].build()
+        require_mesh_reader(iter(sources))   # before any work
+    return {m: v for m, v in out.items() if len(v)}
 
 
 def plan_embed(target, paths: Iterable = (), texts=None, output=None, *,
@@ -295,10 +330,12 @@ def plan_embed(target, paths: Iterable = (), texts=None, output=None, *,
                          f"(by extension), and no texts{unknown}")
     plan = EmbedPlan(os.fspath(target), str(output), options, (), _target=given)
     tgt = plan.open_target()
-    shards, unsupported = _shards(items, tgt, options.partition_size)
+    counts = {m: len(v) for m, v in items.items()}
+    shards, unsupported = _shards({m: v.build() for m, v in items.items()}, tgt,
+                                  options.partition_size)
     skipped = [{"path": p["path"], "reason": p["reason"]} for p in problems] + unsupported
     return replace(plan, shards=tuple(shards), name=tgt.name, dim=tgt.dim,
-                   fingerprint=tgt.fingerprint, counts={m: len(v) for m, v in items.items()},
+                   fingerprint=tgt.fingerprint, counts=counts,
                    skipped=tuple(skipped), ignored=len(ignored),
                    ignored_examples=tuple(str(p) for p in sorted(ignored)[:IGNORED_EXAMPLES]),
                    _target=tgt)
@@ -342,31 +379,49 @@ def _checked_options(output, *, factors, preset, fp16, as_modality, space_option
         metadata=fmt, strict=bool(strict), progress=bool(progress))
 
 
-def _shards(items: Mapping[str, list], tgt, partition_size: int
+def _shards(items: Mapping[str, tuple], tgt, partition_size: int
             ) -> tuple[list[Shard], list[dict]]:
-    """The shards of ``items`` (``{modality: [(source, item or error)]}``, as
-    :func:`_collect` gives them) for target ``tgt``, ``partition_size`` items a shard, in
-    :data:`MODALITY_ORDER`; and the inputs skipped because ``tgt`` lacks their modality."""
+    """The shards of ``items`` (``{modality: (sources, items, errors)}``, as
+    :meth:`_Entries.build` gives them) for target ``tgt``, ``partition_size`` items a shard,
+    in :data:`MODALITY_ORDER`; and the inputs skipped because ``tgt`` lacks their
+    modality. A shard's items and sources are views of the packed arrays."""
+    import numpy as np
+
     skipped: list[dict] = []
     shards: list[Shard] = []
     for m in MODALITY_ORDER:
         if m not in items:
             continue
+        sources, values, errors = items[m]
         if m not in tgt.modalities:
             skipped += [{"path": s, "reason": f"{tgt.name} has no {m} modality"}
-                        for s, _ in items[m]]
+                        for s in sources]
             continue
-        entries = items[m]
-        for start in range(0, len(entries), partition_size):
-            part = entries[start:start + partition_size]
-            digest = hashlib.sha256("\n".join(s for s, _ in part).encode()).hexdigest()[:16]
-            good = [(s, it) for s, it in part if not isinstance(it, Exception)]
-            failed = tuple((s, reason(str(it), s)) for s, it in part
-                           if isinstance(it, Exception))
-            shards.append(Shard(len(shards), m,
-                                tuple(it if isinstance(it, str) else str(it) for _, it in good),
-                                tuple(s for s, _ in good), failed, digest))
+        for start in range(0, len(sources), partition_size):
+            stop = min(len(sources), start + partition_size)
+            bad = sorted(i for i in errors if start <= i < stop)
+            failed = tuple((sources[i], reason(str(errors[i]), sources[i])) for i in bad)
+            if bad:
+                good = np.setdiff1d(np.arange(start, stop), np.asarray(bad, dtype=np.int64))
+                part_sources = StringArray.pack(sources[good] if len(good) else [])
+                part_items = part_sources if values is sources else \
+                    StringArray.pack(values[good] if len(good) else [])
+            else:
+                part_sources = sources[start:stop]
+                part_items = part_sources if values is sources else values[start:stop]
+            shards.append(Shard(len(shards), m, part_items, part_sources, failed,
+                                _digest(sources[start:stop])))
     return shards, skipped
+
+
+def _digest(sources: StringArray) -> str:
+    """What identifies a partition's inputs: the first 16 hex digits of the SHA-256 of its
+    sources joined by newlines (computed a block at a time)."""
+    h = hashlib.sha256()
+    for a in range(0, len(sources), 65536):
+        block = "\n".join(sources[a:a + 65536])
+        h.update((("\n" if a else "") + block).encode())
+    return h.hexdigest()[:16]
 
 
 # --- the output folder --------------------------------------------------------------------

@@ -418,8 +418,8 @@ def test_indexing_embedded_texts_reads_the_texts_file_once(tmp_path, monkeypatch
     embed("mini:bind", texts=texts, output=tmp_path / "out", cache_dir=tmp_path / "c",
           progress=False)
     calls = []
-    real = media.read_texts
-    monkeypatch.setattr(media, "read_texts", lambda *a, **k: calls.append(a) or real(*a, **k))
+    real = media.iter_texts
+    monkeypatch.setattr(media, "iter_texts", lambda *a, **k: calls.append(a) or real(*a, **k))
     index = Index("mini:bind")
     assert index.add_embeddings(tmp_path / "out")["added"] == 40
     assert len(calls) == 1

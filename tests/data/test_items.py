@@ -127,3 +127,89 @@ def _shards(root: Path) -> dict[str, list[str]]:
         with np.load(p) as z:
             out[p.name] = sorted(k.decode() for k in z["keys"].tolist())
     return out
+
+
+def test_builder_concat_and_pickled_views_carry_only_their_strings(tiny_blocks):
+    import pickle
+
+    from freebind.data.items import StringArrayBuilder
+
+    b = StringArrayBuilder()
+    for s in STRINGS[:4]:
+        b.append(s)
+    b.extend(StringArray.pack(STRINGS[4:6]))
+    b.extend(iter(STRINGS[6:]))
+    assert len(b) == len(STRINGS)
+    built = b.build()
+    assert list(built) == STRINGS and built == StringArray.pack(STRINGS)
+    assert b.build() == built and list(StringArray.concat([])) == []
+    assert list(StringArray.concat([built[5:], built[:2], built[3:3]])) == \
+        STRINGS[5:] + STRINGS[:2]
+    # a view pickles as its own strings: not its parent's whole buffer
+    big = StringArray.pack(["y" * 1000] * 50 + ["tail"])
+    view = big[50:]
+    back = pickle.loads(pickle.dumps(view))
+    assert list(back) == ["tail"] and back.data.nbytes == 4 and back.offsets[0] == 0
+    assert len(pickle.dumps(view)) < 1000 < len(pickle.dumps(big))
+    assert view.compact() == ["tail"] and big.compact() is big
+
+
+@pytest.mark.parametrize("block", [1, 2, 3, 7, 1 << 20])
+def test_iter_texts_streams_the_lines_read_texts_gave(tmp_path, block):
+    """Every line break ``str.splitlines`` knows, CRLF split across blocks, blank lines and
+    surrounding spaces: the streamed texts equal the whole file's, whatever the block."""
+    from freebind.data.media import iter_texts, read_texts
+    from freebind.util.errors import MediaError
+
+    raw = ("  first \r\nsecond\r\r\n\nthird\vfourth\x0cfifth\x1csixth\x1d\x1eseventh"
+           "\x85eighth\u2028ninth\u2029ünï ☃\n   \n\tlast  ")
+    f = tmp_path / "t.txt"
+    f.write_bytes(raw.encode("utf-8"))
+    whole = [t.strip() for t in raw.splitlines() if t.strip()]
+    assert list(iter_texts(f, block_chars=block)) == whole == read_texts(f)
+    assert whole[0] == "first" and whole[-1] == "last" and len(whole) == 11
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"ok\n" * 5 + b"\xff\xfe broken\n")
+    with pytest.raises(MediaError, match="bad.txt: cannot read texts"):
+        list(iter_texts(bad, block_chars=block))
+
+
+def _fields(m):
+    return (str(m), type(m).__name__, getattr(m, "container", None), getattr(m, "kind", None),
+            getattr(m, "offset", None), getattr(m, "size", None), getattr(m, "digest", None),
+            getattr(m, "column", None))
+
+
+def test_item_column_packs_members_paths_and_texts(tiny_blocks):
+    """A reader's column (tiny blocks): every member field, path and text comes back equal,
+    columns merge with their containers renumbered, and the members' content keys are read
+    at once, equal to each member's own."""
+    from freebind.data.item_column import ItemColumn
+    from freebind.data.readers import SEP, Member
+
+    d = [bytes([i]) * 32 for i in range(5)]
+    d[3] = bytes(31) + b"\x00"   # trailing zero bytes survive
+    given = [Member(f"/s/a.tar{SEP}k0.flac", "/s/a.tar", "tar", 512, 10, d[0]),
+             Path("/x/y.wav"),
+             Member(f"/t/b.parquet{SEP}audio[3]", "/t/b.parquet", "parquet", 3, 7, d[1],
+                    column="audio"),
+             Member(f"/s/a.tar{SEP}k1.flac", "/s/a.tar", "tar", 2048, 11, None),
+             Member("odd-label", "/s/c.tar", "tar", 0, 1, d[3]),
+             "a text"]
+    col = ItemColumn(given)
+    assert len(col) == 6 and [_fields(x) for x in col] == [_fields(x) for x in given]
+    assert _fields(col[-1]) == _fields("a text") and col[1:3] == given[1:3]
+    assert col.known_keys() is None   # a path and an unhashed member among them
+    other = ItemColumn([Member(f"/u/z.tar{SEP}q.flac", "/u/z.tar", "tar", 0, 4, d[4]),
+                        given[0]])
+    merged = ItemColumn(given[:2])
+    merged.extend(other)
+    merged.append("tail")
+    assert [_fields(x) for x in merged] == [_fields(x) for x in given[:2] + list(other)
+                                            + ["tail"]]
+    members = ItemColumn([given[0], given[2], other[0]])
+    assert list(members.known_keys()) == [m.key.encode() for m in (given[0], given[2],
+                                                                   other[0])]
+    assert list(content_keys(members, lambda m: pytest.fail("read one by one"))) == \
+        list(members.known_keys())
+    assert len(ItemColumn()) == 0 and not ItemColumn() and list(ItemColumn()) == []

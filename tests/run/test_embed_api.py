@@ -226,3 +226,51 @@ def test_a_resolved_target_plans_like_its_reference(world, tmp_path):
     a = E.plan_embed(tgt, [world / "image"], output=tmp_path / "o")
     b = E.plan_embed("test:base", [world / "image"], output=tmp_path / "o")
     assert a.to_dict() == b.to_dict() and a.open_target() is tgt
+
+
+def test_plan_holds_packed_inputs_equal_to_the_inputs(world, tmp_path, monkeypatch):
+    """Inputs are gathered packed a few strings at a time (tiny blocks, tiny partitions):
+    the shards hold exactly the inputs, the sources and the digests the lists gave, a text
+    file that cannot be decoded is one failed entry of its partition, an empty one a
+    problem, and a shard pickles as its own strings only."""
+    import hashlib
+    import pickle
+
+    from freebind.data import items as items_mod
+    from freebind.data.items import StringArray
+
+    monkeypatch.setattr(items_mod, "_PACK", 2)
+    folder = tmp_path / "texts"
+    folder.mkdir()
+    (folder / "a.txt").write_text("one\n\n  two  \nthree\r\nfour\n", encoding="utf-8")
+    (folder / "b.txt").write_bytes(b"fine\n\xff broken\n")
+    (folder / "c.txt").write_text("\n \n", encoding="utf-8")
+    (folder / "d.txt").write_text("five\nsix\n", encoding="utf-8")
+    extra = tmp_path / "extra.txt"
+    extra.write_text("seven\neight\nnine\n", encoding="utf-8")
+    plan = E.plan_embed("test:base", [folder, world / "image"], extra, output=tmp_path / "o",
+                        partition_size=3, cache_dir=tmp_path / "c", progress=False)
+    a, d = folder / "a.txt", folder / "d.txt"
+    texts = [(f"{a}:1", "one"), (f"{a}:2", "two"), (f"{a}:3", "three"), (f"{a}:4", "four"),
+             (str(folder / "b.txt"), None), (f"{d}:1", "five"), (f"{d}:2", "six"),
+             (f"{extra}:1", "seven"), (f"{extra}:2", "eight"), (f"{extra}:3", "nine")]
+    shards = [s for s in plan.shards if s.modality == "text"]
+    assert [len(s.items) + len(s.failed) for s in shards] == [3, 3, 3, 1]
+    for k, s in enumerate(shards):
+        part = texts[3 * k:3 * k + 3]
+        assert isinstance(s.items, StringArray) and isinstance(s.sources, StringArray)
+        assert list(s.items) == [t for _, t in part if t is not None]
+        assert list(s.sources) == [src for src, t in part if t is not None]
+        assert [src for src, _ in s.failed] == [src for src, t in part if t is None]
+        assert s.digest == hashlib.sha256(
+            "\n".join(src for src, _ in part).encode()).hexdigest()[:16]
+    assert "cannot read texts" in shards[1].failed[0][1]
+    assert plan.counts["text"] == 10 and plan.counts["image"] == 30
+    assert {"path": str(folder / "c.txt"), "reason": "no text in the file"} in plan.skipped
+    image = [s for s in plan.shards if s.modality == "image"]
+    assert [p for s in image for p in s.items] == \
+        sorted(str(p) for p in (world / "image").iterdir())
+    assert all(s.sources is s.items for s in image)   # a file's item is its source
+    back = pickle.loads(pickle.dumps(shards[2]))
+    assert back == shards[2] and back.items.data.nbytes == len("sixseveneight")
+    assert E.EmbedPlan.from_dict(json.loads(json.dumps(plan.to_dict()))).shards == plan.shards

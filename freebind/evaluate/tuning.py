@@ -85,9 +85,9 @@ class MemoProjectors(dict):
     """Projector groups whose ``mixture`` results are memoised by input content: sweeping
     factors re-projects nothing that an earlier point already projected.
 
-    The groups keep their ``k``/``hidden``/``d_out``, so fusion through them is chunked by
-    :func:`~freebind.fusion.graph.fusion_chunk_rows` like fusion through the bare groups
-    (about 1,170 rows for K=7, H=2048 under the 256 MiB budget). What is remembered is
+    The groups keep their ``k``/``hidden``/``d_in``/``d_out``, so fusion through them is
+    chunked by :func:`~freebind.fusion.graph.fusion_chunk_rows` like fusion through the bare
+    groups (1,092 rows for K=7, H=2048, 1024-d under the 256 MiB budget). What is remembered is
     bounded too: at most :attr:`ENTRIES` chunk outputs, and no more of them than fit in
     ``budget_bytes`` (default the fusion budget), so a large suite re-projects rather than
     keeping every chunk's output."""

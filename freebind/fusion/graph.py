@@ -39,7 +39,7 @@ from freebind.fusion.factors import BondFactors, resolve
 
 #: Memory one chunk of fusion may take for the projectors' activations (bytes): fusion,
 #: the space built so far, embed partitions, index builds and eval read their inputs in
-#: chunks of :func:`fusion_chunk_rows` rows under this budget (256 MiB: about 1,400 rows for
+#: chunks of :func:`fusion_chunk_rows` rows under this budget (256 MiB: about 1,170 rows for
 #: the paper's K=7, H=2048 groups). ``FREEBIND_FUSE_BUDGET_MB`` overrides it.
 FUSE_BUDGET_BYTES = int(float(os.environ.get("FREEBIND_FUSE_BUDGET_MB", 256)) * 2**20)
 
@@ -279,16 +279,27 @@ def compute_device(projectors: Mapping, embeddings: Mapping | None = None, devic
 
 
 def fusion_chunk_rows(projectors: Mapping, budget_bytes: int | None = None) -> int:
-    """Rows fused at once so that the projectors' activations of one chunk fit in
-    ``budget_bytes`` (default :data:`FUSE_BUDGET_BYTES`): a group of K
-    projectors holds about ``K·(3·H + 2·out)`` floats per row while it runs."""
+    """Rows fused at once so that one chunk's working memory fits in ``budget_bytes``
+    (default :data:`FUSE_BUDGET_BYTES`). Per row, in float32: the largest group's
+    activations while it runs (K projectors of hidden width H: ``K·(3·H + 2·out)``), plus
+    what every group leaves held until its bond combines (its input, its mixture, the
+    normalised projection and the weighted sum: ``in + 3·out``), plus each router's input
+    (the base and its experts' projections concatenated) and hidden layer: all the groups
+    of a fusion and their router run for the same chunk."""
 
     budget = int(budget_bytes if budget_bytes is not None else FUSE_BUDGET_BYTES)
-    per_row = 1
+    largest, held = 0, 0
     for group in projectors.values():
         k, hidden, d_out = (getattr(group, a, None) for a in ("k", "hidden", "d_out"))
         if k and hidden and d_out:
-            per_row = max(per_row, 4 * int(k) * (3 * int(hidden) + 2 * int(d_out)))
+            largest = max(largest, int(k) * (3 * int(hidden) + 2 * int(d_out)))
+            held += int(getattr(group, "d_in", None) or d_out) + 3 * int(d_out)
+            continue
+        spec, dim = getattr(group, "spec", None), getattr(group, "dim", None)
+        if spec and dim and hidden:   # a bond's router: its widest modality's net
+            experts = max(len(s.get("experts", ())) for s in spec.values())
+            held += int(dim) * (1 + experts) + 2 * int(hidden)
+    per_row = 4 * (largest + held)
     return max(1, budget // max(per_row, 4 * 4096))
 
 

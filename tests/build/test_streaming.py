@@ -125,10 +125,32 @@ def test_fusion_reads_memory_mapped_store_views(tmp_path):
 def test_default_chunk_follows_the_memory_budget():
     g = ProjectorGroup(7, 1024, 768, hidden=2048)
     rows = fusion_chunk_rows({"j1": g}, budget_bytes=256 << 20)
-    per_row = 4 * 7 * (3 * 2048 + 2 * 768)
-    assert rows == (256 << 20) // per_row
-    assert 1000 < rows < 1500          # the paper's groups: ~1,400 rows per 256 MiB
+    # the group's activations while it runs, then its input, mixture, projection and sum
+    per_row = 4 * (7 * (3 * 2048 + 2 * 768) + 1024 + 3 * 768)
+    assert rows == (256 << 20) // per_row == 1175   # the paper's groups: ~1,200 rows
     assert fusion_chunk_rows({"j1": g}, budget_bytes=1) == 1
+
+
+def test_chunk_counts_every_group_and_router_of_a_fusion():
+    """Four experts' groups and their bond's router run for the same chunk: each group's
+    input and outputs stay held, the router's input is the base and four projections; the
+    largest group's activations are counted once (they are freed between groups)."""
+    from freebind.fusion.router import BondRouter
+
+    groups = {f"j{i}": ProjectorGroup(7, d, 1536, hidden=256, init=False)
+              for i, d in enumerate((512, 1024, 1024, 1152))}
+    bond = {"id": "b1", "dim_in": 1536, "shared": ["text"],
+            "experts": [{"modalities": ["text"]}] * 4, "weights": [1.0] * 4,
+            "factors": {"text": 0.5}}
+    router = BondRouter(bond, hidden=64, init=False)
+    largest = 7 * (3 * 256 + 2 * 1536)
+    held = sum(d + 3 * 1536 for d in (512, 1024, 1024, 1152))
+    assert fusion_chunk_rows(groups, budget_bytes=256 << 20) == \
+        (256 << 20) // (4 * (largest + held)) == 1368
+    # the router: the base and 4 projections concatenated, and its hidden layer
+    with_router = (256 << 20) // (4 * (largest + held + 1536 * 5 + 2 * 64))
+    assert fusion_chunk_rows({**groups, "b1.router": router},
+                                 budget_bytes=256 << 20) == with_router == 1180
 
 
 def test_fused_space_encode_and_fuse_take_chunk_rows():

@@ -7,11 +7,12 @@ failure raises :class:`freebind.util.errors.MediaError` naming the file and the 
 
 from __future__ import annotations
 
+import heapq
 import os
 from contextlib import contextmanager
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -22,40 +23,87 @@ from freebind.util.vocab import EXTENSION_MODALITIES, modality_of
 
 def discover(paths: Iterable[str | os.PathLike],
              as_modality: str | None = None,
-             ignored: list | None = None) -> dict[str, list[Path]]:
-    """Walk files and folders; group media files by modality, each list sorted.
+             ignored: "list | Ignored | None" = None) -> dict[str, Sequence[Path]]:
+    """Walk files and folders; group media files by modality, each sorted (path order).
 
     Without ``as_modality`` the modality comes from the extension (files with other
-    extensions are left out, and appended to ``ignored`` when a list is given; hidden
-    files, ``.name``, are not counted) and the result has a (possibly empty) list for each
-    of :data:`EXTENSION_MODALITIES`. With it, every file given and every file under a
-    folder given (except hidden ones) is of that modality: ``{as_modality: [...]}``."""
-    if as_modality is not None:
-        found: dict[str, list[Path]] = {as_modality: []}
-    else:
-        found = {m: [] for m in EXTENSION_MODALITIES}
+    extensions are left out, and appended to ``ignored`` when given, a list or an
+    :class:`Ignored`; hidden files, ``.name``, are not counted) and the result has a
+    (possibly empty) sequence for each of :data:`EXTENSION_MODALITIES`. With it, every file
+    given and every file under a folder given (except hidden ones) is of that modality:
+    ``{as_modality: [...]}``.
+
+    The files are walked folder by folder, names sorted, so they come in path order
+    without being gathered first, and are packed as they come
+    (:class:`~freebind.data.items.ItemList` of paths: no object per file): a folder of
+    millions of files is a few bytes a file. Symbolic links to folders are not followed;
+    a dangling one is kept (it is reported as skipped, "no such file (a dangling symbolic
+    link)", never silently left out)."""
+    from freebind.data.items import ItemList, StringArrayBuilder
+
+    mods = [as_modality] if as_modality is not None else list(EXTENSION_MODALITIES)
+    found = {m: StringArrayBuilder() for m in mods}
+    streams = []
     for root in paths:
         root = Path(root)
         if root.is_file():
-            candidates = [root]
+            streams.append(iter([str(root)]))
         elif root.is_dir():
-            # a dangling symbolic link is kept: it is reported as skipped ("no such file (a
-            # dangling symbolic link)"), never silently left out
-            candidates = [p for p in root.rglob("*") if p.is_file() or (
-                p.is_symlink() and not p.exists())]
-            if as_modality is not None:  # every file counts: leave out .DS_Store, .git/…
-                candidates = [p for p in candidates if not any(
-                    part.startswith(".") for part in p.relative_to(root).parts)]
+            streams.append(_walk(str(root), skip_hidden=as_modality is not None))
         else:
             link = " (a dangling symbolic link)" if root.is_symlink() else ""
             raise MediaError(f"{root}: no such file or folder{link}")
-        for p in candidates:
-            m = as_modality if as_modality is not None else modality_of(p)
-            if m is not None:
-                found[m].append(p)
-            elif ignored is not None and not p.name.startswith("."):
-                ignored.append(p)
-    return {m: sorted(set(v)) for m, v in found.items()}
+    merged = iter(()) if not streams else streams[0] if len(streams) == 1 else \
+        heapq.merge(*streams, key=lambda s: Path(s).parts)
+    last = None
+    for f in merged:
+        if f == last:   # the same file under two of the paths given
+            continue
+        last = f
+        m = as_modality if as_modality is not None else modality_of(f)
+        if m is not None:
+            found[m].append(f)
+        elif ignored is not None and not os.path.basename(f).startswith("."):
+            ignored.append(Path(f))
+    return {m: ItemList(b.build(), None, "path") for m, b in found.items()}
+
+
+def _walk(root: str, skip_hidden: bool) -> Iterator[str]:
+    """The files under folder ``root`` (and dangling symbolic links), in path order: each
+    folder's entries sorted by name, a sub-folder's files at its name's place (``a/b/x``
+    before ``a/b.txt``, as paths compare); symbolic links to folders are not followed;
+    ``skip_hidden``: names starting with a dot, and what is under them, are left out."""
+    try:
+        entries = sorted(os.scandir(root), key=lambda e: e.name)
+    except OSError:
+        return
+    for e in entries:
+        if skip_hidden and e.name.startswith("."):
+            continue
+        path = e.name if root == "." else os.path.join(root, e.name)   # as Path("." / x)
+        try:
+            if e.is_dir(follow_symlinks=False):
+                yield from _walk(path, skip_hidden)
+            elif e.is_file() or (e.is_symlink() and not os.path.exists(path)):
+                yield path
+        except OSError:
+            continue
+
+
+class Ignored:
+    """Files left out for an unknown extension: how many (``len``) and the first ``keep``
+    of them in path order (``examples``), not a list of every one."""
+
+    def __init__(self, keep: int = 5):
+        self.count, self.keep, self.examples = 0, int(keep), []
+
+    def append(self, path) -> None:
+        self.count += 1
+        if len(self.examples) < self.keep:
+            self.examples.append(path)
+
+    def __len__(self) -> int:
+        return self.count
 
 
 def resample(wave: np.ndarray, src_rate: int, dst_rate: int) -> np.ndarray:

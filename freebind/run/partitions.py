@@ -208,6 +208,15 @@ class _Entries:
         for source, item in pairs:
             self.add(source, item)
 
+    def add_files(self, files) -> None:
+        """Files (their paths are their sources), packed as :func:`discover` gives them."""
+        names = getattr(files, "names", None)
+        if isinstance(names, StringArray):
+            self.sources.extend(names)
+            self.items.extend(names)
+        else:
+            self.extend((str(p), str(p)) for p in files)
+
     def add_text_file(self, path, skip_unreadable: bool) -> int:
         """The texts of a texts file, one per non-empty line, each sourced ``FILE:N`` (its
         N-th text), streamed; an unreadable file is one failed entry (``skip_unreadable``)
@@ -232,7 +241,7 @@ class _Entries:
 
 
 def _collect(paths: Sequence, texts, as_modality: str | None, columns=None,
-             problems: list | None = None, ignored: list | None = None,
+             problems: list | None = None, ignored=None,
              allow_missing: bool = False) -> dict[str, _Entries]:
     """``{modality: entries}`` (:class:`_Entries`): files by extension (``as_modality``:
     every file given or found in a folder given); a ``.txt`` file holds one text per
@@ -263,7 +272,7 @@ def _collect(paths: Sequence, texts, as_modality: str | None, columns=None,
         texts = got = None
     for m, files in found.items():
         if m != "text":
-            out[m].extend((str(p), str(p)) for p in files)
+            out[m].add_files(files)
             continue
         for p in files:
             if not out["text"].add_text_file(p, skip_unreadable=True):
@@ -319,12 +328,14 @@ def plan_embed(target, paths: Iterable = (), texts=None, output=None, *,
         target = target.ref
     paths = [Path(p) for p in ([paths] if isinstance(paths, (str, os.PathLike)) else paths)]
     problems: list[dict] = []
-    ignored: list[Path] = []
+    from freebind.data.media import Ignored
+
+    ignored = Ignored(keep=IGNORED_EXAMPLES)
     items = _collect(paths, texts, options.as_modality, columns, problems, ignored,
                      allow_missing)
     if not items:
-        unknown = (f" ({len(ignored)} file(s) of an unknown extension, e.g. {ignored[0]})"
-                   if ignored else "")
+        unknown = (f" ({len(ignored)} file(s) of an unknown extension, e.g. "
+                   f"{ignored.examples[0]})" if len(ignored) else "")
         raise UsageError("nothing to embed: no files found" if options.as_modality else
                          "nothing to embed: no audio, image, video or text files found "
                          f"(by extension), and no texts{unknown}")
@@ -337,7 +348,7 @@ def plan_embed(target, paths: Iterable = (), texts=None, output=None, *,
     return replace(plan, shards=tuple(shards), name=tgt.name, dim=tgt.dim,
                    fingerprint=tgt.fingerprint, counts=counts,
                    skipped=tuple(skipped), ignored=len(ignored),
-                   ignored_examples=tuple(str(p) for p in sorted(ignored)[:IGNORED_EXAMPLES]),
+                   ignored_examples=tuple(str(p) for p in ignored.examples),
                    _target=tgt)
 
 

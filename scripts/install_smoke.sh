@@ -15,7 +15,12 @@ cd "$(dirname "$0")/.."
 REPO=$PWD
 PY=${PYTHON:-python3}
 PINS=${TORCH_PINS:-torch==2.13.0 torchvision==0.28.0}
-WORK=${SMOKE_DIR:-$(mktemp -d -t freebind-smoke-XXXXXX)}
+if [ -n "${SMOKE_DIR:-}" ]; then
+  WORK=$SMOKE_DIR
+else   # a temporary folder of its own (about 4 GB of environments): removed at the end
+  WORK=$(mktemp -d -t freebind-smoke-XXXXXX)
+  trap 'rm -rf "$WORK"' EXIT
+fi
 KINDS=${1:-core all}
 [ "$KINDS" = both ] && KINDS="core all"
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1

@@ -36,9 +36,7 @@ from freebind.mini.world import GENERATOR_VERSION, Event  # noqa: E402
 COST = {"vl": 4, "bind": 4, "clap": 2, "clap2": 1.5, "3d": 1}
 
 
-def _corpus_dir(cache: Path | None, seed: int, n: int, workers: int) -> Path:
-    if cache is None:
-        cache = Path(tempfile.mkdtemp(prefix="freebind-mini-corpus-"))
+def _corpus_dir(cache: Path, seed: int, n: int, workers: int) -> Path:
     tag = cache / "corpus.json"
     want = {"generator": GENERATOR_VERSION, "seed": seed, "n": n}
     if tag.is_file() and json.loads(tag.read_text()) == want:
@@ -99,30 +97,47 @@ def main(argv=None) -> int:
         p.error(f"unknown space(s): {', '.join(unknown)}")
 
     t_start = time.time()
-    timings = {}
-    if not a.skip_train:
-        folder = _corpus_dir(a.cache, a.seed, CORPUS_SIZE, workers=max(1, a.jobs))
-        timings["corpus"] = time.time() - t_start
-        tasks = [(w, str(folder), str(a.out), a.seed, a.threads)
-                 for w in sorted(spaces, key=lambda s: -COST[s]) if not RECIPES[w].get("teacher")]
-        taught = [(w, str(folder), str(a.out), a.seed, a.threads)
-                  for w in spaces if RECIPES[w].get("teacher")]
-        if a.jobs > 1 and len(tasks) > 1:
-            import multiprocessing as mp
+    scratch = None
+    if not a.skip_train and a.cache is None:   # the corpus in a temporary folder, removed
+        scratch = tempfile.TemporaryDirectory(prefix="freebind-mini-corpus-")
+    try:
+        timings = _train(a, spaces, Path(scratch.name) if scratch else a.cache, t_start) \
+            if not a.skip_train else {}
+    finally:
+        if scratch is not None:
+            scratch.cleanup()
+    return _report(a, timings)
 
-            with mp.get_context("spawn").Pool(min(a.jobs, len(tasks))) as pool:
-                for which, secs in pool.imap_unordered(_train_one, tasks):
-                    timings[which] = secs
-                    print(f"trained {which} in {secs:.0f}s", flush=True)
-        else:
-            for t in tasks:
-                which, secs = _train_one(t)
+
+def _train(a, spaces, cache: Path, t_start: float) -> dict:
+    """Render (or reuse) the corpus in ``cache`` and train ``spaces``; their timings."""
+    timings = {}
+    folder = _corpus_dir(cache, a.seed, CORPUS_SIZE, workers=max(1, a.jobs))
+    timings["corpus"] = time.time() - t_start
+    tasks = [(w, str(folder), str(a.out), a.seed, a.threads)
+             for w in sorted(spaces, key=lambda s: -COST[s]) if not RECIPES[w].get("teacher")]
+    taught = [(w, str(folder), str(a.out), a.seed, a.threads)
+              for w in spaces if RECIPES[w].get("teacher")]
+    if a.jobs > 1 and len(tasks) > 1:
+        import multiprocessing as mp
+
+        with mp.get_context("spawn").Pool(min(a.jobs, len(tasks))) as pool:
+            for which, secs in pool.imap_unordered(_train_one, tasks):
                 timings[which] = secs
-        for t in taught:         # after their teachers
+                print(f"trained {which} in {secs:.0f}s", flush=True)
+    else:
+        for t in tasks:
             which, secs = _train_one(t)
             timings[which] = secs
-        timings["train_total"] = time.time() - t_start
+    for t in taught:         # after their teachers
+        which, secs = _train_one(t)
+        timings[which] = secs
+    timings["train_total"] = time.time() - t_start
+    return timings
 
+
+def _report(a, timings: dict) -> int:
+    """Measure the weights in ``a.out`` and print the report."""
     from freebind.mini.roles import measure
     from freebind.mini.spaces import load_file
 

@@ -207,11 +207,16 @@ def test_training_script_reproduces_a_space_bit_for_bit(tmp_path):
 
     from safetensors.torch import load_file as load_tensors
 
+    import os
+
     root = Path(__file__).resolve().parents[2]
+    scratch = tmp_path / "tmp"   # where the runs render their corpus: removed at the end
+    scratch.mkdir()
     runs = [subprocess.Popen([sys.executable, str(root / "scripts/train_mini.py"), "--spaces",
                               "clap2", "--out", str(tmp_path / str(i)), "--jobs", "1",
                               "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             text=True) for i in range(2)]
+                             text=True, env={**os.environ, "TMPDIR": str(scratch)})
+            for i in range(2)]
     reports = []
     for r in runs:
         out, err = r.communicate(timeout=1800)
@@ -220,6 +225,7 @@ def test_training_script_reproduces_a_space_bit_for_bit(tmp_path):
         report.pop("timings_s")
         reports.append(report)
     assert reports[0] == reports[1]
+    assert list(scratch.iterdir()) == []   # no corpus left behind
     first, second = (load_tensors(str(tmp_path / str(i) / "clap2.safetensors"))
                      for i in range(2))
     shipped = load_tensors(str(WEIGHTS_DIR / "clap2.safetensors"))

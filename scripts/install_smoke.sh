@@ -142,4 +142,5 @@ c = float(e[0] @ e[1]); assert abs(c - 0.7553) < 2e-3, c; print(f'  minilm simil
   cd "$REPO"
   log "$kind: ok in $(( $(date +%s) - t0 )) s"
 done
-log "install smoke test passed in $(( $(date +%s) - t_all )) s (work folder $WORK)"
+if [ -n "${SMOKE_DIR:-}" ]; then kept="kept in $WORK"; else kept="$WORK removed"; fi
+log "install smoke test passed in $(( $(date +%s) - t_all )) s (work folder $kept)"

@@ -20,7 +20,7 @@ from typing import Any, Iterable, Iterator, Sequence
 import numpy as np
 
 from freebind.data import items as _items
-from freebind.data.items import StringArray, StringArrayBuilder
+from freebind.data.items import PackedSequence, StringArray, StringArrayBuilder
 
 #: item kinds: a text (``str``), a path, an archive member
 TEXT, PATH, MEMBER = 0, 1, 2
@@ -28,7 +28,7 @@ TEXT, PATH, MEMBER = 0, 1, 2
 SEP = "::"
 
 
-class ItemColumn(Sequence):
+class ItemColumn(PackedSequence):
     """One modality's items, appended one at a time and packed a block at a time (see the
     module); reading them consolidates the blocks once."""
 
@@ -40,14 +40,14 @@ class ItemColumn(Sequence):
         self._where: dict[tuple[str, str, str | None, type], int] = {}
         self._pending: list[Any] = []
         self._n = 0
-        self._view: tuple[StringArray, dict[str, np.ndarray]] | None = None
+        self._packed: tuple[StringArray, dict[str, np.ndarray]] | None = None
         self.extend(items)
 
     # --- building -------------------------------------------------------------------------
     def append(self, item: Any) -> None:
         self._pending.append(item)
         self._n += 1
-        self._view = None
+        self._packed = None
         if len(self._pending) >= _items._PACK:
             self._flush()
 
@@ -62,7 +62,7 @@ class ItemColumn(Sequence):
                 self._names.extend(names)
                 self._blocks.append({**cols, "container": remap[cols["container"]]})
                 self._n += len(names)
-                self._view = None
+                self._packed = None
             return
         for it in items:
             self.append(it)
@@ -108,7 +108,7 @@ class ItemColumn(Sequence):
                              "size": size, "digest": digest, "hashed": hashed})
 
     def _arrays(self) -> tuple[StringArray, dict[str, np.ndarray]]:
-        if self._view is None:
+        if self._packed is None:
             self._flush()
             names = self._names.build()
             if len(self._blocks) != 1:
@@ -121,8 +121,8 @@ class ItemColumn(Sequence):
                 "kind": np.zeros(0, np.int8), "container": np.zeros(0, np.int32),
                 "offset": np.zeros(0, np.int64), "size": np.zeros(0, np.int64),
                 "digest": np.zeros((0, 32), np.uint8), "hashed": np.zeros(0, bool)}
-            self._view = (names, cols)
-        return self._view
+            self._packed = (names, cols)
+        return self._packed
 
     # --- reading --------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -140,16 +140,12 @@ class ItemColumn(Sequence):
         return member(label, container, ckind, int(cols["offset"][j]), int(cols["size"][j]),
                       digest, column=column)
 
-    def __getitem__(self, i):
+    def _one(self, j: int):
         names, cols = self._arrays()
-        if isinstance(i, slice):
-            return [self[j] for j in range(*i.indices(len(self)))]
-        if isinstance(i, (int, np.integer)):
-            j = int(i) + len(self) if i < 0 else int(i)
-            if not 0 <= j < len(self):
-                raise IndexError(f"item {i} of {len(self)}")
-            return self._make(names[j], cols, j)
-        return [self[int(j)] for j in np.asarray(i).reshape(-1)]
+        return self._make(names[j], cols, j)
+
+    def _view(self, a: int, b: int) -> list:
+        return [self._one(j) for j in range(a, b)]
 
     def __iter__(self) -> Iterator[Any]:
         names, cols = self._arrays()

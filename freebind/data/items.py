@@ -30,7 +30,35 @@ _PACK = 65536
 MMAP_BYTES = 16 << 20
 
 
-class StringArray(Sequence):
+class PackedSequence(Sequence):
+    """Indexing of a packed sequence: ``x[i]`` (negative from the end), ``x[a:b]`` (a view,
+    :meth:`_view`), ``x[a:b:step]`` and ``x[[i, j, …]]`` (lists); subclasses give
+    :meth:`_one` and :meth:`_view`."""
+
+    __slots__ = ()
+
+    def _one(self, j: int):
+        raise NotImplementedError
+
+    def _view(self, a: int, b: int):
+        raise NotImplementedError
+
+    def __getitem__(self, i):
+        n = len(self)
+        if isinstance(i, slice):
+            a, b, step = i.indices(n)
+            if step != 1:
+                return [self[j] for j in range(a, b, step)]
+            return self._view(a, max(a, b))
+        if isinstance(i, (int, np.integer)):
+            j = int(i) + n if i < 0 else int(i)
+            if not 0 <= j < n:
+                raise IndexError(f"item {i} of {n}")
+            return self._one(j)
+        return [self[int(j)] for j in np.asarray(i).reshape(-1)]
+
+
+class StringArray(PackedSequence):
     """Strings packed in one ``uint8`` buffer; string ``i`` is ``data[offsets[i]:
     offsets[i + 1]]`` decoded as UTF-8 (see the module)."""
 
@@ -72,21 +100,12 @@ class StringArray(Sequence):
     def __len__(self) -> int:
         return int(self.offsets.shape[0]) - 1
 
-    def __getitem__(self, i):
-        if isinstance(i, slice):
-            a, b, step = i.indices(len(self))
-            if step != 1:
-                return [self[j] for j in range(a, b, step)]
-            b = max(a, b)
-            return StringArray(self.data, self.offsets[a:b + 1])
-        if isinstance(i, (int, np.integer)):
-            n = len(self)
-            j = int(i) + n if i < 0 else int(i)
-            if not 0 <= j < n:
-                raise IndexError(f"string {i} of {n}")
-            lo, hi = int(self.offsets[j]), int(self.offsets[j + 1])
-            return bytes(self.data[lo:hi]).decode(*_ENC)
-        return [self[int(j)] for j in np.asarray(i).reshape(-1)]
+    def _view(self, a: int, b: int) -> "StringArray":
+        return StringArray(self.data, self.offsets[a:b + 1])
+
+    def _one(self, j: int) -> str:
+        lo, hi = int(self.offsets[j]), int(self.offsets[j + 1])
+        return bytes(self.data[lo:hi]).decode(*_ENC)
 
     def __iter__(self) -> Iterator[str]:
         for a in range(0, len(self), _PACK):
@@ -236,7 +255,7 @@ class KeyedItem(str):
         return (KeyedItem, (str(self), self.content_key))
 
 
-class ItemList(Sequence):
+class ItemList(PackedSequence):
     """The items of a pool as arrays (see the module): ``names`` (a :class:`StringArray`),
     ``keys`` (``S64`` content keys, or None when the items are keyed by their content),
     ``kind``: ``"text"`` (items are the strings), ``"path"`` (items are
@@ -283,18 +302,12 @@ class ItemList(Sequence):
             return KeyedItem(name, self.keys[j].decode("ascii"))
         return Path(name) if self.kind == "path" else name
 
-    def __getitem__(self, i):
-        if isinstance(i, slice):
-            a, b, step = i.indices(len(self))
-            if step != 1:
-                return [self[j] for j in range(a, b, step)]
-            b = max(a, b)
-            return ItemList(self.names[a:b], None if self.keys is None else self.keys[a:b],
-                            self.kind)
-        if isinstance(i, (int, np.integer)):
-            j = int(i) + len(self) if i < 0 else int(i)
-            return self._make(self.names[j], j)
-        return [self[int(j)] for j in np.asarray(i).reshape(-1)]
+    def _view(self, a: int, b: int) -> "ItemList":
+        return ItemList(self.names[a:b], None if self.keys is None else self.keys[a:b],
+                        self.kind)
+
+    def _one(self, j: int):
+        return self._make(self.names[j], j)
 
     def __iter__(self) -> Iterator:
         for j, name in enumerate(self.names):

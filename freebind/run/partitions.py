@@ -24,6 +24,7 @@ mislabelled files are reported (path and reason) and skipped.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import json
 import os
@@ -408,9 +409,10 @@ def _shards(items: Mapping[str, tuple], tgt, partition_size: int
             skipped += [{"path": s, "reason": f"{tgt.name} has no {m} modality"}
                         for s in sources]
             continue
+        failing = sorted(errors)
         for start in range(0, len(sources), partition_size):
             stop = min(len(sources), start + partition_size)
-            bad = sorted(i for i in errors if start <= i < stop)
+            bad = failing[bisect.bisect_left(failing, start):bisect.bisect_left(failing, stop)]
             failed = tuple((sources[i], reason(str(errors[i]), sources[i])) for i in bad)
             if bad:
                 good = np.setdiff1d(np.arange(start, stop), np.asarray(bad, dtype=np.int64))

@@ -227,15 +227,7 @@ def _resolve_tokenizer(explicit: str | None, download: bool) -> Path | str | Non
             paths.append(weights.resolve(wf, None, download=download))
     except SpaceError as exc:
         return str(exc)
-    if paths[0].parent == paths[1].parent:
-        return paths[0].parent
-    import tempfile
-
-    # Hugging Face's cache keeps each file in its own snapshot folder only by symlink; gather
-    folder = Path(tempfile.mkdtemp(prefix="freebind-roberta-"))
-    for p in paths:
-        (folder / p.name).symlink_to(p.resolve())
-    return folder
+    return weights.one_folder(paths, "freebind-roberta-")
 
 
 def infer_architecture(state: dict, custom: bool = False) -> tuple[str, bool]:

@@ -181,6 +181,22 @@ def hf_cached(repo_ids: Iterable[str], filename: str) -> list[Path]:
     return found
 
 
+def one_folder(paths: Iterable[Path], prefix: str) -> Path:
+    """A folder holding every file of ``paths`` by name: their own folder when they share
+    one, else a temporary folder (``prefix``) of links to them (Hugging Face's cache keeps
+    each file of a repository in its own snapshot folder only by link, while a processor
+    or tokenizer loads from one folder)."""
+    paths = list(paths)
+    if len({p.parent for p in paths}) == 1:
+        return paths[0].parent
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix=prefix))
+    for p in paths:
+        (folder / p.name).symlink_to(p.resolve())
+    return folder
+
+
 def hf_fetch(repo_id: str, filename: str) -> Callable[[Path], Path]:
     """A fetcher downloading ``filename`` of ``repo_id`` into freebind's folder."""
 

@@ -136,14 +136,7 @@ def _local_folder(modality: str, download: bool) -> Path:
     found = [w.find_local() for w in hub_files(modality, WEIGHT_FILES)]
     paths.append(next((f for f in found if f is not None), None) or weights.resolve(
         hub_files(modality, WEIGHT_FILES[1:])[0], None, download=download))
-    if len({p.parent for p in paths}) == 1:
-        return paths[0].parent
-    import tempfile
-
-    folder = Path(tempfile.mkdtemp(prefix="freebind-languagebind-"))
-    for p in paths:
-        (folder / p.name).symlink_to(p.resolve())
-    return folder
+    return weights.one_folder(paths, "freebind-languagebind-")
 
 
 def _weight_path(folder: Path) -> Path | None:

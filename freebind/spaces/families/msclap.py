@@ -182,14 +182,7 @@ def _tokenizer_dir(version: str, explicit: str | None, download: bool):
         paths = [weights.resolve(w, None, download=download) for w in tokenizer_files(version)]
     except SpaceError as exc:
         return str(exc)
-    if len({p.parent for p in paths}) == 1:
-        return paths[0].parent
-    import tempfile
-
-    folder = Path(tempfile.mkdtemp(prefix="freebind-msclap-tok-"))
-    for p in paths:
-        (folder / p.name).symlink_to(p.resolve())
-    return folder
+    return weights.one_folder(paths, "freebind-msclap-tok-")
 
 
 # --- the model ------------------------------------------------------------------------------
